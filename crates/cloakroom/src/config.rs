@@ -1,0 +1,344 @@
+//! Configuration: the cookie, expiry, size limits and the failure policy.
+
+use std::time::Duration;
+
+pub use cookie::SameSite;
+
+use crate::expiry::ExpiryPolicy;
+
+/// How the session cookie is written. Defaults are the secure ones: `HttpOnly`, `Secure`,
+/// `SameSite=Lax`, `Path=/`, no `Domain`, the generic name `id`.
+///
+/// ```
+/// use cloakroom::CookieConfig;
+/// let cookie = CookieConfig::default().with_host_prefix(true);
+/// assert_eq!(cookie.full_name(), "__Host-id");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieConfig {
+    name: String,
+    path: String,
+    domain: Option<String>,
+    secure: bool,
+    http_only: bool,
+    same_site: SameSite,
+    host_prefix: bool,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            name: "id".to_owned(),
+            path: "/".to_owned(),
+            domain: None,
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            host_prefix: false,
+        }
+    }
+}
+
+impl CookieConfig {
+    /// Sets the cookie name (before any `__Host-` prefix).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// Sets the `Path` attribute.
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+    /// Sets the `Domain` attribute (not allowed with the `__Host-` prefix).
+    pub fn with_domain(mut self, domain: Option<String>) -> Self {
+        self.domain = domain;
+        self
+    }
+    /// Sets `Secure`. Turn it off only for plain-HTTP development servers.
+    pub fn with_secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+    /// Sets `HttpOnly`.
+    pub fn with_http_only(mut self, http_only: bool) -> Self {
+        self.http_only = http_only;
+        self
+    }
+    /// Sets `SameSite`.
+    pub fn with_same_site(mut self, same_site: SameSite) -> Self {
+        self.same_site = same_site;
+        self
+    }
+    /// Prefixes the name with `__Host-`, which browsers accept only with `Secure`, `Path=/`
+    /// and no `Domain`: the cookie is then bound to this exact host.
+    pub fn with_host_prefix(mut self, host_prefix: bool) -> Self {
+        self.host_prefix = host_prefix;
+        self
+    }
+
+    /// The name as sent, prefix included.
+    pub fn full_name(&self) -> String {
+        if self.host_prefix {
+            format!("__Host-{}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+    /// The `Path` attribute.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// The `Domain` attribute.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+    /// Whether `Secure` is set.
+    pub fn secure(&self) -> bool {
+        self.secure
+    }
+    /// Whether `HttpOnly` is set.
+    pub fn http_only(&self) -> bool {
+        self.http_only
+    }
+    /// The `SameSite` attribute.
+    pub fn same_site(&self) -> SameSite {
+        self.same_site
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if self.name.is_empty() || !self.name.chars().all(token) {
+            return Err(ConfigError::CookieName(self.name.clone()));
+        }
+        let attr_ok =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic() && c != ';');
+        if !attr_ok(&self.path) || !self.path.starts_with('/') {
+            return Err(ConfigError::CookiePath(self.path.clone()));
+        }
+        if let Some(domain) = &self.domain {
+            if !attr_ok(domain) {
+                return Err(ConfigError::CookieDomain(domain.clone()));
+            }
+        }
+        if self.host_prefix && (!self.secure || self.path != "/" || self.domain.is_some()) {
+            return Err(ConfigError::HostPrefix);
+        }
+        if self.same_site == SameSite::None && !self.secure {
+            return Err(ConfigError::SameSiteNoneInsecure);
+        }
+        Ok(())
+    }
+}
+
+/// Size limits, enforced when a value is written so a handler gets a typed error at once.
+///
+/// Defaults: 64 KiB per value, 256 KiB per session (serialized JSON).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest serialized value.
+    pub max_value_bytes: usize,
+    /// The largest serialized session data.
+    pub max_session_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: 64 * 1024,
+            max_session_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// What the layer does when the store fails (down, timed out, pool exhausted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Fail closed (the default): the response becomes `503 Service Unavailable` with
+    /// `Retry-After`, and nothing is written.
+    ServiceUnavailable {
+        /// The `Retry-After` value.
+        retry_after: Duration,
+    },
+    /// Fail open: a session that cannot be loaded acts as an empty anonymous session for
+    /// this request, nothing is written for it and no cookie is changed (so the user keeps
+    /// the session once the store is back), and commit failures are logged while the
+    /// handler's response goes out unchanged.
+    Anonymous,
+}
+
+impl Default for OnStoreError {
+    fn default() -> Self {
+        Self::ServiceUnavailable {
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where the client IP recorded with a session comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ClientIpSource {
+    /// The peer address of the connection (axum's `ConnectInfo<SocketAddr>`), the default.
+    #[default]
+    ConnectInfo,
+    /// The first address in this header (for example `x-forwarded-for`), for apps behind a
+    /// proxy they trust to set it. Never use it without such a proxy: clients can forge it.
+    TrustedHeader(http::HeaderName),
+    /// Record no IP.
+    None,
+}
+
+/// Everything the session layer needs besides the store.
+///
+/// ```
+/// use std::time::Duration;
+/// use cloakroom::{CookieConfig, ExpiryPolicy, SessionConfig};
+/// let config = SessionConfig::default()
+///     .with_cookie(CookieConfig::default().with_name("sid"))
+///     .with_expiry(ExpiryPolicy::default().with_idle_timeout(Some(Duration::from_secs(1800))));
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// The cookie.
+    pub cookie: CookieConfig,
+    /// Expiry.
+    pub expiry: ExpiryPolicy,
+    /// Size limits.
+    pub limits: Limits,
+    /// The failure policy.
+    pub on_store_error: OnStoreError,
+    /// Whether changes made while producing a 5xx response are saved (default: no).
+    /// Logout and destroy are honoured either way.
+    pub save_on_server_error: bool,
+    /// How many compare-and-set attempts a commit makes under contention before giving up
+    /// with [`SessionError::TooManyConflicts`](crate::SessionError::TooManyConflicts).
+    /// Default 64.
+    pub max_commit_attempts: u32,
+    /// Where the client IP comes from.
+    pub client_ip: ClientIpSource,
+}
+
+impl SessionConfig {
+    /// Sets the cookie configuration.
+    pub fn with_cookie(mut self, cookie: CookieConfig) -> Self {
+        self.cookie = cookie;
+        self
+    }
+    /// Sets the expiry policy.
+    pub fn with_expiry(mut self, expiry: ExpiryPolicy) -> Self {
+        self.expiry = expiry;
+        self
+    }
+    /// Sets the size limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Sets the failure policy.
+    pub fn with_on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+    /// Sets whether changes are saved on 5xx responses.
+    pub fn with_save_on_server_error(mut self, save: bool) -> Self {
+        self.save_on_server_error = save;
+        self
+    }
+    /// Sets the bound on compare-and-set attempts per commit.
+    pub fn with_max_commit_attempts(mut self, attempts: u32) -> Self {
+        self.max_commit_attempts = attempts;
+        self
+    }
+    /// Sets where the client IP comes from.
+    pub fn with_client_ip(mut self, source: ClientIpSource) -> Self {
+        self.client_ip = source;
+        self
+    }
+
+    /// Checks the combination, with an error that says what to change.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.cookie.validate()?;
+        if self.max_commit_attempts == 0 {
+            return Err(ConfigError::ZeroAttempts);
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot work, with what to change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The cookie name is not an RFC 6265 token.
+    #[error("cookie name {0:?} is not valid: use letters, digits and -_.")]
+    CookieName(String),
+    /// The path is empty, relative, or has a `;` or whitespace.
+    #[error("cookie path {0:?} is not valid: it must start with / and contain no ; or spaces")]
+    CookiePath(String),
+    /// The domain has a `;` or whitespace.
+    #[error("cookie domain {0:?} is not valid")]
+    CookieDomain(String),
+    /// `__Host-` needs `Secure`, `Path=/` and no `Domain`.
+    #[error(
+        "the __Host- prefix needs Secure, Path=/ and no Domain: change those or drop the prefix"
+    )]
+    HostPrefix,
+    /// `SameSite=None` needs `Secure`.
+    #[error("SameSite=None needs Secure: browsers reject it otherwise")]
+    SameSiteNoneInsecure,
+    /// `max_commit_attempts` is zero.
+    #[error("max_commit_attempts must be at least 1")]
+    ZeroAttempts,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie: CookieConfig::default(),
+            expiry: ExpiryPolicy::default(),
+            limits: Limits::default(),
+            on_store_error: OnStoreError::default(),
+            save_on_server_error: false,
+            max_commit_attempts: 64,
+            client_ip: ClientIpSource::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_combinations_are_rejected_with_a_reason() {
+        let bad = |cookie: CookieConfig| SessionConfig::default().with_cookie(cookie).validate();
+        assert_eq!(
+            bad(CookieConfig::default()
+                .with_host_prefix(true)
+                .with_domain(Some("a.b".into()))),
+            Err(ConfigError::HostPrefix)
+        );
+        assert_eq!(
+            bad(CookieConfig::default()
+                .with_host_prefix(true)
+                .with_secure(false)),
+            Err(ConfigError::HostPrefix)
+        );
+        assert!(matches!(
+            bad(CookieConfig::default().with_name("a b")),
+            Err(ConfigError::CookieName(_))
+        ));
+        assert!(matches!(
+            bad(CookieConfig::default().with_path("x")),
+            Err(ConfigError::CookiePath(_))
+        ));
+        assert_eq!(
+            bad(CookieConfig::default()
+                .with_same_site(SameSite::None)
+                .with_secure(false)),
+            Err(ConfigError::SameSiteNoneInsecure)
+        );
+        assert!(bad(CookieConfig::default().with_host_prefix(true)).is_ok());
+    }
+}

@@ -1,0 +1,760 @@
+//! Cases through the axum layer: cookies, data and identity, expiry, same-session
+//! concurrency and the per-user index.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query};
+use axum::http::{header, Request, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::{unique_user, Case, CountingStore};
+use crate::config::SessionConfig;
+use crate::expiry::ExpiryPolicy;
+use crate::id::{SessionHandle, SessionId};
+use crate::layer::SessionLayer;
+use crate::session::{Session, SessionManager};
+use crate::store::SessionStore;
+use crate::SessionError;
+
+type Store = Arc<dyn SessionStore>;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        vec![$(Case { name: concat!("http::", stringify!($name)), run: |store| Box::pin($name(store)) }),*]
+    };
+}
+
+pub(super) fn cases() -> Vec<Case> {
+    cases![
+        no_cookie_no_set_cookie,
+        write_sets_a_secure_cookie,
+        bogus_cookies_are_anonymous,
+        duplicate_cookies_use_the_first_valid,
+        data_round_trip,
+        cycle_id_keeps_data_and_kills_old_id,
+        login_rotates_and_kills_old_id,
+        logout_deletes_and_removes_cookie,
+        untouched_requests_do_no_store_io,
+        read_only_traffic_is_throttled,
+        idle_timeout,
+        absolute_timeout,
+        server_error_discards_changes,
+        oversized_value_is_413,
+        persistent_cookie_has_max_age,
+        concurrent_writers_keep_every_key,
+        concurrent_increments_are_exact,
+        logout_racing_a_slow_writer_does_not_resurrect,
+        user_index_list_and_revoke,
+    ]
+}
+
+#[derive(serde::Deserialize)]
+struct Delay {
+    delay_ms: Option<u64>,
+}
+
+async fn pause(delay: &Delay) {
+    if let Some(ms) = delay.delay_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+fn app(store: Store, config: SessionConfig) -> Router {
+    let manager = SessionManager::from_arc(store, config).expect("valid test configuration");
+    Router::new()
+        .route("/untouched", get(|| async { "ok" }))
+        .route(
+            "/get/{key}",
+            get(|s: Session, Path(key): Path<String>| async move { s.get::<Value>(&key).await.map(Json) }),
+        )
+        .route(
+            "/set/{key}",
+            post(|s: Session, Path(key): Path<String>, Query(d): Query<Delay>, Json(v): Json<Value>| async move {
+                s.get::<Value>(&key).await?;
+                pause(&d).await;
+                s.insert(&key, v).await.map(|()| "ok")
+            }),
+        )
+        .route(
+            "/remove/{key}",
+            post(|s: Session, Path(key): Path<String>| async move { s.remove::<Value>(&key).await.map(Json) }),
+        )
+        .route(
+            "/incr/{key}",
+            post(|s: Session, Path(key): Path<String>, Query(d): Query<Delay>| async move {
+                let n = s.update(&key, |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+                pause(&d).await;
+                Ok::<_, SessionError>(Json(n))
+            }),
+        )
+        .route(
+            "/fail/{key}",
+            post(|s: Session, Path(key): Path<String>| async move {
+                s.insert(&key, true).await?;
+                Ok::<_, SessionError>(StatusCode::INTERNAL_SERVER_ERROR)
+            }),
+        )
+        .route("/cycle", post(|s: Session| async move { s.cycle_id().await.map(|()| "ok") }))
+        .route(
+            "/login/{user}",
+            post(|s: Session, Path(user): Path<String>| async move { s.login(user).await.map(|()| "ok") }),
+        )
+        .route("/logout", post(|s: Session| async move { s.logout().await.map(|()| "ok") }))
+        .route(
+            "/persistent",
+            post(|s: Session| async move {
+                s.set_persistent(true).await?;
+                s.insert("remember", true).await.map(|()| "ok")
+            }),
+        )
+        .route("/whoami", get(|s: Session| async move { s.user().await.map(Json) }))
+        .route(
+            "/handle",
+            get(|s: Session| async move { s.handle().await.map(|h| Json(h.map(|h| h.to_string()))) }),
+        )
+        .route(
+            "/sessions",
+            get(|s: Session| async move { s.list_user_sessions().await.map(Json) }),
+        )
+        .route(
+            "/revoke/{handle}",
+            post(|s: Session, Path(handle): Path<String>| async move {
+                match SessionHandle::parse(&handle) {
+                    Some(handle) => s.revoke_user_session(&handle).await.map(Json).into_response(),
+                    None => StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
+        )
+        .route(
+            "/revoke-others",
+            post(|s: Session| async move { s.revoke_other_sessions().await.map(Json) }),
+        )
+        .layer(SessionLayer::from_manager(Arc::new(manager)))
+}
+
+/// A response as the cases look at it.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    set_cookie: Vec<String>,
+    vary: Vec<String>,
+    body: Value,
+}
+
+impl Reply {
+    /// The session ID the response hands out, if any.
+    fn new_id(&self) -> Option<String> {
+        self.set_cookie.iter().find_map(|c| {
+            let value = c.strip_prefix("id=")?.split(';').next()?;
+            (!value.is_empty()).then(|| value.to_owned())
+        })
+    }
+
+    fn removes_cookie(&self) -> bool {
+        self.set_cookie
+            .iter()
+            .any(|c| c.starts_with("id=;") && c.contains("Max-Age=0"))
+    }
+}
+
+/// A browser: a router and the session cookie it holds.
+#[derive(Clone)]
+struct Browser {
+    app: Router,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(app: &Router) -> Self {
+        Self {
+            app: app.clone(),
+            cookie: None,
+        }
+    }
+
+    fn with_cookie(app: &Router, cookie: &str) -> Self {
+        Self {
+            app: app.clone(),
+            cookie: Some(cookie.to_owned()),
+        }
+    }
+
+    async fn send(&mut self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let cookie_header = self.cookie.as_ref().map(|id| format!("id={id}"));
+        let reply = raw(&self.app, method, path, cookie_header.as_deref(), body).await;
+        if let Some(id) = reply.new_id() {
+            self.cookie = Some(id);
+        } else if reply.removes_cookie() {
+            self.cookie = None;
+        }
+        reply
+    }
+
+    async fn get(&mut self, path: &str) -> Reply {
+        self.send("GET", path, None).await
+    }
+
+    async fn post(&mut self, path: &str, body: Value) -> Reply {
+        self.send("POST", path, Some(body)).await
+    }
+
+    fn id(&self) -> String {
+        self.cookie
+            .clone()
+            .expect("the browser holds a session cookie")
+    }
+
+    fn key(&self) -> crate::StoreKey {
+        SessionId::parse(&self.id())
+            .expect("a well-formed ID")
+            .store_key()
+    }
+}
+
+async fn raw(
+    app: &Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::USER_AGENT, "conformance/1");
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    let body = match body {
+        Some(v) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let strings = |name| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (status, set_cookie, vary) = (
+        parts.status,
+        strings(header::SET_COOKIE),
+        strings(header::VARY),
+    );
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Reply {
+        status,
+        set_cookie,
+        vary,
+        body,
+    }
+}
+
+fn default_app(store: Store) -> Router {
+    app(store, SessionConfig::default())
+}
+
+async fn no_cookie_no_set_cookie(store: Store) {
+    let app = default_app(store);
+    let r = raw(&app, "GET", "/untouched", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.set_cookie.is_empty() && r.vary.is_empty(),
+        "an untouched session sets nothing: {r:?}"
+    );
+    let r = raw(&app, "GET", "/get/x", None, None).await;
+    assert_eq!(r.body, Value::Null);
+    assert!(
+        r.set_cookie.is_empty(),
+        "reading an anonymous session must not create one: {r:?}"
+    );
+    assert!(
+        r.vary.iter().any(|v| v.eq_ignore_ascii_case("cookie")),
+        "a response whose session was read varies by Cookie"
+    );
+}
+
+async fn write_sets_a_secure_cookie(store: Store) {
+    let app = default_app(Arc::clone(&store));
+    let mut b = Browser::new(&app);
+    let r = b.post("/set/a", json!(1)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookie = &r.set_cookie[0];
+    for flag in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie} lacks {flag}");
+    }
+    assert!(
+        !cookie.contains("Max-Age") && !cookie.contains("Expires"),
+        "a browser-session cookie by default"
+    );
+    assert_eq!(b.id().len(), 43);
+    let record = store
+        .load(&b.key())
+        .await
+        .unwrap()
+        .expect("stored under SHA-256 of the ID");
+    assert_eq!(record.data.get("a"), Some(&json!(1)));
+    assert_eq!(record.client.user_agent.as_deref(), Some("conformance/1"));
+}
+
+async fn bogus_cookies_are_anonymous(store: Store) {
+    let app = default_app(store);
+    let unknown = SessionId::generate().to_cookie_value();
+    let huge = "A".repeat(8000);
+    let non_canonical = format!("{}B", "A".repeat(42));
+    let bogus = [
+        "garbage",
+        "",
+        "%00%ff",
+        &unknown[..42],
+        &format!("{unknown}A"),
+        &non_canonical,
+        &huge,
+        &unknown,
+        "\"\"",
+    ];
+    for value in bogus {
+        let cookie = format!("id={value}");
+        let r = raw(&app, "GET", "/get/a", Some(&cookie), None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "cookie {value:.50} must give an anonymous session"
+        );
+        assert_eq!(r.body, Value::Null);
+        let r = raw(&app, "POST", "/set/a", Some(&cookie), Some(json!(1))).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let id = r.new_id().expect("a write mints a fresh ID");
+        assert_ne!(
+            id, value,
+            "strict mode: a client-chosen ID is never adopted"
+        );
+    }
+}
+
+async fn duplicate_cookies_use_the_first_valid(store: Store) {
+    let app = default_app(store);
+    let mut b = Browser::new(&app);
+    b.post("/set/who", json!("me")).await;
+    let header = format!(
+        "id=broken; other=1; id={}; id={}",
+        b.id(),
+        SessionId::generate().to_cookie_value()
+    );
+    let r = raw(&app, "GET", "/get/who", Some(&header), None).await;
+    assert_eq!(
+        r.body,
+        json!("me"),
+        "the first well-formed duplicate is used"
+    );
+}
+
+async fn data_round_trip(store: Store) {
+    let app = default_app(store);
+    let mut b = Browser::new(&app);
+    b.post("/set/a", json!({"x": [1, 2]})).await;
+    let first = b.id();
+    assert_eq!(
+        b.post("/set/b", json!("two")).await.set_cookie,
+        Vec::<String>::new(),
+        "no new cookie for a known session"
+    );
+    assert_eq!(b.get("/get/a").await.body, json!({"x": [1, 2]}));
+    assert_eq!(
+        b.post("/remove/a", json!(null)).await.body,
+        json!({"x": [1, 2]})
+    );
+    assert_eq!(b.get("/get/a").await.body, Value::Null);
+    assert_eq!(b.get("/get/b").await.body, json!("two"));
+    assert_eq!(b.id(), first);
+}
+
+async fn cycle_id_keeps_data_and_kills_old_id(store: Store) {
+    let app = default_app(store);
+    let mut b = Browser::new(&app);
+    b.post("/set/a", json!(1)).await;
+    let old = b.id();
+    let r = b.post("/cycle", json!(null)).await;
+    let new = r.new_id().expect("cycle_id sends a new cookie");
+    assert_ne!(new, old);
+    assert_eq!(
+        b.get("/get/a").await.body,
+        json!(1),
+        "data survives rotation"
+    );
+    let mut stale = Browser::with_cookie(&app, &old);
+    assert_eq!(
+        stale.get("/get/a").await.body,
+        Value::Null,
+        "the old ID is dead"
+    );
+}
+
+async fn login_rotates_and_kills_old_id(store: Store) {
+    let app = default_app(store);
+    let user = unique_user("login");
+    let mut b = Browser::new(&app);
+    b.post("/set/cart", json!(["book"])).await;
+    let old = b.id();
+    let r = b.post(&format!("/login/{user}"), json!(null)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_ne!(b.id(), old, "login rotates the ID");
+    assert_eq!(b.get("/whoami").await.body, json!(user));
+    assert_eq!(
+        b.get("/get/cart").await.body,
+        json!(["book"]),
+        "login keeps the data"
+    );
+    let mut attacker = Browser::with_cookie(&app, &old);
+    assert_eq!(
+        attacker.get("/whoami").await.body,
+        Value::Null,
+        "the pre-login ID is dead at once"
+    );
+
+    let mut fresh = Browser::new(&app);
+    fresh.post(&format!("/login/{user}"), json!(null)).await;
+    assert_eq!(
+        fresh.get("/whoami").await.body,
+        json!(user),
+        "login on an anonymous visitor creates the session"
+    );
+}
+
+async fn logout_deletes_and_removes_cookie(store: Store) {
+    let app = default_app(Arc::clone(&store));
+    let mut b = Browser::new(&app);
+    b.post(&format!("/login/{}", unique_user("bye")), json!(null))
+        .await;
+    let key = b.key();
+    let old = b.id();
+    let r = b.post("/logout", json!(null)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.removes_cookie(), "logout sends a removal cookie: {r:?}");
+    assert!(
+        r.set_cookie
+            .iter()
+            .any(|c| c.contains("Path=/") && c.contains("HttpOnly") && c.contains("Secure")),
+        "with the same path and flags"
+    );
+    assert_eq!(
+        store.load(&key).await.unwrap(),
+        None,
+        "logout deletes the record"
+    );
+    let mut replay = Browser::with_cookie(&app, &old);
+    assert_eq!(replay.get("/whoami").await.body, Value::Null);
+}
+
+async fn untouched_requests_do_no_store_io(store: Store) {
+    let counting = CountingStore::new(store);
+    let counts = counting.counts();
+    let app = app(Arc::new(counting), SessionConfig::default());
+    let mut b = Browser::new(&app);
+    b.post("/set/a", json!(1)).await;
+    let before = counts.snapshot();
+    for _ in 0..10 {
+        assert_eq!(b.get("/untouched").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        counts.snapshot(),
+        before,
+        "a handler that never touches the session costs no store I/O"
+    );
+}
+
+async fn read_only_traffic_is_throttled(store: Store) {
+    let counting = CountingStore::new(store);
+    let counts = counting.counts();
+    let app = app(Arc::new(counting), SessionConfig::default());
+    let mut b = Browser::new(&app);
+    b.post("/set/a", json!(1)).await;
+    let (loads, writes, _) = counts.snapshot();
+    for _ in 0..20 {
+        assert_eq!(b.get("/get/a").await.body, json!(1));
+    }
+    let (loads_after, writes_after, _) = counts.snapshot();
+    assert_eq!(loads_after - loads, 20, "one load per reading request");
+    assert_eq!(
+        writes_after, writes,
+        "read-only requests within the touch interval write nothing"
+    );
+}
+
+fn short(idle_ms: u64, absolute_ms: Option<u64>, touch_ms: u64) -> SessionConfig {
+    SessionConfig::default().with_expiry(
+        ExpiryPolicy::default()
+            .with_idle_timeout(Some(Duration::from_millis(idle_ms)))
+            .with_absolute_timeout(absolute_ms.map(Duration::from_millis))
+            .with_touch_interval(Duration::from_millis(touch_ms)),
+    )
+}
+
+async fn idle_timeout(store: Store) {
+    let app = app(store, short(1500, None, 100));
+    let mut b = Browser::new(&app);
+    b.post("/set/a", json!(1)).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(
+            b.get("/get/a").await.body,
+            json!(1),
+            "activity within the idle timeout keeps the session"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(
+        b.get("/get/a").await.body,
+        Value::Null,
+        "an idle session dies"
+    );
+}
+
+async fn absolute_timeout(store: Store) {
+    let app = app(store, short(1500, Some(2500), 100));
+    let mut b = Browser::new(&app);
+    b.post("/set/a", json!(1)).await;
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(b.post("/set/a", json!(1)).await.status, StatusCode::OK);
+        assert_eq!(b.get("/get/a").await.body, json!(1));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    b.get("/get/a").await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        b.get("/get/a").await.body,
+        Value::Null,
+        "an active session still dies at its absolute deadline"
+    );
+}
+
+async fn server_error_discards_changes(store: Store) {
+    let app = default_app(store);
+    let mut b = Browser::new(&app);
+    let r = b.post("/fail/x", json!(null)).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.set_cookie.is_empty(), "a 5xx response creates no session");
+    b.post("/set/a", json!(1)).await;
+    assert_eq!(
+        b.post("/fail/x", json!(null)).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        b.get("/get/x").await.body,
+        Value::Null,
+        "changes made while producing a 5xx are not saved"
+    );
+}
+
+async fn oversized_value_is_413(store: Store) {
+    let app = default_app(store);
+    let mut b = Browser::new(&app);
+    b.post("/set/a", json!(1)).await;
+    let r = b.post("/set/big", json!("x".repeat(100 * 1024))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(b.get("/get/big").await.body, Value::Null);
+    assert_eq!(b.get("/get/a").await.body, json!(1));
+}
+
+async fn persistent_cookie_has_max_age(store: Store) {
+    let app = default_app(store);
+    let mut b = Browser::new(&app);
+    let r = b.post("/persistent", json!(null)).await;
+    let cookie = &r.set_cookie[0];
+    let max_age: u64 = cookie
+        .split("; ")
+        .find_map(|attr| attr.strip_prefix("Max-Age="))
+        .expect("a persistent cookie has Max-Age")
+        .parse()
+        .unwrap();
+    assert!(
+        max_age > 23 * 3600 && max_age <= 24 * 3600,
+        "Max-Age follows the session deadline ({max_age})"
+    );
+}
+
+async fn concurrent_writers_keep_every_key(store: Store) {
+    let app = default_app(store);
+    let mut b = Browser::new(&app);
+    b.post("/set/seed", json!(0)).await;
+    let cookie = format!("id={}", b.id());
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let (app, cookie) = (app.clone(), cookie.clone());
+            tokio::spawn(async move {
+                raw(
+                    &app,
+                    "POST",
+                    &format!("/set/k{i}?delay_ms=20"),
+                    Some(&cookie),
+                    Some(json!(i)),
+                )
+                .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let r = task.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    }
+    for i in 0..64 {
+        assert_eq!(
+            b.get(&format!("/get/k{i}")).await.body,
+            json!(i),
+            "key k{i} was lost"
+        );
+    }
+}
+
+async fn concurrent_increments_are_exact(store: Store) {
+    let app = default_app(store);
+    let mut b = Browser::new(&app);
+    b.post("/incr/n", json!(null)).await;
+    let cookie = format!("id={}", b.id());
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (app, cookie) = (app.clone(), cookie.clone());
+            tokio::spawn(async move {
+                raw(&app, "POST", "/incr/n?delay_ms=5", Some(&cookie), None).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(
+        b.get("/get/n").await.body,
+        json!(201),
+        "every one of 200 concurrent increments counts"
+    );
+}
+
+async fn logout_racing_a_slow_writer_does_not_resurrect(store: Store) {
+    let app = default_app(Arc::clone(&store));
+    let mut b = Browser::new(&app);
+    b.post(&format!("/login/{}", unique_user("racer")), json!(null))
+        .await;
+    let key = b.key();
+    let cookie = format!("id={}", b.id());
+    let slow = {
+        let (app, cookie) = (app.clone(), cookie.clone());
+        tokio::spawn(async move {
+            raw(
+                &app,
+                "POST",
+                "/set/late?delay_ms=400",
+                Some(&cookie),
+                Some(json!(true)),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(b.post("/logout", json!(null)).await.removes_cookie());
+    let r = slow.await.unwrap();
+    assert!(
+        !r.status.is_server_error(),
+        "the slow writer gets no 5xx: {r:?}"
+    );
+    assert!(
+        r.new_id().is_none(),
+        "the slow writer must not hand out a session"
+    );
+    assert_eq!(
+        store.load(&key).await.unwrap(),
+        None,
+        "the logged-out session stays deleted"
+    );
+    let r = raw(&app, "GET", "/get/late", Some(&cookie), None).await;
+    assert_eq!(r.body, Value::Null);
+}
+
+async fn user_index_list_and_revoke(store: Store) {
+    let app = default_app(store);
+    let user = unique_user("devices");
+    let mut devices: Vec<Browser> = (0..3).map(|_| Browser::new(&app)).collect();
+    for d in &mut devices {
+        assert_eq!(
+            d.post(&format!("/login/{user}"), json!(null)).await.status,
+            StatusCode::OK
+        );
+    }
+    let list = devices[0].get("/sessions").await.body;
+    let list = list.as_array().expect("a list");
+    assert_eq!(list.len(), 3, "all three devices are listed: {list:?}");
+    assert_eq!(
+        list.iter().filter(|s| s["current"] == json!(true)).count(),
+        1
+    );
+    let mine = devices[0].get("/handle").await.body;
+    assert!(list
+        .iter()
+        .any(|s| s["current"] == json!(true) && s["handle"] == mine));
+
+    let second = devices[1].get("/handle").await.body;
+    let second = second.as_str().unwrap().to_owned();
+    assert_eq!(
+        devices[0]
+            .post(&format!("/revoke/{second}"), json!(null))
+            .await
+            .body,
+        json!(true)
+    );
+    assert_eq!(
+        devices[1].get("/whoami").await.body,
+        Value::Null,
+        "a revoked device is logged out"
+    );
+    let stranger = SessionId::generate().store_key().handle();
+    assert_eq!(
+        devices[0]
+            .post(&format!("/revoke/{stranger}"), json!(null))
+            .await
+            .body,
+        json!(false)
+    );
+
+    assert_eq!(
+        devices[0].post("/revoke-others", json!(null)).await.body,
+        json!(1)
+    );
+    assert_eq!(
+        devices[2].get("/whoami").await.body,
+        Value::Null,
+        "other devices are logged out"
+    );
+    assert_eq!(
+        devices[0].get("/whoami").await.body,
+        json!(user),
+        "the current device stays"
+    );
+    assert_eq!(
+        devices[0]
+            .get("/sessions")
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

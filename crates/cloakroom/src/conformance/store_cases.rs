@@ -1,0 +1,608 @@
+//! Cases on the store contract itself: every operation and typed error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use time::Duration as Span;
+
+use super::{unique_user, Case};
+use crate::id::{SessionId, StoreKey};
+use crate::record::{now, ClientMeta, Record, Touch};
+use crate::store::{InsertError, ListQuery, RenameError, SessionStore, TouchError, UpdateError};
+
+type Store = Arc<dyn SessionStore>;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        vec![$(Case { name: concat!("store::", stringify!($name)), run: |store| Box::pin($name(store)) }),*]
+    };
+}
+
+pub(super) fn cases() -> Vec<Case> {
+    cases![
+        insert_load_round_trip,
+        load_absent_is_none,
+        insert_duplicate_never_overwrites,
+        update_compare_and_set,
+        update_missing_never_recreates,
+        expired_record_is_dead_everywhere,
+        touch_moves_idle_deadline_only,
+        touch_cannot_pass_absolute_deadline,
+        rename_keeps_everything,
+        delete_removes_record_and_index,
+        per_user_index,
+        user_change_moves_index,
+        purge_expired_keeps_live,
+        find_by_handle,
+        list_sessions_pages_in_key_order,
+        concurrent_updates_have_one_winner,
+        concurrent_inserts_have_one_winner,
+        concurrent_renames_have_one_winner,
+    ]
+}
+
+fn key() -> StoreKey {
+    SessionId::generate().store_key()
+}
+
+fn record(user: Option<&str>, ttl: Span) -> Record {
+    let t = now();
+    let mut record = Record::new(t, Some(t + ttl), Some(t + ttl + ttl));
+    record.user_id = user.map(str::to_owned);
+    record
+}
+
+fn live(user: Option<&str>) -> Record {
+    record(user, Span::hours(1))
+}
+
+async fn insert_load_round_trip(store: Store) {
+    let k = key();
+    let mut r = live(Some(&unique_user("u")));
+    r.data
+        .insert("s".into(), json!("text with \"quotes\" and ünïcode"));
+    r.data.insert("n".into(), json!(-12.5));
+    r.data.insert(
+        "o".into(),
+        json!({"nested": [1, null, true, {"deep": "x"}]}),
+    );
+    r.persistent = true;
+    r.client = ClientMeta::new(Some("2001:db8::1".into()), Some("Agent/1.0"));
+    r.version = 7;
+    store.insert(&k, &r).await.expect("insert");
+    assert_eq!(
+        store.load(&k).await.expect("load"),
+        Some(r),
+        "a record must load exactly as inserted"
+    );
+}
+
+async fn load_absent_is_none(store: Store) {
+    assert_eq!(store.load(&key()).await.expect("load"), None);
+}
+
+async fn insert_duplicate_never_overwrites(store: Store) {
+    let k = key();
+    let mut first = live(None);
+    first.data.insert("who".into(), json!("first"));
+    store.insert(&k, &first).await.expect("insert");
+    let mut second = live(None);
+    second.data.insert("who".into(), json!("second"));
+    assert!(
+        matches!(store.insert(&k, &second).await, Err(InsertError::Duplicate)),
+        "a second insert must be Duplicate"
+    );
+    assert_eq!(
+        store.load(&k).await.unwrap(),
+        Some(first),
+        "a duplicate insert must not overwrite"
+    );
+}
+
+async fn update_compare_and_set(store: Store) {
+    let k = key();
+    let r = live(None);
+    store.insert(&k, &r).await.unwrap();
+    let mut next = r.clone();
+    next.data.insert("a".into(), json!(1));
+    store
+        .update(&k, &next, 1)
+        .await
+        .expect("update at the right version");
+    let loaded = store.load(&k).await.unwrap().unwrap();
+    assert_eq!(
+        loaded.version, 2,
+        "update must bump the version to expected + 1"
+    );
+    assert_eq!(loaded.data.get("a"), Some(&json!(1)));
+
+    let mut stale = r.clone();
+    stale.data.insert("a".into(), json!("stale"));
+    assert!(
+        matches!(
+            store.update(&k, &stale, 1).await,
+            Err(UpdateError::Conflict)
+        ),
+        "a stale version must be Conflict"
+    );
+    assert_eq!(
+        store.load(&k).await.unwrap().unwrap().data.get("a"),
+        Some(&json!(1)),
+        "a conflicting update must not write"
+    );
+
+    let mut third = loaded.clone();
+    third.version = 999; // the store sets the version, not the caller
+    third.data.insert("b".into(), json!(2));
+    store
+        .update(&k, &third, 2)
+        .await
+        .expect("update at version 2");
+    assert_eq!(store.load(&k).await.unwrap().unwrap().version, 3);
+}
+
+async fn update_missing_never_recreates(store: Store) {
+    let k = key();
+    assert!(matches!(
+        store.update(&k, &live(None), 1).await,
+        Err(UpdateError::Missing)
+    ));
+    assert_eq!(
+        store.load(&k).await.unwrap(),
+        None,
+        "update of a missing record must not create it"
+    );
+    store.insert(&k, &live(None)).await.unwrap();
+    assert!(store.delete(&k).await.unwrap());
+    assert!(matches!(
+        store.update(&k, &live(None), 1).await,
+        Err(UpdateError::Missing)
+    ));
+    assert_eq!(
+        store.load(&k).await.unwrap(),
+        None,
+        "update after delete must not resurrect"
+    );
+}
+
+async fn expired_record_is_dead_everywhere(store: Store) {
+    let user = unique_user("expiring");
+    let k = key();
+    let short = record(Some(&user), Span::milliseconds(400));
+    store.insert(&k, &short).await.unwrap();
+    assert!(store.load(&k).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        store.load(&k).await.unwrap(),
+        None,
+        "a record past its deadline must not load"
+    );
+    assert!(
+        matches!(
+            store.update(&k, &live(Some(&user)), 1).await,
+            Err(UpdateError::Missing)
+        ),
+        "update of an expired record must be Missing"
+    );
+    let touch = Touch {
+        last_active_at: now(),
+        idle_deadline: Some(now() + Span::hours(1)),
+    };
+    assert!(
+        matches!(store.touch(&k, &touch).await, Err(TouchError::Missing)),
+        "touch of an expired record must be Missing"
+    );
+    assert!(
+        matches!(store.rename(&k, &key()).await, Err(RenameError::Missing)),
+        "rename of an expired record must be Missing"
+    );
+    assert_eq!(
+        store.load(&k).await.unwrap(),
+        None,
+        "no operation may bring an expired record back"
+    );
+    assert!(
+        store.list_for_user(&user).await.unwrap().is_empty(),
+        "expired sessions are not listed"
+    );
+    assert!(store.find_by_handle(&k.handle()).await.unwrap().is_none());
+    assert_eq!(
+        store.delete_for_user(&user, None).await.unwrap(),
+        0,
+        "expired sessions are not counted as revoked"
+    );
+}
+
+async fn touch_moves_idle_deadline_only(store: Store) {
+    let k = key();
+    let mut r = record(None, Span::seconds(30));
+    r.data.insert("keep".into(), json!("me"));
+    store.insert(&k, &r).await.unwrap();
+    let t = now() + Span::seconds(1);
+    let touch = Touch {
+        last_active_at: t,
+        idle_deadline: Some(t + Span::seconds(45)),
+    };
+    store.touch(&k, &touch).await.expect("touch");
+    let mut expected = r.clone();
+    expected.apply_touch(&touch);
+    assert_eq!(
+        store.load(&k).await.unwrap(),
+        Some(expected),
+        "touch changes the activity time and idle deadline only"
+    );
+    store
+        .update(&k, &r, 1)
+        .await
+        .expect("touch must not change the version");
+    let absent = key();
+    assert!(matches!(
+        store.touch(&absent, &touch).await,
+        Err(TouchError::Missing)
+    ));
+    assert_eq!(
+        store.load(&absent).await.unwrap(),
+        None,
+        "touch must not create a record"
+    );
+}
+
+async fn touch_cannot_pass_absolute_deadline(store: Store) {
+    let k = key();
+    let t = now();
+    let r = Record::new(
+        t,
+        Some(t + Span::milliseconds(300)),
+        Some(t + Span::milliseconds(700)),
+    );
+    store.insert(&k, &r).await.unwrap();
+    let touch = Touch {
+        last_active_at: now(),
+        idle_deadline: Some(now() + Span::hours(1)),
+    };
+    store.touch(&k, &touch).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        store.load(&k).await.unwrap().is_some(),
+        "the touch moved the idle deadline"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        store.load(&k).await.unwrap(),
+        None,
+        "the absolute deadline wins over any touch"
+    );
+}
+
+async fn rename_keeps_everything(store: Store) {
+    let user = unique_user("renamer");
+    let (old, new) = (key(), key());
+    let mut r = live(Some(&user));
+    r.data.insert("cart".into(), json!(["apple"]));
+    store.insert(&old, &r).await.unwrap();
+    store.update(&old, &r, 1).await.unwrap();
+    let before = store.load(&old).await.unwrap().unwrap();
+    store.rename(&old, &new).await.expect("rename");
+    assert_eq!(
+        store.load(&old).await.unwrap(),
+        None,
+        "the old key must be dead after rename"
+    );
+    assert_eq!(
+        store.load(&new).await.unwrap(),
+        Some(before),
+        "rename keeps data, version and deadlines"
+    );
+    let listed: Vec<StoreKey> = store
+        .list_for_user(&user)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(listed, vec![new], "the user index follows the rename");
+    assert!(matches!(
+        store.rename(&old, &key()).await,
+        Err(RenameError::Missing)
+    ));
+
+    let other = key();
+    let mut o = live(None);
+    o.data.insert("other".into(), json!(true));
+    store.insert(&other, &o).await.unwrap();
+    assert!(
+        matches!(
+            store.rename(&new, &other).await,
+            Err(RenameError::Duplicate)
+        ),
+        "rename onto a live key must be Duplicate"
+    );
+    assert_eq!(
+        store.load(&other).await.unwrap(),
+        Some(o),
+        "a failed rename changes nothing"
+    );
+    assert!(store.load(&new).await.unwrap().is_some());
+}
+
+async fn delete_removes_record_and_index(store: Store) {
+    let user = unique_user("deleter");
+    let k = key();
+    store.insert(&k, &live(Some(&user))).await.unwrap();
+    assert!(
+        store.delete(&k).await.unwrap(),
+        "delete reports a removed record"
+    );
+    assert_eq!(store.load(&k).await.unwrap(), None);
+    assert!(
+        store.list_for_user(&user).await.unwrap().is_empty(),
+        "delete removes the index entry"
+    );
+    assert!(
+        !store.delete(&k).await.unwrap(),
+        "a second delete reports nothing removed"
+    );
+}
+
+async fn per_user_index(store: Store) {
+    let user = unique_user("multi");
+    let other = unique_user("other");
+    let keys: Vec<StoreKey> = (0..3).map(|_| key()).collect();
+    for k in &keys {
+        store.insert(k, &live(Some(&user))).await.unwrap();
+    }
+    let theirs = key();
+    store.insert(&theirs, &live(Some(&other))).await.unwrap();
+    let dying = key();
+    store
+        .insert(&dying, &record(Some(&user), Span::milliseconds(300)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let mut listed: Vec<StoreKey> = store
+        .list_for_user(&user)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    listed.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(
+        listed, expected,
+        "list_for_user returns exactly the user's live sessions"
+    );
+
+    assert_eq!(
+        store.delete_for_user(&user, Some(&keys[0])).await.unwrap(),
+        2,
+        "revoke all but one counts the others"
+    );
+    let left: Vec<StoreKey> = store
+        .list_for_user(&user)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(left, vec![keys[0]], "exactly the kept session remains");
+    assert!(
+        store.load(&keys[1]).await.unwrap().is_none()
+            && store.load(&keys[2]).await.unwrap().is_none()
+    );
+    assert!(
+        store.load(&theirs).await.unwrap().is_some(),
+        "other users are untouched"
+    );
+    assert_eq!(store.delete_for_user(&user, None).await.unwrap(), 1);
+    assert!(store.load(&keys[0]).await.unwrap().is_none());
+    assert_eq!(store.delete_for_user(&user, None).await.unwrap(), 0);
+}
+
+async fn user_change_moves_index(store: Store) {
+    let (a, b) = (unique_user("a"), unique_user("b"));
+    let k = key();
+    let r = live(None);
+    store.insert(&k, &r).await.unwrap();
+    assert!(store.list_for_user(&a).await.unwrap().is_empty());
+    let mut as_a = r.clone();
+    as_a.user_id = Some(a.clone());
+    store.update(&k, &as_a, 1).await.unwrap();
+    assert_eq!(
+        store.list_for_user(&a).await.unwrap().len(),
+        1,
+        "an update that sets the user indexes the session"
+    );
+    let mut as_b = as_a.clone();
+    as_b.user_id = Some(b.clone());
+    store.update(&k, &as_b, 2).await.unwrap();
+    assert!(
+        store.list_for_user(&a).await.unwrap().is_empty(),
+        "the old user's index entry goes"
+    );
+    assert_eq!(store.list_for_user(&b).await.unwrap().len(), 1);
+}
+
+async fn purge_expired_keeps_live(store: Store) {
+    let expiring: Vec<StoreKey> = (0..25).map(|_| key()).collect();
+    for k in &expiring {
+        store
+            .insert(k, &record(None, Span::milliseconds(300)))
+            .await
+            .unwrap();
+    }
+    let keep: Vec<StoreKey> = (0..3).map(|_| key()).collect();
+    for k in &keep {
+        store.insert(k, &live(None)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let purged = store.purge_expired(10).await.expect("purge");
+    assert!(
+        purged == 0 || purged >= 25,
+        "purge either deletes every expired record or the backend expires natively (got {purged})"
+    );
+    for k in &keep {
+        assert!(
+            store.load(k).await.unwrap().is_some(),
+            "purge must keep live sessions"
+        );
+    }
+    for k in &expiring {
+        assert!(store.load(k).await.unwrap().is_none());
+    }
+    assert_eq!(
+        store.purge_expired(10).await.unwrap(),
+        0,
+        "a second purge finds nothing"
+    );
+}
+
+async fn find_by_handle(store: Store) {
+    let (a, b) = (key(), key());
+    store.insert(&a, &live(None)).await.unwrap();
+    store.insert(&b, &live(None)).await.unwrap();
+    let found = store
+        .find_by_handle(&a.handle())
+        .await
+        .unwrap()
+        .expect("found by handle");
+    assert_eq!(found.key, a);
+    assert!(store
+        .find_by_handle(&key().handle())
+        .await
+        .unwrap()
+        .is_none());
+    store.delete(&a).await.unwrap();
+    assert!(store.find_by_handle(&a.handle()).await.unwrap().is_none());
+}
+
+async fn list_sessions_pages_in_key_order(store: Store) {
+    let user = unique_user("pager");
+    let mut mine: Vec<StoreKey> = (0..5).map(|_| key()).collect();
+    for k in &mine {
+        store.insert(k, &live(Some(&user))).await.unwrap();
+    }
+    for _ in 0..2 {
+        store
+            .insert(&key(), &live(Some(&unique_user("noise"))))
+            .await
+            .unwrap();
+    }
+    mine.sort();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_sessions(&ListQuery {
+                user: Some(user.clone()),
+                after,
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= 2, "a page respects the limit");
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|e| e.key);
+        seen.extend(page.into_iter().map(|e| e.key));
+    }
+    assert_eq!(
+        seen, mine,
+        "paging by user returns the user's sessions once each, in key order"
+    );
+    let all = store
+        .list_sessions(&ListQuery {
+            user: None,
+            after: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    let keys: Vec<StoreKey> = all.iter().map(|e| e.key).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "listing is in key order"
+    );
+    assert!(mine.iter().all(|k| keys.contains(k)));
+}
+
+async fn concurrent_updates_have_one_winner(store: Store) {
+    let k = key();
+    store.insert(&k, &live(None)).await.unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut r = live(None);
+                r.data.insert("winner".into(), json!(i));
+                store.update(&k, &r, 1).await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => winners += 1,
+            Err(UpdateError::Conflict) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        winners, 1,
+        "exactly one compare-and-set at one version wins"
+    );
+    assert_eq!(store.load(&k).await.unwrap().unwrap().version, 2);
+}
+
+async fn concurrent_inserts_have_one_winner(store: Store) {
+    let k = key();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.insert(&k, &live(None)).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => winners += 1,
+            Err(InsertError::Duplicate) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(winners, 1, "exactly one insert of a key wins");
+}
+
+async fn concurrent_renames_have_one_winner(store: Store) {
+    let old = key();
+    store.insert(&old, &live(None)).await.unwrap();
+    let targets: Vec<StoreKey> = (0..8).map(|_| key()).collect();
+    let tasks: Vec<_> = targets
+        .iter()
+        .map(|new| {
+            let (store, new) = (Arc::clone(&store), *new);
+            tokio::spawn(async move { store.rename(&old, &new).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => winners += 1,
+            Err(RenameError::Missing) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        winners, 1,
+        "one rename of a key wins; the rest find it Missing"
+    );
+    let mut alive = 0;
+    for new in &targets {
+        alive += usize::from(store.load(new).await.unwrap().is_some());
+    }
+    assert_eq!(alive, 1, "the session exists under exactly one new key");
+}

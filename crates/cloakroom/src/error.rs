@@ -1,0 +1,65 @@
+//! [`SessionError`]: what a handler gets from a [`Session`](crate::Session) call.
+
+use crate::store::StoreError;
+
+/// An error from the session API.
+///
+/// With the `axum` feature it is an `IntoResponse`: store failures and exhausted retries
+/// are `503 Service Unavailable` (the layer adds `Retry-After`), size limits are
+/// `413 Payload Too Large`, the rest `500`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The store failed; see the failure policy ([`OnStoreError`](crate::OnStoreError)).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored value could not be read as the requested type.
+    #[error("session value {key:?} does not have the requested type: {source}")]
+    Deserialize {
+        /// The session key.
+        key: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value could not be serialized to JSON.
+    #[error("the value could not be serialized to JSON: {0}")]
+    Serialize(#[source] serde_json::Error),
+    /// One value is larger than [`Limits::max_value_bytes`](crate::Limits::max_value_bytes).
+    #[error("session value {key:?} is {size} bytes, over the {limit}-byte limit: store less, or raise Limits::max_value_bytes")]
+    ValueTooLarge {
+        /// The session key.
+        key: String,
+        /// Its serialized size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The whole session would exceed [`Limits::max_session_bytes`](crate::Limits::max_session_bytes).
+    #[error("the session would be {size} bytes, over the {limit}-byte limit: remove values, or raise Limits::max_session_bytes")]
+    SessionTooLarge {
+        /// The session's serialized size with this write.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Concurrent writers kept winning the compare-and-set; the bound
+    /// ([`SessionConfig::max_commit_attempts`](crate::SessionConfig::max_commit_attempts)) was hit.
+    #[error("the session changed concurrently {attempts} times in a row; try again")]
+    TooManyConflicts {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A write after the session was committed for this response.
+    #[error(
+        "the session was already committed for this response; write before the handler returns"
+    )]
+    Finished,
+}
+
+impl SessionError {
+    /// Whether this is a store outage or contention, which the layer answers with 503.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::TooManyConflicts { .. })
+    }
+}

@@ -1,0 +1,53 @@
+//! The axum extractor for [`Session`] and `IntoResponse` for [`SessionError`].
+
+use axum::extract::FromRequestParts;
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::StatusCode;
+
+use crate::error::SessionError;
+use crate::session::Session;
+
+/// Returned when a handler asks for a [`Session`] but no [`SessionLayer`](crate::SessionLayer)
+/// wraps the route: a server bug, answered with 500 and a message that says the fix.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no SessionLayer wraps this route: add .layer(SessionLayer::new(store)) to the Router")]
+pub struct MissingSessionLayer;
+
+impl IntoResponse for MissingSessionLayer {
+    fn into_response(self) -> Response {
+        tracing::error!("{self}");
+        (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = MissingSessionLayer;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .ok_or(MissingSessionLayer)
+    }
+}
+
+impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            error if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            SessionError::ValueTooLarge { .. } | SessionError::SessionTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "session error");
+            let message = status.canonical_reason().unwrap_or("error");
+            (status, message).into_response()
+        } else {
+            (status, self.to_string()).into_response()
+        }
+    }
+}

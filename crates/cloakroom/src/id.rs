@@ -1,0 +1,282 @@
+//! Session identifiers: the secret [`SessionId`] the browser holds, the [`StoreKey`] a store
+//! sees, and the public [`SessionHandle`] shown in lists and logs.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// Number of random bytes in a [`SessionId`] (256 bits).
+pub const SESSION_ID_BYTES: usize = 32;
+/// Length of a [`SessionId`] in its cookie form: base64url without padding.
+pub const SESSION_ID_ENCODED_LEN: usize = 43;
+/// Number of [`StoreKey`] bytes a [`SessionHandle`] carries.
+pub const HANDLE_BYTES: usize = 12;
+/// Length of a [`SessionHandle`] in its text form.
+pub const HANDLE_ENCODED_LEN: usize = 16;
+
+/// The secret session identifier carried by the cookie: 32 bytes from the OS CSPRNG.
+///
+/// It is never printed: `Debug` is redacted and there is no `Display`. Stores never see it,
+/// only its [`StoreKey`].
+///
+/// ```
+/// use cloakroom::SessionId;
+/// let id = SessionId::generate();
+/// let text = id.to_cookie_value();
+/// assert_eq!(text.len(), 43);
+/// assert_eq!(SessionId::parse(&text), Some(id.clone()));
+/// assert_eq!(format!("{id:?}"), "SessionId(<redacted>)");
+/// assert_eq!(SessionId::parse("not-an-id"), None);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; SESSION_ID_BYTES]);
+
+impl SessionId {
+    /// Draws a new ID from the operating system's CSPRNG.
+    ///
+    /// # Panics
+    /// Only if the operating system cannot provide randomness at all, where no secure
+    /// session can be issued.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; SESSION_ID_BYTES];
+        getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+        Self(bytes)
+    }
+
+    /// Parses the cookie form: exactly 43 characters of canonical base64url without padding.
+    /// Anything else is `None`, which callers treat as an anonymous request.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != SESSION_ID_ENCODED_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; SESSION_ID_BYTES];
+        match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut bytes) {
+            Ok(SESSION_ID_BYTES) => Some(Self(bytes)),
+            _ => None,
+        }
+    }
+
+    /// The cookie form of this ID. Handle with care: this is the bearer secret.
+    pub fn to_cookie_value(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// The key under which stores keep this session: SHA-256 of the ID.
+    pub fn store_key(&self) -> StoreKey {
+        StoreKey(Sha256::digest(self.0).into())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionId(<redacted>)")
+    }
+}
+
+/// SHA-256 of a [`SessionId`]: the only key a store ever sees.
+///
+/// A leaked store cannot be replayed as cookies, because the ID cannot be recovered from it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreKey([u8; 32]);
+
+impl StoreKey {
+    /// Wraps 32 bytes read back from a store.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Reads a key from a slice, as a database returns it; `None` unless it is 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// The raw 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lowercase hex, for stores that key by text (Redis, files).
+    pub fn to_hex(&self) -> String {
+        let mut out = String::with_capacity(64);
+        for byte in self.0 {
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
+        out
+    }
+
+    /// Parses 64 hex digits (either case).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let text = text.as_bytes();
+        if text.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, pair) in text.chunks_exact(2).enumerate() {
+            bytes[i] = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
+        }
+        Some(Self(bytes))
+    }
+
+    /// The public handle of this session.
+    pub fn handle(&self) -> SessionHandle {
+        let mut bytes = [0u8; HANDLE_BYTES];
+        bytes.copy_from_slice(&self.0[..HANDLE_BYTES]);
+        SessionHandle(bytes)
+    }
+}
+
+impl fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreKey({})", self.handle())
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A short public name for a session: the first 12 bytes of its [`StoreKey`], base64url.
+///
+/// It identifies a session in lists, logs and admin commands. It grants nothing: neither the
+/// session ID nor the full store key can be derived from it.
+///
+/// ```
+/// use cloakroom::{SessionHandle, SessionId};
+/// let key = SessionId::generate().store_key();
+/// let handle = key.handle();
+/// assert_eq!(handle.to_string().len(), 16);
+/// assert!(handle.matches(&key));
+/// assert_eq!(SessionHandle::parse(&handle.to_string()), Some(handle));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionHandle([u8; HANDLE_BYTES]);
+
+impl SessionHandle {
+    /// Parses the 16-character text form; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != HANDLE_ENCODED_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; HANDLE_BYTES];
+        match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut bytes) {
+            Ok(HANDLE_BYTES) => Some(Self(bytes)),
+            _ => None,
+        }
+    }
+
+    /// The 12 raw bytes: the prefix of the store key.
+    pub const fn as_bytes(&self) -> &[u8; HANDLE_BYTES] {
+        &self.0
+    }
+
+    /// Whether `key` is the key this handle names.
+    pub fn matches(&self, key: &StoreKey) -> bool {
+        key.0[..HANDLE_BYTES] == self.0
+    }
+
+    /// The smallest and largest store keys with this handle, for range lookups in
+    /// ordered stores (`key BETWEEN low AND high`).
+    pub fn key_range(&self) -> (StoreKey, StoreKey) {
+        let mut low = [0u8; 32];
+        let mut high = [0xffu8; 32];
+        low[..HANDLE_BYTES].copy_from_slice(&self.0);
+        high[..HANDLE_BYTES].copy_from_slice(&self.0);
+        (StoreKey(low), StoreKey(high))
+    }
+}
+
+impl fmt::Display for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; HANDLE_ENCODED_LEN];
+        // Encoding 12 bytes always yields exactly 16 characters.
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut buf)
+            .map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf[..written]).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionHandle({self})")
+    }
+}
+
+impl serde::Serialize for SessionHandle {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SessionHandle {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text).ok_or_else(|| serde::de::Error::custom("not a session handle"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_and_round_trip() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_ne!(a, b);
+        assert_eq!(SessionId::parse(&a.to_cookie_value()), Some(a.clone()));
+        assert_ne!(a.store_key(), b.store_key());
+    }
+
+    #[test]
+    fn parse_rejects_every_other_form() {
+        let good = SessionId::generate().to_cookie_value();
+        assert!(SessionId::parse(&good[..42]).is_none());
+        assert!(SessionId::parse(&format!("{good}A")).is_none());
+        assert!(SessionId::parse(&format!("{good}=")).is_none());
+        let mut plus = good.clone().into_bytes();
+        plus[0] = b'+';
+        assert!(SessionId::parse(std::str::from_utf8(&plus).unwrap()).is_none());
+        // The last character carries two padding bits; a non-canonical one is rejected.
+        let canonical = SessionId::parse(&"A".repeat(43));
+        assert!(canonical.is_some());
+        assert!(SessionId::parse(&format!("{}B", "A".repeat(42))).is_none());
+        assert!(SessionId::parse("").is_none());
+        assert!(SessionId::parse(&"é".repeat(21)).is_none());
+    }
+
+    #[test]
+    fn store_key_is_sha256_of_the_raw_id() {
+        let id = SessionId([7u8; 32]);
+        let expected: [u8; 32] = Sha256::digest([7u8; 32]).into();
+        assert_eq!(id.store_key().as_bytes(), &expected);
+        let hex = id.store_key().to_hex();
+        assert_eq!(StoreKey::from_hex(&hex), Some(id.store_key()));
+        assert_eq!(
+            StoreKey::from_hex(&hex.to_uppercase()),
+            Some(id.store_key())
+        );
+        assert!(StoreKey::from_hex(&hex[1..]).is_none());
+        assert!(!format!("{:?}", id.store_key()).contains(&hex));
+    }
+
+    #[test]
+    fn handle_range_brackets_exactly_its_keys() {
+        let key = SessionId::generate().store_key();
+        let (low, high) = key.handle().key_range();
+        assert!(low <= key && key <= high);
+        let other = SessionId::generate().store_key();
+        assert_eq!(other.handle().matches(&key), other.handle() == key.handle());
+        assert!(SessionHandle::parse("short").is_none());
+    }
+}

@@ -1,0 +1,176 @@
+//! The tower [`SessionLayer`]: parses the cookie, hands a lazy [`Session`] to the handler
+//! through request extensions, and commits it when the response is ready.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{COOKIE, RETRY_AFTER, SET_COOKIE, USER_AGENT, VARY};
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config::{ClientIpSource, ConfigError, OnStoreError, SessionConfig};
+use crate::session::{Finish, RequestClient, SessionManager};
+use crate::store::SessionStore;
+
+/// Adds sessions to a tower service (an axum `Router`, for example).
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use cloakroom::{MemoryStore, Session, SessionLayer};
+///
+/// async fn hello(session: Session) -> String {
+///     let name: Option<String> = session.get("name").await.unwrap_or_default();
+///     format!("hello {}", name.as_deref().unwrap_or("stranger"))
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/", get(hello))
+///     .layer(SessionLayer::new(MemoryStore::new()));
+/// ```
+#[derive(Clone, Debug)]
+pub struct SessionLayer {
+    manager: Arc<SessionManager>,
+}
+
+impl SessionLayer {
+    /// A layer over `store` with the default, secure configuration.
+    pub fn new(store: impl SessionStore) -> Self {
+        Self::try_new(store, SessionConfig::default()).expect("the default configuration is valid")
+    }
+
+    /// A layer over `store` with `config`, or why the configuration cannot work.
+    pub fn try_new(store: impl SessionStore, config: SessionConfig) -> Result<Self, ConfigError> {
+        Ok(Self::from_manager(Arc::new(SessionManager::new(
+            store, config,
+        )?)))
+    }
+
+    /// A layer over an existing manager (shared with admin code, for example).
+    pub fn from_manager(manager: Arc<SessionManager>) -> Self {
+        Self { manager }
+    }
+
+    /// The manager, for access to the store and configuration.
+    pub fn manager(&self) -> &Arc<SessionManager> {
+        &self.manager
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            manager: Arc::clone(&self.manager),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] produces.
+#[derive(Clone, Debug)]
+pub struct SessionService<S> {
+    inner: S,
+    manager: Arc<SessionManager>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let client = request_client(&request, &self.manager.config().client_ip);
+        let session = self.manager.session(
+            request
+                .headers()
+                .get_all(COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            client,
+        );
+        request.extensions_mut().insert(session.clone());
+        // The clone that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let manager = Arc::clone(&self.manager);
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            let finish = session.finish(response.status()).await;
+            Ok(apply(finish, response, manager.config()))
+        })
+    }
+}
+
+fn request_client<B>(request: &Request<B>, source: &ClientIpSource) -> RequestClient {
+    let ip = match source {
+        ClientIpSource::ConnectInfo => connect_info_ip(request),
+        ClientIpSource::TrustedHeader(name) => request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .and_then(|first| first.trim().parse::<IpAddr>().ok()),
+        ClientIpSource::None => None,
+    };
+    RequestClient {
+        ip,
+        user_agent: request.headers().get(USER_AGENT).cloned(),
+    }
+}
+
+#[cfg(feature = "axum")]
+fn connect_info_ip<B>(request: &Request<B>) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+#[cfg(not(feature = "axum"))]
+fn connect_info_ip<B>(_request: &Request<B>) -> Option<IpAddr> {
+    None
+}
+
+/// Applies the session's outcome to the response: cookie, `Vary`, and the failure policy.
+fn apply<B: Default>(
+    finish: Finish,
+    mut response: Response<B>,
+    config: &SessionConfig,
+) -> Response<B> {
+    if let Some(error) = finish.error {
+        match &config.on_store_error {
+            OnStoreError::ServiceUnavailable { retry_after } if error.is_unavailable() => {
+                tracing::error!(%error, "session store failed; answering 503");
+                response = Response::new(B::default());
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            }
+            _ => tracing::error!(%error, "session could not be saved"),
+        }
+    }
+    let headers = response.headers_mut();
+    if let Some(cookie) = finish.set_cookie {
+        headers.append(SET_COOKIE, cookie);
+    }
+    if finish.vary_cookie {
+        headers.append(VARY, HeaderValue::from_static("cookie"));
+    }
+    response
+}

@@ -1,0 +1,84 @@
+//! HTTP sessions for Rust web services that are correct under concurrency and safe by
+//! default.
+//!
+//! The browser holds a random 256-bit ID in a cookie; a store holds the state under the
+//! SHA-256 of that ID. Concurrent requests on one session never lose each other's writes,
+//! a logged-out session never comes back, and a user's sessions can be listed and revoked.
+//!
+//! ```
+//! use axum::{routing::{get, post}, Json, Router};
+//! use cloakroom::{MemoryStore, Session, SessionError, SessionLayer};
+//!
+//! async fn add_to_cart(session: Session, Json(item): Json<String>) -> Result<Json<Vec<String>>, SessionError> {
+//!     // An atomic read-modify-write: concurrent appends are all kept.
+//!     let cart = session
+//!         .update("cart", move |cart: Option<Vec<String>>| {
+//!             let mut cart = cart.unwrap_or_default();
+//!             cart.push(item.clone());
+//!             cart
+//!         })
+//!         .await?;
+//!     Ok(Json(cart))
+//! }
+//!
+//! async fn login(session: Session) -> Result<&'static str, SessionError> {
+//!     session.login("alice").await?; // rotates the ID: no session fixation
+//!     Ok("welcome")
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/cart", post(add_to_cart))
+//!     .route("/login", post(login))
+//!     .layer(SessionLayer::new(MemoryStore::new()));
+//! ```
+//!
+//! The pieces, one per module:
+//! - [`id`]: [`SessionId`] (the cookie secret), [`StoreKey`] (what stores see),
+//!   [`SessionHandle`] (the public name in lists and logs).
+//! - [`record`]: the [`Record`] a store keeps.
+//! - [`expiry`], [`config`]: timeouts, cookie flags, limits, the failure policy.
+//! - [`store`]: the [`SessionStore`] contract with typed errors; [`memory`]: [`MemoryStore`].
+//! - [`session`]: the [`Session`] handle and the commit engine.
+//! - [`layer`] (feature `tower`) and the axum extractor (feature `axum`, on by default).
+//! - `conformance` (feature `conformance`): the suite every store must pass.
+#![warn(missing_docs)]
+
+mod change;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod expiry;
+pub mod id;
+pub mod memory;
+pub mod purge;
+pub mod record;
+pub mod session;
+pub mod store;
+
+#[cfg(feature = "axum")]
+pub mod extract;
+#[cfg(feature = "tower")]
+pub mod layer;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use config::{
+    ClientIpSource, ConfigError, CookieConfig, Limits, OnStoreError, SameSite, SessionConfig,
+};
+pub use error::SessionError;
+pub use expiry::ExpiryPolicy;
+pub use id::{SessionHandle, SessionId, StoreKey};
+pub use memory::MemoryStore;
+pub use purge::spawn_purge_task;
+pub use record::{ClientMeta, Record, Touch};
+pub use session::{
+    Finish, RequestClient, Session, SessionManager, SessionMetadata, SessionSummary,
+};
+pub use store::{
+    InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError, TouchError,
+    UpdateError,
+};
+
+#[cfg(feature = "tower")]
+pub use layer::{SessionLayer, SessionService};

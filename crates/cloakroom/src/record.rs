@@ -1,0 +1,229 @@
+//! The session record a store keeps, and the timestamp form stores persist.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// The session data: string keys to JSON values.
+pub type Data = serde_json::Map<String, Value>;
+
+/// Client metadata recorded when a session is created or logs in, shown in device lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientMeta {
+    /// The client's IP address, as the layer was configured to read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The `User-Agent` header, truncated to [`ClientMeta::MAX_USER_AGENT`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+impl ClientMeta {
+    /// The longest user agent kept, in bytes; longer ones are cut at a character boundary.
+    pub const MAX_USER_AGENT: usize = 512;
+
+    /// Builds metadata, truncating an overlong user agent.
+    pub fn new(ip: Option<String>, user_agent: Option<&str>) -> Self {
+        let user_agent = user_agent.map(|ua| {
+            let mut end = ua.len().min(Self::MAX_USER_AGENT);
+            while !ua.is_char_boundary(end) {
+                end -= 1;
+            }
+            ua[..end].to_owned()
+        });
+        Self { ip, user_agent }
+    }
+}
+
+/// Everything a store keeps about one session.
+///
+/// Timestamps have millisecond precision ([`now`] truncates), so a record read back from
+/// any store equals the one written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The session's values.
+    pub data: Data,
+    /// When the session was first stored.
+    #[serde(with = "unix_ms")]
+    pub created_at: OffsetDateTime,
+    /// When the session was last written or refreshed.
+    #[serde(with = "unix_ms")]
+    pub last_active_at: OffsetDateTime,
+    /// The session dies at this instant unless activity moves it; `None`: no idle timeout.
+    #[serde(with = "unix_ms::option", default)]
+    pub idle_deadline: Option<OffsetDateTime>,
+    /// The session dies at this instant whatever the activity; `None`: no absolute timeout.
+    #[serde(with = "unix_ms::option", default)]
+    pub absolute_deadline: Option<OffsetDateTime>,
+    /// `true`: a "remember me" cookie with `Max-Age`; `false`: a browser-session cookie.
+    #[serde(default)]
+    pub persistent: bool,
+    /// The logged-in user, which feeds the per-user index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Client metadata for device lists.
+    #[serde(default)]
+    pub client: ClientMeta,
+    /// Bumped by one on every successful [`update`](crate::SessionStore::update).
+    pub version: u64,
+}
+
+impl Record {
+    /// A new, empty record created at `now`, with the given deadlines and version 1.
+    pub fn new(
+        now: OffsetDateTime,
+        idle_deadline: Option<OffsetDateTime>,
+        absolute_deadline: Option<OffsetDateTime>,
+    ) -> Self {
+        Self {
+            data: Data::new(),
+            created_at: now,
+            last_active_at: now,
+            idle_deadline,
+            absolute_deadline,
+            persistent: false,
+            user_id: None,
+            client: ClientMeta::default(),
+            version: 1,
+        }
+    }
+
+    /// The earlier of the two deadlines: when the session dies. `None`: never.
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        earliest(self.idle_deadline, self.absolute_deadline)
+    }
+
+    /// Whether the session is alive at `now` (strictly before its deadline).
+    pub fn is_live_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at().is_none_or(|deadline| now < deadline)
+    }
+
+    /// Applies a [`Touch`]: moves the activity time and idle deadline, nothing else.
+    pub fn apply_touch(&mut self, touch: &Touch) {
+        self.last_active_at = touch.last_active_at;
+        self.idle_deadline = touch.idle_deadline;
+    }
+}
+
+/// The new activity time and idle deadline that [`touch`](crate::SessionStore::touch) writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Touch {
+    /// The new `last_active_at`.
+    pub last_active_at: OffsetDateTime,
+    /// The new idle deadline.
+    pub idle_deadline: Option<OffsetDateTime>,
+}
+
+/// The earlier of two optional deadlines, where `None` means "never".
+pub fn earliest(a: Option<OffsetDateTime>, b: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The current UTC time, truncated to whole milliseconds as stores keep it.
+pub fn now() -> OffsetDateTime {
+    from_unix_ms(to_unix_ms(OffsetDateTime::now_utc())).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A timestamp as Unix milliseconds, the form every store persists.
+pub fn to_unix_ms(at: OffsetDateTime) -> i64 {
+    // i64 milliseconds span ±292 million years; `time` values never leave that.
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Reads Unix milliseconds back; `None` for a value `time` cannot represent (a corrupt row).
+pub fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
+/// Serde helpers that persist timestamps as Unix milliseconds.
+pub mod unix_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    /// Serializes as an integer of Unix milliseconds.
+    pub fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(super::to_unix_ms(*at))
+    }
+
+    /// Deserializes from an integer of Unix milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let ms = i64::deserialize(d)?;
+        super::from_unix_ms(ms).ok_or_else(|| serde::de::Error::custom("timestamp out of range"))
+    }
+
+    /// The same for optional timestamps.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+        use time::OffsetDateTime;
+
+        /// Serializes `None` as null.
+        pub fn serialize<S: Serializer>(
+            at: &Option<OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => s.serialize_some(&super::super::to_unix_ms(*at)),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Deserializes null as `None`.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<OffsetDateTime>, D::Error> {
+            Option::<i64>::deserialize(d)?
+                .map(|ms| {
+                    super::super::from_unix_ms(ms)
+                        .ok_or_else(|| serde::de::Error::custom("timestamp out of range"))
+                })
+                .transpose()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration;
+
+    #[test]
+    fn expiry_is_the_earlier_deadline_and_strict() {
+        let t = now();
+        let mut record = Record::new(
+            t,
+            Some(t + Duration::seconds(10)),
+            Some(t + Duration::seconds(5)),
+        );
+        assert_eq!(record.expires_at(), Some(t + Duration::seconds(5)));
+        assert!(record.is_live_at(t + Duration::milliseconds(4999)));
+        assert!(!record.is_live_at(t + Duration::seconds(5)));
+        record.absolute_deadline = None;
+        record.idle_deadline = None;
+        assert!(record.is_live_at(t + Duration::days(10_000)));
+    }
+
+    #[test]
+    fn json_round_trip_is_exact() {
+        let t = now();
+        let mut record = Record::new(t, Some(t + Duration::minutes(1)), None);
+        record
+            .data
+            .insert("k".into(), serde_json::json!({"a": [1, 2]}));
+        record.user_id = Some("alice".into());
+        record.client = ClientMeta::new(Some("127.0.0.1".into()), Some("agent"));
+        let text = serde_json::to_string(&record).unwrap();
+        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
+    }
+
+    #[test]
+    fn user_agent_is_truncated_on_a_char_boundary() {
+        let long = "é".repeat(400);
+        let meta = ClientMeta::new(None, Some(&long));
+        let ua = meta.user_agent.unwrap();
+        assert!(ua.len() <= ClientMeta::MAX_USER_AGENT);
+        assert!(ua.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,810 @@
+//! The [`Session`] handle, the [`SessionManager`] that makes one per request, and the commit
+//! engine that saves a request's changes when its response is ready.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::change::{Change, ChangeSet, UpdateFn};
+use crate::codec;
+use crate::config::{ConfigError, OnStoreError, SessionConfig};
+use crate::error::SessionError;
+use crate::id::{SessionHandle, SessionId, StoreKey};
+use crate::record::{now, ClientMeta, Record};
+use crate::store::{InsertError, RenameError, SessionStore, StoreError, TouchError, UpdateError};
+
+/// The store and configuration shared by every request: the layer holds one, and so does any
+/// framework integration (it is what `cloakroom-actix` builds on).
+pub struct SessionManager {
+    store: Arc<dyn SessionStore>,
+    config: SessionConfig,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManager {
+    /// A manager over `store`, after checking `config`.
+    pub fn new(store: impl SessionStore, config: SessionConfig) -> Result<Self, ConfigError> {
+        Self::from_arc(Arc::new(store), config)
+    }
+
+    /// The same, for a store that is already shared.
+    pub fn from_arc(
+        store: Arc<dyn SessionStore>,
+        config: SessionConfig,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self { store, config })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The session for one request, given its `Cookie` header values. Does no I/O: the
+    /// store is first asked when the handler first touches the session.
+    pub fn session<'a>(
+        self: &Arc<Self>,
+        cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+        client: RequestClient,
+    ) -> Session {
+        let cookie_id = codec::find_session_id(cookie_headers, &self.config.cookie.full_name());
+        Session {
+            inner: Arc::new(Inner {
+                manager: Arc::clone(self),
+                cookie_id,
+                client,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+}
+
+/// What the layer knows of the client, kept cheap until a session is created or logs in.
+#[derive(Clone, Debug, Default)]
+pub struct RequestClient {
+    /// The client IP, per [`ClientIpSource`](crate::ClientIpSource).
+    pub ip: Option<IpAddr>,
+    /// The raw `User-Agent` header.
+    pub user_agent: Option<HeaderValue>,
+}
+
+impl RequestClient {
+    fn to_meta(&self) -> ClientMeta {
+        ClientMeta::new(
+            self.ip.map(|ip| ip.to_string()),
+            self.user_agent.as_ref().and_then(|ua| ua.to_str().ok()),
+        )
+    }
+}
+
+/// What the layer must do to the response once the session is committed.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Finish {
+    /// A `Set-Cookie` to send (new, rotated, refreshed or removal).
+    pub set_cookie: Option<HeaderValue>,
+    /// Whether the session was read, so the response varies by `Cookie`.
+    pub vary_cookie: bool,
+    /// A failure to load or save, for the failure policy.
+    pub error: Option<SessionError>,
+}
+
+/// A user's session as shown in a device list.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionSummary {
+    /// The public handle.
+    pub handle: SessionHandle,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was last active.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_active_at: OffsetDateTime,
+    /// When it dies unless used.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The IP recorded at creation or login.
+    pub ip: Option<String>,
+    /// The user agent recorded at creation or login.
+    pub user_agent: Option<String>,
+    /// Whether this is the session of the request that asked.
+    pub current: bool,
+}
+
+/// Facts about the current session, once it exists in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionMetadata {
+    /// The public handle.
+    pub handle: SessionHandle,
+    /// The logged-in user.
+    pub user: Option<String>,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// When it was last active.
+    pub last_active_at: OffsetDateTime,
+    /// The idle deadline.
+    pub idle_deadline: Option<OffsetDateTime>,
+    /// The absolute deadline.
+    pub absolute_deadline: Option<OffsetDateTime>,
+    /// Whether the cookie is persistent.
+    pub persistent: bool,
+}
+
+/// The session of one request. Cheap to clone; all clones are the same session.
+///
+/// Nothing is loaded until the first call; writes are kept and saved after the handler, in
+/// one store operation, merged with concurrent writers if another request got there first.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use cloakroom::{MemoryStore, Session, SessionError, SessionLayer};
+///
+/// async fn visit(session: Session) -> Result<String, SessionError> {
+///     let visits: u64 = session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+///     Ok(format!("visit number {visits}"))
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/", post(visit))
+///     .layer(SessionLayer::new(MemoryStore::new()));
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    manager: Arc<SessionManager>,
+    cookie_id: Option<SessionId>,
+    client: RequestClient,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    loaded: bool,
+    /// Loading failed under the fail-closed policy: the response becomes a 503.
+    load_failed: bool,
+    /// Loading failed under the fail-open policy: act anonymous, write nothing.
+    degraded: bool,
+    /// The session's current ID, if a record exists for it in the store.
+    id: Option<SessionId>,
+    /// The version of that record as last seen.
+    base_version: u64,
+    /// The record as this request sees it: the stored one with `changes` applied.
+    working: Option<Record>,
+    changes: ChangeSet,
+    rotate: bool,
+    /// The session was destroyed in this request (the record is already deleted).
+    destroyed: bool,
+    /// The cookie must be (re)sent: a new or rotated ID, or a moved persistent expiry.
+    send_cookie: bool,
+    /// Serialized size of the working data, computed on the first write.
+    data_size: Option<usize>,
+    finished: bool,
+}
+
+impl State {
+    fn working(&mut self) -> &mut Record {
+        self.working
+            .as_mut()
+            .expect("a loaded session always has a working record")
+    }
+}
+
+impl Session {
+    fn store(&self) -> &dyn SessionStore {
+        &*self.inner.manager.store
+    }
+
+    fn config(&self) -> &SessionConfig {
+        &self.inner.manager.config
+    }
+
+    async fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
+        let mut state = self.inner.state.lock().await;
+        if !state.loaded {
+            self.load(&mut state).await?;
+        }
+        Ok(state)
+    }
+
+    async fn writable(&self) -> Result<MutexGuard<'_, State>, SessionError> {
+        let state = self.loaded().await?;
+        if state.finished {
+            return Err(SessionError::Finished);
+        }
+        Ok(state)
+    }
+
+    async fn load(&self, state: &mut State) -> Result<(), SessionError> {
+        let time = now();
+        state.working = Some(self.config().expiry.new_record(time));
+        if let Some(id) = &self.inner.cookie_id {
+            let key = id.store_key();
+            match self.store().load(&key).await {
+                Ok(Some(record)) if record.is_live_at(time) => {
+                    state.id = Some(id.clone());
+                    state.base_version = record.version;
+                    state.working = Some(record);
+                }
+                Ok(_) => {}
+                Err(StoreError::Corrupt(reason)) => {
+                    tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
+                }
+                Err(error) => match self.config().on_store_error {
+                    OnStoreError::ServiceUnavailable { .. } => {
+                        state.load_failed = true;
+                        return Err(error.into());
+                    }
+                    OnStoreError::Anonymous => {
+                        tracing::warn!(%error, "session store unavailable; serving this request anonymously");
+                        state.degraded = true;
+                    }
+                },
+            }
+        }
+        state.loaded = true;
+        Ok(())
+    }
+
+    fn value_size(value: &Value) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        // Writing a `Value` to an infallible sink cannot fail.
+        let _ = serde_json::to_writer(&mut count, value);
+        count.0
+    }
+
+    /// Checks the limits for setting `key` to `value` (or removing it) and records the new
+    /// size.
+    fn check_size(
+        &self,
+        state: &mut State,
+        key: &str,
+        value: Option<&Value>,
+    ) -> Result<(), SessionError> {
+        let limits = &self.config().limits;
+        let entry = |k: &str, v: &Value| k.len() + Self::value_size(v) + 4;
+        let new_entry = match value {
+            Some(v) => {
+                let size = Self::value_size(v);
+                if size > limits.max_value_bytes {
+                    return Err(SessionError::ValueTooLarge {
+                        key: key.to_owned(),
+                        size,
+                        limit: limits.max_value_bytes,
+                    });
+                }
+                key.len() + size + 4
+            }
+            None => 0,
+        };
+        let data = &state.working.as_ref().expect("loaded").data;
+        let total = match state.data_size {
+            Some(total) => total,
+            None => data.iter().map(|(k, v)| entry(k, v)).sum(),
+        };
+        let old_entry = data.get(key).map_or(0, |v| entry(key, v));
+        let size = total - old_entry + new_entry;
+        if size > limits.max_session_bytes {
+            state.data_size = Some(total);
+            return Err(SessionError::SessionTooLarge {
+                size,
+                limit: limits.max_session_bytes,
+            });
+        }
+        state.data_size = Some(size);
+        Ok(())
+    }
+
+    fn record_change(state: &mut State, change: Change) -> Result<(), SessionError> {
+        change.apply(state.working())?;
+        state.changes.push(change);
+        Ok(())
+    }
+
+    /// The value under `key`, read as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let state = self.loaded().await?;
+        let data = &state.working.as_ref().expect("loaded").data;
+        data.get(key)
+            .map(|value| {
+                T::deserialize(value).map_err(|source| SessionError::Deserialize {
+                    key: key.to_owned(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Sets `key` to `value`. Fails at once, with nothing changed, if the value or the
+    /// session would exceed the [`Limits`](crate::Limits).
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let value = serde_json::to_value(value).map_err(SessionError::Serialize)?;
+        let mut state = self.writable().await?;
+        self.check_size(&mut state, key, Some(&value))?;
+        Self::record_change(&mut state, Change::Insert(key.to_owned(), value))
+    }
+
+    /// Removes `key`, returning its value read as `T`.
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let mut state = self.writable().await?;
+        let old = match state.working().data.get(key) {
+            None => return Ok(None),
+            Some(value) => T::deserialize(value).map_err(|source| SessionError::Deserialize {
+                key: key.to_owned(),
+                source,
+            })?,
+        };
+        self.check_size(&mut state, key, None)?;
+        Self::record_change(&mut state, Change::Remove(key.to_owned()))?;
+        Ok(Some(old))
+    }
+
+    /// Atomically replaces the value under `key` with `f(current)` and returns it.
+    ///
+    /// If another request changed the session first, `f` runs again on the fresh value when
+    /// the session is saved, so no increment or append is lost. `f` must therefore be a pure
+    /// function of its input. The value returned here is computed from this request's view;
+    /// call [`save`](Self::save) first and read again for the value as committed.
+    pub async fn update<T, F>(&self, key: &str, f: F) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: Fn(Option<T>) -> T + Send + Sync + 'static,
+    {
+        let owned_key = key.to_owned();
+        let func: UpdateFn = Arc::new(move |current: Option<&Value>| {
+            let current = current.map(T::deserialize).transpose().map_err(|source| {
+                SessionError::Deserialize {
+                    key: owned_key.clone(),
+                    source,
+                }
+            })?;
+            serde_json::to_value(f(current)).map_err(SessionError::Serialize)
+        });
+        let mut state = self.writable().await?;
+        let value = func(state.working().data.get(key))?;
+        self.check_size(&mut state, key, Some(&value))?;
+        let result = T::deserialize(&value).map_err(|source| SessionError::Deserialize {
+            key: key.to_owned(),
+            source,
+        })?;
+        state.working().data.insert(key.to_owned(), value);
+        state.changes.push(Change::Update(key.to_owned(), func));
+        Ok(result)
+    }
+
+    /// Removes every value (the user and the ID stay; see [`logout`](Self::logout)).
+    pub async fn clear(&self) -> Result<(), SessionError> {
+        let mut state = self.writable().await?;
+        state.data_size = Some(0);
+        Self::record_change(&mut state, Change::Clear)
+    }
+
+    /// Whether `key` has a value.
+    pub async fn contains(&self, key: &str) -> Result<bool, SessionError> {
+        let state = self.loaded().await?;
+        Ok(state
+            .working
+            .as_ref()
+            .expect("loaded")
+            .data
+            .contains_key(key))
+    }
+
+    /// The keys that have values.
+    pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        let state = self.loaded().await?;
+        Ok(state
+            .working
+            .as_ref()
+            .expect("loaded")
+            .data
+            .keys()
+            .cloned()
+            .collect())
+    }
+
+    /// Gives the session a new ID when it is saved, keeping its data; the old ID is dead
+    /// from then on. Use it whenever privilege changes.
+    pub async fn cycle_id(&self) -> Result<(), SessionError> {
+        let mut state = self.writable().await?;
+        state.rotate = true;
+        Ok(())
+    }
+
+    /// Logs `user` in: records the user (which feeds the per-user index), records the
+    /// client's IP and user agent, and rotates the ID (fixation defense).
+    pub async fn login(&self, user: impl Into<String>) -> Result<(), SessionError> {
+        let mut state = self.writable().await?;
+        state.rotate = true;
+        Self::record_change(&mut state, Change::SetUser(Some(user.into())))?;
+        Self::record_change(&mut state, Change::SetClient(self.inner.client.to_meta()))
+    }
+
+    /// Destroys the session now: the record is deleted from the store and the response
+    /// removes the cookie. Writes after this start a fresh anonymous session.
+    pub async fn logout(&self) -> Result<(), SessionError> {
+        let mut state = self.writable().await?;
+        if let Some(id) = state.id.take() {
+            self.store().delete(&id.store_key()).await?;
+        }
+        self.reset_to_anonymous(&mut state);
+        state.destroyed = true;
+        Ok(())
+    }
+
+    /// The same as [`logout`](Self::logout).
+    pub async fn destroy(&self) -> Result<(), SessionError> {
+        self.logout().await
+    }
+
+    fn reset_to_anonymous(&self, state: &mut State) {
+        state.id = None;
+        state.base_version = 0;
+        state.working = Some(self.config().expiry.new_record(now()));
+        state.changes.clear();
+        state.rotate = false;
+        state.send_cookie = false;
+        state.data_size = None;
+    }
+
+    /// Chooses a persistent ("remember me") cookie, which survives a browser restart until
+    /// the session's deadline, or a browser-session cookie.
+    pub async fn set_persistent(&self, persistent: bool) -> Result<(), SessionError> {
+        let mut state = self.writable().await?;
+        if state.working().persistent != persistent {
+            state.send_cookie = true;
+            Self::record_change(&mut state, Change::SetPersistent(persistent))?;
+        }
+        Ok(())
+    }
+
+    /// The logged-in user.
+    pub async fn user(&self) -> Result<Option<String>, SessionError> {
+        let state = self.loaded().await?;
+        Ok(state.working.as_ref().expect("loaded").user_id.clone())
+    }
+
+    /// The public handle of the stored session; `None` until it is first saved.
+    pub async fn handle(&self) -> Result<Option<SessionHandle>, SessionError> {
+        let state = self.loaded().await?;
+        Ok(state.id.as_ref().map(|id| id.store_key().handle()))
+    }
+
+    /// Times, deadlines and user of the stored session; `None` until it is first saved.
+    pub async fn metadata(&self) -> Result<Option<SessionMetadata>, SessionError> {
+        let state = self.loaded().await?;
+        let record = state.working.as_ref().expect("loaded");
+        Ok(state.id.as_ref().map(|id| SessionMetadata {
+            handle: id.store_key().handle(),
+            user: record.user_id.clone(),
+            created_at: record.created_at,
+            last_active_at: record.last_active_at,
+            idle_deadline: record.idle_deadline,
+            absolute_deadline: record.absolute_deadline,
+            persistent: record.persistent,
+        }))
+    }
+
+    /// When the session dies unless used again (the earlier deadline).
+    pub async fn expires_at(&self) -> Result<Option<OffsetDateTime>, SessionError> {
+        let state = self.loaded().await?;
+        Ok(state.working.as_ref().expect("loaded").expires_at())
+    }
+
+    /// Saves the changes so far now instead of after the handler, merging with concurrent
+    /// writers; afterwards reads show the committed values.
+    pub async fn save(&self) -> Result<(), SessionError> {
+        let mut state = self.writable().await?;
+        if state.load_failed {
+            return Ok(());
+        }
+        self.commit(&mut state).await
+    }
+
+    /// The live sessions of the logged-in user; empty when anonymous.
+    pub async fn list_user_sessions(&self) -> Result<Vec<SessionSummary>, SessionError> {
+        let (user, current) = self.user_and_key().await?;
+        let Some(user) = user else {
+            return Ok(Vec::new());
+        };
+        let mut entries = self.store().list_for_user(&user).await?;
+        entries.sort_by(|a, b| b.record.last_active_at.cmp(&a.record.last_active_at));
+        Ok(entries
+            .into_iter()
+            .map(|entry| SessionSummary {
+                handle: entry.key.handle(),
+                created_at: entry.record.created_at,
+                last_active_at: entry.record.last_active_at,
+                expires_at: entry.record.expires_at(),
+                ip: entry.record.client.ip,
+                user_agent: entry.record.client.user_agent,
+                current: Some(entry.key) == current,
+            })
+            .collect())
+    }
+
+    /// Revokes one of the logged-in user's sessions by handle. `Ok(false)` if the handle is
+    /// not one of theirs. Revoking the current session is a [`logout`](Self::logout).
+    pub async fn revoke_user_session(&self, handle: &SessionHandle) -> Result<bool, SessionError> {
+        let (user, current) = self.user_and_key().await?;
+        let Some(user) = user else {
+            return Ok(false);
+        };
+        if current.is_some_and(|key| handle.matches(&key)) {
+            self.logout().await?;
+            return Ok(true);
+        }
+        let entries = self.store().list_for_user(&user).await?;
+        match entries.iter().find(|entry| handle.matches(&entry.key)) {
+            Some(entry) => Ok(self.store().delete(&entry.key).await?),
+            None => Ok(false),
+        }
+    }
+
+    /// Revokes every session of the logged-in user but this one ("log out other devices");
+    /// returns how many.
+    pub async fn revoke_other_sessions(&self) -> Result<u64, SessionError> {
+        let (user, current) = self.user_and_key().await?;
+        match user {
+            Some(user) => Ok(self
+                .store()
+                .delete_for_user(&user, current.as_ref())
+                .await?),
+            None => Ok(0),
+        }
+    }
+
+    async fn user_and_key(&self) -> Result<(Option<String>, Option<StoreKey>), SessionError> {
+        let state = self.loaded().await?;
+        // The index knows only saved users: a login in this request is not in it yet.
+        let user = match &state.id {
+            Some(_) => state.working.as_ref().expect("loaded").user_id.clone(),
+            None => None,
+        };
+        Ok((user, state.id.as_ref().map(SessionId::store_key)))
+    }
+
+    /// Commits the session for a response with `status` and says what the response needs.
+    /// Layers call it once; later calls return an empty [`Finish`].
+    pub async fn finish(&self, status: StatusCode) -> Finish {
+        let mut state = self.inner.state.lock().await;
+        if state.finished {
+            return Finish::default();
+        }
+        state.finished = true;
+        let mut finish = Finish {
+            vary_cookie: state.loaded || state.load_failed,
+            ..Finish::default()
+        };
+        if state.load_failed {
+            finish.error = Some(SessionError::Store(StoreError::Unavailable(
+                "the session could not be loaded".into(),
+            )));
+            return finish;
+        }
+        if !state.loaded {
+            return finish;
+        }
+        if !status.is_server_error() || self.config().save_on_server_error {
+            if let Err(error) = self.commit(&mut state).await {
+                finish.error = Some(error);
+            }
+        }
+        let config = &self.config().cookie;
+        if let (Some(id), true) = (&state.id, state.send_cookie) {
+            let record = state.working.as_ref().expect("loaded");
+            let max_age = record.persistent.then(|| {
+                record
+                    .expires_at()
+                    .map_or(Duration::from_secs(400 * 24 * 3600), |deadline| {
+                        Duration::try_from(deadline - now()).unwrap_or_default()
+                    })
+            });
+            finish.set_cookie = Some(codec::session_cookie(config, id, max_age));
+        } else if state.destroyed && self.inner.cookie_id.is_some() {
+            finish.set_cookie = Some(codec::removal_cookie(config));
+        }
+        finish
+    }
+
+    /// Saves the change set: insert, rename, compare-and-set with merge on conflict, or a
+    /// throttled touch.
+    async fn commit(&self, state: &mut State) -> Result<(), SessionError> {
+        if !state.loaded || state.degraded {
+            return Ok(());
+        }
+        let time = now();
+        match state.id.clone() {
+            None => self.commit_new(state, time).await,
+            Some(id) => self.commit_existing(state, id, time).await,
+        }
+    }
+
+    async fn commit_new(
+        &self,
+        state: &mut State,
+        time: OffsetDateTime,
+    ) -> Result<(), SessionError> {
+        let record = state.working();
+        if record.data.is_empty() && record.user_id.is_none() {
+            // Nothing worth a record: visitors who never write get none.
+            state.changes.clear();
+            return Ok(());
+        }
+        let expiry = &self.config().expiry;
+        let mut record = record.clone();
+        let fresh = expiry.new_record(time);
+        record.created_at = time;
+        record.last_active_at = time;
+        record.idle_deadline = fresh.idle_deadline;
+        record.absolute_deadline = fresh.absolute_deadline;
+        record.version = 1;
+        if record.client == ClientMeta::default() {
+            record.client = self.inner.client.to_meta();
+        }
+        for _ in 0..3 {
+            let id = SessionId::generate();
+            match self.store().insert(&id.store_key(), &record).await {
+                Ok(()) => {
+                    state.id = Some(id);
+                    state.base_version = 1;
+                    state.working = Some(record);
+                    state.changes.clear();
+                    state.rotate = false;
+                    state.send_cookie = true;
+                    return Ok(());
+                }
+                Err(InsertError::Duplicate) => continue,
+                Err(InsertError::Store(error)) => return Err(error.into()),
+            }
+        }
+        Err(
+            StoreError::backend("three fresh 256-bit IDs collided; the store is misbehaving")
+                .into(),
+        )
+    }
+
+    async fn commit_existing(
+        &self,
+        state: &mut State,
+        mut id: SessionId,
+        time: OffsetDateTime,
+    ) -> Result<(), SessionError> {
+        let store = self.store();
+        if state.rotate {
+            let mut renamed = false;
+            for _ in 0..3 {
+                let new_id = SessionId::generate();
+                match store.rename(&id.store_key(), &new_id.store_key()).await {
+                    Ok(()) => {
+                        id = new_id;
+                        state.id = Some(id.clone());
+                        state.send_cookie = true;
+                        renamed = true;
+                        break;
+                    }
+                    Err(RenameError::Duplicate) => continue,
+                    Err(RenameError::Missing) => return self.gone(state),
+                    Err(RenameError::Store(error)) => return Err(error.into()),
+                }
+            }
+            if !renamed {
+                return Err(StoreError::backend(
+                    "three fresh 256-bit IDs collided; the store is misbehaving",
+                )
+                .into());
+            }
+            state.rotate = false;
+        }
+        let key = id.store_key();
+        let expiry = &self.config().expiry;
+        if state.changes.is_empty() {
+            if let Some(touch) = expiry.touch_due(state.working(), time) {
+                match store.touch(&key, &touch).await {
+                    Ok(()) => {
+                        let record = state.working();
+                        record.apply_touch(&touch);
+                        state.send_cookie |= state.working().persistent;
+                    }
+                    Err(TouchError::Missing) => return self.gone(state),
+                    // An idle refresh is best effort: the request itself succeeded.
+                    Err(TouchError::Store(error)) => {
+                        tracing::warn!(handle = %key.handle(), %error, "idle refresh failed");
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let max_attempts = self.config().max_commit_attempts;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut record = state.working().clone();
+            record.last_active_at = time;
+            record.idle_deadline = expiry.idle_deadline(time);
+            match store.update(&key, &record, state.base_version).await {
+                Ok(()) => {
+                    record.version = state.base_version + 1;
+                    state.base_version = record.version;
+                    state.send_cookie |= record.persistent;
+                    state.working = Some(record);
+                    state.changes.clear();
+                    return Ok(());
+                }
+                Err(UpdateError::Conflict) => {
+                    if attempt >= max_attempts {
+                        return Err(SessionError::TooManyConflicts { attempts: attempt });
+                    }
+                    backoff(attempt).await;
+                    match store.load(&key).await? {
+                        None => return self.gone(state),
+                        Some(mut fresh) => {
+                            state.changes.apply_all(&mut fresh)?;
+                            state.base_version = fresh.version;
+                            state.working = Some(fresh);
+                            state.data_size = None;
+                        }
+                    }
+                }
+                Err(UpdateError::Missing) => return self.gone(state),
+                Err(UpdateError::Store(error)) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// The record was deleted (logout, revoke, expiry) while this request ran. Its writes
+    /// are dropped rather than resurrect it. No removal cookie is sent: the deletion may
+    /// have been a concurrent rotation whose new cookie must not be overwritten, and the
+    /// dead ID is anonymous on its next use anyway.
+    fn gone(&self, state: &mut State) -> Result<(), SessionError> {
+        tracing::debug!("session deleted concurrently; its pending writes were dropped");
+        self.reset_to_anonymous(state);
+        Ok(())
+    }
+}
+
+/// Jittered exponential backoff between compare-and-set attempts, so contending writers
+/// spread out instead of colliding again.
+async fn backoff(attempt: u32) {
+    let cap_micros = (250u64 << attempt.min(7)).min(20_000);
+    let random = u64::from(getrandom::u32().unwrap_or(0x9e37_79b9));
+    tokio::time::sleep(Duration::from_micros(random % cap_micros)).await;
+}

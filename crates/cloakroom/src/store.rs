@@ -1,0 +1,243 @@
+//! The store contract every backend implements, with typed errors per operation.
+//!
+//! Stores see only [`StoreKey`]s, never a live session ID. Every method takes the time it
+//! needs from [`record::now`](crate::record::now) (or the backend's own clock, where a store
+//! documents that), and treats a record past its deadline as absent: it is never loaded,
+//! updated, touched, renamed or listed, even if the backend has not evicted it yet.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::id::{SessionHandle, StoreKey};
+use crate::record::{Record, Touch};
+
+/// A boxed error from a backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failure of the store itself: the same error for every operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or refused the operation (down, pool exhausted,
+    /// connection lost). Usually worth retrying later.
+    #[error("the session store is unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The operation did not finish in time.
+    #[error("the session store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A stored record could not be decoded. The session layer treats it as absent
+    /// (an anonymous request) and logs it; it does not delete it.
+    #[error("a stored session record is corrupt: {0}")]
+    Corrupt(String),
+    /// Any other backend failure.
+    #[error("the session store failed: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    /// Wraps a backend error as [`StoreError::Unavailable`].
+    pub fn unavailable(error: impl Into<BoxError>) -> Self {
+        Self::Unavailable(error.into())
+    }
+    /// Wraps a backend error as [`StoreError::Backend`].
+    pub fn backend(error: impl Into<BoxError>) -> Self {
+        Self::Backend(error.into())
+    }
+}
+
+/// Why [`SessionStore::insert`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// A live record already has this key. Nothing was written.
+    #[error("a session with this key already exists")]
+    Duplicate,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why [`SessionStore::update`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// The stored version is not the expected one: someone else wrote first.
+    #[error("the session was changed concurrently")]
+    Conflict,
+    /// No live record has this key (deleted, rotated away or expired). Nothing was written.
+    #[error("the session no longer exists")]
+    Missing,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why [`SessionStore::touch`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TouchError {
+    /// No live record has this key. Nothing was written.
+    #[error("the session no longer exists")]
+    Missing,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why [`SessionStore::rename`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenameError {
+    /// No live record has the old key.
+    #[error("the session no longer exists")]
+    Missing,
+    /// A live record already has the new key. Neither record was changed.
+    #[error("a session with the new key already exists")]
+    Duplicate,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A stored session with its key, as listings return it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionEntry {
+    /// The store key.
+    pub key: StoreKey,
+    /// The record.
+    pub record: Record,
+}
+
+impl SessionEntry {
+    /// The public handle.
+    pub fn handle(&self) -> SessionHandle {
+        self.key.handle()
+    }
+}
+
+/// Which sessions [`SessionStore::list_sessions`] returns: live ones, in key order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only this user's sessions.
+    pub user: Option<String>,
+    /// Only keys after this one (for paging: pass the last key of the previous page).
+    pub after: Option<StoreKey>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A session store. Implement it for a backend and prove it with the conformance suite
+/// (`cloakroom::conformance`, feature `conformance`).
+///
+/// Contract, for every implementation:
+///
+/// | operation | meaning |
+/// |---|---|
+/// | `load` | the record, or `None` if absent **or past its deadline** |
+/// | `insert` | create; `Duplicate` if a live record has the key, never overwrites |
+/// | `update` | compare-and-set on `expected_version`; the stored version becomes `expected_version + 1`; `Conflict` / `Missing`; never recreates |
+/// | `touch` | write [`Touch`] only; version unchanged; `Missing` if gone |
+/// | `rename` | atomic move to a new key keeping everything; `Missing` / `Duplicate` |
+/// | `delete` | remove the record and its index entry; `true` if a record was removed |
+/// | `list_for_user` | live sessions of a user |
+/// | `delete_for_user` | delete a user's live sessions except one; the count |
+/// | `purge_expired` | delete expired records, `batch` at a time; the count |
+/// | `find_by_handle` | the live session with this handle |
+/// | `list_sessions` | live sessions in key order, filtered and paged |
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// The live record under `key`.
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError>;
+
+    /// Creates the record; never overwrites a live one. An expired record under the same
+    /// key may be replaced.
+    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError>;
+
+    /// Replaces the record if its stored version is `expected_version`; the stored
+    /// version becomes `expected_version + 1` whatever `record.version` says.
+    async fn update(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<(), UpdateError>;
+
+    /// Moves the activity time and idle deadline; the version is unchanged.
+    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError>;
+
+    /// Moves the live record from `old` to `new` atomically, keeping data, version and
+    /// deadlines. Afterwards `old` loads as `None`.
+    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError>;
+
+    /// Deletes the record and its per-user index entry. `Ok(false)` if there was none.
+    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError>;
+
+    /// The live sessions of `user`.
+    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError>;
+
+    /// Deletes every live session of `user` except `except`; returns how many.
+    async fn delete_for_user(
+        &self,
+        user: &str,
+        except: Option<&StoreKey>,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes expired records in batches of at most `batch`; returns how many. A no-op
+    /// returning 0 where the backend expires records natively.
+    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError>;
+
+    /// The live session with this handle, if any.
+    async fn find_by_handle(
+        &self,
+        handle: &SessionHandle,
+    ) -> Result<Option<SessionEntry>, StoreError>;
+
+    /// Live sessions in key order, filtered by [`ListQuery`].
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError>;
+}
+
+#[async_trait]
+impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        (**self).load(key).await
+    }
+    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
+        (**self).insert(key, record).await
+    }
+    async fn update(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<(), UpdateError> {
+        (**self).update(key, record, expected_version).await
+    }
+    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
+        (**self).touch(key, touch).await
+    }
+    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
+        (**self).rename(old, new).await
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        (**self).delete(key).await
+    }
+    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        (**self).list_for_user(user).await
+    }
+    async fn delete_for_user(
+        &self,
+        user: &str,
+        except: Option<&StoreKey>,
+    ) -> Result<u64, StoreError> {
+        (**self).delete_for_user(user, except).await
+    }
+    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
+        (**self).purge_expired(batch).await
+    }
+    async fn find_by_handle(
+        &self,
+        handle: &SessionHandle,
+    ) -> Result<Option<SessionEntry>, StoreError> {
+        (**self).find_by_handle(handle).await
+    }
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
+        (**self).list_sessions(query).await
+    }
+}
