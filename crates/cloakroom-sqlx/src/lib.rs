@@ -1,1 +1,29 @@
-pub fn x() {}
+//! SQL session stores for [cloakroom](https://docs.rs/cloakroom) on sqlx: SQLite (feature
+//! `sqlite`, the embedded default).
+//!
+//! Every store keeps one row per session keyed by the 32-byte SHA-256 store key (never the
+//! session ID), with indexes on the expiry and the user, and runs the conformance suite
+//! unchanged. Queries are built at run time: no database is needed to compile.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use axum::{routing::get, Router};
+//! use cloakroom::SessionLayer;
+//! use cloakroom_sqlx::SqliteStore;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = SqliteStore::open(dir.path().join("sessions.db")).await.unwrap();
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hi" }))
+//!     .layer(SessionLayer::new(store));
+//! # });
+//! ```
+#![warn(missing_docs)]
+
+mod common;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+pub use common::{SetupError, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE};
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;

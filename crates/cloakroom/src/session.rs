@@ -546,7 +546,7 @@ impl Session {
             return Ok(Vec::new());
         };
         let mut entries = self.store().list_for_user(&user).await?;
-        entries.sort_by(|a, b| b.record.last_active_at.cmp(&a.record.last_active_at));
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.record.last_active_at));
         Ok(entries
             .into_iter()
             .map(|entry| SessionSummary {

@@ -1,0 +1,180 @@
+//! What every SQL backend shares: identifier validation, error mapping, timeouts, and the
+//! column layout of the sessions table.
+
+use std::future::Future;
+use std::time::Duration;
+
+use cloakroom::record::{from_unix_ms, Data};
+use cloakroom::{ClientMeta, Record, StoreError};
+use time::OffsetDateTime;
+
+/// The default table name.
+pub const DEFAULT_TABLE: &str = "cloakroom_sessions";
+/// The default bound on every store operation.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors setting a store up, with what to do about them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The table name is not a plain SQL identifier.
+    #[error("table name {0:?} is not allowed: use 1 to 63 ASCII letters, digits or underscores, not starting with a digit")]
+    InvalidIdentifier(String),
+    /// The database could not be reached or opened.
+    #[error("could not connect to the session database ({0}): check the URL and that the server is running")]
+    Connect(#[source] sqlx::Error),
+    /// Creating the schema failed.
+    #[error("could not create the session schema ({0}): check the database user's rights")]
+    Migrate(#[source] sqlx::Error),
+}
+
+/// Checks a table name so it can be spliced into SQL safely.
+pub fn validate_identifier(name: &str) -> Result<(), SetupError> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63;
+    if ok {
+        Ok(())
+    } else {
+        Err(SetupError::InvalidIdentifier(name.to_owned()))
+    }
+}
+
+/// Maps a driver error to the store's typed error.
+pub fn store_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::unavailable(error),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            StoreError::Corrupt(error.to_string())
+        }
+        other => StoreError::backend(other),
+    }
+}
+
+/// Whether the error is a unique-key violation (a duplicate key).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Runs a store operation under a time bound, so an unreachable database never hangs a
+/// request.
+pub async fn bounded<T, E: From<StoreError>>(
+    limit: Duration,
+    operation: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match tokio::time::timeout(limit, operation).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Timeout(limit).into()),
+    }
+}
+
+/// The columns a record is stored in, as plain values ready to bind.
+pub struct Columns {
+    pub data: String,
+    pub created_at: i64,
+    pub last_active_at: i64,
+    pub idle_deadline: Option<i64>,
+    pub absolute_deadline: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub persistent: bool,
+    pub user_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Columns {
+    pub fn of(record: &Record) -> Result<Self, StoreError> {
+        use cloakroom::record::to_unix_ms;
+        Ok(Self {
+            data: serde_json::to_string(&record.data).map_err(StoreError::backend)?,
+            created_at: to_unix_ms(record.created_at),
+            last_active_at: to_unix_ms(record.last_active_at),
+            idle_deadline: record.idle_deadline.map(to_unix_ms),
+            absolute_deadline: record.absolute_deadline.map(to_unix_ms),
+            expires_at: record.expires_at().map(to_unix_ms),
+            persistent: record.persistent,
+            user_id: record.user_id.clone(),
+            ip: record.client.ip.clone(),
+            user_agent: record.client.user_agent.clone(),
+        })
+    }
+}
+
+/// A row as read back, before it is checked.
+pub struct StoredRow {
+    pub version: i64,
+    pub data: String,
+    pub created_at: i64,
+    pub last_active_at: i64,
+    pub idle_deadline: Option<i64>,
+    pub absolute_deadline: Option<i64>,
+    pub persistent: bool,
+    pub user_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl StoredRow {
+    /// The record, or [`StoreError::Corrupt`] if a column holds nonsense.
+    pub fn into_record(self) -> Result<Record, StoreError> {
+        let time = |ms: i64| {
+            from_unix_ms(ms)
+                .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+        };
+        let optional = |ms: Option<i64>| ms.map(time).transpose();
+        let data: Data = serde_json::from_str(&self.data)
+            .map_err(|e| StoreError::Corrupt(format!("session data is not a JSON object: {e}")))?;
+        Ok(Record {
+            data,
+            created_at: time(self.created_at)?,
+            last_active_at: time(self.last_active_at)?,
+            idle_deadline: optional(self.idle_deadline)?,
+            absolute_deadline: optional(self.absolute_deadline)?,
+            persistent: self.persistent,
+            user_id: self.user_id,
+            client: ClientMeta {
+                ip: self.ip,
+                user_agent: self.user_agent,
+            },
+            version: u64::try_from(self.version)
+                .map_err(|_| StoreError::Corrupt(format!("negative version {}", self.version)))?,
+        })
+    }
+}
+
+/// The app's clock in Unix milliseconds, the "now" SQLite compares deadlines against.
+pub fn now_ms() -> i64 {
+    cloakroom::record::to_unix_ms(OffsetDateTime::now_utc())
+}
+
+/// A version as the signed integer SQL columns hold.
+pub fn version_param(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version).map_err(|_| StoreError::backend("session version overflow"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_validated() {
+        assert!(validate_identifier("cloakroom_sessions").is_ok());
+        assert!(validate_identifier("_t1").is_ok());
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "x;drop table y",
+            "t\"",
+            &"a".repeat(64),
+        ] {
+            assert!(validate_identifier(bad).is_err(), "{bad}");
+        }
+    }
+}

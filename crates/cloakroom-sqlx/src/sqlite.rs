@@ -1,0 +1,448 @@
+//! The SQLite store: the embedded default.
+//!
+//! One table, `WITHOUT ROWID`, keyed by the 32-byte store key, with indexes on the expiry
+//! and the user. WAL journaling lets readers run beside the writer. Every operation is one
+//! statement; compare-and-set is `UPDATE … WHERE key = ? AND version = ?`, and only a
+//! failed one costs a second query to tell `Conflict` from `Missing`.
+//!
+//! "Now" is the application's clock: SQLite is embedded, so there is only one.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom::{
+    InsertError, ListQuery, Record, RenameError, SessionEntry, SessionHandle, SessionStore,
+    StoreError, StoreKey, Touch, TouchError, UpdateError,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+
+use crate::common::{
+    bounded, is_unique_violation, now_ms, store_error, validate_identifier, version_param, Columns,
+    SetupError, StoredRow, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE,
+};
+
+const COLUMNS: &str = "key, version, data, created_at, last_active_at, idle_deadline, absolute_deadline, persistent, user_id, ip, user_agent";
+const LIVE: &str = "(expires_at IS NULL OR expires_at > ?1)";
+
+/// A session store in a SQLite database file.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use cloakroom_sqlx::SqliteStore;
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = SqliteStore::open(dir.path().join("sessions.db")).await.unwrap();
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    table: String,
+    timeout: Duration,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` — a file path or a `sqlite://`
+    /// URL — with WAL journaling, and creates the schema.
+    pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self, SetupError> {
+        let text = path.as_ref().to_string_lossy();
+        let options = if text.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(&text).map_err(SetupError::Connect)?
+        } else {
+            SqliteConnectOptions::new().filename(path.as_ref())
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(SetupError::Connect)?;
+        let store = Self::from_pool(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store over an existing pool; call [`migrate`](Self::migrate) if the schema may be
+    /// missing.
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            table: DEFAULT_TABLE.to_owned(),
+            timeout: DEFAULT_OPERATION_TIMEOUT,
+        }
+    }
+
+    /// Uses another table name (validated as a plain identifier).
+    pub fn with_table_name(mut self, table: &str) -> Result<Self, SetupError> {
+        validate_identifier(table)?;
+        table.clone_into(&mut self.table);
+        Ok(self)
+    }
+
+    /// Bounds every operation (default 5 s); past it the operation fails with
+    /// [`StoreError::Timeout`].
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table and indexes if they do not exist. Idempotent.
+    pub async fn migrate(&self) -> Result<(), SetupError> {
+        let t = &self.table;
+        let statements = [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+                    key BLOB PRIMARY KEY NOT NULL,
+                    version INTEGER NOT NULL,
+                    data TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    last_active_at INTEGER NOT NULL,
+                    idle_deadline INTEGER,
+                    absolute_deadline INTEGER,
+                    expires_at INTEGER,
+                    persistent INTEGER NOT NULL,
+                    user_id TEXT,
+                    ip TEXT,
+                    user_agent TEXT
+                ) WITHOUT ROWID"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
+            format!("CREATE INDEX IF NOT EXISTS {t}_user_id ON {t} (user_id) WHERE user_id IS NOT NULL"),
+        ];
+        for statement in statements {
+            sqlx::query(&statement)
+                .execute(&self.pool)
+                .await
+                .map_err(SetupError::Migrate)?;
+        }
+        Ok(())
+    }
+
+    fn entry(row: &SqliteRow) -> Result<SessionEntry, StoreError> {
+        let key: Vec<u8> = row.try_get("key").map_err(store_error)?;
+        let key = StoreKey::from_slice(&key)
+            .ok_or_else(|| StoreError::Corrupt("store key is not 32 bytes".into()))?;
+        Ok(SessionEntry {
+            key,
+            record: Self::record(row)?,
+        })
+    }
+
+    fn record(row: &SqliteRow) -> Result<Record, StoreError> {
+        let get = |e| store_error(e);
+        StoredRow {
+            version: row.try_get("version").map_err(get)?,
+            data: row.try_get("data").map_err(get)?,
+            created_at: row.try_get("created_at").map_err(get)?,
+            last_active_at: row.try_get("last_active_at").map_err(get)?,
+            idle_deadline: row.try_get("idle_deadline").map_err(get)?,
+            absolute_deadline: row.try_get("absolute_deadline").map_err(get)?,
+            persistent: row.try_get("persistent").map_err(get)?,
+            user_id: row.try_get("user_id").map_err(get)?,
+            ip: row.try_get("ip").map_err(get)?,
+            user_agent: row.try_get("user_agent").map_err(get)?,
+        }
+        .into_record()
+    }
+
+    async fn select(
+        &self,
+        condition: &str,
+        binds: SelectBinds<'_>,
+    ) -> Result<Vec<SessionEntry>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE {LIVE} AND {condition}",
+            self.table
+        );
+        let mut query = sqlx::query(&sql).bind(now_ms());
+        query = match binds {
+            SelectBinds::User(user) => query.bind(user),
+            SelectBinds::Range(low, high) => query
+                .bind(low.as_bytes().to_vec())
+                .bind(high.as_bytes().to_vec()),
+            SelectBinds::List(user, after, limit) => query
+                .bind(user)
+                .bind(after.map(|k| k.as_bytes().to_vec()))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(store_error)?;
+        rows.iter().map(Self::entry).collect()
+    }
+}
+
+enum SelectBinds<'a> {
+    User(&'a str),
+    Range(StoreKey, StoreKey),
+    List(Option<&'a str>, Option<StoreKey>, usize),
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        bounded(self.timeout, async {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM {} WHERE {LIVE} AND key = ?2",
+                self.table
+            );
+            let row = sqlx::query(&sql)
+                .bind(now_ms())
+                .bind(key.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+            row.as_ref().map(Self::record).transpose()
+        })
+        .await
+    }
+
+    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
+        bounded(self.timeout, async {
+            let c = Columns::of(record)?;
+            // An expired row under the same key may be replaced; a live one never.
+            let sql = format!(
+                "INSERT INTO {t} ({COLUMNS}, expires_at) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT(key) DO UPDATE SET version = excluded.version, data = excluded.data,
+                   created_at = excluded.created_at, last_active_at = excluded.last_active_at,
+                   idle_deadline = excluded.idle_deadline, absolute_deadline = excluded.absolute_deadline,
+                   persistent = excluded.persistent, user_id = excluded.user_id, ip = excluded.ip,
+                   user_agent = excluded.user_agent, expires_at = excluded.expires_at
+                 WHERE NOT {LIVE}",
+                t = self.table
+            );
+            let done = sqlx::query(&sql)
+                .bind(now_ms())
+                .bind(key.as_bytes().as_slice())
+                .bind(version_param(record.version)?)
+                .bind(c.data)
+                .bind(c.created_at)
+                .bind(c.last_active_at)
+                .bind(c.idle_deadline)
+                .bind(c.absolute_deadline)
+                .bind(c.persistent)
+                .bind(c.user_id)
+                .bind(c.ip)
+                .bind(c.user_agent)
+                .bind(c.expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            if done.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(InsertError::Duplicate)
+            }
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<(), UpdateError> {
+        bounded(self.timeout, async {
+            let c = Columns::of(record)?;
+            let expected = version_param(expected_version)?;
+            let sql = format!(
+                "UPDATE {} SET version = ?3 + 1, data = ?4, last_active_at = ?5, idle_deadline = ?6,
+                   absolute_deadline = ?7, expires_at = ?8, persistent = ?9, user_id = ?10, ip = ?11, user_agent = ?12
+                 WHERE key = ?2 AND version = ?3 AND {LIVE}",
+                self.table
+            );
+            let now = now_ms();
+            let done = sqlx::query(&sql)
+                .bind(now)
+                .bind(key.as_bytes().as_slice())
+                .bind(expected)
+                .bind(c.data)
+                .bind(c.last_active_at)
+                .bind(c.idle_deadline)
+                .bind(c.absolute_deadline)
+                .bind(c.expires_at)
+                .bind(c.persistent)
+                .bind(c.user_id)
+                .bind(c.ip)
+                .bind(c.user_agent)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            if done.rows_affected() == 1 {
+                return Ok(());
+            }
+            // Only the failure path pays this second query.
+            let sql = format!("SELECT 1 FROM {} WHERE {LIVE} AND key = ?2", self.table);
+            let exists = sqlx::query(&sql)
+                .bind(now)
+                .bind(key.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+            Err(if exists.is_some() { UpdateError::Conflict } else { UpdateError::Missing })
+        })
+        .await
+    }
+
+    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
+        bounded(self.timeout, async {
+            let sql = format!(
+                "UPDATE {} SET last_active_at = ?3, idle_deadline = ?4,
+                   expires_at = CASE WHEN ?4 IS NULL THEN absolute_deadline
+                                     WHEN absolute_deadline IS NULL THEN ?4
+                                     ELSE MIN(?4, absolute_deadline) END
+                 WHERE key = ?2 AND {LIVE}",
+                self.table
+            );
+            let done = sqlx::query(&sql)
+                .bind(now_ms())
+                .bind(key.as_bytes().as_slice())
+                .bind(cloakroom::record::to_unix_ms(touch.last_active_at))
+                .bind(touch.idle_deadline.map(cloakroom::record::to_unix_ms))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            if done.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(TouchError::Missing)
+            }
+        })
+        .await
+    }
+
+    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
+        bounded(self.timeout, async {
+            let sql = format!(
+                "UPDATE {} SET key = ?3 WHERE key = ?2 AND {LIVE}",
+                self.table
+            );
+            let done = sqlx::query(&sql)
+                .bind(now_ms())
+                .bind(old.as_bytes().as_slice())
+                .bind(new.as_bytes().as_slice())
+                .execute(&self.pool)
+                .await;
+            match done {
+                Ok(done) if done.rows_affected() == 1 => Ok(()),
+                Ok(_) => Err(RenameError::Missing),
+                Err(error) if is_unique_violation(&error) => Err(RenameError::Duplicate),
+                Err(error) => Err(store_error(error).into()),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        bounded(self.timeout, async {
+            let sql = format!("DELETE FROM {} WHERE key = ?1", self.table);
+            let done = sqlx::query(&sql)
+                .bind(key.as_bytes().as_slice())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        bounded(
+            self.timeout,
+            self.select("user_id = ?2", SelectBinds::User(user)),
+        )
+        .await
+    }
+
+    async fn delete_for_user(
+        &self,
+        user: &str,
+        except: Option<&StoreKey>,
+    ) -> Result<u64, StoreError> {
+        bounded(self.timeout, async {
+            let sql = format!(
+                "DELETE FROM {} WHERE user_id = ?2 AND {LIVE} AND (?3 IS NULL OR key <> ?3)",
+                self.table
+            );
+            let done = sqlx::query(&sql)
+                .bind(now_ms())
+                .bind(user)
+                .bind(except.map(|k| k.as_bytes().to_vec()))
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let sql = format!(
+            "DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= ?1 LIMIT ?2)",
+            t = self.table
+        );
+        let mut total = 0;
+        loop {
+            // Each batch is its own short statement, so writers wait at most one batch.
+            let done = bounded(self.timeout, async {
+                sqlx::query(&sql)
+                    .bind(now_ms())
+                    .bind(batch)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)
+            })
+            .await?;
+            total += done.rows_affected();
+            if done.rows_affected() < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn find_by_handle(
+        &self,
+        handle: &SessionHandle,
+    ) -> Result<Option<SessionEntry>, StoreError> {
+        let (low, high) = handle.key_range();
+        let found = bounded(
+            self.timeout,
+            self.select(
+                "key BETWEEN ?2 AND ?3 LIMIT 1",
+                SelectBinds::Range(low, high),
+            ),
+        )
+        .await?;
+        Ok(found.into_iter().next())
+    }
+
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
+        bounded(
+            self.timeout,
+            self.select(
+                "(?2 IS NULL OR user_id = ?2) AND (?3 IS NULL OR key > ?3) ORDER BY key LIMIT ?4",
+                SelectBinds::List(query.user.as_deref(), query.after, query.limit),
+            ),
+        )
+        .await
+    }
+}

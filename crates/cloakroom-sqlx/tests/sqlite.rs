@@ -1,0 +1,257 @@
+//! The SQLite store: the conformance suite, no raw IDs at rest, batched purge, and a purge
+//! task that survives errors.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use cloakroom::{record, Record, Session, SessionError, SessionId, SessionLayer, SessionStore};
+use cloakroom_sqlx::SqliteStore;
+use tower::ServiceExt;
+
+async fn store_in(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
+    SqliteStore::open(dir.path().join(name))
+        .await
+        .expect("open sqlite")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = AtomicUsize::new(0);
+    cloakroom::conformance::run(|| {
+        let name = format!("case-{}.db", counter.fetch_add(1, Ordering::SeqCst));
+        let dir = &dir;
+        async move { store_in(dir, &name).await }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_concurrency_twenty_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = AtomicUsize::new(0);
+    let cases: Vec<_> = cloakroom::conformance::cases()
+        .into_iter()
+        .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
+        .collect();
+    cloakroom::conformance::run_cases(&cases, 20, || {
+        let name = format!("round-{}.db", counter.fetch_add(1, Ordering::SeqCst));
+        let dir = &dir;
+        async move { store_in(dir, &name).await }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_database_file_never_holds_a_raw_session_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir, "sessions.db").await;
+    let app = Router::new()
+        .route(
+            "/write",
+            post(|session: Session| async move {
+                session.insert("n", 1).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/login",
+            post(|session: Session| async move { session.login("alice").await.map(|()| "ok") }),
+        )
+        .layer(SessionLayer::new(store.clone()));
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let response = app
+            .clone()
+            .oneshot(Request::post("/write").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let id = cookie_id(&response);
+        let response = app
+            .clone()
+            .oneshot(
+                Request::post("/login")
+                    .header(header::COOKIE, format!("id={id}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        ids.push(id);
+        ids.push(cookie_id(&response));
+    }
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    assert!(bytes.len() > 4096, "the database files were read");
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    for id in &ids {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id)
+            .unwrap();
+        assert!(
+            !contains(id.as_bytes()),
+            "the cookie value is in the database"
+        );
+        assert!(!contains(&raw), "the raw ID bytes are in the database");
+        let key = SessionId::parse(id).unwrap().store_key();
+        let _ = key; // the key itself (SHA-256) is expected to be there for live sessions
+    }
+    let live = SessionId::parse(ids.last().unwrap()).unwrap().store_key();
+    assert!(
+        contains(live.as_bytes()),
+        "sanity: the store key of a live session is in the file"
+    );
+}
+
+fn cookie_id(response: &axum::response::Response) -> String {
+    let cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .expect("set-cookie")
+        .to_str()
+        .unwrap();
+    cookie
+        .strip_prefix("id=")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn expiring_record(ms: i64) -> Record {
+    let t = record::now();
+    Record::new(t, Some(t + time::Duration::milliseconds(ms)), None)
+}
+
+#[tokio::test]
+async fn purge_deletes_in_batches_and_keeps_live_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir, "purge.db").await;
+    for _ in 0..1050 {
+        store
+            .insert(&SessionId::generate().store_key(), &expiring_record(50))
+            .await
+            .unwrap();
+    }
+    let live = SessionId::generate().store_key();
+    store
+        .insert(&live, &expiring_record(600_000))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(store.purge_expired(100).await.unwrap(), 1050);
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cloakroom_sessions")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "only the live row remains");
+    assert!(store.load(&live).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_purge_task_survives_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir, "task.db").await;
+    let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
+    sqlx::query("ALTER TABLE cloakroom_sessions RENAME TO hidden")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let task = cloakroom::spawn_purge_task(Arc::clone(&shared), Duration::from_millis(50), 10);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !task.is_finished(),
+        "the task keeps running while purges fail"
+    );
+    sqlx::query("ALTER TABLE hidden RENAME TO cloakroom_sessions")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        store
+            .insert(&SessionId::generate().store_key(), &expiring_record(20))
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cloakroom_sessions")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        if rows == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task resumed purging after the error"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_typed_errors_and_anonymous_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir, "corrupt.db").await;
+    let id = SessionId::generate();
+    store
+        .insert(&id.store_key(), &expiring_record(600_000))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE cloakroom_sessions SET data = 'not json'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.load(&id.store_key()).await,
+        Err(cloakroom::StoreError::Corrupt(_))
+    ));
+    let app = Router::new()
+        .route(
+            "/read",
+            post(|s: Session| async move { s.get::<i32>("n").await.map(|v| format!("{v:?}")) }),
+        )
+        .layer(SessionLayer::new(store));
+    let response = app
+        .oneshot(
+            Request::post("/read")
+                .header(header::COOKIE, format!("id={}", id.to_cookie_value()))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a corrupt record is an anonymous session, not a 5xx"
+    );
+}
+
+#[tokio::test]
+async fn table_names_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir, "names.db").await;
+    assert!(store
+        .clone()
+        .with_table_name("sessions; DROP TABLE x")
+        .is_err());
+    let custom = store.with_table_name("my_sessions").unwrap();
+    custom.migrate().await.unwrap();
+    custom.migrate().await.expect("migrate is idempotent");
+    let key = SessionId::generate().store_key();
+    custom.insert(&key, &expiring_record(60_000)).await.unwrap();
+    assert!(custom.load(&key).await.unwrap().is_some());
+}
