@@ -27,3 +27,8 @@ pub mod sqlite;
 pub use common::{SetupError, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
+
+/// The README's examples, run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
