@@ -25,7 +25,14 @@ use crate::store::{InsertError, RenameError, SessionStore, StoreError, TouchErro
 pub struct SessionManager {
     store: Arc<dyn SessionStore>,
     config: SessionConfig,
+    /// Commits to one session from this process take turns (striped by store key), so
+    /// concurrent writers queue instead of stampeding the compare-and-set; writers in
+    /// other processes are still merged by the compare-and-set itself.
+    commit_locks: Box<[Mutex<()>]>,
 }
+
+/// Stripes in the commit lock table: enough that unrelated sessions rarely share one.
+const COMMIT_LOCK_STRIPES: usize = 1024;
 
 impl std::fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,7 +54,19 @@ impl SessionManager {
         config: SessionConfig,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self { store, config })
+        let commit_locks = (0..COMMIT_LOCK_STRIPES).map(|_| Mutex::new(())).collect();
+        Ok(Self {
+            store,
+            config,
+            commit_locks,
+        })
+    }
+
+    fn commit_lock(&self, key: &StoreKey) -> &Mutex<()> {
+        let bytes = key.as_bytes();
+        let stripe =
+            usize::from(u16::from_le_bytes([bytes[0], bytes[1]])) % self.commit_locks.len();
+        &self.commit_locks[stripe]
     }
 
     /// The store.
@@ -709,6 +728,7 @@ impl Session {
         time: OffsetDateTime,
     ) -> Result<(), SessionError> {
         let store = self.store();
+        let _turn = self.inner.manager.commit_lock(&id.store_key()).lock().await;
         if state.rotate {
             let mut renamed = false;
             for _ in 0..3 {
