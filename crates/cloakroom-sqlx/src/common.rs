@@ -105,6 +105,52 @@ impl Columns {
     }
 }
 
+/// The columns every SELECT returns, in this order.
+pub const SELECTED: &str = "store_key, version, data, created_at, last_active_at, idle_deadline, absolute_deadline, persistent, user_id, ip, user_agent";
+
+/// Reads a session entry from a row of any backend.
+pub fn entry_from_row<'r, R>(row: &'r R) -> Result<cloakroom::SessionEntry, StoreError>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let key: Vec<u8> = row.try_get("store_key").map_err(store_error)?;
+    let key = cloakroom::StoreKey::from_slice(&key)
+        .ok_or_else(|| StoreError::Corrupt("store key is not 32 bytes".into()))?;
+    Ok(cloakroom::SessionEntry {
+        key,
+        record: record_from_row(row)?,
+    })
+}
+
+/// Reads a record from a row of any backend.
+pub fn record_from_row<'r, R>(row: &'r R) -> Result<Record, StoreError>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    StoredRow {
+        version: row.try_get("version").map_err(store_error)?,
+        data: row.try_get("data").map_err(store_error)?,
+        created_at: row.try_get("created_at").map_err(store_error)?,
+        last_active_at: row.try_get("last_active_at").map_err(store_error)?,
+        idle_deadline: row.try_get("idle_deadline").map_err(store_error)?,
+        absolute_deadline: row.try_get("absolute_deadline").map_err(store_error)?,
+        persistent: row.try_get("persistent").map_err(store_error)?,
+        user_id: row.try_get("user_id").map_err(store_error)?,
+        ip: row.try_get("ip").map_err(store_error)?,
+        user_agent: row.try_get("user_agent").map_err(store_error)?,
+    }
+    .into_record()
+}
+
 /// A row as read back, before it is checked.
 pub struct StoredRow {
     pub version: i64,

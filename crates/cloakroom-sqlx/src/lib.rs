@@ -1,5 +1,6 @@
 //! SQL session stores for [cloakroom](https://docs.rs/cloakroom) on sqlx: SQLite (feature
-//! `sqlite`, the embedded default).
+//! `sqlite`, the embedded default), PostgreSQL (feature `postgres`) and MySQL/MariaDB
+//! (feature `mysql`).
 //!
 //! Every store keeps one row per session keyed by the 32-byte SHA-256 store key (never the
 //! session ID), with indexes on the expiry and the user, and runs the conformance suite
@@ -21,10 +22,18 @@
 #![warn(missing_docs)]
 
 mod common;
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use common::{SetupError, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE};
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 

@@ -2,7 +2,7 @@
 //!
 //! One table, `WITHOUT ROWID`, keyed by the 32-byte store key, with indexes on the expiry
 //! and the user. WAL journaling lets readers run beside the writer. Every operation is one
-//! statement; compare-and-set is `UPDATE … WHERE key = ? AND version = ?`, and only a
+//! statement; compare-and-set is `UPDATE … WHERE store_key = ? AND version = ?`, and only a
 //! failed one costs a second query to tell `Conflict` from `Missing`.
 //!
 //! "Now" is the application's clock: SQLite is embedded, so there is only one.
@@ -16,17 +16,15 @@ use cloakroom::{
     StoreError, StoreKey, Touch, TouchError, UpdateError,
 };
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row;
 
 use crate::common::{
-    bounded, is_unique_violation, now_ms, store_error, validate_identifier, version_param, Columns,
-    SetupError, StoredRow, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE,
+    bounded, entry_from_row, is_unique_violation, now_ms, record_from_row, store_error,
+    validate_identifier, version_param, Columns, SetupError, DEFAULT_OPERATION_TIMEOUT,
+    DEFAULT_TABLE, SELECTED,
 };
 
-const COLUMNS: &str = "key, version, data, created_at, last_active_at, idle_deadline, absolute_deadline, persistent, user_id, ip, user_agent";
 const LIVE: &str = "(expires_at IS NULL OR expires_at > ?1)";
 
 /// A session store in a SQLite database file.
@@ -111,7 +109,7 @@ impl SqliteStore {
         let statements = [
             format!(
                 "CREATE TABLE IF NOT EXISTS {t} (
-                    key BLOB PRIMARY KEY NOT NULL,
+                    store_key BLOB PRIMARY KEY NOT NULL,
                     version INTEGER NOT NULL,
                     data TEXT NOT NULL,
                     created_at INTEGER NOT NULL,
@@ -137,40 +135,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn entry(row: &SqliteRow) -> Result<SessionEntry, StoreError> {
-        let key: Vec<u8> = row.try_get("key").map_err(store_error)?;
-        let key = StoreKey::from_slice(&key)
-            .ok_or_else(|| StoreError::Corrupt("store key is not 32 bytes".into()))?;
-        Ok(SessionEntry {
-            key,
-            record: Self::record(row)?,
-        })
-    }
-
-    fn record(row: &SqliteRow) -> Result<Record, StoreError> {
-        let get = |e| store_error(e);
-        StoredRow {
-            version: row.try_get("version").map_err(get)?,
-            data: row.try_get("data").map_err(get)?,
-            created_at: row.try_get("created_at").map_err(get)?,
-            last_active_at: row.try_get("last_active_at").map_err(get)?,
-            idle_deadline: row.try_get("idle_deadline").map_err(get)?,
-            absolute_deadline: row.try_get("absolute_deadline").map_err(get)?,
-            persistent: row.try_get("persistent").map_err(get)?,
-            user_id: row.try_get("user_id").map_err(get)?,
-            ip: row.try_get("ip").map_err(get)?,
-            user_agent: row.try_get("user_agent").map_err(get)?,
-        }
-        .into_record()
-    }
-
     async fn select(
         &self,
         condition: &str,
         binds: SelectBinds<'_>,
     ) -> Result<Vec<SessionEntry>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM {} WHERE {LIVE} AND {condition}",
+            "SELECT {SELECTED} FROM {} WHERE {LIVE} AND {condition}",
             self.table
         );
         let mut query = sqlx::query(&sql).bind(now_ms());
@@ -185,7 +156,7 @@ impl SqliteStore {
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
         };
         let rows = query.fetch_all(&self.pool).await.map_err(store_error)?;
-        rows.iter().map(Self::entry).collect()
+        rows.iter().map(entry_from_row).collect()
     }
 }
 
@@ -200,7 +171,7 @@ impl SessionStore for SqliteStore {
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         bounded(self.timeout, async {
             let sql = format!(
-                "SELECT {COLUMNS} FROM {} WHERE {LIVE} AND key = ?2",
+                "SELECT {SELECTED} FROM {} WHERE {LIVE} AND store_key = ?2",
                 self.table
             );
             let row = sqlx::query(&sql)
@@ -209,7 +180,7 @@ impl SessionStore for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?;
-            row.as_ref().map(Self::record).transpose()
+            row.as_ref().map(record_from_row).transpose()
         })
         .await
     }
@@ -219,8 +190,8 @@ impl SessionStore for SqliteStore {
             let c = Columns::of(record)?;
             // An expired row under the same key may be replaced; a live one never.
             let sql = format!(
-                "INSERT INTO {t} ({COLUMNS}, expires_at) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT(key) DO UPDATE SET version = excluded.version, data = excluded.data,
+                "INSERT INTO {t} ({SELECTED}, expires_at) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT(store_key) DO UPDATE SET version = excluded.version, data = excluded.data,
                    created_at = excluded.created_at, last_active_at = excluded.last_active_at,
                    idle_deadline = excluded.idle_deadline, absolute_deadline = excluded.absolute_deadline,
                    persistent = excluded.persistent, user_id = excluded.user_id, ip = excluded.ip,
@@ -265,8 +236,11 @@ impl SessionStore for SqliteStore {
             let expected = version_param(expected_version)?;
             let sql = format!(
                 "UPDATE {} SET version = ?3 + 1, data = ?4, last_active_at = ?5, idle_deadline = ?6,
-                   absolute_deadline = ?7, expires_at = ?8, persistent = ?9, user_id = ?10, ip = ?11, user_agent = ?12
-                 WHERE key = ?2 AND version = ?3 AND {LIVE}",
+                   expires_at = CASE WHEN ?6 IS NULL THEN absolute_deadline
+                                     WHEN absolute_deadline IS NULL THEN ?6
+                                     ELSE MIN(?6, absolute_deadline) END,
+                   persistent = ?7, user_id = ?8, ip = ?9, user_agent = ?10
+                 WHERE store_key = ?2 AND version = ?3 AND {LIVE}",
                 self.table
             );
             let now = now_ms();
@@ -277,8 +251,6 @@ impl SessionStore for SqliteStore {
                 .bind(c.data)
                 .bind(c.last_active_at)
                 .bind(c.idle_deadline)
-                .bind(c.absolute_deadline)
-                .bind(c.expires_at)
                 .bind(c.persistent)
                 .bind(c.user_id)
                 .bind(c.ip)
@@ -290,14 +262,21 @@ impl SessionStore for SqliteStore {
                 return Ok(());
             }
             // Only the failure path pays this second query.
-            let sql = format!("SELECT 1 FROM {} WHERE {LIVE} AND key = ?2", self.table);
+            let sql = format!(
+                "SELECT 1 FROM {} WHERE {LIVE} AND store_key = ?2",
+                self.table
+            );
             let exists = sqlx::query(&sql)
                 .bind(now)
                 .bind(key.as_bytes().as_slice())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?;
-            Err(if exists.is_some() { UpdateError::Conflict } else { UpdateError::Missing })
+            Err(if exists.is_some() {
+                UpdateError::Conflict
+            } else {
+                UpdateError::Missing
+            })
         })
         .await
     }
@@ -309,7 +288,7 @@ impl SessionStore for SqliteStore {
                    expires_at = CASE WHEN ?4 IS NULL THEN absolute_deadline
                                      WHEN absolute_deadline IS NULL THEN ?4
                                      ELSE MIN(?4, absolute_deadline) END
-                 WHERE key = ?2 AND {LIVE}",
+                 WHERE store_key = ?2 AND {LIVE}",
                 self.table
             );
             let done = sqlx::query(&sql)
@@ -332,7 +311,7 @@ impl SessionStore for SqliteStore {
     async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
         bounded(self.timeout, async {
             let sql = format!(
-                "UPDATE {} SET key = ?3 WHERE key = ?2 AND {LIVE}",
+                "UPDATE {} SET store_key = ?3 WHERE store_key = ?2 AND {LIVE}",
                 self.table
             );
             let done = sqlx::query(&sql)
@@ -353,7 +332,7 @@ impl SessionStore for SqliteStore {
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
         bounded(self.timeout, async {
-            let sql = format!("DELETE FROM {} WHERE key = ?1", self.table);
+            let sql = format!("DELETE FROM {} WHERE store_key = ?1", self.table);
             let done = sqlx::query(&sql)
                 .bind(key.as_bytes().as_slice())
                 .execute(&self.pool)
@@ -379,7 +358,7 @@ impl SessionStore for SqliteStore {
     ) -> Result<u64, StoreError> {
         bounded(self.timeout, async {
             let sql = format!(
-                "DELETE FROM {} WHERE user_id = ?2 AND {LIVE} AND (?3 IS NULL OR key <> ?3)",
+                "DELETE FROM {} WHERE user_id = ?2 AND {LIVE} AND (?3 IS NULL OR store_key <> ?3)",
                 self.table
             );
             let done = sqlx::query(&sql)
@@ -395,9 +374,17 @@ impl SessionStore for SqliteStore {
     }
 
     async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
+        self.purge_expired_with_progress(batch, &mut |_| {}).await
+    }
+
+    async fn purge_expired_with_progress(
+        &self,
+        batch: usize,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, StoreError> {
         let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
         let sql = format!(
-            "DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= ?1 LIMIT ?2)",
+            "DELETE FROM {t} WHERE store_key IN (SELECT store_key FROM {t} WHERE expires_at <= ?1 LIMIT ?2)",
             t = self.table
         );
         let mut total = 0;
@@ -413,6 +400,7 @@ impl SessionStore for SqliteStore {
             })
             .await?;
             total += done.rows_affected();
+            progress(done.rows_affected());
             if done.rows_affected() < batch as u64 {
                 return Ok(total);
             }
@@ -427,7 +415,7 @@ impl SessionStore for SqliteStore {
         let found = bounded(
             self.timeout,
             self.select(
-                "key BETWEEN ?2 AND ?3 LIMIT 1",
+                "store_key BETWEEN ?2 AND ?3 LIMIT 1",
                 SelectBinds::Range(low, high),
             ),
         )
@@ -439,7 +427,7 @@ impl SessionStore for SqliteStore {
         bounded(
             self.timeout,
             self.select(
-                "(?2 IS NULL OR user_id = ?2) AND (?3 IS NULL OR key > ?3) ORDER BY key LIMIT ?4",
+                "(?2 IS NULL OR user_id = ?2) AND (?3 IS NULL OR store_key > ?3) ORDER BY store_key LIMIT ?4",
                 SelectBinds::List(query.user.as_deref(), query.after, query.limit),
             ),
         )

@@ -146,8 +146,10 @@ impl SessionStore for MemoryStore {
         if stored.version != expected_version {
             return Err(UpdateError::Conflict);
         }
+        let absolute_deadline = stored.absolute_deadline;
         let mut record = record.clone();
         record.version = expected_version + 1;
+        record.absolute_deadline = absolute_deadline;
         inner.put(*key, record);
         Ok(())
     }

@@ -132,7 +132,7 @@ pub struct ListQuery {
 /// |---|---|
 /// | `load` | the record, or `None` if absent **or past its deadline** |
 /// | `insert` | create; `Duplicate` if a live record has the key, never overwrites |
-/// | `update` | compare-and-set on `expected_version`; the stored version becomes `expected_version + 1`; `Conflict` / `Missing`; never recreates |
+/// | `update` | compare-and-set on `expected_version`; the stored version becomes `expected_version + 1`; the absolute deadline stays as inserted; `Conflict` / `Missing`; never recreates |
 /// | `touch` | write [`Touch`] only; version unchanged; `Missing` if gone |
 /// | `rename` | atomic move to a new key keeping everything; `Missing` / `Duplicate` |
 /// | `delete` | remove the record and its index entry; `true` if a record was removed |
@@ -151,7 +151,9 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError>;
 
     /// Replaces the record if its stored version is `expected_version`; the stored
-    /// version becomes `expected_version + 1` whatever `record.version` says.
+    /// version becomes `expected_version + 1` whatever `record.version` says. The absolute
+    /// deadline is fixed at insert: no update moves it, so no write can extend a session's
+    /// life past its absolute timeout.
     async fn update(
         &self,
         key: &StoreKey,
@@ -182,6 +184,18 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes expired records in batches of at most `batch`; returns how many. A no-op
     /// returning 0 where the backend expires records natively.
     async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError>;
+
+    /// Like [`purge_expired`](Self::purge_expired), calling `progress` with the size of
+    /// each batch as it is deleted (for progress bars). The default reports the total once.
+    async fn purge_expired_with_progress(
+        &self,
+        batch: usize,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, StoreError> {
+        let purged = self.purge_expired(batch).await?;
+        progress(purged);
+        Ok(purged)
+    }
 
     /// The live session with this handle, if any.
     async fn find_by_handle(
@@ -230,6 +244,13 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     }
     async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
         (**self).purge_expired(batch).await
+    }
+    async fn purge_expired_with_progress(
+        &self,
+        batch: usize,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, StoreError> {
+        (**self).purge_expired_with_progress(batch, progress).await
     }
     async fn find_by_handle(
         &self,

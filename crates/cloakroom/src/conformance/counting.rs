@@ -106,6 +106,15 @@ impl SessionStore for CountingStore {
     async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
         self.inner.purge_expired(batch).await
     }
+    async fn purge_expired_with_progress(
+        &self,
+        batch: usize,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, StoreError> {
+        self.inner
+            .purge_expired_with_progress(batch, progress)
+            .await
+    }
     async fn find_by_handle(
         &self,
         handle: &SessionHandle,

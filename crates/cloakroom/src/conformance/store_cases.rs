@@ -33,6 +33,7 @@ pub(super) fn cases() -> Vec<Case> {
         delete_removes_record_and_index,
         per_user_index,
         user_change_moves_index,
+        user_ids_are_case_sensitive,
         purge_expired_keeps_live,
         find_by_handle,
         list_sessions_pages_in_key_order,
@@ -135,11 +136,17 @@ async fn update_compare_and_set(store: Store) {
     let mut third = loaded.clone();
     third.version = 999; // the store sets the version, not the caller
     third.data.insert("b".into(), json!(2));
+    third.absolute_deadline = third.absolute_deadline.map(|at| at + Span::days(365));
     store
         .update(&k, &third, 2)
         .await
         .expect("update at version 2");
-    assert_eq!(store.load(&k).await.unwrap().unwrap().version, 3);
+    let loaded = store.load(&k).await.unwrap().unwrap();
+    assert_eq!(loaded.version, 3);
+    assert_eq!(
+        loaded.absolute_deadline, r.absolute_deadline,
+        "no update may move the absolute deadline"
+    );
 }
 
 async fn update_missing_never_recreates(store: Store) {
@@ -219,7 +226,8 @@ async fn touch_moves_idle_deadline_only(store: Store) {
     let mut r = record(None, Span::seconds(30));
     r.data.insert("keep".into(), json!("me"));
     store.insert(&k, &r).await.unwrap();
-    let t = now() + Span::seconds(1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let t = now();
     let touch = Touch {
         last_active_at: t,
         idle_deadline: Some(t + Span::seconds(45)),
@@ -605,4 +613,22 @@ async fn concurrent_renames_have_one_winner(store: Store) {
         alive += usize::from(store.load(new).await.unwrap().is_some());
     }
     assert_eq!(alive, 1, "the session exists under exactly one new key");
+}
+
+async fn user_ids_are_case_sensitive(store: Store) {
+    let lower = unique_user("casey");
+    let upper = lower.to_uppercase();
+    store.insert(&key(), &live(Some(&lower))).await.unwrap();
+    let theirs = key();
+    store.insert(&theirs, &live(Some(&upper))).await.unwrap();
+    assert_eq!(
+        store.list_for_user(&lower).await.unwrap().len(),
+        1,
+        "user IDs differing in case are different users"
+    );
+    assert_eq!(store.delete_for_user(&lower, None).await.unwrap(), 1);
+    assert!(
+        store.load(&theirs).await.unwrap().is_some(),
+        "revoking one user never touches another"
+    );
 }

@@ -1,0 +1,493 @@
+//! The MySQL / MariaDB store: durable sessions shared by several app servers.
+//!
+//! Round trips per operation:
+//!
+//! | operation | round trips |
+//! |---|---|
+//! | `load` | 1 |
+//! | `insert` | 1 (2–3 only when the key is taken: to replace an expired row or report `Duplicate`) |
+//! | `update` (compare-and-set) | 1 on success; a failed one pays a second query to tell `Conflict` from `Missing` |
+//! | `touch`, `rename`, `delete` | 1 |
+//! | `list_for_user`, `delete_for_user`, `find_by_handle`, `list_sessions` | 1 |
+//! | `purge_expired` | 1 per batch (`DELETE … ORDER BY expires_at LIMIT n`) |
+//!
+//! MySQL has no `INSERT … RETURNING` nor a data-modifying CTE, hence the extra query on
+//! the failure paths; the success paths are one statement each.
+//!
+//! ## Clocks
+//!
+//! As for PostgreSQL: liveness is judged by the **database's** clock (`NOW(3)`), deadlines
+//! from the app are clamped so that they lie no further ahead on the database clock than
+//! the app meant, and the absolute deadline is fixed at insert. A fast app clock cannot
+//! keep a session alive past its absolute deadline.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom::record::to_unix_ms;
+use cloakroom::{
+    InsertError, ListQuery, Record, RenameError, SessionEntry, SessionHandle, SessionStore,
+    StoreError, StoreKey, Touch, TouchError, UpdateError,
+};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+
+use crate::common::{
+    bounded, entry_from_row, is_unique_violation, record_from_row, store_error,
+    validate_identifier, version_param, Columns, SetupError, DEFAULT_OPERATION_TIMEOUT,
+    DEFAULT_TABLE, SELECTED,
+};
+
+/// The selected columns. `user_id` compares case-sensitively (binary collation), which
+/// MySQL reports as bytes, so it is read back through a text conversion.
+static SELECTED_TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    SELECTED.replace("user_id", "CONVERT(user_id USING utf8mb4) AS user_id")
+});
+
+/// The database clock in Unix milliseconds.
+const NOW: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
+
+/// A session store in a MySQL or MariaDB table (InnoDB).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cloakroom_sqlx::SetupError> {
+/// use cloakroom_sqlx::MySqlStore;
+/// let store = MySqlStore::connect("mysql://root@localhost/app").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+    table: String,
+    timeout: Duration,
+}
+
+impl MySqlStore {
+    /// Connects with default pool settings ([`pool_options`](Self::pool_options)) and
+    /// creates the schema if it is missing.
+    pub async fn connect(url: &str) -> Result<Self, SetupError> {
+        let options: MySqlConnectOptions = url.parse().map_err(SetupError::Connect)?;
+        let pool = Self::pool_options()
+            .connect_with(options)
+            .await
+            .map_err(SetupError::Connect)?;
+        let store = Self::from_pool(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The default pool settings: 16 connections, a 5 s acquire timeout, connections
+    /// checked before use. Adjust and pass the pool to [`from_pool`](Self::from_pool).
+    pub fn pool_options() -> MySqlPoolOptions {
+        MySqlPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
+            .test_before_acquire(true)
+    }
+
+    /// A store over an existing pool. Call [`migrate`](Self::migrate) if the schema may be
+    /// missing.
+    pub fn from_pool(pool: MySqlPool) -> Self {
+        Self {
+            pool,
+            table: DEFAULT_TABLE.to_owned(),
+            timeout: DEFAULT_OPERATION_TIMEOUT,
+        }
+    }
+
+    /// Uses another table, optionally in another database (each validated as a plain
+    /// identifier).
+    pub fn with_table(mut self, database: Option<&str>, table: &str) -> Result<Self, SetupError> {
+        validate_identifier(table)?;
+        self.table = match database {
+            Some(database) => {
+                validate_identifier(database)?;
+                format!("{database}.{table}")
+            }
+            None => table.to_owned(),
+        };
+        Ok(self)
+    }
+
+    /// Bounds every operation (default 5 s); past it the operation fails with
+    /// [`StoreError::Timeout`].
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// The (possibly database-qualified) table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table and its indexes if missing. Idempotent.
+    pub async fn migrate(&self) -> Result<(), SetupError> {
+        let t = &self.table;
+        let index = t.rsplit('.').next().unwrap_or(t);
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (
+                store_key BINARY(32) NOT NULL PRIMARY KEY,
+                version BIGINT NOT NULL,
+                data LONGTEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                last_active_at BIGINT NOT NULL,
+                idle_deadline BIGINT NULL,
+                absolute_deadline BIGINT NULL,
+                expires_at BIGINT NULL,
+                persistent BOOLEAN NOT NULL,
+                user_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+                ip VARCHAR(64) NULL,
+                user_agent VARCHAR(1024) NULL,
+                INDEX {index}_expires_at (expires_at),
+                INDEX {index}_user_id (user_id)
+            ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
+        );
+        sqlx::query(&sql)
+            .execute(&self.pool)
+            .await
+            .map_err(SetupError::Migrate)?;
+        Ok(())
+    }
+
+    fn live() -> String {
+        format!("(expires_at IS NULL OR expires_at > {NOW})")
+    }
+
+    /// `LEAST(deadline, db_now + (deadline - app_now))`, NULL when there is no deadline.
+    fn clamped(deadline: &str, app_now: &str) -> String {
+        format!("LEAST({deadline}, {NOW} + ({deadline} - {app_now}))")
+    }
+
+    /// The earlier of two nullable deadlines, NULL meaning "never" (MySQL's `LEAST`
+    /// returns NULL if either is NULL).
+    fn earliest(a: &str, b: &str) -> String {
+        format!(
+            "(CASE WHEN {a} IS NULL THEN {b} WHEN {b} IS NULL THEN {a} ELSE LEAST({a}, {b}) END)"
+        )
+    }
+
+    async fn try_insert(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        let c = Columns::of(record)?;
+        let sql = format!(
+            "INSERT INTO {} ({SELECTED}, expires_at)
+             SELECT ?, ?, ?, ?, ?, idle, absolute, ?, ?, ?, ?, {}
+             FROM (SELECT {} AS idle, {} AS absolute) AS deadlines",
+            self.table,
+            Self::earliest("idle", "absolute"),
+            Self::clamped("?", "?"),
+            Self::clamped("?", "?"),
+        );
+        let done = sqlx::query(&sql)
+            .bind(key.as_bytes().as_slice())
+            .bind(version_param(record.version)?)
+            .bind(&c.data)
+            .bind(c.created_at)
+            .bind(c.last_active_at)
+            .bind(c.persistent)
+            .bind(&c.user_id)
+            .bind(&c.ip)
+            .bind(&c.user_agent)
+            .bind(c.idle_deadline)
+            .bind(c.idle_deadline)
+            .bind(c.last_active_at)
+            .bind(c.absolute_deadline)
+            .bind(c.absolute_deadline)
+            .bind(c.created_at)
+            .execute(&self.pool)
+            .await;
+        match done {
+            Ok(_) => Ok(true),
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(store_error(error)),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for MySqlStore {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        bounded(self.timeout, async {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE store_key = ? AND {}",
+                *SELECTED_TEXT,
+                self.table,
+                Self::live()
+            );
+            let row = sqlx::query(&sql)
+                .bind(key.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+            row.as_ref().map(record_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
+        bounded(self.timeout, async {
+            if self.try_insert(key, record).await? {
+                return Ok(());
+            }
+            // The key is taken; an expired row may be replaced, a live one never.
+            let sql = format!(
+                "DELETE FROM {} WHERE store_key = ? AND NOT {}",
+                self.table,
+                Self::live()
+            );
+            let cleared = sqlx::query(&sql)
+                .bind(key.as_bytes().as_slice())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            if cleared.rows_affected() == 1 && self.try_insert(key, record).await? {
+                Ok(())
+            } else {
+                Err(InsertError::Duplicate)
+            }
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<(), UpdateError> {
+        bounded(self.timeout, async {
+            let c = Columns::of(record)?;
+            let expected = version_param(expected_version)?;
+            // Assignments run left to right: idle_deadline is set before expires_at reads it.
+            let sql = format!(
+                "UPDATE {} SET version = version + 1, data = ?, last_active_at = ?, idle_deadline = {},
+                   expires_at = {}, persistent = ?, user_id = ?, ip = ?, user_agent = ?
+                 WHERE store_key = ? AND version = ? AND {}",
+                self.table,
+                Self::clamped("?", "?"),
+                Self::earliest("idle_deadline", "absolute_deadline"),
+                Self::live()
+            );
+            let done = sqlx::query(&sql)
+                .bind(&c.data)
+                .bind(c.last_active_at)
+                .bind(c.idle_deadline)
+                .bind(c.idle_deadline)
+                .bind(c.last_active_at)
+                .bind(c.persistent)
+                .bind(&c.user_id)
+                .bind(&c.ip)
+                .bind(&c.user_agent)
+                .bind(key.as_bytes().as_slice())
+                .bind(expected)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            if done.rows_affected() == 1 {
+                return Ok(());
+            }
+            let sql = format!("SELECT 1 FROM {} WHERE store_key = ? AND {}", self.table, Self::live());
+            let exists = sqlx::query(&sql)
+                .bind(key.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+            Err(if exists.is_some() {
+                UpdateError::Conflict
+            } else {
+                UpdateError::Missing
+            })
+        })
+        .await
+    }
+
+    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
+        bounded(self.timeout, async {
+            let sql = format!(
+                "UPDATE {} SET last_active_at = ?, idle_deadline = {}, expires_at = {}
+                 WHERE store_key = ? AND {}",
+                self.table,
+                Self::clamped("?", "?"),
+                Self::earliest("idle_deadline", "absolute_deadline"),
+                Self::live()
+            );
+            let last_active = to_unix_ms(touch.last_active_at);
+            let idle = touch.idle_deadline.map(to_unix_ms);
+            let done = sqlx::query(&sql)
+                .bind(last_active)
+                .bind(idle)
+                .bind(idle)
+                .bind(last_active)
+                .bind(key.as_bytes().as_slice())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            if done.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(TouchError::Missing)
+            }
+        })
+        .await
+    }
+
+    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
+        bounded(self.timeout, async {
+            let sql = format!(
+                "UPDATE {} SET store_key = ? WHERE store_key = ? AND {}",
+                self.table,
+                Self::live()
+            );
+            let done = sqlx::query(&sql)
+                .bind(new.as_bytes().as_slice())
+                .bind(old.as_bytes().as_slice())
+                .execute(&self.pool)
+                .await;
+            match done {
+                Ok(done) if done.rows_affected() == 1 => Ok(()),
+                Ok(_) => Err(RenameError::Missing),
+                Err(error) if is_unique_violation(&error) => Err(RenameError::Duplicate),
+                Err(error) => Err(store_error(error).into()),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        bounded(self.timeout, async {
+            let sql = format!("DELETE FROM {} WHERE store_key = ?", self.table);
+            let done = sqlx::query(&sql)
+                .bind(key.as_bytes().as_slice())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        bounded(self.timeout, async {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE user_id = ? AND {}",
+                *SELECTED_TEXT,
+                self.table,
+                Self::live()
+            );
+            let rows = sqlx::query(&sql)
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+            rows.iter().map(entry_from_row).collect()
+        })
+        .await
+    }
+
+    async fn delete_for_user(
+        &self,
+        user: &str,
+        except: Option<&StoreKey>,
+    ) -> Result<u64, StoreError> {
+        bounded(self.timeout, async {
+            let sql = format!(
+                "DELETE FROM {} WHERE user_id = ? AND {} AND (? IS NULL OR store_key <> ?)",
+                self.table,
+                Self::live()
+            );
+            let except = except.map(|k| k.as_bytes().to_vec());
+            let done = sqlx::query(&sql)
+                .bind(user)
+                .bind(except.clone())
+                .bind(except)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
+        self.purge_expired_with_progress(batch, &mut |_| {}).await
+    }
+
+    async fn purge_expired_with_progress(
+        &self,
+        batch: usize,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, StoreError> {
+        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+        let sql = format!(
+            "DELETE FROM {} WHERE expires_at <= {NOW} ORDER BY expires_at LIMIT ?",
+            self.table
+        );
+        let mut total = 0;
+        loop {
+            let done = bounded(self.timeout, async {
+                sqlx::query(&sql)
+                    .bind(batch)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)
+            })
+            .await?;
+            total += done.rows_affected();
+            progress(done.rows_affected());
+            if done.rows_affected() < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn find_by_handle(
+        &self,
+        handle: &SessionHandle,
+    ) -> Result<Option<SessionEntry>, StoreError> {
+        bounded(self.timeout, async {
+            let (low, high) = handle.key_range();
+            let sql = format!(
+                "SELECT {} FROM {} WHERE store_key BETWEEN ? AND ? AND {} LIMIT 1",
+                *SELECTED_TEXT,
+                self.table,
+                Self::live()
+            );
+            let row = sqlx::query(&sql)
+                .bind(low.as_bytes().as_slice())
+                .bind(high.as_bytes().as_slice())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+            row.as_ref().map(entry_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
+        bounded(self.timeout, async {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} AND (? IS NULL OR user_id = ?)
+                 AND (? IS NULL OR store_key > ?) ORDER BY store_key LIMIT ?",
+                *SELECTED_TEXT,
+                self.table,
+                Self::live()
+            );
+            let after = query.after.map(|k| k.as_bytes().to_vec());
+            let rows = sqlx::query(&sql)
+                .bind(query.user.as_deref())
+                .bind(query.user.as_deref())
+                .bind(after.clone())
+                .bind(after)
+                .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+            rows.iter().map(entry_from_row).collect()
+        })
+        .await
+    }
+}
