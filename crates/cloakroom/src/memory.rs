@@ -38,6 +38,14 @@ pub struct MemoryStore {
     inner: Arc<RwLock<Inner>>,
 }
 
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("records", &self.len())
+            .finish()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     sessions: BTreeMap<StoreKey, Record>,

@@ -1,0 +1,138 @@
+//! `cloakroom`: manage the sessions in a cloakroom store from a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cloakroom_cli::commands::{self, CommandError, Format};
+use cloakroom_cli::store_url::Backend;
+
+/// Manage cloakroom sessions: list, show, revoke, purge, stats.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Store URLs: memory://, sqlite://PATH, postgres://USER@HOST/DB, mysql://USER@HOST/DB (SQL URLs accept ?table=NAME)."
+)]
+struct Cli {
+    /// The store, as a URL.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOAKROOM_STORE",
+        default_value = "sqlite://cloakroom-demo.db"
+    )]
+    store: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print session data (hidden by default: it may be sensitive).
+    #[arg(long, global = true)]
+    show_data: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the schema (idempotent).
+    Migrate,
+    /// List live sessions.
+    List {
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one session.
+    Show {
+        /// The session's handle, as `list` shows it.
+        handle: String,
+    },
+    /// Revoke one session by handle, or all of a user's sessions with --user.
+    Revoke {
+        /// The session's handle.
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        handle: Option<String>,
+        /// Revoke every session of this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// With --user: keep this session.
+        #[arg(long, requires = "user")]
+        except: Option<String>,
+    },
+    /// Delete expired sessions, in batches.
+    Purge {
+        /// Rows per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Live sessions, sessions per user, and how many expire within the hour.
+    Stats {
+        /// How many users to list.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("cloakroom: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let backend = Backend::open(&cli.store).await.map_err(|e| e.to_string())?;
+    let store = backend.shared();
+    let format = Format {
+        json: cli.json,
+        show_data: cli.show_data,
+    };
+    let stdout = std::io::stdout();
+    let out = &mut stdout.lock();
+    let result: Result<(), CommandError> = match cli.command {
+        Command::Migrate => {
+            let created = backend.migrate().await.map_err(|e| e.to_string())?;
+            let message = if created {
+                "schema is ready"
+            } else {
+                "this store has no schema"
+            };
+            writeln!(out, "{message}").map_err(CommandError::from)
+        }
+        Command::List { user, limit } => commands::list(&store, user, limit, format, out).await,
+        Command::Show { handle } => commands::show(&store, &handle, format, out).await,
+        Command::Revoke {
+            handle: Some(handle),
+            ..
+        } => commands::revoke(&store, &handle, format, out).await,
+        Command::Revoke {
+            user: Some(user),
+            except,
+            ..
+        } => commands::revoke_user(&store, &user, except.as_deref(), format, out).await,
+        Command::Revoke { .. } => return Err("give a HANDLE or --user USER".into()),
+        Command::Purge { batch } => {
+            let bar = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new_spinner()
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            bar.set_message("purging expired sessions");
+            let mut progress = |n: u64| bar.inc(n);
+            let result = commands::purge(&store, batch, &mut progress, format, out).await;
+            bar.finish_and_clear();
+            result
+        }
+        Command::Stats { top } => commands::stats(&store, top, format, out).await,
+    };
+    result.map_err(|e| e.to_string())
+}

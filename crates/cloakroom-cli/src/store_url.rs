@@ -1,0 +1,225 @@
+//! Store URLs: one scheme per store, shared by the demo app and the `cloakroom` command.
+//!
+//! | URL | store |
+//! |---|---|
+//! | `memory://` | [`MemoryStore`] (this process only) |
+//! | `sqlite://PATH` | [`SqliteStore`] in the file `PATH` |
+//! | `postgres://…` (or `postgresql://…`) | [`PostgresStore`] |
+//! | `mysql://…` (or `mariadb://…`) | [`MySqlStore`] |
+//!
+//! SQL URLs take an optional `table=NAME` query parameter (default `cloakroom_sessions`).
+
+use std::sync::Arc;
+
+use cloakroom::{MemoryStore, SessionStore};
+use cloakroom_sqlx::{MySqlStore, PostgresStore, SetupError, SqliteStore};
+
+/// The URL forms this build knows, for error messages and `--help`.
+pub const KNOWN_SCHEMES: &[&str] = &[
+    "memory://",
+    "sqlite://PATH",
+    "postgres://USER@HOST/DB",
+    "mysql://USER@HOST/DB",
+];
+
+/// Why a store URL could not be opened, with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The scheme names no store.
+    #[error("unknown store URL scheme in {url:?}: use one of {}", KNOWN_SCHEMES.join(", "))]
+    UnknownScheme {
+        /// The URL, password removed.
+        url: String,
+    },
+    /// The URL is malformed.
+    #[error("store URL {url:?} is not valid: {reason}")]
+    Invalid {
+        /// The URL, password removed.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store could not be set up (unreachable, no rights...).
+    #[error("cannot open {url}: {source}")]
+    Setup {
+        /// The URL, password removed.
+        url: String,
+        /// The store's error.
+        #[source]
+        source: SetupError,
+    },
+}
+
+/// An opened store of any kind.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// `memory://`
+    Memory(MemoryStore),
+    /// `sqlite://`
+    Sqlite(SqliteStore),
+    /// `postgres://`
+    Postgres(PostgresStore),
+    /// `mysql://`
+    MySql(MySqlStore),
+}
+
+impl Backend {
+    /// Opens the store a URL names, creating its schema if missing.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        let shown = redact(url);
+        let setup = |source| OpenError::Setup {
+            url: shown.clone(),
+            source,
+        };
+        let (base, table) = split_table(url).map_err(|reason| OpenError::Invalid {
+            url: shown.clone(),
+            reason,
+        })?;
+        let scheme = base
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("memory") => Ok(Self::Memory(MemoryStore::new())),
+            Some("sqlite") => {
+                let path = &base["sqlite://".len()..];
+                if path.is_empty() {
+                    return Err(OpenError::Invalid {
+                        url: shown,
+                        reason: "give a file path: sqlite://sessions.db".into(),
+                    });
+                }
+                let mut store = SqliteStore::open(path).await.map_err(setup)?;
+                if let Some(table) = table {
+                    store = store.with_table_name(&table).map_err(setup)?;
+                    store.migrate().await.map_err(setup)?;
+                }
+                Ok(Self::Sqlite(store))
+            }
+            Some("postgres" | "postgresql") => {
+                let store = PostgresStore::connect(&base).await.map_err(setup)?;
+                match table {
+                    Some(table) => {
+                        let store = store.with_table(None, &table).map_err(setup)?;
+                        store.migrate().await.map_err(setup)?;
+                        Ok(Self::Postgres(store))
+                    }
+                    None => Ok(Self::Postgres(store)),
+                }
+            }
+            Some("mysql" | "mariadb") => {
+                let base = base.replacen("mariadb://", "mysql://", 1);
+                let store = MySqlStore::connect(&base).await.map_err(setup)?;
+                match table {
+                    Some(table) => {
+                        let store = store.with_table(None, &table).map_err(setup)?;
+                        store.migrate().await.map_err(setup)?;
+                        Ok(Self::MySql(store))
+                    }
+                    None => Ok(Self::MySql(store)),
+                }
+            }
+            _ => Err(OpenError::UnknownScheme { url: shown }),
+        }
+    }
+
+    /// The store, shared.
+    pub fn shared(&self) -> Arc<dyn SessionStore> {
+        match self {
+            Self::Memory(store) => Arc::new(store.clone()),
+            Self::Sqlite(store) => Arc::new(store.clone()),
+            Self::Postgres(store) => Arc::new(store.clone()),
+            Self::MySql(store) => Arc::new(store.clone()),
+        }
+    }
+
+    /// Creates the schema if missing (idempotent); `false` for stores without one.
+    pub async fn migrate(&self) -> Result<bool, SetupError> {
+        match self {
+            Self::Memory(_) => Ok(false),
+            Self::Sqlite(store) => store.migrate().await.map(|()| true),
+            Self::Postgres(store) => store.migrate().await.map(|()| true),
+            Self::MySql(store) => store.migrate().await.map(|()| true),
+        }
+    }
+
+    /// Whether this store needs a background purge (SQL stores do; others evict).
+    pub fn needs_purge_task(&self) -> bool {
+        !matches!(self, Self::Memory(_))
+    }
+}
+
+/// Splits off the `table=NAME` query parameter, keeping the rest for the driver.
+fn split_table(url: &str) -> Result<(String, Option<String>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut table = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("table", name)) if !name.is_empty() => table = Some(name.to_owned()),
+            Some(("table", _)) => return Err("table= needs a name".into()),
+            _ => rest.push(pair),
+        }
+    }
+    let base = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((base, table))
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+    }
+
+    #[test]
+    fn the_table_parameter_is_split_off() {
+        assert_eq!(
+            split_table("postgres://h/db?table=t&sslmode=disable").unwrap(),
+            ("postgres://h/db?sslmode=disable".into(), Some("t".into()))
+        );
+        assert_eq!(
+            split_table("sqlite://x.db").unwrap(),
+            ("sqlite://x.db".into(), None)
+        );
+        assert!(split_table("sqlite://x.db?table=").is_err());
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_list_the_known_ones() {
+        let error = Backend::open("carrier-pigeon://coop").await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("sqlite://PATH") && message.contains("memory://"),
+            "{message}"
+        );
+    }
+}

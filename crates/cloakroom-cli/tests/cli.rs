@@ -1,0 +1,220 @@
+//! The `cloakroom` binary against real stores: SQLite, PostgreSQL and MariaDB.
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use cloakroom::{record, ExpiryPolicy, Record, SessionId, SessionStore, StoreKey};
+use cloakroom_cli::store_url::Backend;
+use serde_json::{json, Value};
+
+fn cloakroom(store: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("CLOAKROOM_STORE")
+        .output()
+        .expect("run cloakroom")
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "cloakroom failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn json_of(output: &Output) -> Value {
+    serde_json::from_str(&ok(output)).expect("JSON output")
+}
+
+async fn seed(store: &Arc<dyn SessionStore>, user: Option<&str>, secret: &str) -> StoreKey {
+    let mut record = ExpiryPolicy::default().new_record(record::now());
+    record.user_id = user.map(str::to_owned);
+    record.data.insert("secret".into(), json!(secret));
+    record.client = cloakroom::ClientMeta::new(Some("192.0.2.7".into()), Some("TestAgent/1.0"));
+    let key = SessionId::generate().store_key();
+    store.insert(&key, &record).await.unwrap();
+    key
+}
+
+/// Every command against one store URL, seeded through the library.
+async fn exercise(url: &str) {
+    let store = Backend::open(url).await.expect("open the store").shared();
+    let alice_1 = seed(&store, Some("alice"), "alice-one-secret").await;
+    let alice_2 = seed(&store, Some("alice"), "alice-two-secret").await;
+    let bob = seed(&store, Some("bob"), "bob-secret").await;
+    seed(&store, None, "anonymous-secret").await;
+
+    assert!(ok(&cloakroom(url, &["migrate"])).contains("schema is ready"));
+
+    let list = json_of(&cloakroom(url, &["--json", "list"]));
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    assert!(
+        list.iter().all(|s| s.get("data").is_none()),
+        "data is hidden by default"
+    );
+    let table = ok(&cloakroom(url, &["list"]));
+    assert!(table.starts_with("HANDLE"), "{table}");
+    assert!(table.contains(&alice_1.handle().to_string()) && table.contains("4 session(s)"));
+    assert!(
+        !table.contains("secret"),
+        "no session data in the default table:\n{table}"
+    );
+    assert_eq!(
+        json_of(&cloakroom(url, &["list", "--json", "--user", "alice"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        json_of(&cloakroom(url, &["list", "--json", "--limit", "1"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let with_data = ok(&cloakroom(url, &["list", "--json", "--show-data"]));
+    assert!(with_data.contains("bob-secret"));
+
+    let handle = bob.handle().to_string();
+    let shown = ok(&cloakroom(url, &["show", &handle]));
+    assert!(
+        shown.contains("bob") && shown.contains("192.0.2.7") && shown.contains("TestAgent/1.0")
+    );
+    assert!(!shown.contains("bob-secret") && shown.contains("--show-data"));
+    assert!(ok(&cloakroom(url, &["show", &handle, "--show-data"])).contains("bob-secret"));
+    let shown = json_of(&cloakroom(url, &["show", &handle, "--json"]));
+    assert_eq!(shown["user"], "bob");
+
+    let stats = json_of(&cloakroom(url, &["stats", "--json"]));
+    assert_eq!(stats["live_sessions"], 4);
+    assert_eq!(stats["users"], 2);
+    assert_eq!(
+        stats["top_users"][0],
+        json!({"user": "alice", "sessions": 2})
+    );
+    assert!(ok(&cloakroom(url, &["stats"])).contains("live sessions"));
+
+    assert_eq!(
+        json_of(&cloakroom(url, &["revoke", &handle, "--json"])),
+        json!({"revoked": 1})
+    );
+    assert!(
+        store.load(&bob).await.unwrap().is_none(),
+        "revoke deleted the session"
+    );
+    let missing = cloakroom(url, &["show", &handle]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cloakroom list"),
+        "the error says what to do"
+    );
+    let bad = cloakroom(url, &["revoke", "not-a-handle"]);
+    assert!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("16 characters")
+    );
+
+    let kept = alice_2.handle().to_string();
+    assert!(ok(&cloakroom(
+        url,
+        &["revoke", "--user", "alice", "--except", &kept]
+    ))
+    .contains("revoked 1 session(s)"));
+    assert!(store.load(&alice_1).await.unwrap().is_none());
+    assert!(
+        store.load(&alice_2).await.unwrap().is_some(),
+        "--except keeps that session"
+    );
+
+    let t = record::now();
+    for _ in 0..30 {
+        let doomed = Record::new(t, Some(t + time::Duration::milliseconds(50)), None);
+        store
+            .insert(&SessionId::generate().store_key(), &doomed)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(
+        json_of(&cloakroom(url, &["purge", "--json", "--batch", "7"])),
+        json!({"purged": 30})
+    );
+    assert!(ok(&cloakroom(url, &["purge"])).contains("purged 0 expired session(s)"));
+}
+
+#[tokio::test]
+async fn every_command_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise(&format!("sqlite://{}", dir.path().join("cli.db").display())).await;
+}
+
+fn require_services() -> bool {
+    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+fn skip(what: &str, error: &dyn std::fmt::Display) {
+    assert!(!require_services(), "{what} is unreachable: {error}");
+    eprintln!("\n*****\nSKIPPING: {what} is unreachable ({error}); start it with scripts/services.sh\n*****\n");
+}
+
+#[tokio::test]
+async fn every_command_on_postgres() {
+    let url = std::env::var("CLOAKROOM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let pool = match sqlx::PgPool::connect(&url).await {
+        Ok(pool) => pool,
+        Err(error) => return skip("PostgreSQL", &error),
+    };
+    let table = format!("cli_{}", std::process::id());
+    exercise(&format!("{url}?table={table}")).await;
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_command_on_mariadb() {
+    let url = std::env::var("CLOAKROOM_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    let pool = match sqlx::MySqlPool::connect(&url).await {
+        Ok(pool) => pool,
+        Err(error) => return skip("MariaDB", &error),
+    };
+    let table = format!("cli_{}", std::process::id());
+    exercise(&format!("{url}?table={table}")).await;
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let unknown = cloakroom("carrier-pigeon://coop", &["list"]);
+    assert!(!unknown.status.success());
+    let message = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        message.contains("unknown store URL scheme")
+            && message.contains("sqlite://PATH")
+            && message.contains("postgres://"),
+        "{message}"
+    );
+
+    let down = cloakroom("postgres://postgres:hunter2@127.0.0.1:1/test", &["list"]);
+    assert!(!down.status.success());
+    let message = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        message.contains("check the URL and that the server is running"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("hunter2"),
+        "passwords are never printed: {message}"
+    );
+}
