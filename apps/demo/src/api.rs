@@ -1,0 +1,264 @@
+//! The JSON API. Errors are `{"error": "..."}`; nothing a client sends yields a 5xx.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cloakroom::{Session, SessionError, SessionHandle};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::USERS;
+
+/// The largest item or preference value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024;
+/// The largest request body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+const PREF_PREFIX: &str = "pref.";
+
+/// An API error: a status and `{"error": "..."}`.
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(status, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(error: SessionError) -> Self {
+        let message = error.to_string();
+        let status = error.into_response().status();
+        if status.is_server_error() {
+            Self::new(
+                status,
+                "sessions are unavailable right now; try again shortly",
+            )
+        } else {
+            Self::new(status, message)
+        }
+    }
+}
+
+/// A JSON body, whatever its content type: malformed JSON or missing fields are 400, an
+/// oversized body 413.
+pub struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|error| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid JSON body: {error}"),
+                )
+            })
+    }
+}
+
+fn rfc3339(at: Option<OffsetDateTime>) -> Value {
+    at.and_then(|at| at.format(&Rfc3339).ok())
+        .map_or(Value::Null, Value::String)
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "not logged in")
+}
+
+fn check_size(what: &str, value: &Value) -> Result<(), ApiError> {
+    let size = value.to_string().len();
+    if size > MAX_VALUE_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} is {size} bytes; the limit is {MAX_VALUE_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    username: String,
+    password: String,
+}
+
+pub async fn login(
+    session: Session,
+    JsonBody(credentials): JsonBody<Credentials>,
+) -> Result<Json<Value>, ApiError> {
+    let known = USERS
+        .iter()
+        .any(|(user, password)| *user == credentials.username && *password == credentials.password);
+    if !known {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong username or password",
+        ));
+    }
+    session.login(&credentials.username).await?;
+    Ok(Json(json!({ "user": credentials.username })))
+}
+
+pub async fn logout(session: Session) -> Result<Json<Value>, ApiError> {
+    session.logout().await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+pub async fn me(session: Session) -> Result<Json<Value>, ApiError> {
+    match session.metadata().await? {
+        Some(meta) if meta.user.is_some() => Ok(Json(json!({
+            "user": meta.user,
+            "handle": meta.handle,
+            "created_at": rfc3339(Some(meta.created_at)),
+            "last_active_at": rfc3339(Some(meta.last_active_at)),
+            "idle_expires_at": rfc3339(meta.idle_deadline),
+            "absolute_expires_at": rfc3339(meta.absolute_deadline),
+        }))),
+        _ => Err(unauthorized()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Item {
+    item: String,
+}
+
+pub async fn cart(session: Session) -> Result<Json<Value>, ApiError> {
+    let items: Vec<String> = session.get("cart").await?.unwrap_or_default();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn add_to_cart(
+    session: Session,
+    JsonBody(Item { item }): JsonBody<Item>,
+) -> Result<Json<Value>, ApiError> {
+    if item.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "item must not be empty",
+        ));
+    }
+    check_size("the item", &Value::String(item.clone()))?;
+    session
+        .update("cart", move |cart: Option<Vec<String>>| {
+            let mut cart = cart.unwrap_or_default();
+            cart.push(item.clone());
+            cart
+        })
+        .await?;
+    // Save now, so the answer shows the cart as committed, concurrent appends included.
+    session.save().await?;
+    cart(session).await
+}
+
+pub async fn counter(session: Session) -> Result<Json<Value>, ApiError> {
+    session
+        .update("counter", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await?;
+    session.save().await?;
+    let value: u64 = session.get("counter").await?.unwrap_or(0);
+    Ok(Json(json!({ "value": value })))
+}
+
+#[derive(Deserialize)]
+pub struct PrefValue {
+    value: Value,
+}
+
+pub async fn set_pref(
+    session: Session,
+    Path(name): Path<String>,
+    JsonBody(PrefValue { value }): JsonBody<PrefValue>,
+) -> Result<Json<Value>, ApiError> {
+    check_size("the preference name", &Value::String(name.clone()))?;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "_-.".contains(c));
+    if !valid {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "preference names are letters, digits, _ - and .",
+        ));
+    }
+    check_size("the preference value", &value)?;
+    session
+        .insert(&format!("{PREF_PREFIX}{name}"), &value)
+        .await?;
+    Ok(Json(json!({ name: value })))
+}
+
+pub async fn prefs(session: Session) -> Result<Json<Value>, ApiError> {
+    let mut prefs = Map::new();
+    for key in session.keys().await? {
+        if let Some(name) = key.strip_prefix(PREF_PREFIX) {
+            if let Some(value) = session.get::<Value>(&key).await? {
+                prefs.insert(name.to_owned(), value);
+            }
+        }
+    }
+    Ok(Json(Value::Object(prefs)))
+}
+
+pub async fn sessions(session: Session) -> Result<Json<Value>, ApiError> {
+    if session.user().await?.is_none() {
+        return Err(unauthorized());
+    }
+    let list: Vec<Value> = session
+        .list_user_sessions()
+        .await?
+        .into_iter()
+        .map(|s| {
+            json!({
+                "handle": s.handle,
+                "created_at": rfc3339(Some(s.created_at)),
+                "last_active_at": rfc3339(Some(s.last_active_at)),
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+                "current": s.current,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+pub async fn revoke(session: Session, Path(handle): Path<String>) -> Result<Json<Value>, ApiError> {
+    if session.user().await?.is_none() {
+        return Err(unauthorized());
+    }
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no session of yours has that handle");
+    let handle = SessionHandle::parse(&handle).ok_or_else(not_found)?;
+    if session.revoke_user_session(&handle).await? {
+        Ok(Json(json!({ "revoked": 1 })))
+    } else {
+        Err(not_found())
+    }
+}
+
+pub async fn revoke_others(session: Session) -> Result<Json<Value>, ApiError> {
+    if session.user().await?.is_none() {
+        return Err(unauthorized());
+    }
+    let revoked = session.revoke_other_sessions().await?;
+    Ok(Json(json!({ "revoked": revoked })))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such page")
+}

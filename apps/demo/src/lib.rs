@@ -1,0 +1,69 @@
+//! The cloakroom demo app: a JSON API and one HTML page over cloakroom sessions.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use axum::body::Body;
+//! use axum::http::{Request, StatusCode};
+//! use tower::ServiceExt;
+//! let app = cloakroom_demo::app(cloakroom::MemoryStore::new(), cloakroom_demo::session_config(None, None)).unwrap();
+//! let response = app.oneshot(Request::get("/api/cart").body(Body::empty()).unwrap()).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
+//! # });
+//! ```
+#![warn(missing_docs)]
+
+mod api;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::response::Html;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use cloakroom::{
+    ConfigError, CookieConfig, ExpiryPolicy, SessionConfig, SessionLayer, SessionManager,
+    SessionStore,
+};
+
+/// The seeded users and their passwords.
+pub const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
+
+/// The session configuration the demo uses: cookies without `Secure`, since it serves
+/// plain HTTP on loopback (keep the default `Secure` behind TLS).
+pub fn session_config(idle: Option<Duration>, absolute: Option<Duration>) -> SessionConfig {
+    let defaults = ExpiryPolicy::default();
+    SessionConfig::default()
+        .with_cookie(CookieConfig::default().with_secure(false))
+        .with_expiry(
+            ExpiryPolicy::default()
+                .with_idle_timeout(idle.or(defaults.idle_timeout()))
+                .with_absolute_timeout(absolute.or(defaults.absolute_timeout())),
+        )
+}
+
+/// The demo's router over `store`.
+pub fn app(store: impl SessionStore, config: SessionConfig) -> Result<Router, ConfigError> {
+    Ok(app_with_manager(Arc::new(SessionManager::new(
+        store, config,
+    )?)))
+}
+
+/// The demo's router over a shared manager.
+pub fn app_with_manager(manager: Arc<SessionManager>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(include_str!("index.html")) }))
+        .route("/api/login", post(api::login))
+        .route("/api/logout", post(api::logout))
+        .route("/api/me", get(api::me))
+        .route("/api/cart", get(api::cart).post(api::add_to_cart))
+        .route("/api/counter", post(api::counter))
+        .route("/api/prefs", get(api::prefs))
+        .route("/api/prefs/{name}", put(api::set_pref))
+        .route("/api/sessions", get(api::sessions))
+        .route("/api/sessions/revoke-others", post(api::revoke_others))
+        .route("/api/sessions/{handle}", delete(api::revoke))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(SessionLayer::from_manager(manager))
+}

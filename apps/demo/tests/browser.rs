@@ -1,0 +1,281 @@
+//! End-to-end in a real headless Chromium, driven over WebDriver (chromedriver), against the
+//! demo binary on the SQLite store and on PostgreSQL.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`scripts/browser.sh` installs them).
+//! Without them the tests skip loudly, unless `CLOAKROOM_REQUIRE_SERVICES=1`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+fn require_services() -> bool {
+    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+fn skip(message: &str) {
+    assert!(
+        !require_services(),
+        "{message} (CLOAKROOM_REQUIRE_SERVICES=1)"
+    );
+    eprintln!("\n****************************************\nSKIPPING: {message}\n****************************************\n");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn start_demo(port: u16, store: &str, dir: &Path) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--store", store])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the demo");
+    Running(child)
+}
+
+async fn browser(driver: u16, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1200,900",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver}"))
+        .await
+        .expect("a Chromium session over WebDriver")
+}
+
+async fn text(client: &Client, id: &str) -> String {
+    match client.find(Locator::Id(id)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn wait_text(client: &Client, id: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = text(client, id).await;
+        if now.contains(expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "#{id} never showed {expected:?}; it shows {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn count(client: &Client, css: &str) -> usize {
+    client
+        .find_all(Locator::Css(css))
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0)
+}
+
+async fn wait_count(client: &Client, css: &str, expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(client, css).await != expected {
+        assert!(Instant::now() < deadline, "{css} never counted {expected}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn log_in(client: &Client, base: &str) {
+    client.goto(base).await.unwrap();
+    wait_text(client, "status", "Not logged in").await;
+    client
+        .find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("alice")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("wonderland")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("login-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(client, "status", "Logged in as alice").await;
+}
+
+async fn session_cookie(client: &Client) -> Option<String> {
+    let cookies = client.get_all_cookies().await.unwrap();
+    cookies
+        .iter()
+        .find(|c| c.name() == "id")
+        .map(|c| c.value().to_owned())
+}
+
+/// The five steps of the demo's end-to-end story.
+async fn story(store: &str) {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        return skip("Chromium or chromedriver is not installed: run scripts/browser.sh");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (app_port, driver_port) = (free_port(), free_port());
+    let _demo = start_demo(app_port, store, dir.path());
+    let _driver = Running(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    wait_for_port(app_port, "the demo").await;
+    wait_for_port(driver_port, "chromedriver").await;
+    let base = format!("http://127.0.0.1:{app_port}/");
+    let (first_profile, second_profile) = (dir.path().join("first"), dir.path().join("second"));
+    let first = browser(driver_port, &first_profile).await;
+    let second = browser(driver_port, &second_profile).await;
+
+    // 1. Log in as alice.
+    log_in(&first, &base).await;
+    let first_cookie = session_cookie(&first)
+        .await
+        .expect("a session cookie after login");
+
+    // 2. Add to the cart; the cart survives a reload.
+    first
+        .find(Locator::Id("item"))
+        .await
+        .unwrap()
+        .send_keys("umbrella")
+        .await
+        .unwrap();
+    first
+        .find(Locator::Id("add-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&first, "cart", "umbrella").await;
+    first.refresh().await.unwrap();
+    wait_text(&first, "status", "Logged in as alice").await;
+    wait_text(&first, "cart", "umbrella").await;
+
+    // 3. A second, separate browser profile logs in as alice.
+    log_in(&second, &base).await;
+    assert_ne!(
+        session_cookie(&second).await,
+        Some(first_cookie),
+        "two devices, two sessions"
+    );
+    first.refresh().await.unwrap();
+    wait_count(&first, "#devices tr", 2).await;
+    if let Ok(path) = std::env::var("CLOAKROOM_SCREENSHOT") {
+        std::fs::write(path, first.screenshot().await.unwrap()).unwrap();
+    }
+
+    // 4. The first uses "log out other devices"; the second is logged out on its next request.
+    first
+        .find(Locator::Id("revoke-others-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&first, "error", "Logged out 1 other device").await;
+    wait_count(&first, "#devices tr", 1).await;
+    second.refresh().await.unwrap();
+    wait_text(&second, "status", "Not logged in").await;
+    wait_text(&first, "status", "Logged in as alice").await;
+
+    // 5. Logout clears the cookie.
+    first
+        .find(Locator::Id("logout-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&first, "status", "Not logged in").await;
+    assert_eq!(
+        session_cookie(&first).await,
+        None,
+        "logout removed the session cookie"
+    );
+
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_story_on_sqlite() {
+    story("sqlite://sessions.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_story_on_postgres() {
+    let url = std::env::var("CLOAKROOM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let pool = match sqlx::PgPool::connect(&url).await {
+        Ok(pool) => pool,
+        Err(error) => return skip(&format!("PostgreSQL at {url} is unreachable ({error})")),
+    };
+    let table = format!("e2e_{}", std::process::id());
+    story(&format!("{url}?table={table}")).await;
+    sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
