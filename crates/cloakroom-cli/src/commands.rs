@@ -44,6 +44,13 @@ fn rfc3339(at: Option<OffsetDateTime>) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
+/// A fixed-width UTC time for table cells.
+fn cell_time(at: Option<OffsetDateTime>) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    at.and_then(|at| at.to_offset(time::UtcOffset::UTC).format(&format).ok())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
 fn entry_json(entry: &SessionEntry, format: Format) -> Value {
     let r = &entry.record;
     let mut value = json!({
@@ -119,9 +126,9 @@ pub async fn list(
             let mut row = vec![
                 e.handle().to_string(),
                 r.user_id.clone().unwrap_or_else(|| "-".into()),
-                rfc3339(Some(r.created_at)),
-                rfc3339(Some(r.last_active_at)),
-                rfc3339(r.expires_at()),
+                cell_time(Some(r.created_at)),
+                cell_time(Some(r.last_active_at)),
+                cell_time(r.expires_at()),
                 r.client.ip.clone().unwrap_or_else(|| "-".into()),
                 truncate(r.client.user_agent.as_deref().unwrap_or("-"), 40),
             ];
@@ -132,7 +139,7 @@ pub async fn list(
         })
         .collect();
     write_table(out, &headers, &rows)?;
-    writeln!(out, "{} session(s)", rows.len())?;
+    writeln!(out, "{} session(s), times in UTC", rows.len())?;
     Ok(())
 }
 
