@@ -186,7 +186,7 @@ async fn oversized_items_and_preferences_are_413() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
-    let exact = "y".repeat(1000);
+    let exact = "y".repeat(1024); // exactly 1 KiB is allowed
     assert_eq!(
         send(
             &app,
@@ -199,6 +199,15 @@ async fn oversized_items_and_preferences_are_413() {
         .status,
         StatusCode::OK
     );
+    let reply = send(
+        &app,
+        "PUT",
+        "/api/prefs/theme",
+        None,
+        Some(&json!({"value": exact}).to_string()),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
 }
 
 #[tokio::test]
