@@ -1,0 +1,693 @@
+//! [`RedisStore`]: the store contract on Redis or Redis Cluster.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom::record::{from_unix_ms, now, to_unix_ms};
+use cloakroom::{
+    InsertError, ListQuery, Record, RenameError, SessionEntry, SessionHandle, SessionStore,
+    StoreError, StoreKey, Touch, TouchError, UpdateError,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::{AsyncCommands, ConnectionInfo, IntoConnectionInfo, RedisError};
+use time::OffsetDateTime;
+
+use crate::connection::Connection;
+use crate::scripts;
+
+/// Settings for [`RedisStore`]. The defaults suit most deployments.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// Prefix of every key (default `cloakroom:`), so several apps can share a server.
+    pub prefix: String,
+    /// Bound on every store operation (default 2 s); past it the operation fails with
+    /// [`StoreError::Timeout`], so a dead server never hangs a request.
+    pub operation_timeout: Duration,
+    /// Bound on establishing a connection (default 1 s).
+    pub connect_timeout: Duration,
+    /// Longest wait between reconnection attempts (default 500 ms).
+    pub reconnect_max_delay: Duration,
+    /// Reconnection attempts per failing command before it gives up (default 2).
+    pub reconnect_retries: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "cloakroom:".to_owned(),
+            operation_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            reconnect_max_delay: Duration::from_millis(500),
+            reconnect_retries: 2,
+        }
+    }
+}
+
+/// A failure to connect, with what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL: {0}")]
+    Url(#[source] RedisError),
+    /// The server (or cluster) could not be reached.
+    #[error("could not connect to Redis ({0}): check the URL and that the server is running")]
+    Connect(#[source] RedisError),
+    /// The key prefix contains `{` or `}`, which would break cluster hash tags.
+    #[error("key prefix {0:?} must not contain {{ or }}")]
+    Prefix(String),
+}
+
+/// A session store on Redis (single node) or Redis Cluster.
+///
+/// Guarantees:
+/// - Every atomic operation (insert-if-absent, compare-and-set update, touch, rename on a
+///   single node, delete with its index entry on a single node) is one server-side script:
+///   one round trip. `load` is one `HMGET`.
+/// - A session is one key (hashed: `PREFIX s:{HEX}`), expiring natively at its earlier
+///   deadline; `load` still checks the deadline itself.
+/// - The per-user index is a set per user (`PREFIX u:{USER}`); dead members are removed
+///   lazily, and listings never return a dead session.
+///
+/// In a cluster, a session's key and its user's set live in different slots, so:
+/// - the index entry is added *after* the session is written, and a revocation deletes
+///   the session key itself (`DEL`, immediate) before it touches the index: a revoked
+///   session can never be loaded again;
+/// - a session being logged in at the very moment its user is revoked everywhere may
+///   survive that revocation (exactly as with a login that lands just after it), and is
+///   in the index when the login returns, so the next revocation finds it;
+/// - `rename` copies the session to the new key, then deletes the old key only at the
+///   version it copied (retrying if a concurrent write moved it), and removes the copy if
+///   the old session was deleted meanwhile: no session is lost and none is resurrected.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Connection,
+    config: RedisConfig,
+    /// For listing a cluster: how to reach each node, credentials included.
+    seed: ConnectionInfo,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.connection {
+            Connection::Single(_) => "single",
+            Connection::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore")
+            .field("mode", &mode)
+            .field("prefix", &self.config.prefix)
+            .finish()
+    }
+}
+
+fn store_error(error: RedisError) -> StoreError {
+    if error.is_timeout() {
+        StoreError::Timeout(Duration::ZERO)
+    } else if error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_cluster_error()
+    {
+        StoreError::unavailable(error)
+    } else {
+        StoreError::backend(error)
+    }
+}
+
+fn ms(at: Option<OffsetDateTime>) -> String {
+    at.map(|at| to_unix_ms(at).to_string()).unwrap_or_default()
+}
+
+fn parse_ms(text: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let value: i64 = text
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("bad timestamp {text:?}")))?;
+    from_unix_ms(value)
+        .map(Some)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value} out of range")))
+}
+
+const FIELDS: [&str; 7] = ["v", "r", "la", "i", "a", "x", "u"];
+
+/// A session hash as read back: the record, and whether it is live.
+fn decode(fields: Vec<Option<String>>) -> Result<Option<Record>, StoreError> {
+    let [Some(v), Some(r), Some(la), Some(i), Some(a), Some(x), _user] =
+        <[Option<String>; 7]>::try_from(fields)
+            .map_err(|_| StoreError::Corrupt("wrong number of fields".into()))?
+    else {
+        return Ok(None);
+    };
+    if parse_ms(&x)?.is_some_and(|deadline| deadline <= now()) {
+        return Ok(None);
+    }
+    let mut record: Record = serde_json::from_str(&r)
+        .map_err(|e| StoreError::Corrupt(format!("record is not valid JSON: {e}")))?;
+    record.version = v
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("bad version {v:?}")))?;
+    record.last_active_at =
+        parse_ms(&la)?.ok_or_else(|| StoreError::Corrupt("no last activity".into()))?;
+    record.idle_deadline = parse_ms(&i)?;
+    record.absolute_deadline = parse_ms(&a)?;
+    Ok(Some(record))
+}
+
+fn encode(record: &Record) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(StoreError::backend)
+}
+
+impl RedisStore {
+    /// Connects to a single node: `redis://[USER:PASSWORD@]HOST[:PORT][/DB]` (or
+    /// `rediss://` with the `tls` feature).
+    pub async fn connect(url: &str) -> Result<Self, SetupError> {
+        Self::connect_with(url, RedisConfig::default()).await
+    }
+
+    /// Connects to a single node with `config`.
+    pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, SetupError> {
+        check_prefix(&config.prefix)?;
+        let client = redis::Client::open(url).map_err(SetupError::Url)?;
+        let seed = client.get_connection_info().clone();
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(config.connect_timeout)
+            .set_response_timeout(config.operation_timeout)
+            .set_number_of_retries(config.reconnect_retries)
+            .set_max_delay(
+                u64::try_from(config.reconnect_max_delay.as_millis()).unwrap_or(u64::MAX),
+            );
+        let manager = tokio::time::timeout(
+            config.connect_timeout * 2,
+            ConnectionManager::new_with_config(client, manager_config),
+        )
+        .await
+        .map_err(|_| {
+            SetupError::Connect(RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            )))
+        })?
+        .map_err(SetupError::Connect)?;
+        Ok(Self {
+            connection: Connection::Single(manager),
+            config,
+            seed,
+        })
+    }
+
+    /// Connects to a Redis Cluster through any of its nodes (`redis://HOST:PORT` each).
+    pub async fn connect_cluster(urls: &[&str], config: RedisConfig) -> Result<Self, SetupError> {
+        check_prefix(&config.prefix)?;
+        let seed = urls
+            .first()
+            .ok_or_else(|| {
+                SetupError::Url(RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "no cluster node given",
+                )))
+            })?
+            .into_connection_info()
+            .map_err(SetupError::Url)?;
+        let client = ClusterClientBuilder::new(urls.to_vec())
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.operation_timeout)
+            .retries(u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX))
+            .build()
+            .map_err(SetupError::Url)?;
+        let connection = client
+            .get_async_connection()
+            .await
+            .map_err(SetupError::Connect)?;
+        Ok(Self {
+            connection: Connection::Cluster(connection),
+            config,
+            seed,
+        })
+    }
+
+    /// Whether this store talks to a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.connection, Connection::Cluster(_))
+    }
+
+    fn session_key(&self, key: &StoreKey) -> String {
+        format!("{}s:{{{}}}", self.config.prefix, key.to_hex())
+    }
+
+    fn user_key(&self, user: &str) -> String {
+        format!("{}u:{{{user}}}", self.config.prefix)
+    }
+
+    async fn bounded<T, E: From<StoreError>>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        match tokio::time::timeout(self.config.operation_timeout, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.config.operation_timeout).into()),
+        }
+    }
+
+    async fn read(&self, key: &StoreKey) -> Result<Vec<Option<String>>, StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("HMGET")
+            .arg(self.session_key(key))
+            .arg(&FIELDS)
+            .query_async(&mut connection)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn index(
+        &self,
+        user: &str,
+        key: &StoreKey,
+        absolute: Option<OffsetDateTime>,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        scripts::INDEX_ADD
+            .key(self.user_key(user))
+            .arg(key.to_hex())
+            .arg(ms(absolute))
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(store_error)
+    }
+
+    async fn insert_script(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        with_index: bool,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = scripts::INSERT.prepare_invoke();
+        invocation.key(self.session_key(key));
+        let user = record.user_id.clone().unwrap_or_default();
+        if with_index && !user.is_empty() {
+            invocation.key(self.user_key(&user));
+        }
+        invocation
+            .arg(to_unix_ms(now()))
+            .arg(record.version)
+            .arg(encode(record)?)
+            .arg(to_unix_ms(record.last_active_at))
+            .arg(ms(record.idle_deadline))
+            .arg(ms(record.absolute_deadline))
+            .arg(ms(record.expires_at()))
+            .arg(&user)
+            .arg(key.to_hex());
+        let mut connection = self.connection.clone();
+        let created: i64 = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        Ok(created == 1)
+    }
+
+    async fn delete_key(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let deleted: i64 = scripts::DELETE
+            .key(self.session_key(key))
+            .arg(&self.config.prefix)
+            .arg(key.to_hex())
+            .arg(if self.is_cluster() { "0" } else { "1" })
+            .invoke_async(&mut connection)
+            .await
+            .map_err(store_error)?;
+        Ok(deleted > 0)
+    }
+
+    /// Moves a session between slots in a cluster: copy, then delete the original at the
+    /// version copied.
+    async fn rename_across_slots(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
+        for _ in 0..8 {
+            let Some(record) = decode(self.read(old).await?)? else {
+                return Err(RenameError::Missing);
+            };
+            if !self.insert_script(new, &record, false).await? {
+                return Err(RenameError::Duplicate);
+            }
+            let mut connection = self.connection.clone();
+            let outcome: i64 = scripts::DELETE_AT_VERSION
+                .key(self.session_key(old))
+                .arg(record.version)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(store_error)?;
+            if outcome == 1 {
+                if let Some(user) = &record.user_id {
+                    self.index(user, new, record.absolute_deadline).await?;
+                }
+                return Ok(());
+            }
+            // Nobody knows the new ID yet, so removing the copy is safe.
+            connection
+                .del::<_, ()>(self.session_key(new))
+                .await
+                .map_err(store_error)?;
+            if outcome == -1 {
+                return Err(RenameError::Missing);
+            }
+        }
+        Err(StoreError::backend("the session kept changing while it was being renamed").into())
+    }
+
+    /// Every session key matching `pattern`, on every node.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        match &self.connection {
+            Connection::Single(manager) => {
+                scan_node(&mut manager.clone(), pattern, &mut keys).await?
+            }
+            Connection::Cluster(cluster) => {
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(&mut cluster.clone())
+                    .await
+                    .map_err(store_error)?;
+                for line in nodes.lines() {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
+                        continue;
+                    };
+                    if !flags.contains("master") || flags.contains("fail") {
+                        continue;
+                    }
+                    let address = address.split(['@', ',']).next().unwrap_or_default();
+                    let Some((host, port)) = address.rsplit_once(':') else {
+                        continue;
+                    };
+                    let mut info = self.seed.clone();
+                    info.addr = redis::ConnectionAddr::Tcp(
+                        host.to_owned(),
+                        port.parse()
+                            .map_err(|_| StoreError::backend("bad node address"))?,
+                    );
+                    let client = redis::Client::open(info).map_err(store_error)?;
+                    let mut node = client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(store_error)?;
+                    scan_node(&mut node, pattern, &mut keys).await?;
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    fn key_of(&self, redis_key: &str) -> Option<StoreKey> {
+        let hex = redis_key
+            .strip_prefix(&format!("{}s:{{", self.config.prefix))?
+            .strip_suffix('}')?;
+        StoreKey::from_hex(hex)
+    }
+
+    async fn entries(
+        &self,
+        keys: impl IntoIterator<Item = StoreKey>,
+    ) -> Result<Vec<SessionEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for key in keys {
+            if let Some(record) = decode(self.read(&key).await?)? {
+                entries.push(SessionEntry { key, record });
+            }
+        }
+        Ok(entries)
+    }
+}
+
+async fn scan_node(
+    connection: &mut impl redis::aio::ConnectionLike,
+    pattern: &str,
+    keys: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(connection)
+            .await
+            .map_err(store_error)?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<(), SetupError> {
+    if prefix.contains(['{', '}']) {
+        Err(SetupError::Prefix(prefix.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.bounded(async { decode(self.read(key).await?) }).await
+    }
+
+    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
+        self.bounded(async {
+            let single = !self.is_cluster();
+            if !self.insert_script(key, record, single).await? {
+                return Err(InsertError::Duplicate);
+            }
+            if let (false, Some(user)) = (single, &record.user_id) {
+                self.index(user, key, record.absolute_deadline).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<(), UpdateError> {
+        self.bounded(async {
+            let single = !self.is_cluster();
+            let user = record.user_id.clone().unwrap_or_default();
+            let mut invocation = scripts::UPDATE.prepare_invoke();
+            invocation.key(self.session_key(key));
+            if single && !user.is_empty() {
+                invocation.key(self.user_key(&user));
+            }
+            invocation
+                .arg(to_unix_ms(now()))
+                .arg(expected_version)
+                .arg(encode(record).map_err(UpdateError::Store)?)
+                .arg(to_unix_ms(record.last_active_at))
+                .arg(ms(record.idle_deadline))
+                .arg(&user)
+                .arg(key.to_hex());
+            let mut connection = self.connection.clone();
+            let (status, previous_user): (i64, String) = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(store_error)?;
+            match status {
+                1 => {
+                    if !single && !user.is_empty() && previous_user != user {
+                        self.index(&user, key, record.absolute_deadline).await?;
+                    }
+                    Ok(())
+                }
+                0 => Err(UpdateError::Conflict),
+                _ => Err(UpdateError::Missing),
+            }
+        })
+        .await
+    }
+
+    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
+        self.bounded(async {
+            let mut connection = self.connection.clone();
+            let touched: i64 = scripts::TOUCH
+                .key(self.session_key(key))
+                .arg(to_unix_ms(now()))
+                .arg(to_unix_ms(touch.last_active_at))
+                .arg(ms(touch.idle_deadline))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(store_error)?;
+            if touched == 1 {
+                Ok(())
+            } else {
+                Err(TouchError::Missing)
+            }
+        })
+        .await
+    }
+
+    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
+        self.bounded(async {
+            if self.is_cluster() {
+                return self.rename_across_slots(old, new).await;
+            }
+            let mut connection = self.connection.clone();
+            let outcome: i64 = scripts::RENAME
+                .key(self.session_key(old))
+                .key(self.session_key(new))
+                .arg(to_unix_ms(now()))
+                .arg(&self.config.prefix)
+                .arg(new.to_hex())
+                .arg(old.to_hex())
+                .invoke_async(&mut connection)
+                .await
+                .map_err(store_error)?;
+            match outcome {
+                1 => Ok(()),
+                2 => Err(RenameError::Duplicate),
+                _ => Err(RenameError::Missing),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        self.bounded(self.delete_key(key)).await
+    }
+
+    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        self.bounded(async {
+            let mut connection = self.connection.clone();
+            let members: Vec<String> = connection
+                .smembers(self.user_key(user))
+                .await
+                .map_err(store_error)?;
+            let mut live = Vec::new();
+            let mut dead = Vec::new();
+            for member in members {
+                let record = match StoreKey::from_hex(&member) {
+                    Some(key) => {
+                        decode(self.read(&key).await?)?.map(|record| SessionEntry { key, record })
+                    }
+                    None => None,
+                };
+                match record {
+                    Some(entry) if entry.record.user_id.as_deref() == Some(user) => {
+                        live.push(entry)
+                    }
+                    _ => dead.push(member),
+                }
+            }
+            if !dead.is_empty() {
+                connection
+                    .srem::<_, _, ()>(self.user_key(user), dead)
+                    .await
+                    .map_err(store_error)?;
+            }
+            Ok(live)
+        })
+        .await
+    }
+
+    async fn delete_for_user(
+        &self,
+        user: &str,
+        except: Option<&StoreKey>,
+    ) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let mut connection = self.connection.clone();
+            let members: Vec<String> = connection
+                .smembers(self.user_key(user))
+                .await
+                .map_err(store_error)?;
+            let kept = except.map(StoreKey::to_hex);
+            let mut deleted = 0;
+            let mut removed = Vec::new();
+            for member in members {
+                if Some(&member) == kept.as_ref() {
+                    continue;
+                }
+                if let Some(key) = StoreKey::from_hex(&member) {
+                    let n: i64 = scripts::DELETE_IF_USER
+                        .key(self.session_key(&key))
+                        .arg(to_unix_ms(now()))
+                        .arg(user)
+                        .invoke_async(&mut connection)
+                        .await
+                        .map_err(store_error)?;
+                    deleted += u64::try_from(n).unwrap_or(0);
+                }
+                removed.push(member);
+            }
+            if !removed.is_empty() {
+                connection
+                    .srem::<_, _, ()>(self.user_key(user), removed)
+                    .await
+                    .map_err(store_error)?;
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    /// Redis expires sessions natively: nothing to purge.
+    async fn purge_expired(&self, _batch: usize) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn find_by_handle(
+        &self,
+        handle: &SessionHandle,
+    ) -> Result<Option<SessionEntry>, StoreError> {
+        let (low, _) = handle.key_range();
+        let hex_prefix = &low.to_hex()[..24];
+        let pattern = format!("{}s:{{{hex_prefix}*", self.config.prefix);
+        let keys: Vec<StoreKey> = self
+            .scan(&pattern)
+            .await?
+            .iter()
+            .filter_map(|k| self.key_of(k))
+            .filter(|k| handle.matches(k))
+            .collect();
+        Ok(self.entries(keys).await?.into_iter().next())
+    }
+
+    /// Scans every node: meant for admin tools, not for request handling.
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
+        let mut keys: Vec<StoreKey> = match &query.user {
+            Some(user) => self
+                .list_for_user(user)
+                .await?
+                .into_iter()
+                .map(|e| e.key)
+                .collect(),
+            None => {
+                let pattern = format!("{}s:{{*", self.config.prefix);
+                self.scan(&pattern)
+                    .await?
+                    .iter()
+                    .filter_map(|k| self.key_of(k))
+                    .collect()
+            }
+        };
+        keys.sort();
+        keys.dedup();
+        keys.retain(|k| query.after.is_none_or(|after| *k > after));
+        let mut entries = Vec::new();
+        for key in keys {
+            if entries.len() >= query.limit {
+                break;
+            }
+            if let Some(record) = decode(self.read(&key).await?)? {
+                entries.push(SessionEntry { key, record });
+            }
+        }
+        Ok(entries)
+    }
+}

@@ -1,0 +1,297 @@
+//! Redis-specific behaviour: outage and recovery, and round trips per request. Each test
+//! runs its own `redis-server` on a spare port, so stopping it disturbs nobody.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloakroom::{Session, SessionError, SessionId, SessionLayer, SessionStore, StoreError};
+use cloakroom_redis::{RedisConfig, RedisStore};
+use tower::ServiceExt;
+
+fn app(store: RedisStore) -> Router {
+    Router::new()
+        .route(
+            "/get",
+            get(|s: Session| async move { s.get::<u64>("n").await.map(Json) }),
+        )
+        .route(
+            "/set",
+            post(|s: Session| async move {
+                s.insert("n", 1).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/incr",
+            post(|s: Session| async move {
+                s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+                    .await
+                    .map(Json)
+            }),
+        )
+        .layer(SessionLayer::new(store))
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, Option<String>) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, format!("id={cookie}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("id="))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    (response.status(), cookie)
+}
+
+async fn private_server() -> Option<(tempfile::TempDir, support::Server)> {
+    if !support::redis_server_installed() {
+        support::skip("redis-server is not installed: run scripts/services.sh");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::Server::start(support::free_port_pair(), dir.path(), &[]).await;
+    Some((dir, server))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outage_gives_503_then_recovers_within_two_seconds() {
+    let Some((_dir, mut server)) = private_server().await else {
+        return;
+    };
+    let config = RedisConfig {
+        operation_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(300),
+        ..RedisConfig::default()
+    };
+    let store = RedisStore::connect_with(&server.url(), config)
+        .await
+        .unwrap();
+    let app = app(store.clone());
+    let (status, cookie) = call(&app, "POST", "/set", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = cookie.unwrap();
+
+    // Requests keep running through the outage.
+    let log: Arc<Mutex<Vec<(Instant, StatusCode, Duration)>>> = Arc::default();
+    let running = Arc::new(AtomicBool::new(true));
+    let load = {
+        let (app, log, running, cookie) = (
+            app.clone(),
+            Arc::clone(&log),
+            Arc::clone(&running),
+            cookie.clone(),
+        );
+        tokio::spawn(async move {
+            while running.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let (status, _) = call(&app, "GET", "/get", Some(&cookie)).await;
+                log.lock()
+                    .unwrap()
+                    .push((Instant::now(), status, started.elapsed()));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let key = SessionId::parse(&cookie).unwrap().store_key();
+    match store.load(&key).await {
+        Err(StoreError::Unavailable(_) | StoreError::Timeout(_)) => {}
+        other => panic!("expected a typed unavailable error while Redis is down, got {other:?}"),
+    }
+    let during = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, s, _)| *s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert!(during > 0, "requests during the outage get 503");
+
+    server.restart().await;
+    let back = Instant::now();
+    let recovered = loop {
+        let recovered = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(at, s, _)| *at > back && *s == StatusCode::OK)
+            .map(|(at, _, _)| *at);
+        if let Some(at) = recovered {
+            break at;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "no recovery after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = recovered - back;
+    running.store(false, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(3), load)
+        .await
+        .expect("no task is stuck")
+        .unwrap();
+    let slowest = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, d)| *d)
+        .max()
+        .unwrap();
+    eprintln!("recovered {took:?} after Redis came back; slowest request {slowest:?}; {during} requests got 503");
+    assert!(took < Duration::from_secs(2), "recovery took {took:?}");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "nothing hangs: slowest request took {slowest:?}"
+    );
+    let (status, _) = call(&app, "POST", "/set", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// The commands clients send while `run` runs, as MONITOR sees them: commands that
+/// scripts run inside the server are marked `[0 lua]` and do not count as round trips.
+async fn commands_sent(port: u16, run: impl std::future::Future<Output = ()>) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut monitor = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    monitor.write_all(b"MONITOR\r\n").await.unwrap();
+    let mut lines = BufReader::new(monitor).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
+    run.await;
+    let mut sent = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await
+    {
+        if !line.contains("[0 lua]") {
+            sent.push(
+                line.split_whitespace()
+                    .nth(3)
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_owned(),
+            );
+        }
+    }
+    sent
+}
+
+#[tokio::test]
+async fn a_read_costs_one_round_trip_and_a_write_two() {
+    let Some((_dir, server)) = private_server().await else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let app = app(store);
+    let (_, cookie) = call(&app, "POST", "/incr", None).await;
+    let cookie = cookie.unwrap();
+    call(&app, "POST", "/incr", Some(&cookie)).await; // the scripts are now cached
+
+    let reads = commands_sent(server.port, async {
+        assert_eq!(
+            call(&app, "GET", "/get", Some(&cookie)).await.0,
+            StatusCode::OK
+        );
+    })
+    .await;
+    assert_eq!(
+        reads,
+        ["HMGET"],
+        "reading an existing session is one round trip"
+    );
+    let writes = commands_sent(server.port, async {
+        assert_eq!(
+            call(&app, "POST", "/incr", Some(&cookie)).await.0,
+            StatusCode::OK
+        );
+    })
+    .await;
+    assert_eq!(
+        writes,
+        ["HMGET", "EVALSHA"],
+        "a request that writes is two round trips: the read and one script"
+    );
+    let untouched = commands_sent(server.port, async {
+        assert_eq!(call(&app, "GET", "/get", None).await.0, StatusCode::OK);
+    })
+    .await;
+    assert!(
+        untouched.is_empty(),
+        "an anonymous read costs nothing: {untouched:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_flushed_script_cache_falls_back_to_loading() {
+    let Some((_dir, server)) = private_server().await else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let app = app(store);
+    let (_, cookie) = call(&app, "POST", "/incr", None).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let (status, _) = call(&app, "POST", "/incr", Some(&cookie.unwrap())).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "EVALSHA falls back when the script is not cached"
+    );
+}
+
+#[tokio::test]
+async fn index_sets_expire_with_their_sessions() {
+    let Some((_dir, server)) = private_server().await else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let t = cloakroom::record::now();
+    let mut record = cloakroom::Record::new(
+        t,
+        Some(t + time::Duration::minutes(5)),
+        Some(t + time::Duration::hours(2)),
+    );
+    record.user_id = Some("alice".into());
+    store
+        .insert(&SessionId::generate().store_key(), &record)
+        .await
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("cloakroom:u:{alice}")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 3_600_000 && ttl <= 7_200_000,
+        "the user's set expires with the latest absolute deadline ({ttl} ms)"
+    );
+}
