@@ -18,7 +18,7 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
-    /// Session store URL (memory://, sqlite://PATH, postgres://…, mysql://…).
+    /// Session store URL (memory://, sqlite://PATH, postgres://…, mysql://…, redis://…, redis-cluster://…).
     #[arg(long, default_value = "sqlite://cloakroom-demo.db")]
     store: String,
     /// Idle timeout, such as `30m` or `2s` (default 24h).

@@ -12,7 +12,7 @@ use cloakroom_cli::store_url::Backend;
 #[command(
     version,
     about,
-    after_help = "Store URLs: memory://, sqlite://PATH, postgres://USER@HOST/DB, mysql://USER@HOST/DB (SQL URLs accept ?table=NAME)."
+    after_help = "Store URLs: memory://, sqlite://PATH, postgres://USER@HOST/DB, mysql://USER@HOST/DB (SQL URLs accept ?table=NAME), redis://HOST:PORT/DB, redis-cluster://HOST:PORT,HOST:PORT,..."
 )]
 struct Cli {
     /// The store, as a URL.

@@ -6,12 +6,16 @@
 //! | `sqlite://PATH` | [`SqliteStore`] in the file `PATH` |
 //! | `postgres://…` (or `postgresql://…`) | [`PostgresStore`] |
 //! | `mysql://…` (or `mariadb://…`) | [`MySqlStore`] |
+//! | `redis://…` (or `rediss://…`) | [`RedisStore`] on one node |
+//! | `redis-cluster://HOST:PORT,HOST:PORT,…` | [`RedisStore`] on a Redis Cluster |
 //!
-//! SQL URLs take an optional `table=NAME` query parameter (default `cloakroom_sessions`).
+//! SQL URLs take an optional `table=NAME` query parameter (default `cloakroom_sessions`),
+//! Redis URLs an optional `prefix=PREFIX` (default `cloakroom:`).
 
 use std::sync::Arc;
 
 use cloakroom::{MemoryStore, SessionStore};
+use cloakroom_redis::{RedisConfig, RedisStore};
 use cloakroom_sqlx::{MySqlStore, PostgresStore, SetupError, SqliteStore};
 
 /// The URL forms this build knows, for error messages and `--help`.
@@ -48,6 +52,15 @@ pub enum OpenError {
         #[source]
         source: SetupError,
     },
+    /// Redis could not be reached.
+    #[error("cannot open {url}: {source}")]
+    Redis {
+        /// The URL, password removed.
+        url: String,
+        /// The store's error.
+        #[source]
+        source: cloakroom_redis::SetupError,
+    },
 }
 
 /// An opened store of any kind.
@@ -61,6 +74,8 @@ pub enum Backend {
     Postgres(PostgresStore),
     /// `mysql://`
     MySql(MySqlStore),
+    /// `redis://` or `redis-cluster://`
+    Redis(RedisStore),
 }
 
 impl Backend {
@@ -71,10 +86,16 @@ impl Backend {
             url: shown.clone(),
             source,
         };
-        let (base, table) = split_table(url).map_err(|reason| OpenError::Invalid {
+        let invalid = |reason| OpenError::Invalid {
             url: shown.clone(),
             reason,
-        })?;
+        };
+        let (base, table) = split_param(url, "table").map_err(invalid)?;
+        let (base, prefix) = split_param(&base, "prefix").map_err(invalid)?;
+        let redis_config = RedisConfig {
+            prefix: prefix.unwrap_or_else(|| RedisConfig::default().prefix),
+            ..RedisConfig::default()
+        };
         let scheme = base
             .split_once("://")
             .map(|(scheme, _)| scheme.to_ascii_lowercase());
@@ -118,6 +139,22 @@ impl Backend {
                     None => Ok(Self::MySql(store)),
                 }
             }
+            Some("redis" | "rediss") => RedisStore::connect_with(&base, redis_config)
+                .await
+                .map(Self::Redis)
+                .map_err(|source| OpenError::Redis { url: shown, source }),
+            Some("redis-cluster") => {
+                let nodes: Vec<String> = base["redis-cluster://".len()..]
+                    .split(',')
+                    .filter(|node| !node.is_empty())
+                    .map(|node| format!("redis://{node}"))
+                    .collect();
+                let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                RedisStore::connect_cluster(&nodes, redis_config)
+                    .await
+                    .map(Self::Redis)
+                    .map_err(|source| OpenError::Redis { url: shown, source })
+            }
             _ => Err(OpenError::UnknownScheme { url: shown }),
         }
     }
@@ -129,13 +166,14 @@ impl Backend {
             Self::Sqlite(store) => Arc::new(store.clone()),
             Self::Postgres(store) => Arc::new(store.clone()),
             Self::MySql(store) => Arc::new(store.clone()),
+            Self::Redis(store) => Arc::new(store.clone()),
         }
     }
 
     /// Creates the schema if missing (idempotent); `false` for stores without one.
     pub async fn migrate(&self) -> Result<bool, SetupError> {
         match self {
-            Self::Memory(_) => Ok(false),
+            Self::Memory(_) | Self::Redis(_) => Ok(false),
             Self::Sqlite(store) => store.migrate().await.map(|()| true),
             Self::Postgres(store) => store.migrate().await.map(|()| true),
             Self::MySql(store) => store.migrate().await.map(|()| true),
@@ -144,21 +182,23 @@ impl Backend {
 
     /// Whether this store needs a background purge (SQL stores do; others evict).
     pub fn needs_purge_task(&self) -> bool {
-        !matches!(self, Self::Memory(_))
+        !matches!(self, Self::Memory(_) | Self::Redis(_))
     }
 }
 
-/// Splits off the `table=NAME` query parameter, keeping the rest for the driver.
-fn split_table(url: &str) -> Result<(String, Option<String>), String> {
+/// Splits off our own query parameter `name`, keeping the rest for the driver.
+fn split_param(url: &str, name: &str) -> Result<(String, Option<String>), String> {
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), None));
     };
-    let mut table = None;
+    let mut found = None;
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("table", name)) if !name.is_empty() => table = Some(name.to_owned()),
-            Some(("table", _)) => return Err("table= needs a name".into()),
+            Some((key, value)) if key == name && !value.is_empty() => {
+                found = Some(value.to_owned())
+            }
+            Some((key, _)) if key == name => return Err(format!("{name}= needs a value")),
             _ => rest.push(pair),
         }
     }
@@ -167,7 +207,7 @@ fn split_table(url: &str) -> Result<(String, Option<String>), String> {
     } else {
         format!("{base}?{}", rest.join("&"))
     };
-    Ok((base, table))
+    Ok((base, found))
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.
@@ -201,16 +241,20 @@ mod tests {
     }
 
     #[test]
-    fn the_table_parameter_is_split_off() {
+    fn our_parameters_are_split_off() {
         assert_eq!(
-            split_table("postgres://h/db?table=t&sslmode=disable").unwrap(),
+            split_param("postgres://h/db?table=t&sslmode=disable", "table").unwrap(),
             ("postgres://h/db?sslmode=disable".into(), Some("t".into()))
         );
         assert_eq!(
-            split_table("sqlite://x.db").unwrap(),
+            split_param("sqlite://x.db", "table").unwrap(),
             ("sqlite://x.db".into(), None)
         );
-        assert!(split_table("sqlite://x.db?table=").is_err());
+        assert!(split_param("sqlite://x.db?table=", "table").is_err());
+        assert_eq!(
+            split_param("redis://h:1/2?prefix=app:", "prefix").unwrap(),
+            ("redis://h:1/2".into(), Some("app:".into()))
+        );
     }
 
     #[tokio::test]
