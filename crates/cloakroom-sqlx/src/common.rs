@@ -85,6 +85,7 @@ pub struct Columns {
     pub user_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    pub auth_epoch: Option<String>,
 }
 
 impl Columns {
@@ -101,12 +102,13 @@ impl Columns {
             user_id: record.user_id.clone(),
             ip: record.client.ip.clone(),
             user_agent: record.client.user_agent.clone(),
+            auth_epoch: record.auth_epoch.clone(),
         })
     }
 }
 
 /// The columns every SELECT returns, in this order.
-pub const SELECTED: &str = "store_key, version, data, created_at, last_active_at, idle_deadline, absolute_deadline, persistent, user_id, ip, user_agent";
+pub const SELECTED: &str = "store_key, version, data, created_at, last_active_at, idle_deadline, absolute_deadline, persistent, user_id, ip, user_agent, auth_epoch";
 
 /// Reads a session entry from a row of any backend.
 pub fn entry_from_row<'r, R>(row: &'r R) -> Result<cloakroom::SessionEntry, StoreError>
@@ -147,6 +149,7 @@ where
         user_id: row.try_get("user_id").map_err(store_error)?,
         ip: row.try_get("ip").map_err(store_error)?,
         user_agent: row.try_get("user_agent").map_err(store_error)?,
+        auth_epoch: row.try_get("auth_epoch").map_err(store_error)?,
     }
     .into_record()
 }
@@ -163,6 +166,7 @@ pub struct StoredRow {
     pub user_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    pub auth_epoch: Option<String>,
 }
 
 impl StoredRow {
@@ -187,6 +191,7 @@ impl StoredRow {
                 ip: self.ip,
                 user_agent: self.user_agent,
             },
+            auth_epoch: self.auth_epoch,
             version: u64::try_from(self.version)
                 .map_err(|_| StoreError::Corrupt(format!("negative version {}", self.version)))?,
         })

@@ -143,6 +143,7 @@ impl MySqlStore {
                 user_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
                 ip VARCHAR(64) NULL,
                 user_agent VARCHAR(1024) NULL,
+                auth_epoch VARCHAR(255) NULL,
                 INDEX {index}_expires_at (expires_at),
                 INDEX {index}_user_id (user_id)
             ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
@@ -151,6 +152,29 @@ impl MySqlStore {
             .execute(&self.pool)
             .await
             .map_err(SetupError::Migrate)?;
+        // Tables created before revocation by epoch lack its column (MySQL has no
+        // ADD COLUMN IF NOT EXISTS).
+        let (database, table) = match t.split_once('.') {
+            Some((database, table)) => (Some(database), table),
+            None => (None, t.as_str()),
+        };
+        let (has_epoch,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM information_schema.columns
+             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND column_name = 'auth_epoch'",
+        )
+        .bind(database)
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(SetupError::Migrate)?;
+        if has_epoch == 0 {
+            sqlx::query(&format!(
+                "ALTER TABLE {t} ADD COLUMN auth_epoch VARCHAR(255) NULL"
+            ))
+            .execute(&self.pool)
+            .await
+            .map_err(SetupError::Migrate)?;
+        }
         Ok(())
     }
 
@@ -175,7 +199,7 @@ impl MySqlStore {
         let c = Columns::of(record)?;
         let sql = format!(
             "INSERT INTO {} ({SELECTED}, expires_at)
-             SELECT ?, ?, ?, ?, ?, idle, absolute, ?, ?, ?, ?, {}
+             SELECT ?, ?, ?, ?, ?, idle, absolute, ?, ?, ?, ?, ?, {}
              FROM (SELECT {} AS idle, {} AS absolute) AS deadlines",
             self.table,
             Self::earliest("idle", "absolute"),
@@ -192,6 +216,7 @@ impl MySqlStore {
             .bind(&c.user_id)
             .bind(&c.ip)
             .bind(&c.user_agent)
+            .bind(&c.auth_epoch)
             .bind(c.idle_deadline)
             .bind(c.idle_deadline)
             .bind(c.last_active_at)
@@ -265,7 +290,7 @@ impl SessionStore for MySqlStore {
             // Assignments run left to right: idle_deadline is set before expires_at reads it.
             let sql = format!(
                 "UPDATE {} SET version = version + 1, data = ?, last_active_at = ?, idle_deadline = {},
-                   expires_at = {}, persistent = ?, user_id = ?, ip = ?, user_agent = ?
+                   expires_at = {}, persistent = ?, user_id = ?, ip = ?, user_agent = ?, auth_epoch = ?
                  WHERE store_key = ? AND version = ? AND {}",
                 self.table,
                 Self::clamped("?", "?"),
@@ -282,6 +307,7 @@ impl SessionStore for MySqlStore {
                 .bind(&c.user_id)
                 .bind(&c.ip)
                 .bind(&c.user_agent)
+                .bind(&c.auth_epoch)
                 .bind(key.as_bytes().as_slice())
                 .bind(expected)
                 .execute(&self.pool)

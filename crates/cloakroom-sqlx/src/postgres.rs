@@ -144,9 +144,12 @@ impl PostgresStore {
                     persistent BOOLEAN NOT NULL,
                     user_id TEXT,
                     ip TEXT,
-                    user_agent TEXT
+                    user_agent TEXT,
+                    auth_epoch TEXT
                 )"
             ),
+            // Tables created before revocation by epoch lack its column.
+            format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS auth_epoch TEXT"),
             format!("CREATE INDEX IF NOT EXISTS {index}_expires_at ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
             format!("CREATE INDEX IF NOT EXISTS {index}_user_id ON {t} (user_id) WHERE user_id IS NOT NULL"),
         ];
@@ -195,12 +198,13 @@ impl SessionStore for PostgresStore {
             let absolute = Self::clamped("$7::BIGINT", "$4");
             let sql = format!(
                 "INSERT INTO {t} AS t ({SELECTED}, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, {idle}, {absolute}, $8, $9, $10, $11, LEAST({idle}, {absolute}))
+                 VALUES ($1, $2, $3, $4, $5, {idle}, {absolute}, $8, $9, $10, $11, $12, LEAST({idle}, {absolute}))
                  ON CONFLICT (store_key) DO UPDATE SET version = EXCLUDED.version, data = EXCLUDED.data,
                    created_at = EXCLUDED.created_at, last_active_at = EXCLUDED.last_active_at,
                    idle_deadline = EXCLUDED.idle_deadline, absolute_deadline = EXCLUDED.absolute_deadline,
                    persistent = EXCLUDED.persistent, user_id = EXCLUDED.user_id, ip = EXCLUDED.ip,
-                   user_agent = EXCLUDED.user_agent, expires_at = EXCLUDED.expires_at
+                   user_agent = EXCLUDED.user_agent, auth_epoch = EXCLUDED.auth_epoch,
+                   expires_at = EXCLUDED.expires_at
                  WHERE t.expires_at IS NOT NULL AND t.expires_at <= {NOW}",
                 t = self.table
             );
@@ -216,6 +220,7 @@ impl SessionStore for PostgresStore {
                 .bind(c.user_id)
                 .bind(c.ip)
                 .bind(c.user_agent)
+                .bind(c.auth_epoch)
                 .execute(&self.pool)
                 .await
                 .map_err(store_error)?;
@@ -245,7 +250,7 @@ impl SessionStore for PostgresStore {
                  updated AS (
                    UPDATE {t} SET version = $2 + 1, data = $3, last_active_at = $4, idle_deadline = {idle},
                      expires_at = LEAST({idle}, absolute_deadline),
-                     persistent = $6, user_id = $7, ip = $8, user_agent = $9
+                     persistent = $6, user_id = $7, ip = $8, user_agent = $9, auth_epoch = $10
                    WHERE store_key = $1 AND version = $2 AND {live}
                    RETURNING 1)
                  SELECT (SELECT COUNT(*) FROM updated) AS updated, (SELECT version FROM current) AS current",
@@ -261,6 +266,7 @@ impl SessionStore for PostgresStore {
                 .bind(c.user_id)
                 .bind(c.ip)
                 .bind(c.user_agent)
+                .bind(c.auth_epoch)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(store_error)?;

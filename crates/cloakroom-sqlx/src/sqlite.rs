@@ -120,7 +120,8 @@ impl SqliteStore {
                     persistent INTEGER NOT NULL,
                     user_id TEXT,
                     ip TEXT,
-                    user_agent TEXT
+                    user_agent TEXT,
+                    auth_epoch TEXT
                 ) WITHOUT ROWID"
             ),
             format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
@@ -128,6 +129,19 @@ impl SqliteStore {
         ];
         for statement in statements {
             sqlx::query(&statement)
+                .execute(&self.pool)
+                .await
+                .map_err(SetupError::Migrate)?;
+        }
+        // Tables created before revocation by epoch lack its column.
+        let (has_epoch,): (i64,) = sqlx::query_as(&format!(
+            "SELECT COUNT(*) FROM pragma_table_info('{t}') WHERE name = 'auth_epoch'"
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(SetupError::Migrate)?;
+        if has_epoch == 0 {
+            sqlx::query(&format!("ALTER TABLE {t} ADD COLUMN auth_epoch TEXT"))
                 .execute(&self.pool)
                 .await
                 .map_err(SetupError::Migrate)?;
@@ -190,12 +204,13 @@ impl SessionStore for SqliteStore {
             let c = Columns::of(record)?;
             // An expired row under the same key may be replaced; a live one never.
             let sql = format!(
-                "INSERT INTO {t} ({SELECTED}, expires_at) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                "INSERT INTO {t} ({SELECTED}, expires_at) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT(store_key) DO UPDATE SET version = excluded.version, data = excluded.data,
                    created_at = excluded.created_at, last_active_at = excluded.last_active_at,
                    idle_deadline = excluded.idle_deadline, absolute_deadline = excluded.absolute_deadline,
                    persistent = excluded.persistent, user_id = excluded.user_id, ip = excluded.ip,
-                   user_agent = excluded.user_agent, expires_at = excluded.expires_at
+                   user_agent = excluded.user_agent, auth_epoch = excluded.auth_epoch,
+                   expires_at = excluded.expires_at
                  WHERE NOT {LIVE}",
                 t = self.table
             );
@@ -212,6 +227,7 @@ impl SessionStore for SqliteStore {
                 .bind(c.user_id)
                 .bind(c.ip)
                 .bind(c.user_agent)
+                .bind(c.auth_epoch)
                 .bind(c.expires_at)
                 .execute(&self.pool)
                 .await
@@ -239,7 +255,7 @@ impl SessionStore for SqliteStore {
                    expires_at = CASE WHEN ?6 IS NULL THEN absolute_deadline
                                      WHEN absolute_deadline IS NULL THEN ?6
                                      ELSE MIN(?6, absolute_deadline) END,
-                   persistent = ?7, user_id = ?8, ip = ?9, user_agent = ?10
+                   persistent = ?7, user_id = ?8, ip = ?9, user_agent = ?10, auth_epoch = ?11
                  WHERE store_key = ?2 AND version = ?3 AND {LIVE}",
                 self.table
             );
@@ -255,6 +271,7 @@ impl SessionStore for SqliteStore {
                 .bind(c.user_id)
                 .bind(c.ip)
                 .bind(c.user_agent)
+                .bind(c.auth_epoch)
                 .execute(&self.pool)
                 .await
                 .map_err(store_error)?;
