@@ -21,6 +21,7 @@ pub(crate) enum Change {
     SetUser(Option<String>),
     SetPersistent(bool),
     SetClient(ClientMeta),
+    SetEpoch(Option<String>),
 }
 
 impl Change {
@@ -41,6 +42,7 @@ impl Change {
             Change::SetUser(user) => record.user_id.clone_from(user),
             Change::SetPersistent(persistent) => record.persistent = *persistent,
             Change::SetClient(client) => record.client = client.clone(),
+            Change::SetEpoch(epoch) => record.auth_epoch.clone_from(epoch),
         }
         Ok(())
     }

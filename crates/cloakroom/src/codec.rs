@@ -42,6 +42,35 @@ pub fn find_session_id<'a>(
     })
 }
 
+/// Every value of the cookie called `name`, in header order, unquoted (for client-side
+/// sessions, whose values are tried in turn).
+pub fn cookie_values<'a>(headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    for header in headers {
+        let Ok(header) = std::str::from_utf8(header) else {
+            continue;
+        };
+        for pair in header.split(';') {
+            if let Some((key, value)) = pair.split_once('=') {
+                if key.trim() == name {
+                    let value = value.trim();
+                    let value = value
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(value);
+                    values.push(value.to_owned());
+                }
+            }
+        }
+    }
+    values
+}
+
+/// The `Set-Cookie` value carrying an arbitrary (already sealed) `value`.
+pub fn value_cookie(config: &CookieConfig, value: &str, max_age: Option<Duration>) -> HeaderValue {
+    render(config, value, max_age.map(Some))
+}
+
 /// The `Set-Cookie` value that hands `id` to the browser. `max_age` makes it persistent;
 /// `None` makes it a browser-session cookie.
 pub fn session_cookie(

@@ -217,6 +217,8 @@ pub struct SessionConfig {
     pub max_commit_attempts: u32,
     /// Where the client IP comes from.
     pub client_ip: ClientIpSource,
+    /// Revocation by epoch: the hook that says a user's current epoch (default none).
+    pub epochs: Option<crate::epoch::Epochs>,
 }
 
 impl SessionConfig {
@@ -253,6 +255,12 @@ impl SessionConfig {
     /// Sets where the client IP comes from.
     pub fn with_client_ip(mut self, source: ClientIpSource) -> Self {
         self.client_ip = source;
+        self
+    }
+
+    /// Registers the hook for revocation by epoch.
+    pub fn with_epochs(mut self, source: impl crate::epoch::EpochSource) -> Self {
+        self.epochs = Some(crate::epoch::Epochs(std::sync::Arc::new(source)));
         self
     }
 
@@ -302,6 +310,7 @@ impl Default for SessionConfig {
             save_on_server_error: false,
             max_commit_attempts: 64,
             client_ip: ClientIpSource::default(),
+            epochs: None,
         }
     }
 }

@@ -50,6 +50,20 @@ pub enum SessionError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The cookie holding a client-side session would exceed 4096 bytes.
+    #[error("the session cookie would be {size} bytes, over the {limit}-byte browser limit: store less in the session, or use a server-side store")]
+    CookieTooLarge {
+        /// The whole `Set-Cookie` value's size with this write.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The operation needs server-side state, which client-side sessions do not have.
+    #[error("{0} needs a server-side store; client-side sessions cannot do it (use epochs to revoke them)")]
+    Unsupported(&'static str),
+    /// The epoch hook failed.
+    #[error("the epoch source failed: {0}")]
+    Epoch(#[source] crate::store::BoxError),
     /// A write after the session was committed for this response.
     #[error(
         "the session was already committed for this response; write before the handler returns"
@@ -60,6 +74,9 @@ pub enum SessionError {
 impl SessionError {
     /// Whether this is a store outage or contention, which the layer answers with 503.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Store(_) | Self::TooManyConflicts { .. })
+        matches!(
+            self,
+            Self::Store(_) | Self::TooManyConflicts { .. } | Self::Epoch(_)
+        )
     }
 }

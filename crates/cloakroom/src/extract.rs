@@ -37,9 +37,9 @@ impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = match &self {
             error if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-            SessionError::ValueTooLarge { .. } | SessionError::SessionTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            SessionError::ValueTooLarge { .. }
+            | SessionError::SessionTooLarge { .. }
+            | SessionError::CookieTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

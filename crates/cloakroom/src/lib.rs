@@ -46,12 +46,15 @@
 mod change;
 pub mod codec;
 pub mod config;
+pub mod epoch;
 pub mod error;
 pub mod expiry;
 pub mod id;
+pub mod keys;
 pub mod memory;
 pub mod purge;
 pub mod record;
+pub mod sealed;
 pub mod session;
 pub mod store;
 
@@ -66,18 +69,21 @@ pub mod conformance;
 pub use config::{
     ClientIpSource, ConfigError, CookieConfig, Limits, OnStoreError, SameSite, SessionConfig,
 };
+pub use epoch::EpochSource;
 pub use error::SessionError;
 pub use expiry::ExpiryPolicy;
 pub use id::{SessionHandle, SessionId, StoreKey};
+pub use keys::{generate_key, KeyRing};
 pub use memory::MemoryStore;
 pub use purge::spawn_purge_task;
 pub use record::{ClientMeta, Record, Touch};
+pub use sealed::{CookieMode, CookieSessions};
 pub use session::{
     Finish, RequestClient, Session, SessionManager, SessionMetadata, SessionSummary,
 };
 pub use store::{
-    InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError, TouchError,
-    UpdateError,
+    BoxError, InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError,
+    TouchError, UpdateError,
 };
 
 #[cfg(feature = "tower")]

@@ -64,6 +64,9 @@ pub struct Record {
     /// Client metadata for device lists.
     #[serde(default)]
     pub client: ClientMeta,
+    /// The user's epoch at login, for revocation by epoch ([`EpochSource`](crate::EpochSource)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_epoch: Option<String>,
     /// Bumped by one on every successful [`update`](crate::SessionStore::update).
     pub version: u64,
 }
@@ -84,6 +87,7 @@ impl Record {
             persistent: false,
             user_id: None,
             client: ClientMeta::default(),
+            auth_epoch: None,
             version: 1,
         }
     }

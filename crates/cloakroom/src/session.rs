@@ -18,12 +18,13 @@ use crate::config::{ConfigError, OnStoreError, SessionConfig};
 use crate::error::SessionError;
 use crate::id::{SessionHandle, SessionId, StoreKey};
 use crate::record::{now, ClientMeta, Record};
+use crate::sealed::CookieSessions;
 use crate::store::{InsertError, RenameError, SessionStore, StoreError, TouchError, UpdateError};
 
 /// The store and configuration shared by every request: the layer holds one, and so does any
 /// framework integration (it is what `cloakroom-actix` builds on).
 pub struct SessionManager {
-    store: Arc<dyn SessionStore>,
+    backend: Backend,
     config: SessionConfig,
     /// Commits to one session from this process take turns (striped by store key), so
     /// concurrent writers queue instead of stampeding the compare-and-set; writers in
@@ -33,6 +34,28 @@ pub struct SessionManager {
 
 /// Stripes in the commit lock table: enough that unrelated sessions rarely share one.
 const COMMIT_LOCK_STRIPES: usize = 1024;
+
+/// Where sessions live.
+enum Backend {
+    /// Server-side: the cookie holds an ID, the store holds the record.
+    Store(Arc<dyn SessionStore>),
+    /// Client-side: the cookie holds the sealed record.
+    Cookie(CookieSessions),
+}
+
+/// The browser's session cookie, as the request brought it.
+enum Incoming {
+    None,
+    Id(SessionId),
+    /// Client-side: every value of our cookie, tried in order when first needed.
+    Sealed(Vec<String>),
+}
+
+impl Incoming {
+    fn is_present(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+}
 
 impl std::fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,10 +76,20 @@ impl SessionManager {
         store: Arc<dyn SessionStore>,
         config: SessionConfig,
     ) -> Result<Self, ConfigError> {
+        Self::with_backend(Backend::Store(store), config)
+    }
+
+    /// A manager for client-side sessions: the whole record lives in the cookie, sealed
+    /// with `sessions`' key ring. See [`sealed`](crate::sealed) for what that cannot do.
+    pub fn cookie(sessions: CookieSessions, config: SessionConfig) -> Result<Self, ConfigError> {
+        Self::with_backend(Backend::Cookie(sessions), config)
+    }
+
+    fn with_backend(backend: Backend, config: SessionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let commit_locks = (0..COMMIT_LOCK_STRIPES).map(|_| Mutex::new(())).collect();
         Ok(Self {
-            store,
+            backend,
             config,
             commit_locks,
         })
@@ -69,9 +102,12 @@ impl SessionManager {
         &self.commit_locks[stripe]
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.store
+    /// The store; `None` for client-side sessions.
+    pub fn store(&self) -> Option<&Arc<dyn SessionStore>> {
+        match &self.backend {
+            Backend::Store(store) => Some(store),
+            Backend::Cookie(_) => None,
+        }
     }
 
     /// The configuration.
@@ -86,11 +122,24 @@ impl SessionManager {
         cookie_headers: impl IntoIterator<Item = &'a [u8]>,
         client: RequestClient,
     ) -> Session {
-        let cookie_id = codec::find_session_id(cookie_headers, &self.config.cookie.full_name());
+        let name = self.config.cookie.full_name();
+        let incoming = match &self.backend {
+            Backend::Store(_) => {
+                codec::find_session_id(cookie_headers, &name).map_or(Incoming::None, Incoming::Id)
+            }
+            Backend::Cookie(_) => {
+                let values = codec::cookie_values(cookie_headers, &name);
+                if values.is_empty() {
+                    Incoming::None
+                } else {
+                    Incoming::Sealed(values)
+                }
+            }
+        };
         Session {
             inner: Arc::new(Inner {
                 manager: Arc::clone(self),
-                cookie_id,
+                incoming,
                 client,
                 state: Mutex::new(State::default()),
             }),
@@ -167,6 +216,8 @@ pub struct SessionMetadata {
     pub absolute_deadline: Option<OffsetDateTime>,
     /// Whether the cookie is persistent.
     pub persistent: bool,
+    /// The IP and user agent recorded at creation or login.
+    pub client: ClientMeta,
 }
 
 /// The session of one request. Cheap to clone; all clones are the same session.
@@ -200,7 +251,7 @@ impl std::fmt::Debug for Session {
 
 struct Inner {
     manager: Arc<SessionManager>,
-    cookie_id: Option<SessionId>,
+    incoming: Incoming,
     client: RequestClient,
     state: Mutex<State>,
 }
@@ -226,10 +277,22 @@ struct State {
     send_cookie: bool,
     /// Serialized size of the working data, computed on the first write.
     data_size: Option<usize>,
+    /// Client-side sessions: the session's key (for its handle), if it exists in a cookie.
+    cookie_key: Option<StoreKey>,
+    /// Client-side sessions: the cookie was sealed under a fallback key; re-issue it.
+    reissue: bool,
     finished: bool,
 }
 
 impl State {
+    /// The key naming the existing session, server- or client-side.
+    fn key(&self) -> Option<StoreKey> {
+        self.id
+            .as_ref()
+            .map(SessionId::store_key)
+            .or(self.cookie_key)
+    }
+
     fn working(&mut self) -> &mut Record {
         self.working
             .as_mut()
@@ -238,8 +301,12 @@ impl State {
 }
 
 impl Session {
-    fn store(&self) -> &dyn SessionStore {
-        &*self.inner.manager.store
+    /// The server-side store, or why this operation cannot work client-side.
+    fn store(&self, operation: &'static str) -> Result<&dyn SessionStore, SessionError> {
+        match &self.inner.manager.backend {
+            Backend::Store(store) => Ok(&**store),
+            Backend::Cookie(_) => Err(SessionError::Unsupported(operation)),
+        }
     }
 
     fn config(&self) -> &SessionConfig {
@@ -265,31 +332,87 @@ impl Session {
     async fn load(&self, state: &mut State) -> Result<(), SessionError> {
         let time = now();
         state.working = Some(self.config().expiry.new_record(time));
-        if let Some(id) = &self.inner.cookie_id {
-            let key = id.store_key();
-            match self.store().load(&key).await {
-                Ok(Some(record)) if record.is_live_at(time) => {
-                    state.id = Some(id.clone());
-                    state.base_version = record.version;
-                    state.working = Some(record);
-                }
-                Ok(_) => {}
-                Err(StoreError::Corrupt(reason)) => {
-                    tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
-                }
-                Err(error) => match self.config().on_store_error {
-                    OnStoreError::ServiceUnavailable { .. } => {
-                        state.load_failed = true;
-                        return Err(error.into());
+        match (&self.inner.manager.backend, &self.inner.incoming) {
+            (Backend::Store(store), Incoming::Id(id)) => {
+                let key = id.store_key();
+                match store.load(&key).await {
+                    Ok(Some(record)) if record.is_live_at(time) => {
+                        state.id = Some(id.clone());
+                        state.base_version = record.version;
+                        state.working = Some(record);
                     }
-                    OnStoreError::Anonymous => {
-                        tracing::warn!(%error, "session store unavailable; serving this request anonymously");
-                        state.degraded = true;
+                    Ok(_) => {}
+                    Err(StoreError::Corrupt(reason)) => {
+                        tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
                     }
-                },
+                    Err(error) => return self.unavailable(state, error.into()),
+                }
+            }
+            (Backend::Cookie(sessions), Incoming::Sealed(values)) => {
+                let name = self.config().cookie.full_name();
+                // Duplicates: the first value that verifies wins; the rest are ignored.
+                let opened = values.iter().find_map(|value| sessions.open(&name, value));
+                if let Some(opened) = opened.filter(|o| o.record.is_live_at(time)) {
+                    state.cookie_key = Some(opened.key);
+                    state.reissue = opened.under_fallback;
+                    state.base_version = opened.record.version;
+                    state.working = Some(opened.record);
+                }
+            }
+            _ => {}
+        }
+        self.check_epoch(state).await?;
+        state.loaded = true;
+        Ok(())
+    }
+
+    /// Applies the failure policy to a load that could not complete.
+    fn unavailable(&self, state: &mut State, error: SessionError) -> Result<(), SessionError> {
+        match self.config().on_store_error {
+            OnStoreError::ServiceUnavailable { .. } => {
+                state.load_failed = true;
+                Err(error)
+            }
+            OnStoreError::Anonymous => {
+                tracing::warn!(%error, "sessions unavailable; serving this request anonymously");
+                state.id = None;
+                state.cookie_key = None;
+                state.working = Some(self.config().expiry.new_record(now()));
+                state.degraded = true;
+                state.loaded = true;
+                Ok(())
             }
         }
-        state.loaded = true;
+    }
+
+    /// Revocation by epoch: a logged-in session whose epoch is no longer the user's
+    /// current one is logged out here, before the handler sees it.
+    async fn check_epoch(&self, state: &mut State) -> Result<(), SessionError> {
+        let Some(epochs) = &self.config().epochs else {
+            return Ok(());
+        };
+        let record = state
+            .working
+            .as_ref()
+            .expect("a loaded session has a working record");
+        let Some(user) = record.user_id.clone().filter(|_| state.key().is_some()) else {
+            return Ok(());
+        };
+        let current = match epochs.0.current_epoch(&user).await {
+            Ok(current) => current,
+            Err(error) => return self.unavailable(state, SessionError::Epoch(error)),
+        };
+        if crate::epoch::matches(record.auth_epoch.as_deref(), current.as_deref()) {
+            return Ok(());
+        }
+        tracing::debug!("session logged out: its epoch was revoked");
+        if let (Some(id), Backend::Store(store)) = (state.id.take(), &self.inner.manager.backend) {
+            if let Err(error) = store.delete(&id.store_key()).await {
+                return self.unavailable(state, error.into());
+            }
+        }
+        self.reset_to_anonymous(state);
+        state.destroyed = true;
         Ok(())
     }
 
@@ -352,9 +475,47 @@ impl Session {
         Ok(())
     }
 
-    fn record_change(state: &mut State, change: Change) -> Result<(), SessionError> {
-        change.apply(state.working())?;
+    fn record_change(&self, state: &mut State, change: Change) -> Result<(), SessionError> {
+        if let Backend::Cookie(sessions) = &self.inner.manager.backend {
+            let mut candidate = state.working().clone();
+            change.apply(&mut candidate)?;
+            self.check_cookie_size(sessions, state, &candidate)?;
+            state.working = Some(candidate);
+        } else {
+            change.apply(state.working())?;
+        }
         state.changes.push(change);
+        Ok(())
+    }
+
+    /// The largest `Set-Cookie` value browsers keep.
+    const MAX_SET_COOKIE: usize = 4096;
+
+    /// Client-side sessions: fails a write, before it happens, if its cookie would not fit.
+    fn check_cookie_size(
+        &self,
+        sessions: &CookieSessions,
+        state: &State,
+        record: &Record,
+    ) -> Result<(), SessionError> {
+        let key = state.cookie_key.unwrap_or(StoreKey::from_bytes([0; 32]));
+        let value = sessions
+            .sealed_len(&key, record)
+            .map_err(SessionError::Serialize)?;
+        // Attributes at their longest: a ten-digit Max-Age.
+        let attributes = codec::value_cookie(
+            &self.config().cookie,
+            "",
+            Some(Duration::from_secs(9_999_999_999)),
+        )
+        .len();
+        let size = attributes + value;
+        if size > Self::MAX_SET_COOKIE {
+            return Err(SessionError::CookieTooLarge {
+                size,
+                limit: Self::MAX_SET_COOKIE,
+            });
+        }
         Ok(())
     }
 
@@ -378,7 +539,7 @@ impl Session {
         let value = serde_json::to_value(value).map_err(SessionError::Serialize)?;
         let mut state = self.writable().await?;
         self.check_size(&mut state, key, Some(&value))?;
-        Self::record_change(&mut state, Change::Insert(key.to_owned(), value))
+        self.record_change(&mut state, Change::Insert(key.to_owned(), value))
     }
 
     /// Removes `key`, returning its value read as `T`.
@@ -392,7 +553,7 @@ impl Session {
             })?,
         };
         self.check_size(&mut state, key, None)?;
-        Self::record_change(&mut state, Change::Remove(key.to_owned()))?;
+        self.record_change(&mut state, Change::Remove(key.to_owned()))?;
         Ok(Some(old))
     }
 
@@ -424,6 +585,11 @@ impl Session {
             key: key.to_owned(),
             source,
         })?;
+        if let Backend::Cookie(sessions) = &self.inner.manager.backend {
+            let mut candidate = state.working().clone();
+            candidate.data.insert(key.to_owned(), value.clone());
+            self.check_cookie_size(sessions, &state, &candidate)?;
+        }
         state.working().data.insert(key.to_owned(), value);
         state.changes.push(Change::Update(key.to_owned(), func));
         Ok(result)
@@ -433,7 +599,7 @@ impl Session {
     pub async fn clear(&self) -> Result<(), SessionError> {
         let mut state = self.writable().await?;
         state.data_size = Some(0);
-        Self::record_change(&mut state, Change::Clear)
+        self.record_change(&mut state, Change::Clear)
     }
 
     /// Whether `key` has a value.
@@ -471,10 +637,20 @@ impl Session {
     /// Logs `user` in: records the user (which feeds the per-user index), records the
     /// client's IP and user agent, and rotates the ID (fixation defense).
     pub async fn login(&self, user: impl Into<String>) -> Result<(), SessionError> {
+        let user = user.into();
+        let epoch = match &self.config().epochs {
+            Some(epochs) => epochs
+                .0
+                .current_epoch(&user)
+                .await
+                .map_err(SessionError::Epoch)?,
+            None => None,
+        };
         let mut state = self.writable().await?;
         state.rotate = true;
-        Self::record_change(&mut state, Change::SetUser(Some(user.into())))?;
-        Self::record_change(&mut state, Change::SetClient(self.inner.client.to_meta()))
+        self.record_change(&mut state, Change::SetUser(Some(user)))?;
+        self.record_change(&mut state, Change::SetEpoch(epoch))?;
+        self.record_change(&mut state, Change::SetClient(self.inner.client.to_meta()))
     }
 
     /// Destroys the session now: the record is deleted from the store and the response
@@ -482,7 +658,7 @@ impl Session {
     pub async fn logout(&self) -> Result<(), SessionError> {
         let mut state = self.writable().await?;
         if let Some(id) = state.id.take() {
-            self.store().delete(&id.store_key()).await?;
+            self.store("logout")?.delete(&id.store_key()).await?;
         }
         self.reset_to_anonymous(&mut state);
         state.destroyed = true;
@@ -502,6 +678,8 @@ impl Session {
         state.rotate = false;
         state.send_cookie = false;
         state.data_size = None;
+        state.cookie_key = None;
+        state.reissue = false;
     }
 
     /// Chooses a persistent ("remember me") cookie, which survives a browser restart until
@@ -510,7 +688,7 @@ impl Session {
         let mut state = self.writable().await?;
         if state.working().persistent != persistent {
             state.send_cookie = true;
-            Self::record_change(&mut state, Change::SetPersistent(persistent))?;
+            self.record_change(&mut state, Change::SetPersistent(persistent))?;
         }
         Ok(())
     }
@@ -524,21 +702,22 @@ impl Session {
     /// The public handle of the stored session; `None` until it is first saved.
     pub async fn handle(&self) -> Result<Option<SessionHandle>, SessionError> {
         let state = self.loaded().await?;
-        Ok(state.id.as_ref().map(|id| id.store_key().handle()))
+        Ok(state.key().map(|key| key.handle()))
     }
 
     /// Times, deadlines and user of the stored session; `None` until it is first saved.
     pub async fn metadata(&self) -> Result<Option<SessionMetadata>, SessionError> {
         let state = self.loaded().await?;
         let record = state.working.as_ref().expect("loaded");
-        Ok(state.id.as_ref().map(|id| SessionMetadata {
-            handle: id.store_key().handle(),
+        Ok(state.key().map(|key| SessionMetadata {
+            handle: key.handle(),
             user: record.user_id.clone(),
             created_at: record.created_at,
             last_active_at: record.last_active_at,
             idle_deadline: record.idle_deadline,
             absolute_deadline: record.absolute_deadline,
             persistent: record.persistent,
+            client: record.client.clone(),
         }))
     }
 
@@ -560,11 +739,12 @@ impl Session {
 
     /// The live sessions of the logged-in user; empty when anonymous.
     pub async fn list_user_sessions(&self) -> Result<Vec<SessionSummary>, SessionError> {
+        let store = self.store("listing a user's sessions")?;
         let (user, current) = self.user_and_key().await?;
         let Some(user) = user else {
             return Ok(Vec::new());
         };
-        let mut entries = self.store().list_for_user(&user).await?;
+        let mut entries = store.list_for_user(&user).await?;
         entries.sort_by_key(|entry| std::cmp::Reverse(entry.record.last_active_at));
         Ok(entries
             .into_iter()
@@ -583,6 +763,7 @@ impl Session {
     /// Revokes one of the logged-in user's sessions by handle. `Ok(false)` if the handle is
     /// not one of theirs. Revoking the current session is a [`logout`](Self::logout).
     pub async fn revoke_user_session(&self, handle: &SessionHandle) -> Result<bool, SessionError> {
+        let store = self.store("revoking one session")?;
         let (user, current) = self.user_and_key().await?;
         let Some(user) = user else {
             return Ok(false);
@@ -591,9 +772,9 @@ impl Session {
             self.logout().await?;
             return Ok(true);
         }
-        let entries = self.store().list_for_user(&user).await?;
+        let entries = store.list_for_user(&user).await?;
         match entries.iter().find(|entry| handle.matches(&entry.key)) {
-            Some(entry) => Ok(self.store().delete(&entry.key).await?),
+            Some(entry) => Ok(store.delete(&entry.key).await?),
             None => Ok(false),
         }
     }
@@ -601,12 +782,10 @@ impl Session {
     /// Revokes every session of the logged-in user but this one ("log out other devices");
     /// returns how many.
     pub async fn revoke_other_sessions(&self) -> Result<u64, SessionError> {
+        let store = self.store("revoking other sessions")?;
         let (user, current) = self.user_and_key().await?;
         match user {
-            Some(user) => Ok(self
-                .store()
-                .delete_for_user(&user, current.as_ref())
-                .await?),
+            Some(user) => Ok(store.delete_for_user(&user, current.as_ref()).await?),
             None => Ok(0),
         }
     }
@@ -648,18 +827,32 @@ impl Session {
             }
         }
         let config = &self.config().cookie;
-        if let (Some(id), true) = (&state.id, state.send_cookie) {
-            let record = state.working.as_ref().expect("loaded");
-            let max_age = record.persistent.then(|| {
-                record
-                    .expires_at()
-                    .map_or(Duration::from_secs(400 * 24 * 3600), |deadline| {
-                        Duration::try_from(deadline - now()).unwrap_or_default()
-                    })
-            });
-            finish.set_cookie = Some(codec::session_cookie(config, id, max_age));
-        } else if state.destroyed && self.inner.cookie_id.is_some() {
-            finish.set_cookie = Some(codec::removal_cookie(config));
+        let record = state.working.as_ref().expect("loaded");
+        let max_age = record.persistent.then(|| {
+            record
+                .expires_at()
+                .map_or(Duration::from_secs(400 * 24 * 3600), |deadline| {
+                    Duration::try_from(deadline - now()).unwrap_or_default()
+                })
+        });
+        match (&self.inner.manager.backend, state.send_cookie) {
+            (Backend::Store(_), true) if state.id.is_some() => {
+                let id = state.id.as_ref().expect("checked");
+                finish.set_cookie = Some(codec::session_cookie(config, id, max_age));
+            }
+            (Backend::Cookie(sessions), true) if state.cookie_key.is_some() => {
+                let key = state.cookie_key.expect("checked");
+                match sessions.seal(&config.full_name(), &key, record) {
+                    Ok(value) => {
+                        finish.set_cookie = Some(codec::value_cookie(config, &value, max_age))
+                    }
+                    Err(error) => finish.error = Some(SessionError::Serialize(error)),
+                }
+            }
+            _ if state.destroyed && self.inner.incoming.is_present() => {
+                finish.set_cookie = Some(codec::removal_cookie(config));
+            }
+            _ => {}
         }
         finish
     }
@@ -671,10 +864,50 @@ impl Session {
             return Ok(());
         }
         let time = now();
+        if let Backend::Cookie(_) = &self.inner.manager.backend {
+            self.commit_cookie(state, time);
+            return Ok(());
+        }
         match state.id.clone() {
             None => self.commit_new(state, time).await,
             Some(id) => self.commit_existing(state, id, time).await,
         }
+    }
+
+    /// Client-side sessions: no store to write, only decide whether the cookie must be
+    /// (re)issued, and with which times.
+    fn commit_cookie(&self, state: &mut State, time: OffsetDateTime) {
+        let expiry = &self.config().expiry;
+        let changed = !state.changes.is_empty() || state.rotate;
+        if state.cookie_key.is_none() {
+            let record = state.working();
+            if !changed || (record.data.is_empty() && record.user_id.is_none()) {
+                state.changes.clear();
+                return;
+            }
+            let fresh = expiry.new_record(time);
+            record.created_at = time;
+            record.idle_deadline = fresh.idle_deadline;
+            record.absolute_deadline = fresh.absolute_deadline;
+            record.version = 0;
+            if record.client == ClientMeta::default() {
+                record.client = self.inner.client.to_meta();
+            }
+            state.cookie_key = Some(SessionId::generate().store_key());
+        }
+        if changed || state.reissue || state.send_cookie {
+            let record = state.working();
+            record.last_active_at = time;
+            record.idle_deadline = expiry.idle_deadline(time);
+            record.version += 1;
+            state.send_cookie = true;
+        } else if let Some(touch) = expiry.touch_due(state.working(), time) {
+            state.working().apply_touch(&touch);
+            state.send_cookie = true;
+        }
+        state.changes.clear();
+        state.rotate = false;
+        state.reissue = false;
     }
 
     async fn commit_new(
@@ -701,7 +934,7 @@ impl Session {
         }
         for _ in 0..3 {
             let id = SessionId::generate();
-            match self.store().insert(&id.store_key(), &record).await {
+            match self.store("insert")?.insert(&id.store_key(), &record).await {
                 Ok(()) => {
                     state.id = Some(id);
                     state.base_version = 1;
@@ -727,7 +960,7 @@ impl Session {
         mut id: SessionId,
         time: OffsetDateTime,
     ) -> Result<(), SessionError> {
-        let store = self.store();
+        let store = self.store("update")?;
         let _turn = self.inner.manager.commit_lock(&id.store_key()).lock().await;
         if state.rotate {
             let mut renamed = false;

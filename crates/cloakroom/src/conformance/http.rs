@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use super::{unique_user, Case, CountingStore};
+use super::{unique_user, Case, CountingStore, Target};
 use crate::config::SessionConfig;
 use crate::expiry::ExpiryPolicy;
 use crate::id::{SessionHandle, SessionId};
@@ -22,11 +22,9 @@ use crate::session::{Session, SessionManager};
 use crate::store::SessionStore;
 use crate::SessionError;
 
-type Store = Arc<dyn SessionStore>;
-
 macro_rules! cases {
     ($($name:ident),* $(,)?) => {
-        vec![$(Case { name: concat!("http::", stringify!($name)), run: |store| Box::pin($name(store)) }),*]
+        vec![$(Case { name: concat!("http::", stringify!($name)), run: |target| Box::pin($name(target)) }),*]
     };
 }
 
@@ -51,6 +49,7 @@ pub(super) fn cases() -> Vec<Case> {
         concurrent_increments_are_exact,
         logout_racing_a_slow_writer_does_not_resurrect,
         user_index_list_and_revoke,
+        epoch_revocation_logs_out_everywhere,
     ]
 }
 
@@ -65,8 +64,12 @@ async fn pause(delay: &Delay) {
     }
 }
 
-fn app(store: Store, config: SessionConfig) -> Router {
-    let manager = SessionManager::from_arc(store, config).expect("valid test configuration");
+fn app(target: Target, config: SessionConfig) -> Router {
+    let manager = match target {
+        Target::Store(store) => SessionManager::from_arc(store, config),
+        Target::Cookie(sessions) => SessionManager::cookie(sessions, config),
+    }
+    .expect("valid test configuration");
     Router::new()
         .route("/untouched", get(|| async { "ok" }))
         .route(
@@ -268,12 +271,12 @@ async fn raw(
     }
 }
 
-fn default_app(store: Store) -> Router {
-    app(store, SessionConfig::default())
+fn default_app(target: Target) -> Router {
+    app(target, SessionConfig::default())
 }
 
-async fn no_cookie_no_set_cookie(store: Store) {
-    let app = default_app(store);
+async fn no_cookie_no_set_cookie(target: Target) {
+    let app = default_app(target);
     let r = raw(&app, "GET", "/untouched", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
@@ -292,8 +295,8 @@ async fn no_cookie_no_set_cookie(store: Store) {
     );
 }
 
-async fn write_sets_a_secure_cookie(store: Store) {
-    let app = default_app(Arc::clone(&store));
+async fn write_sets_a_secure_cookie(target: Target) {
+    let app = default_app(target.clone());
     let mut b = Browser::new(&app);
     let r = b.post("/set/a", json!(1)).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -305,18 +308,20 @@ async fn write_sets_a_secure_cookie(store: Store) {
         !cookie.contains("Max-Age") && !cookie.contains("Expires"),
         "a browser-session cookie by default"
     );
-    assert_eq!(b.id().len(), 43);
-    let record = store
-        .load(&b.key())
-        .await
-        .unwrap()
-        .expect("stored under SHA-256 of the ID");
-    assert_eq!(record.data.get("a"), Some(&json!(1)));
-    assert_eq!(record.client.user_agent.as_deref(), Some("conformance/1"));
+    if let Target::Store(store) = target {
+        assert_eq!(b.id().len(), 43);
+        let record = store
+            .load(&b.key())
+            .await
+            .unwrap()
+            .expect("stored under SHA-256 of the ID");
+        assert_eq!(record.data.get("a"), Some(&json!(1)));
+        assert_eq!(record.client.user_agent.as_deref(), Some("conformance/1"));
+    }
 }
 
-async fn bogus_cookies_are_anonymous(store: Store) {
-    let app = default_app(store);
+async fn bogus_cookies_are_anonymous(target: Target) {
+    let app = default_app(target);
     let unknown = SessionId::generate().to_cookie_value();
     let huge = "A".repeat(8000);
     let non_canonical = format!("{}B", "A".repeat(42));
@@ -350,8 +355,8 @@ async fn bogus_cookies_are_anonymous(store: Store) {
     }
 }
 
-async fn duplicate_cookies_use_the_first_valid(store: Store) {
-    let app = default_app(store);
+async fn duplicate_cookies_use_the_first_valid(target: Target) {
+    let app = default_app(target);
     let mut b = Browser::new(&app);
     b.post("/set/who", json!("me")).await;
     let header = format!(
@@ -367,16 +372,20 @@ async fn duplicate_cookies_use_the_first_valid(store: Store) {
     );
 }
 
-async fn data_round_trip(store: Store) {
-    let app = default_app(store);
+async fn data_round_trip(target: Target) {
+    let server_side = matches!(target, Target::Store(_));
+    let app = default_app(target);
     let mut b = Browser::new(&app);
     b.post("/set/a", json!({"x": [1, 2]})).await;
     let first = b.id();
-    assert_eq!(
-        b.post("/set/b", json!("two")).await.set_cookie,
-        Vec::<String>::new(),
-        "no new cookie for a known session"
-    );
+    let second = b.post("/set/b", json!("two")).await;
+    if server_side {
+        assert_eq!(
+            second.set_cookie,
+            Vec::<String>::new(),
+            "no new cookie for a known session"
+        );
+    }
     assert_eq!(b.get("/get/a").await.body, json!({"x": [1, 2]}));
     assert_eq!(
         b.post("/remove/a", json!(null)).await.body,
@@ -384,11 +393,13 @@ async fn data_round_trip(store: Store) {
     );
     assert_eq!(b.get("/get/a").await.body, Value::Null);
     assert_eq!(b.get("/get/b").await.body, json!("two"));
-    assert_eq!(b.id(), first);
+    if server_side {
+        assert_eq!(b.id(), first);
+    }
 }
 
-async fn cycle_id_keeps_data_and_kills_old_id(store: Store) {
-    let app = default_app(store);
+async fn cycle_id_keeps_data_and_kills_old_id(target: Target) {
+    let app = default_app(target);
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let old = b.id();
@@ -408,8 +419,8 @@ async fn cycle_id_keeps_data_and_kills_old_id(store: Store) {
     );
 }
 
-async fn login_rotates_and_kills_old_id(store: Store) {
-    let app = default_app(store);
+async fn login_rotates_and_kills_old_id(target: Target) {
+    let app = default_app(target);
     let user = unique_user("login");
     let mut b = Browser::new(&app);
     b.post("/set/cart", json!(["book"])).await;
@@ -439,12 +450,11 @@ async fn login_rotates_and_kills_old_id(store: Store) {
     );
 }
 
-async fn logout_deletes_and_removes_cookie(store: Store) {
-    let app = default_app(Arc::clone(&store));
+async fn logout_deletes_and_removes_cookie(target: Target) {
+    let app = default_app(target.clone());
     let mut b = Browser::new(&app);
     b.post(&format!("/login/{}", unique_user("bye")), json!(null))
         .await;
-    let key = b.key();
     let old = b.id();
     let r = b.post("/logout", json!(null)).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -455,19 +465,29 @@ async fn logout_deletes_and_removes_cookie(store: Store) {
             .any(|c| c.contains("Path=/") && c.contains("HttpOnly") && c.contains("Secure")),
         "with the same path and flags"
     );
-    assert_eq!(
-        store.load(&key).await.unwrap(),
-        None,
-        "logout deletes the record"
-    );
-    let mut replay = Browser::with_cookie(&app, &old);
-    assert_eq!(replay.get("/whoami").await.body, Value::Null);
+    assert_eq!(b.get("/whoami").await.body, Value::Null);
+    if let Target::Store(store) = target {
+        let key = SessionId::parse(&old)
+            .expect("a well-formed ID")
+            .store_key();
+        assert_eq!(
+            store.load(&key).await.unwrap(),
+            None,
+            "logout deletes the record"
+        );
+        let mut replay = Browser::with_cookie(&app, &old);
+        assert_eq!(
+            replay.get("/whoami").await.body,
+            Value::Null,
+            "the logged-out ID is dead"
+        );
+    }
 }
 
-async fn untouched_requests_do_no_store_io(store: Store) {
-    let counting = CountingStore::new(store);
+async fn untouched_requests_do_no_store_io(target: Target) {
+    let counting = CountingStore::new(target.store());
     let counts = counting.counts();
-    let app = app(Arc::new(counting), SessionConfig::default());
+    let app = app(Target::Store(Arc::new(counting)), SessionConfig::default());
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let before = counts.snapshot();
@@ -481,10 +501,10 @@ async fn untouched_requests_do_no_store_io(store: Store) {
     );
 }
 
-async fn read_only_traffic_is_throttled(store: Store) {
-    let counting = CountingStore::new(store);
+async fn read_only_traffic_is_throttled(target: Target) {
+    let counting = CountingStore::new(target.store());
     let counts = counting.counts();
-    let app = app(Arc::new(counting), SessionConfig::default());
+    let app = app(Target::Store(Arc::new(counting)), SessionConfig::default());
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let (loads, writes, _) = counts.snapshot();
@@ -508,8 +528,8 @@ fn short(idle_ms: u64, absolute_ms: Option<u64>, touch_ms: u64) -> SessionConfig
     )
 }
 
-async fn idle_timeout(store: Store) {
-    let app = app(store, short(1500, None, 100));
+async fn idle_timeout(target: Target) {
+    let app = app(target, short(1500, None, 100));
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     for _ in 0..3 {
@@ -528,8 +548,8 @@ async fn idle_timeout(store: Store) {
     );
 }
 
-async fn absolute_timeout(store: Store) {
-    let app = app(store, short(1500, Some(2500), 100));
+async fn absolute_timeout(target: Target) {
+    let app = app(target, short(1500, Some(2500), 100));
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     for _ in 0..2 {
@@ -547,8 +567,8 @@ async fn absolute_timeout(store: Store) {
     );
 }
 
-async fn server_error_discards_changes(store: Store) {
-    let app = default_app(store);
+async fn server_error_discards_changes(target: Target) {
+    let app = default_app(target);
     let mut b = Browser::new(&app);
     let r = b.post("/fail/x", json!(null)).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -565,8 +585,8 @@ async fn server_error_discards_changes(store: Store) {
     );
 }
 
-async fn oversized_value_is_413(store: Store) {
-    let app = default_app(store);
+async fn oversized_value_is_413(target: Target) {
+    let app = default_app(target);
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let r = b.post("/set/big", json!("x".repeat(100 * 1024))).await;
@@ -575,8 +595,8 @@ async fn oversized_value_is_413(store: Store) {
     assert_eq!(b.get("/get/a").await.body, json!(1));
 }
 
-async fn persistent_cookie_has_max_age(store: Store) {
-    let app = default_app(store);
+async fn persistent_cookie_has_max_age(target: Target) {
+    let app = default_app(target);
     let mut b = Browser::new(&app);
     let r = b.post("/persistent", json!(null)).await;
     let cookie = &r.set_cookie[0];
@@ -592,8 +612,8 @@ async fn persistent_cookie_has_max_age(store: Store) {
     );
 }
 
-async fn concurrent_writers_keep_every_key(store: Store) {
-    let app = default_app(store);
+async fn concurrent_writers_keep_every_key(target: Target) {
+    let app = default_app(target);
     let mut b = Browser::new(&app);
     b.post("/set/seed", json!(0)).await;
     let cookie = format!("id={}", b.id());
@@ -625,8 +645,8 @@ async fn concurrent_writers_keep_every_key(store: Store) {
     }
 }
 
-async fn concurrent_increments_are_exact(store: Store) {
-    let app = default_app(store);
+async fn concurrent_increments_are_exact(target: Target) {
+    let app = default_app(target);
     let mut b = Browser::new(&app);
     b.post("/incr/n", json!(null)).await;
     let cookie = format!("id={}", b.id());
@@ -648,8 +668,9 @@ async fn concurrent_increments_are_exact(store: Store) {
     );
 }
 
-async fn logout_racing_a_slow_writer_does_not_resurrect(store: Store) {
-    let app = default_app(Arc::clone(&store));
+async fn logout_racing_a_slow_writer_does_not_resurrect(target: Target) {
+    let store = target.store();
+    let app = default_app(target.clone());
     let mut b = Browser::new(&app);
     b.post(&format!("/login/{}", unique_user("racer")), json!(null))
         .await;
@@ -688,8 +709,8 @@ async fn logout_racing_a_slow_writer_does_not_resurrect(store: Store) {
     assert_eq!(r.body, Value::Null);
 }
 
-async fn user_index_list_and_revoke(store: Store) {
-    let app = default_app(store);
+async fn user_index_list_and_revoke(target: Target) {
+    let app = default_app(target);
     let user = unique_user("devices");
     let mut devices: Vec<Browser> = (0..3).map(|_| Browser::new(&app)).collect();
     for d in &mut devices {
@@ -756,5 +777,57 @@ async fn user_index_list_and_revoke(store: Store) {
             .unwrap()
             .len(),
         1
+    );
+}
+
+/// An epoch source the test controls: every user starts at epoch 0.
+#[derive(Clone, Default)]
+struct TestEpochs(Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>);
+
+#[async_trait::async_trait]
+impl crate::EpochSource for TestEpochs {
+    async fn current_epoch(&self, user: &str) -> Result<Option<String>, crate::BoxError> {
+        let epochs = self.0.lock().expect("test epochs");
+        Ok(Some(epochs.get(user).copied().unwrap_or(0).to_string()))
+    }
+}
+
+async fn epoch_revocation_logs_out_everywhere(target: Target) {
+    let epochs = TestEpochs::default();
+    let app = app(target, SessionConfig::default().with_epochs(epochs.clone()));
+    let user = unique_user("epoch");
+    let mut devices = [Browser::new(&app), Browser::new(&app)];
+    for device in &mut devices {
+        device.post(&format!("/login/{user}"), json!(null)).await;
+        assert_eq!(device.get("/whoami").await.body, json!(user));
+    }
+    let stolen = devices[0].id();
+    *epochs.0.lock().unwrap().entry(user.clone()).or_default() += 1;
+    let r = devices[0].get("/whoami").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body,
+        Value::Null,
+        "a session from an older epoch is logged out"
+    );
+    assert!(r.removes_cookie(), "and its cookie removed: {r:?}");
+    assert_eq!(
+        devices[1].get("/whoami").await.body,
+        Value::Null,
+        "on every device"
+    );
+    let mut replay = Browser::with_cookie(&app, &stolen);
+    let r = replay.get("/whoami").await;
+    assert!(
+        r.status == StatusCode::OK && r.body == Value::Null,
+        "a replayed cookie stays logged out: {r:?}"
+    );
+    devices[0]
+        .post(&format!("/login/{user}"), json!(null))
+        .await;
+    assert_eq!(
+        devices[0].get("/whoami").await.body,
+        json!(user),
+        "logging in again works"
     );
 }

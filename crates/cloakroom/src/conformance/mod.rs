@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::sealed::CookieSessions;
 use crate::store::SessionStore;
 
 mod counting;
@@ -32,14 +33,45 @@ pub use counting::{CountingStore, OperationCounts};
 /// A boxed future, as the cases use.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// What a case runs against: a store, or client-side (cookie) sessions.
+#[derive(Clone)]
+pub enum Target {
+    /// A server-side store.
+    Store(Arc<dyn SessionStore>),
+    /// Client-side sessions sealed with this configuration.
+    Cookie(CookieSessions),
+}
+
+impl Target {
+    /// The store; only cases that need one call it, and they never run client-side.
+    pub(crate) fn store(&self) -> Arc<dyn SessionStore> {
+        match self {
+            Self::Store(store) => Arc::clone(store),
+            Self::Cookie(_) => unreachable!("store cases never run against client-side sessions"),
+        }
+    }
+}
+
 /// One case of the suite.
 #[derive(Clone, Copy)]
 pub struct Case {
     /// Its name, such as `store::update_compare_and_set`.
     pub name: &'static str,
-    /// Runs it against a fresh store; panics on failure.
-    pub run: fn(Arc<dyn SessionStore>) -> BoxFuture<()>,
+    /// Runs it against a fresh target; panics on failure.
+    pub run: fn(Target) -> BoxFuture<()>,
 }
+
+/// The HTTP cases that cannot apply to client-side sessions, and why.
+pub const NOT_CLIENT_SIDE: &[(&str, &str)] = &[
+    ("http::cycle_id_keeps_data_and_kills_old_id", "without server state an old cookie stays valid until its deadlines; use epochs to revoke"),
+    ("http::login_rotates_and_kills_old_id", "the same: a pre-login cookie cannot be killed without server state"),
+    ("http::untouched_requests_do_no_store_io", "there is no store to count"),
+    ("http::read_only_traffic_is_throttled", "there is no store to count"),
+    ("http::concurrent_writers_keep_every_key", "concurrent responses each carry a whole session; the browser keeps the last, so writes cannot be merged"),
+    ("http::concurrent_increments_are_exact", "the same: no shared state to compare-and-set"),
+    ("http::logout_racing_a_slow_writer_does_not_resurrect", "a slower response re-issues its cookie; only an epoch bump revokes it"),
+    ("http::user_index_list_and_revoke", "there is no per-user index without server state; epochs log a user out everywhere"),
+];
 
 impl std::fmt::Debug for Case {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +84,29 @@ pub fn cases() -> Vec<Case> {
     let mut cases = store_cases::cases();
     cases.extend(http::cases());
     cases
+}
+
+/// The HTTP cases that apply to client-side sessions.
+pub fn client_side_cases() -> Vec<Case> {
+    http::cases()
+        .into_iter()
+        .filter(|case| NOT_CLIENT_SIDE.iter().all(|(name, _)| *name != case.name))
+        .collect()
+}
+
+/// Runs every case that applies to client-side sessions against `sessions`; panics
+/// listing the failures. The cases that cannot apply are [`NOT_CLIENT_SIDE`].
+pub async fn run_client_side(sessions: CookieSessions) {
+    let only = std::env::var("CLOAKROOM_CONFORMANCE_ONLY").unwrap_or_default();
+    let cases: Vec<Case> = client_side_cases()
+        .into_iter()
+        .filter(|case| case.name.contains(&only))
+        .collect();
+    run_targets(&cases, 1, || {
+        let sessions = sessions.clone();
+        async move { Target::Cookie(sessions) }
+    })
+    .await;
 }
 
 /// The cases whose name contains `pattern`.
@@ -82,13 +137,25 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
+    run_targets(cases, rounds, || {
+        let store = factory();
+        async move { Target::Store(Arc::new(store.await)) }
+    })
+    .await;
+}
+
+async fn run_targets<F, Fut>(cases: &[Case], rounds: usize, target: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Target>,
+{
     let mut failures = Vec::new();
     for round in 1..=rounds {
         for case in cases {
-            let store: Arc<dyn SessionStore> = Arc::new(factory().await);
+            let target = target().await;
             let started = Instant::now();
             let outcome =
-                tokio::time::timeout(Duration::from_secs(120), tokio::spawn((case.run)(store)))
+                tokio::time::timeout(Duration::from_secs(120), tokio::spawn((case.run)(target)))
                     .await;
             let verdict = match outcome {
                 Ok(Ok(())) => None,

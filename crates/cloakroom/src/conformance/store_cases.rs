@@ -15,7 +15,7 @@ type Store = Arc<dyn SessionStore>;
 
 macro_rules! cases {
     ($($name:ident),* $(,)?) => {
-        vec![$(Case { name: concat!("store::", stringify!($name)), run: |store| Box::pin($name(store)) }),*]
+        vec![$(Case { name: concat!("store::", stringify!($name)), run: |target| Box::pin($name(target.store())) }),*]
     };
 }
 
@@ -70,6 +70,7 @@ async fn insert_load_round_trip(store: Store) {
     );
     r.persistent = true;
     r.client = ClientMeta::new(Some("2001:db8::1".into()), Some("Agent/1.0"));
+    r.auth_epoch = Some("epoch-7".into());
     r.version = 7;
     store.insert(&k, &r).await.expect("insert");
     assert_eq!(

@@ -1,0 +1,445 @@
+//! Client-side sessions: the whole record sealed into the cookie, signed (HMAC-SHA256) or
+//! encrypted and authenticated (XChaCha20-Poly1305, the default).
+//!
+//! Layout of a cookie value, base64url without padding:
+//!
+//! ```text
+//! version (1) | flags (1: encrypted, compressed) | key id (4) | body
+//! encrypted body: nonce (24) | ciphertext with its 16-byte tag
+//! signed body:    payload | HMAC-SHA256 tag (32)
+//! ```
+//!
+//! The header and the cookie name are authenticated, so a cookie cannot be moved to another
+//! cookie name or have its flags changed. The payload is the record as JSON, deflated when
+//! that makes it smaller. Anything that does not verify is an anonymous request.
+//!
+//! What a server-less session cannot do: revoke one cookie (a copy stays valid until its
+//! deadlines pass) or list a user's sessions. Epochs
+//! ([`EpochSource`](crate::EpochSource)) replace both: bump a user's epoch and every
+//! cookie issued before is logged out on its next request.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::id::StoreKey;
+use crate::keys::KeyRing;
+use crate::record::Record;
+
+const FORMAT_VERSION: u8 = 1;
+const ENCRYPTED: u8 = 0b01;
+const COMPRESSED: u8 = 0b10;
+const HEADER: usize = 6;
+const NONCE: usize = 24;
+const AEAD_TAG: usize = 16;
+const MAC_TAG: usize = 32;
+/// Payloads larger than this are tried compressed.
+const COMPRESS_ABOVE: usize = 128;
+/// No cookie value longer than this is even decoded.
+const MAX_VALUE_CHARS: usize = 4096;
+/// A deflated payload may not inflate past this (no decompression bombs).
+const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// How client-side sessions protect the cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CookieMode {
+    /// Encrypted and authenticated (XChaCha20-Poly1305): the client can neither read nor
+    /// change the session. The default.
+    #[default]
+    Encrypted,
+    /// Signed (HMAC-SHA256): the client can read the session (base64 JSON) but not change it.
+    Signed,
+}
+
+/// Client-side sessions: the record lives in the cookie, sealed with a [`KeyRing`].
+///
+/// ```
+/// use cloakroom::keys::{generate_key, KeyRing};
+/// use cloakroom::sealed::CookieSessions;
+/// let sessions = CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap());
+/// ```
+#[derive(Clone, Debug)]
+pub struct CookieSessions {
+    ring: KeyRing,
+    mode: CookieMode,
+    compress: bool,
+}
+
+/// What a cookie carries: a random key naming the session (for its handle) and the record.
+#[derive(Serialize)]
+struct SealedRef<'a> {
+    k: String,
+    r: &'a Record,
+}
+
+#[derive(Deserialize)]
+struct SealedOwned {
+    k: String,
+    r: Record,
+}
+
+/// A decoded cookie: the session's key and record, and whether it was sealed under a
+/// fallback key (so it must be re-issued under the current one).
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub key: StoreKey,
+    pub record: Record,
+    pub under_fallback: bool,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl CookieSessions {
+    /// Encrypted client-side sessions (the recommended mode).
+    pub fn encrypted(ring: KeyRing) -> Self {
+        Self {
+            ring,
+            mode: CookieMode::Encrypted,
+            compress: true,
+        }
+    }
+
+    /// Signed client-side sessions: readable by the client, not changeable.
+    pub fn signed(ring: KeyRing) -> Self {
+        Self {
+            ring,
+            mode: CookieMode::Signed,
+            compress: true,
+        }
+    }
+
+    /// Turns compression of larger payloads on or off (default on).
+    pub fn with_compression(mut self, compress: bool) -> Self {
+        self.compress = compress;
+        self
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> CookieMode {
+        self.mode
+    }
+
+    /// The key ring.
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    fn payload(&self, key: &StoreKey, record: &Record) -> Result<(u8, Vec<u8>), serde_json::Error> {
+        let json = serde_json::to_vec(&SealedRef {
+            k: key.to_hex(),
+            r: record,
+        })?;
+        if self.compress && json.len() > COMPRESS_ABOVE {
+            let deflated = miniz_oxide::deflate::compress_to_vec(&json, 6);
+            if deflated.len() < json.len() {
+                return Ok((COMPRESSED, deflated));
+            }
+        }
+        Ok((0, json))
+    }
+
+    /// The length of the cookie value `sealed` would produce, without sealing it.
+    pub(crate) fn sealed_len(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<usize, serde_json::Error> {
+        let (_, payload) = self.payload(key, record)?;
+        let body = match self.mode {
+            CookieMode::Encrypted => NONCE + payload.len() + AEAD_TAG,
+            CookieMode::Signed => payload.len() + MAC_TAG,
+        };
+        let bytes = HEADER + body;
+        Ok((bytes * 4).div_ceil(3))
+    }
+
+    /// Seals the session under the current key for the cookie called `name`.
+    pub(crate) fn seal(
+        &self,
+        name: &str,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<String, serde_json::Error> {
+        let (compressed, payload) = self.payload(key, record)?;
+        let key = self.ring.current();
+        let encrypted = if self.mode == CookieMode::Encrypted {
+            ENCRYPTED
+        } else {
+            0
+        };
+        let mut out = Vec::with_capacity(HEADER + NONCE + payload.len() + MAC_TAG);
+        out.push(FORMAT_VERSION);
+        out.push(encrypted | compressed);
+        out.extend_from_slice(&key.id());
+        match self.mode {
+            CookieMode::Encrypted => {
+                let mut nonce = [0u8; NONCE];
+                getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+                let aad = associated_data(&out, name);
+                let cipher = XChaCha20Poly1305::new(key.encryption_key().into());
+                // Encryption with a valid key and nonce cannot fail.
+                let ciphertext = cipher
+                    .encrypt(
+                        XNonce::from_slice(&nonce),
+                        Payload {
+                            msg: &payload,
+                            aad: &aad,
+                        },
+                    )
+                    .expect("XChaCha20-Poly1305 encryption");
+                out.extend_from_slice(&nonce);
+                out.extend_from_slice(&ciphertext);
+            }
+            CookieMode::Signed => {
+                let tag = mac(key.signing_key(), &out, name, &payload);
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(&tag);
+            }
+        }
+        Ok(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens a cookie value; `None` for anything that does not verify under a key of the
+    /// ring in this mode. Never panics, whatever the input.
+    pub(crate) fn open(&self, name: &str, value: &str) -> Option<Opened> {
+        if value.len() > MAX_VALUE_CHARS {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        if bytes.len() < HEADER || bytes[0] != FORMAT_VERSION {
+            return None;
+        }
+        let flags = bytes[1];
+        let wants_encrypted = self.mode == CookieMode::Encrypted;
+        if (flags & ENCRYPTED != 0) != wants_encrypted || flags & !(ENCRYPTED | COMPRESSED) != 0 {
+            return None;
+        }
+        let (index, key) = self.ring.find([bytes[2], bytes[3], bytes[4], bytes[5]])?;
+        let (header, body) = bytes.split_at(HEADER);
+        let payload = if wants_encrypted {
+            if body.len() < NONCE + AEAD_TAG {
+                return None;
+            }
+            let (nonce, ciphertext) = body.split_at(NONCE);
+            let aad = associated_data(header, name);
+            XChaCha20Poly1305::new(key.encryption_key().into())
+                .decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: &aad,
+                    },
+                )
+                .ok()?
+        } else {
+            let split = body.len().checked_sub(MAC_TAG)?;
+            let (payload, tag) = body.split_at(split);
+            let mut verifier = <HmacSha256 as Mac>::new_from_slice(key.signing_key()).ok()?;
+            verifier.update(&associated_data(header, name));
+            verifier.update(payload);
+            verifier.verify_slice(tag).ok()?;
+            payload.to_vec()
+        };
+        let json = if flags & COMPRESSED != 0 {
+            miniz_oxide::inflate::decompress_to_vec_with_limit(&payload, MAX_PAYLOAD).ok()?
+        } else {
+            payload
+        };
+        let sealed: SealedOwned = serde_json::from_slice(&json).ok()?;
+        Some(Opened {
+            key: StoreKey::from_hex(&sealed.k)?,
+            record: sealed.r,
+            under_fallback: index > 0,
+        })
+    }
+}
+
+fn associated_data(header: &[u8], name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(header.len() + 2 + name.len());
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+fn mac(key: &[u8; 32], header: &[u8], name: &str, payload: &[u8]) -> [u8; MAC_TAG] {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(&associated_data(header, name));
+    mac.update(payload);
+    mac.finalize().into_bytes().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{generate_key, Key};
+    use crate::record::now;
+    use crate::SessionId;
+    use proptest::prelude::*;
+
+    fn ring() -> KeyRing {
+        KeyRing::parse(&generate_key()).unwrap()
+    }
+
+    fn sample(data: serde_json::Map<String, serde_json::Value>) -> (StoreKey, Record) {
+        let mut record = Record::new(now(), Some(now() + time::Duration::hours(1)), None);
+        record.data = data;
+        (SessionId::generate().store_key(), record)
+    }
+
+    #[test]
+    fn every_mode_round_trips_and_length_is_exact() {
+        for sessions in [
+            CookieSessions::encrypted(ring()),
+            CookieSessions::signed(ring()),
+            CookieSessions::signed(ring()).with_compression(false),
+        ] {
+            let mut data = serde_json::Map::new();
+            data.insert("cart".into(), serde_json::Value::from(vec!["apple"; 40]));
+            let (key, record) = sample(data);
+            let value = sessions.seal("id", &key, &record).unwrap();
+            assert_eq!(value.len(), sessions.sealed_len(&key, &record).unwrap());
+            let opened = sessions.open("id", &value).expect("opens");
+            assert_eq!((opened.key, opened.record), (key, record));
+            assert!(!opened.under_fallback);
+            assert!(
+                sessions.open("other-name", &value).is_none(),
+                "bound to the cookie name"
+            );
+        }
+    }
+
+    #[test]
+    fn tampering_truncation_and_foreign_keys_are_rejected() {
+        let sessions = CookieSessions::encrypted(ring());
+        let value = sessions
+            .seal(
+                "id",
+                &sample(Default::default()).0,
+                &sample(Default::default()).1,
+            )
+            .unwrap();
+        let bytes = URL_SAFE_NO_PAD.decode(&value).unwrap();
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                sessions
+                    .open("id", &URL_SAFE_NO_PAD.encode(&flipped))
+                    .is_none(),
+                "bit {bit} flipped"
+            );
+        }
+        for cut in 0..value.len() {
+            assert!(
+                sessions.open("id", &value[..cut]).is_none(),
+                "truncated at {cut}"
+            );
+        }
+        assert!(
+            CookieSessions::encrypted(ring())
+                .open("id", &value)
+                .is_none(),
+            "another key"
+        );
+        assert!(
+            CookieSessions::signed(sessions.ring().clone())
+                .open("id", &value)
+                .is_none(),
+            "another mode"
+        );
+    }
+
+    #[test]
+    fn new_cookies_use_the_current_key_whatever_the_order_given() {
+        let keys: Vec<String> = (0..3).map(|_| generate_key()).collect();
+        for current in 0..3 {
+            let mut order = keys.clone();
+            order.swap(0, current);
+            let ring = KeyRing::parse(&order.join(",")).unwrap();
+            let sessions = CookieSessions::encrypted(ring);
+            let value = sessions
+                .seal(
+                    "id",
+                    &sample(Default::default()).0,
+                    &sample(Default::default()).1,
+                )
+                .unwrap();
+            let only_current =
+                CookieSessions::encrypted(KeyRing::new(Key::parse(&keys[current]).unwrap(), []));
+            assert!(
+                only_current.open("id", &value).is_some(),
+                "sealed with the current key {current}"
+            );
+            for other in (0..3).filter(|&k| k != current) {
+                let only_other =
+                    CookieSessions::encrypted(KeyRing::new(Key::parse(&keys[other]).unwrap(), []));
+                assert!(
+                    only_other.open("id", &value).is_none(),
+                    "never with fallback {other}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_cookie_under_a_fallback_is_flagged_for_reissue() {
+        let (old, new) = (generate_key(), generate_key());
+        let before = CookieSessions::signed(KeyRing::parse(&old).unwrap());
+        let value = before
+            .seal(
+                "id",
+                &sample(Default::default()).0,
+                &sample(Default::default()).1,
+            )
+            .unwrap();
+        let after = CookieSessions::signed(KeyRing::parse(&format!("{new},{old}")).unwrap());
+        assert!(after.open("id", &value).unwrap().under_fallback);
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,40}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(".{0,8}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn random_data_round_trips_in_both_modes(data in prop::collection::btree_map(".{0,12}", json_value(), 0..8)) {
+            let (key, record) = sample(data.into_iter().collect());
+            for sessions in [CookieSessions::encrypted(ring()), CookieSessions::signed(ring())] {
+                let value = sessions.seal("id", &key, &record).unwrap();
+                let opened = sessions.open("id", &value).unwrap();
+                prop_assert_eq!(opened.key, key);
+                prop_assert_eq!(&opened.record, &record);
+            }
+        }
+
+        #[test]
+        fn no_input_makes_decoding_panic(value in ".{0,600}", bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let sessions = [CookieSessions::encrypted(ring()), CookieSessions::signed(ring())];
+            for s in &sessions {
+                let _ = s.open("id", &value);
+                let _ = s.open("id", &URL_SAFE_NO_PAD.encode(&bytes));
+                let mut forged = vec![FORMAT_VERSION, ENCRYPTED | COMPRESSED];
+                forged.extend_from_slice(&s.ring().current().id());
+                forged.extend_from_slice(&bytes);
+                prop_assert!(s.open("id", &URL_SAFE_NO_PAD.encode(&forged)).is_none());
+            }
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Client-side sessions through the layer: the conformance cases that apply, in both
+//! modes; every kind of bad cookie is an anonymous request; key rotation; the size limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use cloakroom::{
+    generate_key, CookieSessions, EpochSource, ExpiryPolicy, KeyRing, Session, SessionConfig,
+    SessionError, SessionManager,
+};
+use serde_json::Value;
+use tower::ServiceExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn encrypted_cookie_sessions_pass_the_cases_that_apply() {
+    cloakroom::conformance::run_client_side(CookieSessions::encrypted(
+        KeyRing::parse(&generate_key()).unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signed_cookie_sessions_pass_the_cases_that_apply() {
+    cloakroom::conformance::run_client_side(CookieSessions::signed(
+        KeyRing::parse(&generate_key()).unwrap(),
+    ))
+    .await;
+}
+
+#[test]
+fn the_cases_that_cannot_apply_are_named_with_a_reason() {
+    let all: Vec<&str> = cloakroom::conformance::cases()
+        .iter()
+        .map(|c| c.name)
+        .collect();
+    for (name, reason) in cloakroom::conformance::NOT_CLIENT_SIDE {
+        assert!(all.contains(name), "{name} is a real case");
+        assert!(reason.len() > 20, "{name} has a reason");
+    }
+}
+
+#[derive(Clone, Default)]
+struct Epochs(Arc<std::sync::Mutex<u64>>);
+
+#[async_trait::async_trait]
+impl EpochSource for Epochs {
+    async fn current_epoch(&self, _user: &str) -> Result<Option<String>, cloakroom::BoxError> {
+        Ok(Some(self.0.lock().unwrap().to_string()))
+    }
+}
+
+fn app(sessions: CookieSessions, config: SessionConfig) -> Router {
+    let manager = SessionManager::cookie(sessions, config).unwrap();
+    Router::new()
+        .route(
+            "/who",
+            get(|s: Session| async move { s.user().await.map(Json) }),
+        )
+        .route(
+            "/login",
+            post(|s: Session| async move { s.login("alice").await.map(|()| "ok") }),
+        )
+        .route(
+            "/put/{size}",
+            post(
+                |s: Session, axum::extract::Path(size): axum::extract::Path<usize>| async move {
+                    s.insert("blob", "x".repeat(size)).await?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
+            "/get",
+            get(|s: Session| async move { s.get::<String>("blob").await.map(Json) }),
+        )
+        .route(
+            "/devices",
+            get(|s: Session| async move { s.list_user_sessions().await.map(Json) }),
+        )
+        .layer(cloakroom::SessionLayer::from_manager(Arc::new(manager)))
+}
+
+struct Reply {
+    status: StatusCode,
+    cookie: Option<String>,
+    set_cookie: Option<String>,
+    body: Value,
+}
+
+async fn call(app: &Router, method: &str, path: &str, cookie: Option<&str>) -> Reply {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, format!("id={cookie}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let set_cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let cookie = set_cookie
+        .as_deref()
+        .and_then(|c| c.strip_prefix("id="))
+        .and_then(|c| c.split(';').next())
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        cookie,
+        set_cookie,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+async fn logged_in(app: &Router) -> String {
+    let reply = call(app, "POST", "/login", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply.cookie.expect("a session cookie")
+}
+
+async fn assert_anonymous(app: &Router, cookie: &str, what: &str) {
+    let reply = call(app, "GET", "/who", Some(cookie)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{what}: never a 5xx");
+    assert_eq!(reply.body, Value::Null, "{what}: an anonymous session");
+}
+
+#[tokio::test]
+async fn every_bad_cookie_is_an_anonymous_request() {
+    for sessions in [
+        CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap()),
+        CookieSessions::signed(KeyRing::parse(&generate_key()).unwrap()),
+    ] {
+        let mode = format!("{:?}", sessions.mode());
+        let app = app(sessions.clone(), SessionConfig::default());
+        let cookie = logged_in(&app).await;
+        assert_eq!(call(&app, "GET", "/who", Some(&cookie)).await.body, "alice");
+
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&cookie)
+            .unwrap();
+        for bit in (0..bytes.len() * 8).step_by(7) {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let flipped = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(flipped);
+            assert_anonymous(&app, &flipped, &format!("{mode}: bit {bit} flipped")).await;
+        }
+        for cut in [1, 10, cookie.len() / 2, cookie.len() - 1] {
+            assert_anonymous(&app, &cookie[..cut], &format!("{mode}: truncated to {cut}")).await;
+        }
+        let stranger = app_with_new_key(&sessions);
+        let foreign = logged_in(&stranger).await;
+        assert_anonymous(
+            &app,
+            &foreign,
+            &format!("{mode}: a cookie from another key"),
+        )
+        .await;
+        assert_anonymous(&app, &"A".repeat(5000), &format!("{mode}: oversized")).await;
+    }
+}
+
+fn app_with_new_key(like: &CookieSessions) -> Router {
+    let ring = KeyRing::parse(&generate_key()).unwrap();
+    let sessions = match like.mode() {
+        cloakroom::CookieMode::Encrypted => CookieSessions::encrypted(ring),
+        cloakroom::CookieMode::Signed => CookieSessions::signed(ring),
+    };
+    app(sessions, SessionConfig::default())
+}
+
+#[tokio::test]
+async fn an_expired_cookie_is_anonymous_even_if_the_browser_keeps_it() {
+    let config = SessionConfig::default().with_expiry(
+        ExpiryPolicy::default()
+            .with_idle_timeout(Some(Duration::from_millis(400)))
+            .with_absolute_timeout(Some(Duration::from_secs(5))),
+    );
+    let app = app(
+        CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap()),
+        config,
+    );
+    let cookie = logged_in(&app).await;
+    assert_eq!(call(&app, "GET", "/who", Some(&cookie)).await.body, "alice");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_anonymous(&app, &cookie, "an idle-expired cookie").await;
+}
+
+#[tokio::test]
+async fn a_replayed_cookie_after_epoch_revocation_is_anonymous() {
+    let epochs = Epochs::default();
+    let app = app(
+        CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap()),
+        SessionConfig::default().with_epochs(epochs.clone()),
+    );
+    let cookie = logged_in(&app).await;
+    assert_eq!(call(&app, "GET", "/who", Some(&cookie)).await.body, "alice");
+    *epochs.0.lock().unwrap() += 1;
+    let reply = call(&app, "GET", "/who", Some(&cookie)).await;
+    assert!(
+        reply.set_cookie.is_some_and(|c| c.contains("Max-Age=0")),
+        "the cookie is removed"
+    );
+    assert_anonymous(&app, &cookie, "a replayed cookie after epoch revocation").await;
+}
+
+#[tokio::test]
+async fn rotation_accepts_the_old_key_and_reissues_under_the_new() {
+    let (old, new) = (generate_key(), generate_key());
+    let before = app(
+        CookieSessions::encrypted(KeyRing::parse(&old).unwrap()),
+        SessionConfig::default(),
+    );
+    let cookie = logged_in(&before).await;
+
+    let during = app(
+        CookieSessions::encrypted(KeyRing::parse(&format!("{new},{old}")).unwrap()),
+        SessionConfig::default(),
+    );
+    let reply = call(&during, "GET", "/who", Some(&cookie)).await;
+    assert_eq!(
+        reply.body, "alice",
+        "a cookie under the fallback key is accepted"
+    );
+    let reissued = reply.cookie.expect("and re-issued on that response");
+    assert_ne!(reissued, cookie);
+
+    let after = app(
+        CookieSessions::encrypted(KeyRing::parse(&new).unwrap()),
+        SessionConfig::default(),
+    );
+    assert_eq!(
+        call(&after, "GET", "/who", Some(&reissued)).await.body,
+        "alice",
+        "re-issued under the current key"
+    );
+    assert_anonymous(
+        &after,
+        &cookie,
+        "the old cookie once the old key is dropped",
+    )
+    .await;
+    let unchanged = call(&during, "GET", "/who", Some(&reissued)).await;
+    assert!(
+        unchanged.set_cookie.is_none(),
+        "a cookie under the current key is not re-issued on a read"
+    );
+}
+
+#[tokio::test]
+async fn a_write_that_would_overflow_the_cookie_fails_with_a_typed_error() {
+    for sessions in [
+        CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap()).with_compression(false),
+        CookieSessions::signed(KeyRing::parse(&generate_key()).unwrap()).with_compression(false),
+    ] {
+        let app = app(sessions, SessionConfig::default());
+        let small = call(&app, "POST", "/put/100", None).await;
+        let cookie = small.cookie.expect("a cookie");
+        let reply = call(&app, "POST", "/put/4000", Some(&cookie)).await;
+        assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            reply.set_cookie.is_none(),
+            "the cookie is never silently dropped or truncated"
+        );
+        assert_eq!(
+            call(&app, "GET", "/get", Some(&cookie)).await.body,
+            "x".repeat(100),
+            "the session is unchanged"
+        );
+        let mut largest = 0;
+        for size in (2000..3000).step_by(50) {
+            let reply = call(&app, "POST", &format!("/put/{size}"), Some(&cookie)).await;
+            if let Some(set) = reply.set_cookie {
+                assert!(
+                    set.len() <= 4096,
+                    "every Set-Cookie fits in 4096 bytes ({})",
+                    set.len()
+                );
+                largest = largest.max(set.len());
+            } else {
+                assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+            }
+        }
+        assert!(
+            largest > 2500,
+            "values up to the limit still fit ({largest})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn operations_that_need_a_server_say_so() {
+    let app = app(
+        CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap()),
+        SessionConfig::default(),
+    );
+    let cookie = logged_in(&app).await;
+    let reply = call(&app, "GET", "/devices", Some(&cookie)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "a programming error, not a client's"
+    );
+}
