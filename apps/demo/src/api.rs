@@ -4,6 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use cloakroom::{Session, SessionError, SessionHandle};
 use serde::de::DeserializeOwned;
@@ -12,7 +13,7 @@ use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::USERS;
+use crate::{DemoEpochs, USERS};
 
 /// The largest item or preference value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1024;
@@ -224,9 +225,23 @@ pub async fn sessions(session: Session) -> Result<Json<Value>, ApiError> {
     if session.user().await?.is_none() {
         return Err(unauthorized());
     }
-    let list: Vec<Value> = session
-        .list_user_sessions()
-        .await?
+    let sessions = match session.list_user_sessions().await {
+        Ok(sessions) => sessions,
+        // Client-side sessions: the server knows only this device.
+        Err(SessionError::Unsupported(_)) => {
+            let meta = session.metadata().await?.ok_or_else(unauthorized)?;
+            return Ok(Json(json!([{
+                "handle": meta.handle,
+                "created_at": rfc3339(Some(meta.created_at)),
+                "last_active_at": rfc3339(Some(meta.last_active_at)),
+                "ip": meta.client.ip,
+                "user_agent": meta.client.user_agent,
+                "current": true,
+            }])));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let list: Vec<Value> = sessions
         .into_iter()
         .map(|s| {
             json!({
@@ -248,18 +263,41 @@ pub async fn revoke(session: Session, Path(handle): Path<String>) -> Result<Json
     }
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no session of yours has that handle");
     let handle = SessionHandle::parse(&handle).ok_or_else(not_found)?;
-    if session.revoke_user_session(&handle).await? {
+    let revoked = match session.revoke_user_session(&handle).await {
+        Ok(revoked) => revoked,
+        // Client-side sessions: only this device's own handle can be revoked here.
+        Err(SessionError::Unsupported(_)) if session.handle().await? == Some(handle) => {
+            session.logout().await?;
+            true
+        }
+        Err(SessionError::Unsupported(_)) => false,
+        Err(error) => return Err(error.into()),
+    };
+    if revoked {
         Ok(Json(json!({ "revoked": 1 })))
     } else {
         Err(not_found())
     }
 }
 
-pub async fn revoke_others(session: Session) -> Result<Json<Value>, ApiError> {
-    if session.user().await?.is_none() {
+pub async fn revoke_others(
+    session: Session,
+    Extension(epochs): Extension<DemoEpochs>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(user) = session.user().await? else {
         return Err(unauthorized());
-    }
-    let revoked = session.revoke_other_sessions().await?;
+    };
+    let revoked = match session.revoke_other_sessions().await {
+        Ok(revoked) => revoked,
+        // Client-side sessions: move the user to a new epoch, which logs every cookie out,
+        // then log this device in again under it. How many cookies that ended is unknown.
+        Err(SessionError::Unsupported(_)) => {
+            epochs.bump(&user);
+            session.login(&user).await?;
+            0
+        }
+        Err(error) => return Err(error.into()),
+    };
     Ok(Json(json!({ "revoked": revoked })))
 }
 

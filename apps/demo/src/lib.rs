@@ -20,14 +20,41 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::response::Html;
 use axum::routing::{delete, get, post, put};
-use axum::Router;
+use axum::{Extension, Router};
 use cloakroom::{
-    ConfigError, CookieConfig, ExpiryPolicy, SessionConfig, SessionLayer, SessionManager,
-    SessionStore,
+    BoxError, ConfigError, CookieConfig, EpochSource, ExpiryPolicy, SessionConfig, SessionLayer,
+    SessionManager, SessionStore,
 };
 
 /// The seeded users and their passwords.
 pub const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
+
+/// The users' epochs, kept in memory: bumping one logs that user out everywhere, which
+/// is how "log out other devices" works for client-side (`cookie://`) sessions.
+#[derive(Clone, Debug, Default)]
+pub struct DemoEpochs(Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>);
+
+impl DemoEpochs {
+    /// Moves `user` to a new epoch.
+    pub fn bump(&self, user: &str) {
+        let mut epochs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *epochs.entry(user.to_owned()).or_default() += 1;
+    }
+}
+
+#[async_trait::async_trait]
+impl EpochSource for DemoEpochs {
+    async fn current_epoch(&self, user: &str) -> Result<Option<String>, BoxError> {
+        let epochs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(Some(epochs.get(user).copied().unwrap_or(0).to_string()))
+    }
+}
 
 /// The session configuration the demo uses: cookies without `Secure`, since it serves
 /// plain HTTP on loopback (keep the default `Secure` behind TLS).
@@ -44,13 +71,14 @@ pub fn session_config(idle: Option<Duration>, absolute: Option<Duration>) -> Ses
 
 /// The demo's router over `store`.
 pub fn app(store: impl SessionStore, config: SessionConfig) -> Result<Router, ConfigError> {
-    Ok(app_with_manager(Arc::new(SessionManager::new(
-        store, config,
-    )?)))
+    let epochs = DemoEpochs::default();
+    let manager = SessionManager::new(store, config.with_epochs(epochs.clone()))?;
+    Ok(app_with_manager(Arc::new(manager), epochs))
 }
 
-/// The demo's router over a shared manager.
-pub fn app_with_manager(manager: Arc<SessionManager>) -> Router {
+/// The demo's router over a shared manager whose configuration uses `epochs` (so "log
+/// out other devices" works for client-side sessions too).
+pub fn app_with_manager(manager: Arc<SessionManager>, epochs: DemoEpochs) -> Router {
     Router::new()
         .route("/", get(|| async { Html(include_str!("index.html")) }))
         .route("/api/login", post(api::login))
@@ -65,5 +93,6 @@ pub fn app_with_manager(manager: Arc<SessionManager>) -> Router {
         .route("/api/sessions/{handle}", delete(api::revoke))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(Extension(epochs))
         .layer(SessionLayer::from_manager(manager))
 }

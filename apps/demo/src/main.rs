@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use cloakroom::SessionManager;
+use cloakroom::{CookieSessions, KeyRing, SessionManager};
 use cloakroom_cli::store_url::{Backend, KNOWN_SCHEMES};
+use cloakroom_demo::DemoEpochs;
 
 /// The cloakroom demo app.
 #[derive(Debug, Parser)]
@@ -18,7 +19,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
-    /// Session store URL (memory://, sqlite://PATH, postgres://…, mysql://…, redis://…, redis-cluster://…).
+    /// Session store URL (memory://, sqlite://PATH, postgres://…, mysql://…, redis://…,
+    /// redis-cluster://…), or cookie:// for client-side sessions keyed by CLOAKROOM_DEMO_KEY.
     #[arg(long, default_value = "sqlite://cloakroom-demo.db")]
     store: String,
     /// Idle timeout, such as `30m` or `2s` (default 24h).
@@ -43,16 +45,25 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let backend = Backend::open(&args.store)
-        .await
-        .map_err(|e| format!("{e} (known: {})", KNOWN_SCHEMES.join(", ")))?;
-    let store = backend.shared();
-    if backend.needs_purge_task() {
-        cloakroom::spawn_purge_task(Arc::clone(&store), Duration::from_secs(60), 1000);
+    let epochs = DemoEpochs::default();
+    let config = cloakroom_demo::session_config(args.idle_timeout, args.absolute_timeout)
+        .with_epochs(epochs.clone());
+    let manager = if args.store == "cookie://" {
+        // Client-side sessions, encrypted with the key ring in CLOAKROOM_DEMO_KEY.
+        let ring = KeyRing::from_env("CLOAKROOM_DEMO_KEY").map_err(|e| e.to_string())?;
+        SessionManager::cookie(CookieSessions::encrypted(ring), config)
+    } else {
+        let backend = Backend::open(&args.store)
+            .await
+            .map_err(|e| format!("{e} (known: {}, cookie://)", KNOWN_SCHEMES.join(", ")))?;
+        let store = backend.shared();
+        if backend.needs_purge_task() {
+            cloakroom::spawn_purge_task(Arc::clone(&store), Duration::from_secs(60), 1000);
+        }
+        SessionManager::from_arc(store, config)
     }
-    let config = cloakroom_demo::session_config(args.idle_timeout, args.absolute_timeout);
-    let manager = SessionManager::from_arc(store, config).map_err(|e| e.to_string())?;
-    let app = cloakroom_demo::app_with_manager(Arc::new(manager));
+    .map_err(|e| e.to_string())?;
+    let app = cloakroom_demo::app_with_manager(Arc::new(manager), epochs);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| {

@@ -69,6 +69,8 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+    /// Print a new random key for signed or encrypted cookies (base64url, 32 bytes).
+    Keygen,
     /// Live sessions, sessions per user, and how many expire within the hour.
     Stats {
         /// How many users to list.
@@ -90,6 +92,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Keygen = cli.command {
+        println!("{}", cloakroom::generate_key());
+        return Ok(());
+    }
     let backend = Backend::open(&cli.store).await.map_err(|e| e.to_string())?;
     let store = backend.shared();
     let format = Format {
@@ -133,6 +139,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             result
         }
         Command::Stats { top } => commands::stats(&store, top, format, out).await,
+        Command::Keygen => unreachable!("handled before opening a store"),
     };
     result.map_err(|e| e.to_string())
 }

@@ -52,6 +52,12 @@ pub enum OpenError {
         #[source]
         source: SetupError,
     },
+    /// Client-side sessions keep nothing on a server to manage.
+    #[error("{url} sessions live in browsers' cookies: there is nothing on a server to list or revoke (bump a user's epoch to log them out)")]
+    ClientSide {
+        /// The URL.
+        url: String,
+    },
     /// Redis could not be reached.
     #[error("cannot open {url}: {source}")]
     Redis {
@@ -155,6 +161,7 @@ impl Backend {
                     .map(Self::Redis)
                     .map_err(|source| OpenError::Redis { url: shown, source })
             }
+            Some("cookie") => Err(OpenError::ClientSide { url: shown }),
             _ => Err(OpenError::UnknownScheme { url: shown }),
         }
     }

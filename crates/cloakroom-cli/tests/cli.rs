@@ -222,6 +222,15 @@ async fn every_command_on_redis() {
 }
 
 #[test]
+fn keygen_prints_a_key_the_key_ring_accepts() {
+    let first = ok(&cloakroom("memory://", &["keygen"]));
+    let second = ok(&cloakroom("memory://", &["keygen"]));
+    assert_ne!(first, second);
+    let ring = cloakroom::KeyRing::parse(first.trim()).expect("a valid key");
+    assert_eq!(ring.len(), 1);
+}
+
+#[test]
 fn errors_say_what_to_do() {
     let unknown = cloakroom("carrier-pigeon://coop", &["list"]);
     assert!(!unknown.status.success());
