@@ -73,6 +73,42 @@ pub async fn bounded<T, E: From<StoreError>>(
     }
 }
 
+/// Deletes expired rows a batch at a time until a batch comes back short, reporting each
+/// batch; `delete_batch(n)` deletes at most `n` rows in one short statement, so writers
+/// never wait behind a long lock.
+pub async fn purge_in_batches<F, Fut>(
+    batch: usize,
+    progress: &mut (dyn FnMut(u64) + Send),
+    mut delete_batch: F,
+) -> Result<u64, StoreError>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
+    let batch = batch.max(1);
+    let limit = i64::try_from(batch).unwrap_or(i64::MAX);
+    let mut total = 0;
+    loop {
+        let deleted = delete_batch(limit).await?;
+        total += deleted;
+        progress(deleted);
+        if deleted < batch as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// What a `rename` statement's outcome means: one row moved, none (the old key is not
+/// live), or a unique violation (the new key is taken).
+pub fn rename_outcome(result: Result<u64, sqlx::Error>) -> Result<(), cloakroom::RenameError> {
+    match result {
+        Ok(1) => Ok(()),
+        Ok(_) => Err(cloakroom::RenameError::Missing),
+        Err(error) if is_unique_violation(&error) => Err(cloakroom::RenameError::Duplicate),
+        Err(error) => Err(store_error(error).into()),
+    }
+}
+
 /// The columns a record is stored in, as plain values ready to bind.
 pub struct Columns {
     pub data: String,

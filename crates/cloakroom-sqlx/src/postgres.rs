@@ -32,7 +32,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::Row;
 
 use crate::common::{
-    bounded, entry_from_row, is_unique_violation, record_from_row, store_error,
+    bounded, entry_from_row, purge_in_batches, record_from_row, rename_outcome, store_error,
     validate_identifier, version_param, Columns, SetupError, DEFAULT_OPERATION_TIMEOUT,
     DEFAULT_TABLE, SELECTED,
 };
@@ -318,12 +318,7 @@ impl SessionStore for PostgresStore {
                 .bind(new.as_bytes().as_slice())
                 .execute(&self.pool)
                 .await;
-            match done {
-                Ok(done) if done.rows_affected() == 1 => Ok(()),
-                Ok(_) => Err(RenameError::Missing),
-                Err(error) if is_unique_violation(&error) => Err(RenameError::Duplicate),
-                Err(error) => Err(store_error(error).into()),
-            }
+            rename_outcome(done.map(|done| done.rows_affected()))
         })
         .await
     }
@@ -389,28 +384,23 @@ impl SessionStore for PostgresStore {
         batch: usize,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, StoreError> {
-        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
         let sql = format!(
             "DELETE FROM {t} WHERE store_key IN (
                SELECT store_key FROM {t} WHERE expires_at <= {NOW} LIMIT $1 FOR UPDATE SKIP LOCKED)",
             t = self.table
         );
-        let mut total = 0;
-        loop {
-            let done = bounded(self.timeout, async {
-                sqlx::query(&sql)
-                    .bind(batch)
+        let sql = sql.as_str();
+        purge_in_batches(batch, progress, |limit| {
+            bounded(self.timeout, async move {
+                let done = sqlx::query(sql)
+                    .bind(limit)
                     .execute(&self.pool)
                     .await
-                    .map_err(store_error)
+                    .map_err(store_error)?;
+                Ok(done.rows_affected())
             })
-            .await?;
-            total += done.rows_affected();
-            progress(done.rows_affected());
-            if done.rows_affected() < batch as u64 {
-                return Ok(total);
-            }
-        }
+        })
+        .await
     }
 
     async fn find_by_handle(

@@ -20,9 +20,9 @@ use sqlx::sqlite::{
 };
 
 use crate::common::{
-    bounded, entry_from_row, is_unique_violation, now_ms, record_from_row, store_error,
-    validate_identifier, version_param, Columns, SetupError, DEFAULT_OPERATION_TIMEOUT,
-    DEFAULT_TABLE, SELECTED,
+    bounded, entry_from_row, now_ms, purge_in_batches, record_from_row, rename_outcome,
+    store_error, validate_identifier, version_param, Columns, SetupError,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, SELECTED,
 };
 
 const LIVE: &str = "(expires_at IS NULL OR expires_at > ?1)";
@@ -337,12 +337,7 @@ impl SessionStore for SqliteStore {
                 .bind(new.as_bytes().as_slice())
                 .execute(&self.pool)
                 .await;
-            match done {
-                Ok(done) if done.rows_affected() == 1 => Ok(()),
-                Ok(_) => Err(RenameError::Missing),
-                Err(error) if is_unique_violation(&error) => Err(RenameError::Duplicate),
-                Err(error) => Err(store_error(error).into()),
-            }
+            rename_outcome(done.map(|done| done.rows_affected()))
         })
         .await
     }
@@ -399,29 +394,23 @@ impl SessionStore for SqliteStore {
         batch: usize,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, StoreError> {
-        let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
         let sql = format!(
             "DELETE FROM {t} WHERE store_key IN (SELECT store_key FROM {t} WHERE expires_at <= ?1 LIMIT ?2)",
             t = self.table
         );
-        let mut total = 0;
-        loop {
-            // Each batch is its own short statement, so writers wait at most one batch.
-            let done = bounded(self.timeout, async {
-                sqlx::query(&sql)
+        let sql = sql.as_str();
+        purge_in_batches(batch, progress, |limit| {
+            bounded(self.timeout, async move {
+                let done = sqlx::query(sql)
                     .bind(now_ms())
-                    .bind(batch)
+                    .bind(limit)
                     .execute(&self.pool)
                     .await
-                    .map_err(store_error)
+                    .map_err(store_error)?;
+                Ok(done.rows_affected())
             })
-            .await?;
-            total += done.rows_affected();
-            progress(done.rows_affected());
-            if done.rows_affected() < batch as u64 {
-                return Ok(total);
-            }
-        }
+        })
+        .await
     }
 
     async fn find_by_handle(

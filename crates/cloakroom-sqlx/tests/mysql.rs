@@ -1,5 +1,6 @@
-//! The MySQL/MariaDB store against the real server on this machine.
+//! The MySQL/MariaDB store against the real MariaDB on this machine.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -8,172 +9,14 @@ use cloakroom_sqlx::MySqlStore;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
 use support::{scenarios, Proxy, Tables};
 
-async fn pool() -> Option<MySqlPool> {
-    let url = support::mysql_url();
-    match MySqlStore::pool_options()
-        .max_connections(20)
-        .connect(&url)
-        .await
-    {
-        Ok(pool) => Some(pool),
-        Err(error) => {
-            support::unreachable("MariaDB", &url, &error);
-            None
-        }
-    }
-}
-
-async fn store_on(pool: &MySqlPool, table: &str) -> MySqlStore {
-    let store = MySqlStore::from_pool(pool.clone())
-        .with_table(None, table)
-        .unwrap();
-    store.migrate().await.expect("migrate");
-    store
-}
-
-async fn drop_tables(pool: &MySqlPool, tables: &Tables) {
-    for table in tables.names() {
-        sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
-            .execute(pool)
-            .await
-            .unwrap();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mysql_store_passes_the_conformance_suite() {
-    let Some(pool) = pool().await else { return };
-    let tables = Tables::default();
-    cloakroom::conformance::run(|| {
-        let (pool, table) = (pool.clone(), tables.add());
-        async move { store_on(&pool, &table).await }
-    })
-    .await;
-    drop_tables(&pool, &tables).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mysql_store_concurrency_twenty_rounds() {
-    let Some(pool) = pool().await else { return };
-    let tables = Tables::default();
-    let cases: Vec<_> = cloakroom::conformance::cases()
-        .into_iter()
-        .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
-        .collect();
-    cloakroom::conformance::run_cases(&cases, 20, || {
-        let (pool, table) = (pool.clone(), tables.add());
-        async move { store_on(&pool, &table).await }
-    })
-    .await;
-    drop_tables(&pool, &tables).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_app_instances_share_one_table() {
-    let Some(pool) = pool().await else { return };
-    let tables = Tables::default();
-    let table = tables.add();
-    let a = store_on(&pool, &table).await;
-    let other_pool = MySqlStore::pool_options()
-        .connect(&support::mysql_url())
-        .await
-        .unwrap();
-    let b = store_on(&other_pool, &table).await;
-    scenarios::two_instances_lose_no_updates(a, b).await;
-    drop_tables(&pool, &tables).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn outage_gives_typed_errors_then_recovers() {
-    let Some(pool) = pool().await else { return };
-    let tables = Tables::default();
-    let table = tables.add();
-    store_on(&pool, &table).await;
-    let proxy = Proxy::start("127.0.0.1:3306".parse().unwrap()).await;
-    let options: MySqlConnectOptions = support::mysql_url().parse().unwrap();
-    let options = options.host("127.0.0.1").port(proxy.addr.port());
-    let proxied = MySqlStore::pool_options()
-        .acquire_timeout(Duration::from_secs(1))
-        .connect_with(options)
-        .await
-        .unwrap();
-    let store = MySqlStore::from_pool(proxied)
-        .with_table(None, &table)
-        .unwrap()
-        .with_operation_timeout(Duration::from_secs(2));
-    scenarios::outage_and_recovery(store, &proxy).await;
-    drop_tables(&pool, &tables).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purges_200_000_expired_rows_in_batches() {
-    let Some(pool) = pool().await else { return };
-    let tables = Tables::default();
-    let table = tables.add();
-    let store = store_on(&pool, &table)
-        .await
-        .with_operation_timeout(Duration::from_secs(60));
-    sqlx::query(&format!(
-        "INSERT INTO {table} (store_key, version, data, created_at, last_active_at, idle_deadline, expires_at, persistent)
-         SELECT UNHEX(SHA2(seq, 256)), 1, '{{}}', 0, 0, 1, 1, false FROM seq_1_to_200000"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
-    scenarios::purge_in_batches(&store, 200_000, 10_000).await;
-    drop_tables(&pool, &tables).await;
-}
-
-#[tokio::test]
-async fn a_fast_app_clock_cannot_extend_a_session() {
-    let Some(pool) = pool().await else { return };
-    let tables = Tables::default();
-    let store = store_on(&pool, &tables.add()).await;
-    scenarios::fast_app_clock_cannot_extend_a_session(&store).await;
-    drop_tables(&pool, &tables).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrate_is_idempotent_and_safe_concurrently() {
-    let Some(pool) = pool().await else { return };
-    let tables = Tables::default();
-    let table = tables.add();
-    let (a, b) = (pool.clone(), pool.clone());
-    let (t1, t2) = (table.clone(), table.clone());
-    let (x, y) = scenarios::race_two_migrations(
-        async move {
-            MySqlStore::from_pool(a)
-                .with_table(None, &t1)
-                .unwrap()
-                .migrate()
-                .await
-                .is_ok()
-        },
-        async move {
-            MySqlStore::from_pool(b)
-                .with_table(None, &t2)
-                .unwrap()
-                .migrate()
-                .await
-                .is_ok()
-        },
-    )
-    .await;
-    assert!(x && y, "two app servers migrating at once both succeed");
-    store_on(&pool, &table).await.migrate().await.unwrap();
-    assert!(MySqlStore::from_pool(pool.clone())
-        .with_table(Some("bad schema"), "t")
-        .is_err());
-    assert!(MySqlStore::from_pool(pool.clone())
-        .with_table(None, "t; drop")
-        .is_err());
-    drop_tables(&pool, &tables).await;
-}
-
-#[tokio::test]
-async fn an_unreachable_server_is_a_clear_setup_error() {
-    let error = MySqlStore::connect("mysql://root@127.0.0.1:1/test")
-        .await
-        .unwrap_err();
-    assert!(error.to_string().contains("check the URL"), "{error}");
+sql_store_tests! {
+    store: MySqlStore,
+    pool: MySqlPool,
+    options: MySqlConnectOptions,
+    url: support::mysql_url,
+    server: "MariaDB",
+    upstream: "127.0.0.1:3306",
+    unreachable: "mysql://root@127.0.0.1:1/test",
+    bulk_insert: "INSERT INTO {table} (store_key, version, data, created_at, last_active_at, idle_deadline, expires_at, persistent)
+                  SELECT UNHEX(SHA2(seq, 256)), 1, '{{}}', 0, 0, 1, 1, false FROM seq_1_to_200000",
 }

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod scenarios;
+#[macro_use]
+pub mod sql_tests;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
