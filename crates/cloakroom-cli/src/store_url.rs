@@ -8,6 +8,7 @@
 //! | `mysql://…` (or `mariadb://…`) | [`MySqlStore`] |
 //! | `redis://…` (or `rediss://…`) | [`RedisStore`] on one node |
 //! | `redis-cluster://HOST:PORT,HOST:PORT,…` | [`RedisStore`] on a Redis Cluster |
+//! | `cached+URL` | an in-process cache ([`CachedStore`]) in front of the store `URL` names |
 //!
 //! SQL URLs take an optional `table=NAME` query parameter (default `cloakroom_sessions`),
 //! Redis URLs an optional `prefix=PREFIX` (default `cloakroom:`).
@@ -15,6 +16,7 @@
 use std::sync::Arc;
 
 use cloakroom::{MemoryStore, SessionStore};
+use cloakroom_cached::CachedStore;
 use cloakroom_redis::{RedisConfig, RedisStore};
 use cloakroom_sqlx::{MySqlStore, PostgresStore, SetupError, SqliteStore};
 
@@ -24,6 +26,9 @@ pub const KNOWN_SCHEMES: &[&str] = &[
     "sqlite://PATH",
     "postgres://USER@HOST/DB",
     "mysql://USER@HOST/DB",
+    "redis://HOST:PORT/DB",
+    "redis-cluster://HOST:PORT,HOST:PORT,...",
+    "cached+ANY-OF-THE-ABOVE",
 ];
 
 /// Why a store URL could not be opened, with what to do.
@@ -82,11 +87,18 @@ pub enum Backend {
     MySql(MySqlStore),
     /// `redis://` or `redis-cluster://`
     Redis(RedisStore),
+    /// `cached+URL`: a cache in front of another backend.
+    Cached(Box<Backend>, Arc<CachedStore<Arc<dyn SessionStore>>>),
 }
 
 impl Backend {
     /// Opens the store a URL names, creating its schema if missing.
     pub async fn open(url: &str) -> Result<Self, OpenError> {
+        if let Some(durable) = url.strip_prefix("cached+") {
+            let inner = Box::pin(Self::open(durable)).await?;
+            let cached = Arc::new(CachedStore::new(inner.shared()));
+            return Ok(Self::Cached(Box::new(inner), cached));
+        }
         let shown = redact(url);
         let setup = |source| OpenError::Setup {
             url: shown.clone(),
@@ -174,6 +186,7 @@ impl Backend {
             Self::Postgres(store) => Arc::new(store.clone()),
             Self::MySql(store) => Arc::new(store.clone()),
             Self::Redis(store) => Arc::new(store.clone()),
+            Self::Cached(_, store) => Arc::clone(store) as Arc<dyn SessionStore>,
         }
     }
 
@@ -184,12 +197,17 @@ impl Backend {
             Self::Sqlite(store) => store.migrate().await.map(|()| true),
             Self::Postgres(store) => store.migrate().await.map(|()| true),
             Self::MySql(store) => store.migrate().await.map(|()| true),
+            Self::Cached(inner, _) => Box::pin(inner.migrate()).await,
         }
     }
 
     /// Whether this store needs a background purge (SQL stores do; others evict).
     pub fn needs_purge_task(&self) -> bool {
-        !matches!(self, Self::Memory(_) | Self::Redis(_))
+        match self {
+            Self::Memory(_) | Self::Redis(_) => false,
+            Self::Cached(inner, _) => inner.needs_purge_task(),
+            Self::Sqlite(_) | Self::Postgres(_) | Self::MySql(_) => true,
+        }
     }
 }
 

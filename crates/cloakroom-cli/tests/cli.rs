@@ -46,7 +46,13 @@ async fn exercise(url: &str) {
 }
 
 async fn exercise_with(url: &str, native_expiry: bool) {
-    let store = Backend::open(url).await.expect("open the store").shared();
+    // Seed and check through the durable store itself: a cache in this process would
+    // (correctly) keep serving a session the CLI revoked until its TTL passes.
+    let durable = url.strip_prefix("cached+").unwrap_or(url);
+    let store = Backend::open(durable)
+        .await
+        .expect("open the store")
+        .shared();
     let alice_1 = seed(&store, Some("alice"), "alice-one-secret").await;
     let alice_2 = seed(&store, Some("alice"), "alice-two-secret").await;
     let bob = seed(&store, Some("bob"), "bob-secret").await;
@@ -230,17 +236,36 @@ fn keygen_prints_a_key_the_key_ring_accepts() {
     assert_eq!(ring.len(), 1);
 }
 
+#[tokio::test]
+async fn every_command_through_a_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise(&format!(
+        "cached+sqlite://{}",
+        dir.path().join("cached.db").display()
+    ))
+    .await;
+}
+
 #[test]
 fn errors_say_what_to_do() {
     let unknown = cloakroom("carrier-pigeon://coop", &["list"]);
     assert!(!unknown.status.success());
     let message = String::from_utf8_lossy(&unknown.stderr);
-    assert!(
-        message.contains("unknown store URL scheme")
-            && message.contains("sqlite://PATH")
-            && message.contains("postgres://"),
-        "{message}"
-    );
+    assert!(message.contains("unknown store URL scheme"), "{message}");
+    for scheme in [
+        "memory://",
+        "sqlite://PATH",
+        "postgres://",
+        "mysql://",
+        "redis://",
+        "redis-cluster://",
+        "cached+",
+    ] {
+        assert!(
+            message.contains(scheme),
+            "{scheme} is not listed: {message}"
+        );
+    }
 
     let down = cloakroom("postgres://postgres:hunter2@127.0.0.1:1/test", &["list"]);
     assert!(!down.status.success());

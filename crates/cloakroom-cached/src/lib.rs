@@ -1,0 +1,203 @@
+//! [`CachedStore`]: an in-process cache in front of any durable cloakroom store, like
+//! Django's `cached_db`.
+//!
+//! Reads come from the cache while an entry is fresh; every write goes through to the
+//! durable store, which stays the authority. Several app instances may share one durable
+//! store, each with its own cache:
+//!
+//! - a stale entry never wins a compare-and-set: the version check happens in the durable
+//!   store, and a conflict evicts the entry, so the retry reads the durable record;
+//! - a revocation made through another instance is seen here within the cache TTL (1 s by
+//!   default), the documented bound; through this instance it is seen at once;
+//! - nothing is written to the cache that the durable store refused, so a deleted session
+//!   is never resurrected.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use cloakroom::{MemoryStore, SessionLayer};
+//! use cloakroom_cached::CachedStore;
+//! let store = CachedStore::new(MemoryStore::new()).with_ttl(Duration::from_millis(500));
+//! let layer = SessionLayer::new(store);
+//! # });
+//! ```
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloakroom::record::now;
+use cloakroom::{
+    InsertError, ListQuery, Record, RenameError, SessionEntry, SessionHandle, SessionStore,
+    StoreError, StoreKey, Touch, TouchError, UpdateError,
+};
+use moka::future::Cache;
+
+/// The default time an entry may be served from the cache: the bound on how long a
+/// revocation made through another instance can go unseen.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(1);
+/// The default number of sessions cached.
+pub const DEFAULT_CAPACITY: u64 = 100_000;
+
+/// A durable store with an in-process cache in front.
+pub struct CachedStore<D> {
+    durable: D,
+    cache: Cache<StoreKey, Arc<Record>>,
+}
+
+impl<D> std::fmt::Debug for CachedStore<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("entries", &self.cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: SessionStore> CachedStore<D> {
+    /// A cache with the default TTL and capacity in front of `durable`.
+    pub fn new(durable: D) -> Self {
+        Self::with_cache(durable, DEFAULT_TTL, DEFAULT_CAPACITY)
+    }
+
+    /// Changes the TTL (keeping the capacity).
+    pub fn with_ttl(self, ttl: Duration) -> Self {
+        Self::with_cache(self.durable, ttl, DEFAULT_CAPACITY)
+    }
+
+    /// A cache with `ttl` and room for `capacity` sessions.
+    pub fn with_cache(durable: D, ttl: Duration, capacity: u64) -> Self {
+        let cache = Cache::builder()
+            .time_to_live(ttl)
+            .max_capacity(capacity)
+            .build();
+        Self { durable, cache }
+    }
+
+    /// The durable store behind the cache.
+    pub fn durable(&self) -> &D {
+        &self.durable
+    }
+
+    async fn remember(&self, key: StoreKey, record: Record) {
+        self.cache.insert(key, Arc::new(record)).await;
+    }
+}
+
+#[async_trait]
+impl<D: SessionStore> SessionStore for CachedStore<D> {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        if let Some(record) = self.cache.get(key).await {
+            if record.is_live_at(now()) {
+                return Ok(Some(Record::clone(&record)));
+            }
+            self.cache.invalidate(key).await;
+            return Ok(None);
+        }
+        let record = self.durable.load(key).await?;
+        if let Some(record) = &record {
+            self.remember(*key, record.clone()).await;
+        }
+        Ok(record)
+    }
+
+    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
+        self.durable.insert(key, record).await?;
+        self.remember(*key, record.clone()).await;
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<(), UpdateError> {
+        match self.durable.update(key, record, expected_version).await {
+            Ok(()) => {
+                let mut stored = record.clone();
+                stored.version = expected_version + 1;
+                // The durable store keeps the absolute deadline it was inserted with.
+                match self.cache.get(key).await {
+                    Some(previous) => stored.absolute_deadline = previous.absolute_deadline,
+                    None => {
+                        self.cache.invalidate(key).await;
+                        return Ok(());
+                    }
+                }
+                self.remember(*key, stored).await;
+                Ok(())
+            }
+            Err(error) => {
+                // A conflict means our entry may be stale: the retry must read the durable record.
+                self.cache.invalidate(key).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
+        let result = self.durable.touch(key, touch).await;
+        // The durable store caps the new deadline; read it back rather than guess.
+        self.cache.invalidate(key).await;
+        result
+    }
+
+    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
+        let result = self.durable.rename(old, new).await;
+        self.cache.invalidate(old).await;
+        self.cache.invalidate(new).await;
+        result
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        self.cache.invalidate(key).await;
+        let deleted = self.durable.delete(key).await;
+        self.cache.invalidate(key).await;
+        deleted
+    }
+
+    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        self.durable.list_for_user(user).await
+    }
+
+    async fn delete_for_user(
+        &self,
+        user: &str,
+        except: Option<&StoreKey>,
+    ) -> Result<u64, StoreError> {
+        let doomed = self.durable.list_for_user(user).await?;
+        let deleted = self.durable.delete_for_user(user, except).await;
+        for entry in doomed {
+            if Some(&entry.key) != except {
+                self.cache.invalidate(&entry.key).await;
+            }
+        }
+        deleted
+    }
+
+    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
+        self.durable.purge_expired(batch).await
+    }
+
+    async fn purge_expired_with_progress(
+        &self,
+        batch: usize,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, StoreError> {
+        self.durable
+            .purge_expired_with_progress(batch, progress)
+            .await
+    }
+
+    async fn find_by_handle(
+        &self,
+        handle: &SessionHandle,
+    ) -> Result<Option<SessionEntry>, StoreError> {
+        self.durable.find_by_handle(handle).await
+    }
+
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
+        self.durable.list_sessions(query).await
+    }
+}
