@@ -8,6 +8,7 @@
 //! | `mysql://…` (or `mariadb://…`) | [`MySqlStore`] |
 //! | `redis://…` (or `rediss://…`) | [`RedisStore`] on one node |
 //! | `redis-cluster://HOST:PORT,HOST:PORT,…` | [`RedisStore`] on a Redis Cluster |
+//! | `file://DIR` | [`FileStore`] in the directory `DIR` |
 //! | `cached+URL` | an in-process cache ([`CachedStore`]) in front of the store `URL` names |
 //!
 //! SQL URLs take an optional `table=NAME` query parameter (default `cloakroom_sessions`),
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use cloakroom::{MemoryStore, SessionStore};
 use cloakroom_cached::CachedStore;
+use cloakroom_fs::FileStore;
 use cloakroom_redis::{RedisConfig, RedisStore};
 use cloakroom_sqlx::{MySqlStore, PostgresStore, SetupError, SqliteStore};
 
@@ -28,6 +30,7 @@ pub const KNOWN_SCHEMES: &[&str] = &[
     "mysql://USER@HOST/DB",
     "redis://HOST:PORT/DB",
     "redis-cluster://HOST:PORT,HOST:PORT,...",
+    "file://DIR",
     "cached+ANY-OF-THE-ABOVE",
 ];
 
@@ -87,6 +90,8 @@ pub enum Backend {
     MySql(MySqlStore),
     /// `redis://` or `redis-cluster://`
     Redis(RedisStore),
+    /// `file://DIR`
+    File(FileStore),
     /// `cached+URL`: a cache in front of another backend.
     Cached(Box<Backend>, Arc<CachedStore<Arc<dyn SessionStore>>>),
 }
@@ -173,6 +178,21 @@ impl Backend {
                     .map(Self::Redis)
                     .map_err(|source| OpenError::Redis { url: shown, source })
             }
+            Some("file") => {
+                let path = &base["file://".len()..];
+                if path.is_empty() {
+                    return Err(OpenError::Invalid {
+                        url: shown,
+                        reason: "give a directory: file://sessions".into(),
+                    });
+                }
+                FileStore::open(path)
+                    .map(Self::File)
+                    .map_err(|error| OpenError::Invalid {
+                        url: shown,
+                        reason: error.to_string(),
+                    })
+            }
             Some("cookie") => Err(OpenError::ClientSide { url: shown }),
             _ => Err(OpenError::UnknownScheme { url: shown }),
         }
@@ -186,6 +206,7 @@ impl Backend {
             Self::Postgres(store) => Arc::new(store.clone()),
             Self::MySql(store) => Arc::new(store.clone()),
             Self::Redis(store) => Arc::new(store.clone()),
+            Self::File(store) => Arc::new(store.clone()),
             Self::Cached(_, store) => Arc::clone(store) as Arc<dyn SessionStore>,
         }
     }
@@ -194,6 +215,8 @@ impl Backend {
     pub async fn migrate(&self) -> Result<bool, SetupError> {
         match self {
             Self::Memory(_) | Self::Redis(_) => Ok(false),
+            // Opening created the directory layout, which is this store's schema.
+            Self::File(_) => Ok(true),
             Self::Sqlite(store) => store.migrate().await.map(|()| true),
             Self::Postgres(store) => store.migrate().await.map(|()| true),
             Self::MySql(store) => store.migrate().await.map(|()| true),
@@ -206,7 +229,7 @@ impl Backend {
         match self {
             Self::Memory(_) | Self::Redis(_) => false,
             Self::Cached(inner, _) => inner.needs_purge_task(),
-            Self::Sqlite(_) | Self::Postgres(_) | Self::MySql(_) => true,
+            Self::Sqlite(_) | Self::Postgres(_) | Self::MySql(_) | Self::File(_) => true,
         }
     }
 }

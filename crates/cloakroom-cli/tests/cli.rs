@@ -237,6 +237,12 @@ fn keygen_prints_a_key_the_key_ring_accepts() {
 }
 
 #[tokio::test]
+async fn every_command_on_files() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise(&format!("file://{}", dir.path().join("sessions").display())).await;
+}
+
+#[tokio::test]
 async fn every_command_through_a_cache() {
     let dir = tempfile::tempdir().unwrap();
     exercise(&format!(
@@ -259,6 +265,7 @@ fn errors_say_what_to_do() {
         "mysql://",
         "redis://",
         "redis-cluster://",
+        "file://",
         "cached+",
     ] {
         assert!(

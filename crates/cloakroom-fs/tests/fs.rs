@@ -1,0 +1,228 @@
+//! The filesystem store: the conformance suite, private files, writers killed with
+//! SIGKILL mid-write, and compare-and-set across processes.
+//!
+//! The writer processes are this test binary run again with `--ignored` and a role in
+//! `CLOAKROOM_FS_ROLE`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cloakroom::{record, Record, SessionId, SessionStore, StoreKey, UpdateError};
+use cloakroom_fs::FileStore;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_store_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = AtomicUsize::new(0);
+    cloakroom::conformance::run(|| {
+        let path = dir
+            .path()
+            .join(counter.fetch_add(1, Ordering::SeqCst).to_string());
+        async move { FileStore::open(path).unwrap() }
+    })
+    .await;
+}
+
+fn live_record(user: Option<&str>) -> Record {
+    let t = record::now();
+    let mut record = Record::new(t, Some(t + time::Duration::hours(1)), None);
+    record.user_id = user.map(str::to_owned);
+    record.data.insert("n".into(), json!(0));
+    record
+}
+
+#[tokio::test]
+async fn files_are_private_and_named_only_by_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    let key = SessionId::generate().store_key();
+    store
+        .insert(&key, &live_record(Some("../../../etc/evil")))
+        .await
+        .unwrap();
+    let mut files = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(path) = stack.pop() {
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let data_files: Vec<_> = files
+        .iter()
+        .filter(|p| !p.to_string_lossy().contains("/locks/"))
+        .collect();
+    assert_eq!(
+        data_files.len(),
+        2,
+        "the record and its index marker: {data_files:?}"
+    );
+    for file in data_files {
+        assert!(
+            file.starts_with(&root),
+            "{} escaped the store directory",
+            file.display()
+        );
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", file.display());
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        store
+            .list_for_user("../../../etc/evil")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn spawn_writer(role: &str, dir: &Path, extra: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "writer_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("CLOAKROOM_FS_ROLE", role)
+        .env("CLOAKROOM_FS_DIR", dir)
+        .env("CLOAKROOM_FS_ARG", extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn a writer process")
+}
+
+fn keys_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("keys.txt")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_killed_mid_write_never_leave_a_torn_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path().join("store")).unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..16 {
+        let key = SessionId::generate().store_key();
+        store
+            .insert(&key, &live_record(Some("crash")))
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    let list: Vec<String> = keys.iter().map(StoreKey::to_hex).collect();
+    std::fs::write(keys_file(dir.path()), list.join("\n")).unwrap();
+    let mut highest = 0;
+    for round in 0..30u64 {
+        let mut writer = spawn_writer("crash", dir.path(), "");
+        tokio::time::sleep(Duration::from_millis(40 + (round * 37) % 90)).await;
+        writer.kill().expect("SIGKILL the writer");
+        writer.wait().unwrap();
+        for key in &keys {
+            let record = store
+                .load(key)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("round {round}: a session is unreadable after SIGKILL: {e}")
+                })
+                .unwrap_or_else(|| panic!("round {round}: a session vanished after SIGKILL"));
+            assert_eq!(
+                record.data["n"],
+                json!(record.version - 1),
+                "round {round}: the record is one whole version"
+            );
+            highest = highest.max(record.version);
+        }
+    }
+    assert!(
+        highest > 30,
+        "the writers made progress between kills (highest version {highest})"
+    );
+    assert_eq!(
+        store.list_for_user("crash").await.unwrap().len(),
+        16,
+        "the index survived too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_holds_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path().join("store")).unwrap();
+    let key = SessionId::generate().store_key();
+    store.insert(&key, &live_record(None)).await.unwrap();
+    std::fs::write(keys_file(dir.path()), key.to_hex()).unwrap();
+    let writers: Vec<Child> = (0..2)
+        .map(|_| spawn_writer("increment", dir.path(), "150"))
+        .collect();
+    for mut writer in writers {
+        assert!(writer.wait().unwrap().success(), "a writer process failed");
+    }
+    let record = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(
+        record.data["n"],
+        json!(300),
+        "two processes x 150 increments, none lost"
+    );
+}
+
+/// Not a test on its own: the body of the writer processes the tests above start.
+#[tokio::test]
+#[ignore = "run by the other tests as a separate process"]
+async fn writer_process() {
+    let (Ok(role), Ok(dir)) = (
+        std::env::var("CLOAKROOM_FS_ROLE"),
+        std::env::var("CLOAKROOM_FS_DIR"),
+    ) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let store = FileStore::open(dir.join("store")).unwrap();
+    let keys: Vec<StoreKey> = std::fs::read_to_string(keys_file(dir))
+        .unwrap()
+        .lines()
+        .filter_map(StoreKey::from_hex)
+        .collect();
+    let increments: usize = std::env::var("CLOAKROOM_FS_ARG")
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(usize::MAX);
+    let mut done = 0;
+    while done < increments {
+        for key in &keys {
+            loop {
+                let mut record = store.load(key).await.unwrap().unwrap();
+                let expected = record.version;
+                let n = if role == "increment" {
+                    record.data["n"].as_u64().unwrap() + 1
+                } else {
+                    expected
+                };
+                record.data.insert("n".into(), json!(n));
+                record.data.insert("pad".into(), json!("x".repeat(2000)));
+                match store.update(key, &record, expected).await {
+                    Ok(()) => break,
+                    Err(UpdateError::Conflict) => continue,
+                    Err(error) => panic!("writer: {error}"),
+                }
+            }
+        }
+        done += 1;
+    }
+}
