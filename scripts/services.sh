@@ -64,3 +64,8 @@ if ! command -v redis-cli >/dev/null 2>&1 || ! redis_up; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
   wait_for Redis redis_up
 fi
+
+# Memcached: the tests start their own instances on spare ports; only the binary is needed.
+if ! command -v memcached >/dev/null 2>&1; then
+  log "installing memcached"; apt_install memcached
+fi

@@ -9,6 +9,7 @@
 //! | `redis://…` (or `rediss://…`) | [`RedisStore`] on one node |
 //! | `redis-cluster://HOST:PORT,HOST:PORT,…` | [`RedisStore`] on a Redis Cluster |
 //! | `file://DIR` | [`FileStore`] in the directory `DIR` |
+//! | `memcached://HOST:PORT` | [`MemcachedStore`] |
 //! | `cached+URL` | an in-process cache ([`CachedStore`]) in front of the store `URL` names |
 //!
 //! SQL URLs take an optional `table=NAME` query parameter (default `cloakroom_sessions`),
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use cloakroom::{MemoryStore, SessionStore};
 use cloakroom_cached::CachedStore;
 use cloakroom_fs::FileStore;
+use cloakroom_memcached::MemcachedStore;
 use cloakroom_redis::{RedisConfig, RedisStore};
 use cloakroom_sqlx::{MySqlStore, PostgresStore, SetupError, SqliteStore};
 
@@ -31,6 +33,7 @@ pub const KNOWN_SCHEMES: &[&str] = &[
     "redis://HOST:PORT/DB",
     "redis-cluster://HOST:PORT,HOST:PORT,...",
     "file://DIR",
+    "memcached://HOST:PORT",
     "cached+ANY-OF-THE-ABOVE",
 ];
 
@@ -92,6 +95,8 @@ pub enum Backend {
     Redis(RedisStore),
     /// `file://DIR`
     File(FileStore),
+    /// `memcached://HOST:PORT`
+    Memcached(Arc<MemcachedStore>),
     /// `cached+URL`: a cache in front of another backend.
     Cached(Box<Backend>, Arc<CachedStore<Arc<dyn SessionStore>>>),
 }
@@ -116,7 +121,9 @@ impl Backend {
         let (base, table) = split_param(url, "table").map_err(invalid)?;
         let (base, prefix) = split_param(&base, "prefix").map_err(invalid)?;
         let redis_config = RedisConfig {
-            prefix: prefix.unwrap_or_else(|| RedisConfig::default().prefix),
+            prefix: prefix
+                .clone()
+                .unwrap_or_else(|| RedisConfig::default().prefix),
             ..RedisConfig::default()
         };
         let scheme = base
@@ -193,6 +200,20 @@ impl Backend {
                         reason: error.to_string(),
                     })
             }
+            Some("memcached") => {
+                let store =
+                    MemcachedStore::connect(&base)
+                        .await
+                        .map_err(|error| OpenError::Invalid {
+                            url: shown.clone(),
+                            reason: error.to_string(),
+                        })?;
+                let store = match &prefix {
+                    Some(prefix) => store.with_prefix(prefix),
+                    None => store,
+                };
+                Ok(Self::Memcached(Arc::new(store)))
+            }
             Some("cookie") => Err(OpenError::ClientSide { url: shown }),
             _ => Err(OpenError::UnknownScheme { url: shown }),
         }
@@ -207,6 +228,7 @@ impl Backend {
             Self::MySql(store) => Arc::new(store.clone()),
             Self::Redis(store) => Arc::new(store.clone()),
             Self::File(store) => Arc::new(store.clone()),
+            Self::Memcached(store) => Arc::clone(store) as Arc<dyn SessionStore>,
             Self::Cached(_, store) => Arc::clone(store) as Arc<dyn SessionStore>,
         }
     }
@@ -214,7 +236,7 @@ impl Backend {
     /// Creates the schema if missing (idempotent); `false` for stores without one.
     pub async fn migrate(&self) -> Result<bool, SetupError> {
         match self {
-            Self::Memory(_) | Self::Redis(_) => Ok(false),
+            Self::Memory(_) | Self::Redis(_) | Self::Memcached(_) => Ok(false),
             // Opening created the directory layout, which is this store's schema.
             Self::File(_) => Ok(true),
             Self::Sqlite(store) => store.migrate().await.map(|()| true),
@@ -227,7 +249,7 @@ impl Backend {
     /// Whether this store needs a background purge (SQL stores do; others evict).
     pub fn needs_purge_task(&self) -> bool {
         match self {
-            Self::Memory(_) | Self::Redis(_) => false,
+            Self::Memory(_) | Self::Redis(_) | Self::Memcached(_) => false,
             Self::Cached(inner, _) => inner.needs_purge_task(),
             Self::Sqlite(_) | Self::Postgres(_) | Self::MySql(_) | Self::File(_) => true,
         }

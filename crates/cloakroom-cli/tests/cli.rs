@@ -237,6 +237,42 @@ fn keygen_prints_a_key_the_key_ring_accepts() {
 }
 
 #[tokio::test]
+async fn every_command_on_memcached() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("memcached")
+        .args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-m",
+            "64",
+            "-u",
+            "root",
+        ])
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => return skip("memcached", &error),
+    };
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    exercise_with(&format!("memcached://127.0.0.1:{port}"), true).await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
 async fn every_command_on_files() {
     let dir = tempfile::tempdir().unwrap();
     exercise(&format!("file://{}", dir.path().join("sessions").display())).await;
@@ -266,6 +302,7 @@ fn errors_say_what_to_do() {
         "redis://",
         "redis-cluster://",
         "file://",
+        "memcached://",
         "cached+",
     ] {
         assert!(
