@@ -48,19 +48,25 @@ enum Command {
     },
     /// Show one session.
     Show {
-        /// The session's handle, as `list` shows it.
+        /// The session's handle, as `list` shows it. Handles are base64url and may start
+        /// with `-`, which is read as a handle, not an option.
+        #[arg(allow_hyphen_values = true)]
         handle: String,
     },
     /// Revoke one session by handle, or all of a user's sessions with --user.
     Revoke {
         /// The session's handle.
-        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        #[arg(
+            required_unless_present = "user",
+            conflicts_with = "user",
+            allow_hyphen_values = true
+        )]
         handle: Option<String>,
         /// Revoke every session of this user.
         #[arg(long)]
         user: Option<String>,
         /// With --user: keep this session.
-        #[arg(long, requires = "user")]
+        #[arg(long, requires = "user", allow_hyphen_values = true)]
         except: Option<String>,
     },
     /// Delete expired sessions, in batches.

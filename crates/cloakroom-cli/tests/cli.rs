@@ -227,6 +227,33 @@ async fn every_command_on_redis() {
     exercise_with(&format!("{url}?prefix=cli{}:", std::process::id()), true).await;
 }
 
+#[tokio::test]
+async fn handles_that_start_with_a_dash_are_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dash.db").display());
+    let store = Backend::open(&url).await.unwrap().shared();
+    let mut record = ExpiryPolicy::default().new_record(record::now());
+    record.user_id = Some("dash".into());
+    // About one handle in 64 starts with '-' (base64url); draw until one does.
+    let (dashed, kept) = loop {
+        let key = SessionId::generate().store_key();
+        if key.handle().to_string().starts_with('-') {
+            break (key, SessionId::generate().store_key());
+        }
+    };
+    store.insert(&dashed, &record).await.unwrap();
+    store.insert(&kept, &record).await.unwrap();
+    let handle = dashed.handle().to_string();
+    assert!(ok(&cloakroom(&url, &["show", &handle])).contains("dash"));
+    assert!(ok(&cloakroom(
+        &url,
+        &["revoke", "--user", "dash", "--except", &handle]
+    ))
+    .contains("revoked 1"));
+    assert!(ok(&cloakroom(&url, &["revoke", &handle])).contains("revoked 1"));
+    assert!(store.load(&dashed).await.unwrap().is_none());
+}
+
 #[test]
 fn keygen_prints_a_key_the_key_ring_accepts() {
     let first = ok(&cloakroom("memory://", &["keygen"]));
