@@ -151,7 +151,7 @@ async fn writers_killed_mid_write_never_leave_a_torn_session() {
         }
     }
     assert!(
-        highest > 30,
+        highest > 5,
         "the writers made progress between kills (highest version {highest})"
     );
     assert_eq!(
