@@ -24,7 +24,7 @@
 #![warn(missing_docs)]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cloakroom::record::now;
@@ -43,7 +43,10 @@ pub const DEFAULT_CAPACITY: u64 = 100_000;
 /// A durable store with an in-process cache in front.
 pub struct CachedStore<D> {
     durable: D,
-    cache: Cache<StoreKey, Arc<Record>>,
+    /// Entries carry their insertion instant: moka evicts on its own schedule, but an
+    /// entry is never served once older than `ttl`, which keeps the staleness bound exact.
+    cache: Cache<StoreKey, (Arc<Record>, Instant)>,
+    ttl: Duration,
 }
 
 impl<D> std::fmt::Debug for CachedStore<D> {
@@ -71,7 +74,11 @@ impl<D: SessionStore> CachedStore<D> {
             .time_to_live(ttl)
             .max_capacity(capacity)
             .build();
-        Self { durable, cache }
+        Self {
+            durable,
+            cache,
+            ttl,
+        }
     }
 
     /// The durable store behind the cache.
@@ -79,31 +86,45 @@ impl<D: SessionStore> CachedStore<D> {
         &self.durable
     }
 
-    async fn remember(&self, key: StoreKey, record: Record) {
-        self.cache.insert(key, Arc::new(record)).await;
+    async fn remember(&self, key: StoreKey, record: Record, since: Instant) {
+        self.cache.insert(key, (Arc::new(record), since)).await;
+    }
+
+    /// The cached record, if fresh.
+    async fn fresh(&self, key: &StoreKey) -> Option<Arc<Record>> {
+        let (record, since) = self.cache.get(key).await?;
+        if since.elapsed() < self.ttl {
+            Some(record)
+        } else {
+            self.cache.invalidate(key).await;
+            None
+        }
     }
 }
 
 #[async_trait]
 impl<D: SessionStore> SessionStore for CachedStore<D> {
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        if let Some(record) = self.cache.get(key).await {
+        if let Some(record) = self.fresh(key).await {
             if record.is_live_at(now()) {
                 return Ok(Some(Record::clone(&record)));
             }
             self.cache.invalidate(key).await;
             return Ok(None);
         }
+        // Stamped before the read: an entry is never older than its stamp says.
+        let since = Instant::now();
         let record = self.durable.load(key).await?;
         if let Some(record) = &record {
-            self.remember(*key, record.clone()).await;
+            self.remember(*key, record.clone(), since).await;
         }
         Ok(record)
     }
 
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
+        let since = Instant::now();
         self.durable.insert(key, record).await?;
-        self.remember(*key, record.clone()).await;
+        self.remember(*key, record.clone(), since).await;
         Ok(())
     }
 
@@ -113,19 +134,20 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
         record: &Record,
         expected_version: u64,
     ) -> Result<(), UpdateError> {
+        let since = Instant::now();
         match self.durable.update(key, record, expected_version).await {
             Ok(()) => {
                 let mut stored = record.clone();
                 stored.version = expected_version + 1;
                 // The durable store keeps the absolute deadline it was inserted with.
-                match self.cache.get(key).await {
+                match self.fresh(key).await {
                     Some(previous) => stored.absolute_deadline = previous.absolute_deadline,
                     None => {
                         self.cache.invalidate(key).await;
                         return Ok(());
                     }
                 }
-                self.remember(*key, stored).await;
+                self.remember(*key, stored, since).await;
                 Ok(())
             }
             Err(error) => {
