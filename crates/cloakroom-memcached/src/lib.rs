@@ -21,8 +21,11 @@
 //!   a durable store (`cached+`) where revocation must be certain.
 //! - An evicted *session* is simply gone: every write is add-or-compare-and-set, so it is
 //!   never brought back.
-//! - Memcached cannot enumerate keys cheaply: `list_sessions` and `find_by_handle` walk
-//!   `lru_crawler metadump`, for admin tools only.
+//! - Memcached cannot enumerate keys reliably (`lru_crawler metadump` is best effort), so
+//!   every session key is also listed in one of 256 index shards (by its first byte),
+//!   updated with CAS on insert and rename and pruned lazily. `find_by_handle` reads one
+//!   shard; `list_sessions` reads all 256 (admin tools only). Shards can be evicted like
+//!   any item, which hides sessions from admin listings, never from `load`.
 
 use std::time::Duration;
 
@@ -242,9 +245,9 @@ impl MemcachedStore {
             .await
     }
 
-    /// The members of a user's index, with its CAS token.
-    async fn index(&self, user: &str) -> Result<Option<(Vec<String>, u64)>, StoreError> {
-        let Some((bytes, cas)) = self.get(&self.user_key(user)).await? else {
+    /// The members of an index item (a user's, or a shard of all sessions), with its CAS token.
+    async fn index(&self, item: &str) -> Result<Option<(Vec<String>, u64)>, StoreError> {
+        let Some((bytes, cas)) = self.get(item).await? else {
             return Ok(None);
         };
         let members = serde_json::from_slice(&bytes)
@@ -252,31 +255,31 @@ impl MemcachedStore {
         Ok(Some((members, cas)))
     }
 
-    /// Changes a user's index with compare-and-set until it sticks.
+    /// Changes an index item with compare-and-set until it sticks.
     async fn edit_index(
         &self,
-        user: &str,
+        item: &str,
         change: impl Fn(&mut Vec<String>),
     ) -> Result<(), StoreError> {
-        for _ in 0..50 {
-            let (mut members, cas) = match self.index(user).await? {
+        for attempt in 0..50u64 {
+            let (mut members, cas) = match self.index(item).await? {
                 Some((members, cas)) => (members, Some(cas)),
                 None => (Vec::new(), None),
             };
             change(&mut members);
             let data = serde_json::to_vec(&members).map_err(StoreError::backend)?;
             let mode = if cas.is_some() { "S" } else { "E" };
-            match self.set(&self.user_key(user), data, 0, mode, cas).await? {
+            match self.set(item, data, 0, mode, cas).await? {
                 Outcome::Done(()) => return Ok(()),
-                _ => tokio::task::yield_now().await,
+                _ => tokio::time::sleep(Duration::from_micros(100 * attempt)).await,
             }
         }
         Err(StoreError::backend("the user index kept changing"))
     }
 
-    async fn add_to_index(&self, user: &str, key: &StoreKey) -> Result<(), StoreError> {
+    async fn add_to_index(&self, item: &str, key: &StoreKey) -> Result<(), StoreError> {
         let member = key.to_hex();
-        self.edit_index(user, |members| {
+        self.edit_index(item, |members| {
             if !members.contains(&member) {
                 members.push(member.clone());
             }
@@ -284,53 +287,34 @@ impl MemcachedStore {
         .await
     }
 
-    /// Every session key, from `lru_crawler metadump all` (retried while the crawler is
-    /// busy with an earlier request).
-    async fn all_keys(&self) -> Result<Vec<StoreKey>, StoreError> {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let prefix = format!("{}s:", self.prefix);
-        for _ in 0..100 {
-            let stream = tokio::net::TcpStream::connect(&self.address)
-                .await
-                .map_err(StoreError::unavailable)?;
-            let mut lines = BufReader::new(stream);
-            lines
-                .get_mut()
-                .write_all(b"lru_crawler metadump all\r\n")
-                .await
-                .map_err(StoreError::unavailable)?;
-            let mut keys = Vec::new();
-            let mut line = String::new();
-            loop {
-                line.clear();
-                let read = tokio::time::timeout(self.timeout, lines.read_line(&mut line))
-                    .await
-                    .map_err(|_| StoreError::Timeout(self.timeout))?
-                    .map_err(StoreError::unavailable)?;
-                let text = line.trim_end();
-                if read == 0 || text == "END" {
-                    return Ok(keys);
-                }
-                if text.starts_with("BUSY") {
-                    break;
-                }
-                if text.starts_with("ERROR") || text.starts_with("CLIENT_ERROR") {
-                    return Err(StoreError::backend(format!("metadump failed: {text}")));
-                }
-                let encoded = text
-                    .strip_prefix("key=")
-                    .and_then(|rest| rest.split(' ').next())
-                    .unwrap_or_default();
-                if let Some(key) = percent_decode(encoded.as_bytes())
-                    .strip_prefix(&prefix)
-                    .and_then(StoreKey::from_hex)
-                {
-                    keys.push(key);
-                }
+    /// The shard of the all-sessions index that holds `key`: one of 256, by its first
+    /// byte, so no single item grows past memcached's item size or draws every writer.
+    fn shard(&self, first_byte: u8) -> String {
+        format!("{}all:{first_byte:02x}", self.prefix)
+    }
+
+    /// The keys in one shard, dead members pruned.
+    async fn shard_keys(&self, first_byte: u8) -> Result<Vec<(StoreKey, Record)>, StoreError> {
+        let item = self.shard(first_byte);
+        let Some((members, _)) = self.index(&item).await? else {
+            return Ok(Vec::new());
+        };
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for member in members {
+            match StoreKey::from_hex(&member) {
+                Some(key) => match self.read(&key).await? {
+                    Some((record, _)) => live.push((key, record)),
+                    None => dead.push(member),
+                },
+                None => dead.push(member),
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(StoreError::backend("memcached's LRU crawler stayed busy"))
+        if !dead.is_empty() {
+            self.edit_index(&item, |members| members.retain(|m| !dead.contains(m)))
+                .await?;
+        }
+        Ok(live)
     }
 }
 
@@ -356,8 +340,10 @@ impl SessionStore for MemcachedStore {
                 _ => return Err(InsertError::Duplicate),
             },
         }
+        self.add_to_index(&self.shard(key.as_bytes()[0]), key)
+            .await?;
         if let Some(user) = &record.user_id {
-            self.add_to_index(user, key).await?;
+            self.add_to_index(&self.user_key(user), key).await?;
         }
         Ok(())
     }
@@ -385,7 +371,7 @@ impl SessionStore for MemcachedStore {
             .as_ref()
             .filter(|user| stored.user_id.as_ref() != Some(*user))
         {
-            self.add_to_index(user, key).await?;
+            self.add_to_index(&self.user_key(user), key).await?;
         }
         Ok(())
     }
@@ -414,8 +400,10 @@ impl SessionStore for MemcachedStore {
             }
             match self.delete_item(&self.session_key(old), Some(cas)).await? {
                 Outcome::Done(()) => {
+                    self.add_to_index(&self.shard(new.as_bytes()[0]), new)
+                        .await?;
                     if let Some(user) = &record.user_id {
-                        self.add_to_index(user, new).await?;
+                        self.add_to_index(&self.user_key(user), new).await?;
                     }
                     return Ok(());
                 }
@@ -439,7 +427,7 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        let Some((members, _)) = self.index(user).await? else {
+        let Some((members, _)) = self.index(&self.user_key(user)).await? else {
             return Ok(Vec::new());
         };
         let mut live = Vec::new();
@@ -456,8 +444,10 @@ impl SessionStore for MemcachedStore {
             }
         }
         if !dead.is_empty() {
-            self.edit_index(user, |members| members.retain(|m| !dead.contains(m)))
-                .await?;
+            self.edit_index(&self.user_key(user), |members| {
+                members.retain(|m| !dead.contains(m))
+            })
+            .await?;
         }
         Ok(live)
     }
@@ -479,8 +469,10 @@ impl SessionStore for MemcachedStore {
             gone.push(entry.key.to_hex());
         }
         if !gone.is_empty() {
-            self.edit_index(user, |members| members.retain(|m| !gone.contains(m)))
-                .await?;
+            self.edit_index(&self.user_key(user), |members| {
+                members.retain(|m| !gone.contains(m))
+            })
+            .await?;
         }
         Ok(deleted)
     }
@@ -494,17 +486,11 @@ impl SessionStore for MemcachedStore {
         &self,
         handle: &SessionHandle,
     ) -> Result<Option<SessionEntry>, StoreError> {
-        for key in self
-            .all_keys()
-            .await?
+        let entries = self.shard_keys(handle.as_bytes()[0]).await?;
+        Ok(entries
             .into_iter()
-            .filter(|k| handle.matches(k))
-        {
-            if let Some((record, _)) = self.read(&key).await? {
-                return Ok(Some(SessionEntry { key, record }));
-            }
-        }
-        Ok(None)
+            .find(|(key, _)| handle.matches(key))
+            .map(|(key, record)| SessionEntry { key, record }))
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
@@ -515,7 +501,18 @@ impl SessionStore for MemcachedStore {
                 .into_iter()
                 .map(|e| e.key)
                 .collect(),
-            None => self.all_keys().await?,
+            None => {
+                let mut keys = Vec::new();
+                for first_byte in 0..=u8::MAX {
+                    keys.extend(
+                        self.shard_keys(first_byte)
+                            .await?
+                            .into_iter()
+                            .map(|(k, _)| k),
+                    );
+                }
+                keys
+            }
         };
         keys.sort();
         keys.dedup();
@@ -530,37 +527,5 @@ impl SessionStore for MemcachedStore {
             }
         }
         Ok(entries)
-    }
-}
-
-/// Decodes `%XX` escapes, as memcached's metadump writes keys.
-fn percent_decode(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (
-            raw[i],
-            raw.get(i + 1).copied().and_then(hex),
-            raw.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(high), Some(low)) => {
-                out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn metadump_keys_are_decoded() {
-        assert_eq!(super::percent_decode(b"app%3As%3Aab%2"), "app:s:ab%2");
     }
 }
