@@ -315,10 +315,21 @@ impl Session {
 
     async fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
         let mut state = self.inner.state.lock().await;
+        if state.load_failed {
+            // The response is already a 503: asking a down store again would only wait
+            // out another timeout per call.
+            return Err(Self::load_failure());
+        }
         if !state.loaded {
             self.load(&mut state).await?;
         }
         Ok(state)
+    }
+
+    fn load_failure() -> SessionError {
+        SessionError::Store(StoreError::Unavailable(
+            "the session could not be loaded".into(),
+        ))
     }
 
     async fn writable(&self) -> Result<MutexGuard<'_, State>, SessionError> {
@@ -813,9 +824,7 @@ impl Session {
             ..Finish::default()
         };
         if state.load_failed {
-            finish.error = Some(SessionError::Store(StoreError::Unavailable(
-                "the session could not be loaded".into(),
-            )));
+            finish.error = Some(Self::load_failure());
             return finish;
         }
         if !state.loaded {
