@@ -78,11 +78,11 @@ impl CookieConfig {
     }
 
     /// The name as sent, prefix included.
-    pub fn full_name(&self) -> String {
+    pub fn full_name(&self) -> std::borrow::Cow<'_, str> {
         if self.host_prefix {
-            format!("__Host-{}", self.name)
+            format!("__Host-{}", self.name).into()
         } else {
-            self.name.clone()
+            self.name.as_str().into()
         }
     }
     /// The `Path` attribute.

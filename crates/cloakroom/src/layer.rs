@@ -13,7 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::{ClientIpSource, ConfigError, OnStoreError, SessionConfig};
-use crate::session::{Finish, RequestClient, SessionManager};
+use crate::session::{Finish, RequestClient, Session, SessionManager};
 use crate::store::SessionStore;
 
 /// Adds sessions to a tower service (an axum `Router`, for example).
@@ -87,7 +87,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -104,15 +104,66 @@ where
             client,
         );
         request.extensions_mut().insert(session.clone());
-        // The clone that was polled ready is the one that must be called.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let manager = Arc::clone(&self.manager);
-        Box::pin(async move {
-            let response = inner.call(request).await?;
-            let finish = session.finish(response.status()).await;
-            Ok(apply(finish, response, manager.config()))
-        })
+        ResponseFuture {
+            inner: self.inner.call(request),
+            session: Some(session),
+            finishing: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future [`SessionService`] returns: the inner service's response, then the
+    /// session's commit. A request whose handler never touched the session costs no commit
+    /// step at all (no lock, no allocation); only a touched one boxes its commit.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        inner: F,
+        session: Option<Session>,
+        finishing: Option<Finishing<B>>,
+    }
+}
+
+/// A response waiting for its session's commit.
+struct Finishing<B> {
+    commit: Pin<Box<dyn Future<Output = Finish> + Send>>,
+    response: Option<Response<B>>,
+    session: Session,
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Default + Send + 'static,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.finishing.is_none() {
+            let response = std::task::ready!(this.inner.poll(cx))?;
+            let session = this
+                .session
+                .take()
+                .expect("a ResponseFuture is not polled after completion");
+            if session.finish_untouched() {
+                return Poll::Ready(Ok(response));
+            }
+            let status = response.status();
+            let committing = session.clone();
+            *this.finishing = Some(Finishing {
+                commit: Box::pin(async move { committing.finish(status).await }),
+                response: Some(response),
+                session,
+            });
+        }
+        let finishing = this.finishing.as_mut().expect("set above");
+        let finish = std::task::ready!(finishing.commit.as_mut().poll(cx));
+        let response = finishing
+            .response
+            .take()
+            .expect("a ResponseFuture is not polled after completion");
+        Poll::Ready(Ok(apply(finish, response, finishing.session.config())))
     }
 }
 
