@@ -123,12 +123,13 @@ impl SessionManager {
         client: RequestClient,
     ) -> Session {
         let name = self.config.cookie.full_name();
+        let name = &*name;
         let incoming = match &self.backend {
             Backend::Store(_) => {
-                codec::find_session_id(cookie_headers, &name).map_or(Incoming::None, Incoming::Id)
+                codec::find_session_id(cookie_headers, name).map_or(Incoming::None, Incoming::Id)
             }
             Backend::Cookie(_) => {
-                let values = codec::cookie_values(cookie_headers, &name);
+                let values = codec::cookie_values(cookie_headers, name);
                 if values.is_empty() {
                     Incoming::None
                 } else {
@@ -309,8 +310,22 @@ impl Session {
         }
     }
 
-    fn config(&self) -> &SessionConfig {
+    pub(crate) fn config(&self) -> &SessionConfig {
         &self.inner.manager.config
+    }
+
+    /// Finishes a session its request never touched, without waiting: `true` if it was
+    /// untouched (there is nothing to commit and no header to send), `false` if
+    /// [`finish`](Self::finish) must run.
+    #[cfg(feature = "tower")]
+    pub(crate) fn finish_untouched(&self) -> bool {
+        match self.inner.state.try_lock() {
+            Ok(mut state) if !state.loaded && !state.load_failed && !state.finished => {
+                state.finished = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     async fn loaded(&self) -> Result<MutexGuard<'_, State>, SessionError> {
@@ -510,9 +525,6 @@ impl Session {
         record: &Record,
     ) -> Result<(), SessionError> {
         let key = state.cookie_key.unwrap_or(StoreKey::from_bytes([0; 32]));
-        let value = sessions
-            .sealed_len(&key, record)
-            .map_err(SessionError::Serialize)?;
         // Attributes at their longest: a ten-digit Max-Age.
         let attributes = codec::value_cookie(
             &self.config().cookie,
@@ -520,6 +532,13 @@ impl Session {
             Some(Duration::from_secs(9_999_999_999)),
         )
         .len();
+        let value = sessions
+            .sealed_len(
+                &key,
+                record,
+                Self::MAX_SET_COOKIE.saturating_sub(attributes),
+            )
+            .map_err(SessionError::Serialize)?;
         let size = attributes + value;
         if size > Self::MAX_SET_COOKIE {
             return Err(SessionError::CookieTooLarge {
@@ -1035,7 +1054,13 @@ impl Session {
                     if attempt >= max_attempts {
                         return Err(SessionError::TooManyConflicts { attempts: attempt });
                     }
-                    backoff(attempt).await;
+                    // The first conflict is the expected one: this request loaded before
+                    // the writers queued ahead of it on the commit lock committed. They are
+                    // done, and the rest of this process queues behind us, so retry at
+                    // once; only a writer in another process can make it conflict again.
+                    if attempt > 1 {
+                        backoff(attempt - 1).await;
+                    }
                     match store.load(&key).await? {
                         None => return self.gone(state),
                         Some(mut fresh) => {
