@@ -37,8 +37,9 @@ const HEADER: usize = 6;
 const NONCE: usize = 24;
 const AEAD_TAG: usize = 16;
 const MAC_TAG: usize = 32;
-/// Payloads larger than this are tried compressed.
-const COMPRESS_ABOVE: usize = 128;
+/// Payloads larger than this are tried compressed. Below it deflate saves a few hundred
+/// bytes at most, at the cost of its 300 KB working state on every write.
+const COMPRESS_ABOVE: usize = 1024;
 /// No cookie value longer than this is even decoded.
 const MAX_VALUE_CHARS: usize = 4096;
 /// A deflated payload may not inflate past this (no decompression bombs).
@@ -128,33 +129,52 @@ impl CookieSessions {
         &self.ring
     }
 
-    fn payload(&self, key: &StoreKey, record: &Record) -> Result<(u8, Vec<u8>), serde_json::Error> {
-        let json = serde_json::to_vec(&SealedRef {
+    fn json(key: &StoreKey, record: &Record) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&SealedRef {
             k: key.to_hex(),
             r: record,
-        })?;
+        })
+    }
+
+    fn payload(&self, key: &StoreKey, record: &Record) -> Result<(u8, Vec<u8>), serde_json::Error> {
+        Ok(self.compressed(Self::json(key, record)?))
+    }
+
+    fn compressed(&self, json: Vec<u8>) -> (u8, Vec<u8>) {
         if self.compress && json.len() > COMPRESS_ABOVE {
             let deflated = miniz_oxide::deflate::compress_to_vec(&json, 6);
             if deflated.len() < json.len() {
-                return Ok((COMPRESSED, deflated));
+                return (COMPRESSED, deflated);
             }
         }
-        Ok((0, json))
+        (0, json)
     }
 
-    /// The length of the cookie value `sealed` would produce, without sealing it.
+    /// The length of the cookie value for a payload of `payload` bytes.
+    fn value_len(&self, payload: usize) -> usize {
+        let body = match self.mode {
+            CookieMode::Encrypted => NONCE + payload + AEAD_TAG,
+            CookieMode::Signed => payload + MAC_TAG,
+        };
+        ((HEADER + body) * 4).div_ceil(3)
+    }
+
+    /// The length of the cookie value `seal` would produce, without sealing it; when the
+    /// uncompressed value is within `budget` that bound is returned without compressing
+    /// (a write checks its size on every call, and deflate is the dear part of sealing).
     pub(crate) fn sealed_len(
         &self,
         key: &StoreKey,
         record: &Record,
+        budget: usize,
     ) -> Result<usize, serde_json::Error> {
-        let (_, payload) = self.payload(key, record)?;
-        let body = match self.mode {
-            CookieMode::Encrypted => NONCE + payload.len() + AEAD_TAG,
-            CookieMode::Signed => payload.len() + MAC_TAG,
-        };
-        let bytes = HEADER + body;
-        Ok((bytes * 4).div_ceil(3))
+        let json = Self::json(key, record)?;
+        let plain = self.value_len(json.len());
+        if plain <= budget {
+            return Ok(plain);
+        }
+        let (_, payload) = self.compressed(json);
+        Ok(self.value_len(payload.len()))
     }
 
     /// Seals the session under the current key for the cookie called `name`.
@@ -299,10 +319,14 @@ mod tests {
             CookieSessions::signed(ring()).with_compression(false),
         ] {
             let mut data = serde_json::Map::new();
-            data.insert("cart".into(), serde_json::Value::from(vec!["apple"; 40]));
+            // Past the compression threshold, so the compressed path is exercised.
+            data.insert("cart".into(), serde_json::Value::from(vec!["apple"; 200]));
             let (key, record) = sample(data);
             let value = sessions.seal("id", &key, &record).unwrap();
-            assert_eq!(value.len(), sessions.sealed_len(&key, &record).unwrap());
+            // A budget too small for the plain value asks for the exact length.
+            assert_eq!(value.len(), sessions.sealed_len(&key, &record, 0).unwrap());
+            // Within budget, the plain length bounds the sealed one.
+            assert!(sessions.sealed_len(&key, &record, usize::MAX).unwrap() >= value.len());
             let opened = sessions.open("id", &value).expect("opens");
             assert_eq!((opened.key, opened.record), (key, record));
             assert!(!opened.under_fallback);
