@@ -13,6 +13,10 @@ pub const DEFAULT_TABLE: &str = "cloakroom_sessions";
 /// The default bound on every store operation.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A pooled connection idle for at least this long is pinged before it is handed out by
+/// the stores' default pools (see `PostgresStore::pool_options`).
+pub const IDLE_CHECK_AFTER: Duration = Duration::from_secs(5);
+
 /// Errors setting a store up, with what to do about them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -29,7 +29,7 @@ pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
-pub use common::{SetupError, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE};
+pub use common::{SetupError, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, IDLE_CHECK_AFTER};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;
 #[cfg(feature = "postgres")]
