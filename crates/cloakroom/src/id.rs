@@ -31,7 +31,11 @@ pub const HANDLE_ENCODED_LEN: usize = 16;
 /// assert_eq!(SessionId::parse("not-an-id"), None);
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId([u8; SESSION_ID_BYTES]);
+pub struct SessionId {
+    secret: [u8; SESSION_ID_BYTES],
+    /// SHA-256 of `secret`, computed once: a request asks for it several times.
+    key: StoreKey,
+}
 
 impl SessionId {
     /// Draws a new ID from the operating system's CSPRNG.
@@ -42,7 +46,14 @@ impl SessionId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; SESSION_ID_BYTES];
         getrandom::fill(&mut bytes).expect("the OS random number generator failed");
-        Self(bytes)
+        Self::from_secret(bytes)
+    }
+
+    fn from_secret(secret: [u8; SESSION_ID_BYTES]) -> Self {
+        Self {
+            key: StoreKey(Sha256::digest(secret).into()),
+            secret,
+        }
     }
 
     /// Parses the cookie form: exactly 43 characters of canonical base64url without padding.
@@ -53,19 +64,19 @@ impl SessionId {
         }
         let mut bytes = [0u8; SESSION_ID_BYTES];
         match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut bytes) {
-            Ok(SESSION_ID_BYTES) => Some(Self(bytes)),
+            Ok(SESSION_ID_BYTES) => Some(Self::from_secret(bytes)),
             _ => None,
         }
     }
 
     /// The cookie form of this ID. Handle with care: this is the bearer secret.
     pub fn to_cookie_value(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.0)
+        URL_SAFE_NO_PAD.encode(self.secret)
     }
 
     /// The key under which stores keep this session: SHA-256 of the ID.
     pub fn store_key(&self) -> StoreKey {
-        StoreKey(Sha256::digest(self.0).into())
+        self.key
     }
 }
 
@@ -257,7 +268,7 @@ mod tests {
 
     #[test]
     fn store_key_is_sha256_of_the_raw_id() {
-        let id = SessionId([7u8; 32]);
+        let id = SessionId::from_secret([7u8; 32]);
         let expected: [u8; 32] = Sha256::digest([7u8; 32]).into();
         assert_eq!(id.store_key().as_bytes(), &expected);
         let hex = id.store_key().to_hex();
