@@ -1,0 +1,78 @@
+//! The actix-web apps: actix-session on its Redis and cookie stores, serving [`routes`].
+
+use actix_session::storage::{CookieSessionStore, RedisSessionStore, SessionStore};
+use actix_session::{Session, SessionMiddleware};
+use actix_web::body::MessageBody;
+use actix_web::cookie::Key;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{web, App};
+
+use crate::axum_apps::BuildError;
+use crate::env::Env;
+use crate::scenario::routes::{self, COUNTER};
+
+/// actix-session's Redis store on the benchmark's Redis.
+pub async fn redis_store(env: &Env) -> Result<RedisSessionStore, BuildError> {
+    Ok(RedisSessionStore::new(env.redis_url.clone())
+        .await
+        .map_err(|error| error.to_string())?)
+}
+
+/// actix-session's cookie store (private: encrypted with AES-256-GCM, its default).
+pub fn cookie_store() -> CookieSessionStore {
+    CookieSessionStore::default()
+}
+
+/// The middleware with its defaults (cookie `id`, Secure, HttpOnly) and a fresh key.
+pub fn middleware<S: SessionStore>(store: S, key: &Key) -> SessionMiddleware<S> {
+    SessionMiddleware::new(store, key.clone())
+}
+
+/// The app, with `middleware` around the routes.
+pub fn app<S: SessionStore + 'static>(
+    middleware: SessionMiddleware<S>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new().wrap(middleware).configure(configure)
+}
+
+fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route(routes::UNTOUCHED, web::get().to(untouched))
+        .route(routes::SEED, web::post().to(seed))
+        .route(routes::READ, web::get().to(read))
+        .route(routes::WRITE, web::post().to(write))
+        .route(routes::ROTATE, web::post().to(rotate));
+}
+
+async fn untouched() -> &'static str {
+    "ok"
+}
+
+async fn seed(session: Session) -> actix_web::Result<&'static str> {
+    session.insert(COUNTER, 0_i64)?;
+    session.insert("user", "bench")?;
+    Ok("ok")
+}
+
+async fn read(session: Session) -> actix_web::Result<String> {
+    Ok(session.get::<i64>(COUNTER)?.unwrap_or(0).to_string())
+}
+
+async fn write(session: Session) -> actix_web::Result<String> {
+    let value = session.get::<i64>(COUNTER)?.unwrap_or(0) + 1;
+    session.insert(COUNTER, value)?;
+    Ok(value.to_string())
+}
+
+async fn rotate(session: Session) -> actix_web::Result<&'static str> {
+    session.renew();
+    Ok("ok")
+}

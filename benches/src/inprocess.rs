@@ -1,0 +1,470 @@
+//! In-process mode: requests through tower's `oneshot` (axum apps) or actix-web's test
+//! service, on one thread, timed in samples after a warm-up; the median sample counts.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::test;
+use axum::body::Body;
+use axum::http::{header, Method, Request};
+use axum::Router;
+use bytes::Bytes;
+use tower::ServiceExt;
+
+use crate::env::Env;
+use crate::proxy::CountingProxy;
+use crate::results::{Contended, RoundTrips, Throughput};
+use crate::scenario::routes::{READ, SEED};
+use crate::scenario::{Library, Scenario, StoreKind, Target};
+use crate::wire::Protocol;
+
+/// How long to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Requests run before timing, at least this long.
+    pub warm_up: Duration,
+    /// Timed samples per scenario; the median is reported.
+    pub samples: usize,
+    /// Length of one sample.
+    pub sample: Duration,
+    /// S5: requests per writer (32 writers).
+    pub writes_per_writer: usize,
+}
+
+impl Budget {
+    /// The quick mode's budget.
+    pub const QUICK: Budget = Budget {
+        warm_up: Duration::from_millis(150),
+        samples: 11,
+        sample: Duration::from_millis(30),
+        writes_per_writer: 25,
+    };
+    /// The full mode's budget.
+    pub const FULL: Budget = Budget {
+        warm_up: Duration::from_millis(400),
+        samples: 21,
+        sample: Duration::from_millis(50),
+        writes_per_writer: 100,
+    };
+}
+
+/// S5's writer count.
+pub const WRITERS: usize = 32;
+
+/// A response, reduced to what the harness looks at.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// `name=value` of the first `Set-Cookie`, if any.
+    pub cookie: Option<String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Something that answers a request in process.
+pub trait Driver {
+    /// Sends `method path` with `cookie` (`name=value`) and reads the whole response.
+    fn call(&self, post: bool, path: &str, cookie: Option<&str>) -> impl Future<Output = Reply>;
+}
+
+/// An axum app, called through `oneshot`.
+pub struct AxumDriver(pub Router);
+
+impl Driver for AxumDriver {
+    async fn call(&self, post: bool, path: &str, cookie: Option<&str>) -> Reply {
+        let mut request = Request::builder()
+            .method(if post { Method::POST } else { Method::GET })
+            .uri(path);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        let request = request.body(Body::empty()).expect("a valid request");
+        let response = self.0.clone().oneshot(request).await.expect("infallible");
+        let status = response.status().as_u16();
+        let cookie = set_cookie(response.headers().get(header::SET_COOKIE));
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        Reply {
+            status,
+            cookie,
+            body,
+        }
+    }
+}
+
+/// An actix-web app, called through its test service.
+pub struct ActixDriver<S>(pub S);
+
+impl<S, B> Driver for ActixDriver<S>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: actix_web::body::MessageBody,
+{
+    async fn call(&self, post: bool, path: &str, cookie: Option<&str>) -> Reply {
+        let mut request = if post {
+            test::TestRequest::post()
+        } else {
+            test::TestRequest::get()
+        }
+        .uri(path);
+        if let Some(cookie) = cookie {
+            request = request.insert_header((header::COOKIE.as_str(), cookie));
+        }
+        let response = test::call_service(&self.0, request.to_request()).await;
+        let status = response.status().as_u16();
+        let cookie = response
+            .headers()
+            .get(header::SET_COOKIE.as_str())
+            .and_then(|value| value.to_str().ok())
+            .map(cookie_pair);
+        let body = test::read_body(response).await;
+        Reply {
+            status,
+            cookie,
+            body,
+        }
+    }
+}
+
+fn set_cookie(value: Option<&axum::http::HeaderValue>) -> Option<String> {
+    value.and_then(|value| value.to_str().ok()).map(cookie_pair)
+}
+
+/// The `name=value` part of a `Set-Cookie` value.
+pub fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap_or("").trim().to_owned()
+}
+
+/// A fresh session's cookie.
+pub async fn seed<D: Driver>(driver: &D) -> Result<String, String> {
+    let reply = driver.call(true, SEED, None).await;
+    match reply.cookie {
+        Some(cookie) if reply.ok() => Ok(cookie),
+        _ => Err(format!("seeding failed: status {}", reply.status)),
+    }
+}
+
+/// Runs every scenario of `target` on `driver`.
+pub async fn measure_all<D: Driver>(
+    driver: &D,
+    target: Target,
+    budget: Budget,
+) -> Result<Vec<Throughput>, String> {
+    let mut results = Vec::new();
+    for &scenario in target.scenarios() {
+        let result = if scenario == Scenario::Contended {
+            contended(driver, target, budget).await?
+        } else {
+            sequential(driver, target, scenario, budget).await?
+        };
+        eprintln!(
+            "  in-process {:<32} {:<13} {:>10.0}/s",
+            target.slug(),
+            scenario.label(),
+            result.per_second
+        );
+        results.push(result);
+    }
+    Ok(results)
+}
+
+async fn sequential<D: Driver>(
+    driver: &D,
+    target: Target,
+    scenario: Scenario,
+    budget: Budget,
+) -> Result<Throughput, String> {
+    let mut cookie = if scenario.needs_session() {
+        Some(seed(driver).await?)
+    } else {
+        None
+    };
+    let mut failed = 0_u64;
+    let mut one = async |cookie: &mut Option<String>| {
+        let reply = driver
+            .call(scenario.is_post(), scenario.path(), cookie.as_deref())
+            .await;
+        if !reply.ok() {
+            failed += 1;
+        }
+        if scenario == Scenario::Login {
+            if let Some(new) = reply.cookie {
+                *cookie = Some(new);
+            }
+        }
+    };
+    // Warm up, and size the samples from what the warm-up saw.
+    let started = Instant::now();
+    let mut warm = 0_u32;
+    while started.elapsed() < budget.warm_up || warm < 10 {
+        one(&mut cookie).await;
+        warm += 1;
+    }
+    let per_request = started.elapsed() / warm;
+    let batch = (budget.sample.as_nanos() / per_request.as_nanos().max(1)).max(5) as u32;
+    let mut samples = Vec::with_capacity(budget.samples);
+    for _ in 0..budget.samples {
+        let started = Instant::now();
+        for _ in 0..batch {
+            one(&mut cookie).await;
+        }
+        samples.push(started.elapsed().as_nanos() as f64 / f64::from(batch));
+    }
+    samples.sort_by(f64::total_cmp);
+    let median_ns = samples[samples.len() / 2];
+    Ok(Throughput {
+        target,
+        scenario,
+        per_second: 1e9 / median_ns,
+        median_us: median_ns / 1e3,
+        failed,
+        contended: None,
+    })
+}
+
+async fn contended<D: Driver>(
+    driver: &D,
+    target: Target,
+    budget: Budget,
+) -> Result<Throughput, String> {
+    let cookie = seed(driver).await?;
+    let writer = async || {
+        let mut acknowledged = 0_u64;
+        for _ in 0..budget.writes_per_writer {
+            let reply = driver
+                .call(true, Scenario::Contended.path(), Some(&cookie))
+                .await;
+            acknowledged += u64::from(reply.ok());
+        }
+        acknowledged
+    };
+    let started = Instant::now();
+    let acknowledged: u64 = futures::future::join_all((0..WRITERS).map(|_| writer()))
+        .await
+        .into_iter()
+        .sum();
+    let elapsed = started.elapsed();
+    let requests = (WRITERS * budget.writes_per_writer) as u64;
+    let survived = read_counter(driver, &cookie).await?;
+    Ok(Throughput {
+        target,
+        scenario: Scenario::Contended,
+        per_second: requests as f64 / elapsed.as_secs_f64(),
+        median_us: elapsed.as_secs_f64() * 1e6 / requests as f64 * WRITERS as f64,
+        failed: requests - acknowledged,
+        contended: Some(Contended {
+            acknowledged,
+            survived,
+        }),
+    })
+}
+
+async fn read_counter<D: Driver>(driver: &D, cookie: &str) -> Result<u64, String> {
+    let reply = driver.call(false, READ, Some(cookie)).await;
+    std::str::from_utf8(&reply.body)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| format!("reading the counter failed: status {}", reply.status))
+}
+
+/// What to do with a target in process.
+#[derive(Clone, Copy, Debug)]
+pub enum Job {
+    /// Time every scenario.
+    Measure(Budget),
+    /// Count store commands (Redis) or round trips (PostgreSQL) per request, through a
+    /// [`CountingProxy`].
+    CountRoundTrips,
+}
+
+/// What a [`Job`] produced.
+#[derive(Debug)]
+pub enum Output {
+    /// From [`Job::Measure`].
+    Throughput(Vec<Throughput>),
+    /// From [`Job::CountRoundTrips`].
+    RoundTrips(Vec<RoundTrips>),
+}
+
+/// Requests per scenario when counting round trips.
+const COUNTED_REQUESTS: u64 = 64;
+
+async fn perform<D: Driver>(
+    driver: &D,
+    target: Target,
+    job: Job,
+    proxy: Option<&CountingProxy>,
+) -> Result<Output, String> {
+    match (job, proxy) {
+        (Job::Measure(budget), _) => measure_all(driver, target, budget)
+            .await
+            .map(Output::Throughput),
+        (Job::CountRoundTrips, Some(proxy)) => {
+            let mut counts = Vec::new();
+            for &scenario in target.scenarios() {
+                let mut cookie = if scenario.needs_session() {
+                    Some(seed(driver).await?)
+                } else {
+                    None
+                };
+                let requests = if scenario == Scenario::Contended {
+                    let cookie = cookie.clone();
+                    let writer = async || {
+                        for _ in 0..COUNTED_REQUESTS / 16 {
+                            driver.call(true, scenario.path(), cookie.as_deref()).await;
+                        }
+                    };
+                    let before = (proxy.messages(), proxy.round_trips());
+                    futures::future::join_all((0..WRITERS).map(|_| writer())).await;
+                    let requests = WRITERS as u64 * (COUNTED_REQUESTS / 16);
+                    (
+                        proxy.messages() - before.0,
+                        proxy.round_trips() - before.1,
+                        requests,
+                    )
+                } else {
+                    // One unmeasured request first: connection setup and script loading
+                    // are not per-request costs.
+                    driver
+                        .call(scenario.is_post(), scenario.path(), cookie.as_deref())
+                        .await;
+                    let before = (proxy.messages(), proxy.round_trips());
+                    for _ in 0..COUNTED_REQUESTS {
+                        let reply = driver
+                            .call(scenario.is_post(), scenario.path(), cookie.as_deref())
+                            .await;
+                        if let (Scenario::Login, Some(new)) = (scenario, reply.cookie) {
+                            cookie = Some(new);
+                        }
+                    }
+                    (
+                        proxy.messages() - before.0,
+                        proxy.round_trips() - before.1,
+                        COUNTED_REQUESTS,
+                    )
+                };
+                let per_request = requests.0 as f64 / requests.2 as f64;
+                let round_trips = requests.1 as f64 / requests.2 as f64;
+                eprintln!(
+                    "  round trips {:<32} {:<13} {per_request:.2} commands, {round_trips:.2} round trips",
+                    target.slug(),
+                    scenario.label()
+                );
+                counts.push(RoundTrips {
+                    target,
+                    scenario,
+                    per_request,
+                    round_trips,
+                });
+            }
+            Ok(Output::RoundTrips(counts))
+        }
+        (Job::CountRoundTrips, None) => Err("counting needs a proxy".into()),
+    }
+}
+
+/// Runs `job` on `target` in process, on a fresh single-threaded runtime (actix-web's own
+/// for actix-session), building its app there.
+pub fn run_target(target: Target, env: &Env, job: Job) -> Result<Output, String> {
+    if target.library == Library::ActixSession {
+        return actix_web::rt::System::new().block_on(actix_target(target, env, job));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?;
+    runtime.block_on(async {
+        let (env, proxy) = prepare(target, env, job).await?;
+        let router = crate::axum_apps::build(target, &env)
+            .await
+            .map_err(|error| format!("{}: {error}", target.slug()))?;
+        perform(&AxumDriver(router), target, job, proxy.as_ref()).await
+    })
+}
+
+/// Flushes Redis, and for counting puts a proxy in front of the target's store.
+async fn prepare(
+    target: Target,
+    env: &Env,
+    job: Job,
+) -> Result<(Env, Option<CountingProxy>), String> {
+    if target.store == StoreKind::Redis {
+        env.flush_redis().await.map_err(|error| error.to_string())?;
+    }
+    if !matches!(job, Job::CountRoundTrips) {
+        return Ok((env.clone(), None));
+    }
+    let (upstream, protocol) = match target.store {
+        StoreKind::Redis => (env.redis_addr(), Protocol::Redis),
+        StoreKind::Postgres => (env.postgres_addr(), Protocol::Postgres),
+        other => return Err(format!("no round trips to count on {}", other.name())),
+    };
+    let proxy = CountingProxy::start(upstream, protocol)
+        .await
+        .map_err(|error| error.to_string())?;
+    let env = match protocol {
+        Protocol::Redis => env.through(0, proxy.port),
+        Protocol::Postgres => env.through(proxy.port, 0),
+    };
+    Ok((env, Some(proxy)))
+}
+
+async fn actix_target(target: Target, env: &Env, job: Job) -> Result<Output, String> {
+    use crate::actix_apps::{app, cookie_store, middleware, redis_store};
+    let key = actix_web::cookie::Key::generate();
+    let (env, proxy) = prepare(target, env, job).await?;
+    match target.store {
+        StoreKind::Redis => {
+            let store = redis_store(&env).await.map_err(|error| error.to_string())?;
+            let service = test::init_service(app(middleware(store, &key))).await;
+            perform(&ActixDriver(service), target, job, proxy.as_ref()).await
+        }
+        StoreKind::Cookie => {
+            let service = test::init_service(app(middleware(cookie_store(), &key))).await;
+            perform(&ActixDriver(service), target, job, proxy.as_ref()).await
+        }
+        _ => Err(format!(
+            "actix-session has no {} store here",
+            target.store.name()
+        )),
+    }
+}
+
+/// Sends `requests` requests of `scenario` to `target` in process and nothing else: a
+/// steady workload to run under `perf record` or `valgrind --tool=callgrind`.
+pub fn repeat(target: Target, env: &Env, scenario: Scenario, requests: u64) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?;
+    runtime.block_on(async {
+        let (env, _) = prepare(target, env, Job::Measure(Budget::QUICK)).await?;
+        let router = crate::axum_apps::build(target, &env)
+            .await
+            .map_err(|error| format!("{}: {error}", target.slug()))?;
+        let driver = AxumDriver(router);
+        let mut cookie = if scenario.needs_session() {
+            Some(seed(&driver).await?)
+        } else {
+            None
+        };
+        for _ in 0..requests {
+            let reply = driver
+                .call(scenario.is_post(), scenario.path(), cookie.as_deref())
+                .await;
+            if let (Scenario::Login, Some(new)) = (scenario, reply.cookie) {
+                cookie = Some(new);
+            }
+        }
+        Ok(())
+    })
+}

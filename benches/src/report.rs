@@ -1,0 +1,497 @@
+//! `BENCHMARKS.md` and its chart, from a run's [`Results`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use plotters::prelude::*;
+
+use crate::results::{Results, RoundTrips, Throughput};
+use crate::scenario::{Library, Scenario, StoreKind, Target};
+
+/// The libraries in table order.
+const COLUMNS: [Library; 4] = [
+    Library::Cloakroom,
+    Library::TowerSessions,
+    Library::ActixSession,
+    Library::Floor,
+];
+
+/// The floor for cloakroom/floor, and the bound the issue sets.
+const FLOOR_TARGET: f64 = 0.8;
+/// S1 against bare axum: within 3%.
+const UNTOUCHED_TARGET: f64 = 0.97;
+
+fn find(
+    rows: &[Throughput],
+    library: Library,
+    store: StoreKind,
+    scenario: Scenario,
+) -> Option<&Throughput> {
+    rows.iter()
+        .find(|row| row.target == Target::new(library, store) && row.scenario == scenario)
+}
+
+fn rate(value: f64) -> String {
+    if value >= 100.0 {
+        let whole = value.round() as u64;
+        let text = whole.to_string();
+        let mut grouped = String::new();
+        for (i, digit) in text.chars().enumerate() {
+            if i > 0 && (text.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        grouped
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+/// A check against one of the issue's targets.
+#[derive(Debug)]
+pub struct Check {
+    /// What is checked.
+    pub target: String,
+    /// Where it was missed (empty: met).
+    pub misses: Vec<String>,
+    /// How many cells were checked.
+    pub checked: usize,
+}
+
+/// Evaluates the issue's targets on `results`.
+pub fn checks(results: &Results) -> Vec<Check> {
+    let mut peer = Check {
+        target: "at least 1.0x the fastest peer (every store and scenario with a peer)".into(),
+        misses: vec![],
+        checked: 0,
+    };
+    let mut untouched = Check {
+        target: "S1 untouched within 3% of bare axum".into(),
+        misses: vec![],
+        checked: 0,
+    };
+    let mut floor = Check {
+        target: format!("cloakroom/floor at least {FLOOR_TARGET} (every store, S1-S4)"),
+        misses: vec![],
+        checked: 0,
+    };
+    let mut lost = Check {
+        target: "S5 contended: zero lost writes for cloakroom".into(),
+        misses: vec![],
+        checked: 0,
+    };
+    for (mode, rows) in [("in-process", &results.in_process), ("HTTP", &results.http)] {
+        let bare = find(
+            rows,
+            Library::BareAxum,
+            StoreKind::None,
+            Scenario::Untouched,
+        );
+        for store in StoreKind::ALL {
+            for scenario in Scenario::ALL {
+                let Some(ours) = find(rows, Library::Cloakroom, store, scenario) else {
+                    continue;
+                };
+                let where_ = format!("{mode} {} {}", store.name(), scenario.label());
+                let fastest = COLUMNS
+                    .iter()
+                    .filter(|library| library.is_peer())
+                    .filter_map(|&library| find(rows, library, store, scenario))
+                    .map(|row| row.per_second)
+                    .fold(None, |best: Option<f64>, value| {
+                        Some(best.map_or(value, |best| best.max(value)))
+                    });
+                if let Some(fastest) = fastest {
+                    peer.checked += 1;
+                    if ours.per_second < fastest {
+                        peer.misses
+                            .push(format!("{where_}: {:.2}x", ours.per_second / fastest));
+                    }
+                }
+                if scenario == Scenario::Untouched {
+                    if let Some(bare) = bare {
+                        untouched.checked += 1;
+                        let ratio = ours.per_second / bare.per_second;
+                        if ratio < UNTOUCHED_TARGET {
+                            untouched.misses.push(format!("{where_}: {ratio:.3}x"));
+                        }
+                    }
+                }
+                if scenario != Scenario::Contended {
+                    if let Some(base) = find(rows, Library::Floor, store, scenario) {
+                        floor.checked += 1;
+                        let ratio = ours.per_second / base.per_second;
+                        if ratio < FLOOR_TARGET {
+                            floor.misses.push(format!("{where_}: {ratio:.2}"));
+                        }
+                    }
+                }
+                if let Some(contended) = ours.contended {
+                    lost.checked += 1;
+                    if contended.lost() > 0 {
+                        lost.misses
+                            .push(format!("{where_}: {} lost", contended.lost()));
+                    }
+                }
+            }
+        }
+    }
+    let mut trips = Check {
+        target: "Redis: S2 read exactly 1 round trip, S3 write exactly 2".into(),
+        misses: vec![],
+        checked: 0,
+    };
+    for (scenario, expected) in [(Scenario::Read, 1.0), (Scenario::Write, 2.0)] {
+        if let Some(row) = results.round_trips.iter().find(|row| {
+            row.target == Target::new(Library::Cloakroom, StoreKind::Redis)
+                && row.scenario == scenario
+        }) {
+            trips.checked += 1;
+            if (row.per_request - expected).abs() > 1e-9 {
+                trips
+                    .misses
+                    .push(format!("{}: {:.2}", scenario.label(), row.per_request));
+            }
+        }
+    }
+    vec![peer, untouched, trips, floor, lost]
+}
+
+fn throughput_table(out: &mut String, rows: &[Throughput]) {
+    out.push_str("| store | scenario | cloakroom | tower-sessions | actix-session | floor | peer/cloakroom | cloakroom/floor |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for store in StoreKind::ALL {
+        for scenario in Scenario::ALL {
+            let Some(ours) = find(rows, Library::Cloakroom, store, scenario) else {
+                continue;
+            };
+            let mut line = format!("| {} | {} ", store.name(), scenario.label());
+            let mut ratios = Vec::new();
+            for library in COLUMNS {
+                match find(rows, library, store, scenario) {
+                    Some(row) => {
+                        let failed = if row.failed > 0 {
+                            format!(" ({} failed)", row.failed)
+                        } else {
+                            String::new()
+                        };
+                        let _ = write!(line, "| {}{failed} ", rate(row.per_second));
+                        if library.is_peer() {
+                            ratios.push(format!(
+                                "{} {:.2}",
+                                short(library),
+                                row.per_second / ours.per_second
+                            ));
+                        }
+                    }
+                    None => line.push_str("| - "),
+                }
+            }
+            let peer = if ratios.is_empty() {
+                "-".to_owned()
+            } else {
+                ratios.join(", ")
+            };
+            let floor = find(rows, Library::Floor, store, scenario)
+                .map_or("-".to_owned(), |base| {
+                    format!("{:.2}", ours.per_second / base.per_second)
+                });
+            let _ = writeln!(line, "| {peer} | {floor} |");
+            out.push_str(&line);
+        }
+    }
+    if let Some(bare) = find(
+        rows,
+        Library::BareAxum,
+        StoreKind::None,
+        Scenario::Untouched,
+    ) {
+        let _ = writeln!(
+            out,
+            "\nBare axum, no session layer, S1: {} req/s. cloakroom's S1 against it:",
+            rate(bare.per_second)
+        );
+        let ratios: Vec<String> = StoreKind::ALL
+            .iter()
+            .filter_map(|&store| {
+                find(rows, Library::Cloakroom, store, Scenario::Untouched)
+                    .map(|row| format!("{} {:.3}", store.name(), row.per_second / bare.per_second))
+            })
+            .collect();
+        let _ = writeln!(out, "{}.", ratios.join(", "));
+    }
+    out.push_str("\nS5 contended (32 writers incrementing one counter of one session):\n\n");
+    out.push_str("| store | library | req/s | writes acknowledged | counter afterwards | lost |\n|---|---|---:|---:|---:|---:|\n");
+    for store in StoreKind::ALL {
+        for library in COLUMNS {
+            if let Some(row) = find(rows, library, store, Scenario::Contended) {
+                if let Some(c) = row.contended {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} | {} |",
+                        store.name(),
+                        library.name(),
+                        rate(row.per_second),
+                        c.acknowledged,
+                        c.survived,
+                        c.lost()
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn short(library: Library) -> &'static str {
+    match library {
+        Library::TowerSessions => "tower",
+        Library::ActixSession => "actix",
+        other => other.name(),
+    }
+}
+
+fn round_trip_table(out: &mut String, rows: &[RoundTrips]) {
+    out.push_str("| store | scenario | cloakroom | tower-sessions | actix-session | floor |\n|---|---|---:|---:|---:|---:|\n");
+    for store in [StoreKind::Redis, StoreKind::Postgres] {
+        for scenario in Scenario::ALL {
+            let cells: Vec<String> = COLUMNS
+                .iter()
+                .map(|&library| {
+                    rows.iter()
+                        .find(|row| {
+                            row.target == Target::new(library, store) && row.scenario == scenario
+                        })
+                        .map_or("-".to_owned(), |row| format!("{:.2}", row.per_request))
+                })
+                .collect();
+            if cells.iter().all(|cell| cell == "-") {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                store.name(),
+                scenario.label(),
+                cells.join(" | ")
+            );
+        }
+    }
+}
+
+/// Renders `BENCHMARKS.md`. `chart` is the chart's path relative to it; `command` the
+/// command that regenerates it.
+pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
+    let mut out = String::new();
+    let m = &results.machine;
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "cloakroom side by side with tower-sessions 0.15 (0.14 for its SQLite, PostgreSQL and Redis stores, which are \
+         published for tower-sessions-core 0.14; the two differ only in a `rand` bump), actix-session 0.11 on actix-web 4, \
+         and **the floor**: a bare axum handler doing the same store operations directly, with no session library. \
+         Every library serves the same five routes with the same behaviour, on the same servers, in the same run.\n"
+    );
+    let _ = writeln!(
+        out,
+        "Regenerate this file (and `{chart}`) with:\n\n```sh\n{command}\n```\n"
+    );
+    let _ = writeln!(
+        out,
+        "This run: {} mode, {:.0} s. Machine: {}, {} cores, {:.0} GiB, Linux {}, {}. Servers: {}.\n",
+        if results.quick { "quick" } else { "full" },
+        results.seconds,
+        m.cpu,
+        m.cores,
+        m.memory_gib,
+        m.kernel,
+        m.rustc,
+        m.servers.join(", ")
+    );
+    out.push_str("## Targets\n\n| target | result |\n|---|---|\n");
+    for check in checks(results) {
+        let result = if check.checked == 0 {
+            "not measured".to_owned()
+        } else if check.misses.is_empty() {
+            format!("met ({} cells)", check.checked)
+        } else {
+            format!(
+                "**missed** in {} of {}: {}",
+                check.misses.len(),
+                check.checked,
+                check.misses.join("; ")
+            )
+        };
+        let _ = writeln!(out, "| {} | {result} |", check.target);
+    }
+    let _ = writeln!(out, "\n![Throughput relative to the floor]({chart})\n");
+    out.push_str(
+        "## What is measured\n\n\
+         | scenario | request |\n|---|---|\n\
+         | S1 untouched | `GET /untouched`, a handler that never touches the session, no cookie |\n\
+         | S2 read | `GET /read` with the cookie of a seeded session: read `counter` |\n\
+         | S3 write | `POST /write`: read `counter`, write it plus one |\n\
+         | S4 login | `POST /rotate`: give the session a new ID (the client follows the new cookie) |\n\
+         | S5 contended | `POST /write` from 32 clients at once on one session |\n\n\
+         Each library uses its idiomatic API: cloakroom `Session::update` for the increment (re-run on a concurrent \
+         change, so nothing is lost), tower-sessions and actix-session `get` then `insert`, and `cycle_id` / `renew` \
+         for S4. Sessions are seeded with `counter = 0` and `user = \"bench\"`. The floor keeps the same data as JSON: \
+         a `HashMap` under a `Mutex` (memory); `SELECT` / `INSERT … ON CONFLICT` / `UPDATE … SET id` on a table \
+         with the same pool settings (SQLite, PostgreSQL); `GET` / `SET EX` / `RENAMENX` with the same Redis client \
+         cloakroom uses (redis-rs `ConnectionManager`); XChaCha20-Poly1305 sealing of the JSON (cookie). The floor \
+         does no expiry bookkeeping, no rotation safety and no concurrency control, so it loses S5 writes by design.\n\n\
+         - **In process**: axum apps through tower `oneshot`, actix-web through `actix_web::test::call_service`, \
+         each on one thread; a warm-up, then timed samples, the median sample reported. S5 runs 32 concurrent \
+         writers on that thread, interleaving at every store await.\n\
+         - **Over HTTP**: each app served on loopback (axum on a 2-worker tokio runtime, actix-web with 2 \
+         workers), loaded by wrk for a fixed time: S1-S4 with 8 connections, each on its own wrk thread with its own \
+         session; S5 with 32 connections on one session. S5's acknowledged writes are counted by the server, \
+         so requests still in flight when wrk stops are not miscounted.\n\
+         - **Round trips**: the store connection goes through a counting TCP proxy that parses the client's half \
+         of the protocol: Redis commands (RESP arrays; commands run inside a Lua script are not round trips \
+         and are not seen), PostgreSQL round trips (`Query` and `Sync` messages). 64 requests per scenario after \
+         one unmeasured one.\n\
+         - **Memory**: one million sessions created through each library's own `/seed` route in a fresh process; \
+         live heap bytes counted by a counting global allocator, and resident-set growth.\n\n",
+    );
+    for (title, rows) in [
+        ("In process", &results.in_process),
+        ("Over HTTP (wrk, loopback)", &results.http),
+    ] {
+        let _ = writeln!(out, "## {title}\n\nRequests per second (higher is better). peer/cloakroom below 1 means cloakroom is faster.\n");
+        throughput_table(&mut out, rows);
+        out.push('\n');
+    }
+    out.push_str("## Round trips per request\n\nRedis: commands per request. PostgreSQL: round trips (`Query` + `Sync`) per request.\n\n");
+    round_trip_table(&mut out, &results.round_trips);
+    out.push_str("\n## Memory per session\n\n| store | sessions | heap bytes/session | RSS bytes/session | vs cloakroom (heap) |\n|---|---:|---:|---:|---:|\n");
+    let ours = results
+        .memory
+        .iter()
+        .find(|row| row.library == Library::Cloakroom)
+        .map(|row| row.heap_bytes);
+    for row in &results.memory {
+        let ratio = ours.map_or("-".to_owned(), |ours| {
+            format!("{:.2}", row.heap_bytes / ours)
+        });
+        let name = match row.library {
+            Library::Floor => "floor (`HashMap<String, Map>`)".to_owned(),
+            library => format!("{} `MemoryStore`", library.name()),
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {:.0} | {:.0} | {ratio} |",
+            row.sessions, row.heap_bytes, row.rss_bytes
+        );
+    }
+    out
+}
+
+/// Draws throughput relative to the floor, per store and scenario (S2-S4), both modes.
+pub fn chart(results: &Results, path: &std::path::Path) -> Result<(), String> {
+    let libraries = [
+        Library::Cloakroom,
+        Library::TowerSessions,
+        Library::ActixSession,
+    ];
+    let colors = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xff, 0x7f, 0x0e),
+        RGBColor(0x2c, 0xa0, 0x2c),
+    ];
+    let mut groups: Vec<(String, BTreeMap<usize, f64>)> = Vec::new();
+    for (mode, rows) in [("in-process", &results.in_process), ("HTTP", &results.http)] {
+        for store in StoreKind::ALL {
+            for scenario in [Scenario::Read, Scenario::Write, Scenario::Login] {
+                let Some(base) = find(rows, Library::Floor, store, scenario) else {
+                    continue;
+                };
+                let bars: BTreeMap<usize, f64> = libraries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, &library)| {
+                        find(rows, library, store, scenario)
+                            .map(|row| (i, row.per_second / base.per_second))
+                    })
+                    .collect();
+                let label = format!("{} {} {}", mode, store.name(), &scenario.label()[..2]);
+                groups.push((label, bars));
+            }
+        }
+    }
+    if groups.is_empty() {
+        return Err("nothing to chart".into());
+    }
+    let top = groups
+        .iter()
+        .flat_map(|(_, bars)| bars.values().copied())
+        .fold(1.0_f64, f64::max)
+        * 1.1;
+    let width = 160 + 46 * groups.len() as u32;
+    let root = SVGBackend::new(path, (width, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|error| error.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Throughput relative to the floor (1.0 = bare store; higher is better)",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(150)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..groups.len() as f64, 0.0..top)
+        .map_err(|error| error.to_string())?;
+    let labels: Vec<String> = groups.iter().map(|(label, _)| label.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 0.01 {
+                labels.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .x_label_style(
+            ("sans-serif", 11)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
+        .y_desc("throughput / floor")
+        .draw()
+        .map_err(|error| error.to_string())?;
+    for (i, color) in colors.iter().enumerate() {
+        let bars: Vec<Rectangle<(f64, f64)>> = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(g, (_, bars))| {
+                bars.get(&i).map(|&value| {
+                    let left = g as f64 + 0.1 + 0.27 * i as f64;
+                    Rectangle::new([(left, 0.0), (left + 0.25, value)], color.filled())
+                })
+            })
+            .collect();
+        chart
+            .draw_series(bars)
+            .map_err(|error| error.to_string())?
+            .label(libraries[i].name())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, FLOOR_TARGET), (groups.len() as f64, FLOOR_TARGET)],
+            RED.stroke_width(1),
+        ))
+        .map_err(|error| error.to_string())?
+        .label("target 0.8")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 10, y)], RED));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|error| error.to_string())?;
+    root.present().map_err(|error| error.to_string())
+}
