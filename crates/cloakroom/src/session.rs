@@ -29,7 +29,18 @@ pub struct SessionManager {
     /// Commits to one session from this process take turns (striped by store key), so
     /// concurrent writers queue instead of stampeding the compare-and-set; writers in
     /// other processes are still merged by the compare-and-set itself.
-    commit_locks: Box<[Mutex<()>]>,
+    commit_locks: Box<[CommitTurn]>,
+}
+
+/// One stripe of the commit lock, and what its last holder committed.
+#[derive(Default)]
+struct CommitTurn {
+    /// Held while committing; holds the record the last holder committed when another
+    /// writer was queued, so that writer rebases on it instead of failing its
+    /// compare-and-set and reloading (one store round trip per contended write, not three).
+    last: Mutex<Option<(StoreKey, Record)>>,
+    /// Writers waiting for `last`.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 /// Stripes in the commit lock table: enough that unrelated sessions rarely share one.
@@ -87,7 +98,9 @@ impl SessionManager {
 
     fn with_backend(backend: Backend, config: SessionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let commit_locks = (0..COMMIT_LOCK_STRIPES).map(|_| Mutex::new(())).collect();
+        let commit_locks = (0..COMMIT_LOCK_STRIPES)
+            .map(|_| CommitTurn::default())
+            .collect();
         Ok(Self {
             backend,
             config,
@@ -95,7 +108,7 @@ impl SessionManager {
         })
     }
 
-    fn commit_lock(&self, key: &StoreKey) -> &Mutex<()> {
+    fn commit_lock(&self, key: &StoreKey) -> &CommitTurn {
         let bytes = key.as_bytes();
         let stripe =
             usize::from(u16::from_le_bytes([bytes[0], bytes[1]])) % self.commit_locks.len();
@@ -989,7 +1002,11 @@ impl Session {
         time: OffsetDateTime,
     ) -> Result<(), SessionError> {
         let store = self.store("update")?;
-        let _turn = self.inner.manager.commit_lock(&id.store_key()).lock().await;
+        use std::sync::atomic::Ordering;
+        let stripe = self.inner.manager.commit_lock(&id.store_key());
+        stripe.queued.fetch_add(1, Ordering::SeqCst);
+        let mut turn = stripe.last.lock().await;
+        stripe.queued.fetch_sub(1, Ordering::SeqCst);
         if state.rotate {
             let mut renamed = false;
             for _ in 0..3 {
@@ -1034,6 +1051,17 @@ impl Session {
             }
             return Ok(());
         }
+        // A writer that held the turn before us committed a newer version of this
+        // session: rebase on it now rather than lose the compare-and-set to it.
+        if let Some((committed_key, committed)) = turn.as_ref() {
+            if *committed_key == key && committed.version > state.base_version {
+                let mut fresh = committed.clone();
+                state.changes.apply_all(&mut fresh)?;
+                state.base_version = fresh.version;
+                state.working = Some(fresh);
+                state.data_size = None;
+            }
+        }
         let max_attempts = self.config().max_commit_attempts;
         let mut attempt = 0;
         loop {
@@ -1046,6 +1074,8 @@ impl Session {
                     record.version = state.base_version + 1;
                     state.base_version = record.version;
                     state.send_cookie |= record.persistent;
+                    *turn =
+                        (stripe.queued.load(Ordering::SeqCst) > 0).then(|| (key, record.clone()));
                     state.working = Some(record);
                     state.changes.clear();
                     return Ok(());
