@@ -26,6 +26,8 @@ static ACKNOWLEDGED_WRITES: AtomicU64 = AtomicU64::new(0);
 pub struct Load {
     /// Seconds per wrk run.
     pub seconds: u32,
+    /// Runs per target and scenario (in rotated target order), combined by median.
+    pub rounds: usize,
     /// Server worker threads.
     pub workers: usize,
     /// Connections for S1-S4 (each with its own session, one wrk thread each).
@@ -35,13 +37,15 @@ pub struct Load {
 impl Load {
     /// The quick mode's load.
     pub const QUICK: Load = Load {
-        seconds: 2,
+        seconds: 1,
+        rounds: 2,
         workers: 2,
         connections: 8,
     };
     /// The full mode's load.
     pub const FULL: Load = Load {
-        seconds: 8,
+        seconds: 4,
+        rounds: 3,
         workers: 2,
         connections: 8,
     };
@@ -422,6 +426,7 @@ fn load_scenarios(
             median_us: summary.p50_us,
             failed: summary.status + summary.socket,
             contended,
+            spread: 1.0,
         };
         eprintln!(
             "  http       {:<32} {:<13} {:>10.0}/s{}",

@@ -35,9 +35,9 @@ pub struct Budget {
 impl Budget {
     /// The quick mode's budget.
     pub const QUICK: Budget = Budget {
-        warm_up: Duration::from_millis(150),
-        samples: 11,
-        sample: Duration::from_millis(30),
+        warm_up: Duration::from_millis(100),
+        samples: 7,
+        sample: Duration::from_millis(20),
         writes_per_writer: 25,
     };
     /// The full mode's budget.
@@ -228,6 +228,7 @@ async fn sequential<D: Driver>(
         median_us: median_ns / 1e3,
         failed,
         contended: None,
+        spread: 1.0,
     })
 }
 
@@ -265,6 +266,7 @@ async fn contended<D: Driver>(
             acknowledged,
             survived,
         }),
+        spread: 1.0,
     })
 }
 

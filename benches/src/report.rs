@@ -127,7 +127,9 @@ pub fn checks(results: &Results) -> Vec<Check> {
                         }
                     }
                 }
-                if let Some(contended) = ours.contended {
+                // Client-side state cannot merge concurrent writes: each response's
+                // cookie replaces the last, so S5 on cookies measures throughput only.
+                if let Some(contended) = ours.contended.filter(|_| store != StoreKind::Cookie) {
                     lost.checked += 1;
                     if contended.lost() > 0 {
                         lost.misses
@@ -226,7 +228,15 @@ fn throughput_table(out: &mut String, rows: &[Throughput]) {
     for store in StoreKind::ALL {
         for library in COLUMNS {
             if let Some(row) = find(rows, library, store, Scenario::Contended) {
-                if let Some(c) = row.contended {
+                if store == StoreKind::Cookie {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | n/a | n/a | n/a: client-side, the last cookie wins |",
+                        store.name(),
+                        library.name(),
+                        rate(row.per_second)
+                    );
+                } else if let Some(c) = row.contended {
                     let _ = writeln!(
                         out,
                         "| {} | {} | {} | {} | {} | {} |",
@@ -262,7 +272,9 @@ fn round_trip_table(out: &mut String, rows: &[RoundTrips]) {
                         .find(|row| {
                             row.target == Target::new(library, store) && row.scenario == scenario
                         })
-                        .map_or("-".to_owned(), |row| format!("{:.2}", row.per_request))
+                        .map_or("-".to_owned(), |row| {
+                            format!("{:.2} ({:.2})", row.per_request, row.round_trips)
+                        })
                 })
                 .collect();
             if cells.iter().all(|cell| cell == "-") {
@@ -348,9 +360,10 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
          session; S5 with 32 connections on one session. S5's acknowledged writes are counted by the server, \
          so requests still in flight when wrk stops are not miscounted.\n\
          - **Round trips**: the store connection goes through a counting TCP proxy that parses the client's half \
-         of the protocol: Redis commands (RESP arrays; commands run inside a Lua script are not round trips \
-         and are not seen), PostgreSQL round trips (`Query` and `Sync` messages). 64 requests per scenario after \
-         one unmeasured one.\n\
+         of the protocol: Redis commands (RESP arrays; commands a Lua script runs inside the server are not \
+         seen), PostgreSQL statements (`Query` and `Execute` messages); and round trips (client sends that \
+         follow a server reply), which also show connection-pool health checks. 64 requests per scenario \
+         after one unmeasured one.\n\
          - **Memory**: one million sessions created through each library's own `/seed` route in a fresh process; \
          live heap bytes counted by a counting global allocator, and resident-set growth.\n\n",
     );
@@ -358,11 +371,28 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
         ("In process", &results.in_process),
         ("Over HTTP (wrk, loopback)", &results.http),
     ] {
-        let _ = writeln!(out, "## {title}\n\nRequests per second (higher is better). peer/cloakroom below 1 means cloakroom is faster.\n");
+        let mut spreads: Vec<f64> = rows.iter().map(|row| row.spread).collect();
+        spreads.sort_by(f64::total_cmp);
+        let spread = spreads.get(spreads.len() / 2).copied().unwrap_or(1.0);
+        let worst = spreads.last().copied().unwrap_or(1.0);
+        let _ = writeln!(
+            out,
+            "## {title}\n\nRequests per second (higher is better), the median of the rounds. peer/cloakroom \
+             below 1 means cloakroom is faster. Noise on this machine: the fastest round of a cell \
+             beat its slowest by {:.0}% at the median cell, {:.0}% at the worst, so differences \
+             within that are not findings.\n",
+            (spread - 1.0) * 100.0,
+            (worst - 1.0) * 100.0
+        );
         throughput_table(&mut out, rows);
         out.push('\n');
     }
-    out.push_str("## Round trips per request\n\nRedis: commands per request. PostgreSQL: round trips (`Query` + `Sync`) per request.\n\n");
+    out.push_str(
+        "## Round trips per request\n\nCommands (Redis) or statements (PostgreSQL) per request, and in brackets \
+         the round trips. Every PostgreSQL library here runs on sqlx, which pings a connection when it returns \
+         to the pool (after the response, off the request's path): that is the second round trip of each \
+         statement. On Redis, S5's 32 concurrent requests share pipelined round trips.\n\n",
+    );
     round_trip_table(&mut out, &results.round_trips);
     out.push_str("\n## Memory per session\n\n| store | sessions | heap bytes/session | RSS bytes/session | vs cloakroom (heap) |\n|---|---:|---:|---:|---:|\n");
     let ours = results
@@ -387,8 +417,27 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
     out
 }
 
-/// Draws throughput relative to the floor, per store and scenario (S2-S4), both modes.
+/// Draws throughput relative to the floor, per store and scenario (S2-S4): one panel per
+/// mode.
 pub fn chart(results: &Results, path: &std::path::Path) -> Result<(), String> {
+    let modes = [
+        ("in process", &results.in_process),
+        ("over HTTP", &results.http),
+    ];
+    let root = SVGBackend::new(path, (1300, 760)).into_drawing_area();
+    root.fill(&WHITE).map_err(|error| error.to_string())?;
+    let panels = root.split_evenly((2, 1));
+    for ((mode, rows), panel) in modes.iter().zip(panels.iter()) {
+        panel_chart(mode, rows, panel)?;
+    }
+    root.present().map_err(|error| error.to_string())
+}
+
+fn panel_chart<DB: DrawingBackend>(
+    mode: &str,
+    rows: &[Throughput],
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), String> {
     let libraries = [
         Library::Cloakroom,
         Library::TowerSessions,
@@ -400,50 +449,46 @@ pub fn chart(results: &Results, path: &std::path::Path) -> Result<(), String> {
         RGBColor(0x2c, 0xa0, 0x2c),
     ];
     let mut groups: Vec<(String, BTreeMap<usize, f64>)> = Vec::new();
-    for (mode, rows) in [("in-process", &results.in_process), ("HTTP", &results.http)] {
-        for store in StoreKind::ALL {
-            for scenario in [Scenario::Read, Scenario::Write, Scenario::Login] {
-                let Some(base) = find(rows, Library::Floor, store, scenario) else {
-                    continue;
-                };
-                let bars: BTreeMap<usize, f64> = libraries
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, &library)| {
-                        find(rows, library, store, scenario)
-                            .map(|row| (i, row.per_second / base.per_second))
-                    })
-                    .collect();
-                let label = format!("{} {} {}", mode, store.name(), &scenario.label()[..2]);
-                groups.push((label, bars));
-            }
+    for store in StoreKind::ALL {
+        for scenario in [Scenario::Read, Scenario::Write, Scenario::Login] {
+            let Some(base) = find(rows, Library::Floor, store, scenario) else {
+                continue;
+            };
+            let bars: BTreeMap<usize, f64> = libraries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &library)| {
+                    find(rows, library, store, scenario)
+                        .map(|row| (i, row.per_second / base.per_second))
+                })
+                .collect();
+            groups.push((format!("{} {}", store.name(), &scenario.label()[..2]), bars));
         }
     }
     if groups.is_empty() {
-        return Err("nothing to chart".into());
+        return Ok(());
     }
     let top = groups
         .iter()
         .flat_map(|(_, bars)| bars.values().copied())
         .fold(1.0_f64, f64::max)
         * 1.1;
-    let width = 160 + 46 * groups.len() as u32;
-    let root = SVGBackend::new(path, (width, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|error| error.to_string())?;
-    let mut chart = ChartBuilder::on(&root)
+    let error = |error: DrawingAreaErrorKind<DB::ErrorType>| error.to_string();
+    let mut chart = ChartBuilder::on(area)
         .caption(
-            "Throughput relative to the floor (1.0 = bare store; higher is better)",
-            ("sans-serif", 20),
+            format!("{mode}: throughput / floor (1.0 = the bare store; higher is better)"),
+            ("sans-serif", 18),
         )
-        .margin(12)
-        .x_label_area_size(150)
-        .y_label_area_size(50)
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(45)
         .build_cartesian_2d(0.0..groups.len() as f64, 0.0..top)
-        .map_err(|error| error.to_string())?;
+        .map_err(error)?;
     let labels: Vec<String> = groups.iter().map(|(label, _)| label.clone()).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .y_max_light_lines(1)
         .x_labels(groups.len() * 2 + 1)
         .x_label_formatter(&|x| {
             let i = x.floor() as usize;
@@ -453,14 +498,9 @@ pub fn chart(results: &Results, path: &std::path::Path) -> Result<(), String> {
                 String::new()
             }
         })
-        .x_label_style(
-            ("sans-serif", 11)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
-        .y_desc("throughput / floor")
+        .x_label_style(("sans-serif", 11))
         .draw()
-        .map_err(|error| error.to_string())?;
+        .map_err(error)?;
     for (i, color) in colors.iter().enumerate() {
         let bars: Vec<Rectangle<(f64, f64)>> = groups
             .iter()
@@ -474,7 +514,7 @@ pub fn chart(results: &Results, path: &std::path::Path) -> Result<(), String> {
             .collect();
         chart
             .draw_series(bars)
-            .map_err(|error| error.to_string())?
+            .map_err(error)?
             .label(libraries[i].name())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
@@ -483,15 +523,14 @@ pub fn chart(results: &Results, path: &std::path::Path) -> Result<(), String> {
             [(0.0, FLOOR_TARGET), (groups.len() as f64, FLOOR_TARGET)],
             RED.stroke_width(1),
         ))
-        .map_err(|error| error.to_string())?
+        .map_err(error)?
         .label("target 0.8")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 10, y)], RED));
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .draw()
-        .map_err(|error| error.to_string())?;
-    root.present().map_err(|error| error.to_string())
+        .map_err(error)
 }

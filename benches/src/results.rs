@@ -55,6 +55,13 @@ pub struct Throughput {
     pub failed: u64,
     /// For S5: what happened to the writes.
     pub contended: Option<Contended>,
+    /// Fastest round over slowest (1.0 for a single round): how noisy the machine was.
+    #[serde(default = "one")]
+    pub spread: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// S5's outcome: how many acknowledged increments the counter kept.
@@ -99,4 +106,96 @@ pub struct MemoryUse {
     pub heap_bytes: f64,
     /// Resident-set growth per session.
     pub rss_bytes: f64,
+}
+
+/// Combines repeated measurements of the same target and scenario (rounds run in
+/// alternating order, so drift in the machine's speed hits every library alike): the
+/// median rate and latency, and the sums of failures and S5 writes.
+pub fn combine_rounds(rows: Vec<Throughput>) -> Vec<Throughput> {
+    let mut groups: Vec<Vec<Throughput>> = Vec::new();
+    for row in rows {
+        match groups
+            .iter_mut()
+            .find(|group| group[0].target == row.target && group[0].scenario == row.scenario)
+        {
+            Some(group) => group.push(row),
+            None => groups.push(vec![row]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|group| {
+            let median = |value: fn(&Throughput) -> f64| {
+                let mut values: Vec<f64> = group.iter().map(value).collect();
+                values.sort_by(f64::total_cmp);
+                let mid = values.len() / 2;
+                if values.len() % 2 == 0 {
+                    (values[mid - 1] + values[mid]) / 2.0
+                } else {
+                    values[mid]
+                }
+            };
+            let contended = group[0].contended.map(|_| Contended {
+                acknowledged: group
+                    .iter()
+                    .filter_map(|row| row.contended)
+                    .map(|c| c.acknowledged)
+                    .sum(),
+                survived: group
+                    .iter()
+                    .filter_map(|row| row.contended)
+                    .map(|c| c.survived)
+                    .sum(),
+            });
+            Throughput {
+                target: group[0].target,
+                scenario: group[0].scenario,
+                per_second: median(|row| row.per_second),
+                median_us: median(|row| row.median_us),
+                failed: group.iter().map(|row| row.failed).sum(),
+                contended,
+                spread: {
+                    let rates = group.iter().map(|row| row.per_second);
+                    let fastest = rates.clone().fold(f64::MIN, f64::max);
+                    let slowest = rates.fold(f64::MAX, f64::min);
+                    if slowest > 0.0 {
+                        fastest / slowest
+                    } else {
+                        1.0
+                    }
+                },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Library, StoreKind};
+
+    fn row(per_second: f64, lost: u64) -> Throughput {
+        Throughput {
+            target: Target::new(Library::Floor, StoreKind::Memory),
+            scenario: Scenario::Contended,
+            per_second,
+            median_us: 1.0,
+            failed: 1,
+            contended: Some(Contended {
+                acknowledged: 10,
+                survived: 10 - lost,
+            }),
+            spread: 1.0,
+        }
+    }
+
+    #[test]
+    fn rounds_combine_to_medians_and_sums() {
+        let combined = combine_rounds(vec![row(3.0, 0), row(1.0, 2), row(2.0, 1)]);
+        assert_eq!(combined.len(), 1);
+        assert_eq!(combined[0].per_second, 2.0);
+        assert_eq!(combined[0].spread, 3.0);
+        assert_eq!(combined[0].failed, 3);
+        assert_eq!(combined[0].contended.unwrap().lost(), 3);
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use cloakroom_benches::inprocess::{self, Budget, Job, Output};
-use cloakroom_benches::results::{Machine, MemoryUse, Results};
+use cloakroom_benches::results::{combine_rounds, Machine, MemoryUse, Results};
 use cloakroom_benches::{http, report, Env, StoreKind, Target};
 
 #[derive(Parser)]
@@ -120,12 +120,19 @@ fn run(
         ..Results::default()
     };
     let budget = if quick { Budget::QUICK } else { Budget::FULL };
-    for &target in &targets {
-        match inprocess::run_target(target, &env, Job::Measure(budget))? {
-            Output::Throughput(rows) => results.in_process.extend(rows),
-            Output::RoundTrips(_) => unreachable!("measuring"),
+    // Rounds in rotated order, combined by median: the machine's speed drifts, and
+    // each library should meet that drift alike.
+    let rounds = if quick { 2 } else { 5 };
+    let mut rows = Vec::new();
+    for round in 0..rounds {
+        for target in rotated(&targets, round) {
+            match inprocess::run_target(target, &env, Job::Measure(budget))? {
+                Output::Throughput(measured) => rows.extend(measured),
+                Output::RoundTrips(_) => unreachable!("measuring"),
+            }
         }
     }
+    results.in_process = combine_rounds(rows);
     for &target in targets
         .iter()
         .filter(|target| matches!(target.store, StoreKind::Redis | StoreKind::Postgres))
@@ -141,9 +148,13 @@ fn run(
         } else {
             http::Load::FULL
         };
-        for &target in &targets {
-            results.http.extend(http::run_target(target, &env, load)?);
+        let mut rows = Vec::new();
+        for round in 0..load.rounds {
+            for target in rotated(&targets, round) {
+                rows.extend(http::run_target(target, &env, load)?);
+            }
         }
+        results.http = combine_rounds(rows);
     }
     for library in ["cloakroom", "tower-sessions", "floor"] {
         if only.is_none_or(|only| library.contains(only) || only.contains("memory")) {
@@ -204,6 +215,19 @@ fn profile(slug: &str, scenario: usize, requests: u64) -> Result<(), String> {
         scenario,
         requests,
     )
+}
+
+/// `targets`, starting `round` places in, so no library always runs first.
+fn rotated(targets: &[Target], round: usize) -> Vec<Target> {
+    let mut order = targets.to_vec();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    if !order.is_empty() {
+        let len = order.len();
+        order.rotate_left(round * 7 % len);
+    }
+    order
 }
 
 /// Runs the `bench-memory` binary beside this one: a fresh process per library, so one
