@@ -129,7 +129,7 @@ pub fn combine_rounds(rows: Vec<Throughput>) -> Vec<Throughput> {
                 let mut values: Vec<f64> = group.iter().map(value).collect();
                 values.sort_by(f64::total_cmp);
                 let mid = values.len() / 2;
-                if values.len() % 2 == 0 {
+                if values.len().is_multiple_of(2) {
                     (values[mid - 1] + values[mid]) / 2.0
                 } else {
                     values[mid]
