@@ -394,6 +394,28 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
          statement. On Redis, S5's 32 concurrent requests share pipelined round trips.\n\n",
     );
     round_trip_table(&mut out, &results.round_trips);
+    out.push_str(
+        "\n## Why the misses are where they are\n\n\
+         - **S1 against bare axum, in process.** Any tower layer on an axum router costs a boxed route \
+         service, a request extension and a response future; a bare in-process request is under 1 µs, so \
+         that is tens of percent there and a few percent over HTTP, where the socket dominates. cloakroom's \
+         untouched path does no store call, no lock wait and no allocation of its own beyond the session \
+         handle (`bench profile cloakroom/memory 1` under `perf`).\n\
+         - **Redis writes.** cloakroom's write is a compare-and-set Lua script (that is what keeps S5 at zero \
+         lost writes); Redis spends about 15 µs of its CPU per `EVALSHA` against 1.3 µs per blind `SET` \
+         (`redis-cli INFO commandstats` after `bench profile cloakroom/Redis 3`). On two cores shared by wrk, \
+         the app and Redis, that CPU is the gap to the peers' blind overwrites.\n\
+         - **S5.** The peers are faster because they overwrite: see the lost writes above. cloakroom \
+         serializes one session's commits in-process and hands each committed record to the next writer \
+         (one store round trip per contended write), which is the price of keeping every increment.\n\
+         - **Cookie sessions against actix-session.** actix-web answers S1 faster than axum with no session \
+         involved at all over HTTP, so part of that ratio is the framework; the rest is cloakroom's larger \
+         sealed payload (the record's deadlines, client metadata and key travel in the cookie, which is what \
+         makes idle/absolute expiry and device lists work client-side) parsed on every request.\n\
+         - **Memory per session.** cloakroom's memory store keeps an expiry index (it evicts expired \
+         sessions; tower-sessions' keeps them until they are next read) and a per-user index, and records \
+         carry their deadlines, client metadata and version; values live in an ordered map.\n",
+    );
     out.push_str("\n## Memory per session\n\n| store | sessions | heap bytes/session | RSS bytes/session | vs cloakroom (heap) |\n|---|---:|---:|---:|---:|\n");
     let ours = results
         .memory
