@@ -413,7 +413,7 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
          sealed payload (the record's deadlines, client metadata and key travel in the cookie, which is what \
          makes idle/absolute expiry and device lists work client-side) parsed on every request.\n\
          - **Memory per session.** cloakroom's memory store keeps an expiry index (it evicts expired \
-         sessions; tower-sessions' keeps them until they are next read) and a per-user index, and records \
+         sessions; tower-sessions' keeps expired records until something deletes them) and a per-user index, and records \
          carry their deadlines, client metadata and version; values live in an ordered map.\n",
     );
     out.push_str("\n## Memory per session\n\n| store | sessions | heap bytes/session | RSS bytes/session | vs cloakroom (heap) |\n|---|---:|---:|---:|---:|\n");
