@@ -153,6 +153,32 @@ pub async fn seed<D: Driver>(driver: &D) -> Result<String, String> {
     }
 }
 
+/// The cookie `scenario` starts from: a fresh session's, or none for S1.
+async fn starting_cookie<D: Driver>(
+    driver: &D,
+    scenario: Scenario,
+) -> Result<Option<String>, String> {
+    if scenario.needs_session() {
+        seed(driver).await.map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// One request of `scenario`, following the new cookie after a rotation (as a browser
+/// would), so S4 rotates a live session every time.
+async fn step<D: Driver>(driver: &D, scenario: Scenario, cookie: &mut Option<String>) -> Reply {
+    let reply = driver
+        .call(scenario.is_post(), scenario.path(), cookie.as_deref())
+        .await;
+    if scenario == Scenario::Login {
+        if let Some(new) = &reply.cookie {
+            *cookie = Some(new.clone());
+        }
+    }
+    reply
+}
+
 /// Runs every scenario of `target` on `driver`.
 pub async fn measure_all<D: Driver>(
     driver: &D,
@@ -183,23 +209,11 @@ async fn sequential<D: Driver>(
     scenario: Scenario,
     budget: Budget,
 ) -> Result<Throughput, String> {
-    let mut cookie = if scenario.needs_session() {
-        Some(seed(driver).await?)
-    } else {
-        None
-    };
+    let mut cookie = starting_cookie(driver, scenario).await?;
     let mut failed = 0_u64;
     let mut one = async |cookie: &mut Option<String>| {
-        let reply = driver
-            .call(scenario.is_post(), scenario.path(), cookie.as_deref())
-            .await;
-        if !reply.ok() {
+        if !step(driver, scenario, cookie).await.ok() {
             failed += 1;
-        }
-        if scenario == Scenario::Login {
-            if let Some(new) = reply.cookie {
-                *cookie = Some(new);
-            }
         }
     };
     // Warm up, and size the samples from what the warm-up saw.
@@ -313,11 +327,7 @@ async fn perform<D: Driver>(
         (Job::CountRoundTrips, Some(proxy)) => {
             let mut counts = Vec::new();
             for &scenario in target.scenarios() {
-                let mut cookie = if scenario.needs_session() {
-                    Some(seed(driver).await?)
-                } else {
-                    None
-                };
+                let mut cookie = starting_cookie(driver, scenario).await?;
                 let requests = if scenario == Scenario::Contended {
                     let cookie = cookie.clone();
                     let writer = async || {
@@ -336,17 +346,10 @@ async fn perform<D: Driver>(
                 } else {
                     // One unmeasured request first: connection setup and script loading
                     // are not per-request costs.
-                    driver
-                        .call(scenario.is_post(), scenario.path(), cookie.as_deref())
-                        .await;
+                    step(driver, scenario, &mut cookie).await;
                     let before = (proxy.messages(), proxy.round_trips());
                     for _ in 0..COUNTED_REQUESTS {
-                        let reply = driver
-                            .call(scenario.is_post(), scenario.path(), cookie.as_deref())
-                            .await;
-                        if let (Scenario::Login, Some(new)) = (scenario, reply.cookie) {
-                            cookie = Some(new);
-                        }
+                        step(driver, scenario, &mut cookie).await;
                     }
                     (
                         proxy.messages() - before.0,
@@ -454,18 +457,9 @@ pub fn repeat(target: Target, env: &Env, scenario: Scenario, requests: u64) -> R
             .await
             .map_err(|error| format!("{}: {error}", target.slug()))?;
         let driver = AxumDriver(router);
-        let mut cookie = if scenario.needs_session() {
-            Some(seed(&driver).await?)
-        } else {
-            None
-        };
+        let mut cookie = starting_cookie(&driver, scenario).await?;
         for _ in 0..requests {
-            let reply = driver
-                .call(scenario.is_post(), scenario.path(), cookie.as_deref())
-                .await;
-            if let (Scenario::Login, Some(new)) = (scenario, reply.cookie) {
-                cookie = Some(new);
-            }
+            step(&driver, scenario, &mut cookie).await;
         }
         Ok(())
     })

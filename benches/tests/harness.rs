@@ -83,4 +83,9 @@ fn redis_round_trips_are_counted_per_command() {
     assert_eq!(count(Scenario::Untouched), 0.0);
     assert_eq!(count(Scenario::Read), 1.0, "a read is one HMGET");
     assert_eq!(count(Scenario::Write), 2.0, "a write is HMGET + EVALSHA");
+    assert_eq!(
+        count(Scenario::Login),
+        2.0,
+        "a rotation of a live session is HMGET + the rename script"
+    );
 }
