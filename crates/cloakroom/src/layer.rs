@@ -107,7 +107,7 @@ where
         ResponseFuture {
             inner: self.inner.call(request),
             session: Some(session),
-            finishing: None,
+            committing: None,
         }
     }
 }
@@ -120,15 +120,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         session: Option<Session>,
-        finishing: Option<Finishing<B>>,
+        committing: Option<Pin<Box<dyn Future<Output = Response<B>> + Send>>>,
     }
-}
-
-/// A response waiting for its session's commit.
-struct Finishing<B> {
-    commit: Pin<Box<dyn Future<Output = Finish> + Send>>,
-    response: Option<Response<B>>,
-    session: Session,
 }
 
 impl<F, B, E> Future for ResponseFuture<F, B>
@@ -140,7 +133,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if this.finishing.is_none() {
+        if this.committing.is_none() {
             let response = std::task::ready!(this.inner.poll(cx))?;
             let session = this
                 .session
@@ -149,21 +142,13 @@ where
             if session.finish_untouched() {
                 return Poll::Ready(Ok(response));
             }
-            let status = response.status();
-            let committing = session.clone();
-            *this.finishing = Some(Finishing {
-                commit: Box::pin(async move { committing.finish(status).await }),
-                response: Some(response),
-                session,
-            });
+            *this.committing = Some(Box::pin(async move {
+                let finish = session.finish(response.status()).await;
+                apply(finish, response, session.config())
+            }));
         }
-        let finishing = this.finishing.as_mut().expect("set above");
-        let finish = std::task::ready!(finishing.commit.as_mut().poll(cx));
-        let response = finishing
-            .response
-            .take()
-            .expect("a ResponseFuture is not polled after completion");
-        Poll::Ready(Ok(apply(finish, response, finishing.session.config())))
+        let committing = this.committing.as_mut().expect("set above");
+        committing.as_mut().poll(cx).map(Ok)
     }
 }
 

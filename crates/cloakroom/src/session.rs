@@ -2,6 +2,7 @@
 //! engine that saves a request's changes when its response is ready.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ struct CommitTurn {
     /// compare-and-set and reloading (one store round trip per contended write, not three).
     last: Mutex<Option<(StoreKey, Record)>>,
     /// Writers waiting for `last`.
-    queued: std::sync::atomic::AtomicUsize,
+    queued: AtomicUsize,
 }
 
 /// Stripes in the commit lock table: enough that unrelated sessions rarely share one.
@@ -299,6 +300,12 @@ struct State {
 }
 
 impl State {
+    /// Whether the request read the session (or tried to): only then is there anything to
+    /// commit, and does the response vary by cookie.
+    fn touched(&self) -> bool {
+        self.loaded || self.load_failed
+    }
+
     /// The key naming the existing session, server- or client-side.
     fn key(&self) -> Option<StoreKey> {
         self.id
@@ -333,7 +340,7 @@ impl Session {
     #[cfg(feature = "tower")]
     pub(crate) fn finish_untouched(&self) -> bool {
         match self.inner.state.try_lock() {
-            Ok(mut state) if !state.loaded && !state.load_failed && !state.finished => {
+            Ok(mut state) if !state.touched() && !state.finished => {
                 state.finished = true;
                 true
             }
@@ -852,7 +859,7 @@ impl Session {
         }
         state.finished = true;
         let mut finish = Finish {
-            vary_cookie: state.loaded || state.load_failed,
+            vary_cookie: state.touched(),
             ..Finish::default()
         };
         if state.load_failed {
@@ -1002,7 +1009,6 @@ impl Session {
         time: OffsetDateTime,
     ) -> Result<(), SessionError> {
         let store = self.store("update")?;
-        use std::sync::atomic::Ordering;
         let stripe = self.inner.manager.commit_lock(&id.store_key());
         stripe.queued.fetch_add(1, Ordering::SeqCst);
         let mut turn = stripe.last.lock().await;
