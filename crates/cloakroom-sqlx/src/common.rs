@@ -17,6 +17,21 @@ pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// the stores' default pools (see `PostgresStore::pool_options`).
 pub const IDLE_CHECK_AFTER: Duration = Duration::from_secs(5);
 
+/// The stores' default pools' `before_acquire`: pings a connection only when it has been
+/// idle for [`IDLE_CHECK_AFTER`] (a ping is a round trip; a connection in steady use is
+/// alive, and one that died under load fails its query once and is replaced).
+pub(crate) fn ping_if_idle<C: sqlx::Connection>(
+    connection: &mut C,
+    metadata: sqlx::pool::PoolConnectionMetadata,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        if metadata.idle_for >= IDLE_CHECK_AFTER {
+            connection.ping().await?;
+        }
+        Ok(true)
+    })
+}
+
 /// Errors setting a store up, with what to do about them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -76,23 +76,15 @@ impl MySqlStore {
     }
 
     /// The default pool settings: 16 connections, a 5 s acquire timeout, and a connection
-    /// idle for longer than [`IDLE_CHECK_AFTER`](crate::IDLE_CHECK_AFTER) checked before
-    /// use (a ping costs a round trip, so a connection in steady use is not pinged before
-    /// every query; one that died under load fails its query once and is replaced). Adjust
-    /// and pass the pool to [`from_pool`](Self::from_pool).
+    /// idle for longer than [`IDLE_CHECK_AFTER`](crate::IDLE_CHECK_AFTER) pinged before use
+    /// (not every connection before every query: a ping is a round trip). Adjust and pass
+    /// the pool to [`from_pool`](Self::from_pool).
     pub fn pool_options() -> MySqlPoolOptions {
         MySqlPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
             .test_before_acquire(false)
-            .before_acquire(|connection, metadata| {
-                Box::pin(async move {
-                    if metadata.idle_for >= crate::IDLE_CHECK_AFTER {
-                        sqlx::Connection::ping(connection).await?;
-                    }
-                    Ok(true)
-                })
-            })
+            .before_acquire(crate::common::ping_if_idle)
     }
 
     /// A store over an existing pool. Call [`migrate`](Self::migrate) if the schema may be
