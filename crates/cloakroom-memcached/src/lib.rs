@@ -221,13 +221,18 @@ impl MemcachedStore {
 
     /// The memcached expiry for a deadline: seconds from now up to 30 days, an absolute
     /// Unix time beyond, 0 for none.
+    ///
+    /// Memcached's clock ticks once a second at its own phase, so an item given `T` seconds
+    /// can vanish after only `T - 1`. Two seconds of slack on top of the whole seconds left
+    /// keep an item at least until its deadline; `load` checks the deadline itself, so the
+    /// slack never lets a dead session be read.
     fn ttl(record: &Record) -> i64 {
         let Some(deadline) = record.expires_at() else {
             return 0;
         };
-        let seconds = (deadline - now()).whole_seconds() + 1;
+        let seconds = (deadline - now()).whole_seconds() + 2;
         if seconds > RELATIVE_TTL_LIMIT {
-            deadline.unix_timestamp() + 1
+            deadline.unix_timestamp() + 2
         } else {
             seconds.max(1)
         }

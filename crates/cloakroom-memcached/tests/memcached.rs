@@ -131,3 +131,30 @@ async fn an_evicted_session_never_comes_back() {
     );
     assert!(store.list_for_user("evictee").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_session_lives_until_its_deadline_despite_memcached_s_coarse_clock() {
+    let Some(server) = start().await else { return };
+    let store = MemcachedStore::connect(&format!("127.0.0.1:{}", server.port))
+        .await
+        .unwrap();
+    // Memcached's clock ticks once a second at its own phase, so a TTL without slack can
+    // end up to a second early. Three sessions started at different phases of that tick,
+    // each read until just before its deadline of 1.95 s.
+    for phase in 0..3 {
+        tokio::time::sleep(Duration::from_millis(330 * phase)).await;
+        let t = record::now();
+        let deadline = t + time::Duration::milliseconds(1950);
+        let record = Record::new(t, Some(deadline), None);
+        let key = SessionId::generate().store_key();
+        store.insert(&key, &record).await.unwrap();
+        while record::now() < deadline - time::Duration::milliseconds(100) {
+            assert!(
+                store.load(&key).await.unwrap().is_some(),
+                "a session was gone {} ms before its deadline",
+                (deadline - record::now()).whole_milliseconds()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
