@@ -128,18 +128,26 @@ pub fn earliest(a: Option<OffsetDateTime>, b: Option<OffsetDateTime>) -> Option<
 
 /// The current UTC time, truncated to whole milliseconds as stores keep it.
 pub fn now() -> OffsetDateTime {
-    from_unix_ms(to_unix_ms(OffsetDateTime::now_utc())).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    let at = OffsetDateTime::now_utc();
+    // Replacing the sub-second part leaves the date alone: no calendar arithmetic, no
+    // 128-bit division, on a path every request takes.
+    at.replace_millisecond(at.millisecond()).unwrap_or(at)
 }
 
-/// A timestamp as Unix milliseconds, the form every store persists.
+/// A timestamp as Unix milliseconds (rounded down), the form every store persists.
 pub fn to_unix_ms(at: OffsetDateTime) -> i64 {
-    // i64 milliseconds span ±292 million years; `time` values never leave that.
-    (at.unix_timestamp_nanos() / 1_000_000) as i64
+    // `unix_timestamp` rounds down and `millisecond` counts up from it, so this is the
+    // floor for times before 1970 too; i64 milliseconds span ±292 million years.
+    at.unix_timestamp() * 1000 + i64::from(at.millisecond())
 }
 
 /// Reads Unix milliseconds back; `None` for a value `time` cannot represent (a corrupt row).
 pub fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    let millisecond = u16::try_from(ms.rem_euclid(1000)).ok()?;
+    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()?
+        .replace_millisecond(millisecond)
+        .ok()
 }
 
 /// Serde helpers that persist timestamps as Unix milliseconds.
@@ -220,6 +228,31 @@ mod tests {
         record.client = ClientMeta::new(Some("127.0.0.1".into()), Some("agent"));
         let text = serde_json::to_string(&record).unwrap();
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn unix_ms_round_trips_and_agrees_with_nanoseconds(ms in -62_135_596_800_000_i64..253_402_300_799_999) {
+            let at = from_unix_ms(ms).expect("within time's range");
+            proptest::prop_assert_eq!(at.unix_timestamp_nanos(), i128::from(ms) * 1_000_000);
+            proptest::prop_assert_eq!(to_unix_ms(at), ms);
+            let later = at + Duration::nanoseconds(999_999);
+            proptest::prop_assert_eq!(to_unix_ms(later), ms, "sub-millisecond parts round down");
+        }
+    }
+
+    #[test]
+    fn now_has_whole_milliseconds() {
+        let t = now();
+        assert_eq!(t.nanosecond() % 1_000_000, 0);
+        assert_eq!(from_unix_ms(to_unix_ms(t)), Some(t));
+        assert!(OffsetDateTime::now_utc() - t < Duration::seconds(1));
+    }
+
+    #[test]
+    fn out_of_range_milliseconds_are_none() {
+        assert_eq!(from_unix_ms(i64::MAX), None);
+        assert_eq!(from_unix_ms(i64::MIN), None);
     }
 
     #[test]
