@@ -31,6 +31,10 @@ pub struct SessionManager {
     /// concurrent writers queue instead of stampeding the compare-and-set; writers in
     /// other processes are still merged by the compare-and-set itself.
     commit_locks: Box<[CommitTurn]>,
+    /// Client-side sessions: the length of a `Set-Cookie` header with an empty value and
+    /// its attributes at their longest (a ten-digit `Max-Age`). It depends only on the
+    /// configuration, and every write checks its cookie's size against it.
+    cookie_attributes_len: usize,
 }
 
 /// One stripe of the commit lock, and what its last holder committed.
@@ -102,10 +106,14 @@ impl SessionManager {
         let commit_locks = (0..COMMIT_LOCK_STRIPES)
             .map(|_| CommitTurn::default())
             .collect();
+        let cookie_attributes_len =
+            codec::value_cookie(&config.cookie, "", Some(Duration::from_secs(9_999_999_999)))
+                .len();
         Ok(Self {
             backend,
             config,
             commit_locks,
+            cookie_attributes_len,
         })
     }
 
@@ -545,13 +553,7 @@ impl Session {
         record: &Record,
     ) -> Result<(), SessionError> {
         let key = state.cookie_key.unwrap_or(StoreKey::from_bytes([0; 32]));
-        // Attributes at their longest: a ten-digit Max-Age.
-        let attributes = codec::value_cookie(
-            &self.config().cookie,
-            "",
-            Some(Duration::from_secs(9_999_999_999)),
-        )
-        .len();
+        let attributes = self.inner.manager.cookie_attributes_len;
         let value = sessions
             .sealed_len(
                 &key,
