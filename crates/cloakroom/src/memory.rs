@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::id::{SessionHandle, StoreKey};
-use crate::record::{now, Record, Touch};
+use crate::record::{earliest, now, ClientMeta, Record, Touch};
 use crate::store::{
     InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError, TouchError,
     UpdateError,
@@ -48,20 +49,91 @@ impl std::fmt::Debug for MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    sessions: BTreeMap<StoreKey, Record>,
+    sessions: BTreeMap<StoreKey, Stored>,
     by_user: HashMap<String, BTreeSet<StoreKey>>,
     by_expiry: BTreeSet<(OffsetDateTime, StoreKey)>,
 }
 
+/// A [`Record`] as the store keeps it: the same fields, packed for a store that may hold
+/// millions. A `serde_json::Map` is a B-tree whose first node has room for eleven entries,
+/// so a session with two values would carry some 600 bytes of empty slots; a boxed slice
+/// holds what is there and no more. Client metadata, read only for device lists, sits
+/// behind one pointer.
+struct Stored {
+    /// The values, in key order.
+    data: Box<[(Box<str>, Value)]>,
+    created_at: OffsetDateTime,
+    last_active_at: OffsetDateTime,
+    idle_deadline: Option<OffsetDateTime>,
+    absolute_deadline: Option<OffsetDateTime>,
+    version: u64,
+    persistent: bool,
+    user_id: Option<Box<str>>,
+    auth_epoch: Option<Box<str>>,
+    client: Option<Box<ClientMeta>>,
+}
+
+impl Stored {
+    fn new(record: &Record) -> Self {
+        Self {
+            data: record
+                .data
+                .iter()
+                .map(|(key, value)| (Box::from(key.as_str()), value.clone()))
+                .collect(),
+            created_at: record.created_at,
+            last_active_at: record.last_active_at,
+            idle_deadline: record.idle_deadline,
+            absolute_deadline: record.absolute_deadline,
+            version: record.version,
+            persistent: record.persistent,
+            user_id: record.user_id.as_deref().map(Box::from),
+            auth_epoch: record.auth_epoch.as_deref().map(Box::from),
+            client: (record.client != ClientMeta::default())
+                .then(|| Box::new(record.client.clone())),
+        }
+    }
+
+    fn to_record(&self) -> Record {
+        Record {
+            data: self
+                .data
+                .iter()
+                .map(|(key, value)| (String::from(&**key), value.clone()))
+                .collect(),
+            created_at: self.created_at,
+            last_active_at: self.last_active_at,
+            idle_deadline: self.idle_deadline,
+            absolute_deadline: self.absolute_deadline,
+            persistent: self.persistent,
+            user_id: self.user_id.as_deref().map(String::from),
+            client: self.client.as_deref().cloned().unwrap_or_default(),
+            auth_epoch: self.auth_epoch.as_deref().map(String::from),
+            version: self.version,
+        }
+    }
+
+    fn expires_at(&self) -> Option<OffsetDateTime> {
+        earliest(self.idle_deadline, self.absolute_deadline)
+    }
+
+    fn is_live_at(&self, now: OffsetDateTime) -> bool {
+        self.expires_at().is_none_or(|deadline| now < deadline)
+    }
+}
+
 impl Inner {
-    fn live(&self, key: &StoreKey, now: OffsetDateTime) -> Option<&Record> {
+    fn live(&self, key: &StoreKey, now: OffsetDateTime) -> Option<&Stored> {
         self.sessions.get(key).filter(|r| r.is_live_at(now))
     }
 
-    fn put(&mut self, key: StoreKey, record: Record) {
+    fn put(&mut self, key: StoreKey, record: Stored) {
         self.remove(&key);
         if let Some(user) = &record.user_id {
-            self.by_user.entry(user.clone()).or_default().insert(key);
+            self.by_user
+                .entry(user.to_string())
+                .or_default()
+                .insert(key);
         }
         if let Some(deadline) = record.expires_at() {
             self.by_expiry.insert((deadline, key));
@@ -69,13 +141,13 @@ impl Inner {
         self.sessions.insert(key, record);
     }
 
-    fn remove(&mut self, key: &StoreKey) -> Option<Record> {
+    fn remove(&mut self, key: &StoreKey) -> Option<Stored> {
         let record = self.sessions.remove(key)?;
         if let Some(user) = &record.user_id {
-            if let Some(keys) = self.by_user.get_mut(user) {
+            if let Some(keys) = self.by_user.get_mut(&**user) {
                 keys.remove(key);
                 if keys.is_empty() {
-                    self.by_user.remove(user);
+                    self.by_user.remove(&**user);
                 }
             }
         }
@@ -131,7 +203,7 @@ impl MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        Ok(self.read().live(key, now()).cloned())
+        Ok(self.read().live(key, now()).map(Stored::to_record))
     }
 
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
@@ -139,7 +211,7 @@ impl SessionStore for MemoryStore {
         if inner.live(key, now()).is_some() {
             return Err(InsertError::Duplicate);
         }
-        inner.put(*key, record.clone());
+        inner.put(*key, Stored::new(record));
         Ok(())
     }
 
@@ -155,7 +227,7 @@ impl SessionStore for MemoryStore {
             return Err(UpdateError::Conflict);
         }
         let absolute_deadline = stored.absolute_deadline;
-        let mut record = record.clone();
+        let mut record = Stored::new(record);
         record.version = expected_version + 1;
         record.absolute_deadline = absolute_deadline;
         inner.put(*key, record);
@@ -164,8 +236,12 @@ impl SessionStore for MemoryStore {
 
     async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
         let mut inner = self.write();
-        let mut record = inner.live(key, now()).cloned().ok_or(TouchError::Missing)?;
-        record.apply_touch(touch);
+        if inner.live(key, now()).is_none() {
+            return Err(TouchError::Missing);
+        }
+        let mut record = inner.remove(key).ok_or(TouchError::Missing)?;
+        record.last_active_at = touch.last_active_at;
+        record.idle_deadline = touch.idle_deadline;
         inner.put(*key, record);
         Ok(())
     }
@@ -199,7 +275,7 @@ impl SessionStore for MemoryStore {
             .filter_map(|key| {
                 inner.live(key, t).map(|record| SessionEntry {
                     key: *key,
-                    record: record.clone(),
+                    record: record.to_record(),
                 })
             })
             .collect())
@@ -257,21 +333,21 @@ impl SessionStore for MemoryStore {
             .find(|(_, record)| record.is_live_at(t))
             .map(|(key, record)| SessionEntry {
                 key: *key,
-                record: record.clone(),
+                record: record.to_record(),
             }))
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
         let inner = self.read();
         let t = now();
-        let entries = |keys: &mut dyn Iterator<Item = (&StoreKey, &Record)>| {
+        let entries = |keys: &mut dyn Iterator<Item = (&StoreKey, &Stored)>| {
             keys.filter(|(key, record)| {
                 record.is_live_at(t) && query.after.is_none_or(|after| **key > after)
             })
             .take(query.limit)
             .map(|(key, record)| SessionEntry {
                 key: *key,
-                record: record.clone(),
+                record: record.to_record(),
             })
             .collect()
         };

@@ -107,8 +107,7 @@ impl SessionManager {
             .map(|_| CommitTurn::default())
             .collect();
         let cookie_attributes_len =
-            codec::value_cookie(&config.cookie, "", Some(Duration::from_secs(9_999_999_999)))
-                .len();
+            codec::value_cookie(&config.cookie, "", Some(Duration::from_secs(9_999_999_999))).len();
         Ok(Self {
             backend,
             config,
