@@ -131,17 +131,23 @@ fn parse_ms(text: &str) -> Result<Option<OffsetDateTime>, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value} out of range")))
 }
 
-const FIELDS: [&str; 7] = ["v", "r", "la", "i", "a", "x", "u"];
+/// What `load` reads of a session hash. `x` (the earlier deadline, for the server's own
+/// expiry) and `u` (for the index scripts) follow from the rest, and every field read is
+/// one more bulk reply to parse on the hottest path.
+const FIELDS: [&str; 5] = ["v", "r", "la", "i", "a"];
 
-/// A session hash as read back: the record, and whether it is live.
+/// A session hash as read back: the record, if present and live.
 fn decode(fields: Vec<Option<String>>) -> Result<Option<Record>, StoreError> {
-    let [Some(v), Some(r), Some(la), Some(i), Some(a), Some(x), _user] =
-        <[Option<String>; 7]>::try_from(fields)
-            .map_err(|_| StoreError::Corrupt("wrong number of fields".into()))?
+    let [Some(v), Some(r), Some(la), Some(i), Some(a)] = <[Option<String>; 5]>::try_from(fields)
+        .map_err(|_| StoreError::Corrupt("wrong number of fields".into()))?
     else {
         return Ok(None);
     };
-    if parse_ms(&x)?.is_some_and(|deadline| deadline <= now()) {
+    let idle_deadline = parse_ms(&i)?;
+    let absolute_deadline = parse_ms(&a)?;
+    if cloakroom::record::earliest(idle_deadline, absolute_deadline)
+        .is_some_and(|deadline| deadline <= now())
+    {
         return Ok(None);
     }
     let mut record: Record = serde_json::from_str(&r)
@@ -151,8 +157,8 @@ fn decode(fields: Vec<Option<String>>) -> Result<Option<Record>, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("bad version {v:?}")))?;
     record.last_active_at =
         parse_ms(&la)?.ok_or_else(|| StoreError::Corrupt("no last activity".into()))?;
-    record.idle_deadline = parse_ms(&i)?;
-    record.absolute_deadline = parse_ms(&a)?;
+    record.idle_deadline = idle_deadline;
+    record.absolute_deadline = absolute_deadline;
     Ok(Some(record))
 }
 
