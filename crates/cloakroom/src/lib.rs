@@ -49,6 +49,7 @@ pub mod config;
 pub mod epoch;
 pub mod error;
 pub mod expiry;
+mod group_commit;
 pub mod id;
 pub mod keys;
 pub mod memory;

@@ -2,7 +2,7 @@
 //! engine that saves a request's changes when its response is ready.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use crate::change::{Change, ChangeSet, UpdateFn};
 use crate::codec;
 use crate::config::{ConfigError, OnStoreError, SessionConfig};
 use crate::error::SessionError;
+use crate::group_commit::{self, CommitTurn, RideOutcome, Turn};
 use crate::id::{SessionHandle, SessionId, StoreKey};
 use crate::record::{now, ClientMeta, Record};
 use crate::sealed::CookieSessions;
@@ -27,25 +28,15 @@ use crate::store::{InsertError, RenameError, SessionStore, StoreError, TouchErro
 pub struct SessionManager {
     backend: Backend,
     config: SessionConfig,
-    /// Commits to one session from this process take turns (striped by store key), so
-    /// concurrent writers queue instead of stampeding the compare-and-set; writers in
-    /// other processes are still merged by the compare-and-set itself.
+    /// Commits to one session from this process take turns (striped by store key), and
+    /// the writer whose turn comes commits the queued writers' changes with its own
+    /// (the `group_commit` module); writers in other processes are still merged by the
+    /// compare-and-set itself.
     commit_locks: Box<[CommitTurn]>,
     /// Client-side sessions: the length of a `Set-Cookie` header with an empty value and
     /// its attributes at their longest (a ten-digit `Max-Age`). It depends only on the
     /// configuration, and every write checks its cookie's size against it.
     cookie_attributes_len: usize,
-}
-
-/// One stripe of the commit lock, and what its last holder committed.
-#[derive(Default)]
-struct CommitTurn {
-    /// Held while committing; holds the record the last holder committed when another
-    /// writer was queued, so that writer rebases on it instead of failing its
-    /// compare-and-set and reloading (one store round trip per contended write, not three).
-    last: Mutex<Option<(StoreKey, Record)>>,
-    /// Writers waiting for `last`.
-    queued: AtomicUsize,
 }
 
 /// Stripes in the commit lock table: enough that unrelated sessions rarely share one.
@@ -1011,9 +1002,20 @@ impl Session {
     ) -> Result<(), SessionError> {
         let store = self.store("update")?;
         let stripe = self.inner.manager.commit_lock(&id.store_key());
+        // A plain write offers its changes to the writer ahead of it, which may commit
+        // them together with its own; a rotation or a touch commits alone.
+        let ticket = (!state.rotate && !state.changes.is_empty())
+            .then(|| stripe.offer(id.store_key(), state.changes.clone()));
         stripe.queued.fetch_add(1, Ordering::SeqCst);
         let mut turn = stripe.last.lock().await;
         stripe.queued.fetch_sub(1, Ordering::SeqCst);
+        let mut riders = Vec::new();
+        if let Some(ticket) = ticket {
+            match stripe.settle(&id.store_key(), ticket) {
+                Turn::Settled(outcome) => return self.rode(state, outcome),
+                Turn::Commit(taken) => riders = taken,
+            }
+        }
         if state.rotate {
             let mut renamed = false;
             for _ in 0..3 {
@@ -1058,38 +1060,52 @@ impl Session {
             }
             return Ok(());
         }
-        // A writer that held the turn before us committed a newer version of this
-        // session: rebase on it now rather than lose the compare-and-set to it.
-        if let Some((committed_key, committed)) = turn.as_ref() {
-            if *committed_key == key && committed.version > state.base_version {
-                let mut fresh = committed.clone();
-                state.changes.apply_all(&mut fresh)?;
-                state.base_version = fresh.version;
-                state.working = Some(fresh);
-                state.data_size = None;
+        // What to compare-and-set: this request's view, rebased on what a writer that held
+        // the turn before us committed if that is newer, plus the riders' changes. If this
+        // request's own changes no longer apply to a fresher record, the riders' are still
+        // committed and this request gets the error.
+        let mut base_version = state.base_version;
+        let mut own_error = None;
+        let mut candidate = match turn.as_ref() {
+            Some((committed_key, committed))
+                if *committed_key == key && committed.version > state.base_version =>
+            {
+                base_version = committed.version;
+                self.rebase(committed, &state.changes, &mut own_error)
             }
-        }
+            _ => state.working().clone(),
+        };
+        group_commit::board(&mut candidate, &mut riders);
         let max_attempts = self.config().max_commit_attempts;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut record = state.working().clone();
+            if riders.is_empty() {
+                if let Some(error) = own_error {
+                    return Err(error);
+                }
+            }
+            let mut record = candidate.clone();
             record.last_active_at = time;
             record.idle_deadline = expiry.idle_deadline(time);
-            match store.update(&key, &record, state.base_version).await {
+            match store.update(&key, &record, base_version).await {
                 Ok(()) => {
-                    record.version = state.base_version + 1;
-                    state.base_version = record.version;
-                    state.send_cookie |= record.persistent;
+                    record.version = base_version + 1;
+                    for rider in riders {
+                        rider.answer(RideOutcome::Committed(record.clone()));
+                    }
                     *turn =
                         (stripe.queued.load(Ordering::SeqCst) > 0).then(|| (key, record.clone()));
-                    state.working = Some(record);
-                    state.changes.clear();
-                    return Ok(());
+                    if let Some(error) = own_error {
+                        return Err(error);
+                    }
+                    return self.rode(state, RideOutcome::Committed(record));
                 }
                 Err(UpdateError::Conflict) => {
                     if attempt >= max_attempts {
-                        return Err(SessionError::TooManyConflicts { attempts: attempt });
+                        let error = SessionError::TooManyConflicts { attempts: attempt };
+                        group_commit::fail_all(&mut riders, &error);
+                        return Err(error);
                     }
                     // The first conflict is the expected one: this request loaded before
                     // the writers queued ahead of it on the commit lock committed. They are
@@ -1098,19 +1114,75 @@ impl Session {
                     if attempt > 1 {
                         backoff(attempt - 1).await;
                     }
-                    match store.load(&key).await? {
-                        None => return self.gone(state),
-                        Some(mut fresh) => {
-                            state.changes.apply_all(&mut fresh)?;
-                            state.base_version = fresh.version;
-                            state.working = Some(fresh);
-                            state.data_size = None;
+                    match store.load(&key).await {
+                        Ok(None) => {
+                            for rider in riders {
+                                rider.answer(RideOutcome::Gone);
+                            }
+                            return self.gone(state);
+                        }
+                        Ok(Some(fresh)) => {
+                            base_version = fresh.version;
+                            candidate = if own_error.is_some() {
+                                fresh
+                            } else {
+                                self.rebase(&fresh, &state.changes, &mut own_error)
+                            };
+                            group_commit::board(&mut candidate, &mut riders);
+                        }
+                        Err(error) => {
+                            let error = SessionError::from(error);
+                            group_commit::fail_all(&mut riders, &error);
+                            return Err(error);
                         }
                     }
                 }
-                Err(UpdateError::Missing) => return self.gone(state),
-                Err(UpdateError::Store(error)) => return Err(error.into()),
+                Err(UpdateError::Missing) => {
+                    for rider in riders {
+                        rider.answer(RideOutcome::Gone);
+                    }
+                    return self.gone(state);
+                }
+                Err(UpdateError::Store(error)) => {
+                    let error = SessionError::from(error);
+                    group_commit::fail_all(&mut riders, &error);
+                    return Err(error);
+                }
             }
+        }
+    }
+
+    /// `fresh` with `changes` applied; if they no longer apply, `fresh` as it is and the
+    /// reason in `error`.
+    fn rebase(
+        &self,
+        fresh: &Record,
+        changes: &ChangeSet,
+        error: &mut Option<SessionError>,
+    ) -> Record {
+        let mut rebased = fresh.clone();
+        match changes.apply_all(&mut rebased) {
+            Ok(()) => rebased,
+            Err(reason) => {
+                *error = Some(reason);
+                fresh.clone()
+            }
+        }
+    }
+
+    /// Takes in the outcome of a commit: this request's own, or the one its changes rode on.
+    fn rode(&self, state: &mut State, outcome: RideOutcome) -> Result<(), SessionError> {
+        match outcome {
+            RideOutcome::Committed(record) => {
+                state.base_version = record.version;
+                state.send_cookie |= record.persistent;
+                state.working = Some(record);
+                state.changes.clear();
+                state.data_size = None;
+                Ok(())
+            }
+            RideOutcome::Gone => self.gone(state),
+            RideOutcome::Failed(error) => Err(error),
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -39,6 +40,7 @@ impl OperationCounts {
 pub struct CountingStore {
     inner: Arc<dyn SessionStore>,
     counts: Arc<OperationCounts>,
+    update_delay: Duration,
 }
 
 impl CountingStore {
@@ -47,7 +49,15 @@ impl CountingStore {
         Self {
             inner,
             counts: Arc::default(),
+            update_delay: Duration::ZERO,
         }
+    }
+
+    /// Makes every `update` wait `delay` first, as a store across a network would, so
+    /// concurrent writers to one session queue up behind it.
+    pub fn with_update_delay(mut self, delay: Duration) -> Self {
+        self.update_delay = delay;
+        self
     }
 
     /// The counters.
@@ -77,6 +87,9 @@ impl SessionStore for CountingStore {
         expected: u64,
     ) -> Result<(), UpdateError> {
         self.write();
+        if !self.update_delay.is_zero() {
+            tokio::time::sleep(self.update_delay).await;
+        }
         self.inner.update(key, record, expected).await
     }
     async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {

@@ -1,0 +1,276 @@
+//! Group commit: writers to one session in one process take turns, and a writer that gets
+//! its turn commits the change sets of every writer queued behind it in the same
+//! compare-and-set. Under contention that is one store round trip for a whole queue
+//! instead of one per writer, and no write is lost: each change set is re-applied to the
+//! freshest record, in arrival order, exactly as a single writer's would be.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex as SyncMutex, PoisonError};
+
+use tokio::sync::oneshot;
+use tokio::sync::Mutex;
+
+use crate::change::ChangeSet;
+use crate::error::SessionError;
+use crate::id::StoreKey;
+use crate::record::Record;
+use crate::store::StoreError;
+
+/// One stripe of the commit lock table.
+#[derive(Default)]
+pub(crate) struct CommitTurn {
+    /// Held while committing; holds the record the last holder committed when another
+    /// writer was queued, so that writer rebases on it instead of failing its
+    /// compare-and-set and reloading.
+    pub(crate) last: Mutex<Option<(StoreKey, Record)>>,
+    /// Writers waiting for `last`.
+    pub(crate) queued: AtomicUsize,
+    /// Change sets offered to whoever commits their session next.
+    riders: SyncMutex<Vec<Rider>>,
+    tickets: AtomicU64,
+}
+
+/// A writer's change set, waiting for the writer ahead of it to commit it.
+pub(crate) struct Rider {
+    ticket: u64,
+    key: StoreKey,
+    pub(crate) changes: ChangeSet,
+    reply: oneshot::Sender<RideOutcome>,
+}
+
+/// What became of a rider's change set.
+pub(crate) enum RideOutcome {
+    /// Committed; the record as committed, every rider's changes included.
+    Committed(Record),
+    /// The session was deleted meanwhile; the changes were dropped, as a single writer's
+    /// would be.
+    Gone,
+    /// Not committed, for this reason.
+    Failed(SessionError),
+}
+
+/// A writer's place among the riders, until its turn comes.
+pub(crate) struct Ticket {
+    number: u64,
+    outcome: oneshot::Receiver<RideOutcome>,
+}
+
+/// What a writer finds when its turn comes.
+pub(crate) enum Turn {
+    /// The writer ahead committed (or refused) this writer's changes.
+    Settled(RideOutcome),
+    /// This writer commits: its own changes and those of the riders handed over.
+    Commit(Vec<Rider>),
+}
+
+impl CommitTurn {
+    /// Offers `changes` to whoever commits the session under `key` before this writer does.
+    pub(crate) fn offer(&self, key: StoreKey, changes: ChangeSet) -> Ticket {
+        let (reply, outcome) = oneshot::channel();
+        let number = self.tickets.fetch_add(1, Ordering::Relaxed);
+        self.riders().push(Rider {
+            ticket: number,
+            key,
+            changes,
+            reply,
+        });
+        Ticket { number, outcome }
+    }
+
+    /// Called once the writer holding `ticket` has the turn (holds `last`).
+    pub(crate) fn settle(&self, key: &StoreKey, mut ticket: Ticket) -> Turn {
+        match ticket.outcome.try_recv() {
+            Ok(outcome) => Turn::Settled(outcome),
+            // A writer took these changes and was cancelled before it could answer (its
+            // request was dropped mid-commit). Whether its compare-and-set ran is unknown,
+            // so committing them again could apply an increment twice: report it.
+            Err(oneshot::error::TryRecvError::Closed) => Turn::Settled(RideOutcome::Failed(
+                StoreError::unavailable(
+                    "the request committing this session's concurrent writes was cancelled; \
+                     whether they were saved is unknown",
+                )
+                .into(),
+            )),
+            // Nobody took them: every writer ahead answers before giving up the turn. Take
+            // our own entry back and every other live one for the same session.
+            Err(oneshot::error::TryRecvError::Empty) => {
+                let mut riders = self.riders();
+                let mut taken = Vec::new();
+                let mut index = 0;
+                while index < riders.len() {
+                    let rider = &riders[index];
+                    if rider.key != *key {
+                        index += 1;
+                    } else if rider.ticket == ticket.number || rider.reply.is_closed() {
+                        // Ours, or a writer whose request was dropped while it waited.
+                        riders.swap_remove(index);
+                    } else {
+                        taken.push(riders.swap_remove(index));
+                    }
+                }
+                taken.sort_by_key(|rider| rider.ticket);
+                Turn::Commit(taken)
+            }
+        }
+    }
+
+    fn riders(&self) -> std::sync::MutexGuard<'_, Vec<Rider>> {
+        // No code path panics while holding the lock; recover the list if one ever did.
+        self.riders.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Rider {
+    /// Answers the writer that offered these changes.
+    pub(crate) fn answer(self, outcome: RideOutcome) {
+        // A writer whose request was dropped no longer listens; nothing to tell it.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Applies each rider's changes to `record` in order. A rider whose changes cannot apply
+/// (a value of an unexpected type, say) is answered with that error and left out; the
+/// others are unaffected.
+pub(crate) fn board(record: &mut Record, riders: &mut Vec<Rider>) {
+    let mut boarded = Vec::with_capacity(riders.len());
+    for rider in riders.drain(..) {
+        let mut candidate = record.clone();
+        match rider.changes.apply_all(&mut candidate) {
+            Ok(()) => {
+                *record = candidate;
+                boarded.push(rider);
+            }
+            Err(error) => rider.answer(RideOutcome::Failed(error)),
+        }
+    }
+    *riders = boarded;
+}
+
+/// Answers every rider with the failure that ended the commit they rode on.
+pub(crate) fn fail_all(riders: &mut Vec<Rider>, error: &SessionError) {
+    for rider in riders.drain(..) {
+        rider.answer(RideOutcome::Failed(shared(error)));
+    }
+}
+
+/// The same failure for another writer: store errors keep their kind (so the layer's
+/// failure policy treats every writer alike), with the source as text.
+fn shared(error: &SessionError) -> SessionError {
+    match error {
+        SessionError::Store(StoreError::Timeout(after)) => StoreError::Timeout(*after).into(),
+        SessionError::Store(StoreError::Corrupt(reason)) => {
+            StoreError::Corrupt(reason.clone()).into()
+        }
+        SessionError::Store(StoreError::Backend(source)) => {
+            StoreError::backend(source.to_string()).into()
+        }
+        SessionError::TooManyConflicts { attempts } => SessionError::TooManyConflicts {
+            attempts: *attempts,
+        },
+        other => StoreError::unavailable(other.to_string()).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Change;
+    use serde_json::json;
+
+    fn changes(key: &str, value: i64) -> ChangeSet {
+        let mut changes = ChangeSet::default();
+        changes.push(Change::Insert(key.into(), json!(value)));
+        changes
+    }
+
+    #[test]
+    fn the_writer_whose_turn_comes_takes_the_other_riders_of_its_session_in_order() {
+        let turn = CommitTurn::default();
+        let session = StoreKey::from_bytes([1; 32]);
+        let other = StoreKey::from_bytes([2; 32]);
+        let first = turn.offer(session, changes("a", 1));
+        let _second = turn.offer(session, changes("b", 2));
+        let _elsewhere = turn.offer(other, changes("c", 3));
+        let _third = turn.offer(session, changes("d", 4));
+        let Turn::Commit(riders) = turn.settle(&session, first) else {
+            panic!("nobody committed for the first writer");
+        };
+        let keys: Vec<String> = riders
+            .iter()
+            .map(|rider| {
+                let mut record = Record::new(crate::record::now(), None, None);
+                rider.changes.apply_all(&mut record).unwrap();
+                record.data.keys().next().unwrap().clone()
+            })
+            .collect();
+        assert_eq!(keys, ["b", "d"], "the others of the same session, in order");
+        assert_eq!(turn.riders().len(), 1, "the other session's rider stays");
+    }
+
+    #[test]
+    fn a_rider_answered_by_the_writer_ahead_is_settled() {
+        let turn = CommitTurn::default();
+        let session = StoreKey::from_bytes([1; 32]);
+        let first = turn.offer(session, changes("a", 1));
+        let second = turn.offer(session, changes("b", 2));
+        let Turn::Commit(riders) = turn.settle(&session, first) else {
+            panic!("expected to commit");
+        };
+        let mut record = Record::new(crate::record::now(), None, None);
+        let mut riders = riders;
+        board(&mut record, &mut riders);
+        for rider in riders {
+            rider.answer(RideOutcome::Committed(record.clone()));
+        }
+        match turn.settle(&session, second) {
+            Turn::Settled(RideOutcome::Committed(committed)) => {
+                assert_eq!(committed.data.get("b"), Some(&json!(2)));
+            }
+            _ => panic!("the second writer was not answered"),
+        }
+    }
+
+    #[test]
+    fn a_rider_dropped_by_a_cancelled_writer_is_reported_not_retried() {
+        let turn = CommitTurn::default();
+        let session = StoreKey::from_bytes([1; 32]);
+        let first = turn.offer(session, changes("a", 1));
+        let second = turn.offer(session, changes("b", 2));
+        let Turn::Commit(riders) = turn.settle(&session, first) else {
+            panic!("expected to commit");
+        };
+        drop(riders);
+        assert!(matches!(
+            turn.settle(&session, second),
+            Turn::Settled(RideOutcome::Failed(SessionError::Store(
+                StoreError::Unavailable(_)
+            )))
+        ));
+    }
+
+    #[test]
+    fn a_rider_that_cannot_apply_is_left_out_alone() {
+        let turn = CommitTurn::default();
+        let session = StoreKey::from_bytes([1; 32]);
+        let first = turn.offer(session, changes("a", 1));
+        let mut failing = ChangeSet::default();
+        failing.push(Change::Update(
+            "n".into(),
+            std::sync::Arc::new(|_| Err(SessionError::Finished)),
+        ));
+        let bad = turn.offer(session, failing);
+        let _good = turn.offer(session, changes("c", 3));
+        let Turn::Commit(mut riders) = turn.settle(&session, first) else {
+            panic!("expected to commit");
+        };
+        let mut record = Record::new(crate::record::now(), None, None);
+        board(&mut record, &mut riders);
+        assert_eq!(riders.len(), 1);
+        assert_eq!(record.data.get("c"), Some(&json!(3)));
+        assert!(!record.data.contains_key("n"));
+        assert!(matches!(
+            turn.settle(&session, bad),
+            Turn::Settled(RideOutcome::Failed(SessionError::Finished))
+        ));
+    }
+}
