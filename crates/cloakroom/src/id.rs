@@ -110,12 +110,13 @@ impl StoreKey {
 
     /// Lowercase hex, for stores that key by text (Redis, files).
     pub fn to_hex(&self) -> String {
-        let mut out = String::with_capacity(64);
-        for byte in self.0 {
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        let mut digits = [0u8; 64];
+        for (pair, byte) in digits.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
         }
-        out
+        // Every byte is an ASCII hex digit.
+        String::from_utf8(digits.to_vec()).unwrap_or_default()
     }
 
     /// Parses 64 hex digits (either case).
@@ -278,6 +279,11 @@ mod tests {
             Some(id.store_key())
         );
         assert!(StoreKey::from_hex(&hex[1..]).is_none());
+        let mut bytes = [0u8; 32];
+        bytes[0] = 0x0f;
+        bytes[31] = 0xa9;
+        let text = StoreKey::from_bytes(bytes).to_hex();
+        assert_eq!(text, format!("0f{}a9", "0".repeat(60)), "lowercase, two digits a byte");
         assert!(!format!("{:?}", id.store_key()).contains(&hex));
     }
 

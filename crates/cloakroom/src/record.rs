@@ -150,6 +150,23 @@ pub fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
         .ok()
 }
 
+/// The length of `value` as JSON, counted without building the text.
+pub(crate) fn json_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, serde_json::Error> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value)?;
+    Ok(count.0)
+}
+
 /// Serde helpers that persist timestamps as Unix milliseconds.
 pub mod unix_ms {
     use serde::{Deserialize, Deserializer, Serializer};

@@ -168,12 +168,14 @@ impl CookieSessions {
         record: &Record,
         budget: usize,
     ) -> Result<usize, serde_json::Error> {
-        let json = Self::json(key, record)?;
-        let plain = self.value_len(json.len());
+        let plain = self.value_len(crate::record::json_len(&SealedRef {
+            k: key.to_hex(),
+            r: record,
+        })?);
         if plain <= budget {
             return Ok(plain);
         }
-        let (_, payload) = self.compressed(json);
+        let (_, payload) = self.compressed(Self::json(key, record)?);
         Ok(self.value_len(payload.len()))
     }
 

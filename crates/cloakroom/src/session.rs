@@ -461,20 +461,8 @@ impl Session {
     }
 
     fn value_size(value: &Value) -> usize {
-        struct Count(usize);
-        impl std::io::Write for Count {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0 += buf.len();
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut count = Count(0);
-        // Writing a `Value` to an infallible sink cannot fail.
-        let _ = serde_json::to_writer(&mut count, value);
-        count.0
+        // Writing a `Value` to a counter cannot fail.
+        crate::record::json_len(value).unwrap_or(0)
     }
 
     /// Checks the limits for setting `key` to `value` (or removing it) and records the new
