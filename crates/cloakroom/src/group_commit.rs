@@ -49,10 +49,23 @@ pub(crate) enum RideOutcome {
     Failed(SessionError),
 }
 
-/// A writer's place among the riders, until its turn comes.
-pub(crate) struct Ticket {
+/// A writer's place among the riders, until its turn comes. Dropped unsettled (the
+/// writer's request was cancelled while it waited), it withdraws its offer.
+pub(crate) struct Ticket<'a> {
+    turn: &'a CommitTurn,
     number: u64,
     outcome: oneshot::Receiver<RideOutcome>,
+    settled: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.turn
+                .riders()
+                .retain(|rider| rider.ticket != self.number);
+        }
+    }
 }
 
 /// What a writer finds when its turn comes.
@@ -65,7 +78,7 @@ pub(crate) enum Turn {
 
 impl CommitTurn {
     /// Offers `changes` to whoever commits the session under `key` before this writer does.
-    pub(crate) fn offer(&self, key: StoreKey, changes: ChangeSet) -> Ticket {
+    pub(crate) fn offer(&self, key: StoreKey, changes: ChangeSet) -> Ticket<'_> {
         let (reply, outcome) = oneshot::channel();
         let number = self.tickets.fetch_add(1, Ordering::Relaxed);
         self.riders().push(Rider {
@@ -74,11 +87,17 @@ impl CommitTurn {
             changes,
             reply,
         });
-        Ticket { number, outcome }
+        Ticket {
+            turn: self,
+            number,
+            outcome,
+            settled: false,
+        }
     }
 
     /// Called once the writer holding `ticket` has the turn (holds `last`).
-    pub(crate) fn settle(&self, key: &StoreKey, mut ticket: Ticket) -> Turn {
+    pub(crate) fn settle(&self, key: &StoreKey, mut ticket: Ticket<'_>) -> Turn {
+        ticket.settled = true;
         match ticket.outcome.try_recv() {
             Ok(outcome) => Turn::Settled(outcome),
             // A writer took these changes and was cancelled before it could answer (its
@@ -99,13 +118,13 @@ impl CommitTurn {
                 let mut index = 0;
                 while index < riders.len() {
                     let rider = &riders[index];
-                    if rider.key != *key {
-                        index += 1;
-                    } else if rider.ticket == ticket.number || rider.reply.is_closed() {
-                        // Ours, or a writer whose request was dropped while it waited.
+                    if rider.ticket == ticket.number || rider.reply.is_closed() {
+                        // Ours, or one whose writer stopped listening.
                         riders.swap_remove(index);
-                    } else {
+                    } else if rider.key == *key {
                         taken.push(riders.swap_remove(index));
+                    } else {
+                        index += 1;
                     }
                 }
                 taken.sort_by_key(|rider| rider.ticket);
@@ -246,6 +265,20 @@ mod tests {
                 StoreError::Unavailable(_)
             )))
         ));
+    }
+
+    #[test]
+    fn a_writer_cancelled_while_waiting_withdraws_its_offer() {
+        let turn = CommitTurn::default();
+        let session = StoreKey::from_bytes([1; 32]);
+        let first = turn.offer(session, changes("a", 1));
+        drop(turn.offer(session, changes("b", 2)));
+        assert_eq!(turn.riders().len(), 1);
+        let Turn::Commit(riders) = turn.settle(&session, first) else {
+            panic!("expected to commit");
+        };
+        assert!(riders.is_empty(), "a withdrawn offer is not committed");
+        assert!(turn.riders().is_empty());
     }
 
     #[test]

@@ -283,7 +283,11 @@ mod tests {
         bytes[0] = 0x0f;
         bytes[31] = 0xa9;
         let text = StoreKey::from_bytes(bytes).to_hex();
-        assert_eq!(text, format!("0f{}a9", "0".repeat(60)), "lowercase, two digits a byte");
+        assert_eq!(
+            text,
+            format!("0f{}a9", "0".repeat(60)),
+            "lowercase, two digits a byte"
+        );
         assert!(!format!("{:?}", id.store_key()).contains(&hex));
     }
 

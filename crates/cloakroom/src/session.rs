@@ -990,13 +990,20 @@ impl Session {
     ) -> Result<(), SessionError> {
         let store = self.store("update")?;
         let stripe = self.inner.manager.commit_lock(&id.store_key());
-        // A plain write offers its changes to the writer ahead of it, which may commit
-        // them together with its own; a rotation or a touch commits alone.
-        let ticket = (!state.rotate && !state.changes.is_empty())
-            .then(|| stripe.offer(id.store_key(), state.changes.clone()));
-        stripe.queued.fetch_add(1, Ordering::SeqCst);
-        let mut turn = stripe.last.lock().await;
-        stripe.queued.fetch_sub(1, Ordering::SeqCst);
+        // A plain write that has to wait offers its changes to the writers ahead of it,
+        // one of which may commit them with its own; a rotation or a touch commits alone,
+        // and so does a writer that finds no one committing.
+        let (mut turn, ticket) = match stripe.last.try_lock() {
+            Ok(turn) => (turn, None),
+            Err(_) => {
+                let ticket = (!state.rotate && !state.changes.is_empty())
+                    .then(|| stripe.offer(id.store_key(), state.changes.clone()));
+                stripe.queued.fetch_add(1, Ordering::SeqCst);
+                let turn = stripe.last.lock().await;
+                stripe.queued.fetch_sub(1, Ordering::SeqCst);
+                (turn, ticket)
+            }
+        };
         let mut riders = Vec::new();
         if let Some(ticket) = ticket {
             match stripe.settle(&id.store_key(), ticket) {
