@@ -424,12 +424,12 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
          sets queued behind it in one compare-and-set (group commit), so 32 contended writers cost a few \
          store round trips, not 32, and every increment counts. What remains is the re-application of each \
          change set and, on Redis, the script's CPU.\n\
-         - **Cookie sessions against actix-session.** For S3, cloakroom runs 79,000 instructions against \
+         - **Cookie sessions against actix-session.** For S3, cloakroom runs 71,000 instructions against \
          the floor's 34,000 with the same cipher: opening the cookie (decrypt, then JSON of the whole \
-         record) is 23,000, sealing it 20,000, and checking the new cookie's size before the write is \
-         accepted (so an oversized session is a 413 at `insert`, never a silently dropped cookie) about \
-         6,000. The record's deadlines, client metadata and key travel in the cookie, which is what makes \
-         idle and absolute expiry enforceable client-side; actix-session's cookie carries the bare map.\n",
+         record) is 23,000, sealing it 19,000, rendering the `Set-Cookie` 3,500, and checking the new \
+         cookie's size before the write is accepted (so an oversized session is a 413 at `insert`, never a \
+         silently dropped cookie) 3,500. The record's deadlines, client metadata and key travel in the \
+         cookie, which is what makes idle and absolute expiry enforceable client-side; actix-session's cookie carries the bare map.\n",
     );
     out.push_str("\n## Memory per session\n\ncloakroom's `MemoryStore` keeps each record packed (values in a boxed slice, not a B-tree node with \
          room for eleven entries) beside an expiry index, so expired sessions are evicted, and a per-user index; \
