@@ -128,6 +128,16 @@ pub fn rename_outcome(result: Result<u64, sqlx::Error>) -> Result<(), cloakroom:
     }
 }
 
+/// What the follow-up to a failed compare-and-set found: the row still live means the
+/// version moved (`Conflict`); no live row means it is gone (`Missing`).
+pub fn failed_update<R>(live_row: Result<Option<R>, sqlx::Error>) -> cloakroom::UpdateError {
+    match live_row {
+        Ok(Some(_)) => cloakroom::UpdateError::Conflict,
+        Ok(None) => cloakroom::UpdateError::Missing,
+        Err(error) => store_error(error).into(),
+    }
+}
+
 /// The columns a record is stored in, as plain values ready to bind.
 pub struct Columns {
     pub data: String,

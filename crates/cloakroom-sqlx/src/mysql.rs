@@ -32,7 +32,7 @@ use cloakroom::{
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
 use crate::common::{
-    bounded, entry_from_row, is_unique_violation, purge_in_batches, record_from_row,
+    bounded, entry_from_row, failed_update, is_unique_violation, purge_in_batches, record_from_row,
     rename_outcome, store_error, validate_identifier, version_param, Columns, SetupError,
     DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, SELECTED,
 };
@@ -320,16 +320,11 @@ impl SessionStore for MySqlStore {
                 return Ok(());
             }
             let sql = format!("SELECT 1 FROM {} WHERE store_key = ? AND {}", self.table, Self::live());
-            let exists = sqlx::query(&sql)
+            let live_row = sqlx::query(&sql)
                 .bind(key.as_bytes().as_slice())
                 .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?;
-            Err(if exists.is_some() {
-                UpdateError::Conflict
-            } else {
-                UpdateError::Missing
-            })
+                .await;
+            Err(failed_update(live_row))
         })
         .await
     }

@@ -31,9 +31,9 @@ use cloakroom::{
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::common::{
-    bounded, entry_from_row, purge_in_batches, record_from_row, rename_outcome, store_error,
-    validate_identifier, version_param, Columns, SetupError, DEFAULT_OPERATION_TIMEOUT,
-    DEFAULT_TABLE, SELECTED,
+    bounded, entry_from_row, failed_update, purge_in_batches, record_from_row, rename_outcome,
+    store_error, validate_identifier, version_param, Columns, SetupError,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, SELECTED,
 };
 
 /// The database clock in Unix milliseconds.
@@ -273,16 +273,11 @@ impl SessionStore for PostgresStore {
                 return Ok(());
             }
             let sql = format!("SELECT 1 FROM {} WHERE store_key = $1 AND {live}", self.table);
-            let exists = sqlx::query(&sql)
+            let live_row = sqlx::query(&sql)
                 .bind(key.as_bytes().as_slice())
                 .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?;
-            Err(if exists.is_some() {
-                UpdateError::Conflict
-            } else {
-                UpdateError::Missing
-            })
+                .await;
+            Err(failed_update(live_row))
         })
         .await
     }

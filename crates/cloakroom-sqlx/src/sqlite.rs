@@ -20,8 +20,8 @@ use sqlx::sqlite::{
 };
 
 use crate::common::{
-    bounded, entry_from_row, now_ms, purge_in_batches, record_from_row, rename_outcome,
-    store_error, validate_identifier, version_param, Columns, SetupError,
+    bounded, entry_from_row, failed_update, now_ms, purge_in_batches, record_from_row,
+    rename_outcome, store_error, validate_identifier, version_param, Columns, SetupError,
     DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, SELECTED,
 };
 
@@ -283,17 +283,12 @@ impl SessionStore for SqliteStore {
                 "SELECT 1 FROM {} WHERE {LIVE} AND store_key = ?2",
                 self.table
             );
-            let exists = sqlx::query(&sql)
+            let live_row = sqlx::query(&sql)
                 .bind(now)
                 .bind(key.as_bytes().as_slice())
                 .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?;
-            Err(if exists.is_some() {
-                UpdateError::Conflict
-            } else {
-                UpdateError::Missing
-            })
+                .await;
+            Err(failed_update(live_row))
         })
         .await
     }
