@@ -61,7 +61,7 @@ async fn call(
 async fn queued_writers_share_compare_and_sets_and_none_is_lost() {
     const WRITERS: u64 = 32;
     let counting = CountingStore::new(Arc::new(MemoryStore::new()))
-        .with_update_delay(Duration::from_millis(20));
+        .with_update_delay(Duration::from_millis(50));
     let counts = counting.counts();
     let app = Router::new()
         .route("/incr", post(increment))
