@@ -143,13 +143,6 @@ fn decode(fields: Vec<Option<String>>) -> Result<Option<Record>, StoreError> {
     else {
         return Ok(None);
     };
-    let idle_deadline = parse_ms(&i)?;
-    let absolute_deadline = parse_ms(&a)?;
-    if cloakroom::record::earliest(idle_deadline, absolute_deadline)
-        .is_some_and(|deadline| deadline <= now())
-    {
-        return Ok(None);
-    }
     let mut record: Record = serde_json::from_str(&r)
         .map_err(|e| StoreError::Corrupt(format!("record is not valid JSON: {e}")))?;
     record.version = v
@@ -157,9 +150,10 @@ fn decode(fields: Vec<Option<String>>) -> Result<Option<Record>, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("bad version {v:?}")))?;
     record.last_active_at =
         parse_ms(&la)?.ok_or_else(|| StoreError::Corrupt("no last activity".into()))?;
-    record.idle_deadline = idle_deadline;
-    record.absolute_deadline = absolute_deadline;
-    Ok(Some(record))
+    record.idle_deadline = parse_ms(&i)?;
+    record.absolute_deadline = parse_ms(&a)?;
+    // Redis expires the key natively; this catches the moments before it does.
+    Ok(record.is_live_at(now()).then_some(record))
 }
 
 fn encode(record: &Record) -> Result<String, StoreError> {

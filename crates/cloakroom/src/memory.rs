@@ -8,7 +8,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::id::{SessionHandle, StoreKey};
-use crate::record::{earliest, now, ClientMeta, Record, Touch};
+use crate::record::{earliest, is_live, now, ClientMeta, Record, Touch};
 use crate::store::{
     InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError, TouchError,
     UpdateError,
@@ -118,7 +118,7 @@ impl Stored {
     }
 
     fn is_live_at(&self, now: OffsetDateTime) -> bool {
-        self.expires_at().is_none_or(|deadline| now < deadline)
+        is_live(self.expires_at(), now)
     }
 }
 

@@ -99,7 +99,7 @@ impl Record {
 
     /// Whether the session is alive at `now` (strictly before its deadline).
     pub fn is_live_at(&self, now: OffsetDateTime) -> bool {
-        self.expires_at().is_none_or(|deadline| now < deadline)
+        is_live(self.expires_at(), now)
     }
 
     /// Applies a [`Touch`]: moves the activity time and idle deadline, nothing else.
@@ -116,6 +116,13 @@ pub struct Touch {
     pub last_active_at: OffsetDateTime,
     /// The new idle deadline.
     pub idle_deadline: Option<OffsetDateTime>,
+}
+
+/// Whether a session whose deadline is `expires_at` (`None`: never) is alive at `now`:
+/// strictly before the deadline. The one liveness rule, for stores that keep records in
+/// another shape.
+pub fn is_live(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+    expires_at.is_none_or(|deadline| now < deadline)
 }
 
 /// The earlier of two optional deadlines, where `None` means "never".
