@@ -69,6 +69,22 @@ impl ChangeSet {
     pub(crate) fn apply_all(&self, record: &mut Record) -> Result<(), SessionError> {
         self.0.iter().try_for_each(|change| change.apply(record))
     }
+
+    /// The same, but on failure `record` is left as it was. Only an `update` can fail, so
+    /// a set without one is applied in place; one with one is applied to a copy first.
+    pub(crate) fn apply_all_or_nothing(&self, record: &mut Record) -> Result<(), SessionError> {
+        if !self
+            .0
+            .iter()
+            .any(|change| matches!(change, Change::Update(..)))
+        {
+            return self.apply_all(record);
+        }
+        let mut candidate = record.clone();
+        self.apply_all(&mut candidate)?;
+        *record = candidate;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +109,28 @@ mod tests {
         assert_eq!(fresh.data.get("mine"), Some(&json!(1)));
         assert_eq!(fresh.data.get("n"), Some(&json!(42)));
         assert!(!fresh.data.contains_key("gone"));
+    }
+
+    #[test]
+    fn all_or_nothing_leaves_the_record_alone_when_an_update_fails() {
+        let mut changes = ChangeSet::default();
+        changes.push(Change::Insert("mine".into(), json!(1)));
+        changes.push(Change::Update(
+            "n".into(),
+            Arc::new(|_| Err(SessionError::Finished)),
+        ));
+        let mut record = Record::new(crate::record::now(), None, None);
+        record.data.insert("n".into(), json!(41));
+        let before = record.clone();
+        assert!(changes.apply_all_or_nothing(&mut record).is_err());
+        assert_eq!(
+            record, before,
+            "the insert before the failing update is undone"
+        );
+
+        let mut inserts = ChangeSet::default();
+        inserts.push(Change::Insert("mine".into(), json!(1)));
+        inserts.apply_all_or_nothing(&mut record).unwrap();
+        assert_eq!(record.data.get("mine"), Some(&json!(1)));
     }
 }

@@ -153,12 +153,8 @@ impl Rider {
 pub(crate) fn board(record: &mut Record, riders: &mut Vec<Rider>) {
     let mut boarded = Vec::with_capacity(riders.len());
     for rider in riders.drain(..) {
-        let mut candidate = record.clone();
-        match rider.changes.apply_all(&mut candidate) {
-            Ok(()) => {
-                *record = candidate;
-                boarded.push(rider);
-            }
+        match rider.changes.apply_all_or_nothing(record) {
+            Ok(()) => boarded.push(rider),
             Err(error) => rider.answer(RideOutcome::Failed(error)),
         }
     }
@@ -180,6 +176,9 @@ fn shared(error: &SessionError) -> SessionError {
         SessionError::Store(StoreError::Corrupt(reason)) => {
             StoreError::Corrupt(reason.clone()).into()
         }
+        SessionError::Store(StoreError::Unavailable(source)) => {
+            StoreError::unavailable(source.to_string()).into()
+        }
         SessionError::Store(StoreError::Backend(source)) => {
             StoreError::backend(source.to_string()).into()
         }
@@ -196,6 +195,14 @@ mod tests {
     use crate::change::Change;
     use serde_json::json;
 
+    /// The riders `ticket`'s writer takes when its turn comes; fails if it was settled.
+    fn commits(turn: &CommitTurn, session: &StoreKey, ticket: Ticket<'_>) -> Vec<Rider> {
+        match turn.settle(session, ticket) {
+            Turn::Commit(riders) => riders,
+            Turn::Settled(_) => panic!("the writer was settled instead of committing"),
+        }
+    }
+
     fn changes(key: &str, value: i64) -> ChangeSet {
         let mut changes = ChangeSet::default();
         changes.push(Change::Insert(key.into(), json!(value)));
@@ -211,9 +218,7 @@ mod tests {
         let _second = turn.offer(session, changes("b", 2));
         let _elsewhere = turn.offer(other, changes("c", 3));
         let _third = turn.offer(session, changes("d", 4));
-        let Turn::Commit(riders) = turn.settle(&session, first) else {
-            panic!("nobody committed for the first writer");
-        };
+        let riders = commits(&turn, &session, first);
         let keys: Vec<String> = riders
             .iter()
             .map(|rider| {
@@ -232,11 +237,8 @@ mod tests {
         let session = StoreKey::from_bytes([1; 32]);
         let first = turn.offer(session, changes("a", 1));
         let second = turn.offer(session, changes("b", 2));
-        let Turn::Commit(riders) = turn.settle(&session, first) else {
-            panic!("expected to commit");
-        };
+        let mut riders = commits(&turn, &session, first);
         let mut record = Record::new(crate::record::now(), None, None);
-        let mut riders = riders;
         board(&mut record, &mut riders);
         for rider in riders {
             rider.answer(RideOutcome::Committed(record.clone()));
@@ -255,9 +257,7 @@ mod tests {
         let session = StoreKey::from_bytes([1; 32]);
         let first = turn.offer(session, changes("a", 1));
         let second = turn.offer(session, changes("b", 2));
-        let Turn::Commit(riders) = turn.settle(&session, first) else {
-            panic!("expected to commit");
-        };
+        let riders = commits(&turn, &session, first);
         drop(riders);
         assert!(matches!(
             turn.settle(&session, second),
@@ -274,9 +274,7 @@ mod tests {
         let first = turn.offer(session, changes("a", 1));
         drop(turn.offer(session, changes("b", 2)));
         assert_eq!(turn.riders().len(), 1);
-        let Turn::Commit(riders) = turn.settle(&session, first) else {
-            panic!("expected to commit");
-        };
+        let riders = commits(&turn, &session, first);
         assert!(riders.is_empty(), "a withdrawn offer is not committed");
         assert!(turn.riders().is_empty());
     }
@@ -293,9 +291,7 @@ mod tests {
         ));
         let bad = turn.offer(session, failing);
         let _good = turn.offer(session, changes("c", 3));
-        let Turn::Commit(mut riders) = turn.settle(&session, first) else {
-            panic!("expected to commit");
-        };
+        let mut riders = commits(&turn, &session, first);
         let mut record = Record::new(crate::record::now(), None, None);
         board(&mut record, &mut riders);
         assert_eq!(riders.len(), 1);

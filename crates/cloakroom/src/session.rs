@@ -1066,7 +1066,7 @@ impl Session {
                 if *committed_key == key && committed.version > state.base_version =>
             {
                 base_version = committed.version;
-                self.rebase(committed, &state.changes, &mut own_error)
+                rebased(committed.clone(), &state.changes, &mut own_error)
             }
             _ => state.working().clone(),
         };
@@ -1080,21 +1080,20 @@ impl Session {
                     return Err(error);
                 }
             }
-            let mut record = candidate.clone();
-            record.last_active_at = time;
-            record.idle_deadline = expiry.idle_deadline(time);
-            match store.update(&key, &record, base_version).await {
+            candidate.last_active_at = time;
+            candidate.idle_deadline = expiry.idle_deadline(time);
+            match store.update(&key, &candidate, base_version).await {
                 Ok(()) => {
-                    record.version = base_version + 1;
+                    candidate.version = base_version + 1;
                     for rider in riders {
-                        rider.answer(RideOutcome::Committed(record.clone()));
+                        rider.answer(RideOutcome::Committed(candidate.clone()));
                     }
-                    *turn =
-                        (stripe.queued.load(Ordering::SeqCst) > 0).then(|| (key, record.clone()));
+                    *turn = (stripe.queued.load(Ordering::SeqCst) > 0)
+                        .then(|| (key, candidate.clone()));
                     if let Some(error) = own_error {
                         return Err(error);
                     }
-                    return self.rode(state, RideOutcome::Committed(record));
+                    return self.rode(state, RideOutcome::Committed(candidate));
                 }
                 Err(UpdateError::Conflict) => {
                     if attempt >= max_attempts {
@@ -1118,11 +1117,7 @@ impl Session {
                         }
                         Ok(Some(fresh)) => {
                             base_version = fresh.version;
-                            candidate = if own_error.is_some() {
-                                fresh
-                            } else {
-                                self.rebase(&fresh, &state.changes, &mut own_error)
-                            };
+                            candidate = rebased(fresh, &state.changes, &mut own_error);
                             group_commit::board(&mut candidate, &mut riders);
                         }
                         Err(error) => {
@@ -1143,24 +1138,6 @@ impl Session {
                     group_commit::fail_all(&mut riders, &error);
                     return Err(error);
                 }
-            }
-        }
-    }
-
-    /// `fresh` with `changes` applied; if they no longer apply, `fresh` as it is and the
-    /// reason in `error`.
-    fn rebase(
-        &self,
-        fresh: &Record,
-        changes: &ChangeSet,
-        error: &mut Option<SessionError>,
-    ) -> Record {
-        let mut rebased = fresh.clone();
-        match changes.apply_all(&mut rebased) {
-            Ok(()) => rebased,
-            Err(reason) => {
-                *error = Some(reason);
-                fresh.clone()
             }
         }
     }
@@ -1190,6 +1167,18 @@ impl Session {
         self.reset_to_anonymous(state);
         Ok(())
     }
+}
+
+/// `fresh` with this request's `changes` applied. If they no longer apply (or already
+/// failed to), `fresh` as it is, with the reason in `error`: the riders' changes are still
+/// committed on it.
+fn rebased(mut fresh: Record, changes: &ChangeSet, error: &mut Option<SessionError>) -> Record {
+    if error.is_none() {
+        if let Err(reason) = changes.apply_all_or_nothing(&mut fresh) {
+            *error = Some(reason);
+        }
+    }
+    fresh
 }
 
 /// Jittered exponential backoff between compare-and-set attempts, so contending writers
