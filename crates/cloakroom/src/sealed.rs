@@ -129,11 +129,15 @@ impl CookieSessions {
         &self.ring
     }
 
-    fn json(key: &StoreKey, record: &Record) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&SealedRef {
+    fn contents<'a>(key: &StoreKey, record: &'a Record) -> SealedRef<'a> {
+        SealedRef {
             k: key.to_hex(),
             r: record,
-        })
+        }
+    }
+
+    fn json(key: &StoreKey, record: &Record) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&Self::contents(key, record))
     }
 
     fn payload(&self, key: &StoreKey, record: &Record) -> Result<(u8, Vec<u8>), serde_json::Error> {
@@ -168,10 +172,7 @@ impl CookieSessions {
         record: &Record,
         budget: usize,
     ) -> Result<usize, serde_json::Error> {
-        let plain = self.value_len(crate::record::json_len(&SealedRef {
-            k: key.to_hex(),
-            r: record,
-        })?);
+        let plain = self.value_len(crate::record::json_len(&Self::contents(key, record))?);
         if plain <= budget {
             return Ok(plain);
         }
