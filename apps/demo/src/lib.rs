@@ -10,7 +10,6 @@
 //! assert_eq!(response.status(), StatusCode::OK);
 //! # });
 //! ```
-#![warn(missing_docs)]
 
 mod api;
 

@@ -21,7 +21,6 @@
 //! let layer = SessionLayer::new(store);
 //! # });
 //! ```
-#![warn(missing_docs)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

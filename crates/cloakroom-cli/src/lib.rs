@@ -10,7 +10,6 @@
 //! assert!(String::from_utf8(out).unwrap().contains("live sessions"));
 //! # });
 //! ```
-#![warn(missing_docs)]
 
 pub mod commands;
 pub mod store_url;

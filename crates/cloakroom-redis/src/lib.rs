@@ -13,7 +13,6 @@
 //! let cluster = RedisStore::connect_cluster(&["redis://127.0.0.1:7000"], RedisConfig::default()).await?;
 //! # Ok(()) }
 //! ```
-#![warn(missing_docs)]
 
 mod connection;
 mod scripts;

@@ -19,7 +19,6 @@
 //!     .layer(SessionLayer::new(store));
 //! # });
 //! ```
-#![warn(missing_docs)]
 
 mod common;
 #[cfg(feature = "mysql")]

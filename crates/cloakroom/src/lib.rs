@@ -41,7 +41,6 @@
 //! - [`session`]: the [`Session`] handle and the commit engine.
 //! - [`layer`] (feature `tower`) and the axum extractor (feature `axum`, on by default).
 //! - `conformance` (feature `conformance`): the suite every store must pass.
-#![warn(missing_docs)]
 
 mod change;
 pub mod codec;
