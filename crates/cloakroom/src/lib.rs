@@ -41,6 +41,7 @@
 //! - [`session`]: the [`Session`] handle and the commit engine.
 //! - [`layer`] (feature `tower`) and the axum extractor (feature `axum`, on by default).
 //! - `conformance` (feature `conformance`): the suite every store must pass.
+//! - `testing` (feature `testing`): an in-process client for testing your handlers.
 
 mod change;
 pub mod codec;
@@ -65,6 +66,8 @@ pub mod layer;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{
     ClientIpSource, ConfigError, CookieConfig, Limits, OnStoreError, SameSite, SessionConfig,

@@ -1,0 +1,254 @@
+//! Testing handlers that use sessions, in process (feature `testing`).
+//!
+//! [`TestClient`] is a browser in miniature for an axum [`Router`]: it sends requests
+//! through the router without a network, keeps the session cookie the app hands out, sends
+//! it back on the next request and forgets it when the app removes it. [`TestResponse`]
+//! shows what the app answered, cookie and all.
+//!
+//! ```
+//! use axum::{routing::post, Json, Router};
+//! use cloakroom::testing::TestClient;
+//! use cloakroom::{MemoryStore, Session, SessionError, SessionLayer};
+//!
+//! async fn visit(session: Session) -> Result<Json<u64>, SessionError> {
+//!     let visits = session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+//!     Ok(Json(visits))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let app = Router::new()
+//!     .route("/visit", post(visit))
+//!     .layer(SessionLayer::new(MemoryStore::new()));
+//! let mut browser = TestClient::new(app);
+//!
+//! let first = browser.post("/visit").await;
+//! assert_eq!(first.json::<u64>(), 1);
+//! assert!(first.session_cookie("id").is_some(), "the first write sets the cookie");
+//!
+//! let second = browser.post("/visit").await;
+//! assert_eq!(second.json::<u64>(), 2, "the browser sent its cookie back");
+//! # }
+//! ```
+
+use axum::body::Body;
+use axum::Router;
+use http::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
+use http::{HeaderMap, Method, Request, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tower::ServiceExt;
+
+/// The largest response body a [`TestClient`] reads.
+const MAX_BODY: usize = 16 << 20;
+
+/// An in-process client for an axum [`Router`] that keeps one session cookie, the way a
+/// browser would.
+///
+/// Requests go straight into the router (`tower::ServiceExt::oneshot`). After each
+/// response the client adopts a new session cookie from `Set-Cookie`, and drops its cookie
+/// when the response removes it (`Max-Age=0`).
+#[derive(Clone, Debug)]
+pub struct TestClient {
+    app: Router,
+    cookie_name: String,
+    cookie: Option<String>,
+}
+
+impl TestClient {
+    /// A client with no cookie, for the default cookie name `id`.
+    pub fn new(app: Router) -> Self {
+        Self {
+            app,
+            cookie_name: "id".to_owned(),
+            cookie: None,
+        }
+    }
+
+    /// Uses `name` as the session cookie's name (prefix included, as in
+    /// [`CookieConfig::full_name`](crate::CookieConfig::full_name)).
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// Starts with this session cookie value, as if the app had set it earlier (for
+    /// example a cookie from another client, or a forged one).
+    pub fn with_cookie(mut self, value: impl Into<String>) -> Self {
+        self.cookie = Some(value.into());
+        self
+    }
+
+    /// The session cookie value the client holds, if any.
+    pub fn cookie(&self) -> Option<&str> {
+        self.cookie.as_deref()
+    }
+
+    /// Forgets the session cookie, like a browser whose cookies were cleared.
+    pub fn clear_cookie(&mut self) {
+        self.cookie = None;
+    }
+
+    /// `GET path`.
+    pub async fn get(&mut self, path: &str) -> TestResponse {
+        self.send(request(Method::GET, path).body(Body::empty()))
+            .await
+    }
+
+    /// `POST path` with an empty body.
+    pub async fn post(&mut self, path: &str) -> TestResponse {
+        self.send(request(Method::POST, path).body(Body::empty()))
+            .await
+    }
+
+    /// `POST path` with `body` as JSON.
+    ///
+    /// # Panics
+    /// If `body` cannot be serialised as JSON.
+    pub async fn post_json(&mut self, path: &str, body: &impl Serialize) -> TestResponse {
+        let json = serde_json::to_vec(body).expect("the test body serialises as JSON");
+        self.send(
+            request(Method::POST, path)
+                .header(CONTENT_TYPE, "application/json")
+                .body(Body::from(json)),
+        )
+        .await
+    }
+
+    /// Sends a request built by the test, adding the session cookie the client holds.
+    ///
+    /// # Panics
+    /// If the request cannot be built, or the router fails (an axum `Router` never does).
+    pub async fn send(&mut self, request: http::Result<Request<Body>>) -> TestResponse {
+        let mut request = request.expect("a well-formed test request");
+        if let Some(cookie) = &self.cookie {
+            let header = format!("{}={cookie}", self.cookie_name);
+            request
+                .headers_mut()
+                .append(COOKIE, header.parse().expect("a cookie header"));
+        }
+        let response = self
+            .app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("axum routers are infallible");
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, MAX_BODY)
+            .await
+            .expect("the response body is readable");
+        let response = TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.to_vec(),
+        };
+        if let Some(value) = response.session_cookie(&self.cookie_name) {
+            self.cookie = Some(value.to_owned());
+        } else if response.removes_session_cookie(&self.cookie_name) {
+            self.cookie = None;
+        }
+        response
+    }
+}
+
+fn request(method: Method, path: &str) -> http::request::Builder {
+    Request::builder().method(method).uri(path)
+}
+
+/// A response as a test looks at it: status, headers and the whole body.
+#[derive(Clone, Debug)]
+pub struct TestResponse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl TestResponse {
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The raw body.
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON.
+    ///
+    /// # Panics
+    /// If the body is not JSON of type `T`; the message shows the body.
+    pub fn json<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "the body is not the expected JSON ({error}): {}",
+                self.text()
+            )
+        })
+    }
+
+    /// Every `Set-Cookie` header, as text.
+    pub fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect()
+    }
+
+    /// The `Set-Cookie` header for the cookie `name`, attributes included.
+    pub fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.set_cookies()
+            .into_iter()
+            .find(|cookie| cookie_value(cookie, name).is_some())
+    }
+
+    /// The new value this response gives the cookie `name` (not a removal).
+    pub fn session_cookie(&self, name: &str) -> Option<&str> {
+        self.set_cookies()
+            .into_iter()
+            .filter_map(|cookie| cookie_value(cookie, name))
+            .find(|value| !value.is_empty())
+    }
+
+    /// Whether this response removes the cookie `name` (empty value, `Max-Age=0`).
+    pub fn removes_session_cookie(&self, name: &str) -> bool {
+        self.set_cookies().into_iter().any(|cookie| {
+            cookie_value(cookie, name) == Some("")
+                && cookie
+                    .split(';')
+                    .any(|attribute| attribute.trim().eq_ignore_ascii_case("Max-Age=0"))
+        })
+    }
+}
+
+/// The value in a `Set-Cookie` header if it sets the cookie `name`.
+fn cookie_value<'a>(set_cookie: &'a str, name: &str) -> Option<&'a str> {
+    let pair = set_cookie.split(';').next()?;
+    let (key, value) = pair.split_once('=')?;
+    (key.trim() == name).then(|| value.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_values_are_matched_by_exact_name() {
+        let header = "id=abc; Path=/; HttpOnly";
+        assert_eq!(cookie_value(header, "id"), Some("abc"));
+        assert_eq!(cookie_value(header, "i"), None);
+        assert_eq!(cookie_value("xid=abc", "id"), None);
+        assert_eq!(cookie_value("id=; Max-Age=0", "id"), Some(""));
+    }
+}
