@@ -53,7 +53,8 @@ enum Backend {
 /// The browser's session cookie, as the request brought it.
 enum Incoming {
     None,
-    Id(SessionId),
+    /// Server-side: the well-formed IDs, tried in order until the store knows one.
+    Ids(Vec<SessionId>),
     /// Client-side: every value of our cookie, tried in order when first needed.
     Sealed(Vec<String>),
 }
@@ -138,7 +139,12 @@ impl SessionManager {
         let name = &*name;
         let incoming = match &self.backend {
             Backend::Store(_) => {
-                codec::find_session_id(cookie_headers, name).map_or(Incoming::None, Incoming::Id)
+                let ids = codec::session_id_candidates(cookie_headers, name);
+                if ids.is_empty() {
+                    Incoming::None
+                } else {
+                    Incoming::Ids(ids)
+                }
             }
             Backend::Cookie(_) => {
                 let values = codec::cookie_values(cookie_headers, name);
@@ -377,19 +383,24 @@ impl Session {
         let time = now();
         state.working = Some(self.config().expiry.new_record(time));
         match (&self.inner.manager.backend, &self.inner.incoming) {
-            (Backend::Store(store), Incoming::Id(id)) => {
-                let key = id.store_key();
-                match store.load(&key).await {
-                    Ok(Some(record)) if record.is_live_at(time) => {
-                        state.id = Some(id.clone());
-                        state.base_version = record.version;
-                        state.working = Some(record);
+            (Backend::Store(store), Incoming::Ids(ids)) => {
+                // Duplicates (a cookie planted from a sibling domain, say): the first ID
+                // the store knows wins; unknown ones are never adopted.
+                for id in ids {
+                    let key = id.store_key();
+                    match store.load(&key).await {
+                        Ok(Some(record)) if record.is_live_at(time) => {
+                            state.id = Some(id.clone());
+                            state.base_version = record.version;
+                            state.working = Some(record);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(StoreError::Corrupt(reason)) => {
+                            tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
+                        }
+                        Err(error) => return self.unavailable(state, error.into()),
                     }
-                    Ok(_) => {}
-                    Err(StoreError::Corrupt(reason)) => {
-                        tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
-                    }
-                    Err(error) => return self.unavailable(state, error.into()),
                 }
             }
             (Backend::Cookie(sessions), Incoming::Sealed(values)) => {
