@@ -1,5 +1,6 @@
 //! The cookie codec: finding the session ID in `Cookie` headers and writing `Set-Cookie`.
 
+use std::fmt;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -123,6 +124,33 @@ pub fn cookie_values<'h>(headers: impl IntoIterator<Item = &'h [u8]>, name: &str
         }
     });
     values
+}
+
+/// A `Set-Cookie` header for `Debug` output: its attributes, with the cookie's value (a
+/// session ID or a sealed session: a bearer secret) replaced by `<redacted>`.
+///
+/// ```
+/// use cloakroom::{codec::{session_cookie, RedactedSetCookie}, CookieConfig, SessionId};
+/// let id = SessionId::generate();
+/// let header = session_cookie(&CookieConfig::default(), &id, None);
+/// let printed = format!("{:?}", RedactedSetCookie(&header));
+/// assert!(printed.starts_with("\"id=<redacted>; HttpOnly"));
+/// assert!(!printed.contains(&id.to_cookie_value()));
+/// ```
+pub struct RedactedSetCookie<'a>(pub &'a HeaderValue);
+
+impl fmt::Debug for RedactedSetCookie<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = std::str::from_utf8(self.0.as_bytes()).unwrap_or_default();
+        let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+        let Some((name, value)) = pair.split_once('=') else {
+            return f.write_str("\"<redacted>\"");
+        };
+        // An empty value (a removal cookie) is no secret, and says what the header does.
+        let value = if value.is_empty() { "" } else { "<redacted>" };
+        let separator = if attributes.is_empty() { "" } else { ";" };
+        write!(f, "\"{name}={value}{separator}{attributes}\"")
+    }
 }
 
 /// The `Set-Cookie` value carrying an arbitrary (already sealed) `value`.

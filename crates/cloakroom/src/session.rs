@@ -184,8 +184,9 @@ impl RequestClient {
     }
 }
 
-/// What the layer must do to the response once the session is committed.
-#[derive(Debug, Default)]
+/// What the layer must do to the response once the session is committed. `Debug` hides
+/// the cookie's value (a bearer secret).
+#[derive(Default)]
 #[must_use]
 pub struct Finish {
     /// A `Set-Cookie` to send (new, rotated, refreshed or removal).
@@ -194,6 +195,19 @@ pub struct Finish {
     pub vary_cookie: bool,
     /// A failure to load or save, for the failure policy.
     pub error: Option<SessionError>,
+}
+
+impl std::fmt::Debug for Finish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finish")
+            .field(
+                "set_cookie",
+                &self.set_cookie.as_ref().map(codec::RedactedSetCookie),
+            )
+            .field("vary_cookie", &self.vary_cookie)
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 /// A user's session as shown in a device list.
