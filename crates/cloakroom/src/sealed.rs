@@ -300,6 +300,28 @@ impl CookieSessions {
     }
 }
 
+/// Entry points for fuzz targets (`cargo fuzz`), which build outside the crate. Not part
+/// of the API: they may change without notice.
+#[doc(hidden)]
+impl CookieSessions {
+    /// [`open`](Self::open): the session key, the record and whether a fallback key
+    /// opened it, or `None`. Must never panic, whatever `value` is.
+    pub fn fuzz_open(&self, name: &str, value: &str) -> Option<(StoreKey, Record, bool)> {
+        self.open(name, value)
+            .map(|opened| (opened.key, opened.record, opened.under_fallback))
+    }
+
+    /// [`seal`](Self::seal), so a target can check that what opens seals and opens again.
+    pub fn fuzz_seal(
+        &self,
+        name: &str,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<String, serde_json::Error> {
+        self.seal(name, key, record)
+    }
+}
+
 fn associated_data(header: &[u8], name: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(header.len() + 2 + name.len());
     aad.extend_from_slice(header);
@@ -502,6 +524,15 @@ mod tests {
             sealed_len_of(&compressing, &[("note", "a".repeat(2000))])
                 < sealed_len_of(&compressing, &[("note", noise(2000))])
         );
+    }
+
+    #[test]
+    fn the_fuzzing_entry_points_are_seal_and_open() {
+        let sessions = CookieSessions::encrypted(ring());
+        let (key, record) = sample(Default::default());
+        let value = sessions.fuzz_seal("id", &key, &record).unwrap();
+        assert_eq!(sessions.fuzz_open("id", &value), Some((key, record, false)));
+        assert_eq!(sessions.fuzz_open("id", &value[1..]), None);
     }
 
     #[test]
