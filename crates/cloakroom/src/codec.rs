@@ -266,6 +266,27 @@ mod tests {
         assert_eq!(cookie_values([many.as_bytes()], "id").len(), MAX_CANDIDATES);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_header_bytes_give_a_bounded_answer(
+            lines in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..4)
+        ) {
+            let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+            proptest::prop_assert!(session_id_candidates(lines.iter().copied(), "id").len() <= MAX_CANDIDATES);
+            proptest::prop_assert!(cookie_values(lines.iter().copied(), "id").len() <= MAX_CANDIDATES);
+        }
+
+        #[test]
+        fn junk_around_our_cookie_never_hides_it(
+            before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            after in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let id = SessionId::generate();
+            let header = [&before[..], b"; id=", id.to_cookie_value().as_bytes(), b";", &after[..]].concat();
+            proptest::prop_assert_eq!(session_id_candidates([header.as_slice()], "id"), vec![id]);
+        }
+    }
+
     #[test]
     fn cookies_carry_the_configured_flags() {
         let config = CookieConfig::default().with_host_prefix(true);
