@@ -1,5 +1,7 @@
 //! The cookie codec: finding the session ID in `Cookie` headers and writing `Set-Cookie`.
 
+use std::fmt;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -7,12 +9,82 @@ use http::HeaderValue;
 use crate::config::CookieConfig;
 use crate::id::SessionId;
 
-/// Finds the session ID among `Cookie` header values.
+/// How many distinct candidates for the session a request's cookies are searched for at
+/// most: well-formed session IDs for server-side sessions, values for client-side ones.
 ///
-/// Every cookie named `name` is considered in order (browsers send the most specific path
-/// first); the first whose value is a well-formed ID wins, and malformed ones are skipped.
-/// Values may be wrapped in double quotes (RFC 6265). No match, or headers that are not
-/// text, give `None`: an anonymous request, never an error.
+/// Browsers send more than one cookie of a name when several paths or domains set one
+/// (a sibling subdomain can plant one in front of ours: "cookie tossing"), so more than
+/// the first must be tried. The bound keeps the work a request can cause small: a header
+/// with a hundred duplicates costs at most this many store look-ups or decryptions.
+pub const MAX_CANDIDATES: usize = 4;
+
+/// Calls `found` with the value of every cookie called `name`, in order across all header
+/// lines, until it says stop.
+///
+/// The header is read pair by pair, as bytes: a pair that is malformed, or not text, costs
+/// only itself, never the other cookies. Values wrapped in double quotes (RFC 6265) are
+/// unwrapped.
+fn each_value<'h>(
+    headers: impl IntoIterator<Item = &'h [u8]>,
+    name: &str,
+    mut found: impl FnMut(&'h [u8]) -> ControlFlow<()>,
+) {
+    for header in headers {
+        for pair in header.split(|&byte| byte == b';') {
+            let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
+                continue;
+            };
+            if pair[..equals].trim_ascii() != name.as_bytes() {
+                continue;
+            }
+            let value = pair[equals + 1..].trim_ascii();
+            let value = match value {
+                [b'"', inner @ .., b'"'] => inner,
+                _ => value,
+            };
+            if found(value).is_break() {
+                return;
+            }
+        }
+    }
+}
+
+/// The session IDs a request's `Cookie` headers carry under `name`, to be tried in order:
+/// the well-formed ones, without repeats, at most [`MAX_CANDIDATES`].
+///
+/// An ID is only a candidate: the caller adopts the first one its store knows, so a cookie
+/// planted in front of ours does not hide our session, and an unknown ID is still never
+/// adopted. Malformed values, and bytes that are not text elsewhere in the header, are
+/// skipped. No candidate is an anonymous request, never an error.
+///
+/// ```
+/// use cloakroom::{codec::session_id_candidates, SessionId};
+/// let (planted, ours) = (SessionId::generate(), SessionId::generate());
+/// let header = format!("id={}; theme=dark; id=garbage; id={}", planted.to_cookie_value(), ours.to_cookie_value());
+/// assert_eq!(session_id_candidates([header.as_bytes()], "id"), [planted, ours]);
+/// assert!(session_id_candidates([&b"id=short; x=\xff"[..]], "id").is_empty());
+/// ```
+pub fn session_id_candidates<'h>(
+    headers: impl IntoIterator<Item = &'h [u8]>,
+    name: &str,
+) -> Vec<SessionId> {
+    let mut ids: Vec<SessionId> = Vec::new();
+    each_value(headers, name, |value| {
+        let id = std::str::from_utf8(value).ok().and_then(SessionId::parse);
+        if let Some(id) = id.filter(|id| !ids.contains(id)) {
+            ids.push(id);
+        }
+        if ids.len() == MAX_CANDIDATES {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    ids
+}
+
+/// The first well-formed session ID among the `Cookie` headers: the first of
+/// [`session_id_candidates`]. Whether the store knows it is for the caller to find out.
 ///
 /// ```
 /// use cloakroom::{codec::find_session_id, SessionId};
@@ -21,49 +93,64 @@ use crate::id::SessionId;
 /// assert_eq!(find_session_id([header.as_bytes()], "id"), Some(id));
 /// assert_eq!(find_session_id([&b"id=short"[..]], "id"), None);
 /// ```
-pub fn find_session_id<'a>(
-    headers: impl IntoIterator<Item = &'a [u8]>,
+pub fn find_session_id<'h>(
+    headers: impl IntoIterator<Item = &'h [u8]>,
     name: &str,
 ) -> Option<SessionId> {
-    headers.into_iter().find_map(|header| {
-        let header = std::str::from_utf8(header).ok()?;
-        header.split(';').find_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            if key.trim() != name {
-                return None;
-            }
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value);
-            SessionId::parse(value)
-        })
-    })
+    session_id_candidates(headers, name).into_iter().next()
 }
 
-/// Every value of the cookie called `name`, in header order, unquoted (for client-side
-/// sessions, whose values are tried in turn).
-pub fn cookie_values<'a>(headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> Vec<String> {
-    let mut values = Vec::new();
-    for header in headers {
-        let Ok(header) = std::str::from_utf8(header) else {
-            continue;
-        };
-        for pair in header.split(';') {
-            if let Some((key, value)) = pair.split_once('=') {
-                if key.trim() == name {
-                    let value = value.trim();
-                    let value = value
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .unwrap_or(value);
-                    values.push(value.to_owned());
-                }
-            }
+/// The values of the cookie called `name`, in header order, unquoted, without repeats and
+/// at most [`MAX_CANDIDATES`]: for client-side sessions, whose values are tried in turn
+/// until one opens. Empty values and values that are not text are skipped.
+///
+/// ```
+/// use cloakroom::codec::cookie_values;
+/// assert_eq!(cookie_values([&b"id=a; x=\xff; id=\"b\"; id=a; id="[..]], "id"), ["a", "b"]);
+/// ```
+pub fn cookie_values<'h>(headers: impl IntoIterator<Item = &'h [u8]>, name: &str) -> Vec<String> {
+    let mut values: Vec<String> = Vec::new();
+    each_value(headers, name, |value| {
+        let text = std::str::from_utf8(value)
+            .ok()
+            .filter(|text| !text.is_empty());
+        if let Some(text) = text.filter(|text| !values.iter().any(|seen| seen == text)) {
+            values.push(text.to_owned());
         }
-    }
+        if values.len() == MAX_CANDIDATES {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
     values
+}
+
+/// A `Set-Cookie` header for `Debug` output: its attributes, with the cookie's value (a
+/// session ID or a sealed session: a bearer secret) replaced by `<redacted>`.
+///
+/// ```
+/// use cloakroom::{codec::{session_cookie, RedactedSetCookie}, CookieConfig, SessionId};
+/// let id = SessionId::generate();
+/// let header = session_cookie(&CookieConfig::default(), &id, None);
+/// let printed = format!("{:?}", RedactedSetCookie(&header));
+/// assert!(printed.starts_with("\"id=<redacted>; HttpOnly"));
+/// assert!(!printed.contains(&id.to_cookie_value()));
+/// ```
+pub struct RedactedSetCookie<'a>(pub &'a HeaderValue);
+
+impl fmt::Debug for RedactedSetCookie<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = std::str::from_utf8(self.0.as_bytes()).unwrap_or_default();
+        let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+        let Some((name, value)) = pair.split_once('=') else {
+            return f.write_str("\"<redacted>\"");
+        };
+        // An empty value (a removal cookie) is no secret, and says what the header does.
+        let value = if value.is_empty() { "" } else { "<redacted>" };
+        let separator = if attributes.is_empty() { "" } else { ";" };
+        write!(f, "\"{name}={value}{separator}{attributes}\"")
+    }
 }
 
 /// The `Set-Cookie` value carrying an arbitrary (already sealed) `value`.
@@ -118,13 +205,17 @@ mod tests {
     use crate::config::SameSite;
 
     #[test]
-    fn first_well_formed_duplicate_wins() {
+    fn every_well_formed_duplicate_is_a_candidate_in_order() {
         let a = SessionId::generate();
         let b = SessionId::generate();
         let header = format!(
             "id=bad; id=\"{}\"; id={}",
             a.to_cookie_value(),
             b.to_cookie_value()
+        );
+        assert_eq!(
+            session_id_candidates([header.as_bytes()], "id"),
+            [a.clone(), b.clone()]
         );
         assert_eq!(find_session_id([header.as_bytes()], "id"), Some(a));
         assert_eq!(find_session_id([&b"xid=1; idx=2"[..]], "id"), None);
@@ -134,6 +225,66 @@ mod tests {
             find_session_id([&b"other=1"[..], second_header.as_bytes()], "id"),
             Some(b)
         );
+    }
+
+    #[test]
+    fn a_bad_byte_costs_only_its_own_pair() {
+        let id = SessionId::generate();
+        let value = id.to_cookie_value();
+        for header in [
+            [&b"a=\xff\xfe; id="[..], value.as_bytes()].concat(),
+            [&b"id="[..], value.as_bytes(), b"; b=\xc3"].concat(),
+            [&b"\xff; id="[..], value.as_bytes()].concat(),
+            [&b"id=\xff; id="[..], value.as_bytes()].concat(),
+        ] {
+            assert_eq!(
+                session_id_candidates([header.as_slice()], "id"),
+                std::slice::from_ref(&id),
+                "{}",
+                String::from_utf8_lossy(&header)
+            );
+        }
+        let sealed = [&b"a=\xff; id=sealed"[..]];
+        assert_eq!(cookie_values(sealed, "id"), ["sealed"]);
+    }
+
+    #[test]
+    fn candidates_are_distinct_and_bounded() {
+        let ids: Vec<SessionId> = (0..10).map(|_| SessionId::generate()).collect();
+        let header: String = ids
+            .iter()
+            .flat_map(|id| [id, id])
+            .map(|id| format!("id={}; ", id.to_cookie_value()))
+            .collect();
+        assert_eq!(
+            session_id_candidates([header.as_bytes()], "id"),
+            ids[..MAX_CANDIDATES]
+        );
+        let values = "id=x; ".repeat(100) + "id=y; id=z";
+        assert_eq!(cookie_values([values.as_bytes()], "id"), ["x", "y", "z"]);
+        let many: String = (0..100).map(|n| format!("id=v{n};")).collect();
+        assert_eq!(cookie_values([many.as_bytes()], "id").len(), MAX_CANDIDATES);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_header_bytes_give_a_bounded_answer(
+            lines in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..4)
+        ) {
+            let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+            proptest::prop_assert!(session_id_candidates(lines.iter().copied(), "id").len() <= MAX_CANDIDATES);
+            proptest::prop_assert!(cookie_values(lines.iter().copied(), "id").len() <= MAX_CANDIDATES);
+        }
+
+        #[test]
+        fn junk_around_our_cookie_never_hides_it(
+            before in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            after in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let id = SessionId::generate();
+            let header = [&before[..], b"; id=", id.to_cookie_value().as_bytes(), b";", &after[..]].concat();
+            proptest::prop_assert_eq!(session_id_candidates([header.as_slice()], "id"), vec![id]);
+        }
     }
 
     #[test]

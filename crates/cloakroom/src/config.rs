@@ -181,8 +181,12 @@ pub enum ClientIpSource {
     /// The peer address of the connection (axum's `ConnectInfo<SocketAddr>`), the default.
     #[default]
     ConnectInfo,
-    /// The first address in this header (for example `x-forwarded-for`), for apps behind a
-    /// proxy they trust to set it. Never use it without such a proxy: clients can forge it.
+    /// The address a trusted proxy added to this list header (for example
+    /// `x-forwarded-for`), for apps behind proxies that append to it: the entry
+    /// [`SessionConfig::trusted_proxy_hops`] from the right (default 1, the right-most).
+    /// Entries left of it came from the client and are never used. No IP when that entry
+    /// is missing or not an IP (an optional port and IPv6 brackets are accepted). Never
+    /// use it without such a proxy: clients can forge the whole header.
     TrustedHeader(http::HeaderName),
     /// Record no IP.
     None,
@@ -217,6 +221,11 @@ pub struct SessionConfig {
     pub max_commit_attempts: u32,
     /// Where the client IP comes from.
     pub client_ip: ClientIpSource,
+    /// How many proxies you trust in front of the app, for
+    /// [`ClientIpSource::TrustedHeader`]: the client IP is the entry the outermost of them
+    /// added, this many from the right of the header's list. Default 1 (the right-most
+    /// entry, added by the one proxy in front of the app). At least 1.
+    pub trusted_proxy_hops: usize,
     /// Revocation by epoch: the hook that says a user's current epoch (default none).
     pub epochs: Option<crate::epoch::Epochs>,
 }
@@ -258,6 +267,13 @@ impl SessionConfig {
         self
     }
 
+    /// Sets how many trusted proxies are in front of the app (see
+    /// [`trusted_proxy_hops`](Self::trusted_proxy_hops)).
+    pub fn with_trusted_proxy_hops(mut self, hops: usize) -> Self {
+        self.trusted_proxy_hops = hops;
+        self
+    }
+
     /// Registers the hook for revocation by epoch.
     pub fn with_epochs(mut self, source: impl crate::epoch::EpochSource) -> Self {
         self.epochs = Some(crate::epoch::Epochs(std::sync::Arc::new(source)));
@@ -269,6 +285,9 @@ impl SessionConfig {
         self.cookie.validate()?;
         if self.max_commit_attempts == 0 {
             return Err(ConfigError::ZeroAttempts);
+        }
+        if self.trusted_proxy_hops == 0 {
+            return Err(ConfigError::ZeroProxyHops);
         }
         Ok(())
     }
@@ -298,6 +317,9 @@ pub enum ConfigError {
     /// `max_commit_attempts` is zero.
     #[error("max_commit_attempts must be at least 1")]
     ZeroAttempts,
+    /// `trusted_proxy_hops` is zero.
+    #[error("trusted_proxy_hops must be at least 1: the number of proxies in front of the app that append to the client IP header")]
+    ZeroProxyHops,
 }
 
 impl Default for SessionConfig {
@@ -310,6 +332,7 @@ impl Default for SessionConfig {
             save_on_server_error: false,
             max_commit_attempts: 64,
             client_ip: ClientIpSource::default(),
+            trusted_proxy_hops: 1,
             epochs: None,
         }
     }
@@ -349,5 +372,11 @@ mod tests {
             Err(ConfigError::SameSiteNoneInsecure)
         );
         assert!(bad(CookieConfig::default().with_host_prefix(true)).is_ok());
+        assert_eq!(
+            SessionConfig::default()
+                .with_trusted_proxy_hops(0)
+                .validate(),
+            Err(ConfigError::ZeroProxyHops)
+        );
     }
 }

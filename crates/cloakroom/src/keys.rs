@@ -7,7 +7,9 @@
 //!
 //! Keys are written as base64 (standard or URL-safe, padding optional) of at least
 //! [`MIN_KEY_BYTES`] random bytes. A ring is several keys separated by commas, spaces or
-//! newlines, the current one first. [`generate_key`] makes one.
+//! newlines, the current one first. [`generate_key`] makes one (so does
+//! `openssl rand -base64 32`). Keys that are plainly not random (a passphrase, all zeros,
+//! a counting sequence) are refused: see [`Weakness`].
 
 use std::fmt;
 
@@ -43,12 +45,19 @@ fn derive(secret: &[u8], purpose: &[u8]) -> [u8; 32] {
 }
 
 impl Key {
-    /// A key from raw secret bytes; at least [`MIN_KEY_BYTES`].
+    /// A key from raw secret bytes: at least [`MIN_KEY_BYTES`] of them, and random (a key
+    /// that shows a [`Weakness`] is refused).
     pub fn from_bytes(secret: &[u8]) -> Result<Self, KeyError> {
         if secret.len() < MIN_KEY_BYTES {
             return Err(KeyError::TooShort {
                 position: 1,
                 bytes: secret.len(),
+            });
+        }
+        if let Some(weakness) = weakness(secret) {
+            return Err(KeyError::Weak {
+                position: 1,
+                weakness,
             });
         }
         let id_material = derive(secret, b"cloakroom key id v1");
@@ -164,11 +173,81 @@ impl KeyRing {
     }
 }
 
+/// The fewest distinct byte values, and distinct steps between neighbouring bytes, a key
+/// may have.
+///
+/// 32 random bytes have about 30 of each; fewer than 16 happens by chance with a
+/// probability below 2^-50, so only made-up keys are refused.
+pub const MIN_DISTINCT_BYTES: usize = 16;
+
+/// Why a key of the right length was refused as not random.
+///
+/// A key must be random bytes. These are the documented tests, each of which random bytes
+/// fail with a probability below 2^-44 (and [`generate_key`] draws again if they ever do):
+///
+/// - [`FewDistinctBytes`](Self::FewDistinctBytes): fewer than [`MIN_DISTINCT_BYTES`]
+///   distinct byte values (all zeros, one byte repeated, a short pattern repeated);
+/// - [`Text`](Self::Text): every byte is printable ASCII or a tab or newline, as in a
+///   passphrase or a password (base64 of text decodes back to that text);
+/// - [`Pattern`](Self::Pattern): fewer than [`MIN_DISTINCT_BYTES`] distinct steps between
+///   neighbouring bytes (counting up or down, or in strides).
+///
+/// Passing them does not make a key random; failing one shows it is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Weakness {
+    /// Too few distinct byte values.
+    FewDistinctBytes,
+    /// Text, such as a passphrase.
+    Text,
+    /// Neighbouring bytes step in too few ways (a counting or striding sequence).
+    Pattern,
+}
+
+impl fmt::Display for Weakness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::FewDistinctBytes => "it repeats a few byte values",
+            Self::Text => "it is text, like a passphrase",
+            Self::Pattern => "its bytes follow a pattern",
+        })
+    }
+}
+
+/// The first [`Weakness`] `secret` shows, if any.
+fn weakness(secret: &[u8]) -> Option<Weakness> {
+    fn distinct(bytes: impl Iterator<Item = u8>) -> usize {
+        let mut seen = [false; 256];
+        bytes.for_each(|byte| seen[usize::from(byte)] = true);
+        seen.iter().filter(|&&seen| seen).count()
+    }
+    if distinct(secret.iter().copied()) < MIN_DISTINCT_BYTES {
+        return Some(Weakness::FewDistinctBytes);
+    }
+    if secret
+        .iter()
+        .all(|&byte| byte.is_ascii_graphic() || matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        return Some(Weakness::Text);
+    }
+    let steps = secret.windows(2).map(|pair| pair[1].wrapping_sub(pair[0]));
+    if distinct(steps) < MIN_DISTINCT_BYTES {
+        return Some(Weakness::Pattern);
+    }
+    None
+}
+
 /// A new random key in the documented encoding (base64url of 32 bytes from the OS CSPRNG).
 pub fn generate_key() -> String {
     let mut bytes = [0u8; MIN_KEY_BYTES];
-    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
-    URL_SAFE_NO_PAD.encode(bytes)
+    // Random bytes fail the weakness tests with a probability below 2^-44; drawing again
+    // then keeps every generated key acceptable.
+    loop {
+        getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+        if weakness(&bytes).is_none() {
+            return URL_SAFE_NO_PAD.encode(bytes);
+        }
+    }
 }
 
 /// A key or ring that cannot be used, with what to do.
@@ -176,15 +255,23 @@ pub fn generate_key() -> String {
 #[non_exhaustive]
 pub enum KeyError {
     /// A key is shorter than [`MIN_KEY_BYTES`].
-    #[error("key {position} is {bytes} bytes; keys must be at least {MIN_KEY_BYTES} random bytes: generate one with `cloakroom keygen`")]
+    #[error("key {position} is {bytes} bytes; keys must be at least {MIN_KEY_BYTES} random bytes: use a key from cloakroom::generate_key(), `cloakroom keygen` or `openssl rand -base64 32`")]
     TooShort {
         /// Which key in the ring (from 1).
         position: usize,
         /// Its length.
         bytes: usize,
     },
+    /// A key is long enough but not random: see [`Weakness`].
+    #[error("key {position} is not random ({weakness}): use a key from cloakroom::generate_key(), `cloakroom keygen` or `openssl rand -base64 32`")]
+    Weak {
+        /// Which key in the ring (from 1).
+        position: usize,
+        /// What gives it away.
+        weakness: Weakness,
+    },
     /// A key is not base64.
-    #[error("key {position} is not base64: generate one with `cloakroom keygen`")]
+    #[error("key {position} is not base64: use a key from cloakroom::generate_key(), `cloakroom keygen` or `openssl rand -base64 32`")]
     NotBase64 {
         /// Which key in the ring (from 1).
         position: usize,
@@ -205,6 +292,7 @@ impl KeyError {
         match self {
             Self::TooShort { bytes, .. } => Self::TooShort { position, bytes },
             Self::NotBase64 { .. } => Self::NotBase64 { position },
+            Self::Weak { weakness, .. } => Self::Weak { position, weakness },
             other => other,
         }
     }
@@ -229,11 +317,81 @@ mod tests {
             KeyError::NotBase64 { position: 2 }
         );
         assert_eq!(KeyRing::parse(" \n").unwrap_err(), KeyError::Empty);
-        let standard = base64::engine::general_purpose::STANDARD.encode([7u8; 40]);
+        let key = URL_SAFE_NO_PAD.decode(generate_key()).unwrap();
+        let standard =
+            base64::engine::general_purpose::STANDARD.encode([&key[..], &key[..8]].concat());
         assert!(
             Key::parse(&standard).is_ok(),
             "standard base64 with padding is accepted"
         );
+    }
+
+    fn weakness(bytes: &[u8]) -> Option<Weakness> {
+        match Key::from_bytes(bytes) {
+            Err(KeyError::Weak { weakness, .. }) => Some(weakness),
+            Err(other) => panic!("{other}"),
+            Ok(_) => None,
+        }
+    }
+
+    #[test]
+    fn low_entropy_keys_are_refused() {
+        assert_eq!(weakness(&[0; 32]), Some(Weakness::FewDistinctBytes));
+        assert_eq!(weakness(&[7; 40]), Some(Weakness::FewDistinctBytes));
+        let pattern: Vec<u8> = [1u8, 2, 3, 4].repeat(8);
+        assert_eq!(weakness(&pattern), Some(Weakness::FewDistinctBytes));
+        let counting: Vec<u8> = (0u8..32).collect();
+        assert_eq!(weakness(&counting), Some(Weakness::Pattern));
+        let stepping: Vec<u8> = (0u8..64).map(|n| n.wrapping_mul(5)).collect();
+        assert_eq!(weakness(&stepping), Some(Weakness::Pattern));
+        for passphrase in [
+            &b"correct horse battery staple 123"[..],
+            b"my-super-secret-session-key-2024!",
+            b"0123456789abcdef0123456789abcdef",
+            b"Tr0ub4dor&3 is not a key at all, sorry\n",
+        ] {
+            assert_eq!(
+                weakness(passphrase),
+                Some(Weakness::Text),
+                "{}",
+                String::from_utf8_lossy(passphrase)
+            );
+        }
+    }
+
+    #[test]
+    fn a_weak_key_in_a_ring_is_named_with_what_to_do() {
+        let passphrase =
+            base64::engine::general_purpose::STANDARD.encode("correct horse battery staple 123");
+        let error = KeyRing::parse(&format!("{},{passphrase}", generate_key())).unwrap_err();
+        assert_eq!(
+            error,
+            KeyError::Weak {
+                position: 2,
+                weakness: Weakness::Text
+            }
+        );
+        let message = error.to_string();
+        for advice in [
+            "key 2",
+            "cloakroom::generate_key()",
+            "openssl rand -base64 32",
+        ] {
+            assert!(message.contains(advice), "{message} lacks {advice}");
+        }
+        assert!(KeyRing::parse(&URL_SAFE_NO_PAD.encode([0u8; 32])).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn generated_keys_always_pass(_round in 0..512u32) {
+            proptest::prop_assert!(KeyRing::parse(&generate_key()).is_ok());
+        }
+
+        #[test]
+        fn random_bytes_pass(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 32..96)) {
+            proptest::prop_assert_eq!(weakness(&bytes), None);
+        }
     }
 
     #[test]

@@ -94,7 +94,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let client = request_client(&request, &self.manager.config().client_ip);
+        let client = request_client(&request, self.manager.config());
         let session = self.manager.session(
             request
                 .headers()
@@ -152,21 +152,57 @@ where
     }
 }
 
-fn request_client<B>(request: &Request<B>, source: &ClientIpSource) -> RequestClient {
-    let ip = match source {
+fn request_client<B>(request: &Request<B>, config: &SessionConfig) -> RequestClient {
+    let ip = match &config.client_ip {
         ClientIpSource::ConnectInfo => connect_info_ip(request),
-        ClientIpSource::TrustedHeader(name) => request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(',').next())
-            .and_then(|first| first.trim().parse::<IpAddr>().ok()),
+        ClientIpSource::TrustedHeader(name) => forwarded_ip(
+            request
+                .headers()
+                .get_all(name)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            config.trusted_proxy_hops,
+        ),
         ClientIpSource::None => None,
     };
     RequestClient {
         ip,
         user_agent: request.headers().get(USER_AGENT).cloned(),
     }
+}
+
+/// The client IP in an `X-Forwarded-For`-style list: the entry `hops` from the right, the
+/// one the outermost trusted proxy added.
+///
+/// Every proxy appends the address it received the request from, so only entries from the
+/// right are the proxies' own; anything to their left came from the client. The header's
+/// lines are one list, in order, and empty elements are ignored. Bytes that are not text,
+/// elsewhere in the list, do not matter. No IP when that entry is missing (fewer entries
+/// than trusted proxies) or is not an IP (with an optional port, IPv6 optionally in
+/// brackets): never another entry, which the client could choose.
+fn forwarded_ip<'h>(
+    lines: impl DoubleEndedIterator<Item = &'h [u8]>,
+    hops: usize,
+) -> Option<IpAddr> {
+    let entry = lines
+        .rev()
+        .flat_map(|line| line.rsplit(|&byte| byte == b','))
+        .map(|entry| entry.trim_ascii())
+        .filter(|entry| !entry.is_empty())
+        .nth(hops.checked_sub(1)?)?;
+    let entry = std::str::from_utf8(entry).ok()?;
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(IpAddr::V6)
+        })
 }
 
 #[cfg(feature = "axum")]
@@ -209,4 +245,76 @@ fn apply<B: Default>(
         headers.append(VARY, HeaderValue::from_static("cookie"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip_of(lines: &[&[u8]], hops: usize) -> Option<IpAddr> {
+        let mut request = Request::builder();
+        for line in lines {
+            request = request.header("x-forwarded-for", HeaderValue::from_bytes(line).unwrap());
+        }
+        let request = request.body(()).unwrap();
+        let source =
+            ClientIpSource::TrustedHeader(http::HeaderName::from_static("x-forwarded-for"));
+        let config = SessionConfig::default()
+            .with_client_ip(source)
+            .with_trusted_proxy_hops(hops);
+        request_client(&request, &config).ip
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn the_entry_the_trusted_proxy_added_wins_not_the_clients() {
+        // The client sent "6.6.6.6"; the proxy appended the address it saw.
+        assert_eq!(ip_of(&[b"6.6.6.6, 203.0.113.7"], 1), ip("203.0.113.7"));
+        assert_eq!(ip_of(&[b"203.0.113.7"], 1), ip("203.0.113.7"));
+        // Two proxies: the second appended the first's address.
+        assert_eq!(
+            ip_of(&[b"6.6.6.6, 203.0.113.7, 10.0.0.2"], 2),
+            ip("203.0.113.7")
+        );
+        // Header lines are one list, in order.
+        assert_eq!(ip_of(&[b"6.6.6.6", b"203.0.113.7"], 1), ip("203.0.113.7"));
+        assert_eq!(
+            ip_of(&[b"6.6.6.6, 203.0.113.7", b"10.0.0.2"], 2),
+            ip("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn entries_are_read_in_every_usual_form() {
+        assert_eq!(
+            ip_of(&[b"  6.6.6.6 ,\t203.0.113.7\t"], 1),
+            ip("203.0.113.7")
+        );
+        assert_eq!(ip_of(&[b"203.0.113.7:51234"], 1), ip("203.0.113.7"));
+        assert_eq!(ip_of(&[b"2001:db8::1"], 1), ip("2001:db8::1"));
+        assert_eq!(ip_of(&[b"[2001:db8::1]"], 1), ip("2001:db8::1"));
+        assert_eq!(ip_of(&[b"[2001:db8::1]:443"], 1), ip("2001:db8::1"));
+        // Empty list elements are ignored (RFC 9110).
+        assert_eq!(ip_of(&[b"203.0.113.7, , "], 1), ip("203.0.113.7"));
+        // Junk the client put left of the proxy's entry changes nothing.
+        assert_eq!(
+            ip_of(&[b"\xff\xfe, evil", b"203.0.113.7"], 1),
+            ip("203.0.113.7")
+        );
+        assert_eq!(ip_of(&[b"x\xff, 203.0.113.7"], 1), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn a_malformed_or_missing_entry_gives_no_ip_never_another_entry() {
+        assert_eq!(ip_of(&[b"6.6.6.6, unknown"], 1), None);
+        assert_eq!(ip_of(&[b"6.6.6.6, 203.0.113.7:port"], 1), None);
+        assert_eq!(ip_of(&[b"6.6.6.6, \xff"], 1), None);
+        // Fewer entries than trusted proxies: the request did not come through them all.
+        assert_eq!(ip_of(&[b"203.0.113.7"], 2), None);
+        assert_eq!(ip_of(&[b""], 1), None);
+        assert_eq!(ip_of(&[], 1), None);
+    }
 }

@@ -10,8 +10,22 @@
 //! ```
 //!
 //! The header and the cookie name are authenticated, so a cookie cannot be moved to another
-//! cookie name or have its flags changed. The payload is the record as JSON, deflated when
-//! that makes it smaller. Anything that does not verify is an anonymous request.
+//! cookie name or have its flags changed. The payload is the record as JSON. Anything that
+//! does not verify is an anonymous request.
+//!
+//! # No compression by default
+//!
+//! Compressing before sealing makes the cookie's length depend on its contents. When
+//! data an attacker chooses (a search term, a name) shares a cookie with a secret (a CSRF
+//! token, an internal flag), a network attacker who can make the browser send requests and
+//! sees only encrypted lengths can guess the secret piece by piece: a right guess
+//! compresses better (CRIME, BREACH). So neither mode compresses unless asked
+//! ([`CookieSessions::with_compression`]): encryption hides the contents, and compression
+//! must not give them back through the length. That holds for the signed mode too: the
+//! browser can read a signed cookie, but a network attacker cannot, since TLS hides it
+//! and only its length shows. The cost is size: without compression less data fits in the
+//! 4096-byte cookie. Cookies sealed compressed (by an earlier version, or with the opt-in)
+//! still open: the flag is read whatever the setting.
 //!
 //! What a server-less session cannot do: revoke one cookie (a copy stays valid until its
 //! deadlines pass) or list a user's sessions. Epochs
@@ -100,7 +114,7 @@ impl CookieSessions {
         Self {
             ring,
             mode: CookieMode::Encrypted,
-            compress: true,
+            compress: false,
         }
     }
 
@@ -109,11 +123,16 @@ impl CookieSessions {
         Self {
             ring,
             mode: CookieMode::Signed,
-            compress: true,
+            compress: false,
         }
     }
 
-    /// Turns compression of larger payloads on or off (default on).
+    /// Turns compression of larger payloads (over 1 KiB) on or off. Default **off**, in both
+    /// modes: compressed, the cookie's length reveals how well its contents compress, which
+    /// leaks a secret to an attacker who can put chosen text next to it and watch the
+    /// length (see [the module docs](self#no-compression-by-default)). Turn it on only when
+    /// no session holds both a secret and data a client can influence. Compressed cookies
+    /// open whatever this setting.
     pub fn with_compression(mut self, compress: bool) -> Self {
         self.compress = compress;
         self
@@ -281,6 +300,28 @@ impl CookieSessions {
     }
 }
 
+/// Entry points for fuzz targets (`cargo fuzz`), which build outside the crate. Not part
+/// of the API: they may change without notice.
+#[doc(hidden)]
+impl CookieSessions {
+    /// [`open`](Self::open): the session key, the record and whether a fallback key
+    /// opened it, or `None`. Must never panic, whatever `value` is.
+    pub fn fuzz_open(&self, name: &str, value: &str) -> Option<(StoreKey, Record, bool)> {
+        self.open(name, value)
+            .map(|opened| (opened.key, opened.record, opened.under_fallback))
+    }
+
+    /// [`seal`](Self::seal), so a target can check that what opens seals and opens again.
+    pub fn fuzz_seal(
+        &self,
+        name: &str,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<String, serde_json::Error> {
+        self.seal(name, key, record)
+    }
+}
+
 fn associated_data(header: &[u8], name: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(header.len() + 2 + name.len());
     aad.extend_from_slice(header);
@@ -319,10 +360,11 @@ mod tests {
         for sessions in [
             CookieSessions::encrypted(ring()),
             CookieSessions::signed(ring()),
-            CookieSessions::signed(ring()).with_compression(false),
+            CookieSessions::encrypted(ring()).with_compression(true),
+            CookieSessions::signed(ring()).with_compression(true),
         ] {
             let mut data = serde_json::Map::new();
-            // Past the compression threshold, so the compressed path is exercised.
+            // Past the compression threshold, so the opt-in's compressed path is exercised.
             data.insert("cart".into(), serde_json::Value::from(vec!["apple"; 200]));
             let (key, record) = sample(data);
             let value = sessions.seal("id", &key, &record).unwrap();
@@ -426,6 +468,107 @@ mod tests {
             .unwrap();
         let after = CookieSessions::signed(KeyRing::parse(&format!("{new},{old}")).unwrap());
         assert!(after.open("id", &value).unwrap().under_fallback);
+    }
+
+    /// 2000 bytes of text drawn from 64 symbols: all but incompressible.
+    fn noise(len: usize) -> String {
+        let mut bytes = vec![0u8; len];
+        getrandom::fill(&mut bytes).unwrap();
+        URL_SAFE_NO_PAD.encode(bytes)[..len].to_owned()
+    }
+
+    fn sealed_len_of(sessions: &CookieSessions, pairs: &[(&str, String)]) -> usize {
+        let data = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.as_str())))
+            .collect();
+        let (key, record) = sample(data);
+        sessions.seal("id", &key, &record).unwrap().len()
+    }
+
+    #[test]
+    fn by_default_the_cookie_length_says_nothing_about_its_contents() {
+        for sessions in [
+            CookieSessions::encrypted(ring()),
+            CookieSessions::signed(ring()),
+        ] {
+            let mode = sessions.mode();
+            assert_eq!(
+                sealed_len_of(&sessions, &[("note", "a".repeat(2000))]),
+                sealed_len_of(&sessions, &[("note", noise(2000))]),
+                "{mode:?}: compressible and random data of one length seal to one length"
+            );
+            // CRIME: attacker-chosen text next to a secret. A right guess must not make the
+            // cookie shorter than a wrong one.
+            let secret = noise(32);
+            let padding = noise(1500);
+            let with_guess = |guess: String| {
+                sealed_len_of(
+                    &sessions,
+                    &[
+                        ("csrf", secret.clone()),
+                        ("search", guess),
+                        ("pad", padding.clone()),
+                    ],
+                )
+            };
+            assert_eq!(
+                with_guess(secret.clone()),
+                with_guess(noise(32)),
+                "{mode:?}: a right guess of the secret shows in the length"
+            );
+        }
+        // The opt-in still compresses: the length then does depend on the contents.
+        let compressing = CookieSessions::encrypted(ring()).with_compression(true);
+        assert!(
+            sealed_len_of(&compressing, &[("note", "a".repeat(2000))])
+                < sealed_len_of(&compressing, &[("note", noise(2000))])
+        );
+    }
+
+    #[test]
+    fn the_fuzzing_entry_points_are_seal_and_open() {
+        let sessions = CookieSessions::encrypted(ring());
+        let (key, record) = sample(Default::default());
+        let value = sessions.fuzz_seal("id", &key, &record).unwrap();
+        assert_eq!(sessions.fuzz_open("id", &value), Some((key, record, false)));
+        assert_eq!(sessions.fuzz_open("id", &value[1..]), None);
+    }
+
+    #[test]
+    fn a_cookie_sealed_compressed_by_an_earlier_version_still_opens() {
+        // Sealed with compression on (the default before it went off), under this key.
+        let key = "2rCzk8MUskeluwK5JUeiBnOM5fkEqWPSHEe1qFM-uyI";
+        let value = concat!(
+            "AQN463VMwx2KucM8AtpC4BEXylV0TEL29T2PzwUgdh-pmFL_NPZRaVq0S_mbGMCgD0IODtRYtR4_86Gg",
+            "Tu-sB7xHix7UBNhzBcXKsw5MUqDNaxALB0tcJamAsJld8y4u-4YkGZ5PUNhoYqSgMraLCFJCJjE7WQXt",
+            "g1V2QokQiVbkrRWymJBG692i6GgwJP-grDZa7v1_Fm-KUr4NvuNZiqSWUlHfBWKGoApG0ohAlTKbEvt4",
+            "ou0FDBclT1MdGPu5T04T1Rv8b3-oDfdKwNqAPs37en8Ptu230EU4CzyDBzTkPndFjKf6OB_bcdQR6kwU",
+        );
+        let flags = URL_SAFE_NO_PAD.decode(value).unwrap()[1];
+        assert_eq!(flags, ENCRYPTED | COMPRESSED);
+        let sessions = CookieSessions::encrypted(KeyRing::parse(key).unwrap());
+        let opened = sessions
+            .open("id", value)
+            .expect("the compressed flag is still read");
+        assert_eq!(
+            opened.key.to_hex(),
+            "129ce3b9b778f19041bcb338c8cd5ddf2e421985a45767b8e1b69fae6f68a157"
+        );
+        assert_eq!(
+            opened.record.data["cart"],
+            serde_json::Value::from(vec!["apple"; 300])
+        );
+        // And one sealed compressed today opens in a ring that does not compress.
+        let ring = ring();
+        let (k, mut record) = sample(Default::default());
+        record.data.insert("cart".into(), vec!["apple"; 300].into());
+        let value = CookieSessions::signed(ring.clone())
+            .with_compression(true)
+            .seal("id", &k, &record)
+            .unwrap();
+        let opened = CookieSessions::signed(ring).open("id", &value).unwrap();
+        assert_eq!(opened.record, record);
     }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {

@@ -53,7 +53,8 @@ enum Backend {
 /// The browser's session cookie, as the request brought it.
 enum Incoming {
     None,
-    Id(SessionId),
+    /// Server-side: the well-formed IDs, tried in order until the store knows one.
+    Ids(Vec<SessionId>),
     /// Client-side: every value of our cookie, tried in order when first needed.
     Sealed(Vec<String>),
 }
@@ -138,7 +139,12 @@ impl SessionManager {
         let name = &*name;
         let incoming = match &self.backend {
             Backend::Store(_) => {
-                codec::find_session_id(cookie_headers, name).map_or(Incoming::None, Incoming::Id)
+                let ids = codec::session_id_candidates(cookie_headers, name);
+                if ids.is_empty() {
+                    Incoming::None
+                } else {
+                    Incoming::Ids(ids)
+                }
             }
             Backend::Cookie(_) => {
                 let values = codec::cookie_values(cookie_headers, name);
@@ -178,8 +184,9 @@ impl RequestClient {
     }
 }
 
-/// What the layer must do to the response once the session is committed.
-#[derive(Debug, Default)]
+/// What the layer must do to the response once the session is committed. `Debug` hides
+/// the cookie's value (a bearer secret).
+#[derive(Default)]
 #[must_use]
 pub struct Finish {
     /// A `Set-Cookie` to send (new, rotated, refreshed or removal).
@@ -188,6 +195,19 @@ pub struct Finish {
     pub vary_cookie: bool,
     /// A failure to load or save, for the failure policy.
     pub error: Option<SessionError>,
+}
+
+impl std::fmt::Debug for Finish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finish")
+            .field(
+                "set_cookie",
+                &self.set_cookie.as_ref().map(codec::RedactedSetCookie),
+            )
+            .field("vary_cookie", &self.vary_cookie)
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 /// A user's session as shown in a device list.
@@ -377,19 +397,24 @@ impl Session {
         let time = now();
         state.working = Some(self.config().expiry.new_record(time));
         match (&self.inner.manager.backend, &self.inner.incoming) {
-            (Backend::Store(store), Incoming::Id(id)) => {
-                let key = id.store_key();
-                match store.load(&key).await {
-                    Ok(Some(record)) if record.is_live_at(time) => {
-                        state.id = Some(id.clone());
-                        state.base_version = record.version;
-                        state.working = Some(record);
+            (Backend::Store(store), Incoming::Ids(ids)) => {
+                // Duplicates (a cookie planted from a sibling domain, say): the first ID
+                // the store knows wins; unknown ones are never adopted.
+                for id in ids {
+                    let key = id.store_key();
+                    match store.load(&key).await {
+                        Ok(Some(record)) if record.is_live_at(time) => {
+                            state.id = Some(id.clone());
+                            state.base_version = record.version;
+                            state.working = Some(record);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(StoreError::Corrupt(reason)) => {
+                            tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
+                        }
+                        Err(error) => return self.unavailable(state, error.into()),
                     }
-                    Ok(_) => {}
-                    Err(StoreError::Corrupt(reason)) => {
-                        tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
-                    }
-                    Err(error) => return self.unavailable(state, error.into()),
                 }
             }
             (Backend::Cookie(sessions), Incoming::Sealed(values)) => {

@@ -313,3 +313,36 @@ async fn operations_that_need_a_server_say_so() {
         "a programming error, not a client's"
     );
 }
+
+#[tokio::test]
+async fn a_sealed_cookie_survives_junk_and_a_planted_cookie_in_front() {
+    let sessions = CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap());
+    let app = app(sessions.clone(), SessionConfig::default());
+    let ours = logged_in(&app).await;
+    let planted = logged_in(&app_with_new_key(&sessions)).await;
+    let header = [
+        b"id=".as_slice(),
+        planted.as_bytes(),
+        b"; theme=\xff\xfe; id=",
+        ours.as_bytes(),
+    ]
+    .concat();
+    let request = Request::builder()
+        .uri("/who")
+        .header(
+            header::COOKIE,
+            axum::http::HeaderValue::from_bytes(&header).unwrap(),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap(),
+        "alice",
+        "the later cookie that opens is the session"
+    );
+}
