@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex as SyncMutex, PoisonError};
 
 use tokio::sync::oneshot;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::change::ChangeSet;
 use crate::error::SessionError;
@@ -68,6 +68,22 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// One writer counted in [`CommitTurn::queued`] for as long as it lives.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn join(queued: &'a AtomicUsize) -> Self {
+        queued.fetch_add(1, Ordering::SeqCst);
+        Self(queued)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What a writer finds when its turn comes.
 pub(crate) enum Turn {
     /// The writer ahead committed (or refused) this writer's changes.
@@ -77,6 +93,14 @@ pub(crate) enum Turn {
 }
 
 impl CommitTurn {
+    /// Waits for the turn, counted in `queued` meanwhile so the holder knows to leave
+    /// its committed record behind. The count is a guard's, so a writer whose request is
+    /// dropped while it waits is uncounted too.
+    pub(crate) async fn wait_turn(&self) -> MutexGuard<'_, Option<(StoreKey, Record)>> {
+        let _queued = Queued::join(&self.queued);
+        self.last.lock().await
+    }
+
     /// Offers `changes` to whoever commits the session under `key` before this writer does.
     pub(crate) fn offer(&self, key: StoreKey, changes: ChangeSet) -> Ticket<'_> {
         let (reply, outcome) = oneshot::channel();
@@ -277,6 +301,41 @@ mod tests {
         let riders = commits(&turn, &session, first);
         assert!(riders.is_empty(), "a withdrawn offer is not committed");
         assert!(turn.riders().is_empty());
+    }
+
+    /// Issue 12 #15a: a writer whose request is dropped while it waits for the turn must
+    /// not stay counted, or every later holder keeps a copy of its record for nobody.
+    #[tokio::test]
+    async fn a_writer_cancelled_while_queued_is_no_longer_counted() {
+        let turn = std::sync::Arc::new(CommitTurn::default());
+        let held = turn.last.lock().await;
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let turn = std::sync::Arc::clone(&turn);
+                tokio::spawn(async move {
+                    let _turn = turn.wait_turn().await;
+                })
+            })
+            .collect();
+        while turn.queued.load(Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+        for waiter in &waiters {
+            waiter.abort();
+        }
+        for waiter in waiters {
+            assert!(waiter.await.unwrap_err().is_cancelled());
+        }
+        assert_eq!(
+            turn.queued.load(Ordering::SeqCst),
+            0,
+            "cancelled waiters still counted"
+        );
+        drop(held);
+        assert!(
+            turn.last.try_lock().is_ok(),
+            "the next writer takes the turn at once"
+        );
     }
 
     #[test]

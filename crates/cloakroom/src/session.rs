@@ -998,10 +998,7 @@ impl Session {
             Err(_) => {
                 let ticket = (!state.rotate && !state.changes.is_empty())
                     .then(|| stripe.offer(id.store_key(), state.changes.clone()));
-                stripe.queued.fetch_add(1, Ordering::SeqCst);
-                let turn = stripe.last.lock().await;
-                stripe.queued.fetch_sub(1, Ordering::SeqCst);
-                (turn, ticket)
+                (stripe.wait_turn().await, ticket)
             }
         };
         let mut riders = Vec::new();
