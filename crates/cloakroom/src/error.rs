@@ -5,8 +5,10 @@ use crate::store::StoreError;
 /// An error from the session API.
 ///
 /// With the `axum` feature it is an `IntoResponse`: store failures and exhausted retries
-/// are `503 Service Unavailable` (the layer adds `Retry-After`), size limits are
-/// `413 Payload Too Large`, the rest `500`.
+/// are `503 Service Unavailable` with `Retry-After` (the configured one under a
+/// [`SessionLayer`](crate::SessionLayer) whose policy is
+/// [`OnStoreError::ServiceUnavailable`](crate::OnStoreError::ServiceUnavailable), otherwise
+/// the default 5 seconds), size limits are `413 Payload Too Large`, the rest `500`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -80,3 +82,9 @@ impl SessionError {
         )
     }
 }
+
+/// Marks a `503` response that a [`SessionError`] produced itself, so the layer puts the
+/// configured `Retry-After` on it in place of the default.
+#[cfg(feature = "tower")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StoreUnavailableResponse;

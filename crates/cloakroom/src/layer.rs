@@ -201,6 +201,17 @@ fn apply<B: Default>(
             _ => tracing::error!(%error, "session could not be saved"),
         }
     }
+    if let OnStoreError::ServiceUnavailable { retry_after } = &config.on_store_error {
+        // A 503 a handler returned from a SessionError carries the default Retry-After.
+        if response
+            .extensions()
+            .get::<crate::error::StoreUnavailableResponse>()
+            .is_some()
+        {
+            let seconds = HeaderValue::from(retry_after.as_secs().max(1));
+            response.headers_mut().insert(RETRY_AFTER, seconds);
+        }
+    }
     let headers = response.headers_mut();
     if let Some(cookie) = finish.set_cookie {
         headers.append(SET_COOKIE, cookie);

@@ -112,3 +112,66 @@ async fn a_failed_load_is_not_retried_within_a_request() {
         "one load, no retries"
     );
 }
+
+/// The status and `Retry-After` of one anonymous POST to `/` through `app`.
+async fn status_and_retry_after(app: axum::Router) -> (axum::http::StatusCode, Option<String>) {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use tower::ServiceExt;
+
+    let request = Request::post("/").body(Body::empty()).unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|value| value.to_str().unwrap().to_owned());
+    (response.status(), retry_after)
+}
+
+/// Issue 12 #10: a 503 that a handler's own `save()?` raises carries Retry-After, even
+/// where the layer's failure policy does not answer 503 itself (fail open).
+#[tokio::test]
+async fn a_handlers_own_store_error_503_has_retry_after() {
+    use axum::routing::post;
+    use cloakroom::{OnStoreError, Session, SessionConfig, SessionError, SessionLayer};
+
+    let config = SessionConfig::default().with_on_store_error(OnStoreError::Anonymous);
+    let app = axum::Router::new()
+        .route(
+            "/",
+            post(|s: Session| async move {
+                s.insert("a", 1).await?;
+                s.save().await?;
+                Ok::<_, SessionError>("saved")
+            }),
+        )
+        .layer(SessionLayer::try_new(down::Down::default(), config).unwrap());
+    let (status, retry_after) = status_and_retry_after(app).await;
+    assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after.as_deref(), Some("5"), "the default Retry-After");
+}
+
+/// The same, with the configured Retry-After, when the layer's own commit succeeds.
+#[tokio::test]
+async fn a_handlers_store_error_503_has_the_configured_retry_after() {
+    use axum::routing::post;
+    use cloakroom::{
+        MemoryStore, OnStoreError, Session, SessionConfig, SessionError, SessionLayer, StoreError,
+    };
+
+    let config = SessionConfig::default().with_on_store_error(OnStoreError::ServiceUnavailable {
+        retry_after: std::time::Duration::from_secs(17),
+    });
+    let app = axum::Router::new()
+        .route(
+            "/",
+            post(|s: Session| async move {
+                s.insert("a", 1).await?;
+                Err::<&str, _>(SessionError::from(StoreError::unavailable("timed out")))
+            }),
+        )
+        .layer(SessionLayer::try_new(MemoryStore::new(), config).unwrap());
+    let (status, retry_after) = status_and_retry_after(app).await;
+    assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after.as_deref(), Some("17"));
+}
