@@ -666,6 +666,11 @@ impl Session {
 
     /// Logs `user` in: records the user (which feeds the per-user index), records the
     /// client's IP and user agent, and rotates the ID (fixation defense).
+    ///
+    /// An anonymous session's data is kept (a cart survives login), and so is the data of
+    /// a session the same user logs in to again. If the session belongs to another user,
+    /// its data is cleared first: the next user of a shared browser never sees the
+    /// previous user's values.
     pub async fn login(&self, user: impl Into<String>) -> Result<(), SessionError> {
         let user = user.into();
         let epoch = match &self.config().epochs {
@@ -678,6 +683,13 @@ impl Session {
         };
         let mut state = self.writable().await?;
         state.rotate = true;
+        let previous = state.working().user_id.as_deref();
+        if previous.is_some_and(|previous| previous != user) {
+            // Another user's data must not pass to this one (Bob logging in on the
+            // browser Alice left logged in); an anonymous visitor's cart does.
+            state.data_size = Some(0);
+            self.record_change(&mut state, Change::Clear)?;
+        }
         self.record_change(&mut state, Change::SetUser(Some(user)))?;
         self.record_change(&mut state, Change::SetEpoch(epoch))?;
         self.record_change(&mut state, Change::SetClient(self.inner.client.to_meta()))

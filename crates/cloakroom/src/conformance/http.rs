@@ -50,6 +50,7 @@ pub(super) fn cases() -> Vec<Case> {
         logout_racing_a_slow_writer_does_not_resurrect,
         user_index_list_and_revoke,
         epoch_revocation_logs_out_everywhere,
+        login_as_another_user_clears_the_data,
     ]
 }
 
@@ -829,5 +830,29 @@ async fn epoch_revocation_logs_out_everywhere(target: Target) {
         devices[0].get("/whoami").await.body,
         json!(user),
         "logging in again works"
+    );
+}
+
+/// Issue 12 #7: Bob logging in on the browser Alice left logged in does not see her data;
+/// Alice logging in again keeps hers.
+async fn login_as_another_user_clears_the_data(target: Target) {
+    let app = default_app(target);
+    let (alice, bob) = (unique_user("alice"), unique_user("bob"));
+    let mut b = Browser::new(&app);
+    b.post(&format!("/login/{alice}"), json!(null)).await;
+    b.post("/set/cart", json!(["alice's book"])).await;
+    b.post(&format!("/login/{alice}"), json!(null)).await;
+    assert_eq!(
+        b.get("/get/cart").await.body,
+        json!(["alice's book"]),
+        "the same user logging in again keeps the data"
+    );
+    let r = b.post(&format!("/login/{bob}"), json!(null)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(b.get("/whoami").await.body, json!(bob));
+    assert_eq!(
+        b.get("/get/cart").await.body,
+        Value::Null,
+        "the next user never sees the previous user's data"
     );
 }
