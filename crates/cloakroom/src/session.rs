@@ -460,11 +460,6 @@ impl Session {
         Ok(())
     }
 
-    fn value_size(value: &Value) -> usize {
-        // Writing a `Value` to a counter cannot fail.
-        crate::record::json_len(value).unwrap_or(0)
-    }
-
     /// Checks the limits for setting `key` to `value` (or removing it) and records the new
     /// size.
     fn check_size(
@@ -473,36 +468,14 @@ impl Session {
         key: &str,
         value: Option<&Value>,
     ) -> Result<(), SessionError> {
-        let limits = &self.config().limits;
-        let entry = |k: &str, v: &Value| k.len() + Self::value_size(v) + 4;
-        let new_entry = match value {
-            Some(v) => {
-                let size = Self::value_size(v);
-                if size > limits.max_value_bytes {
-                    return Err(SessionError::ValueTooLarge {
-                        key: key.to_owned(),
-                        size,
-                        limit: limits.max_value_bytes,
-                    });
-                }
-                key.len() + size + 4
-            }
-            None => 0,
-        };
         let data = &state.working.as_ref().expect("loaded").data;
         let total = match state.data_size {
             Some(total) => total,
-            None => data.iter().map(|(k, v)| entry(k, v)).sum(),
+            None => crate::change::data_size(data),
         };
-        let old_entry = data.get(key).map_or(0, |v| entry(key, v));
-        let size = total - old_entry + new_entry;
-        if size > limits.max_session_bytes {
-            state.data_size = Some(total);
-            return Err(SessionError::SessionTooLarge {
-                size,
-                limit: limits.max_session_bytes,
-            });
-        }
+        state.data_size = Some(total);
+        let size =
+            crate::change::check_write(&self.config().limits, key, data.get(key), value, total)?;
         state.data_size = Some(size);
         Ok(())
     }
