@@ -155,16 +155,6 @@ impl ChangeSet {
         self.0.iter().try_for_each(|change| change.apply(record))
     }
 
-    /// The same, but on failure `record` is left as it was.
-    pub(crate) fn apply_all_or_nothing(&self, record: &mut Record) -> Result<(), SessionError> {
-        let mut candidate = record.clone();
-        self.0
-            .iter()
-            .try_for_each(|change| change.apply(&mut candidate))?;
-        *record = candidate;
-        Ok(())
-    }
-
     /// Re-applies every write, in order, to a fresher `record` than they were made on (a
     /// merge), each checked against `limits` as the write itself was: a merged record
     /// keeps within them too. All or nothing: on failure `record` is left as it was.

@@ -74,6 +74,15 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// Whether this is a size or shape limit, which the layer answers with 413: the
+    /// write was refused, and a commit that hit it drops the request's writes.
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            Self::ValueTooLarge { .. } | Self::SessionTooLarge { .. } | Self::CookieTooLarge { .. }
+        )
+    }
+
     /// Whether this is a store outage or contention, which the layer answers with 503.
     pub fn is_unavailable(&self) -> bool {
         matches!(

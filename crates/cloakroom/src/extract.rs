@@ -38,9 +38,7 @@ impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = match &self {
             error if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-            SessionError::ValueTooLarge { .. }
-            | SessionError::SessionTooLarge { .. }
-            | SessionError::CookieTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            error if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::change::ChangeSet;
+use crate::config::Limits;
 use crate::error::SessionError;
 use crate::id::StoreKey;
 use crate::record::Record;
@@ -172,12 +173,18 @@ impl Rider {
 }
 
 /// Applies each rider's changes to `record` in order. A rider whose changes cannot apply
-/// (a value of an unexpected type, say) is answered with that error and left out; the
-/// others are unaffected.
-pub(crate) fn board(record: &mut Record, riders: &mut Vec<Rider>) {
+/// (a value of an unexpected type, say, or one that would break the size `limits`) is
+/// answered with that error and left out; the others are unaffected. `total` caches the
+/// size of `record`'s data, as [`ChangeSet::apply_within`] keeps it.
+pub(crate) fn board(
+    record: &mut Record,
+    riders: &mut Vec<Rider>,
+    limits: &Limits,
+    total: &mut Option<usize>,
+) {
     let mut boarded = Vec::with_capacity(riders.len());
     for rider in riders.drain(..) {
-        match rider.changes.apply_all_or_nothing(record) {
+        match rider.changes.apply_within(record, limits, total) {
             Ok(()) => boarded.push(rider),
             Err(error) => rider.answer(RideOutcome::Failed(error)),
         }
@@ -263,7 +270,7 @@ mod tests {
         let second = turn.offer(session, changes("b", 2));
         let mut riders = commits(&turn, &session, first);
         let mut record = Record::new(crate::record::now(), None, None);
-        board(&mut record, &mut riders);
+        board(&mut record, &mut riders, &Limits::default(), &mut None);
         for rider in riders {
             rider.answer(RideOutcome::Committed(record.clone()));
         }
@@ -352,7 +359,7 @@ mod tests {
         let _good = turn.offer(session, changes("c", 3));
         let mut riders = commits(&turn, &session, first);
         let mut record = Record::new(crate::record::now(), None, None);
-        board(&mut record, &mut riders);
+        board(&mut record, &mut riders, &Limits::default(), &mut None);
         assert_eq!(riders.len(), 1);
         assert_eq!(record.data.get("c"), Some(&json!(3)));
         assert!(!record.data.contains_key("n"));

@@ -198,6 +198,13 @@ fn apply<B: Default>(
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
             }
+            // Merged with concurrent writers, this request's writes broke a limit at
+            // commit: they were not saved, which the client must not read as success.
+            _ if error.is_too_large() => {
+                tracing::warn!(%error, "session writes refused at commit; answering 413");
+                response = Response::new(B::default());
+                *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            }
             _ => tracing::error!(%error, "session could not be saved"),
         }
     }

@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::change::{Change, ChangeSet, UpdateFn};
 use crate::codec;
-use crate::config::{ConfigError, OnStoreError, SessionConfig};
+use crate::config::{ConfigError, Limits, OnStoreError, SessionConfig};
 use crate::error::SessionError;
 use crate::group_commit::{self, CommitTurn, RideOutcome, Turn};
 use crate::id::{SessionHandle, SessionId, StoreKey};
@@ -1041,18 +1041,28 @@ impl Session {
         // the turn before us committed if that is newer, plus the riders' changes. If this
         // request's own changes no longer apply to a fresher record, the riders' are still
         // committed and this request gets the error.
+        let limits = &self.config().limits;
         let mut base_version = state.base_version;
         let mut own_error = None;
+        // The size of the candidate's data: this request's own when it is the candidate.
+        let mut total = state.data_size;
         let mut candidate = match turn.as_ref() {
             Some((committed_key, committed))
                 if *committed_key == key && committed.version > state.base_version =>
             {
                 base_version = committed.version;
-                rebased(committed.clone(), &state.changes, &mut own_error)
+                total = None;
+                rebased(
+                    committed.clone(),
+                    &state.changes,
+                    limits,
+                    &mut total,
+                    &mut own_error,
+                )
             }
             _ => state.working().clone(),
         };
-        group_commit::board(&mut candidate, &mut riders);
+        group_commit::board(&mut candidate, &mut riders, limits, &mut total);
         let max_attempts = self.config().max_commit_attempts;
         let mut attempt = 0;
         loop {
@@ -1099,8 +1109,10 @@ impl Session {
                         }
                         Ok(Some(fresh)) => {
                             base_version = fresh.version;
-                            candidate = rebased(fresh, &state.changes, &mut own_error);
-                            group_commit::board(&mut candidate, &mut riders);
+                            total = None;
+                            candidate =
+                                rebased(fresh, &state.changes, limits, &mut total, &mut own_error);
+                            group_commit::board(&mut candidate, &mut riders, limits, &mut total);
                         }
                         Err(error) => {
                             let error = SessionError::from(error);
@@ -1151,12 +1163,18 @@ impl Session {
     }
 }
 
-/// `fresh` with this request's `changes` applied. If they no longer apply (or already
-/// failed to), `fresh` as it is, with the reason in `error`: the riders' changes are still
-/// committed on it.
-fn rebased(mut fresh: Record, changes: &ChangeSet, error: &mut Option<SessionError>) -> Record {
+/// `fresh` with this request's `changes` applied, within the size `limits`. If they no
+/// longer apply (or already failed to), `fresh` as it is, with the reason in `error`: the
+/// riders' changes are still committed on it.
+fn rebased(
+    mut fresh: Record,
+    changes: &ChangeSet,
+    limits: &Limits,
+    total: &mut Option<usize>,
+    error: &mut Option<SessionError>,
+) -> Record {
     if error.is_none() {
-        if let Err(reason) = changes.apply_all_or_nothing(&mut fresh) {
+        if let Err(reason) = changes.apply_within(&mut fresh, limits, total) {
             *error = Some(reason);
         }
     }
