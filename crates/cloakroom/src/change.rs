@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::Limits;
-use crate::error::SessionError;
+use crate::error::{SessionError, MAX_VALUE_DEPTH};
 use crate::record::{json_len, ClientMeta, Data, Record};
 
 /// A re-runnable read-modify-write of one value.
@@ -198,11 +198,36 @@ pub(crate) fn data_size(data: &Data) -> usize {
     data.iter().map(|(key, value)| entry_size(key, value)).sum()
 }
 
+/// Whether `value` nests arrays and objects more than `limit` deep. Iterative: a value
+/// too deep for the stores' decoders must not be too deep for this check either.
+fn nests_deeper_than(value: &Value, limit: usize) -> bool {
+    fn container(value: &Value) -> bool {
+        value.is_array() || value.is_object()
+    }
+    if !container(value) {
+        return false;
+    }
+    let mut pending = vec![(value, 1)];
+    while let Some((value, depth)) = pending.pop() {
+        if depth > limit {
+            return true;
+        }
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(entries) => Box::new(entries.values()),
+            _ => continue,
+        };
+        pending.extend(children.filter(|v| container(v)).map(|v| (v, depth + 1)));
+    }
+    false
+}
+
 /// Checks setting `key` from `old` to `new` (`None`: removing it) in data of `total` bytes
 /// against `limits`, and returns the new total.
 ///
 /// A write that grows neither the value nor the session is always allowed, so a session
-/// over limits that were lowered after it was written can still shrink.
+/// over limits that were lowered after it was written can still shrink. A value nested
+/// deeper than [`MAX_VALUE_DEPTH`] is always refused: no store could load it back.
 pub(crate) fn check_write(
     limits: &Limits,
     key: &str,
@@ -215,6 +240,12 @@ pub(crate) fn check_write(
     let new_entry = match new {
         None => 0,
         Some(value) => {
+            if nests_deeper_than(value, MAX_VALUE_DEPTH) {
+                return Err(SessionError::ValueTooDeep {
+                    key: key.to_owned(),
+                    limit: MAX_VALUE_DEPTH,
+                });
+            }
             let size = value_size(value);
             if size > limits.max_value_bytes && old_size.is_none_or(|old| size > old) {
                 return Err(SessionError::ValueTooLarge {
@@ -286,5 +317,34 @@ mod tests {
             .apply_within(&mut record, &limits, &mut None)
             .unwrap();
         assert_eq!(record.data.get("mine"), Some(&json!(1)));
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects_on_the_deepest_path() {
+        let nested = |depth: usize| {
+            (0..depth).fold(json!(1), |inner, level| {
+                if level % 2 == 0 {
+                    json!([inner])
+                } else {
+                    json!({ "k": inner })
+                }
+            })
+        };
+        assert!(!nests_deeper_than(&json!("scalar"), 0));
+        assert!(!nests_deeper_than(
+            &nested(MAX_VALUE_DEPTH),
+            MAX_VALUE_DEPTH
+        ));
+        assert!(nests_deeper_than(
+            &nested(MAX_VALUE_DEPTH + 1),
+            MAX_VALUE_DEPTH
+        ));
+        let wide = json!({ "a": [1, 2, {"b": [3]}], "c": nested(MAX_VALUE_DEPTH - 1) });
+        assert!(!nests_deeper_than(&wide, MAX_VALUE_DEPTH));
+        let wide = json!({ "a": [1, 2, {"b": [3]}], "c": nested(MAX_VALUE_DEPTH) });
+        assert!(nests_deeper_than(&wide, MAX_VALUE_DEPTH));
+        let limits = Limits::default();
+        let refused = check_write(&limits, "k", None, Some(&nested(200)), 0);
+        assert!(matches!(refused, Err(SessionError::ValueTooDeep { .. })));
     }
 }

@@ -51,6 +51,7 @@ pub(super) fn cases() -> Vec<Case> {
         user_index_list_and_revoke,
         epoch_revocation_logs_out_everywhere,
         login_as_another_user_clears_the_data,
+        deeply_nested_values_round_trip_or_are_refused,
     ]
 }
 
@@ -855,4 +856,32 @@ async fn login_as_another_user_clears_the_data(target: Target) {
         Value::Null,
         "the next user never sees the previous user's data"
     );
+}
+
+/// Issue 12 #6: a value nested as deep as the documented limit
+/// ([`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH)) is stored and loads back; a deeper one is
+/// refused with 413 when written, so it can never make the whole session unreadable.
+async fn deeply_nested_values_round_trip_or_are_refused(target: Target) {
+    let nested = |depth: usize| (0..depth).fold(json!("core"), |inner, _| json!([inner]));
+    let app = default_app(target);
+    let mut b = Browser::new(&app);
+    b.post("/set/a", json!(1)).await;
+    let deepest = nested(crate::MAX_VALUE_DEPTH);
+    let r = b.post("/set/deep", deepest.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "the deepest allowed value: {r:?}");
+    assert_eq!(b.get("/get/deep").await.body, deepest, "it loads back");
+    for depth in [crate::MAX_VALUE_DEPTH + 1, 126] {
+        let r = b.post("/set/deeper", nested(depth)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "depth {depth}: {r:?}"
+        );
+    }
+    assert_eq!(
+        b.get("/get/a").await.body,
+        json!(1),
+        "the session still loads"
+    );
+    assert_eq!(b.get("/get/deeper").await.body, Value::Null);
 }
