@@ -219,6 +219,9 @@ pub struct SessionConfig {
     pub client_ip: ClientIpSource,
     /// Revocation by epoch: the hook that says a user's current epoch (default none).
     pub epochs: Option<crate::epoch::Epochs>,
+    /// The most live sessions one user may have (default: no cap). See
+    /// [`with_max_sessions_per_user`](Self::with_max_sessions_per_user).
+    pub max_sessions_per_user: Option<usize>,
 }
 
 impl SessionConfig {
@@ -264,11 +267,25 @@ impl SessionConfig {
         self
     }
 
+    /// Caps the live sessions of one user at `max` (server-side stores; client-side
+    /// sessions have no per-user index and ignore it). When a login would exceed it, the
+    /// user's least recently active other sessions are revoked (by `last_active_at`, then
+    /// `created_at`): devices in use stay logged in, and the session logging in is never
+    /// revoked. Enforcement is best effort after the login is saved: if the store fails
+    /// it is logged, and the next login enforces the cap again.
+    pub fn with_max_sessions_per_user(mut self, max: usize) -> Self {
+        self.max_sessions_per_user = Some(max);
+        self
+    }
+
     /// Checks the combination, with an error that says what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.cookie.validate()?;
         if self.max_commit_attempts == 0 {
             return Err(ConfigError::ZeroAttempts);
+        }
+        if self.max_sessions_per_user == Some(0) {
+            return Err(ConfigError::ZeroSessionsPerUser);
         }
         Ok(())
     }
@@ -298,6 +315,9 @@ pub enum ConfigError {
     /// `max_commit_attempts` is zero.
     #[error("max_commit_attempts must be at least 1")]
     ZeroAttempts,
+    /// `max_sessions_per_user` is zero.
+    #[error("max_sessions_per_user must be at least 1 (a login needs its own session)")]
+    ZeroSessionsPerUser,
 }
 
 impl Default for SessionConfig {
@@ -311,6 +331,7 @@ impl Default for SessionConfig {
             max_commit_attempts: 64,
             client_ip: ClientIpSource::default(),
             epochs: None,
+            max_sessions_per_user: None,
         }
     }
 }
@@ -349,5 +370,11 @@ mod tests {
             Err(ConfigError::SameSiteNoneInsecure)
         );
         assert!(bad(CookieConfig::default().with_host_prefix(true)).is_ok());
+        assert_eq!(
+            SessionConfig::default()
+                .with_max_sessions_per_user(0)
+                .validate(),
+            Err(ConfigError::ZeroSessionsPerUser)
+        );
     }
 }

@@ -294,6 +294,8 @@ struct State {
     cookie_key: Option<StoreKey>,
     /// Client-side sessions: the cookie was sealed under a fallback key; re-issue it.
     reissue: bool,
+    /// A login is waiting to be committed; then the per-user cap is enforced.
+    logging_in: bool,
     finished: bool,
 }
 
@@ -656,6 +658,7 @@ impl Session {
         };
         let mut state = self.writable().await?;
         state.rotate = true;
+        state.logging_in = true;
         let previous = state.working().user_id.as_deref();
         if previous.is_some_and(|previous| previous != user) {
             // Another user's data must not pass to this one (Bob logging in on the
@@ -695,6 +698,7 @@ impl Session {
         state.data_size = None;
         state.cookie_key = None;
         state.reissue = false;
+        state.logging_in = false;
     }
 
     /// Chooses a persistent ("remember me") cookie, which survives a browser restart until
@@ -882,8 +886,54 @@ impl Session {
             return Ok(());
         }
         match state.id.clone() {
-            None => self.commit_new(state, time).await,
-            Some(id) => self.commit_existing(state, id, time).await,
+            None => self.commit_new(state, time).await?,
+            Some(id) => self.commit_existing(state, id, time).await?,
+        }
+        if std::mem::take(&mut state.logging_in) {
+            self.enforce_session_cap(state).await;
+        }
+        Ok(())
+    }
+
+    /// After a login is saved: revokes the user's least recently active other sessions
+    /// beyond [`SessionConfig::max_sessions_per_user`]. Best effort: the login itself
+    /// succeeded, so a store failure here is logged and the next login tries again.
+    async fn enforce_session_cap(&self, state: &State) {
+        let (Some(cap), Backend::Store(store)) = (
+            self.config().max_sessions_per_user,
+            &self.inner.manager.backend,
+        ) else {
+            return;
+        };
+        let (Some(id), Some(record)) = (&state.id, &state.working) else {
+            return;
+        };
+        let Some(user) = &record.user_id else {
+            return;
+        };
+        let mut others = match store.list_for_user(user).await {
+            Ok(entries) if entries.len() > cap => entries,
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the user's sessions to enforce the cap");
+                return;
+            }
+        };
+        let current = id.store_key();
+        others.retain(|entry| entry.key != current);
+        others.sort_by_key(|entry| (entry.record.last_active_at, entry.record.created_at));
+        // The current session counts against the cap too.
+        let excess = (others.len() + 1).saturating_sub(cap);
+        for entry in others.iter().take(excess) {
+            match store.delete(&entry.key).await {
+                Ok(_) => {
+                    tracing::debug!(handle = %entry.key.handle(), "session revoked: over the per-user cap")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not revoke a session over the per-user cap");
+                    return;
+                }
+            }
         }
     }
 

@@ -52,6 +52,7 @@ pub(super) fn cases() -> Vec<Case> {
         epoch_revocation_logs_out_everywhere,
         login_as_another_user_clears_the_data,
         deeply_nested_values_round_trip_or_are_refused,
+        login_beyond_the_per_user_cap_revokes_the_least_recently_active,
     ]
 }
 
@@ -884,4 +885,67 @@ async fn deeply_nested_values_round_trip_or_are_refused(target: Target) {
         "the session still loads"
     );
     assert_eq!(b.get("/get/deeper").await.body, Value::Null);
+}
+
+/// The per-user cap ([`SessionConfig::with_max_sessions_per_user`]): a login beyond it
+/// revokes the user's least recently active other sessions, never the one logging in.
+async fn login_beyond_the_per_user_cap_revokes_the_least_recently_active(target: Target) {
+    let app = app(
+        target,
+        SessionConfig::default().with_max_sessions_per_user(2),
+    );
+    let user = unique_user("capped");
+    let login = format!("/login/{user}");
+    let mut devices: Vec<Browser> = (0..3).map(|_| Browser::new(&app)).collect();
+    let pause = || tokio::time::sleep(Duration::from_millis(20));
+    for device in &mut devices {
+        assert_eq!(
+            device.post(&login, json!(null)).await.status,
+            StatusCode::OK
+        );
+        pause().await;
+    }
+    let who = |device: &Browser| {
+        let mut device = device.clone();
+        async move { device.get("/whoami").await.body }
+    };
+    assert_eq!(
+        who(&devices[0]).await,
+        Value::Null,
+        "the oldest device is logged out"
+    );
+    assert_eq!(who(&devices[1]).await, json!(user));
+    assert_eq!(
+        who(&devices[2]).await,
+        json!(user),
+        "the device logging in stays"
+    );
+    let listed = devices[2].get("/sessions").await.body;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed:?}");
+
+    // Device 1 is used, so device 2 is now the least recently active.
+    assert_eq!(
+        devices[1].post("/set/x", json!(1)).await.status,
+        StatusCode::OK
+    );
+    pause().await;
+    assert_eq!(
+        devices[0].post(&login, json!(null)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        who(&devices[2]).await,
+        Value::Null,
+        "the least recently active goes"
+    );
+    assert_eq!(who(&devices[1]).await, json!(user), "a device in use stays");
+    assert_eq!(who(&devices[0]).await, json!(user));
+
+    // Logging in again on a device within the cap revokes nothing.
+    assert_eq!(
+        devices[0].post(&login, json!(null)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(who(&devices[1]).await, json!(user));
+    assert_eq!(who(&devices[0]).await, json!(user));
 }
