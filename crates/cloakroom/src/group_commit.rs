@@ -23,19 +23,88 @@ pub(crate) struct CommitTurn {
     /// Held while committing; holds the record the last holder committed when another
     /// writer was queued, so that writer rebases on it instead of failing its
     /// compare-and-set and reloading.
-    pub(crate) last: Mutex<Option<(StoreKey, Record)>>,
+    last: Mutex<Option<(StoreKey, Record)>>,
     /// Writers waiting for `last`.
-    pub(crate) queued: AtomicUsize,
+    queued: AtomicUsize,
     /// Change sets offered to whoever commits their session next.
     riders: SyncMutex<Vec<Rider>>,
     tickets: AtomicU64,
 }
 
+/// What a writer gets when its turn comes.
+pub(crate) enum Taken<'a> {
+    /// The writer ahead committed (or refused) this writer's changes: nothing to do.
+    Settled(RideOutcome),
+    /// This writer commits, its own changes and those of the riders it carries.
+    Turn(Holder<'a>),
+}
+
+/// The turn to commit one session: the lock, and the riders' changes to commit along.
+/// Dropped without [`committed`](Self::committed), [`gone`](Self::gone) or
+/// [`failed`](Self::failed) (its request was cancelled mid-commit), its riders learn that
+/// whether their changes were saved is unknown.
+pub(crate) struct Holder<'a> {
+    turn: &'a CommitTurn,
+    last: MutexGuard<'a, Option<(StoreKey, Record)>>,
+    riders: Vec<Rider>,
+}
+
+impl Holder<'_> {
+    /// The record the previous holder committed under `key`, if newer than `version`: a
+    /// fresher base than this writer loaded.
+    pub(crate) fn committed_since(&self, key: &StoreKey, version: u64) -> Option<&Record> {
+        match self.last.as_ref() {
+            Some((committed_key, committed))
+                if committed_key == key && committed.version > version =>
+            {
+                Some(committed)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether other writers' changes ride on this commit.
+    pub(crate) fn has_riders(&self) -> bool {
+        !self.riders.is_empty()
+    }
+
+    /// Applies the riders' changes to `record`; see [`board`].
+    pub(crate) fn board(
+        &mut self,
+        record: &mut Record,
+        limits: &Limits,
+        total: &mut Option<usize>,
+    ) {
+        board(record, &mut self.riders, limits, total);
+    }
+
+    /// The compare-and-set of `record` under `key` succeeded: the riders are answered,
+    /// and if a writer waits, the record stays for it to rebase on.
+    pub(crate) fn committed(mut self, key: StoreKey, record: &Record) {
+        for rider in self.riders.drain(..) {
+            rider.answer(RideOutcome::Committed(record.clone()));
+        }
+        *self.last = (self.turn.queued.load(Ordering::SeqCst) > 0).then(|| (key, record.clone()));
+    }
+
+    /// The session was deleted meanwhile: the riders' changes are dropped with it.
+    pub(crate) fn gone(mut self) {
+        for rider in self.riders.drain(..) {
+            rider.answer(RideOutcome::Gone);
+        }
+    }
+
+    /// The commit failed with `error`, for the riders too.
+    pub(crate) fn failed(mut self, error: &SessionError) {
+        fail_all(&mut self.riders, error);
+    }
+}
+
 /// A writer's change set, waiting for the writer ahead of it to commit it.
-pub(crate) struct Rider {
+struct Rider {
     ticket: u64,
     key: StoreKey,
-    pub(crate) changes: ChangeSet,
+    changes: ChangeSet,
     reply: oneshot::Sender<RideOutcome>,
 }
 
@@ -52,7 +121,7 @@ pub(crate) enum RideOutcome {
 
 /// A writer's place among the riders, until its turn comes. Dropped unsettled (the
 /// writer's request was cancelled while it waited), it withdraws its offer.
-pub(crate) struct Ticket<'a> {
+struct Ticket<'a> {
     turn: &'a CommitTurn,
     number: u64,
     outcome: oneshot::Receiver<RideOutcome>,
@@ -85,8 +154,8 @@ impl Drop for Queued<'_> {
     }
 }
 
-/// What a writer finds when its turn comes.
-pub(crate) enum Turn {
+/// What a writer that offered its changes finds when its turn comes.
+enum Turn {
     /// The writer ahead committed (or refused) this writer's changes.
     Settled(RideOutcome),
     /// This writer commits: its own changes and those of the riders handed over.
@@ -94,16 +163,48 @@ pub(crate) enum Turn {
 }
 
 impl CommitTurn {
+    /// Takes the turn to commit the session under `key`: at once if no writer holds it.
+    /// Otherwise a plain write (`offer` holds its changes; a rotation or a touch offers
+    /// none) offers its changes to the writers ahead, one of which may commit them with
+    /// its own, and waits.
+    pub(crate) async fn take(&self, key: StoreKey, offer: Option<&ChangeSet>) -> Taken<'_> {
+        if let Ok(last) = self.last.try_lock() {
+            return Taken::Turn(self.holder(last, Vec::new()));
+        }
+        let ticket = offer.map(|changes| self.offer(key, changes.clone()));
+        let last = self.wait_turn().await;
+        let riders = match ticket {
+            None => Vec::new(),
+            Some(ticket) => match self.settle(&key, ticket) {
+                Turn::Settled(outcome) => return Taken::Settled(outcome),
+                Turn::Commit(riders) => riders,
+            },
+        };
+        Taken::Turn(self.holder(last, riders))
+    }
+
+    fn holder<'a>(
+        &'a self,
+        last: MutexGuard<'a, Option<(StoreKey, Record)>>,
+        riders: Vec<Rider>,
+    ) -> Holder<'a> {
+        Holder {
+            turn: self,
+            last,
+            riders,
+        }
+    }
+
     /// Waits for the turn, counted in `queued` meanwhile so the holder knows to leave
     /// its committed record behind. The count is a guard's, so a writer whose request is
     /// dropped while it waits is uncounted too.
-    pub(crate) async fn wait_turn(&self) -> MutexGuard<'_, Option<(StoreKey, Record)>> {
+    async fn wait_turn(&self) -> MutexGuard<'_, Option<(StoreKey, Record)>> {
         let _queued = Queued::join(&self.queued);
         self.last.lock().await
     }
 
     /// Offers `changes` to whoever commits the session under `key` before this writer does.
-    pub(crate) fn offer(&self, key: StoreKey, changes: ChangeSet) -> Ticket<'_> {
+    fn offer(&self, key: StoreKey, changes: ChangeSet) -> Ticket<'_> {
         let (reply, outcome) = oneshot::channel();
         let number = self.tickets.fetch_add(1, Ordering::Relaxed);
         self.riders().push(Rider {
@@ -121,7 +222,7 @@ impl CommitTurn {
     }
 
     /// Called once the writer holding `ticket` has the turn (holds `last`).
-    pub(crate) fn settle(&self, key: &StoreKey, mut ticket: Ticket<'_>) -> Turn {
+    fn settle(&self, key: &StoreKey, mut ticket: Ticket<'_>) -> Turn {
         ticket.settled = true;
         match ticket.outcome.try_recv() {
             Ok(outcome) => Turn::Settled(outcome),
@@ -166,7 +267,7 @@ impl CommitTurn {
 
 impl Rider {
     /// Answers the writer that offered these changes.
-    pub(crate) fn answer(self, outcome: RideOutcome) {
+    fn answer(self, outcome: RideOutcome) {
         // A writer whose request was dropped no longer listens; nothing to tell it.
         let _ = self.reply.send(outcome);
     }
@@ -176,12 +277,7 @@ impl Rider {
 /// (a value of an unexpected type, say, or one that would break the size `limits`) is
 /// answered with that error and left out; the others are unaffected. `total` caches the
 /// size of `record`'s data, as [`ChangeSet::apply_within`] keeps it.
-pub(crate) fn board(
-    record: &mut Record,
-    riders: &mut Vec<Rider>,
-    limits: &Limits,
-    total: &mut Option<usize>,
-) {
+fn board(record: &mut Record, riders: &mut Vec<Rider>, limits: &Limits, total: &mut Option<usize>) {
     let mut boarded = Vec::with_capacity(riders.len());
     for rider in riders.drain(..) {
         match rider.changes.apply_within(record, limits, total) {
@@ -193,7 +289,7 @@ pub(crate) fn board(
 }
 
 /// Answers every rider with the failure that ended the commit they rode on.
-pub(crate) fn fail_all(riders: &mut Vec<Rider>, error: &SessionError) {
+fn fail_all(riders: &mut Vec<Rider>, error: &SessionError) {
     for rider in riders.drain(..) {
         rider.answer(RideOutcome::Failed(shared(error)));
     }
