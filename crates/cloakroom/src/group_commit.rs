@@ -441,6 +441,50 @@ mod tests {
         );
     }
 
+    /// Through `take`: two writers queued behind a holder; the one whose turn comes
+    /// commits both change sets, and the other rides on that commit.
+    #[tokio::test]
+    async fn of_two_queued_writers_one_commits_both_and_the_other_rides() {
+        let turn = std::sync::Arc::new(CommitTurn::default());
+        let session = StoreKey::from_bytes([1; 32]);
+        let Taken::Turn(holder) = turn.take(session, None).await else {
+            panic!("an uncontended writer takes the turn at once");
+        };
+        let writers: Vec<_> = ["b", "c"]
+            .into_iter()
+            .map(|key| {
+                let turn = std::sync::Arc::clone(&turn);
+                tokio::spawn(async move {
+                    let own = changes(key, 1);
+                    match turn.take(session, Some(&own)).await {
+                        Taken::Turn(mut holder) => {
+                            let mut record = Record::new(crate::record::now(), None, None);
+                            own.apply_all(&mut record).unwrap();
+                            holder.board(&mut record, &Limits::default(), &mut None);
+                            holder.committed(session, &record);
+                            ("committed", record)
+                        }
+                        Taken::Settled(RideOutcome::Committed(record)) => ("rode", record),
+                        Taken::Settled(_) => panic!("the ride failed"),
+                    }
+                })
+            })
+            .collect();
+        while turn.queued.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        holder.committed(session, &Record::new(crate::record::now(), None, None));
+        let mut outcomes = Vec::new();
+        for writer in writers {
+            let (how, record) = writer.await.unwrap();
+            assert!(record.data.contains_key("b") && record.data.contains_key("c"));
+            outcomes.push(how);
+        }
+        outcomes.sort_unstable();
+        assert_eq!(outcomes, ["committed", "rode"]);
+        assert_eq!(turn.queued.load(Ordering::SeqCst), 0);
+    }
+
     #[test]
     fn a_rider_that_cannot_apply_is_left_out_alone() {
         let turn = CommitTurn::default();

@@ -175,7 +175,7 @@ impl Session {
             id = new_id;
             view.origin = Origin::Stored {
                 id: id.clone(),
-                version: self.base_version(view),
+                version: view.stored_version(),
             };
             view.send_cookie = true;
             view.pending.rotate = false;
@@ -204,7 +204,7 @@ impl Session {
         // committed and this request gets the error.
         let limits = &self.config().limits;
         let changes = &view.pending.changes;
-        let mut base_version = self.base_version(view);
+        let mut base_version = view.stored_version();
         let mut own_error = None;
         // The size of the candidate's data: this request's own when it is the candidate.
         let mut total = view.pending.data_size;
@@ -277,14 +277,6 @@ impl Session {
             };
             turn.failed(&error);
             return Err(error);
-        }
-    }
-
-    /// The version of the stored record this request last saw.
-    fn base_version(&self, view: &View) -> u64 {
-        match view.origin {
-            Origin::Stored { version, .. } => version,
-            Origin::New | Origin::Sealed { .. } => 0,
         }
     }
 

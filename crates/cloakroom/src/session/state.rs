@@ -124,6 +124,14 @@ impl View {
         }
     }
 
+    /// The version of the stored record as this request last saw it.
+    pub(super) fn stored_version(&self) -> u64 {
+        match self.origin {
+            Origin::Stored { version, .. } => version,
+            Origin::New | Origin::Sealed { .. } => 0,
+        }
+    }
+
     /// Starts over as a new anonymous session from `record`: after a logout, or when the
     /// record turned out to be deleted. What the request did (destroyed, degraded) stays.
     pub(super) fn reset(&mut self, record: Record) {
