@@ -198,28 +198,16 @@ pub(crate) fn data_size(data: &Data) -> usize {
     data.iter().map(|(key, value)| entry_size(key, value)).sum()
 }
 
-/// Whether `value` nests arrays and objects more than `limit` deep. Iterative: a value
-/// too deep for the stores' decoders must not be too deep for this check either.
+/// Whether `value` nests arrays and objects more than `limit` deep. The recursion stops
+/// at `limit` levels, so a value too deep for the stores' decoders cannot overflow this
+/// check's stack either, and it allocates nothing.
 fn nests_deeper_than(value: &Value, limit: usize) -> bool {
-    fn container(value: &Value) -> bool {
-        value.is_array() || value.is_object()
+    let deeper = |child: &Value| nests_deeper_than(child, limit - 1);
+    match value {
+        Value::Array(items) => limit == 0 || items.iter().any(deeper),
+        Value::Object(entries) => limit == 0 || entries.values().any(deeper),
+        _ => false,
     }
-    if !container(value) {
-        return false;
-    }
-    let mut pending = vec![(value, 1)];
-    while let Some((value, depth)) = pending.pop() {
-        if depth > limit {
-            return true;
-        }
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(entries) => Box::new(entries.values()),
-            _ => continue,
-        };
-        pending.extend(children.filter(|v| container(v)).map(|v| (v, depth + 1)));
-    }
-    false
 }
 
 /// Checks setting `key` from `old` to `new` (`None`: removing it) in data of `total` bytes
