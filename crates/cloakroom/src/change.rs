@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::error::SessionError;
-use crate::record::{ClientMeta, Record};
+use crate::config::Limits;
+use crate::error::{SessionError, MAX_VALUE_DEPTH};
+use crate::record::{json_len, ClientMeta, Data, Record};
 
 /// A re-runnable read-modify-write of one value.
 pub(crate) type UpdateFn = Arc<dyn Fn(Option<&Value>) -> Result<Value, SessionError> + Send + Sync>;
@@ -46,6 +47,89 @@ impl Change {
         }
         Ok(())
     }
+
+    /// Applies this write to `record` if it keeps within `limits`, noting in `undo` how to
+    /// take it back. `total` is the data's size, computed when first needed.
+    fn apply_within(
+        &self,
+        record: &mut Record,
+        limits: &Limits,
+        total: &mut Option<usize>,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), SessionError> {
+        let mut set = |record: &mut Record, total: &mut Option<usize>, key: &str, value: Value| {
+            let before = *total.get_or_insert_with(|| data_size(&record.data));
+            let after = check_write(limits, key, record.data.get(key), Some(&value), before)?;
+            *total = Some(after);
+            let old = record.data.insert(key.to_owned(), value);
+            undo.push(Undo::Value(key.to_owned(), old));
+            Ok(())
+        };
+        match self {
+            Change::Insert(key, value) => return set(record, total, key, value.clone()),
+            Change::Update(key, f) => {
+                let value = f(record.data.get(key))?;
+                return set(record, total, key, value);
+            }
+            Change::Remove(key) => {
+                if let Some(old) = record.data.remove(key) {
+                    if let Some(total) = total {
+                        *total = total.saturating_sub(entry_size(key, &old));
+                    }
+                    undo.push(Undo::Value(key.clone(), Some(old)));
+                }
+            }
+            Change::Clear => {
+                undo.push(Undo::Data(std::mem::take(&mut record.data)));
+                *total = Some(0);
+            }
+            Change::SetUser(user) => undo.push(Undo::User(std::mem::replace(
+                &mut record.user_id,
+                user.clone(),
+            ))),
+            Change::SetPersistent(persistent) => undo.push(Undo::Persistent(std::mem::replace(
+                &mut record.persistent,
+                *persistent,
+            ))),
+            Change::SetClient(client) => undo.push(Undo::Client(std::mem::replace(
+                &mut record.client,
+                client.clone(),
+            ))),
+            Change::SetEpoch(epoch) => undo.push(Undo::Epoch(std::mem::replace(
+                &mut record.auth_epoch,
+                epoch.clone(),
+            ))),
+        }
+        Ok(())
+    }
+}
+
+/// What a write replaced, to put back if a later write of its change set fails.
+enum Undo {
+    Value(String, Option<Value>),
+    Data(Data),
+    User(Option<String>),
+    Persistent(bool),
+    Client(ClientMeta),
+    Epoch(Option<String>),
+}
+
+impl Undo {
+    fn revert(self, record: &mut Record) {
+        match self {
+            Undo::Value(key, Some(old)) => {
+                record.data.insert(key, old);
+            }
+            Undo::Value(key, None) => {
+                record.data.remove(&key);
+            }
+            Undo::Data(data) => record.data = data,
+            Undo::User(user) => record.user_id = user,
+            Undo::Persistent(persistent) => record.persistent = persistent,
+            Undo::Client(client) => record.client = client,
+            Undo::Epoch(epoch) => record.auth_epoch = epoch,
+        }
+    }
 }
 
 /// A request's writes, in order.
@@ -66,25 +150,109 @@ impl ChangeSet {
     }
 
     /// Re-applies every write, in order, to `record`.
+    #[cfg(test)]
     pub(crate) fn apply_all(&self, record: &mut Record) -> Result<(), SessionError> {
         self.0.iter().try_for_each(|change| change.apply(record))
     }
 
-    /// The same, but on failure `record` is left as it was. Only an `update` can fail, so
-    /// a set without one is applied in place; one with one is applied to a copy first.
-    pub(crate) fn apply_all_or_nothing(&self, record: &mut Record) -> Result<(), SessionError> {
-        if !self
+    /// Re-applies every write, in order, to a fresher `record` than they were made on (a
+    /// merge), each checked against `limits` as the write itself was: a merged record
+    /// keeps within them too. All or nothing: on failure `record` is left as it was.
+    /// `total` caches the data's size across the change sets merged into one record.
+    pub(crate) fn apply_within(
+        &self,
+        record: &mut Record,
+        limits: &Limits,
+        total: &mut Option<usize>,
+    ) -> Result<(), SessionError> {
+        let total_before = *total;
+        let mut undo = Vec::new();
+        let applied = self
             .0
             .iter()
-            .any(|change| matches!(change, Change::Update(..)))
-        {
-            return self.apply_all(record);
+            .try_for_each(|change| change.apply_within(record, limits, total, &mut undo));
+        if applied.is_err() {
+            for step in undo.into_iter().rev() {
+                step.revert(record);
+            }
+            *total = total_before;
         }
-        let mut candidate = record.clone();
-        self.apply_all(&mut candidate)?;
-        *record = candidate;
-        Ok(())
+        applied
     }
+}
+
+/// The size of one entry of the data map as the limits count it: its key, its value as
+/// JSON, and four bytes of quotes, colon and comma.
+pub(crate) fn entry_size(key: &str, value: &Value) -> usize {
+    key.len() + value_size(value) + 4
+}
+
+/// The size of `value` as JSON.
+pub(crate) fn value_size(value: &Value) -> usize {
+    // Writing a `Value` to a counter cannot fail.
+    json_len(value).unwrap_or(0)
+}
+
+/// The size of the whole data map as the limits count it.
+pub(crate) fn data_size(data: &Data) -> usize {
+    data.iter().map(|(key, value)| entry_size(key, value)).sum()
+}
+
+/// Whether `value` nests arrays and objects more than `limit` deep. The recursion stops
+/// at `limit` levels, so a value too deep for the stores' decoders cannot overflow this
+/// check's stack either, and it allocates nothing.
+fn nests_deeper_than(value: &Value, limit: usize) -> bool {
+    let deeper = |child: &Value| nests_deeper_than(child, limit - 1);
+    match value {
+        Value::Array(items) => limit == 0 || items.iter().any(deeper),
+        Value::Object(entries) => limit == 0 || entries.values().any(deeper),
+        _ => false,
+    }
+}
+
+/// Checks setting `key` from `old` to `new` (`None`: removing it) in data of `total` bytes
+/// against `limits`, and returns the new total.
+///
+/// A write that grows neither the value nor the session is always allowed, so a session
+/// over limits that were lowered after it was written can still shrink. A value nested
+/// deeper than [`MAX_VALUE_DEPTH`] is always refused: no store could load it back.
+pub(crate) fn check_write(
+    limits: &Limits,
+    key: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+    total: usize,
+) -> Result<usize, SessionError> {
+    let old_size = old.map(value_size);
+    let old_entry = old_size.map_or(0, |size| key.len() + size + 4);
+    let new_entry = match new {
+        None => 0,
+        Some(value) => {
+            if nests_deeper_than(value, MAX_VALUE_DEPTH) {
+                return Err(SessionError::ValueTooDeep {
+                    key: key.to_owned(),
+                    limit: MAX_VALUE_DEPTH,
+                });
+            }
+            let size = value_size(value);
+            if size > limits.max_value_bytes && old_size.is_none_or(|old| size > old) {
+                return Err(SessionError::ValueTooLarge {
+                    key: key.to_owned(),
+                    size,
+                    limit: limits.max_value_bytes,
+                });
+            }
+            key.len() + size + 4
+        }
+    };
+    let size = total.saturating_sub(old_entry) + new_entry;
+    if size > limits.max_session_bytes && size > total {
+        return Err(SessionError::SessionTooLarge {
+            size,
+            limit: limits.max_session_bytes,
+        });
+    }
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -122,7 +290,10 @@ mod tests {
         let mut record = Record::new(crate::record::now(), None, None);
         record.data.insert("n".into(), json!(41));
         let before = record.clone();
-        assert!(changes.apply_all_or_nothing(&mut record).is_err());
+        let limits = Limits::default();
+        assert!(changes
+            .apply_within(&mut record, &limits, &mut None)
+            .is_err());
         assert_eq!(
             record, before,
             "the insert before the failing update is undone"
@@ -130,7 +301,38 @@ mod tests {
 
         let mut inserts = ChangeSet::default();
         inserts.push(Change::Insert("mine".into(), json!(1)));
-        inserts.apply_all_or_nothing(&mut record).unwrap();
+        inserts
+            .apply_within(&mut record, &limits, &mut None)
+            .unwrap();
         assert_eq!(record.data.get("mine"), Some(&json!(1)));
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects_on_the_deepest_path() {
+        let nested = |depth: usize| {
+            (0..depth).fold(json!(1), |inner, level| {
+                if level % 2 == 0 {
+                    json!([inner])
+                } else {
+                    json!({ "k": inner })
+                }
+            })
+        };
+        assert!(!nests_deeper_than(&json!("scalar"), 0));
+        assert!(!nests_deeper_than(
+            &nested(MAX_VALUE_DEPTH),
+            MAX_VALUE_DEPTH
+        ));
+        assert!(nests_deeper_than(
+            &nested(MAX_VALUE_DEPTH + 1),
+            MAX_VALUE_DEPTH
+        ));
+        let wide = json!({ "a": [1, 2, {"b": [3]}], "c": nested(MAX_VALUE_DEPTH - 1) });
+        assert!(!nests_deeper_than(&wide, MAX_VALUE_DEPTH));
+        let wide = json!({ "a": [1, 2, {"b": [3]}], "c": nested(MAX_VALUE_DEPTH) });
+        assert!(nests_deeper_than(&wide, MAX_VALUE_DEPTH));
+        let limits = Limits::default();
+        let refused = check_write(&limits, "k", None, Some(&nested(200)), 0);
+        assert!(matches!(refused, Err(SessionError::ValueTooDeep { .. })));
     }
 }

@@ -228,6 +228,9 @@ pub struct SessionConfig {
     pub trusted_proxy_hops: usize,
     /// Revocation by epoch: the hook that says a user's current epoch (default none).
     pub epochs: Option<crate::epoch::Epochs>,
+    /// The most live sessions one user may have (default: no cap). See
+    /// [`with_max_sessions_per_user`](Self::with_max_sessions_per_user).
+    pub max_sessions_per_user: Option<usize>,
 }
 
 impl SessionConfig {
@@ -280,6 +283,17 @@ impl SessionConfig {
         self
     }
 
+    /// Caps the live sessions of one user at `max` (server-side stores; client-side
+    /// sessions have no per-user index and ignore it). When a login would exceed it, the
+    /// user's least recently active other sessions are revoked (by `last_active_at`, then
+    /// `created_at`): devices in use stay logged in, and the session logging in is never
+    /// revoked. Enforcement is best effort after the login is saved: if the store fails
+    /// it is logged, and the next login enforces the cap again.
+    pub fn with_max_sessions_per_user(mut self, max: usize) -> Self {
+        self.max_sessions_per_user = Some(max);
+        self
+    }
+
     /// Checks the combination, with an error that says what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.cookie.validate()?;
@@ -288,6 +302,9 @@ impl SessionConfig {
         }
         if self.trusted_proxy_hops == 0 {
             return Err(ConfigError::ZeroProxyHops);
+        }
+        if self.max_sessions_per_user == Some(0) {
+            return Err(ConfigError::ZeroSessionsPerUser);
         }
         Ok(())
     }
@@ -320,6 +337,9 @@ pub enum ConfigError {
     /// `trusted_proxy_hops` is zero.
     #[error("trusted_proxy_hops must be at least 1: the number of proxies in front of the app that append to the client IP header")]
     ZeroProxyHops,
+    /// `max_sessions_per_user` is zero.
+    #[error("max_sessions_per_user must be at least 1 (a login needs its own session)")]
+    ZeroSessionsPerUser,
 }
 
 impl Default for SessionConfig {
@@ -334,6 +354,7 @@ impl Default for SessionConfig {
             client_ip: ClientIpSource::default(),
             trusted_proxy_hops: 1,
             epochs: None,
+            max_sessions_per_user: None,
         }
     }
 }
@@ -377,6 +398,12 @@ mod tests {
                 .with_trusted_proxy_hops(0)
                 .validate(),
             Err(ConfigError::ZeroProxyHops)
+        );
+        assert_eq!(
+            SessionConfig::default()
+                .with_max_sessions_per_user(0)
+                .validate(),
+            Err(ConfigError::ZeroSessionsPerUser)
         );
     }
 }

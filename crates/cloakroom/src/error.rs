@@ -2,11 +2,22 @@
 
 use crate::store::StoreError;
 
+/// How deep a session value may nest arrays and objects: `[[1]]` is 2 deep. A deeper
+/// write fails with [`SessionError::ValueTooDeep`].
+///
+/// Stores decode a whole record at once, with the value nested inside it, and decoders
+/// bound their recursion (serde_json stops at 128 levels): an accepted value must always
+/// load back, so the limit sits well below theirs.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
 /// An error from the session API.
 ///
 /// With the `axum` feature it is an `IntoResponse`: store failures and exhausted retries
-/// are `503 Service Unavailable` (the layer adds `Retry-After`), size limits are
-/// `413 Payload Too Large`, the rest `500`.
+/// are `503 Service Unavailable` with `Retry-After` (the configured one under a
+/// [`SessionLayer`](crate::SessionLayer) whose policy is
+/// [`OnStoreError::ServiceUnavailable`](crate::OnStoreError::ServiceUnavailable), otherwise
+/// the default 5 seconds), size and depth limits are `413 Payload Too Large`, the rest
+/// `500`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -33,6 +44,17 @@ pub enum SessionError {
         /// Its serialized size.
         size: usize,
         /// The limit.
+        limit: usize,
+    },
+    /// A value nests arrays and objects deeper than [`MAX_VALUE_DEPTH`]: stores could
+    /// not load it back. Answered with 413, like the size limits.
+    #[error(
+        "session value {key:?} nests deeper than {limit} levels of arrays and objects: flatten it"
+    )]
+    ValueTooDeep {
+        /// The session key.
+        key: String,
+        /// The limit, [`MAX_VALUE_DEPTH`].
         limit: usize,
     },
     /// The whole session would exceed [`Limits::max_session_bytes`](crate::Limits::max_session_bytes).
@@ -72,6 +94,18 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// Whether this is a size or shape limit, which the layer answers with 413: the
+    /// write was refused, and a commit that hit it drops the request's writes.
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            Self::ValueTooLarge { .. }
+                | Self::ValueTooDeep { .. }
+                | Self::SessionTooLarge { .. }
+                | Self::CookieTooLarge { .. }
+        )
+    }
+
     /// Whether this is a store outage or contention, which the layer answers with 503.
     pub fn is_unavailable(&self) -> bool {
         matches!(
@@ -80,3 +114,9 @@ impl SessionError {
         )
     }
 }
+
+/// Marks a `503` response that a [`SessionError`] produced itself, so the layer puts the
+/// configured `Retry-After` on it in place of the default.
+#[cfg(feature = "tower")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StoreUnavailableResponse;

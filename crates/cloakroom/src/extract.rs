@@ -2,10 +2,11 @@
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
+use http::header::RETRY_AFTER;
 use http::request::Parts;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 
-use crate::error::SessionError;
+use crate::error::{SessionError, StoreUnavailableResponse};
 use crate::session::Session;
 
 /// Returned when a handler asks for a [`Session`] but no [`SessionLayer`](crate::SessionLayer)
@@ -37,12 +38,25 @@ impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let status = match &self {
             error if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-            SessionError::ValueTooLarge { .. }
-            | SessionError::SessionTooLarge { .. }
-            | SessionError::CookieTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            error if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %self, "session store failed; answering 503");
+            let retry_after = match crate::config::OnStoreError::default() {
+                crate::config::OnStoreError::ServiceUnavailable { retry_after } => retry_after,
+                crate::config::OnStoreError::Anonymous => std::time::Duration::from_secs(5),
+            };
+            let mut response = (
+                status,
+                [(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)))],
+                "Service Unavailable",
+            )
+                .into_response();
+            // The layer, which knows the configured Retry-After, replaces the default.
+            response.extensions_mut().insert(StoreUnavailableResponse);
+            response
+        } else if status.is_server_error() {
             tracing::error!(error = %self, "session error");
             let message = status.canonical_reason().unwrap_or("error");
             (status, message).into_response()

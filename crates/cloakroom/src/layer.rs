@@ -234,7 +234,25 @@ fn apply<B: Default>(
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
             }
+            // Merged with concurrent writers, this request's writes broke a limit at
+            // commit: they were not saved, which the client must not read as success.
+            _ if error.is_too_large() => {
+                tracing::warn!(%error, "session writes refused at commit; answering 413");
+                response = Response::new(B::default());
+                *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            }
             _ => tracing::error!(%error, "session could not be saved"),
+        }
+    }
+    if let OnStoreError::ServiceUnavailable { retry_after } = &config.on_store_error {
+        // A 503 a handler returned from a SessionError carries the default Retry-After.
+        if response
+            .extensions()
+            .get::<crate::error::StoreUnavailableResponse>()
+            .is_some()
+        {
+            let seconds = HeaderValue::from(retry_after.as_secs().max(1));
+            response.headers_mut().insert(RETRY_AFTER, seconds);
         }
     }
     let headers = response.headers_mut();

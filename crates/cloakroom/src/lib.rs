@@ -73,7 +73,7 @@ pub use config::{
     ClientIpSource, ConfigError, CookieConfig, Limits, OnStoreError, SameSite, SessionConfig,
 };
 pub use epoch::EpochSource;
-pub use error::SessionError;
+pub use error::{SessionError, MAX_VALUE_DEPTH};
 pub use expiry::ExpiryPolicy;
 pub use id::{SessionHandle, SessionId, StoreKey};
 pub use keys::{generate_key, KeyRing};

@@ -90,3 +90,134 @@ async fn queued_writers_share_compare_and_sets_and_none_is_lost() {
         "{WRITERS} queued writers took {updates} compare-and-sets; one each means no grouping"
     );
 }
+
+/// Two "processes" (managers) over one store, with `limits`: `POST /pref/{key}` sets a
+/// 1 KiB value, `POST /append` appends 100 bytes to the `cart` list, `POST /size` answers
+/// the stored data's size and the cart's length.
+fn limited_apps(limits: cloakroom::Limits) -> [Router; 2] {
+    use axum::extract::Path;
+    use cloakroom::{SessionConfig, SessionManager};
+
+    let store = Arc::new(
+        CountingStore::new(Arc::new(MemoryStore::new()))
+            .with_update_delay(Duration::from_millis(20)),
+    );
+    [0, 1].map(|_| {
+        let config = SessionConfig::default().with_limits(limits.clone());
+        let manager = SessionManager::from_arc(store.clone(), config).unwrap();
+        Router::new()
+            .route(
+                "/pref/{key}",
+                post(|s: Session, Path(key): Path<String>| async move {
+                    s.insert(&key, "p".repeat(1024))
+                        .await
+                        .map(|()| "ok".to_owned())
+                }),
+            )
+            .route(
+                "/append",
+                post(|s: Session| async move {
+                    s.update("cart", |cart: Option<Vec<String>>| {
+                        let mut cart = cart.unwrap_or_default();
+                        cart.push("c".repeat(100));
+                        cart
+                    })
+                    .await
+                    .map(|_| "ok".to_owned())
+                }),
+            )
+            .route(
+                "/size",
+                post(|s: Session| async move {
+                    let mut size = 0;
+                    for key in s.keys().await? {
+                        let value: serde_json::Value = s.get(&key).await?.unwrap();
+                        size += key.len() + value.to_string().len() + 4;
+                    }
+                    let cart = s.get::<Vec<String>>("cart").await?.map_or(0, |c| c.len());
+                    let keys = s.keys().await?.len();
+                    Ok::<_, SessionError>(format!("{size} {cart} {keys}"))
+                }),
+            )
+            .layer(SessionLayer::from_manager(Arc::new(manager)))
+    })
+}
+
+/// Runs `count` concurrent POSTs to `path(i)` on the session, alternating between the two
+/// apps; returns how many got 200 and how many 413.
+async fn concurrent_posts(
+    apps: &[Router; 2],
+    cookie: &str,
+    count: usize,
+    path: impl Fn(usize) -> String,
+) -> (usize, usize) {
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let (app, cookie, path) = (apps[i % 2].clone(), cookie.to_owned(), path(i));
+            tokio::spawn(async move { call(&app, &path, Some(&cookie)).await.0 })
+        })
+        .collect();
+    let (mut ok, mut too_large) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::PAYLOAD_TOO_LARGE => too_large += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    (ok, too_large)
+}
+
+/// Issue 12 #3: merged change sets (group commit, and re-applying on a conflict) are held
+/// to the size limits like a single write: the writers that would break them get 413, the
+/// others commit, and the stored session keeps within the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn merged_writes_keep_within_the_size_limits() {
+    let limits = cloakroom::Limits {
+        max_value_bytes: 2 * 1024,
+        max_session_bytes: 16 * 1024,
+    };
+    let apps = limited_apps(limits.clone());
+    let (_, _, cookie) = call(&apps[0], "/pref/seed", None).await;
+    let cookie = cookie.unwrap();
+
+    let sizes = |cookie: String| {
+        let app = apps[0].clone();
+        async move {
+            let (_, sizes, _) = call(&app, "/size", Some(&cookie)).await;
+            let sizes: Vec<usize> = sizes.split(' ').map(|n| n.parse().unwrap()).collect();
+            (sizes[0], sizes[1], sizes[2])
+        }
+    };
+
+    let (ok, too_large) = concurrent_posts(&apps, &cookie, 40, |i| format!("/pref/k{i}")).await;
+    let (size, _, keys) = sizes(cookie.clone()).await;
+    assert!(
+        size <= limits.max_session_bytes,
+        "the session grew to {size} bytes"
+    );
+    assert!(
+        too_large > 0 && ok > 0,
+        "{ok} committed, {too_large} refused"
+    );
+    assert_eq!(
+        keys,
+        ok + 1,
+        "every committed write is kept, no refused one"
+    );
+
+    let (_, _, cookie) = call(&apps[1], "/append", None).await;
+    let cookie = cookie.unwrap();
+    let (ok, too_large) = concurrent_posts(&apps, &cookie, 40, |_| "/append".to_owned()).await;
+    let (_, cart, _) = sizes(cookie).await;
+    let ok = ok + 1;
+    assert_eq!(cart, ok, "every committed append is kept, no refused one");
+    assert!(
+        too_large > 0,
+        "the cart value outgrew its limit by {too_large} appends"
+    );
+    assert!(
+        cart * 103 < limits.max_value_bytes,
+        "the cart grew to {cart} items"
+    );
+}

@@ -112,3 +112,181 @@ async fn a_failed_load_is_not_retried_within_a_request() {
         "one load, no retries"
     );
 }
+
+/// The status and `Retry-After` of one anonymous POST to `/` through `app`.
+async fn status_and_retry_after(app: axum::Router) -> (axum::http::StatusCode, Option<String>) {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use tower::ServiceExt;
+
+    let request = Request::post("/").body(Body::empty()).unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|value| value.to_str().unwrap().to_owned());
+    (response.status(), retry_after)
+}
+
+/// Issue 12 #10: a 503 that a handler's own `save()?` raises carries Retry-After, even
+/// where the layer's failure policy does not answer 503 itself (fail open).
+#[tokio::test]
+async fn a_handlers_own_store_error_503_has_retry_after() {
+    use axum::routing::post;
+    use cloakroom::{OnStoreError, Session, SessionConfig, SessionError, SessionLayer};
+
+    let config = SessionConfig::default().with_on_store_error(OnStoreError::Anonymous);
+    let app = axum::Router::new()
+        .route(
+            "/",
+            post(|s: Session| async move {
+                s.insert("a", 1).await?;
+                s.save().await?;
+                Ok::<_, SessionError>("saved")
+            }),
+        )
+        .layer(SessionLayer::try_new(down::Down::default(), config).unwrap());
+    let (status, retry_after) = status_and_retry_after(app).await;
+    assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after.as_deref(), Some("5"), "the default Retry-After");
+}
+
+/// The same, with the configured Retry-After, when the layer's own commit succeeds.
+#[tokio::test]
+async fn a_handlers_store_error_503_has_the_configured_retry_after() {
+    use axum::routing::post;
+    use cloakroom::{
+        MemoryStore, OnStoreError, Session, SessionConfig, SessionError, SessionLayer, StoreError,
+    };
+
+    let config = SessionConfig::default().with_on_store_error(OnStoreError::ServiceUnavailable {
+        retry_after: std::time::Duration::from_secs(17),
+    });
+    let app = axum::Router::new()
+        .route(
+            "/",
+            post(|s: Session| async move {
+                s.insert("a", 1).await?;
+                Err::<&str, _>(SessionError::from(StoreError::unavailable("timed out")))
+            }),
+        )
+        .layer(SessionLayer::try_new(MemoryStore::new(), config).unwrap());
+    let (status, retry_after) = status_and_retry_after(app).await;
+    assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after.as_deref(), Some("17"));
+}
+
+/// An app over `store` with `limits`: `POST /set/{key}` (JSON body) and
+/// `POST /remove/{key}`.
+fn limited_app(store: std::sync::Arc<MemoryStore>, limits: cloakroom::Limits) -> axum::Router {
+    use axum::extract::Path;
+    use axum::routing::post;
+    use axum::Json;
+    use cloakroom::{Session, SessionConfig, SessionLayer, SessionManager};
+    use serde_json::Value;
+
+    let config = SessionConfig::default().with_limits(limits);
+    let manager = SessionManager::from_arc(store, config).unwrap();
+    axum::Router::new()
+        .route(
+            "/set/{key}",
+            post(
+                |s: Session, Path(key): Path<String>, Json(v): Json<Value>| async move {
+                    s.insert(&key, v).await.map(|()| "ok")
+                },
+            ),
+        )
+        .route(
+            "/remove/{key}",
+            post(|s: Session, Path(key): Path<String>| async move {
+                s.remove::<Value>(&key).await.map(|_| "ok")
+            }),
+        )
+        .layer(SessionLayer::from_manager(std::sync::Arc::new(manager)))
+}
+
+/// POSTs `body` to `path` with `cookie`; the status and the session cookie set, if any.
+async fn post_json(
+    app: &axum::Router,
+    path: &str,
+    cookie: Option<&str>,
+    body: serde_json::Value,
+) -> (axum::http::StatusCode, Option<String>) {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use tower::ServiceExt;
+
+    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let set_cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+    (response.status(), set_cookie)
+}
+
+/// Issue 12 #4: a session over its limits (they were lowered since it was written) can
+/// still shrink: removing a value, or replacing one with a smaller one, is allowed; a write
+/// that grows it is refused.
+#[tokio::test]
+async fn an_over_limit_session_can_shrink() {
+    use axum::http::StatusCode;
+    use cloakroom::Limits;
+    use serde_json::json;
+
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let roomy = limited_app(std::sync::Arc::clone(&store), Limits::default());
+    let (status, cookie) = post_json(&roomy, "/set/a", None, json!("a".repeat(3000))).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = cookie.unwrap();
+    for key in ["b", "c"] {
+        let path = format!("/set/{key}");
+        let (status, _) = post_json(&roomy, &path, Some(&cookie), json!("b".repeat(3000))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    let tight = Limits {
+        max_value_bytes: 1000,
+        max_session_bytes: 2000,
+    };
+    let tight = limited_app(store, tight);
+    let cookie = Some(cookie.as_str());
+    let set = |key: &'static str, len: usize| {
+        let tight = tight.clone();
+        async move {
+            let path = format!("/set/{key}");
+            post_json(&tight, &path, cookie, json!("x".repeat(len)))
+                .await
+                .0
+        }
+    };
+    assert_eq!(
+        set("new", 10).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "growing is refused"
+    );
+    assert_eq!(
+        set("a", 3001).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "growing a value too"
+    );
+    assert_eq!(
+        set("a", 2000).await,
+        StatusCode::OK,
+        "shrinking a value is allowed"
+    );
+    let remove = post_json(&tight, "/remove/b", cookie, json!(null)).await.0;
+    assert_eq!(remove, StatusCode::OK, "removing a value is allowed");
+    assert_eq!(
+        set("a", 2000).await,
+        StatusCode::OK,
+        "rewriting at the same size too"
+    );
+}

@@ -50,6 +50,9 @@ pub(super) fn cases() -> Vec<Case> {
         logout_racing_a_slow_writer_does_not_resurrect,
         user_index_list_and_revoke,
         epoch_revocation_logs_out_everywhere,
+        login_as_another_user_clears_the_data,
+        deeply_nested_values_round_trip_or_are_refused,
+        login_beyond_the_per_user_cap_revokes_the_least_recently_active,
     ]
 }
 
@@ -830,4 +833,119 @@ async fn epoch_revocation_logs_out_everywhere(target: Target) {
         json!(user),
         "logging in again works"
     );
+}
+
+/// Issue 12 #7: Bob logging in on the browser Alice left logged in does not see her data;
+/// Alice logging in again keeps hers.
+async fn login_as_another_user_clears_the_data(target: Target) {
+    let app = default_app(target);
+    let (alice, bob) = (unique_user("alice"), unique_user("bob"));
+    let mut b = Browser::new(&app);
+    b.post(&format!("/login/{alice}"), json!(null)).await;
+    b.post("/set/cart", json!(["alice's book"])).await;
+    b.post(&format!("/login/{alice}"), json!(null)).await;
+    assert_eq!(
+        b.get("/get/cart").await.body,
+        json!(["alice's book"]),
+        "the same user logging in again keeps the data"
+    );
+    let r = b.post(&format!("/login/{bob}"), json!(null)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(b.get("/whoami").await.body, json!(bob));
+    assert_eq!(
+        b.get("/get/cart").await.body,
+        Value::Null,
+        "the next user never sees the previous user's data"
+    );
+}
+
+/// Issue 12 #6: a value nested as deep as the documented limit
+/// ([`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH)) is stored and loads back; a deeper one is
+/// refused with 413 when written, so it can never make the whole session unreadable.
+async fn deeply_nested_values_round_trip_or_are_refused(target: Target) {
+    let nested = |depth: usize| (0..depth).fold(json!("core"), |inner, _| json!([inner]));
+    let app = default_app(target);
+    let mut b = Browser::new(&app);
+    b.post("/set/a", json!(1)).await;
+    let deepest = nested(crate::MAX_VALUE_DEPTH);
+    let r = b.post("/set/deep", deepest.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "the deepest allowed value: {r:?}");
+    assert_eq!(b.get("/get/deep").await.body, deepest, "it loads back");
+    for depth in [crate::MAX_VALUE_DEPTH + 1, 126] {
+        let r = b.post("/set/deeper", nested(depth)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "depth {depth}: {r:?}"
+        );
+    }
+    assert_eq!(
+        b.get("/get/a").await.body,
+        json!(1),
+        "the session still loads"
+    );
+    assert_eq!(b.get("/get/deeper").await.body, Value::Null);
+}
+
+/// The per-user cap ([`SessionConfig::with_max_sessions_per_user`]): a login beyond it
+/// revokes the user's least recently active other sessions, never the one logging in.
+async fn login_beyond_the_per_user_cap_revokes_the_least_recently_active(target: Target) {
+    let app = app(
+        target,
+        SessionConfig::default().with_max_sessions_per_user(2),
+    );
+    let user = unique_user("capped");
+    let login = format!("/login/{user}");
+    let mut devices: Vec<Browser> = (0..3).map(|_| Browser::new(&app)).collect();
+    let pause = || tokio::time::sleep(Duration::from_millis(20));
+    for device in &mut devices {
+        assert_eq!(
+            device.post(&login, json!(null)).await.status,
+            StatusCode::OK
+        );
+        pause().await;
+    }
+    let who = |device: &Browser| {
+        let mut device = device.clone();
+        async move { device.get("/whoami").await.body }
+    };
+    assert_eq!(
+        who(&devices[0]).await,
+        Value::Null,
+        "the oldest device is logged out"
+    );
+    assert_eq!(who(&devices[1]).await, json!(user));
+    assert_eq!(
+        who(&devices[2]).await,
+        json!(user),
+        "the device logging in stays"
+    );
+    let listed = devices[2].get("/sessions").await.body;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed:?}");
+
+    // Device 1 is used, so device 2 is now the least recently active.
+    assert_eq!(
+        devices[1].post("/set/x", json!(1)).await.status,
+        StatusCode::OK
+    );
+    pause().await;
+    assert_eq!(
+        devices[0].post(&login, json!(null)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        who(&devices[2]).await,
+        Value::Null,
+        "the least recently active goes"
+    );
+    assert_eq!(who(&devices[1]).await, json!(user), "a device in use stays");
+    assert_eq!(who(&devices[0]).await, json!(user));
+
+    // Logging in again on a device within the cap revokes nothing.
+    assert_eq!(
+        devices[0].post(&login, json!(null)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(who(&devices[1]).await, json!(user));
+    assert_eq!(who(&devices[0]).await, json!(user));
 }

@@ -71,6 +71,7 @@ pub const NOT_CLIENT_SIDE: &[(&str, &str)] = &[
     ("http::concurrent_increments_are_exact", "the same: no shared state to compare-and-set"),
     ("http::logout_racing_a_slow_writer_does_not_resurrect", "a slower response re-issues its cookie; only an epoch bump revokes it"),
     ("http::user_index_list_and_revoke", "there is no per-user index without server state; epochs log a user out everywhere"),
+    ("http::login_beyond_the_per_user_cap_revokes_the_least_recently_active", "the cap needs the per-user index, which client-side sessions do not have"),
 ];
 
 impl std::fmt::Debug for Case {

@@ -1,0 +1,121 @@
+//! The client-side path: a session sealed whole in its cookie, with no store to write.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+use time::OffsetDateTime;
+
+use super::state::{Origin, View};
+use super::Session;
+use crate::codec;
+use crate::error::SessionError;
+use crate::id::{SessionId, StoreKey};
+use crate::record::{ClientMeta, Record};
+use crate::sealed::CookieSessions;
+
+/// The largest `Set-Cookie` value browsers keep.
+const MAX_SET_COOKIE: usize = 4096;
+
+impl Session {
+    /// The session in the first of `values` that opens and is still live.
+    pub(super) fn open_cookie(
+        &self,
+        sessions: &CookieSessions,
+        values: &[String],
+        time: OffsetDateTime,
+    ) -> Option<View> {
+        let name = self.config().cookie.full_name();
+        // Duplicates: the first value that verifies wins; the rest are ignored.
+        let opened = values
+            .iter()
+            .find_map(|value| sessions.open(&name, value))?;
+        if !opened.record.is_live_at(time) {
+            return None;
+        }
+        let mut view = View::new(opened.record);
+        view.origin = Origin::Sealed {
+            key: opened.key,
+            reissue: opened.under_fallback,
+        };
+        Some(view)
+    }
+
+    /// Fails a write, before it happens, if its cookie would not fit.
+    pub(super) fn check_cookie_size(
+        &self,
+        sessions: &CookieSessions,
+        view: &View,
+        record: &Record,
+    ) -> Result<(), SessionError> {
+        let key = view.key().unwrap_or(StoreKey::from_bytes([0; 32]));
+        let attributes = self.inner.manager.cookie_attributes_len;
+        let value = sessions
+            .sealed_len(&key, record, MAX_SET_COOKIE.saturating_sub(attributes))
+            .map_err(SessionError::Serialize)?;
+        let size = attributes + value;
+        if size > MAX_SET_COOKIE {
+            return Err(SessionError::CookieTooLarge {
+                size,
+                limit: MAX_SET_COOKIE,
+            });
+        }
+        Ok(())
+    }
+
+    /// The commit: no store to write, only decide whether the cookie must be (re)issued,
+    /// and with which times.
+    pub(super) fn commit_cookie(&self, view: &mut View, time: OffsetDateTime) {
+        let expiry = &self.config().expiry;
+        let changed = !view.pending.is_empty();
+        let reissue = match &mut view.origin {
+            Origin::Sealed { reissue, .. } => std::mem::take(reissue),
+            Origin::New | Origin::Stored { .. } => {
+                let record = &mut view.record;
+                if !changed || (record.data.is_empty() && record.user_id.is_none()) {
+                    view.pending.changes.clear();
+                    return;
+                }
+                let fresh = expiry.new_record(time);
+                record.created_at = time;
+                record.idle_deadline = fresh.idle_deadline;
+                record.absolute_deadline = fresh.absolute_deadline;
+                record.version = 0;
+                if record.client == ClientMeta::default() {
+                    record.client = self.inner.client.to_meta();
+                }
+                view.origin = Origin::Sealed {
+                    key: SessionId::generate().store_key(),
+                    reissue: false,
+                };
+                false
+            }
+        };
+        if changed || reissue || view.send_cookie {
+            let record = &mut view.record;
+            record.last_active_at = time;
+            record.idle_deadline = expiry.idle_deadline(time);
+            record.version += 1;
+            view.send_cookie = true;
+        } else if let Some(touch) = expiry.touch_due(&view.record, time) {
+            view.record.apply_touch(&touch);
+            view.send_cookie = true;
+        }
+        view.pending.changes.clear();
+        view.pending.rotate = false;
+    }
+
+    /// The `Set-Cookie` carrying the sealed session.
+    pub(super) fn sealed_cookie(
+        &self,
+        sessions: &CookieSessions,
+        key: &StoreKey,
+        record: &Record,
+        max_age: Option<Duration>,
+    ) -> Result<HeaderValue, SessionError> {
+        let config = &self.config().cookie;
+        let value = sessions
+            .seal(&config.full_name(), key, record)
+            .map_err(SessionError::Serialize)?;
+        Ok(codec::value_cookie(config, &value, max_age))
+    }
+}

@@ -1,0 +1,387 @@
+//! The commit engine: after the handler, a request's changes are saved in one store
+//! operation (insert, rename, compare-and-set merged with concurrent writers, or a
+//! throttled touch), and the layer learns which cookie to send.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use time::OffsetDateTime;
+
+use super::info::Finish;
+use super::manager::Backend;
+use super::state::{Origin, Status, View};
+use super::Session;
+use crate::change::ChangeSet;
+use crate::codec;
+use crate::config::Limits;
+use crate::error::SessionError;
+use crate::group_commit::{RideOutcome, Taken};
+use crate::id::SessionId;
+use crate::record::{now, ClientMeta, Record};
+use crate::store::{InsertError, RenameError, SessionStore, StoreError, TouchError, UpdateError};
+
+/// What one attempt with a fresh ID came to.
+enum Attempt<T> {
+    Done(T),
+    /// The ID was taken: try another.
+    Collided,
+}
+
+impl Session {
+    /// Commits the session for a response with `status` and says what the response needs.
+    /// Layers call it once; later calls return an empty [`Finish`].
+    pub async fn finish(&self, status: StatusCode) -> Finish {
+        let mut slot = self.inner.slot.lock().await;
+        if slot.finished {
+            return Finish::default();
+        }
+        slot.finished = true;
+        let mut finish = Finish {
+            vary_cookie: slot.touched(),
+            ..Finish::default()
+        };
+        let view = match &mut slot.status {
+            Status::Untouched => return finish,
+            Status::LoadFailed => {
+                finish.error = Some(Self::load_failure());
+                return finish;
+            }
+            Status::Loaded(view) => view,
+        };
+        if !status.is_server_error() || self.config().save_on_server_error {
+            if let Err(error) = self.commit(view).await {
+                finish.error = Some(error);
+            }
+        }
+        let config = &self.config().cookie;
+        let record = &view.record;
+        let max_age = record.persistent.then(|| {
+            record
+                .expires_at()
+                .map_or(Duration::from_secs(400 * 24 * 3600), |deadline| {
+                    Duration::try_from(deadline - now()).unwrap_or_default()
+                })
+        });
+        match (&self.inner.manager.backend, &view.origin) {
+            (Backend::Store(_), Origin::Stored { id, .. }) if view.send_cookie => {
+                finish.set_cookie = Some(codec::session_cookie(config, id, max_age));
+            }
+            (Backend::Cookie(sessions), Origin::Sealed { key, .. }) if view.send_cookie => {
+                match self.sealed_cookie(sessions, key, record, max_age) {
+                    Ok(cookie) => finish.set_cookie = Some(cookie),
+                    Err(error) => finish.error = Some(error),
+                }
+            }
+            _ if view.destroyed && self.inner.incoming.is_present() => {
+                finish.set_cookie = Some(codec::removal_cookie(config));
+            }
+            _ => {}
+        }
+        finish
+    }
+
+    /// Saves the pending changes: insert, rename, compare-and-set with merge on conflict,
+    /// or a throttled touch; then, after a login, enforces the per-user cap.
+    pub(super) async fn commit(&self, view: &mut View) -> Result<(), SessionError> {
+        if view.degraded {
+            return Ok(());
+        }
+        let time = now();
+        let store = match &self.inner.manager.backend {
+            Backend::Store(store) => &**store,
+            Backend::Cookie(_) => {
+                self.commit_cookie(view, time);
+                return Ok(());
+            }
+        };
+        match view.id().cloned() {
+            None => self.commit_new(store, view, time).await?,
+            Some(id) => self.commit_existing(store, view, id, time).await?,
+        }
+        if std::mem::take(&mut view.pending.logging_in) {
+            self.enforce_session_cap(store, view).await;
+        }
+        Ok(())
+    }
+
+    async fn commit_new(
+        &self,
+        store: &dyn SessionStore,
+        view: &mut View,
+        time: OffsetDateTime,
+    ) -> Result<(), SessionError> {
+        if view.record.data.is_empty() && view.record.user_id.is_none() {
+            // Nothing worth a record: visitors who never write get none.
+            view.pending.changes.clear();
+            return Ok(());
+        }
+        let mut record = view.record.clone();
+        let fresh = self.config().expiry.new_record(time);
+        record.created_at = time;
+        record.last_active_at = time;
+        record.idle_deadline = fresh.idle_deadline;
+        record.absolute_deadline = fresh.absolute_deadline;
+        record.version = 1;
+        if record.client == ClientMeta::default() {
+            record.client = self.inner.client.to_meta();
+        }
+        let inserted = &record;
+        let id = with_fresh_id(|id| async move {
+            match store.insert(&id.store_key(), inserted).await {
+                Ok(()) => Ok(Attempt::Done(id)),
+                Err(InsertError::Duplicate) => Ok(Attempt::Collided),
+                Err(InsertError::Store(error)) => Err(error.into()),
+            }
+        })
+        .await?;
+        view.origin = Origin::Stored { id, version: 1 };
+        view.record = record;
+        view.pending.changes.clear();
+        view.pending.rotate = false;
+        view.send_cookie = true;
+        Ok(())
+    }
+
+    async fn commit_existing(
+        &self,
+        store: &dyn SessionStore,
+        view: &mut View,
+        mut id: SessionId,
+        time: OffsetDateTime,
+    ) -> Result<(), SessionError> {
+        let stripe = self.inner.manager.commit_lock(&id.store_key());
+        // A plain write that has to wait offers its changes to the writers ahead of it,
+        // one of which may commit them with its own; a rotation or a touch commits alone.
+        let plain_write = !view.pending.rotate && !view.pending.changes.is_empty();
+        let offer = plain_write.then_some(&view.pending.changes);
+        let mut turn = match stripe.take(id.store_key(), offer).await {
+            Taken::Settled(outcome) => return self.rode(view, outcome),
+            Taken::Turn(turn) => turn,
+        };
+        if view.pending.rotate {
+            let old = id.store_key();
+            let renamed = with_fresh_id(|new_id| async move {
+                match store.rename(&old, &new_id.store_key()).await {
+                    Ok(()) => Ok(Attempt::Done(Some(new_id))),
+                    Err(RenameError::Duplicate) => Ok(Attempt::Collided),
+                    Err(RenameError::Missing) => Ok(Attempt::Done(None)),
+                    Err(RenameError::Store(error)) => Err(error.into()),
+                }
+            })
+            .await?;
+            let Some(new_id) = renamed else {
+                return self.gone(view);
+            };
+            id = new_id;
+            view.origin = Origin::Stored {
+                id: id.clone(),
+                version: view.stored_version(),
+            };
+            view.send_cookie = true;
+            view.pending.rotate = false;
+        }
+        let key = id.store_key();
+        let expiry = &self.config().expiry;
+        if view.pending.changes.is_empty() {
+            if let Some(touch) = expiry.touch_due(&view.record, time) {
+                match store.touch(&key, &touch).await {
+                    Ok(()) => {
+                        view.record.apply_touch(&touch);
+                        view.send_cookie |= view.record.persistent;
+                    }
+                    Err(TouchError::Missing) => return self.gone(view),
+                    // An idle refresh is best effort: the request itself succeeded.
+                    Err(TouchError::Store(error)) => {
+                        tracing::warn!(handle = %key.handle(), %error, "idle refresh failed");
+                    }
+                }
+            }
+            return Ok(());
+        }
+        // What to compare-and-set: this request's view, rebased on what a writer that held
+        // the turn before us committed if that is newer, plus the riders' changes. If this
+        // request's own changes no longer apply to a fresher record, the riders' are still
+        // committed and this request gets the error.
+        let limits = &self.config().limits;
+        let changes = &view.pending.changes;
+        let mut base_version = view.stored_version();
+        let mut own_error = None;
+        // The size of the candidate's data: this request's own when it is the candidate.
+        let mut total = view.pending.data_size;
+        let mut candidate = match turn.committed_since(&key, base_version) {
+            Some(committed) => {
+                base_version = committed.version;
+                total = None;
+                rebased(
+                    committed.clone(),
+                    changes,
+                    limits,
+                    &mut total,
+                    &mut own_error,
+                )
+            }
+            None => view.record.clone(),
+        };
+        turn.board(&mut candidate, limits, &mut total);
+        let max_attempts = self.config().max_commit_attempts;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if !turn.has_riders() {
+                if let Some(error) = own_error {
+                    return Err(error);
+                }
+            }
+            candidate.last_active_at = time;
+            candidate.idle_deadline = expiry.idle_deadline(time);
+            let error = match store.update(&key, &candidate, base_version).await {
+                Ok(()) => {
+                    candidate.version = base_version + 1;
+                    turn.committed(key, &candidate);
+                    if let Some(error) = own_error {
+                        return Err(error);
+                    }
+                    return self.rode(view, RideOutcome::Committed(candidate));
+                }
+                Err(UpdateError::Conflict) if attempt >= max_attempts => {
+                    SessionError::TooManyConflicts { attempts: attempt }
+                }
+                Err(UpdateError::Conflict) => {
+                    // The first conflict is the expected one: this request loaded before
+                    // the writers queued ahead of it on the commit lock committed. They are
+                    // done, and the rest of this process queues behind us, so retry at
+                    // once; only a writer in another process can make it conflict again.
+                    if attempt > 1 {
+                        backoff(attempt - 1).await;
+                    }
+                    match store.load(&key).await {
+                        Ok(Some(fresh)) => {
+                            base_version = fresh.version;
+                            total = None;
+                            candidate = rebased(fresh, changes, limits, &mut total, &mut own_error);
+                            turn.board(&mut candidate, limits, &mut total);
+                            continue;
+                        }
+                        Ok(None) => {
+                            turn.gone();
+                            return self.gone(view);
+                        }
+                        Err(error) => error.into(),
+                    }
+                }
+                Err(UpdateError::Missing) => {
+                    turn.gone();
+                    return self.gone(view);
+                }
+                Err(UpdateError::Store(error)) => error.into(),
+            };
+            turn.failed(&error);
+            return Err(error);
+        }
+    }
+
+    /// Takes in the outcome of a commit: this request's own, or the one its changes rode on.
+    fn rode(&self, view: &mut View, outcome: RideOutcome) -> Result<(), SessionError> {
+        match outcome {
+            RideOutcome::Committed(record) => {
+                if let Origin::Stored { version, .. } = &mut view.origin {
+                    *version = record.version;
+                }
+                view.send_cookie |= record.persistent;
+                view.record = record;
+                view.pending.changes.clear();
+                view.pending.data_size = None;
+                Ok(())
+            }
+            RideOutcome::Gone => self.gone(view),
+            RideOutcome::Failed(error) => Err(error),
+        }
+    }
+
+    /// The record was deleted (logout, revoke, expiry) while this request ran. Its writes
+    /// are dropped rather than resurrect it. No removal cookie is sent: the deletion may
+    /// have been a concurrent rotation whose new cookie must not be overwritten, and the
+    /// dead ID is anonymous on its next use anyway.
+    fn gone(&self, view: &mut View) -> Result<(), SessionError> {
+        tracing::debug!("session deleted concurrently; its pending writes were dropped");
+        self.reset_to_anonymous(view);
+        Ok(())
+    }
+
+    /// After a login is saved: revokes the user's least recently active other sessions
+    /// beyond [`SessionConfig::max_sessions_per_user`](crate::SessionConfig::max_sessions_per_user).
+    /// Best effort: the login itself succeeded, so a store failure here is logged and the
+    /// next login tries again.
+    async fn enforce_session_cap(&self, store: &dyn SessionStore, view: &View) {
+        let Some(cap) = self.config().max_sessions_per_user else {
+            return;
+        };
+        let (Some(id), Some(user)) = (view.id(), &view.record.user_id) else {
+            return;
+        };
+        let mut others = match store.list_for_user(user).await {
+            Ok(entries) if entries.len() > cap => entries,
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the user's sessions to enforce the cap");
+                return;
+            }
+        };
+        let current = id.store_key();
+        others.retain(|entry| entry.key != current);
+        others.sort_by_key(|entry| (entry.record.last_active_at, entry.record.created_at));
+        // The current session counts against the cap too.
+        let excess = (others.len() + 1).saturating_sub(cap);
+        for entry in others.iter().take(excess) {
+            match store.delete(&entry.key).await {
+                Ok(_) => {
+                    tracing::debug!(handle = %entry.key.handle(), "session revoked: over the per-user cap");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not revoke a session over the per-user cap");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `attempt` with fresh IDs until one does not collide. Three collisions of 256-bit
+/// random IDs mean the store is broken, not unlucky.
+async fn with_fresh_id<T, F>(mut attempt: impl FnMut(SessionId) -> F) -> Result<T, SessionError>
+where
+    F: std::future::Future<Output = Result<Attempt<T>, SessionError>>,
+{
+    for _ in 0..3 {
+        if let Attempt::Done(done) = attempt(SessionId::generate()).await? {
+            return Ok(done);
+        }
+    }
+    Err(StoreError::backend("three fresh 256-bit IDs collided; the store is misbehaving").into())
+}
+
+/// `fresh` with this request's `changes` applied, within the size `limits`. If they no
+/// longer apply (or already failed to), `fresh` as it is, with the reason in `error`: the
+/// riders' changes are still committed on it.
+fn rebased(
+    mut fresh: Record,
+    changes: &ChangeSet,
+    limits: &Limits,
+    total: &mut Option<usize>,
+    error: &mut Option<SessionError>,
+) -> Record {
+    if error.is_none() {
+        if let Err(reason) = changes.apply_within(&mut fresh, limits, total) {
+            *error = Some(reason);
+        }
+    }
+    fresh
+}
+
+/// Jittered exponential backoff between compare-and-set attempts, so contending writers
+/// spread out instead of colliding again.
+async fn backoff(attempt: u32) {
+    let cap_micros = (250u64 << attempt.min(7)).min(20_000);
+    let random = u64::from(getrandom::u32().unwrap_or(0x9e37_79b9));
+    tokio::time::sleep(Duration::from_micros(random % cap_micros)).await;
+}

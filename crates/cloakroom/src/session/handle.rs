@@ -1,0 +1,328 @@
+//! The [`Session`] handle: the typed API a handler calls.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+use super::info::SessionMetadata;
+use super::manager::{Backend, Incoming, RequestClient, SessionManager};
+use super::state::{Slot, View};
+use crate::change::{self, Change, UpdateFn};
+use crate::config::SessionConfig;
+use crate::error::SessionError;
+use crate::id::SessionHandle;
+use crate::record::now;
+use crate::store::SessionStore;
+
+/// The session of one request. Cheap to clone; all clones are the same session.
+///
+/// Nothing is loaded until the first call; writes are kept and saved after the handler, in
+/// one store operation, merged with concurrent writers if another request got there first.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use cloakroom::{MemoryStore, Session, SessionError, SessionLayer};
+///
+/// async fn visit(session: Session) -> Result<String, SessionError> {
+///     let visits: u64 = session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+///     Ok(format!("visit number {visits}"))
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/", post(visit))
+///     .layer(SessionLayer::new(MemoryStore::new()));
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+pub(super) struct Inner {
+    pub(super) manager: Arc<SessionManager>,
+    pub(super) incoming: Incoming,
+    pub(super) client: RequestClient,
+    pub(super) slot: Mutex<Slot>,
+}
+
+impl Session {
+    pub(super) fn new(
+        manager: Arc<SessionManager>,
+        incoming: Incoming,
+        client: RequestClient,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                manager,
+                incoming,
+                client,
+                slot: Mutex::new(Slot::new()),
+            }),
+        }
+    }
+
+    /// The server-side store, or why this operation cannot work client-side.
+    pub(super) fn store(&self, operation: &'static str) -> Result<&dyn SessionStore, SessionError> {
+        match &self.inner.manager.backend {
+            Backend::Store(store) => Ok(&**store),
+            Backend::Cookie(_) => Err(SessionError::Unsupported(operation)),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &SessionConfig {
+        &self.inner.manager.config
+    }
+
+    /// Finishes a session its request never touched, without waiting: `true` if it was
+    /// untouched (there is nothing to commit and no header to send), `false` if
+    /// [`finish`](Self::finish) must run.
+    #[cfg(feature = "tower")]
+    pub(crate) fn finish_untouched(&self) -> bool {
+        match self.inner.slot.try_lock() {
+            Ok(mut slot) if !slot.touched() && !slot.finished => {
+                slot.finished = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Checks the limits for setting `key` to `value` (or removing it) and records the new
+    /// size.
+    fn check_size(
+        &self,
+        view: &mut View,
+        key: &str,
+        value: Option<&Value>,
+    ) -> Result<(), SessionError> {
+        let data = &view.record.data;
+        let total = *view
+            .pending
+            .data_size
+            .get_or_insert_with(|| change::data_size(data));
+        let size = change::check_write(&self.config().limits, key, data.get(key), value, total)?;
+        view.pending.data_size = Some(size);
+        Ok(())
+    }
+
+    fn record_change(&self, view: &mut View, change: Change) -> Result<(), SessionError> {
+        if let Backend::Cookie(sessions) = &self.inner.manager.backend {
+            let mut candidate = view.record.clone();
+            change.apply(&mut candidate)?;
+            self.check_cookie_size(sessions, view, &candidate)?;
+            view.record = candidate;
+        } else {
+            change.apply(&mut view.record)?;
+        }
+        view.pending.changes.push(change);
+        Ok(())
+    }
+
+    /// The value under `key`, read as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let view = self.loaded().await?;
+        view.record
+            .data
+            .get(key)
+            .map(|value| deserialize(key, value))
+            .transpose()
+    }
+
+    /// Sets `key` to `value`. Fails at once, with nothing changed, if the value or the
+    /// session would exceed the [`Limits`](crate::Limits).
+    pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
+        let value = serde_json::to_value(value).map_err(SessionError::Serialize)?;
+        let mut view = self.writable().await?;
+        self.check_size(&mut view, key, Some(&value))?;
+        self.record_change(&mut view, Change::Insert(key.to_owned(), value))
+    }
+
+    /// Removes `key`, returning its value read as `T`.
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        let mut view = self.writable().await?;
+        let old = match view.record.data.get(key) {
+            None => return Ok(None),
+            Some(value) => deserialize(key, value)?,
+        };
+        self.check_size(&mut view, key, None)?;
+        self.record_change(&mut view, Change::Remove(key.to_owned()))?;
+        Ok(Some(old))
+    }
+
+    /// Atomically replaces the value under `key` with `f(current)` and returns it.
+    ///
+    /// If another request changed the session first, `f` runs again on the fresh value when
+    /// the session is saved, so no increment or append is lost. `f` must therefore be a pure
+    /// function of its input. The value returned here is computed from this request's view;
+    /// call [`save`](Self::save) first and read again for the value as committed.
+    pub async fn update<T, F>(&self, key: &str, f: F) -> Result<T, SessionError>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: Fn(Option<T>) -> T + Send + Sync + 'static,
+    {
+        let owned_key = key.to_owned();
+        let func: UpdateFn = Arc::new(move |current: Option<&Value>| {
+            let current = current
+                .map(|value| deserialize(&owned_key, value))
+                .transpose()?;
+            serde_json::to_value(f(current)).map_err(SessionError::Serialize)
+        });
+        let mut view = self.writable().await?;
+        let value = func(view.record.data.get(key))?;
+        self.check_size(&mut view, key, Some(&value))?;
+        let result = deserialize(key, &value)?;
+        if let Backend::Cookie(sessions) = &self.inner.manager.backend {
+            let mut candidate = view.record.clone();
+            candidate.data.insert(key.to_owned(), value.clone());
+            self.check_cookie_size(sessions, &view, &candidate)?;
+        }
+        view.record.data.insert(key.to_owned(), value);
+        view.pending
+            .changes
+            .push(Change::Update(key.to_owned(), func));
+        Ok(result)
+    }
+
+    /// Removes every value (the user and the ID stay; see [`logout`](Self::logout)).
+    pub async fn clear(&self) -> Result<(), SessionError> {
+        let mut view = self.writable().await?;
+        view.pending.data_size = Some(0);
+        self.record_change(&mut view, Change::Clear)
+    }
+
+    /// Whether `key` has a value.
+    pub async fn contains(&self, key: &str) -> Result<bool, SessionError> {
+        Ok(self.loaded().await?.record.data.contains_key(key))
+    }
+
+    /// The keys that have values.
+    pub async fn keys(&self) -> Result<Vec<String>, SessionError> {
+        Ok(self.loaded().await?.record.data.keys().cloned().collect())
+    }
+
+    /// Gives the session a new ID when it is saved, keeping its data; the old ID is dead
+    /// from then on. Use it whenever privilege changes.
+    pub async fn cycle_id(&self) -> Result<(), SessionError> {
+        self.writable().await?.pending.rotate = true;
+        Ok(())
+    }
+
+    /// Logs `user` in: records the user (which feeds the per-user index), records the
+    /// client's IP and user agent, and rotates the ID (fixation defense).
+    ///
+    /// An anonymous session's data is kept (a cart survives login), and so is the data of
+    /// a session the same user logs in to again. If the session belongs to another user,
+    /// its data is cleared first: the next user of a shared browser never sees the
+    /// previous user's values.
+    pub async fn login(&self, user: impl Into<String>) -> Result<(), SessionError> {
+        let user = user.into();
+        let epoch = match &self.config().epochs {
+            Some(epochs) => epochs
+                .0
+                .current_epoch(&user)
+                .await
+                .map_err(SessionError::Epoch)?,
+            None => None,
+        };
+        let mut view = self.writable().await?;
+        view.pending.rotate = true;
+        view.pending.logging_in = true;
+        let previous = view.record.user_id.as_deref();
+        if previous.is_some_and(|previous| previous != user) {
+            // Another user's data must not pass to this one (Bob logging in on the
+            // browser Alice left logged in); an anonymous visitor's cart does.
+            view.pending.data_size = Some(0);
+            self.record_change(&mut view, Change::Clear)?;
+        }
+        self.record_change(&mut view, Change::SetUser(Some(user)))?;
+        self.record_change(&mut view, Change::SetEpoch(epoch))?;
+        self.record_change(&mut view, Change::SetClient(self.inner.client.to_meta()))
+    }
+
+    /// Destroys the session now: the record is deleted from the store and the response
+    /// removes the cookie. Writes after this start a fresh anonymous session.
+    pub async fn logout(&self) -> Result<(), SessionError> {
+        let mut view = self.writable().await?;
+        if let Some(id) = view.id() {
+            self.store("logout")?.delete(&id.store_key()).await?;
+        }
+        self.reset_to_anonymous(&mut view);
+        view.destroyed = true;
+        Ok(())
+    }
+
+    /// The same as [`logout`](Self::logout).
+    pub async fn destroy(&self) -> Result<(), SessionError> {
+        self.logout().await
+    }
+
+    pub(super) fn reset_to_anonymous(&self, view: &mut View) {
+        view.reset(self.config().expiry.new_record(now()));
+    }
+
+    /// Chooses a persistent ("remember me") cookie, which survives a browser restart until
+    /// the session's deadline, or a browser-session cookie.
+    pub async fn set_persistent(&self, persistent: bool) -> Result<(), SessionError> {
+        let mut view = self.writable().await?;
+        if view.record.persistent != persistent {
+            view.send_cookie = true;
+            self.record_change(&mut view, Change::SetPersistent(persistent))?;
+        }
+        Ok(())
+    }
+
+    /// The logged-in user.
+    pub async fn user(&self) -> Result<Option<String>, SessionError> {
+        Ok(self.loaded().await?.record.user_id.clone())
+    }
+
+    /// The public handle of the stored session; `None` until it is first saved.
+    pub async fn handle(&self) -> Result<Option<SessionHandle>, SessionError> {
+        Ok(self.loaded().await?.key().map(|key| key.handle()))
+    }
+
+    /// Times, deadlines and user of the stored session; `None` until it is first saved.
+    pub async fn metadata(&self) -> Result<Option<SessionMetadata>, SessionError> {
+        let view = self.loaded().await?;
+        let record = &view.record;
+        Ok(view.key().map(|key| SessionMetadata {
+            handle: key.handle(),
+            user: record.user_id.clone(),
+            created_at: record.created_at,
+            last_active_at: record.last_active_at,
+            idle_deadline: record.idle_deadline,
+            absolute_deadline: record.absolute_deadline,
+            persistent: record.persistent,
+            client: record.client.clone(),
+        }))
+    }
+
+    /// When the session dies unless used again (the earlier deadline).
+    pub async fn expires_at(&self) -> Result<Option<OffsetDateTime>, SessionError> {
+        Ok(self.loaded().await?.record.expires_at())
+    }
+
+    /// Saves the changes so far now instead of after the handler, merging with concurrent
+    /// writers; afterwards reads show the committed values.
+    pub async fn save(&self) -> Result<(), SessionError> {
+        let mut view = self.writable().await?;
+        self.commit(&mut view).await
+    }
+}
+
+/// The session value under `key`, read as `T`.
+fn deserialize<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, SessionError> {
+    T::deserialize(value).map_err(|source| SessionError::Deserialize {
+        key: key.to_owned(),
+        source,
+    })
+}

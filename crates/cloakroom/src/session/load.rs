@@ -1,0 +1,134 @@
+//! Loading a request's session the first time its handler touches it, with the failure
+//! policy and revocation by epoch.
+
+use tokio::sync::{MappedMutexGuard, MutexGuard};
+
+use super::manager::{Backend, Incoming};
+use super::state::{Origin, Slot, Status, View};
+use super::Session;
+use crate::config::OnStoreError;
+use crate::error::SessionError;
+use crate::record::now;
+use crate::store::StoreError;
+
+impl Session {
+    /// The session, loaded on first use.
+    pub(super) async fn loaded(&self) -> Result<MappedMutexGuard<'_, View>, SessionError> {
+        let slot = self.load_once().await?;
+        MutexGuard::try_map(slot, Slot::view).map_err(|_| Self::load_failure())
+    }
+
+    /// The same, for a write: refused once the session was committed for the response.
+    pub(super) async fn writable(&self) -> Result<MappedMutexGuard<'_, View>, SessionError> {
+        let slot = self.load_once().await?;
+        if slot.finished {
+            return Err(SessionError::Finished);
+        }
+        MutexGuard::try_map(slot, Slot::view).map_err(|_| Self::load_failure())
+    }
+
+    /// Locks the slot, loading the session if nothing did yet.
+    async fn load_once(&self) -> Result<MutexGuard<'_, Slot>, SessionError> {
+        let mut slot = self.inner.slot.lock().await;
+        match slot.status {
+            Status::Loaded(_) => {}
+            // The response is already a 503: asking a down store again would only wait
+            // out another timeout per call.
+            Status::LoadFailed => return Err(Self::load_failure()),
+            Status::Untouched => match self.load().await {
+                Ok(view) => slot.status = Status::Loaded(view),
+                Err(error) => match self.config().on_store_error {
+                    OnStoreError::ServiceUnavailable { .. } => {
+                        slot.status = Status::LoadFailed;
+                        return Err(error);
+                    }
+                    OnStoreError::Anonymous => {
+                        tracing::warn!(%error, "sessions unavailable; serving this request anonymously");
+                        let mut view = View::new(self.config().expiry.new_record(now()));
+                        view.degraded = true;
+                        slot.status = Status::Loaded(view);
+                    }
+                },
+            },
+        }
+        Ok(slot)
+    }
+
+    pub(super) fn load_failure() -> SessionError {
+        SessionError::Store(StoreError::Unavailable(
+            "the session could not be loaded".into(),
+        ))
+    }
+
+    /// The session the request's cookie names, or a new anonymous one; an error only when
+    /// the store (or the epoch source) failed.
+    async fn load(&self) -> Result<View, SessionError> {
+        let time = now();
+        let fresh = || View::new(self.config().expiry.new_record(time));
+        let mut view = match (&self.inner.manager.backend, &self.inner.incoming) {
+            (Backend::Store(store), Incoming::Ids(ids)) => {
+                // Duplicates (a cookie planted from a sibling domain, say): the first ID
+                // the store knows wins; unknown ones are never adopted.
+                let mut found = None;
+                for id in ids {
+                    let key = id.store_key();
+                    match store.load(&key).await {
+                        Ok(Some(record)) if record.is_live_at(time) => {
+                            let version = record.version;
+                            let mut view = View::new(record);
+                            view.origin = Origin::Stored {
+                                id: id.clone(),
+                                version,
+                            };
+                            found = Some(view);
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(StoreError::Corrupt(reason)) => {
+                            tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                found.unwrap_or_else(fresh)
+            }
+            (Backend::Cookie(sessions), Incoming::Sealed(values)) => self
+                .open_cookie(sessions, values, time)
+                .unwrap_or_else(fresh),
+            _ => fresh(),
+        };
+        self.check_epoch(&mut view).await?;
+        Ok(view)
+    }
+
+    /// Revocation by epoch: a logged-in session whose epoch is no longer the user's
+    /// current one is logged out here, before the handler sees it.
+    async fn check_epoch(&self, view: &mut View) -> Result<(), SessionError> {
+        let Some(epochs) = &self.config().epochs else {
+            return Ok(());
+        };
+        let Some(user) = view
+            .record
+            .user_id
+            .as_ref()
+            .filter(|_| view.key().is_some())
+        else {
+            return Ok(());
+        };
+        let current = epochs
+            .0
+            .current_epoch(user)
+            .await
+            .map_err(SessionError::Epoch)?;
+        if crate::epoch::matches(view.record.auth_epoch.as_deref(), current.as_deref()) {
+            return Ok(());
+        }
+        tracing::debug!("session logged out: its epoch was revoked");
+        if let (Some(id), Backend::Store(store)) = (view.id(), &self.inner.manager.backend) {
+            store.delete(&id.store_key()).await?;
+        }
+        self.reset_to_anonymous(view);
+        view.destroyed = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! The [`SessionManager`]: the store (or the client-side sealing) and the configuration
+//! shared by every request, and what it knows of each request's client.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use super::Session;
+use crate::codec;
+use crate::config::{ConfigError, SessionConfig};
+use crate::group_commit::CommitTurn;
+use crate::id::{SessionId, StoreKey};
+use crate::record::ClientMeta;
+use crate::sealed::CookieSessions;
+use crate::store::SessionStore;
+
+/// The store and configuration shared by every request: the layer holds one, and so does any
+/// framework integration (it is what `cloakroom-actix` builds on).
+pub struct SessionManager {
+    pub(super) backend: Backend,
+    pub(super) config: SessionConfig,
+    /// Commits to one session from this process take turns (striped by store key), and
+    /// the writer whose turn comes commits the queued writers' changes with its own
+    /// (the `group_commit` module); writers in other processes are still merged by the
+    /// compare-and-set itself.
+    commit_locks: Box<[CommitTurn]>,
+    /// Client-side sessions: the length of a `Set-Cookie` header with an empty value and
+    /// its attributes at their longest (a ten-digit `Max-Age`). It depends only on the
+    /// configuration, and every write checks its cookie's size against it.
+    pub(super) cookie_attributes_len: usize,
+}
+
+/// Stripes in the commit lock table: enough that unrelated sessions rarely share one.
+const COMMIT_LOCK_STRIPES: usize = 1024;
+
+/// Where sessions live.
+pub(super) enum Backend {
+    /// Server-side: the cookie holds an ID, the store holds the record.
+    Store(Arc<dyn SessionStore>),
+    /// Client-side: the cookie holds the sealed record.
+    Cookie(CookieSessions),
+}
+
+/// The browser's session cookie, as the request brought it.
+pub(super) enum Incoming {
+    None,
+    /// Server-side: the well-formed IDs, tried in order until the store knows one.
+    Ids(Vec<SessionId>),
+    /// Client-side: every value of our cookie, tried in order when first needed.
+    Sealed(Vec<String>),
+}
+
+impl Incoming {
+    pub(super) fn is_present(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManager {
+    /// A manager over `store`, after checking `config`.
+    pub fn new(store: impl SessionStore, config: SessionConfig) -> Result<Self, ConfigError> {
+        Self::from_arc(Arc::new(store), config)
+    }
+
+    /// The same, for a store that is already shared.
+    pub fn from_arc(
+        store: Arc<dyn SessionStore>,
+        config: SessionConfig,
+    ) -> Result<Self, ConfigError> {
+        Self::with_backend(Backend::Store(store), config)
+    }
+
+    /// A manager for client-side sessions: the whole record lives in the cookie, sealed
+    /// with `sessions`' key ring. See [`sealed`](crate::sealed) for what that cannot do.
+    pub fn cookie(sessions: CookieSessions, config: SessionConfig) -> Result<Self, ConfigError> {
+        Self::with_backend(Backend::Cookie(sessions), config)
+    }
+
+    fn with_backend(backend: Backend, config: SessionConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let commit_locks = (0..COMMIT_LOCK_STRIPES)
+            .map(|_| CommitTurn::default())
+            .collect();
+        let cookie_attributes_len =
+            codec::value_cookie(&config.cookie, "", Some(Duration::from_secs(9_999_999_999))).len();
+        Ok(Self {
+            backend,
+            config,
+            commit_locks,
+            cookie_attributes_len,
+        })
+    }
+
+    pub(super) fn commit_lock(&self, key: &StoreKey) -> &CommitTurn {
+        let bytes = key.as_bytes();
+        let stripe =
+            usize::from(u16::from_le_bytes([bytes[0], bytes[1]])) % self.commit_locks.len();
+        &self.commit_locks[stripe]
+    }
+
+    /// The store; `None` for client-side sessions.
+    pub fn store(&self) -> Option<&Arc<dyn SessionStore>> {
+        match &self.backend {
+            Backend::Store(store) => Some(store),
+            Backend::Cookie(_) => None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The session for one request, given its `Cookie` header values. Does no I/O: the
+    /// store is first asked when the handler first touches the session.
+    pub fn session<'a>(
+        self: &Arc<Self>,
+        cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+        client: RequestClient,
+    ) -> Session {
+        let name = self.config.cookie.full_name();
+        let name = &*name;
+        let incoming = match &self.backend {
+            Backend::Store(_) => {
+                let ids = codec::session_id_candidates(cookie_headers, name);
+                if ids.is_empty() {
+                    Incoming::None
+                } else {
+                    Incoming::Ids(ids)
+                }
+            }
+            Backend::Cookie(_) => {
+                let values = codec::cookie_values(cookie_headers, name);
+                if values.is_empty() {
+                    Incoming::None
+                } else {
+                    Incoming::Sealed(values)
+                }
+            }
+        };
+        Session::new(Arc::clone(self), incoming, client)
+    }
+}
+
+/// What the layer knows of the client, kept cheap until a session is created or logs in.
+#[derive(Clone, Debug, Default)]
+pub struct RequestClient {
+    /// The client IP, per [`ClientIpSource`](crate::ClientIpSource).
+    pub ip: Option<IpAddr>,
+    /// The raw `User-Agent` header.
+    pub user_agent: Option<HeaderValue>,
+}
+
+impl RequestClient {
+    pub(super) fn to_meta(&self) -> ClientMeta {
+        ClientMeta::new(
+            self.ip.map(|ip| ip.to_string()),
+            self.user_agent.as_ref().and_then(|ua| ua.to_str().ok()),
+        )
+    }
+}

@@ -1,0 +1,15 @@
+//! The [`Session`] handle, the [`SessionManager`] that makes one per request, and the commit
+//! engine that saves a request's changes when its response is ready.
+
+mod client_side;
+mod commit;
+mod handle;
+mod index;
+mod info;
+mod load;
+mod manager;
+mod state;
+
+pub use handle::Session;
+pub use info::{Finish, SessionMetadata, SessionSummary};
+pub use manager::{RequestClient, SessionManager};
