@@ -1,6 +1,7 @@
 //! Loading a request's session the first time its handler touches it, with the failure
 //! policy and revocation by epoch.
 
+use time::OffsetDateTime;
 use tokio::sync::{MappedMutexGuard, MutexGuard};
 
 use super::manager::{Backend, Incoming};
@@ -8,8 +9,9 @@ use super::state::{Origin, Slot, Status, View};
 use super::Session;
 use crate::config::OnStoreError;
 use crate::error::SessionError;
+use crate::id::SessionId;
 use crate::record::now;
-use crate::store::StoreError;
+use crate::store::{SessionStore, StoreError};
 
 impl Session {
     /// The session, loaded on first use.
@@ -71,23 +73,9 @@ impl Session {
                 // the store knows wins; unknown ones are never adopted.
                 let mut found = None;
                 for id in ids {
-                    let key = id.store_key();
-                    match store.load(&key).await {
-                        Ok(Some(record)) if record.is_live_at(time) => {
-                            let version = record.version;
-                            let mut view = View::new(record);
-                            view.origin = Origin::Stored {
-                                id: id.clone(),
-                                version,
-                            };
-                            found = Some(view);
-                            break;
-                        }
-                        Ok(_) => {}
-                        Err(StoreError::Corrupt(reason)) => {
-                            tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
-                        }
-                        Err(error) => return Err(error.into()),
+                    if let Some(view) = load_stored(&**store, id, time).await? {
+                        found = Some(view);
+                        break;
                     }
                 }
                 found.unwrap_or_else(fresh)
@@ -130,5 +118,32 @@ impl Session {
         self.reset_to_anonymous(view);
         view.destroyed = true;
         Ok(())
+    }
+}
+
+/// The live session stored under `id`, if any; a corrupt record is logged and treated as
+/// absent.
+async fn load_stored(
+    store: &dyn SessionStore,
+    id: &SessionId,
+    time: OffsetDateTime,
+) -> Result<Option<View>, SessionError> {
+    let key = id.store_key();
+    match store.load(&key).await {
+        Ok(Some(record)) if record.is_live_at(time) => {
+            let version = record.version;
+            let mut view = View::new(record);
+            view.origin = Origin::Stored {
+                id: id.clone(),
+                version,
+            };
+            Ok(Some(view))
+        }
+        Ok(_) => Ok(None),
+        Err(StoreError::Corrupt(reason)) => {
+            tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
     }
 }
