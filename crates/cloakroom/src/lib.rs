@@ -39,11 +39,14 @@
 //! - [`expiry`], [`config`]: timeouts, cookie flags, limits, the failure policy.
 //! - [`store`]: the [`SessionStore`] contract with typed errors; [`memory`]: [`MemoryStore`].
 //! - [`session`]: the [`Session`] handle and the commit engine.
-//! - [`layer`] (feature `tower`) and the axum extractor (feature `axum`, on by default).
+//! - [`layer`] (feature `tower`) and the axum extractor (feature `axum`, on by default);
+//!   [`integration`]: what a framework integration exchanges with the engine.
 //! - `conformance` (feature `conformance`): the suite every store must pass.
 //! - `testing` (feature `testing`): an in-process client for testing your handlers.
 
 mod change;
+// Public only for the fuzz targets and the integration crates' tests: not a stable API.
+#[doc(hidden)]
 pub mod codec;
 pub mod config;
 pub mod epoch;
@@ -51,6 +54,7 @@ pub mod error;
 pub mod expiry;
 mod group_commit;
 pub mod id;
+pub mod integration;
 pub mod keys;
 pub mod memory;
 pub mod purge;
@@ -81,9 +85,10 @@ pub use memory::MemoryStore;
 pub use purge::spawn_purge_task;
 pub use record::{ClientMeta, Record, Touch};
 pub use sealed::{CookieMode, CookieSessions};
-pub use session::{
-    Finish, RequestClient, Session, SessionManager, SessionMetadata, SessionSummary,
-};
+pub use session::{Session, SessionManager, SessionMetadata, SessionSummary};
+// Plumbing between the engine and framework integrations: documented in `integration`.
+#[doc(hidden)]
+pub use session::{Finish, RequestClient};
 pub use store::{
     BoxError, InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError,
     TouchError, UpdateError,

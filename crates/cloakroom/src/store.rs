@@ -141,6 +141,24 @@ pub struct ListQuery {
 /// | `purge_expired` | delete expired records, `batch` at a time; the count |
 /// | `find_by_handle` | the live session with this handle |
 /// | `list_sessions` | live sessions in key order, filtered and paged |
+///
+/// # Why one trait, not a narrow one plus extension traits
+///
+/// The first eight operations serve requests; `purge_expired`, `find_by_handle` and
+/// `list_sessions` serve operators (the `cloakroom` command, the purge task). They stay
+/// in one required trait on purpose:
+/// - the per-user index is a product guarantee, not an option: "log out my other
+///   devices" (`list_for_user`, `delete_for_user`) runs from handlers, so every store
+///   must answer it;
+/// - an operator opens any store from a URL and must be able to list, show, revoke and
+///   purge it; an optional trait would turn "this store cannot be administered" into a
+///   run-time surprise, where a required method makes it a compile error for the author;
+/// - `purge_expired` costs nothing where the backend expires records itself (a one-line
+///   `Ok(0)`, as Redis and Memcached do), which is the case tower-sessions' optional
+///   `ExpiredDeletion` exists for;
+/// - `find_by_handle` and `list_sessions` may scan: they are never on the request path.
+///
+/// The conformance suite checks all of them, so a new store proves the whole contract.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// The live record under `key`.

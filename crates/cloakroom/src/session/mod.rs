@@ -11,5 +11,10 @@ mod manager;
 mod state;
 
 pub use handle::Session;
-pub use info::{Finish, SessionMetadata, SessionSummary};
-pub use manager::{RequestClient, SessionManager};
+pub use info::{SessionMetadata, SessionSummary};
+pub use manager::SessionManager;
+// Plumbing for framework integrations, documented in `crate::integration`.
+#[doc(hidden)]
+pub use info::Finish;
+#[doc(hidden)]
+pub use manager::RequestClient;
