@@ -7,9 +7,9 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cloakroom::testing::TestClient;
 use cloakroom::{MemoryStore, Session, SessionError, SessionId, SessionLayer};
 use serde_json::Value;
-use tower::ServiceExt;
 
 fn app() -> Router {
     Router::new()
@@ -39,23 +39,13 @@ async fn call(app: &Router, method: &str, path: &str, cookies: &[&[u8]]) -> Repl
     for line in cookies {
         request = request.header(header::COOKIE, HeaderValue::from_bytes(line).unwrap());
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let set_cookie = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
+    let response = TestClient::new(app.clone())
+        .send(request.body(Body::empty()))
+        .await;
     Reply {
-        status,
-        set_cookie,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        status: response.status(),
+        set_cookie: response.set_cookie("id").map(str::to_owned),
+        body: serde_json::from_slice(response.bytes()).unwrap_or(Value::Null),
     }
 }
 

@@ -9,12 +9,12 @@ use axum::http::{header, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use cloakroom::testing::TestClient;
 use cloakroom::{
     generate_key, CookieSessions, EpochSource, ExpiryPolicy, KeyRing, Session, SessionConfig,
     SessionError, SessionManager,
 };
 use serde_json::Value;
-use tower::ServiceExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn encrypted_cookie_sessions_pass_the_cases_that_apply() {
@@ -93,34 +93,23 @@ struct Reply {
 }
 
 async fn call(app: &Router, method: &str, path: &str, cookie: Option<&str>) -> Reply {
-    let mut request = Request::builder().method(method).uri(path);
+    let mut client = TestClient::new(app.clone());
     if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, format!("id={cookie}"));
+        client = client.with_cookie(cookie);
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let set_cookie = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let cookie = set_cookie
-        .as_deref()
-        .and_then(|c| c.strip_prefix("id="))
-        .and_then(|c| c.split(';').next())
-        .filter(|c| !c.is_empty())
-        .map(str::to_owned);
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
+    let response = client
+        .send(
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty()),
+        )
+        .await;
     Reply {
-        status,
-        cookie,
-        set_cookie,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        status: response.status(),
+        cookie: response.session_cookie("id").map(str::to_owned),
+        set_cookie: response.set_cookie("id").map(str::to_owned),
+        body: serde_json::from_slice(response.bytes()).unwrap_or(Value::Null),
     }
 }
 
@@ -333,15 +322,11 @@ async fn a_sealed_cookie_survives_junk_and_a_planted_cookie_in_front() {
             header::COOKIE,
             axum::http::HeaderValue::from_bytes(&header).unwrap(),
         )
-        .body(Body::empty())
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
+        .body(Body::empty());
+    let response = TestClient::new(app.clone()).send(request).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
     assert_eq!(
-        serde_json::from_slice::<Value>(&bytes).unwrap(),
+        response.json::<Value>(),
         "alice",
         "the later cookie that opens is the session"
     );

@@ -9,8 +9,8 @@ use axum::http::{header, Request, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use cloakroom::conformance::CountingStore;
+use cloakroom::testing::TestClient;
 use cloakroom::{MemoryStore, Session, SessionError, SessionLayer};
-use tower::ServiceExt;
 
 async fn increment(session: Session) -> Result<String, SessionError> {
     let n: u64 = session
@@ -23,6 +23,8 @@ async fn read(session: Session) -> Result<String, SessionError> {
     Ok(session.get::<u64>("n").await?.unwrap_or(0).to_string())
 }
 
+/// POSTs `path` with `cookie` as the whole `Cookie` header: the status, the body and the
+/// `name=value` pair of any cookie set.
 async fn call(
     app: &Router,
     path: &str,
@@ -32,29 +34,13 @@ async fn call(
     if let Some(cookie) = cookie {
         request = request.header(header::COOKIE, cookie);
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let set_cookie = response.headers().get(header::SET_COOKIE).map(|value| {
-        value
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned()
-    });
-    let body = axum::body::to_bytes(response.into_body(), 1024)
-        .await
-        .unwrap();
-    (
-        status,
-        String::from_utf8(body.to_vec()).unwrap(),
-        set_cookie,
-    )
+    let response = TestClient::new(app.clone())
+        .send(request.body(Body::empty()))
+        .await;
+    let set_cookie = response
+        .session_cookie("id")
+        .map(|value| format!("id={value}"));
+    (response.status(), response.text(), set_cookie)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
