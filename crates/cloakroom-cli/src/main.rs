@@ -20,6 +20,8 @@ struct Cli {
         long,
         global = true,
         env = "CLOAKROOM_STORE",
+        // The URL may hold a password: never echo it in --help.
+        hide_env_values = true,
         default_value = "sqlite://cloakroom-demo.db"
     )]
     store: String,

@@ -280,20 +280,64 @@ fn split_param(url: &str, name: &str) -> Result<(String, Option<String>), String
     Ok((base, found))
 }
 
-/// The URL with any password replaced by `***`, for messages and logs.
+/// Query parameters whose value is a secret: any name containing one of these, in any case.
+const SECRET_PARAMETERS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+];
+
+/// The URL with every secret replaced by `***`, for messages and logs: the password in the
+/// authority (`user:***@host`) and the value of any query parameter whose name looks like
+/// a secret (`?password=***`, `?auth_token=***`, percent-encoded names too).
+///
+/// It errs on the side of hiding: a password holding an unescaped `/`, `?` or `@` is still
+/// hidden, at the price of hiding a little more of such a URL.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (&url[..scheme.len() + 3], rest),
+        None => ("", url),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
+    // Secret parameter values first, so an '@' inside one is not read as the end of the
+    // user information below.
+    let rest = redact_query(rest);
+    // The last '@' ends the user information, even when the password holds '/' or '?'.
+    match rest.rfind('@') {
+        Some(at) => {
+            let (userinfo, location) = (&rest[..at], &rest[at..]);
+            match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{scheme}{user}:***{location}"),
+                None => format!("{scheme}{rest}"),
+            }
+        }
+        None => format!("{scheme}{rest}"),
     }
+}
+
+/// `text` with the values of secret query parameters replaced by `***`.
+fn redact_query(text: &str) -> String {
+    let Some((before, query)) = text.split_once('?') else {
+        return text.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _value)) if is_secret_parameter(name) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{before}?{}", pairs.join("&"))
+}
+
+fn is_secret_parameter(name: &str) -> bool {
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
+    SECRET_PARAMETERS.iter().any(|secret| name.contains(secret))
 }
 
 #[cfg(test)]
@@ -308,6 +352,27 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+        assert_eq!(redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(
+            redact("postgres://u@h/db?sslmode=disable&password=pw&table=t"),
+            "postgres://u@h/db?sslmode=disable&password=***&table=t"
+        );
+        assert_eq!(
+            redact("cached+mysql://u:pw@h/db?Auth_Token=x&p%61ss=y"),
+            "cached+mysql://u:***@h/db?Auth_Token=***&p%61ss=***"
+        );
+        // Unescaped characters in a password still leave nothing of it behind.
+        assert_eq!(redact("postgres://u:p/w?d@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u:p@w@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact("postgres://u@h/db?password=p@w"),
+            "postgres://u@h/db?password=***"
+        );
+        assert_eq!(
+            redact("redis-cluster://:pw@a:1,:pw@b:2"),
+            "redis-cluster://:***@b:2"
+        );
+        assert_eq!(redact("nats:x?token=t"), "nats:x?token=***");
     }
 
     #[test]
