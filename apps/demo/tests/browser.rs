@@ -193,6 +193,12 @@ async fn story(store: &str) {
     let first_cookie = session_cookie(&first)
         .await
         .expect("a session cookie after login");
+    // Served on 127.0.0.1 over plain HTTP, the cookie is still Secure, and the browser
+    // keeps it and sends it back (the rest of the story depends on that).
+    let cookies = first.get_all_cookies().await.unwrap();
+    let cookie = cookies.iter().find(|c| c.name() == "id").unwrap();
+    assert_eq!(cookie.secure(), Some(true), "{cookie}");
+    assert_eq!(cookie.http_only(), Some(true), "{cookie}");
 
     // 2. Add to the cart; the cart survives a reload.
     first

@@ -1,0 +1,161 @@
+//! The demo binary as an operator starts it: what it prints and the cookies it sends.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn demo(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .env_remove("CLOAKROOM_DEMO_KEY")
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the demo")
+}
+
+/// Waits until the demo listens (its startup line is printed by then), then stops it.
+fn serve_then_stop(mut child: Child, port: u16) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "the demo exited with {status}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "the demo never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn printed(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn the_startup_log_never_shows_store_secrets() {
+    for url in [
+        "memory://admin:pw-userinfo@localhost",
+        "memory://?password=pw-query",
+        "memory://localhost/?token=pw-token&prefix=x",
+    ] {
+        let port = free_port();
+        let output = serve_then_stop(
+            demo(&["--addr", &format!("127.0.0.1:{port}"), "--store", url]),
+            port,
+        );
+        let text = printed(&output);
+        assert!(
+            text.contains("cloakroom demo on"),
+            "no startup line:\n{text}"
+        );
+        assert!(!text.contains("pw-"), "{url} leaked:\n{text}");
+        assert!(text.contains("***"), "the URL is shown redacted:\n{text}");
+    }
+}
+
+#[test]
+fn store_errors_never_show_store_secrets() {
+    for url in [
+        "postgres://postgres:pw-userinfo@127.0.0.1:1/test",
+        "postgres://postgres@127.0.0.1:1/test?password=pw-query",
+        "redis://:pw-redis@127.0.0.1:1",
+        "nats://user:pw-unknown@127.0.0.1:1",
+    ] {
+        let port = free_port();
+        let output = demo(&["--addr", &format!("127.0.0.1:{port}"), "--store", url])
+            .wait_with_output()
+            .unwrap();
+        assert!(!output.status.success(), "{url} opened?");
+        let text = printed(&output);
+        assert!(!text.contains("pw-"), "{url} leaked:\n{text}");
+    }
+}
+
+/// The `Set-Cookie` header of a `POST /api/counter` to the demo on `port`.
+fn set_cookie_of_a_write(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /api/counter HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .lines()
+        .find(|line| line.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie in {response}"))
+        .to_owned()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the demo never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn cookies_are_secure_on_loopback_unless_insecure_cookies_is_given() {
+    let port = free_port();
+    let mut child = demo(&[
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--store",
+        "memory://",
+    ]);
+    wait_for_port(port);
+    let cookie = set_cookie_of_a_write(port);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("; HttpOnly"), "{cookie}");
+
+    let port = free_port();
+    let mut child = demo(&[
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--store",
+        "memory://",
+        "--insecure-cookies",
+    ]);
+    wait_for_port(port);
+    let cookie = set_cookie_of_a_write(port);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!cookie.contains("Secure"), "{cookie}");
+}
+
+#[test]
+fn help_documents_the_flags() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--insecure-cookies", "--max-sessions-per-user", "--store"] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+}
