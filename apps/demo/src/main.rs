@@ -9,18 +9,18 @@ use std::time::Duration;
 
 use clap::Parser;
 use cloakroom::{CookieSessions, KeyRing, SessionManager};
-use cloakroom_cli::store_url::{Backend, KNOWN_SCHEMES};
 use cloakroom_demo::{DemoEpochs, Settings};
+use cloakroom_stores::Backend;
 
 /// The cloakroom demo app.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = cloakroom_stores::help())]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
-    /// Session store URL (memory://, sqlite://PATH, postgres://…, mysql://…, redis://…,
-    /// redis-cluster://…), or cookie:// for client-side sessions keyed by CLOAKROOM_DEMO_KEY.
+    /// Session store URL: any of the list below. cookie:// keeps sessions client-side,
+    /// encrypted with the key ring in CLOAKROOM_DEMO_KEY.
     #[arg(long, default_value = "sqlite://cloakroom-demo.db")]
     store: String,
     /// Idle timeout, such as `30m` or `2s` (default 24h).
@@ -76,7 +76,7 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         let backend = Backend::open(&args.store)
             .await
-            .map_err(|e| format!("{e} (known: {}, cookie://)", KNOWN_SCHEMES.join(", ")))?;
+            .map_err(|e| e.to_string())?;
         let store = backend.shared();
         if backend.needs_purge_task() {
             cloakroom::spawn_purge_task(Arc::clone(&store), Duration::from_secs(60), 1000);
@@ -96,7 +96,7 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!(
         "cloakroom demo on http://{} with store {}",
         args.addr,
-        cloakroom_cli::store_url::redact(&args.store)
+        cloakroom_stores::redact(&args.store)
     );
     axum::serve(
         listener,

@@ -149,7 +149,7 @@ fn cookies_are_secure_on_loopback_unless_insecure_cookies_is_given() {
 }
 
 #[test]
-fn help_documents_the_flags() {
+fn help_documents_the_flags_and_every_store_scheme() {
     let output = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
         .arg("--help")
         .output()
@@ -157,5 +157,28 @@ fn help_documents_the_flags() {
     let help = String::from_utf8_lossy(&output.stdout);
     for flag in ["--insecure-cookies", "--max-sessions-per-user", "--store"] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+    for scheme in cloakroom_stores::SCHEMES {
+        assert!(
+            help.contains(scheme.usage),
+            "{} missing from --help:\n{help}",
+            scheme.usage
+        );
+    }
+}
+
+#[test]
+fn an_unknown_scheme_lists_every_store_scheme() {
+    let output = demo(&["--addr", "127.0.0.1:0", "--store", "carrier-pigeon://coop"])
+        .wait_with_output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = printed(&output);
+    for scheme in cloakroom_stores::SCHEMES {
+        assert!(
+            text.contains(scheme.usage),
+            "{} missing:\n{text}",
+            scheme.usage
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use cloakroom::{record, ExpiryPolicy, Record, SessionId, SessionStore, StoreKey};
-use cloakroom_cli::store_url::Backend;
+use cloakroom_stores::Backend;
 use serde_json::{json, Value};
 
 fn cloakroom(store: &str, args: &[&str]) -> Output {
@@ -405,4 +405,26 @@ fn secrets_in_store_urls_are_never_printed() {
         !text.contains("pw-env"),
         "--help printed the secret:\n{text}"
     );
+}
+
+#[test]
+fn help_and_errors_list_every_scheme_in_the_table() {
+    let help = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .arg("--help")
+        .output()
+        .expect("run cloakroom --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let unknown = printed(&cloakroom("carrier-pigeon://coop", &["list"]));
+    for scheme in cloakroom_stores::SCHEMES {
+        assert!(
+            help.contains(scheme.usage),
+            "{} not in --help:\n{help}",
+            scheme.usage
+        );
+        assert!(
+            unknown.contains(scheme.usage),
+            "{} not in the error:\n{unknown}",
+            scheme.usage
+        );
+    }
 }
