@@ -5,13 +5,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod support;
+use support::{free_port, wait_for_port};
 
 fn demo(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
@@ -109,14 +104,6 @@ fn set_cookie_of_a_write(port: u16) -> String {
         .to_owned()
 }
 
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the demo never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn cookies_are_secure_on_loopback_unless_insecure_cookies_is_given() {
     let port = free_port();
@@ -126,7 +113,7 @@ fn cookies_are_secure_on_loopback_unless_insecure_cookies_is_given() {
         "--store",
         "memory://",
     ]);
-    wait_for_port(port);
+    wait_for_port(port, "the demo");
     let cookie = set_cookie_of_a_write(port);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -141,7 +128,7 @@ fn cookies_are_secure_on_loopback_unless_insecure_cookies_is_given() {
         "memory://",
         "--insecure-cookies",
     ]);
-    wait_for_port(port);
+    wait_for_port(port, "the demo");
     let cookie = set_cookie_of_a_write(port);
     child.kill().unwrap();
     child.wait().unwrap();
