@@ -169,3 +169,54 @@ fn an_unknown_scheme_lists_every_store_scheme() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_store_logs_nothing_secret_even_at_trace_level() {
+    let url = std::env::var("CLOAKROOM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let pool = match sqlx::PgPool::connect(&url).await {
+        Ok(pool) => pool,
+        Err(error) => {
+            return support::skip(&format!("PostgreSQL at {url} is unreachable ({error})"))
+        }
+    };
+    // The test server trusts loopback, so it ignores the password the URL carries.
+    let Some((user, location)) = url
+        .strip_prefix("postgres://")
+        .and_then(|rest| rest.split_once('@'))
+        .filter(|(user, _)| !user.contains(':'))
+    else {
+        return support::skip(&format!("{url} is not postgres://USER@HOST/DB"));
+    };
+    let table = format!("startup_{}", std::process::id());
+    let secret_url =
+        format!("postgres://{user}:pw-userinfo@{location}?table={table}&password=pw-query");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--store",
+            &secret_url,
+        ])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the demo");
+    let started = tokio::task::spawn_blocking(move || {
+        wait_for_port(port, "the demo");
+        set_cookie_of_a_write(port);
+        child.kill().unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let text = printed(&started);
+    assert!(text.contains("cloakroom demo on"), "{text}");
+    assert!(!text.contains("pw-"), "a secret was logged:\n{text}");
+}

@@ -109,7 +109,7 @@ impl Backend {
         let Some(migrate) = &self.migrate else {
             return Ok(false);
         };
-        migrate().await.map_err(|error| OpenError::Setup {
+        migrate().await.map_err(|error| OpenError::Migrate {
             url: self.shown.clone(),
             reason: crate::redact::scrub_urls(&error.to_string()),
         })?;

@@ -26,6 +26,14 @@ pub enum OpenError {
         /// The store's error, secrets hidden.
         reason: String,
     },
+    /// The store's schema could not be created.
+    #[error("cannot create the schema in {url}: {reason}")]
+    Migrate {
+        /// The URL, secrets hidden.
+        url: String,
+        /// The store's error, secrets hidden.
+        reason: String,
+    },
     /// Client-side sessions keep nothing on a server to manage.
     #[error("{url} sessions live in browsers' cookies: there is nothing on a server to list or revoke (bump a user's epoch to log them out)")]
     ClientSide {
