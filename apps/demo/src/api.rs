@@ -2,7 +2,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
@@ -51,14 +52,17 @@ impl From<SessionError> for ApiError {
     }
 }
 
-/// A JSON body, whatever its content type: malformed JSON or missing fields are 400, an
-/// oversized body 413.
+/// A JSON body, declared as `application/json`: another or no content type is 415,
+/// malformed JSON or missing fields 400, an oversized body 413.
 pub struct JsonBody<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !declares_json(request.headers()) {
+            return Err(unsupported_media_type());
+        }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
@@ -71,6 +75,44 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 )
             })
     }
+}
+
+/// Whether the request says its body is `application/json` (parameters such as
+/// `charset` allowed).
+fn declares_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "send the body as Content-Type: application/json",
+    )
+}
+
+/// Refuses a write whose body is declared as anything but JSON, before any handler runs.
+///
+/// An HTML form on another site can post `text/plain`, `application/x-www-form-urlencoded`
+/// or `multipart/form-data` here without asking first (a login CSRF, or a forced write);
+/// a cross-site `application/json` request needs a CORS preflight, which this app never
+/// grants. [`JsonBody`] also requires the header; this covers the endpoints without a
+/// body, since a form always sends one of those types.
+pub async fn refuse_undeclared_bodies(request: Request, next: Next) -> Response {
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !safe
+        && request.headers().contains_key(header::CONTENT_TYPE)
+        && !declares_json(request.headers())
+    {
+        return unsupported_media_type().into_response();
+    }
+    next.run(request).await
 }
 
 fn rfc3339(at: Option<OffsetDateTime>) -> Value {

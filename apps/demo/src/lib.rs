@@ -5,7 +5,7 @@
 //! use axum::body::Body;
 //! use axum::http::{Request, StatusCode};
 //! use tower::ServiceExt;
-//! let app = cloakroom_demo::app(cloakroom::MemoryStore::new(), cloakroom_demo::session_config(None, None)).unwrap();
+//! let app = cloakroom_demo::app(cloakroom::MemoryStore::new(), cloakroom_demo::Settings::default().session_config()).unwrap();
 //! let response = app.oneshot(Request::get("/api/cart").body(Body::empty()).unwrap()).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::OK);
 //! # });
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::response::Html;
 use axum::routing::{delete, get, post, put};
 use axum::{Extension, Router};
@@ -55,17 +56,50 @@ impl EpochSource for DemoEpochs {
     }
 }
 
-/// The session configuration the demo uses: cookies without `Secure`, since it serves
-/// plain HTTP on loopback (keep the default `Secure` behind TLS).
-pub fn session_config(idle: Option<Duration>, absolute: Option<Duration>) -> SessionConfig {
-    let defaults = ExpiryPolicy::default();
-    SessionConfig::default()
-        .with_cookie(CookieConfig::default().with_secure(false))
-        .with_expiry(
-            ExpiryPolicy::default()
-                .with_idle_timeout(idle.or(defaults.idle_timeout()))
-                .with_absolute_timeout(absolute.or(defaults.absolute_timeout())),
-        )
+/// The demo's default cap on live sessions per user (see [`Settings::max_sessions_per_user`]).
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 10;
+
+/// How the demo configures sessions; the command line fills it in.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Idle timeout (the library's default when `None`).
+    pub idle_timeout: Option<Duration>,
+    /// Absolute timeout (the library's default when `None`).
+    pub absolute_timeout: Option<Duration>,
+    /// Mark the cookie `Secure` (the default). Browsers keep `Secure` cookies from
+    /// `http://localhost` and `http://127.0.0.1`, so only plain HTTP on another address
+    /// needs this off.
+    pub secure_cookies: bool,
+    /// How many live sessions one user may have: a login past it revokes the user's
+    /// oldest session. `0` turns the cap off.
+    pub max_sessions_per_user: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: None,
+            absolute_timeout: None,
+            secure_cookies: true,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+        }
+    }
+}
+
+impl Settings {
+    /// The session configuration these settings describe.
+    pub fn session_config(&self) -> SessionConfig {
+        let defaults = ExpiryPolicy::default();
+        // TODO(coordinator): call SessionConfig::with_max_sessions_per_user(n)
+        // with n = self.max_sessions_per_user (0: no cap) once the engine has it.
+        SessionConfig::default()
+            .with_cookie(CookieConfig::default().with_secure(self.secure_cookies))
+            .with_expiry(
+                ExpiryPolicy::default()
+                    .with_idle_timeout(self.idle_timeout.or(defaults.idle_timeout()))
+                    .with_absolute_timeout(self.absolute_timeout.or(defaults.absolute_timeout())),
+            )
+    }
 }
 
 /// The demo's router over `store`.
@@ -91,6 +125,7 @@ pub fn app_with_manager(manager: Arc<SessionManager>, epochs: DemoEpochs) -> Rou
         .route("/api/sessions/revoke-others", post(api::revoke_others))
         .route("/api/sessions/{handle}", delete(api::revoke))
         .fallback(api::not_found)
+        .layer(middleware::from_fn(api::refuse_undeclared_bodies))
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .layer(Extension(epochs))
         .layer(SessionLayer::from_manager(manager))

@@ -9,18 +9,18 @@ use std::time::Duration;
 
 use clap::Parser;
 use cloakroom::{CookieSessions, KeyRing, SessionManager};
-use cloakroom_cli::store_url::{Backend, KNOWN_SCHEMES};
-use cloakroom_demo::DemoEpochs;
+use cloakroom_demo::{DemoEpochs, Settings};
+use cloakroom_stores::Backend;
 
 /// The cloakroom demo app.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = cloakroom_stores::help())]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
-    /// Session store URL (memory://, sqlite://PATH, postgres://…, mysql://…, redis://…,
-    /// redis-cluster://…), or cookie:// for client-side sessions keyed by CLOAKROOM_DEMO_KEY.
+    /// Session store URL: any of the list below. cookie:// keeps sessions client-side,
+    /// encrypted with the key ring in CLOAKROOM_DEMO_KEY.
     #[arg(long, default_value = "sqlite://cloakroom-demo.db")]
     store: String,
     /// Idle timeout, such as `30m` or `2s` (default 24h).
@@ -29,6 +29,15 @@ struct Args {
     /// Absolute timeout, such as `8h` (default 14 days).
     #[arg(long, value_parser = humantime::parse_duration)]
     absolute_timeout: Option<Duration>,
+    /// Send the session cookie without `Secure`. Only for plain HTTP on an address other
+    /// than loopback: browsers keep `Secure` cookies from http://localhost and
+    /// http://127.0.0.1 already, and behind TLS the cookie must stay `Secure`.
+    #[arg(long)]
+    insecure_cookies: bool,
+    /// How many live sessions one user may have; a login past it revokes that user's
+    /// oldest session. 0 turns the cap off.
+    #[arg(long, default_value_t = cloakroom_demo::DEFAULT_MAX_SESSIONS_PER_USER)]
+    max_sessions_per_user: usize,
 }
 
 #[tokio::main]
@@ -46,8 +55,20 @@ async fn main() {
 
 async fn run(args: Args) -> Result<(), String> {
     let epochs = DemoEpochs::default();
-    let config = cloakroom_demo::session_config(args.idle_timeout, args.absolute_timeout)
-        .with_epochs(epochs.clone());
+    let settings = Settings {
+        idle_timeout: args.idle_timeout,
+        absolute_timeout: args.absolute_timeout,
+        secure_cookies: !args.insecure_cookies,
+        max_sessions_per_user: args.max_sessions_per_user,
+    };
+    if settings.secure_cookies && !args.addr.ip().is_loopback() {
+        tracing::warn!(
+            "cookies are Secure: browsers drop them over plain HTTP on {}; serve it behind \
+             TLS, or pass --insecure-cookies",
+            args.addr
+        );
+    }
+    let config = settings.session_config().with_epochs(epochs.clone());
     let manager = if args.store == "cookie://" {
         // Client-side sessions, encrypted with the key ring in CLOAKROOM_DEMO_KEY.
         let ring = KeyRing::from_env("CLOAKROOM_DEMO_KEY").map_err(|e| e.to_string())?;
@@ -55,7 +76,7 @@ async fn run(args: Args) -> Result<(), String> {
     } else {
         let backend = Backend::open(&args.store)
             .await
-            .map_err(|e| format!("{e} (known: {}, cookie://)", KNOWN_SCHEMES.join(", ")))?;
+            .map_err(|e| e.to_string())?;
         let store = backend.shared();
         if backend.needs_purge_task() {
             cloakroom::spawn_purge_task(Arc::clone(&store), Duration::from_secs(60), 1000);
@@ -75,7 +96,7 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!(
         "cloakroom demo on http://{} with store {}",
         args.addr,
-        cloakroom_cli::store_url::redact(&args.store)
+        cloakroom_stores::redact(&args.store)
     );
     axum::serve(
         listener,

@@ -9,7 +9,7 @@ use tower::ServiceExt;
 fn app() -> Router {
     cloakroom_demo::app(
         cloakroom::MemoryStore::new(),
-        cloakroom_demo::session_config(None, None),
+        cloakroom_demo::Settings::default().session_config(),
     )
     .unwrap()
 }
@@ -518,4 +518,119 @@ async fn nothing_a_client_sends_is_a_5xx() {
     let huge = "x".repeat(100_000);
     let reply = send(&app, "POST", "/api/cart", None, Some(&huge)).await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// A request with an explicit (or no) `Content-Type`, as a cross-site HTML form sends it.
+async fn send_typed(
+    app: &Router,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (StatusCode, bool, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(content_type) = content_type {
+        request = request.header(header::CONTENT_TYPE, content_type);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let sets_cookie = response.headers().contains_key(header::SET_COOKIE);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        sets_cookie,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn json_endpoints_refuse_bodies_that_are_not_declared_json() {
+    let app = app();
+    let login = r#"{"username":"alice","password":"wonderland"}"#;
+    let json_endpoints = [
+        ("POST", "/api/login", login),
+        ("POST", "/api/cart", r#"{"item":"tea"}"#),
+        ("PUT", "/api/prefs/theme", r#"{"value":"dark"}"#),
+    ];
+    // What an HTML form can send cross-site without a CORS preflight, and no type at all.
+    let not_json = [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("text/json"),
+        None,
+    ];
+    for (method, path, body) in json_endpoints {
+        for content_type in not_json {
+            let (status, sets_cookie, reply) =
+                send_typed(&app, method, path, content_type, body).await;
+            assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{method} {path} as {content_type:?}"
+            );
+            assert!(
+                !sets_cookie,
+                "{method} {path} as {content_type:?} set a cookie"
+            );
+            assert!(reply["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("application/json")));
+        }
+    }
+    // Endpoints without a body: a form post to them is refused too.
+    for path in ["/api/logout", "/api/counter", "/api/sessions/revoke-others"] {
+        for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+            let (status, sets_cookie, _) =
+                send_typed(&app, "POST", path, Some(content_type), "").await;
+            assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "POST {path} as {content_type}"
+            );
+            assert!(!sets_cookie);
+        }
+    }
+    for content_type in ["application/json", "Application/JSON; charset=utf-8"] {
+        let (status, sets_cookie, _) =
+            send_typed(&app, "POST", "/api/login", Some(content_type), login).await;
+        assert_eq!(status, StatusCode::OK, "{content_type}");
+        assert!(sets_cookie);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the engine's per-user cap"]
+async fn the_demo_caps_live_sessions_per_user_revoking_the_oldest() {
+    let cap = cloakroom_demo::DEFAULT_MAX_SESSIONS_PER_USER;
+    let app = app();
+    // Each login from its own cookie jar: a new device.
+    let mut devices = Vec::new();
+    for _ in 0..=cap {
+        devices.push(login(&app, None).await);
+    }
+    let newest = devices.last().unwrap();
+    let list = send(&app, "GET", "/api/sessions", Some(newest), None).await;
+    assert_eq!(list.body.as_array().unwrap().len(), cap, "{}", list.body);
+    assert_eq!(
+        send(&app, "GET", "/api/me", Some(&devices[0]), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED,
+        "the oldest session was revoked"
+    );
+    for device in &devices[1..] {
+        assert_eq!(
+            send(&app, "GET", "/api/me", Some(device), None)
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
 }

@@ -4,7 +4,6 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/browser.sh` installs them).
 //! Without them the tests skip loudly, unless `CLOAKROOM_REQUIRE_SERVICES=1`.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,28 +11,11 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
+mod support;
+use support::{free_port, skip, wait_for_port};
+
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-fn require_services() -> bool {
-    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-fn skip(message: &str) {
-    assert!(
-        !require_services(),
-        "{message} (CLOAKROOM_REQUIRE_SERVICES=1)"
-    );
-    eprintln!("\n****************************************\nSKIPPING: {message}\n****************************************\n");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A child process killed when the test ends, however it ends.
 struct Running(Child);
@@ -42,20 +24,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-async fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start listening on {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -181,8 +149,8 @@ async fn story(store: &str) {
             .spawn()
             .expect("start chromedriver"),
     );
-    wait_for_port(app_port, "the demo").await;
-    wait_for_port(driver_port, "chromedriver").await;
+    wait_for_port(app_port, "the demo");
+    wait_for_port(driver_port, "chromedriver");
     let base = format!("http://127.0.0.1:{app_port}/");
     let (first_profile, second_profile) = (dir.path().join("first"), dir.path().join("second"));
     let first = browser(driver_port, &first_profile).await;
@@ -193,6 +161,12 @@ async fn story(store: &str) {
     let first_cookie = session_cookie(&first)
         .await
         .expect("a session cookie after login");
+    // Served on 127.0.0.1 over plain HTTP, the cookie is still Secure, and the browser
+    // keeps it and sends it back (the rest of the story depends on that).
+    let cookies = first.get_all_cookies().await.unwrap();
+    let cookie = cookies.iter().find(|c| c.name() == "id").unwrap();
+    assert_eq!(cookie.secure(), Some(true), "{cookie}");
+    assert_eq!(cookie.http_only(), Some(true), "{cookie}");
 
     // 2. Add to the cart; the cart survives a reload.
     first

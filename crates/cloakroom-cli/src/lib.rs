@@ -1,5 +1,6 @@
-//! The library behind the `cloakroom` admin command: opening any store from a URL
-//! ([`store_url`]), and the commands ([`commands`]) as functions that write to any output.
+//! The library behind the `cloakroom` admin command: the commands ([`commands`]) as
+//! functions that write to any output. Stores open from a URL through
+//! [`cloakroom_stores`], re-exported here as [`store_url`].
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -12,5 +13,6 @@
 //! ```
 
 pub mod commands;
-pub mod store_url;
 pub mod table;
+
+pub use cloakroom_stores as store_url;

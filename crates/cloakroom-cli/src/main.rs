@@ -5,21 +5,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cloakroom_cli::commands::{self, CommandError, Format};
-use cloakroom_cli::store_url::Backend;
+use cloakroom_stores::Backend;
 
 /// Manage cloakroom sessions: list, show, revoke, purge, stats.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Store URLs: memory://, sqlite://PATH, postgres://USER@HOST/DB, mysql://USER@HOST/DB (SQL URLs accept ?table=NAME), redis://HOST:PORT/DB, redis-cluster://HOST:PORT,HOST:PORT,..."
-)]
+#[command(version, about, after_help = cloakroom_stores::help())]
 struct Cli {
     /// The store, as a URL.
     #[arg(
         long,
         global = true,
         env = "CLOAKROOM_STORE",
+        // The URL may hold a password: never echo it in --help.
+        hide_env_values = true,
         default_value = "sqlite://cloakroom-demo.db"
     )]
     store: String,

@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use cloakroom::{record, ExpiryPolicy, Record, SessionId, SessionStore, StoreKey};
-use cloakroom_cli::store_url::Backend;
+use cloakroom_stores::Backend;
 use serde_json::{json, Value};
 
 fn cloakroom(store: &str, args: &[&str]) -> Output {
@@ -349,4 +349,82 @@ fn errors_say_what_to_do() {
         !message.contains("hunter2"),
         "passwords are never printed: {message}"
     );
+}
+
+/// Output of a run, both streams, for checks that nothing secret is printed.
+fn printed(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn secrets_in_store_urls_are_never_printed() {
+    // Each URL names an unreachable server or an unknown scheme, so opening it fails and the
+    // error names the URL; the secret must not be in what is printed.
+    let urls = [
+        "postgres://postgres:pw-userinfo@127.0.0.1:1/test",
+        "postgres://postgres@127.0.0.1:1/test?password=pw-query",
+        "postgres://postgres@127.0.0.1:1/test?sslmode=disable&PassWord=pw-query-case",
+        "postgres://postgres@127.0.0.1:1/test?p%61ssword=pw-query-encoded",
+        "postgres://postgres:pw-with/slash@127.0.0.1:1/test",
+        "postgres://postgres:pw-with?question@127.0.0.1:1/test",
+        "mysql://root:pw-mysql@127.0.0.1:1/test?table=t",
+        "mariadb://root@127.0.0.1:1/test?password=pw-mariadb",
+        "redis://:pw-redis@127.0.0.1:1/0",
+        "redis://default:pw-redis-user@127.0.0.1:1/0?prefix=x:",
+        "redis-cluster://:pw-cluster@127.0.0.1:1,:pw-cluster@127.0.0.1:2",
+        "cached+postgres://postgres:pw-cached@127.0.0.1:1/test",
+        "nats://user:pw-unknown@127.0.0.1:1?token=pw-token",
+    ];
+    for url in urls {
+        let output = cloakroom(url, &["list"]);
+        assert!(!output.status.success(), "{url} opened?");
+        let text = printed(&output);
+        assert!(
+            !text.contains("pw-"),
+            "a secret of {url} was printed:\n{text}"
+        );
+        assert!(text.contains("***"), "the URL is shown redacted:\n{text}");
+    }
+
+    // clap shows environment values in --help unless told not to.
+    let help = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .arg("--help")
+        .env(
+            "CLOAKROOM_STORE",
+            "postgres://postgres:pw-env@127.0.0.1:1/test",
+        )
+        .output()
+        .expect("run cloakroom --help");
+    let text = printed(&help);
+    assert!(help.status.success() && text.contains("--store"), "{text}");
+    assert!(
+        !text.contains("pw-env"),
+        "--help printed the secret:\n{text}"
+    );
+}
+
+#[test]
+fn help_and_errors_list_every_scheme_in_the_table() {
+    let help = Command::new(env!("CARGO_BIN_EXE_cloakroom"))
+        .arg("--help")
+        .output()
+        .expect("run cloakroom --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let unknown = printed(&cloakroom("carrier-pigeon://coop", &["list"]));
+    for scheme in cloakroom_stores::SCHEMES {
+        assert!(
+            help.contains(scheme.usage),
+            "{} not in --help:\n{help}",
+            scheme.usage
+        );
+        assert!(
+            unknown.contains(scheme.usage),
+            "{} not in the error:\n{unknown}",
+            scheme.usage
+        );
+    }
 }

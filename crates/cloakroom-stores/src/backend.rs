@@ -1,0 +1,124 @@
+//! An opened store, with what managing it needs beyond the session contract.
+
+use std::sync::Arc;
+
+use cloakroom::{BoxError, SessionStore};
+
+use crate::error::OpenError;
+use crate::schemes::{Open, SCHEMES};
+use crate::target::Target;
+use crate::BoxFuture;
+
+/// Creates a store's schema if missing (idempotent).
+pub type Migrate = Arc<dyn Fn() -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+
+/// An opened store of any kind.
+#[derive(Clone)]
+pub struct Backend {
+    store: Arc<dyn SessionStore>,
+    migrate: Option<Migrate>,
+    needs_purge_task: bool,
+    shown: String,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("url", &self.shown)
+            .field("has_schema", &self.migrate.is_some())
+            .field("needs_purge_task", &self.needs_purge_task)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// A backend over `store`; `migrate` creates its schema (`None`: it has none).
+    pub fn new(store: Arc<dyn SessionStore>, migrate: Option<Migrate>) -> Self {
+        Self {
+            store,
+            migrate,
+            needs_purge_task: false,
+            shown: String::new(),
+        }
+    }
+
+    /// A backend whose `migrate` calls `create` on a clone of `store`.
+    pub fn with_schema<S, F, Fut, E>(store: S, create: F) -> Self
+    where
+        S: SessionStore + Clone,
+        F: Fn(S) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let shared: Arc<dyn SessionStore> = Arc::new(store.clone());
+        let migrate: Migrate = Arc::new(move || {
+            let created = create(store.clone());
+            Box::pin(async move { created.await.map_err(Into::into) })
+        });
+        Self::new(shared, Some(migrate))
+    }
+
+    /// Opens the store a URL names, as the table ([`SCHEMES`]) says.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        let unknown = || OpenError::UnknownScheme {
+            url: crate::redact(url),
+        };
+        // A wrapper is a prefix ending in '+' before another URL: `cached+postgres://…`.
+        if let Some((prefix, inner)) = url.split_once('+') {
+            let prefix = prefix.to_ascii_lowercase();
+            let wrapper = SCHEMES.iter().find_map(|scheme| match scheme.open {
+                Open::Wrap(wrap) if scheme.names.contains(&prefix.as_str()) => {
+                    Some((wrap, scheme.needs_purge_task))
+                }
+                _ => None,
+            });
+            if let Some((wrap, needs_purge_task)) = wrapper {
+                let inner = Box::pin(Self::open(inner)).await?;
+                let mut wrapped = wrap(inner.clone());
+                wrapped.needs_purge_task = needs_purge_task || inner.needs_purge_task;
+                wrapped.shown = crate::redact(url);
+                return Ok(wrapped);
+            }
+        }
+        let target = Target::parse(url)?.ok_or_else(unknown)?;
+        let scheme = SCHEMES
+            .iter()
+            .find(|scheme| scheme.names.contains(&target.scheme.as_str()))
+            .ok_or_else(unknown)?;
+        let Open::Store(open) = scheme.open else {
+            return Err(unknown());
+        };
+        let mut backend = open(&target).await?;
+        backend.needs_purge_task = scheme.needs_purge_task;
+        backend.shown = target.shown;
+        Ok(backend)
+    }
+
+    /// The store, shared.
+    pub fn shared(&self) -> Arc<dyn SessionStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// The schema maker, for a wrapper that keeps its inner store's schema.
+    pub fn migrator(&self) -> Option<Migrate> {
+        self.migrate.clone()
+    }
+
+    /// Creates the schema if missing (idempotent); `false` for stores without one.
+    pub async fn migrate(&self) -> Result<bool, OpenError> {
+        let Some(migrate) = &self.migrate else {
+            return Ok(false);
+        };
+        migrate().await.map_err(|error| OpenError::Migrate {
+            url: self.shown.clone(),
+            reason: crate::redact::scrub_urls(&error.to_string()),
+        })?;
+        Ok(true)
+    }
+
+    /// Whether this store needs a background purge (`cloakroom::spawn_purge_task`): it
+    /// keeps expired records until purged, where others evict them.
+    pub fn needs_purge_task(&self) -> bool {
+        self.needs_purge_task
+    }
+}
