@@ -51,7 +51,9 @@ impl FromRequest for Session {
 /// [`SessionMiddleware`](crate::SessionMiddleware) wraps the route: a server bug,
 /// answered with 500 and a message that says the fix.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("no SessionMiddleware wraps this route: add .wrap(SessionMiddleware::new(store)) to the App")]
+#[error(
+    "no SessionMiddleware wraps this route: add .wrap(SessionMiddleware::new(store)) to the App"
+)]
 pub struct MissingSessionMiddleware;
 
 impl ResponseError for MissingSessionMiddleware {

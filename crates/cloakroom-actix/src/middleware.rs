@@ -119,10 +119,7 @@ where
     fn call(&self, request: ServiceRequest) -> Self::Future {
         let client = request_client(&request, self.manager.config());
         let session = self.manager.session(
-            request
-                .headers()
-                .get_all(COOKIE)
-                .map(HeaderValue::as_bytes),
+            request.headers().get_all(COOKIE).map(HeaderValue::as_bytes),
             client,
         );
         request.extensions_mut().insert(session.clone());
@@ -136,7 +133,11 @@ where
                 .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
             // An untouched session returns at once: no lock contention, no store I/O.
             let finish = session.finish(status).await;
-            Ok(apply(finish, response.map_into_left_body(), manager.config()))
+            Ok(apply(
+                finish,
+                response.map_into_left_body(),
+                manager.config(),
+            ))
         })
     }
 }
