@@ -3,7 +3,7 @@
 //! the failure policy, size limits, and client-side cookie sessions.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_http::Request;
@@ -15,9 +15,10 @@ use actix_web::{test, web, App, HttpResponse};
 use async_trait::async_trait;
 use cloakroom::conformance::CountingStore;
 use cloakroom::{
-    generate_key, CookieSessions, InsertError, KeyRing, Limits, ListQuery, MemoryStore, Record,
-    RenameError, SessionConfig, SessionEntry, SessionHandle, SessionManager, SessionStore,
-    StoreError, StoreKey, Touch, TouchError, UpdateError,
+    generate_key, BoxError, ClientIpSource, CookieSessions, EpochSource, InsertError, KeyRing,
+    Limits, ListQuery, MemoryStore, Record, RenameError, SessionConfig, SessionEntry,
+    SessionHandle, SessionManager, SessionStore, StoreError, StoreKey, Touch, TouchError,
+    UpdateError,
 };
 use cloakroom_actix::{Session, SessionError, SessionMiddleware};
 use serde_json::{json, Value};
@@ -705,4 +706,80 @@ async fn session_errors_answer_with_the_axum_statuses() {
         .await
         .unwrap();
     assert_eq!(body, "Service Unavailable");
+}
+
+/// An app-owned epoch per user, bumped to log the user out everywhere.
+#[derive(Clone, Default)]
+struct Epochs(Arc<Mutex<u64>>);
+
+#[async_trait]
+impl EpochSource for Epochs {
+    async fn current_epoch(&self, user: &str) -> Result<Option<String>, BoxError> {
+        Ok(Some(format!("{user}:{}", self.0.lock().unwrap())))
+    }
+}
+
+#[actix_web::test]
+async fn an_epoch_bump_revokes_client_side_sessions() {
+    let epochs = Epochs::default();
+    let ring = KeyRing::parse(&generate_key()).unwrap();
+    let config = SessionConfig::default().with_epochs(epochs.clone());
+    let manager = SessionManager::cookie(CookieSessions::encrypted(ring), config).unwrap();
+    let app = app!(Arc::new(manager));
+    let cookie = send(&app, post("/login/carol", None, Value::Null))
+        .await
+        .cookie();
+    assert_eq!(
+        send(&app, get("/whoami", Some(&cookie))).await.json(),
+        json!("carol")
+    );
+
+    *epochs.0.lock().unwrap() += 1;
+    let revoked = send(&app, get("/whoami", Some(&cookie))).await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    assert_eq!(revoked.json(), Value::Null, "an older epoch is logged out");
+    assert!(
+        revoked.set_cookie.len() == 1 && revoked.set_cookie[0].contains("Max-Age=0"),
+        "and its cookie removed: {:?}",
+        revoked.set_cookie
+    );
+    let replay = send(&app, get("/whoami", Some(&cookie))).await;
+    assert_eq!(
+        replay.json(),
+        Value::Null,
+        "a replayed cookie stays logged out"
+    );
+}
+
+#[actix_web::test]
+async fn the_client_ip_is_the_peer_or_the_trusted_proxys_entry() {
+    let login = |peer: &str, forwarded: &str| {
+        test::TestRequest::post()
+            .uri("/login/dave")
+            .peer_addr(peer.parse().unwrap())
+            .insert_header(("x-forwarded-for", forwarded))
+            .to_request()
+    };
+    let listed_ip = |reply: Reply| reply.json()[0]["ip"].clone();
+
+    let app = app!(manager(memory(), SessionConfig::default()));
+    let cookie = send(&app, login("192.0.2.1:4000", "6.6.6.6"))
+        .await
+        .cookie();
+    let ip = listed_ip(send(&app, get("/sessions", Some(&cookie))).await);
+    assert_eq!(ip, json!("192.0.2.1"), "the connection's peer by default");
+
+    let behind_proxy = SessionConfig::default().with_client_ip(ClientIpSource::TrustedHeader(
+        http::HeaderName::from_static("x-forwarded-for"),
+    ));
+    let app = app!(manager(memory(), behind_proxy));
+    let cookie = send(&app, login("10.0.0.1:4000", "6.6.6.6, 203.0.113.7"))
+        .await
+        .cookie();
+    let ip = listed_ip(send(&app, get("/sessions", Some(&cookie))).await);
+    assert_eq!(
+        ip,
+        json!("203.0.113.7"),
+        "the entry the proxy added, not the client's"
+    );
 }
