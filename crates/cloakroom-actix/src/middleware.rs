@@ -20,8 +20,8 @@ use crate::client::request_client;
 /// configuration, client-side cookie sessions, the failure policy and every guarantee
 /// (lazy, strict, no lost updates, no resurrection, rotation on login) are the same.
 ///
-/// ```
-/// use actix_web::{web, App};
+/// ```no_run
+/// use actix_web::{web, App, HttpServer};
 /// use cloakroom::MemoryStore;
 /// use cloakroom_actix::{Session, SessionError, SessionMiddleware};
 ///
@@ -30,10 +30,20 @@ use crate::client::request_client;
 ///     Ok(format!("hello {}", name.as_deref().unwrap_or("stranger")))
 /// }
 ///
-/// let sessions = SessionMiddleware::new(MemoryStore::new());
-/// let app = App::new()
-///     .wrap(sessions)
-///     .route("/", web::get().to(hello));
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     // Build it once, outside the factory, and clone it in: every worker then shares one
+///     // store and one commit queue. Built inside, each worker would get its own.
+///     let sessions = SessionMiddleware::new(MemoryStore::new());
+///     HttpServer::new(move || {
+///         App::new()
+///             .wrap(sessions.clone())
+///             .route("/", web::get().to(hello))
+///     })
+///     .bind(("127.0.0.1", 8080))?
+///     .run()
+///     .await
+/// }
 /// ```
 ///
 /// After the handler, the middleware commits the session and adds its `Set-Cookie` and
