@@ -856,3 +856,56 @@ async fn increments_from_every_worker_thread_of_a_real_server_are_exact() {
     handle.stop(true).await;
     assert_eq!(total, (CLIENTS * EACH + 1).to_string());
 }
+
+#[actix_web::test]
+async fn every_configured_cookie_attribute_reaches_the_response() {
+    let cookie = cloakroom::CookieConfig::default()
+        .with_name("sid")
+        .with_path("/app")
+        .with_domain(Some("example.com".to_owned()))
+        .with_same_site(cloakroom::SameSite::Strict);
+    let app = app!(manager(
+        memory(),
+        SessionConfig::default().with_cookie(cookie)
+    ));
+    let set = send(&app, post("/set/k", None, json!(1))).await;
+    let header = &set.set_cookie[0];
+    assert!(header.starts_with("sid="), "{header}");
+    for attribute in [
+        "Path=/app",
+        "Domain=example.com",
+        "SameSite=Strict",
+        "HttpOnly",
+        "Secure",
+    ] {
+        assert!(header.contains(attribute), "{attribute} in {header}");
+    }
+    assert_eq!(
+        send(&app, get("/get/k", Some(&set.cookie()))).await.json(),
+        json!(1)
+    );
+    let logout = send(&app, post("/logout", Some(&set.cookie()), Value::Null)).await;
+    let removal = &logout.set_cookie[0];
+    for attribute in ["sid=;", "Path=/app", "Domain=example.com", "Max-Age=0"] {
+        assert!(
+            removal.contains(attribute),
+            "the removal matches: {attribute} in {removal}"
+        );
+    }
+
+    let host = cloakroom::CookieConfig::default().with_host_prefix(true);
+    let app = app!(manager(
+        memory(),
+        SessionConfig::default().with_cookie(host)
+    ));
+    let set = send(&app, post("/set/k", None, json!(1))).await;
+    assert!(
+        set.set_cookie[0].starts_with("__Host-id="),
+        "{:?}",
+        set.set_cookie
+    );
+    assert_eq!(
+        send(&app, get("/get/k", Some(&set.cookie()))).await.json(),
+        json!(1)
+    );
+}
