@@ -909,3 +909,60 @@ async fn every_configured_cookie_attribute_reaches_the_response() {
         json!(1)
     );
 }
+
+#[actix_web::test]
+async fn a_store_failing_at_commit_is_503_with_retry_after() {
+    let outage = Arc::new(Outage {
+        inner: memory(),
+        down: AtomicBool::new(false),
+    });
+    let app = app!(manager(outage.clone(), SessionConfig::default()));
+    let cookie = send(&app, post("/set/k", None, json!(1))).await.cookie();
+    // The handler loads while the store is up; the store fails before the commit.
+    let (reply, ()) = futures_util::future::join(
+        send(&app, post("/set/k?delay_ms=200", Some(&cookie), json!(2))),
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            outage.down.store(true, Ordering::SeqCst);
+        },
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.retry_after.as_deref(), Some("5"));
+    outage.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        send(&app, get("/get/k", Some(&cookie))).await.json(),
+        json!(1)
+    );
+}
+
+#[actix_web::test]
+async fn the_fail_open_policy_serves_an_outage_anonymously_and_keeps_the_cookie() {
+    let outage = Arc::new(Outage {
+        inner: memory(),
+        down: AtomicBool::new(false),
+    });
+    let config = SessionConfig::default().with_on_store_error(cloakroom::OnStoreError::Anonymous);
+    let app = app!(manager(outage.clone(), config));
+    let cookie = send(&app, post("/set/k", None, json!(1))).await.cookie();
+    outage.down.store(true, Ordering::SeqCst);
+    let reply = send(&app, get("/get/k", Some(&cookie))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json(), Value::Null);
+    assert!(
+        reply.set_cookie.is_empty(),
+        "the cookie is kept: {:?}",
+        reply.set_cookie
+    );
+    assert_eq!(reply.retry_after, None);
+    outage.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        send(&app, get("/get/k", Some(&cookie))).await.json(),
+        json!(1)
+    );
+}
