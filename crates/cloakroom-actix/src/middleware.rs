@@ -1,0 +1,187 @@
+//! [`SessionMiddleware`]: parses the cookie, hands a lazy session to the handler through
+//! request extensions, and commits it when the response is ready.
+
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{HeaderValue, COOKIE, RETRY_AFTER, SET_COOKIE, VARY};
+use actix_web::{HttpMessage, HttpResponse};
+use cloakroom::{ConfigError, Finish, OnStoreError, SessionConfig, SessionManager, SessionStore};
+
+use crate::client::request_client;
+
+/// Adds sessions to an actix-web `App`, `Scope` or `Resource` (`.wrap(...)`).
+///
+/// It is built from the same [`SessionManager`] as cloakroom's tower layer, so stores,
+/// configuration, client-side cookie sessions, the failure policy and every guarantee
+/// (lazy, strict, no lost updates, no resurrection, rotation on login) are the same.
+///
+/// ```no_run
+/// use actix_web::{web, App, HttpServer};
+/// use cloakroom::MemoryStore;
+/// use cloakroom_actix::{Session, SessionError, SessionMiddleware};
+///
+/// async fn hello(session: Session) -> Result<String, SessionError> {
+///     let name: Option<String> = session.get("name").await?;
+///     Ok(format!("hello {}", name.as_deref().unwrap_or("stranger")))
+/// }
+///
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     // Build it once, outside the factory, and clone it in: every worker then shares one
+///     // store and one commit queue. Built inside, each worker would get its own.
+///     let sessions = SessionMiddleware::new(MemoryStore::new());
+///     HttpServer::new(move || {
+///         App::new()
+///             .wrap(sessions.clone())
+///             .route("/", web::get().to(hello))
+///     })
+///     .bind(("127.0.0.1", 8080))?
+///     .run()
+///     .await
+/// }
+/// ```
+///
+/// After the handler, the middleware commits the session and adds its `Set-Cookie` and
+/// `Vary: Cookie`. When the store fails and the policy is
+/// [`OnStoreError::ServiceUnavailable`] (the default), the response becomes
+/// `503 Service Unavailable` with `Retry-After`. A response from the wrapped service that
+/// is an `Err` (which actix-web's handlers never produce: their errors are responses) is
+/// passed on and its session is not committed, as with the tower layer.
+#[derive(Clone, Debug)]
+pub struct SessionMiddleware {
+    manager: Arc<SessionManager>,
+}
+
+impl SessionMiddleware {
+    /// Sessions in `store` with the default, secure configuration.
+    pub fn new(store: impl SessionStore) -> Self {
+        Self::try_new(store, SessionConfig::default()).expect("the default configuration is valid")
+    }
+
+    /// Sessions in `store` with `config`, or why the configuration cannot work.
+    pub fn try_new(store: impl SessionStore, config: SessionConfig) -> Result<Self, ConfigError> {
+        Ok(Self::from_manager(Arc::new(SessionManager::new(
+            store, config,
+        )?)))
+    }
+
+    /// Sessions from an existing manager: shared with a tower layer or admin code, or a
+    /// client-side one from [`SessionManager::cookie`].
+    pub fn from_manager(manager: Arc<SessionManager>) -> Self {
+        Self { manager }
+    }
+
+    /// The manager, for access to the store and configuration.
+    pub fn manager(&self) -> &Arc<SessionManager> {
+        &self.manager
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for SessionMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = SessionService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(SessionService {
+            service: Rc::new(service),
+            manager: Arc::clone(&self.manager),
+        }))
+    }
+}
+
+/// The service [`SessionMiddleware`] wraps around the app's.
+pub struct SessionService<S> {
+    service: Rc<S>,
+    manager: Arc<SessionManager>,
+}
+
+impl<S> std::fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService")
+            .field("manager", &self.manager)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for SessionService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let client = request_client(&request, self.manager.config());
+        let session = self.manager.session(
+            request.headers().get_all(COOKIE).map(HeaderValue::as_bytes),
+            client,
+        );
+        request.extensions_mut().insert(session.clone());
+        let response = self.service.call(request);
+        let manager = Arc::clone(&self.manager);
+        Box::pin(async move {
+            let response = response.await?;
+            // actix-web and cloakroom speak different versions of the `http` crate; every
+            // actix status is a valid `http` 1 status.
+            let status = http::StatusCode::from_u16(response.status().as_u16())
+                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+            // An untouched session returns at once: no lock contention, no store I/O.
+            let finish = session.finish(status).await;
+            Ok(apply(
+                finish,
+                response.map_into_left_body(),
+                manager.config(),
+            ))
+        })
+    }
+}
+
+/// Applies the session's outcome to the response: cookie, `Vary`, and the failure policy.
+fn apply<B>(
+    finish: Finish,
+    mut response: ServiceResponse<EitherBody<B>>,
+    config: &SessionConfig,
+) -> ServiceResponse<EitherBody<B>> {
+    if let Some(error) = finish.error {
+        match &config.on_store_error {
+            OnStoreError::ServiceUnavailable { retry_after } if error.is_unavailable() => {
+                tracing::error!(%error, "session store failed; answering 503");
+                let (request, _) = response.into_parts();
+                let unavailable = HttpResponse::ServiceUnavailable()
+                    .insert_header((RETRY_AFTER, retry_after.as_secs().max(1)))
+                    .finish()
+                    .map_into_right_body();
+                response = ServiceResponse::new(request, unavailable);
+            }
+            _ => tracing::error!(%error, "session could not be saved"),
+        }
+    }
+    let headers = response.headers_mut();
+    if let Some(cookie) = finish.set_cookie {
+        // The codec builds cookies from visible ASCII only, so this always converts.
+        match HeaderValue::from_bytes(cookie.as_bytes()) {
+            Ok(cookie) => headers.append(SET_COOKIE, cookie),
+            Err(_) => tracing::error!("the session cookie is not a valid header value"),
+        }
+    }
+    if finish.vary_cookie {
+        headers.append(VARY, HeaderValue::from_static("cookie"));
+    }
+    response
+}
