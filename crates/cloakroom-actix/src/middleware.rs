@@ -10,7 +10,8 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{HeaderValue, COOKIE, RETRY_AFTER, SET_COOKIE, VARY};
 use actix_web::{HttpMessage, HttpResponse};
-use cloakroom::{ConfigError, Finish, OnStoreError, SessionConfig, SessionManager, SessionStore};
+use cloakroom::integration::Finish;
+use cloakroom::{ConfigError, OnStoreError, SessionConfig, SessionManager, SessionStore};
 
 use crate::client::request_client;
 
@@ -141,8 +142,12 @@ where
             // actix status is a valid `http` 1 status.
             let status = http::StatusCode::from_u16(response.status().as_u16())
                 .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-            // An untouched session returns at once: no lock contention, no store I/O.
-            let finish = session.finish(status).await;
+            // An untouched session returns at once: no lock, no commit, no store I/O.
+            let finish = if session.finish_untouched() {
+                Finish::default()
+            } else {
+                session.finish(status).await
+            };
             Ok(apply(
                 finish,
                 response.map_into_left_body(),

@@ -155,7 +155,7 @@ where
 fn request_client<B>(request: &Request<B>, config: &SessionConfig) -> RequestClient {
     let ip = match &config.client_ip {
         ClientIpSource::ConnectInfo => connect_info_ip(request),
-        ClientIpSource::TrustedHeader(name) => forwarded_ip(
+        ClientIpSource::TrustedHeader(name) => crate::integration::forwarded_ip(
             request
                 .headers()
                 .get_all(name)
@@ -169,40 +169,6 @@ fn request_client<B>(request: &Request<B>, config: &SessionConfig) -> RequestCli
         ip,
         user_agent: request.headers().get(USER_AGENT).cloned(),
     }
-}
-
-/// The client IP in an `X-Forwarded-For`-style list: the entry `hops` from the right, the
-/// one the outermost trusted proxy added.
-///
-/// Every proxy appends the address it received the request from, so only entries from the
-/// right are the proxies' own; anything to their left came from the client. The header's
-/// lines are one list, in order, and empty elements are ignored. Bytes that are not text,
-/// elsewhere in the list, do not matter. No IP when that entry is missing (fewer entries
-/// than trusted proxies) or is not an IP (with an optional port, IPv6 optionally in
-/// brackets): never another entry, which the client could choose.
-fn forwarded_ip<'h>(
-    lines: impl DoubleEndedIterator<Item = &'h [u8]>,
-    hops: usize,
-) -> Option<IpAddr> {
-    let entry = lines
-        .rev()
-        .flat_map(|line| line.rsplit(|&byte| byte == b','))
-        .map(|entry| entry.trim_ascii())
-        .filter(|entry| !entry.is_empty())
-        .nth(hops.checked_sub(1)?)?;
-    let entry = std::str::from_utf8(entry).ok()?;
-    entry
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
-        .or_else(|| {
-            entry
-                .strip_prefix('[')?
-                .strip_suffix(']')?
-                .parse::<std::net::Ipv6Addr>()
-                .ok()
-                .map(IpAddr::V6)
-        })
 }
 
 #[cfg(feature = "axum")]

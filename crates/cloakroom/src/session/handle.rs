@@ -84,9 +84,11 @@ impl Session {
 
     /// Finishes a session its request never touched, without waiting: `true` if it was
     /// untouched (there is nothing to commit and no header to send), `false` if
-    /// [`finish`](Self::finish) must run.
-    #[cfg(feature = "tower")]
-    pub(crate) fn finish_untouched(&self) -> bool {
+    /// [`finish`](Self::finish) must run. For integrations (see
+    /// [`integration`](crate::integration)): the fast path of a request that never used its
+    /// session, with no lock wait and no allocation.
+    #[doc(hidden)]
+    pub fn finish_untouched(&self) -> bool {
         match self.inner.slot.try_lock() {
             Ok(mut slot) if !slot.touched() && !slot.finished => {
                 slot.finished = true;
