@@ -16,6 +16,8 @@ use time::OffsetDateTime;
 use crate::connection::Connection;
 use crate::scripts;
 
+mod per_user;
+
 /// Settings for [`RedisStore`]. The defaults suit most deployments.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
@@ -69,6 +71,15 @@ pub enum SetupError {
 ///   deadline; `load` still checks the deadline itself.
 /// - The per-user index is a set per user (`PREFIX u:{USER}`); dead members are removed
 ///   lazily, and listings never return a dead session.
+/// - Listing and revoking a user's sessions go in batches of a few hundred index members,
+///   each batch one round trip (one script on a single node) under its own timeout, and
+///   each batch's work stays done (revoked sessions and pruned members leave the index
+///   with it): they finish whatever the number of sessions, and a retry resumes.
+/// - On a single node, revoking and renaming are each atomic scripts over the index, so a
+///   session renamed during "revoke others" is revoked under its new key.
+/// - A damaged record (undecodable fields) is skipped by listings (logged), removed by
+///   revocation, and fails `load` with [`StoreError::Corrupt`], which the session layer
+///   treats as absent.
 ///
 /// In a cluster, a session's key and its user's set live in different slots, so:
 /// - the index entry is added *after* the session is written, and a revocation deletes
@@ -77,9 +88,11 @@ pub enum SetupError {
 /// - a session being logged in at the very moment its user is revoked everywhere may
 ///   survive that revocation (exactly as with a login that lands just after it), and is
 ///   in the index when the login returns, so the next revocation finds it;
-/// - `rename` copies the session to the new key, then deletes the old key only at the
-///   version it copied (retrying if a concurrent write moved it), and removes the copy if
-///   the old session was deleted meanwhile: no session is lost and none is resurrected.
+/// - `rename` copies the session to the new key and indexes it, then deletes the old key
+///   only at the version it copied (retrying if a concurrent write moved it), and removes
+///   the copy if the old session was deleted meanwhile: no session is lost and none is
+///   resurrected, and a revocation that has already passed the old key still finds the
+///   new one (it runs until the index holds nothing but the kept session).
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
@@ -154,6 +167,15 @@ fn decode(fields: Vec<Option<String>>) -> Result<Option<Record>, StoreError> {
     record.absolute_deadline = parse_ms(&a)?;
     // Redis expires the key natively; this catches the moments before it does.
     Ok(record.is_live_at(now()).then_some(record))
+}
+
+/// [`decode`] for listings: a damaged record is logged and skipped, so one bad record
+/// never fails a whole list (the failure policy); revocation removes it.
+fn decode_listed(key: &StoreKey, fields: Vec<Option<String>>) -> Option<Record> {
+    decode(fields).unwrap_or_else(|error| {
+        tracing::warn!(handle = %key.handle(), %error, "corrupt session record skipped");
+        None
+    })
 }
 
 fn encode(record: &Record) -> Result<String, StoreError> {
@@ -330,6 +352,11 @@ impl RedisStore {
             if !self.insert_script(new, &record, false).await? {
                 return Err(RenameError::Duplicate);
             }
+            // Indexed before the old key goes, so a revocation running now that has
+            // already passed the old member still finds the new one.
+            if let Some(user) = &record.user_id {
+                self.index(user, new, record.absolute_deadline).await?;
+            }
             let mut connection = self.connection.clone();
             let outcome: i64 = scripts::DELETE_AT_VERSION
                 .key(self.session_key(old))
@@ -338,9 +365,6 @@ impl RedisStore {
                 .await
                 .map_err(store_error)?;
             if outcome == 1 {
-                if let Some(user) = &record.user_id {
-                    self.index(user, new, record.absolute_deadline).await?;
-                }
                 return Ok(());
             }
             // Nobody knows the new ID yet, so removing the copy is safe.
@@ -411,7 +435,7 @@ impl RedisStore {
     ) -> Result<Vec<SessionEntry>, StoreError> {
         let mut entries = Vec::new();
         for key in keys {
-            if let Some(record) = decode(self.read(&key).await?)? {
+            if let Some(record) = decode_listed(&key, self.read(&key).await?) {
                 entries.push(SessionEntry { key, record });
             }
         }
@@ -562,37 +586,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        self.bounded(async {
-            let mut connection = self.connection.clone();
-            let members: Vec<String> = connection
-                .smembers(self.user_key(user))
-                .await
-                .map_err(store_error)?;
-            let mut live = Vec::new();
-            let mut dead = Vec::new();
-            for member in members {
-                let record = match StoreKey::from_hex(&member) {
-                    Some(key) => {
-                        decode(self.read(&key).await?)?.map(|record| SessionEntry { key, record })
-                    }
-                    None => None,
-                };
-                match record {
-                    Some(entry) if entry.record.user_id.as_deref() == Some(user) => {
-                        live.push(entry)
-                    }
-                    _ => dead.push(member),
-                }
-            }
-            if !dead.is_empty() {
-                connection
-                    .srem::<_, _, ()>(self.user_key(user), dead)
-                    .await
-                    .map_err(store_error)?;
-            }
-            Ok(live)
-        })
-        .await
+        self.list_user(user).await
     }
 
     async fn delete_for_user(
@@ -600,40 +594,7 @@ impl SessionStore for RedisStore {
         user: &str,
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
-        self.bounded(async {
-            let mut connection = self.connection.clone();
-            let members: Vec<String> = connection
-                .smembers(self.user_key(user))
-                .await
-                .map_err(store_error)?;
-            let kept = except.map(StoreKey::to_hex);
-            let mut deleted = 0;
-            let mut removed = Vec::new();
-            for member in members {
-                if Some(&member) == kept.as_ref() {
-                    continue;
-                }
-                if let Some(key) = StoreKey::from_hex(&member) {
-                    let n: i64 = scripts::DELETE_IF_USER
-                        .key(self.session_key(&key))
-                        .arg(to_unix_ms(now()))
-                        .arg(user)
-                        .invoke_async(&mut connection)
-                        .await
-                        .map_err(store_error)?;
-                    deleted += u64::try_from(n).unwrap_or(0);
-                }
-                removed.push(member);
-            }
-            if !removed.is_empty() {
-                connection
-                    .srem::<_, _, ()>(self.user_key(user), removed)
-                    .await
-                    .map_err(store_error)?;
-            }
-            Ok(deleted)
-        })
-        .await
+        self.revoke_user(user, except).await
     }
 
     /// Redis expires sessions natively: nothing to purge.
@@ -684,7 +645,7 @@ impl SessionStore for RedisStore {
             if entries.len() >= query.limit {
                 break;
             }
-            if let Some(record) = decode(self.read(&key).await?)? {
+            if let Some(record) = decode_listed(&key, self.read(&key).await?) {
                 entries.push(SessionEntry { key, record });
             }
         }
