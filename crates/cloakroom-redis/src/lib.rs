@@ -19,4 +19,4 @@ mod connection;
 mod scripts;
 mod store;
 
-pub use store::{RedisConfig, RedisStore, SetupError};
+pub use store::{NotReplicated, RedisConfig, RedisStore, SetupError};

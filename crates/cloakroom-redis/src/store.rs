@@ -17,6 +17,10 @@ use crate::connection::Connection;
 use crate::scripts;
 
 mod per_user;
+mod replication;
+
+pub use replication::NotReplicated;
+use replication::WaitForReplicas;
 
 /// Settings for [`RedisStore`]. The defaults suit most deployments.
 #[derive(Clone, Debug)]
@@ -99,6 +103,8 @@ pub struct RedisStore {
     config: RedisConfig,
     /// For listing a cluster: how to reach each node, credentials included.
     seed: ConnectionInfo,
+    /// Opt-in: replicas that must acknowledge each write.
+    wait: Option<WaitForReplicas>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -216,6 +222,7 @@ impl RedisStore {
             connection: Connection::Single(manager),
             config,
             seed,
+            wait: None,
         })
     }
 
@@ -246,7 +253,35 @@ impl RedisStore {
             connection: Connection::Cluster(connection),
             config,
             seed,
+            wait: None,
         })
+    }
+
+    /// Makes every write (insert, update, rename, delete, each batch of a revocation) wait
+    /// until at least `replicas` replicas of the primary that took it acknowledge it, for
+    /// at most `timeout`, with Redis `WAIT`. Without it, Redis replicates asynchronously
+    /// and a failover can lose writes the primary acknowledged: a revoked session alive
+    /// again, a login or a logout undone.
+    ///
+    /// A write not acknowledged in time fails with [`StoreError::Unavailable`] whose
+    /// source is a [`NotReplicated`] (a 503 from the session layer); the write stands on
+    /// the primary. Keep `timeout` well below [`RedisConfig::operation_timeout`], which
+    /// bounds the write and its wait together. Idle refreshes (`touch`) do not wait: losing
+    /// one only shortens a session.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cloakroom_redis::SetupError> {
+    /// use std::time::Duration;
+    /// use cloakroom_redis::RedisStore;
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379")
+    ///     .await?
+    ///     .with_wait_for_replicas(1, Duration::from_millis(500));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait = Some(WaitForReplicas { replicas, timeout });
+        self
     }
 
     /// Whether this store talks to a cluster.
@@ -365,6 +400,14 @@ impl RedisStore {
                 .await
                 .map_err(store_error)?;
             if outcome == 1 {
+                let (new_key, old_key) = (self.session_key(new), self.session_key(old));
+                let user_key = record.user_id.as_deref().map(|user| self.user_key(user));
+                let written: Vec<&str> =
+                    [Some(new_key.as_str()), Some(&old_key), user_key.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                self.replicated(Some(&written)).await?;
                 return Ok(());
             }
             // Nobody knows the new ID yet, so removing the copy is safe.
@@ -490,6 +533,13 @@ impl SessionStore for RedisStore {
             if let (false, Some(user)) = (single, &record.user_id) {
                 self.index(user, key, record.absolute_deadline).await?;
             }
+            let user_key = record.user_id.as_deref().map(|user| self.user_key(user));
+            let session_key = self.session_key(key);
+            let written: Vec<&str> = [Some(session_key.as_str()), user_key.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            self.replicated(Some(&written)).await?;
             Ok(())
         })
         .await
@@ -527,6 +577,8 @@ impl SessionStore for RedisStore {
                     if !single && !user.is_empty() && previous_user != user {
                         self.index(&user, key, record.absolute_deadline).await?;
                     }
+                    let (session_key, user_key) = (self.session_key(key), self.user_key(&user));
+                    self.replicated(Some(&[&session_key, &user_key])).await?;
                     Ok(())
                 }
                 0 => Err(UpdateError::Conflict),
@@ -573,7 +625,7 @@ impl SessionStore for RedisStore {
                 .await
                 .map_err(store_error)?;
             match outcome {
-                1 => Ok(()),
+                1 => Ok(self.replicated(None).await?),
                 2 => Err(RenameError::Duplicate),
                 _ => Err(RenameError::Missing),
             }
@@ -582,7 +634,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        self.bounded(self.delete_key(key)).await
+        self.bounded(async {
+            let deleted = self.delete_key(key).await?;
+            self.replicated(Some(&[&self.session_key(key)])).await?;
+            Ok(deleted)
+        })
+        .await
     }
 
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {

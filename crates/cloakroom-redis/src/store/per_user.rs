@@ -116,7 +116,7 @@ impl RedisStore {
             let mut connection = self.connection.clone();
             let (batch_deleted, left): (u64, u64) = self
                 .bounded(async {
-                    scripts::REVOKE_BATCH
+                    let outcome = scripts::REVOKE_BATCH
                         .key(&set)
                         .arg(to_unix_ms(now()))
                         .arg(user)
@@ -125,7 +125,9 @@ impl RedisStore {
                         .arg(&kept)
                         .invoke_async(&mut connection)
                         .await
-                        .map_err(store_error)
+                        .map_err(store_error)?;
+                    self.replicated(None).await?;
+                    Ok(outcome)
                 })
                 .await?;
             deleted += batch_deleted;
@@ -276,6 +278,7 @@ impl RedisStore {
                 })
                 .await?;
             self.remove_members(&set, &batch).await?;
+            self.bounded(self.replicated(None)).await?;
             if round >= limit {
                 break;
             }
