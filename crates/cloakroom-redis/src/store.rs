@@ -577,8 +577,13 @@ impl SessionStore for RedisStore {
                     if !single && !user.is_empty() && previous_user != user {
                         self.index(&user, key, record.absolute_deadline).await?;
                     }
-                    let (session_key, user_key) = (self.session_key(key), self.user_key(&user));
-                    self.replicated(Some(&[&session_key, &user_key])).await?;
+                    let session_key = self.session_key(key);
+                    let user_key = (!user.is_empty()).then(|| self.user_key(&user));
+                    let written: Vec<&str> = [Some(session_key.as_str()), user_key.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    self.replicated(Some(&written)).await?;
                     Ok(())
                 }
                 0 => Err(UpdateError::Conflict),

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::FromRedisValue;
 
 use super::{store_error, RedisStore};
@@ -60,7 +60,8 @@ impl RedisStore {
     ///
     /// `WAIT` covers the writes sent earlier on the same connection; this store keeps one
     /// connection per node, so it covers the write just made (unless that connection was
-    /// re-established in between, when `WAIT` has nothing to wait for).
+    /// re-established in between, when `WAIT` has nothing to wait for). While it waits,
+    /// that connection is held: other requests to the same node queue behind it.
     pub(super) async fn replicated(&self, keys: Option<&[&str]>) -> Result<(), StoreError> {
         let Some(wait) = self.wait else {
             return Ok(());
@@ -72,19 +73,34 @@ impl RedisStore {
         let mut acknowledged = Vec::new();
         match (&self.connection, keys) {
             (Connection::Cluster(cluster), Some(keys)) => {
-                let mut slots: Vec<u16> = keys.iter().map(|key| slot(key)).collect();
-                slots.sort_unstable();
-                slots.dedup();
-                for slot in slots {
-                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                        Route::new(slot, SlotAddr::Master),
-                    ));
-                    let reply = cluster
+                let mut by_slot: Vec<(u16, &str)> =
+                    keys.iter().map(|key| (slot(key), *key)).collect();
+                by_slot.sort_unstable();
+                by_slot.dedup_by_key(|(slot, _)| *slot);
+                for (slot, key) in by_slot {
+                    // The client sends a command to some other node when it has no
+                    // connection to the slot's primary, expecting a redirection; `WAIT`
+                    // has no key to be redirected by, and elsewhere it would acknowledge
+                    // nothing. A keyed command first in the same batch fails (MOVED) on
+                    // the wrong node, so the `WAIT` counts only on the one that wrote.
+                    let mut pipeline = redis::pipe();
+                    pipeline.cmd("EXISTS").arg(key).add_command(command.clone());
+                    let route =
+                        SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                    let replies = cluster
                         .clone()
-                        .route_command(&command, route)
+                        .route_pipeline(&pipeline, 0, 2, route)
                         .await
                         .map_err(store_error)?;
-                    acknowledged.push(u64::from_redis_value(&reply).map_err(store_error)?);
+                    let mut replies = replies.into_iter().map(|reply| reply.extract_error());
+                    let (Some(exists), Some(waited)) = (replies.next(), replies.next()) else {
+                        return Err(StoreError::backend("WAIT got no answer"));
+                    };
+                    exists.map_err(store_error)?;
+                    acknowledged.push(
+                        u64::from_redis_value(&waited.map_err(store_error)?)
+                            .map_err(store_error)?,
+                    );
                 }
             }
             // A single node, or every primary (`WAIT` is routed to all and answers the least).
