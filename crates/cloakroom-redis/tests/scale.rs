@@ -329,3 +329,73 @@ async fn measure_one_hundred_thousand_sessions_of_one_user() {
     eprintln!("purge_expired: {:?}", started.elapsed());
     support::clean(&support::redis_url(), &prefix).await;
 }
+
+/// The cluster path (index and sessions in different slots): batched listing and
+/// revocation at scale, and revocation racing renames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_revoke_others_at_scale_and_racing_rename() {
+    if !support::redis_server_installed() {
+        return support::skip("redis-server is not installed: run scripts/services.sh");
+    }
+    let cluster = support::Cluster::start().await;
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let store = RedisStore::connect_cluster(&urls, RedisConfig::default())
+        .await
+        .expect("connect to the cluster");
+
+    let keys = log_in_many(&store, "crowd", 3_000).await;
+    let started = Instant::now();
+    assert_eq!(store.list_for_user("crowd").await.unwrap().len(), 3_000);
+    eprintln!("cluster list_for_user, 3,000: {:?}", started.elapsed());
+    let started = Instant::now();
+    let revoked = store
+        .delete_for_user("crowd", Some(&keys[0]))
+        .await
+        .unwrap();
+    eprintln!(
+        "cluster delete_for_user(except), 3,000: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(revoked, 2_999);
+    assert_eq!(live_count(&store, &keys).await, 1);
+
+    for round in 0..5 {
+        let user = format!("racer{round}");
+        let keep = log_in_many(&store, &user, 1).await[0];
+        let mut keys = log_in_many(&store, &user, 200).await;
+        let chains = keys.split_off(180);
+        let done = Arc::new(AtomicBool::new(false));
+        let renamers: Vec<_> = chains
+            .into_iter()
+            .map(|mut key| {
+                let (store, done) = (store.clone(), done.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let next = SessionId::generate().store_key();
+                        match store.rename(&key, &next).await {
+                            Ok(()) => key = next,
+                            Err(RenameError::Missing) => return key,
+                            Err(error) => panic!("rename: {error}"),
+                        }
+                        if done.load(Ordering::SeqCst) {
+                            return key;
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        store.delete_for_user(&user, Some(&keep)).await.unwrap();
+        done.store(true, Ordering::SeqCst);
+        for renamer in renamers {
+            keys.push(renamer.await.unwrap());
+        }
+        assert_eq!(
+            live_count(&store, &keys).await,
+            0,
+            "round {round}: a session renamed during the revocation survived it"
+        );
+        assert_eq!(store.list_for_user(&user).await.unwrap().len(), 1);
+    }
+}
