@@ -223,8 +223,11 @@ async fn corrupt_records_are_skipped_by_list_and_removed_by_revoke() {
         ),
     ];
     let mut corrupt = Vec::new();
+    let mut cookies = Vec::new();
     for (_, overrides) in &damaged {
-        let key = SessionId::generate().store_key();
+        let id = SessionId::generate();
+        let key = id.store_key();
+        cookies.push(id.to_cookie_value());
         let mut fields: Vec<(&str, String)> = vec![
             ("v", "1".into()),
             ("r", valid.clone()),
@@ -250,6 +253,24 @@ async fn corrupt_records_are_skipped_by_list_and_removed_by_revoke() {
             Ok(None) | Err(StoreError::Corrupt(_)) => {}
             other => panic!("{what}: load gave {other:?}, not absent or Corrupt"),
         }
+    }
+    // Through the session layer, a request carrying such a session's cookie is anonymous.
+    let app = axum::Router::new()
+        .route(
+            "/n",
+            axum::routing::get(|s: cloakroom::Session| async move {
+                s.get::<u64>("n").await.map(|n| format!("{n:?}"))
+            }),
+        )
+        .layer(cloakroom::SessionLayer::new(store.clone()));
+    for (cookie, (what, _)) in cookies.iter().zip(&damaged) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get("/n")
+            .header("cookie", format!("id={cookie}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200, "{what}: not an anonymous request");
     }
     let listed = store.list_for_user("mallory").await.expect("list");
     let mut listed: Vec<StoreKey> = listed.into_iter().map(|e| e.key).collect();
