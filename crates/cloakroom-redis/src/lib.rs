@@ -18,4 +18,4 @@ mod connection;
 mod scripts;
 mod store;
 
-pub use store::{RedisConfig, RedisStore, SetupError};
+pub use store::{NotReplicated, RedisConfig, RedisStore, SetupError};

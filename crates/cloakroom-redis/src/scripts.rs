@@ -12,8 +12,16 @@ use redis::Script;
 
 /// Shared Lua: is the session key live at `now`, and the earlier of two deadlines.
 const HELPERS: &str = r"
+-- A deadline that is not a number (a damaged hash) counts as dead.
 local function live_x(x, now)
-  return x and (x == '' or tonumber(x) > tonumber(now))
+  if not x then return false end
+  if x == '' then return true end
+  local n = tonumber(x)
+  return n ~= nil and n > tonumber(now)
+end
+-- An index member names a session key only if it is a store key's 64 hex digits.
+local function is_member(m)
+  return #m == 64 and not m:find('[^0-9a-f]')
 end
 local function earliest(i, a)
   if i == '' then return a end
@@ -136,15 +144,16 @@ return n
     )
 });
 
-/// KEYS: session. ARGV: now, user. Deletes the session if it is live and the user's.
-/// Returns 1 if it deleted a live session of the user.
+/// KEYS: session. ARGV: now, user. Deletes the session if it is the user's (live,
+/// expired or damaged alike). Returns 1 if it deleted a live session of the user.
 pub static DELETE_IF_USER: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local h = redis.call('HMGET', KEYS[1], 'x', 'u')
-if not live_x(h[1], ARGV[1]) or h[2] ~= ARGV[2] then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'x', 'u', 'r')
+if h[2] ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1])
-return 1
+if h[3] and live_x(h[1], ARGV[1]) then return 1 end
+return 0
 ",
     )
 });
@@ -153,3 +162,72 @@ return 1
 /// set is in another slot than the session).
 pub static INDEX_ADD: LazyLock<Script> =
     LazyLock::new(|| script("index_add(KEYS[1], ARGV[1], ARGV[2])\nreturn 1\n"));
+
+/// Single node only. One batch of "revoke all of a user's sessions (but one)". KEYS: user
+/// set. ARGV: now, user, key prefix, batch size, kept member (or '').
+///
+/// Takes up to a batch of members out of the index and deletes each that is the user's
+/// session (live, expired or damaged alike); members naming anything else are simply
+/// dropped. Progress is kept whatever happens to later batches. A rename moves its index
+/// entry in one script too, so a session renamed between batches is found by a later one.
+/// Returns {live sessions deleted, members left besides the kept one}.
+pub static REVOKE_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local keep = ARGV[5] ~= '' and redis.call('SREM', KEYS[1], ARGV[5]) == 1
+local at = redis.call('PEXPIRETIME', KEYS[1])
+local deleted = 0
+for _, m in ipairs(redis.call('SPOP', KEYS[1], ARGV[4])) do
+  if is_member(m) then
+    local key = ARGV[3] .. 's:{' .. m .. '}'
+    local h = redis.call('HMGET', key, 'x', 'u', 'r')
+    if h[2] == ARGV[2] then
+      if h[3] and live_x(h[1], ARGV[1]) then deleted = deleted + 1 end
+      redis.call('DEL', key)
+    end
+  end
+end
+local left = redis.call('SCARD', KEYS[1])
+if keep then
+  redis.call('SADD', KEYS[1], ARGV[5])
+  if at > 0 then redis.call('PEXPIREAT', KEYS[1], at) end
+end
+return {deleted, left}
+",
+    )
+});
+
+/// Single node only. One batch of a user's listing. KEYS: user set. ARGV: now, user, key
+/// prefix, SSCAN cursor, batch size.
+///
+/// Returns the next cursor, then six values per live session of the user: member, `v`,
+/// `r`, `la`, `i`, `a`. Members naming no live session of the user are removed from the
+/// index in the same step, so nobody can re-add one in between; a session of the user
+/// that can never be live again (expired, damaged deadline) is deleted with its member.
+pub static LIST_BATCH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local scan = redis.call('SSCAN', KEYS[1], ARGV[4], 'COUNT', ARGV[5])
+local out = {scan[1]}
+local dead = {}
+for _, m in ipairs(scan[2]) do
+  local h = false
+  local key = ARGV[3] .. 's:{' .. m .. '}'
+  if is_member(m) then
+    h = redis.call('HMGET', key, 'v', 'r', 'la', 'i', 'a', 'x', 'u')
+  end
+  if h and h[7] == ARGV[2] and live_x(h[6], ARGV[1]) then
+    table.insert(out, m)
+    for j = 1, 5 do table.insert(out, h[j]) end
+  else
+    -- The user's session, but expired or with a damaged deadline: it can never be live
+    -- again, and once out of the index nothing else would find it.
+    if h and h[7] == ARGV[2] then redis.call('DEL', key) end
+    table.insert(dead, m)
+  end
+end
+if #dead > 0 then redis.call('SREM', KEYS[1], unpack(dead)) end
+return out
+",
+    )
+});

@@ -1,0 +1,301 @@
+//! A user's sessions, listed and revoked in batches: each batch is one bounded round trip
+//! (one script on a single node; one slot-routed burst of commands in a cluster), and
+//! what a batch did stays done, so these finish whatever the number of sessions and a
+//! retry after a failure never starts over.
+
+use std::collections::HashSet;
+
+use cloakroom::record::{now, to_unix_ms};
+use cloakroom::{SessionEntry, StoreError, StoreKey};
+use futures_util::future::join_all;
+
+use super::{decode, decode_listed, store_error, RedisStore};
+use crate::connection::Connection;
+use crate::scripts;
+
+/// Index members handled per round trip: small enough that one batch never holds the
+/// server (single-threaded) for long, large enough that 100,000 sessions take a few
+/// hundred round trips.
+const BATCH: usize = 500;
+
+/// A revocation keeps going while members are left, but not forever: logins landing
+/// faster than it revokes must not keep it running. Bound: twice the batches the first
+/// batch saw left, plus some slack for concurrent rotations.
+fn round_limit(left_after_first: u64) -> u64 {
+    2 * left_after_first.div_ceil(BATCH as u64) + 16
+}
+
+impl RedisStore {
+    /// The live sessions of `user`, pruning index members that name none.
+    pub(super) async fn list_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        if self.is_cluster() {
+            self.list_user_across_slots(user).await
+        } else {
+            self.list_user_scripted(user).await
+        }
+    }
+
+    /// Revokes `user`'s sessions but `except`; returns how many live ones it deleted.
+    pub(super) async fn revoke_user(
+        &self,
+        user: &str,
+        except: Option<&StoreKey>,
+    ) -> Result<u64, StoreError> {
+        if self.is_cluster() {
+            self.revoke_user_across_slots(user, except).await
+        } else {
+            self.revoke_user_scripted(user, except).await
+        }
+    }
+
+    async fn list_user_scripted(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        let set = self.user_key(user);
+        let mut cursor = "0".to_owned();
+        let mut seen = HashSet::new();
+        let mut live = Vec::new();
+        loop {
+            let mut connection = self.connection.clone();
+            let reply: Vec<Option<String>> = self
+                .bounded(async {
+                    scripts::LIST_BATCH
+                        .key(&set)
+                        .arg(to_unix_ms(now()))
+                        .arg(user)
+                        .arg(&self.config.prefix)
+                        .arg(&cursor)
+                        .arg(BATCH)
+                        .invoke_async(&mut connection)
+                        .await
+                        .map_err(store_error)
+                })
+                .await?;
+            let mut reply = reply.into_iter();
+            cursor = reply
+                .next()
+                .flatten()
+                .ok_or_else(|| StoreError::backend("the listing script returned no cursor"))?;
+            let rest: Vec<Option<String>> = reply.collect();
+            for session in rest.chunks_exact(6) {
+                let Some(key) = session[0].as_deref().and_then(StoreKey::from_hex) else {
+                    continue;
+                };
+                if seen.insert(key) {
+                    self.keep_live(user, key, session[1..].to_vec(), &mut live);
+                }
+            }
+            if cursor == "0" {
+                return Ok(live);
+            }
+        }
+    }
+
+    fn keep_live(
+        &self,
+        user: &str,
+        key: StoreKey,
+        fields: Vec<Option<String>>,
+        live: &mut Vec<SessionEntry>,
+    ) {
+        if let Some(record) = decode_listed(&key, fields) {
+            if record.user_id.as_deref() == Some(user) {
+                live.push(SessionEntry { key, record });
+            }
+        }
+    }
+
+    async fn revoke_user_scripted(
+        &self,
+        user: &str,
+        except: Option<&StoreKey>,
+    ) -> Result<u64, StoreError> {
+        let set = self.user_key(user);
+        let kept = except.map(StoreKey::to_hex).unwrap_or_default();
+        let mut deleted = 0;
+        let mut limit = None;
+        for round in 0.. {
+            let mut connection = self.connection.clone();
+            let (batch_deleted, left): (u64, u64) = self
+                .bounded(async {
+                    let outcome = scripts::REVOKE_BATCH
+                        .key(&set)
+                        .arg(to_unix_ms(now()))
+                        .arg(user)
+                        .arg(&self.config.prefix)
+                        .arg(BATCH)
+                        .arg(&kept)
+                        .invoke_async(&mut connection)
+                        .await
+                        .map_err(store_error)?;
+                    self.replicated(None).await?;
+                    Ok(outcome)
+                })
+                .await?;
+            deleted += batch_deleted;
+            if left == 0 || round >= *limit.get_or_insert_with(|| round_limit(left)) {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// In a cluster the index and the sessions live in different slots, so a batch reads
+    /// members, reads their sessions on their own nodes (all at once), then prunes.
+    async fn list_user_across_slots(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        let set = self.user_key(user);
+        let mut cursor = "0".to_owned();
+        let mut seen = HashSet::new();
+        let mut live = Vec::new();
+        loop {
+            let mut connection = self.connection.clone();
+            let (next, members): (String, Vec<String>) = self
+                .bounded(async {
+                    redis::cmd("SSCAN")
+                        .arg(&set)
+                        .arg(&cursor)
+                        .arg("COUNT")
+                        .arg(BATCH)
+                        .query_async(&mut connection)
+                        .await
+                        .map_err(store_error)
+                })
+                .await?;
+            cursor = next;
+            let mut dead = Vec::new();
+            let mut keys = Vec::new();
+            for member in members {
+                match StoreKey::from_hex(&member) {
+                    Some(key) if seen.insert(key) => keys.push(key),
+                    Some(_) => {}
+                    None => dead.push(member),
+                }
+            }
+            let reads = self
+                .bounded(async {
+                    let reads = join_all(keys.iter().map(|key| {
+                        let mut connection = self.connection.clone();
+                        let command = redis::cmd("HMGET")
+                            .arg(self.session_key(key))
+                            .arg(&["v", "r", "la", "i", "a", "u"])
+                            .clone();
+                        async move {
+                            command
+                                .query_async::<Vec<Option<String>>>(&mut connection)
+                                .await
+                        }
+                    }))
+                    .await;
+                    reads
+                        .into_iter()
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(store_error)
+                })
+                .await?;
+            for (key, mut fields) in keys.into_iter().zip(reads) {
+                let owner = fields.pop().flatten();
+                match decode(fields) {
+                    Ok(Some(record)) if owner.as_deref() == Some(user) => {
+                        live.push(SessionEntry { key, record })
+                    }
+                    // Gone, expired or someone else's now.
+                    Ok(_) => dead.push(key.to_hex()),
+                    // Left indexed, so that a revocation finds and removes it.
+                    Err(error) => {
+                        tracing::warn!(handle = %key.handle(), %error, "corrupt session record skipped");
+                    }
+                }
+            }
+            if !dead.is_empty() {
+                self.remove_members(&set, &dead).await?;
+            }
+            if cursor == "0" {
+                return Ok(live);
+            }
+        }
+    }
+
+    /// Samples members, deletes their sessions on their own nodes, then drops them from
+    /// the index, until the index holds nothing but the kept session. A rename in a
+    /// cluster indexes the new key before it deletes the old one, so a session renamed
+    /// while this runs is sampled by a later batch.
+    async fn revoke_user_across_slots(
+        &self,
+        user: &str,
+        except: Option<&StoreKey>,
+    ) -> Result<u64, StoreError> {
+        let set = self.user_key(user);
+        let kept = except.map(StoreKey::to_hex);
+        let mut connection = self.connection.clone();
+        let members: u64 = self
+            .bounded(async {
+                redis::cmd("SCARD")
+                    .arg(&set)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(store_error)
+            })
+            .await?;
+        let limit = round_limit(members);
+        let mut deleted = 0;
+        for round in 0.. {
+            let mut connection = self.connection.clone();
+            let sample: Vec<String> = self
+                .bounded(async {
+                    redis::cmd("SRANDMEMBER")
+                        .arg(&set)
+                        .arg(BATCH + 1)
+                        .query_async(&mut connection)
+                        .await
+                        .map_err(store_error)
+                })
+                .await?;
+            let batch: Vec<String> = sample
+                .into_iter()
+                .filter(|member| Some(member) != kept.as_ref())
+                .take(BATCH)
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            let at = to_unix_ms(now());
+            deleted += self
+                .bounded(async {
+                    let outcomes = join_all(
+                        batch
+                            .iter()
+                            .filter_map(|member| StoreKey::from_hex(member))
+                            .map(|key| {
+                                let mut connection: Connection = self.connection.clone();
+                                let mut invocation = scripts::DELETE_IF_USER.prepare_invoke();
+                                invocation.key(self.session_key(&key)).arg(at).arg(user);
+                                async move { invocation.invoke_async::<u64>(&mut connection).await }
+                            }),
+                    )
+                    .await;
+                    outcomes
+                        .into_iter()
+                        .sum::<Result<u64, _>>()
+                        .map_err(store_error)
+                })
+                .await?;
+            self.remove_members(&set, &batch).await?;
+            self.bounded(self.replicated(None)).await?;
+            if round >= limit {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn remove_members(&self, set: &str, members: &[String]) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        self.bounded(async {
+            redis::cmd("SREM")
+                .arg(set)
+                .arg(members)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(store_error)
+        })
+        .await
+    }
+}

@@ -1,0 +1,422 @@
+//! Per-user operations at scale, under concurrent rotation, and over corrupt records, on
+//! the shared Redis (each test under its own key prefix).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloakroom::record::{now, to_unix_ms};
+use cloakroom::{ListQuery, Record, RenameError, SessionId, SessionStore, StoreError, StoreKey};
+use cloakroom_redis::{RedisConfig, RedisStore};
+use futures_util::StreamExt;
+
+async fn store(prefix: &str) -> Option<RedisStore> {
+    let url = support::redis_url();
+    let config = RedisConfig {
+        prefix: prefix.to_owned(),
+        ..RedisConfig::default()
+    };
+    match RedisStore::connect_with(&url, config).await {
+        Ok(store) => Some(store),
+        Err(error) => {
+            support::skip(&format!("Redis at {url} is unreachable ({error})"));
+            None
+        }
+    }
+}
+
+fn user_record(user: &str) -> Record {
+    let t = now();
+    let mut record = Record::new(
+        t,
+        Some(t + Duration::from_secs(600)),
+        Some(t + Duration::from_secs(3600)),
+    );
+    record.user_id = Some(user.to_owned());
+    record
+}
+
+/// Inserts `count` sessions of `user`, many at a time, and returns their keys.
+async fn log_in_many(store: &RedisStore, user: &str, count: usize) -> Vec<StoreKey> {
+    let record = user_record(user);
+    futures_util::stream::iter(0..count)
+        .map(|_| {
+            let record = record.clone();
+            async move {
+                let key = SessionId::generate().store_key();
+                store.insert(&key, &record).await.expect("insert");
+                key
+            }
+        })
+        .buffer_unordered(128)
+        .collect()
+        .await
+}
+
+async fn live_count(store: &RedisStore, keys: &[StoreKey]) -> usize {
+    futures_util::stream::iter(keys)
+        .map(|key| async move { store.load(key).await.expect("load").is_some() })
+        .buffer_unordered(128)
+        .filter(|live| std::future::ready(*live))
+        .count()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_finishes_for_twenty_thousand_sessions() {
+    let prefix = support::unique_prefix();
+    let Some(store) = store(&prefix).await else {
+        return;
+    };
+    let keys = log_in_many(&store, "crowd", 20_000).await;
+    let current = keys[0];
+
+    let started = Instant::now();
+    let listed = store.list_for_user("crowd").await.expect("list 20,000");
+    assert_eq!(listed.len(), 20_000);
+    eprintln!("list_for_user, 20,000 sessions: {:?}", started.elapsed());
+
+    let started = Instant::now();
+    let revoked = store
+        .delete_for_user("crowd", Some(&current))
+        .await
+        .expect("revoke others of 20,000");
+    eprintln!(
+        "delete_for_user(except), 20,000 sessions: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(revoked, 19_999);
+    assert_eq!(live_count(&store, &keys).await, 1);
+    let listed = store.list_for_user("crowd").await.expect("list after");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, current);
+    support::clean(&support::redis_url(), &prefix).await;
+}
+
+/// A session rotated (renamed) while its user's other sessions are revoked must not
+/// survive under its new ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_racing_rename_leaves_only_the_kept_session() {
+    let prefix = support::unique_prefix();
+    let Some(store) = store(&prefix).await else {
+        return;
+    };
+    for round in 0..15 {
+        let user = format!("racer{round}");
+        let keep = log_in_many(&store, &user, 1).await[0];
+        let mut keys = log_in_many(&store, &user, 300).await;
+        let chains = keys.split_off(280);
+        let done = Arc::new(AtomicBool::new(false));
+        let renamers: Vec<_> = chains
+            .into_iter()
+            .map(|mut key| {
+                let (store, done) = (store.clone(), done.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let next = SessionId::generate().store_key();
+                        match store.rename(&key, &next).await {
+                            Ok(()) => key = next,
+                            Err(RenameError::Missing) => return key,
+                            Err(error) => panic!("rename: {error}"),
+                        }
+                        if done.load(Ordering::SeqCst) {
+                            return key;
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        store
+            .delete_for_user(&user, Some(&keep))
+            .await
+            .expect("revoke");
+        done.store(true, Ordering::SeqCst);
+        let mut last = Vec::new();
+        for renamer in renamers {
+            last.push(renamer.await.unwrap());
+        }
+        keys.extend(last);
+        assert_eq!(
+            live_count(&store, &keys).await,
+            0,
+            "round {round}: a session renamed during the revocation survived it"
+        );
+        assert!(store.load(&keep).await.unwrap().is_some());
+        let listed = store.list_for_user(&user).await.unwrap();
+        assert_eq!(listed.len(), 1, "round {round}");
+    }
+    support::clean(&support::redis_url(), &prefix).await;
+}
+
+/// Writes a raw session hash for `user` and indexes it, as a damaged or foreign writer
+/// might have left it.
+async fn plant(prefix: &str, user: &str, key: &StoreKey, fields: &[(&str, String)]) {
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let session = format!("{prefix}s:{{{}}}", key.to_hex());
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&session);
+    for (name, value) in fields {
+        hset.arg(*name).arg(value);
+    }
+    let _: () = hset.query_async(&mut connection).await.unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg(format!("{prefix}u:{{{user}}}"))
+        .arg(key.to_hex())
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+async fn exists(prefix: &str, key: &StoreKey) -> bool {
+    let client = redis::Client::open(support::redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("EXISTS")
+        .arg(format!("{prefix}s:{{{}}}", key.to_hex()))
+        .query_async::<i64>(&mut connection)
+        .await
+        .unwrap()
+        == 1
+}
+
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_records_are_skipped_by_list_and_removed_by_revoke() {
+    let prefix = support::unique_prefix();
+    let Some(store) = store(&prefix).await else {
+        return;
+    };
+    let good = log_in_many(&store, "mallory", 3).await;
+    let later = (to_unix_ms(now()) + 600_000).to_string();
+    let t = to_unix_ms(now()).to_string();
+    let valid = serde_json::to_string(&user_record("mallory")).unwrap();
+    let deep = valid.replacen(
+        "\"data\":{}",
+        &format!("\"data\":{{\"k\":{}}}", nested(126)),
+        1,
+    );
+    assert_ne!(deep, valid);
+    let damaged: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("not JSON", vec![("r", "{not json".into())]),
+        ("126 levels deep", vec![("r", deep)]),
+        (
+            "bad version",
+            vec![("r", valid.clone()), ("v", "one".into())],
+        ),
+        (
+            "bad deadline",
+            vec![
+                ("r", valid.clone()),
+                ("x", "soon".into()),
+                ("i", "soon".into()),
+            ],
+        ),
+        (
+            "missing fields",
+            vec![("u", "mallory".into()), ("x", later.clone())],
+        ),
+    ];
+    let mut corrupt = Vec::new();
+    let mut cookies = Vec::new();
+    for (_, overrides) in &damaged {
+        let id = SessionId::generate();
+        let key = id.store_key();
+        cookies.push(id.to_cookie_value());
+        let mut fields: Vec<(&str, String)> = vec![
+            ("v", "1".into()),
+            ("r", valid.clone()),
+            ("la", t.clone()),
+            ("i", later.clone()),
+            ("a", later.clone()),
+            ("x", later.clone()),
+            ("u", "mallory".into()),
+        ];
+        if overrides.iter().any(|(name, _)| *name == "u") {
+            fields.clear();
+        }
+        for (name, value) in overrides {
+            fields.retain(|(n, _)| n != name);
+            fields.push((name, value.clone()));
+        }
+        plant(&prefix, "mallory", &key, &fields).await;
+        corrupt.push(key);
+    }
+
+    for (key, (what, _)) in corrupt.iter().zip(&damaged) {
+        match store.load(key).await {
+            Ok(None) | Err(StoreError::Corrupt(_)) => {}
+            other => panic!("{what}: load gave {other:?}, not absent or Corrupt"),
+        }
+    }
+    // Through the session layer, a request carrying such a session's cookie is anonymous.
+    let app = axum::Router::new()
+        .route(
+            "/n",
+            axum::routing::get(|s: cloakroom::Session| async move {
+                s.get::<u64>("n").await.map(|n| format!("{n:?}"))
+            }),
+        )
+        .layer(cloakroom::SessionLayer::new(store.clone()));
+    for (cookie, (what, _)) in cookies.iter().zip(&damaged) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get("/n")
+            .header("cookie", format!("id={cookie}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200, "{what}: not an anonymous request");
+    }
+    let listed = store.list_for_user("mallory").await.expect("list");
+    let mut listed: Vec<StoreKey> = listed.into_iter().map(|e| e.key).collect();
+    listed.sort();
+    let mut expected = good.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "list shows exactly the sound sessions");
+    let all = store
+        .list_sessions(&ListQuery {
+            user: None,
+            after: None,
+            limit: 100,
+        })
+        .await
+        .expect("admin list");
+    assert_eq!(all.len(), 3);
+    store.purge_expired(100).await.expect("purge");
+
+    let revoked = store
+        .delete_for_user("mallory", Some(&good[0]))
+        .await
+        .expect("revoke over corrupt records");
+    // The sound two, and perhaps damaged ones that still looked live to the server.
+    assert!(
+        (2..=2 + corrupt.len() as u64).contains(&revoked),
+        "{revoked}"
+    );
+    for (key, (what, _)) in corrupt.iter().zip(&damaged) {
+        assert!(!exists(&prefix, key).await, "{what}: revoke left it");
+    }
+    assert!(store.load(&good[0]).await.unwrap().is_some());
+    assert_eq!(store.delete_for_user("mallory", None).await.unwrap(), 1);
+    support::clean(&support::redis_url(), &prefix).await;
+}
+
+/// Figures for RELIABILITY.md: one user with 100,000 sessions.
+/// `cargo test -p cloakroom-redis --test scale -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a check: about a minute"]
+async fn measure_one_hundred_thousand_sessions_of_one_user() {
+    let prefix = support::unique_prefix();
+    let Some(store) = store(&prefix).await else {
+        return;
+    };
+    let started = Instant::now();
+    let keys = log_in_many(&store, "whale", 100_000).await;
+    eprintln!("insert 100,000 (128 in flight): {:?}", started.elapsed());
+
+    let started = Instant::now();
+    let listed = store.list_for_user("whale").await.expect("list");
+    eprintln!("list_for_user, 100,000 live: {:?}", started.elapsed());
+    assert_eq!(listed.len(), 100_000);
+
+    let started = Instant::now();
+    let revoked = store
+        .delete_for_user("whale", Some(&keys[0]))
+        .await
+        .expect("revoke others");
+    eprintln!(
+        "delete_for_user(except one), 100,000: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(revoked, 99_999);
+
+    let keys = log_in_many(&store, "whale", 100_000).await;
+    let started = Instant::now();
+    let revoked = store
+        .delete_for_user("whale", None)
+        .await
+        .expect("revoke all");
+    eprintln!("delete_for_user(all), 100,001: {:?}", started.elapsed());
+    assert_eq!(revoked, 100_001);
+    drop(keys);
+
+    let started = Instant::now();
+    store.purge_expired(1000).await.expect("purge");
+    eprintln!("purge_expired: {:?}", started.elapsed());
+    support::clean(&support::redis_url(), &prefix).await;
+}
+
+/// The cluster path (index and sessions in different slots): batched listing and
+/// revocation at scale, and revocation racing renames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_revoke_others_at_scale_and_racing_rename() {
+    if !support::redis_server_installed() {
+        return support::skip("redis-server is not installed: run scripts/services.sh");
+    }
+    let cluster = support::Cluster::start().await;
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let store = RedisStore::connect_cluster(&urls, RedisConfig::default())
+        .await
+        .expect("connect to the cluster");
+
+    let keys = log_in_many(&store, "crowd", 3_000).await;
+    let started = Instant::now();
+    assert_eq!(store.list_for_user("crowd").await.unwrap().len(), 3_000);
+    eprintln!("cluster list_for_user, 3,000: {:?}", started.elapsed());
+    let started = Instant::now();
+    let revoked = store
+        .delete_for_user("crowd", Some(&keys[0]))
+        .await
+        .unwrap();
+    eprintln!(
+        "cluster delete_for_user(except), 3,000: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(revoked, 2_999);
+    assert_eq!(live_count(&store, &keys).await, 1);
+
+    for round in 0..5 {
+        let user = format!("racer{round}");
+        let keep = log_in_many(&store, &user, 1).await[0];
+        let mut keys = log_in_many(&store, &user, 200).await;
+        let chains = keys.split_off(180);
+        let done = Arc::new(AtomicBool::new(false));
+        let renamers: Vec<_> = chains
+            .into_iter()
+            .map(|mut key| {
+                let (store, done) = (store.clone(), done.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let next = SessionId::generate().store_key();
+                        match store.rename(&key, &next).await {
+                            Ok(()) => key = next,
+                            Err(RenameError::Missing) => return key,
+                            Err(error) => panic!("rename: {error}"),
+                        }
+                        if done.load(Ordering::SeqCst) {
+                            return key;
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        store.delete_for_user(&user, Some(&keep)).await.unwrap();
+        done.store(true, Ordering::SeqCst);
+        for renamer in renamers {
+            keys.push(renamer.await.unwrap());
+        }
+        assert_eq!(
+            live_count(&store, &keys).await,
+            0,
+            "round {round}: a session renamed during the revocation survived it"
+        );
+        assert_eq!(store.list_for_user(&user).await.unwrap().len(), 1);
+    }
+}
