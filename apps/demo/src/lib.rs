@@ -90,15 +90,17 @@ impl Settings {
     /// The session configuration these settings describe.
     pub fn session_config(&self) -> SessionConfig {
         let defaults = ExpiryPolicy::default();
-        // TODO(coordinator): call SessionConfig::with_max_sessions_per_user(n)
-        // with n = self.max_sessions_per_user (0: no cap) once the engine has it.
-        SessionConfig::default()
+        let config = SessionConfig::default()
             .with_cookie(CookieConfig::default().with_secure(self.secure_cookies))
             .with_expiry(
                 ExpiryPolicy::default()
                     .with_idle_timeout(self.idle_timeout.or(defaults.idle_timeout()))
                     .with_absolute_timeout(self.absolute_timeout.or(defaults.absolute_timeout())),
-            )
+            );
+        match self.max_sessions_per_user {
+            0 => config,
+            cap => config.with_max_sessions_per_user(cap),
+        }
     }
 }
 

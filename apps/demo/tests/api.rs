@@ -606,7 +606,6 @@ async fn json_endpoints_refuse_bodies_that_are_not_declared_json() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine's per-user cap"]
 async fn the_demo_caps_live_sessions_per_user_revoking_the_oldest() {
     let cap = cloakroom_demo::DEFAULT_MAX_SESSIONS_PER_USER;
     let app = app();
@@ -614,6 +613,8 @@ async fn the_demo_caps_live_sessions_per_user_revoking_the_oldest() {
     let mut devices = Vec::new();
     for _ in 0..=cap {
         devices.push(login(&app, None).await);
+        // Activity times have millisecond resolution: keep "oldest" well defined.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
     let newest = devices.last().unwrap();
     let list = send(&app, "GET", "/api/sessions", Some(newest), None).await;
