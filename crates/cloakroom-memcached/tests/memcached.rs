@@ -22,6 +22,11 @@ impl Drop for Memcached {
 }
 
 async fn start() -> Option<Memcached> {
+    start_with(&[]).await
+}
+
+/// A memcached with extra command-line options (`-I 2k`: a small item size limit).
+async fn start_with(extra: &[&str]) -> Option<Memcached> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -40,6 +45,7 @@ async fn start() -> Option<Memcached> {
             "-u",
             "root",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
@@ -157,4 +163,231 @@ async fn a_session_lives_until_its_deadline_despite_memcached_s_coarse_clock() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+fn user_record(user: &str) -> Record {
+    let t = record::now();
+    let mut record = Record::new(t, Some(t + time::Duration::hours(1)), None);
+    record.user_id = Some(user.into());
+    record
+}
+
+async fn store_on(server: &Memcached, prefix: &str) -> MemcachedStore {
+    MemcachedStore::connect(&format!("127.0.0.1:{}", server.port))
+        .await
+        .unwrap()
+        .with_prefix(prefix)
+}
+
+/// Issue 12, item 2: with memcached's item size at 2 KB, one user's index of a few dozen
+/// sessions no longer fits one item; memcached dropped it and "log out other devices" left
+/// the others logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_holds_when_a_user_index_outgrows_memcached_s_item_size() {
+    let Some(server) = start_with(&["-I", "2k", "-o", "slab_chunk_max=2048"]).await else {
+        return;
+    };
+    let store = store_on(&server, "big:").await;
+    let current = SessionId::generate().store_key();
+    store.insert(&current, &user_record("many")).await.unwrap();
+    let mut others = Vec::new();
+    for _ in 0..120 {
+        let key = SessionId::generate().store_key();
+        store.insert(&key, &user_record("many")).await.unwrap();
+        others.push(key);
+    }
+    assert_eq!(store.list_for_user("many").await.unwrap().len(), 121);
+    let revoked = store.delete_for_user("many", Some(&current)).await.unwrap();
+    assert_eq!(revoked, 120);
+    for key in &others {
+        assert_eq!(store.load(key).await.unwrap(), None, "a session survived");
+    }
+    let left: Vec<_> = store
+        .list_for_user("many")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(left, vec![current], "exactly the current session remains");
+}
+
+/// The 64-hex-digit members in every item whose key starts with `prefix` (read with
+/// `lru_crawler metadump`, so independent of how the store lays its index out).
+async fn members_under(server: &Memcached, prefix: &str) -> usize {
+    let address = format!("tcp://127.0.0.1:{}", server.port);
+    let mut admin = async_memcached::Client::new(&address).await.unwrap();
+    let mut names = Vec::new();
+    {
+        let mut dump = admin.dump_keys().await.unwrap();
+        while let Some(entry) = dump.next().await {
+            // metadump URL-encodes keys.
+            let key = String::from_utf8_lossy(&entry.unwrap().key).replace("%3A", ":");
+            if key.starts_with(prefix) {
+                names.push(key);
+            }
+        }
+    }
+    let mut admin = async_memcached::Client::new(&address).await.unwrap();
+    let mut members = std::collections::HashSet::new();
+    for name in names {
+        use async_memcached::MetaProtocol;
+        let Some(value) = admin
+            .meta_get(&name, false, None, Some(&["v"]))
+            .await
+            .unwrap()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(value.data.as_deref().unwrap_or_default()).into_owned();
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i + 64 <= bytes.len() {
+            if bytes[i..i + 64].iter().all(u8::is_ascii_hexdigit) {
+                members.insert(text[i..i + 64].to_owned());
+                i += 64;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    members.len()
+}
+
+/// Issue 12, item 2: the all-sessions index (`all:` shards) was only ever appended to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purge_prunes_dead_sessions_from_the_all_sessions_index() {
+    let Some(server) = start().await else { return };
+    let store = store_on(&server, "prune:").await;
+    let mut keys = Vec::new();
+    for i in 0..300 {
+        let key = SessionId::generate().store_key();
+        store
+            .insert(&key, &user_record(&format!("u{}", i % 7)))
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    assert_eq!(members_under(&server, "prune:all:").await, 300);
+    for key in &keys[20..] {
+        assert!(store.delete(key).await.unwrap());
+    }
+    store.purge_expired(100).await.unwrap();
+    assert_eq!(
+        members_under(&server, "prune:all:").await,
+        20,
+        "the index keeps only live sessions"
+    );
+    let listed = store
+        .list_sessions(&cloakroom::ListQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 20);
+}
+
+/// Issue 12, item 15d: an ID rotation racing "log out other devices" must not leave the
+/// rotated session logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_catches_a_session_renamed_mid_revoke() {
+    let Some(server) = start().await else { return };
+    let store = std::sync::Arc::new(store_on(&server, "race:").await);
+    for round in 0..200 {
+        let user = format!("racer{round}");
+        let current = SessionId::generate().store_key();
+        store.insert(&current, &user_record(&user)).await.unwrap();
+        let mut others = Vec::new();
+        for _ in 0..6 {
+            let key = SessionId::generate().store_key();
+            store.insert(&key, &user_record(&user)).await.unwrap();
+            others.push(key);
+        }
+        let renames: Vec<_> = others
+            .iter()
+            .map(|old| {
+                let (store, old) = (store.clone(), *old);
+                let new = SessionId::generate().store_key();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_micros(50 * (round % 7))).await;
+                    let _ = store.rename(&old, &new).await;
+                    new
+                })
+            })
+            .collect();
+        store.delete_for_user(&user, Some(&current)).await.unwrap();
+        for (old, rename) in others.iter().zip(renames) {
+            let new = rename.await.unwrap();
+            assert_eq!(store.load(old).await.unwrap(), None, "round {round}");
+            assert_eq!(
+                store.load(&new).await.unwrap(),
+                None,
+                "round {round}: a session renamed during revoke-others survived"
+            );
+        }
+        assert!(store.load(&current).await.unwrap().is_some());
+    }
+}
+
+/// A stored record nested deeper than the JSON decoder's limit (126 levels of arrays in a
+/// value): it no longer decodes.
+fn too_deep_record(user: &str) -> Vec<u8> {
+    let valid = serde_json::to_string(&user_record(user)).unwrap();
+    let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
+    valid
+        .replacen("\"data\":{}", &format!("\"data\":{{\"k\":{deep}}}"), 1)
+        .into_bytes()
+}
+
+/// Issue 12, item 6: a corrupt record under a user is skipped by list, removed by revoke,
+/// and never makes list, revoke, purge or the admin listing fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
+    let Some(server) = start().await else { return };
+    let store = store_on(&server, "corrupt:").await;
+    let (good, bad) = (
+        SessionId::generate().store_key(),
+        SessionId::generate().store_key(),
+    );
+    store.insert(&good, &user_record("mallory")).await.unwrap();
+    store.insert(&bad, &user_record("mallory")).await.unwrap();
+    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port))
+        .await
+        .unwrap();
+    {
+        use async_memcached::MetaProtocol;
+        let item = format!("corrupt:s:{}", bad.to_hex());
+        admin
+            .meta_set(
+                &item,
+                too_deep_record("mallory").as_slice(),
+                false,
+                None,
+                Some(&["T3600"]),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(store.load(&bad).await.is_err(), "the record is corrupt");
+    let listed: Vec<_> = store
+        .list_for_user("mallory")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(listed, vec![good]);
+    let all = store
+        .list_sessions(&cloakroom::ListQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    store.purge_expired(10).await.unwrap();
+    store.delete_for_user("mallory", None).await.unwrap();
+    assert!(store.list_for_user("mallory").await.unwrap().is_empty());
+    assert_eq!(store.load(&good).await.unwrap(), None);
 }
