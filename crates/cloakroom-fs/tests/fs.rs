@@ -412,3 +412,67 @@ async fn writer_process() {
         done += 1;
     }
 }
+
+/// The adversarial-scale figures for RELIABILITY.md: one user with `CLOAKROOM_SCALE`
+/// sessions (default 100,000). Run with
+/// `cargo test -p cloakroom-fs --test fs -- --ignored --nocapture scale`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, minutes long"]
+async fn scale_one_user_with_many_sessions() {
+    let n: usize = std::env::var("CLOAKROOM_SCALE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FileStore::open(dir.path().join("store")).unwrap());
+    let insert_many = |n: usize, ttl: time::Duration| {
+        let store = store.clone();
+        async move {
+            let keys: Vec<StoreKey> = (0..n).map(|_| SessionId::generate().store_key()).collect();
+            let writers: Vec<_> = keys
+                .chunks(n.div_ceil(4).max(1))
+                .map(|chunk| {
+                    let (store, chunk) = (store.clone(), chunk.to_vec());
+                    tokio::spawn(async move {
+                        for key in chunk {
+                            let mut record = live_record(Some("whale"));
+                            record.idle_deadline = Some(record::now() + ttl);
+                            store.insert(&key, &record).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await.unwrap();
+            }
+            keys
+        }
+    };
+    let started = std::time::Instant::now();
+    let keys = insert_many(n, time::Duration::hours(1)).await;
+    println!(
+        "fs: insert {n} sessions for one user: {:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(store.list_for_user("whale").await.unwrap().len(), n);
+    println!("fs: list_for_user ({n}): {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    let revoked = store
+        .delete_for_user("whale", Some(&keys[0]))
+        .await
+        .unwrap();
+    println!("fs: revoke-others ({n}): {:?}", started.elapsed());
+    assert_eq!(revoked as usize, n - 1);
+    insert_many(n - 1, time::Duration::hours(1)).await;
+    let started = std::time::Instant::now();
+    let revoked = store.delete_for_user("whale", None).await.unwrap();
+    println!("fs: revoke-all ({n}): {:?}", started.elapsed());
+    assert_eq!(revoked as usize, n);
+    insert_many(n, time::Duration::seconds(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    let purged = store.purge_expired(1000).await.unwrap();
+    println!("fs: purge ({n} expired): {:?}", started.elapsed());
+    assert_eq!(purged as usize, n);
+}

@@ -391,3 +391,73 @@ async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
     assert!(store.list_for_user("mallory").await.unwrap().is_empty());
     assert_eq!(store.load(&good).await.unwrap(), None);
 }
+
+/// Inserts `n` sessions for `user`, four writers at a time; returns the keys.
+async fn insert_many(
+    store: &std::sync::Arc<MemcachedStore>,
+    user: &str,
+    n: usize,
+) -> Vec<cloakroom::StoreKey> {
+    let keys: Vec<_> = (0..n).map(|_| SessionId::generate().store_key()).collect();
+    let writers: Vec<_> = keys
+        .chunks(n.div_ceil(4).max(1))
+        .map(|chunk| {
+            let (store, chunk, user) = (store.clone(), chunk.to_vec(), user.to_owned());
+            tokio::spawn(async move {
+                for key in chunk {
+                    store.insert(&key, &user_record(&user)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    keys
+}
+
+/// The adversarial-scale figures for RELIABILITY.md: one user with `CLOAKROOM_SCALE`
+/// sessions (default 100,000). Run with
+/// `cargo test -p cloakroom-memcached --test memcached -- --ignored --nocapture scale`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, minutes long"]
+async fn scale_one_user_with_many_sessions() {
+    let Some(server) = start_with(&["-m", "1024"]).await else {
+        return;
+    };
+    let n: usize = std::env::var("CLOAKROOM_SCALE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let store = std::sync::Arc::new(store_on(&server, "scale:").await);
+    let started = Instant::now();
+    let keys = insert_many(&store, "whale", n).await;
+    println!(
+        "memcached: insert {n} sessions for one user: {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    assert_eq!(store.list_for_user("whale").await.unwrap().len(), n);
+    println!("memcached: list_for_user ({n}): {:?}", started.elapsed());
+    let started = Instant::now();
+    let revoked = store
+        .delete_for_user("whale", Some(&keys[0]))
+        .await
+        .unwrap();
+    println!("memcached: revoke-others ({n}): {:?}", started.elapsed());
+    assert_eq!(revoked as usize, n - 1);
+    assert_eq!(store.list_for_user("whale").await.unwrap().len(), 1);
+    insert_many(&store, "whale", n - 1).await;
+    let started = Instant::now();
+    let revoked = store.delete_for_user("whale", None).await.unwrap();
+    println!("memcached: revoke-all ({n}): {:?}", started.elapsed());
+    assert_eq!(revoked as usize, n);
+    let started = Instant::now();
+    store.purge_expired(1000).await.unwrap();
+    println!(
+        "memcached: purge (prunes {} dead keys from the all-sessions index): {:?}",
+        2 * n - 1,
+        started.elapsed()
+    );
+    assert_eq!(members_under(&server, "scale:all:").await, 0);
+}
