@@ -164,6 +164,14 @@ impl MemcachedStore {
             Ok(Err(McError::Protocol(Status::NotFound))) => Ok(Outcome::NotFound),
             Ok(Err(error)) => {
                 *guard = None;
+                if error.to_string().contains("too large") {
+                    // Not an outage: this value will never fit. (The index shards always
+                    // do; a session record can outgrow a small `-I`.)
+                    return Err(StoreError::backend(format!(
+                        "memcached refused an item larger than its item size ({error}): \
+                         raise memcached's -I or keep sessions smaller"
+                    )));
+                }
                 Err(unavailable(error))
             }
         }

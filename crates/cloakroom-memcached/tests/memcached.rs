@@ -461,3 +461,26 @@ async fn scale_one_user_with_many_sessions() {
     );
     assert_eq!(members_under(&server, "scale:all:").await, 0);
 }
+
+/// A session larger than memcached's item size is refused with a typed error that says
+/// what to do, and leaves nothing behind in the user's sessions.
+#[tokio::test]
+async fn a_session_larger_than_the_item_size_is_refused_with_a_typed_error() {
+    let Some(server) = start_with(&["-I", "2k", "-o", "slab_chunk_max=2048"]).await else {
+        return;
+    };
+    let store = store_on(&server, "huge:").await;
+    let mut record = user_record("hoarder");
+    record
+        .data
+        .insert("blob".into(), serde_json::json!("x".repeat(4000)));
+    let key = SessionId::generate().store_key();
+    match store.insert(&key, &record).await {
+        Err(cloakroom::InsertError::Store(cloakroom::StoreError::Backend(error))) => {
+            assert!(error.to_string().contains("-I"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(store.list_for_user("hoarder").await.unwrap().is_empty());
+    assert_eq!(store.load(&key).await.unwrap(), None);
+}
