@@ -466,14 +466,22 @@ impl SessionStore for MemcachedStore {
                 .live
                 .into_iter()
                 .map(|(key, _)| key)
-                .chain(scan.corrupt)
                 .filter(|key| Some(key) != except)
                 .collect();
-            if doomed.is_empty() {
+            let corrupt: Vec<StoreKey> = scan
+                .corrupt
+                .into_iter()
+                .filter(|key| Some(key) != except)
+                .collect();
+            if doomed.is_empty() && corrupt.is_empty() {
                 return Ok(deleted);
             }
             for key in doomed {
                 deleted += u64::from(self.delete(&key).await?);
+            }
+            // Unreadable, so dead already: removed, not counted as revoked.
+            for key in corrupt {
+                self.delete(&key).await?;
             }
         }
         Err(StoreError::backend(
