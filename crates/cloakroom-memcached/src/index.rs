@@ -17,6 +17,9 @@
 //!   any that came alive meanwhile.
 //! - Shards are never deleted, so a set whose directory was evicted is found again by
 //!   probing shards upward from 0.
+//! - An index an earlier version kept in one item (`u:HASH`, `all:XX`) is read by the
+//!   next scan of its set, its members moved in and the old item deleted, so sessions
+//!   from before an upgrade are still revoked. The sets are `ui:HASH` and `ai:XX`.
 //!
 //! A full shard is pruned before a new one is started, and every scan (list, revoke,
 //! admin listing, purge) prunes the shards it reads and moves `OPEN` back to the first
@@ -204,7 +207,13 @@ impl MemcachedStore {
 
     /// Reads every shard of `set`, pruning dead members, and moves `OPEN` back to the first
     /// shard with room.
-    pub(crate) async fn scan(&self, set: &str, keep: Keep<'_>) -> Result<Scan, StoreError> {
+    pub(crate) async fn scan(
+        &self,
+        set: &str,
+        legacy: &str,
+        keep: Keep<'_>,
+    ) -> Result<Scan, StoreError> {
+        self.migrate_legacy(set, legacy, keep).await?;
         let (directory, cas) = self.directory(set).await?;
         // Shards are never deleted: past the directory's count (or with the directory
         // evicted), probe upward until a shard is missing.
@@ -224,6 +233,34 @@ impl MemcachedStore {
             self.put_directory(set, next, cas).await?;
         }
         Ok(scan)
+    }
+
+    /// Moves the members of a one-item index written by an earlier version (a JSON array of
+    /// hex keys) into `set` and deletes the old item, so sessions from before an upgrade
+    /// are still listed and revoked.
+    async fn migrate_legacy(
+        &self,
+        set: &str,
+        legacy: &str,
+        keep: Keep<'_>,
+    ) -> Result<(), StoreError> {
+        let Some((bytes, cas)) = self.get(legacy).await? else {
+            return Ok(());
+        };
+        let members: Vec<StoreKey> = serde_json::from_slice::<Vec<String>>(&bytes)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|member| StoreKey::from_hex(member))
+            .collect();
+        for (key, state) in self.states(&members, keep).await? {
+            if !matches!(state, State::Gone) {
+                self.add_member(set, &key, keep).await?;
+            }
+        }
+        // An old writer that appended meanwhile makes this fail; the next scan migrates
+        // again.
+        self.delete_item(legacy, Some(cas)).await?;
+        Ok(())
     }
 
     /// Prunes the shards `indices` of `set`: what survives, how many members the last

@@ -128,7 +128,11 @@ impl MemcachedStore {
 
     fn user_key(&self, user: &str) -> String {
         let hashed: [u8; 32] = Sha256::digest(user.as_bytes()).into();
-        format!("{}u:{}", self.prefix, StoreKey::from_bytes(hashed).to_hex())
+        format!(
+            "{}ui:{}",
+            self.prefix,
+            StoreKey::from_bytes(hashed).to_hex()
+        )
     }
 
     /// Runs one command on a pooled connection, reconnecting a broken one, under the
@@ -278,7 +282,14 @@ impl MemcachedStore {
     /// The all-sessions index bucket of `key`: one of 256, by its first byte, so admin
     /// look-ups by handle read one bucket and no bucket draws every writer.
     fn bucket(&self, first_byte: u8) -> String {
-        format!("{}all:{first_byte:02x}", self.prefix)
+        format!("{}ai:{first_byte:02x}", self.prefix)
+    }
+
+    /// Where an earlier version kept a user's index (one item, a JSON array): read once,
+    /// migrated and deleted by the next scan of the user.
+    fn legacy_user_key(&self, user: &str) -> String {
+        let hashed: [u8; 32] = Sha256::digest(user.as_bytes()).into();
+        format!("{}u:{}", self.prefix, StoreKey::from_bytes(hashed).to_hex())
     }
 
     /// Adds `key` to its user's index (if any) and its all-sessions bucket, before its
@@ -318,12 +329,17 @@ impl MemcachedStore {
     /// A user's live sessions (and corrupt members), pruning the index as it goes.
     async fn scan_user(&self, user: &str) -> Result<index::Scan, StoreError> {
         let keep = |r: &Record| r.user_id.as_deref() == Some(user);
-        self.scan(&self.user_key(user), &keep).await
+        self.scan(&self.user_key(user), &self.legacy_user_key(user), &keep)
+            .await
     }
 
     /// The live sessions of one all-sessions bucket, pruning it as it goes.
     async fn scan_bucket(&self, first_byte: u8) -> Result<Vec<(StoreKey, Record)>, StoreError> {
-        Ok(self.scan(&self.bucket(first_byte), &|_| true).await?.live)
+        let legacy = format!("{}all:{first_byte:02x}", self.prefix);
+        Ok(self
+            .scan(&self.bucket(first_byte), &legacy, &|_| true)
+            .await?
+            .live)
     }
 }
 

@@ -268,13 +268,13 @@ async fn purge_prunes_dead_sessions_from_the_all_sessions_index() {
             .unwrap();
         keys.push(key);
     }
-    assert_eq!(members_under(&server, "prune:all:").await, 300);
+    assert_eq!(members_under(&server, "prune:ai:").await, 300);
     for key in &keys[20..] {
         assert!(store.delete(key).await.unwrap());
     }
     store.purge_expired(100).await.unwrap();
     assert_eq!(
-        members_under(&server, "prune:all:").await,
+        members_under(&server, "prune:ai:").await,
         20,
         "the index keeps only live sessions"
     );
@@ -459,7 +459,7 @@ async fn scale_one_user_with_many_sessions() {
         2 * n - 1,
         started.elapsed()
     );
-    assert_eq!(members_under(&server, "scale:all:").await, 0);
+    assert_eq!(members_under(&server, "scale:ai:").await, 0);
 }
 
 /// A session larger than memcached's item size is refused with a typed error that says
@@ -483,4 +483,51 @@ async fn a_session_larger_than_the_item_size_is_refused_with_a_typed_error() {
     }
     assert!(store.list_for_user("hoarder").await.unwrap().is_empty());
     assert_eq!(store.load(&key).await.unwrap(), None);
+}
+
+/// Sessions indexed by an earlier version (one JSON-array item per user and per bucket)
+/// are still listed and revoked after an upgrade, and the old items go away.
+#[tokio::test]
+async fn sessions_indexed_by_the_old_one_item_layout_are_still_revoked() {
+    use async_memcached::MetaProtocol;
+    use sha2::Digest;
+    let Some(server) = start().await else { return };
+    let store = store_on(&server, "old:").await;
+    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port))
+        .await
+        .unwrap();
+    let keys: Vec<_> = (0..5).map(|_| SessionId::generate().store_key()).collect();
+    for key in &keys {
+        let record = serde_json::to_vec(&user_record("veteran")).unwrap();
+        let item = format!("old:s:{}", key.to_hex());
+        admin
+            .meta_set(&item, record.as_slice(), false, None, Some(&["T3600"]))
+            .await
+            .unwrap();
+    }
+    let hashed: [u8; 32] = sha2::Sha256::digest(b"veteran").into();
+    let legacy = format!("old:u:{}", cloakroom::StoreKey::from_bytes(hashed).to_hex());
+    let members: Vec<String> = keys.iter().map(|k| k.to_hex()).collect();
+    let members = serde_json::to_vec(&members).unwrap();
+    admin
+        .meta_set(&legacy, members.as_slice(), false, None, Some(&["T0"]))
+        .await
+        .unwrap();
+    assert_eq!(store.list_for_user("veteran").await.unwrap().len(), 5);
+    assert_eq!(
+        store
+            .delete_for_user("veteran", Some(&keys[0]))
+            .await
+            .unwrap(),
+        4
+    );
+    for key in &keys[1..] {
+        assert_eq!(store.load(key).await.unwrap(), None);
+    }
+    assert!(admin
+        .meta_get(&legacy, false, None, Some(&["v"]))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.list_for_user("veteran").await.unwrap().len(), 1);
 }
