@@ -10,7 +10,10 @@
 //! - a revocation made through another instance is seen here within the cache TTL (1 s by
 //!   default), the documented bound; through this instance it is seen at once;
 //! - nothing is written to the cache that the durable store refused, so a deleted session
-//!   is never resurrected.
+//!   is never resurrected;
+//! - a read that was in flight while the session was deleted, renamed or written through
+//!   this instance never puts what it read into the cache: every write bumps the key's
+//!   generation, and an entry stamped with an older generation is never served.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -22,6 +25,7 @@
 //! # });
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,13 +43,29 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(1);
 /// The default number of sessions cached.
 pub const DEFAULT_CAPACITY: u64 = 100_000;
 
+/// Generation counters, one per stripe of keys (several keys may share one: a shared
+/// stripe only costs a cache miss).
+const STRIPES: usize = 4096;
+
+/// A cached record: what it is, when it was read, and the generation of its key's stripe
+/// at the time it was read.
+#[derive(Clone)]
+struct Entry {
+    record: Arc<Record>,
+    since: Instant,
+    generation: u64,
+}
+
 /// A durable store with an in-process cache in front.
 pub struct CachedStore<D> {
     durable: D,
     /// Entries carry their insertion instant: moka evicts on its own schedule, but an
     /// entry is never served once older than `ttl`, which keeps the staleness bound exact.
-    cache: Cache<StoreKey, (Arc<Record>, Instant)>,
+    cache: Cache<StoreKey, Entry>,
     ttl: Duration,
+    /// Bumped after every write through this instance, so a read that started before it
+    /// cannot cache what it read.
+    generations: Box<[AtomicU64]>,
 }
 
 impl<D> std::fmt::Debug for CachedStore<D> {
@@ -77,7 +97,24 @@ impl<D: SessionStore> CachedStore<D> {
             durable,
             cache,
             ttl,
+            generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    fn stripe(&self, key: &StoreKey) -> &AtomicU64 {
+        let bytes = key.as_bytes();
+        let index = usize::from(u16::from_le_bytes([bytes[0], bytes[1]])) % STRIPES;
+        &self.generations[index]
+    }
+
+    fn generation(&self, key: &StoreKey) -> u64 {
+        self.stripe(key).load(Ordering::SeqCst)
+    }
+
+    /// Called once a write to `key` reached the durable store: entries read before it,
+    /// and reads still in flight, become unservable. Returns the new generation.
+    fn changed(&self, key: &StoreKey) -> u64 {
+        self.stripe(key).fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// The durable store behind the cache.
@@ -85,15 +122,22 @@ impl<D: SessionStore> CachedStore<D> {
         &self.durable
     }
 
-    async fn remember(&self, key: StoreKey, record: Record, since: Instant) {
-        self.cache.insert(key, (Arc::new(record), since)).await;
+    /// Caches `record` as read at `since` under `generation` (read before the durable
+    /// read or taken after the durable write).
+    async fn remember(&self, key: StoreKey, record: Record, since: Instant, generation: u64) {
+        let entry = Entry {
+            record: Arc::new(record),
+            since,
+            generation,
+        };
+        self.cache.insert(key, entry).await;
     }
 
-    /// The cached record, if fresh.
+    /// The cached record, if fresh and no write came after it was read.
     async fn fresh(&self, key: &StoreKey) -> Option<Arc<Record>> {
-        let (record, since) = self.cache.get(key).await?;
-        if since.elapsed() < self.ttl {
-            Some(record)
+        let entry = self.cache.get(key).await?;
+        if entry.since.elapsed() < self.ttl && entry.generation == self.generation(key) {
+            Some(entry.record)
         } else {
             self.cache.invalidate(key).await;
             None
@@ -111,11 +155,13 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
             self.cache.invalidate(key).await;
             return Ok(None);
         }
-        // Stamped before the read: an entry is never older than its stamp says.
+        // Stamped before the read: an entry is never older than its stamp says, and a
+        // write that lands while the read is in flight makes its generation stale.
         let since = Instant::now();
+        let generation = self.generation(key);
         let record = self.durable.load(key).await?;
         if let Some(record) = &record {
-            self.remember(*key, record.clone(), since).await;
+            self.remember(*key, record.clone(), since, generation).await;
         }
         Ok(record)
     }
@@ -123,7 +169,8 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
         let since = Instant::now();
         self.durable.insert(key, record).await?;
-        self.remember(*key, record.clone(), since).await;
+        let generation = self.changed(key);
+        self.remember(*key, record.clone(), since, generation).await;
         Ok(())
     }
 
@@ -134,23 +181,27 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
         expected_version: u64,
     ) -> Result<(), UpdateError> {
         let since = Instant::now();
+        let previous = self.fresh(key).await;
         match self.durable.update(key, record, expected_version).await {
             Ok(()) => {
+                let generation = self.changed(key);
                 let mut stored = record.clone();
                 stored.version = expected_version + 1;
                 // The durable store keeps the absolute deadline it was inserted with.
-                match self.fresh(key).await {
+                match previous {
                     Some(previous) => stored.absolute_deadline = previous.absolute_deadline,
                     None => {
                         self.cache.invalidate(key).await;
                         return Ok(());
                     }
                 }
-                self.remember(*key, stored, since).await;
+                self.remember(*key, stored, since, generation).await;
                 Ok(())
             }
             Err(error) => {
-                // A conflict means our entry may be stale: the retry must read the durable record.
+                // A conflict means our entry may be stale: the retry must read the durable
+                // record (and a read in flight may be staler still).
+                self.changed(key);
                 self.cache.invalidate(key).await;
                 Err(error)
             }
@@ -160,12 +211,15 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
     async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
         let result = self.durable.touch(key, touch).await;
         // The durable store caps the new deadline; read it back rather than guess.
+        self.changed(key);
         self.cache.invalidate(key).await;
         result
     }
 
     async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
         let result = self.durable.rename(old, new).await;
+        self.changed(old);
+        self.changed(new);
         self.cache.invalidate(old).await;
         self.cache.invalidate(new).await;
         result
@@ -174,6 +228,7 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
         self.cache.invalidate(key).await;
         let deleted = self.durable.delete(key).await;
+        self.changed(key);
         self.cache.invalidate(key).await;
         deleted
     }
@@ -191,6 +246,7 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
         let deleted = self.durable.delete_for_user(user, except).await;
         for entry in doomed {
             if Some(&entry.key) != except {
+                self.changed(&entry.key);
                 self.cache.invalidate(&entry.key).await;
             }
         }

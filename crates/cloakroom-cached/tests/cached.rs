@@ -207,3 +207,165 @@ async fn a_revocation_through_another_instance_shows_within_the_ttl() {
         "the revoked session is never written back"
     );
 }
+
+/// A real durable store (the in-memory one) whose `load`, once armed, reads the record and
+/// then waits to be released before returning it: the slow read of a loaded database.
+struct SlowLoads {
+    inner: cloakroom::MemoryStore,
+    armed: std::sync::atomic::AtomicBool,
+    read: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SlowLoads {
+    async fn load(
+        &self,
+        key: &cloakroom::StoreKey,
+    ) -> Result<Option<cloakroom::Record>, cloakroom::StoreError> {
+        let record = self.inner.load(key).await;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.read.notify_one();
+            self.release.notified().await;
+        }
+        record
+    }
+    async fn insert(
+        &self,
+        key: &cloakroom::StoreKey,
+        record: &cloakroom::Record,
+    ) -> Result<(), cloakroom::InsertError> {
+        self.inner.insert(key, record).await
+    }
+    async fn update(
+        &self,
+        key: &cloakroom::StoreKey,
+        record: &cloakroom::Record,
+        expected_version: u64,
+    ) -> Result<(), cloakroom::UpdateError> {
+        self.inner.update(key, record, expected_version).await
+    }
+    async fn touch(
+        &self,
+        key: &cloakroom::StoreKey,
+        touch: &cloakroom::Touch,
+    ) -> Result<(), cloakroom::TouchError> {
+        self.inner.touch(key, touch).await
+    }
+    async fn rename(
+        &self,
+        old: &cloakroom::StoreKey,
+        new: &cloakroom::StoreKey,
+    ) -> Result<(), cloakroom::RenameError> {
+        self.inner.rename(old, new).await
+    }
+    async fn delete(&self, key: &cloakroom::StoreKey) -> Result<bool, cloakroom::StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn list_for_user(
+        &self,
+        user: &str,
+    ) -> Result<Vec<cloakroom::SessionEntry>, cloakroom::StoreError> {
+        self.inner.list_for_user(user).await
+    }
+    async fn delete_for_user(
+        &self,
+        user: &str,
+        except: Option<&cloakroom::StoreKey>,
+    ) -> Result<u64, cloakroom::StoreError> {
+        self.inner.delete_for_user(user, except).await
+    }
+    async fn purge_expired(&self, batch: usize) -> Result<u64, cloakroom::StoreError> {
+        self.inner.purge_expired(batch).await
+    }
+    async fn find_by_handle(
+        &self,
+        handle: &cloakroom::SessionHandle,
+    ) -> Result<Option<cloakroom::SessionEntry>, cloakroom::StoreError> {
+        self.inner.find_by_handle(handle).await
+    }
+    async fn list_sessions(
+        &self,
+        query: &cloakroom::ListQuery,
+    ) -> Result<Vec<cloakroom::SessionEntry>, cloakroom::StoreError> {
+        self.inner.list_sessions(query).await
+    }
+}
+
+/// A cached store over [`SlowLoads`] with one live session that is not cached yet.
+async fn slow_store() -> (std::sync::Arc<CachedStore<SlowLoads>>, cloakroom::StoreKey) {
+    let store = std::sync::Arc::new(CachedStore::new(SlowLoads {
+        inner: cloakroom::MemoryStore::new(),
+        armed: Default::default(),
+        read: Default::default(),
+        release: Default::default(),
+    }));
+    let key = cloakroom::SessionId::generate().store_key();
+    let t = cloakroom::record::now();
+    let record = cloakroom::Record::new(t, Some(t + time::Duration::hours(1)), None);
+    store.durable().inner.insert(&key, &record).await.unwrap();
+    (store, key)
+}
+
+/// Starts a load that has read the durable record and waits: returns its task.
+async fn load_in_flight(
+    store: &std::sync::Arc<CachedStore<SlowLoads>>,
+    key: cloakroom::StoreKey,
+) -> tokio::task::JoinHandle<()> {
+    store.durable().armed.store(true, Ordering::SeqCst);
+    let loader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store.load(&key).await.unwrap();
+        })
+    };
+    store.durable().read.notified().await;
+    loader
+}
+
+/// Issue 12, item 8: a read racing a logout through the same instance put the deleted
+/// session back in the cache, where it was served for up to the TTL.
+#[tokio::test]
+async fn a_load_in_flight_never_re_caches_a_session_deleted_meanwhile() {
+    let (store, key) = slow_store().await;
+    let loader = load_in_flight(&store, key).await;
+    assert!(store.delete(&key).await.unwrap(), "logged out");
+    store.durable().release.notify_one();
+    loader.await.unwrap();
+    assert_eq!(
+        store.load(&key).await.unwrap(),
+        None,
+        "the logged-out session came back from the cache"
+    );
+}
+
+/// The same race with an ID rotation: the old ID must stay dead.
+#[tokio::test]
+async fn a_load_in_flight_never_re_caches_a_session_renamed_meanwhile() {
+    let (store, key) = slow_store().await;
+    let loader = load_in_flight(&store, key).await;
+    let new = cloakroom::SessionId::generate().store_key();
+    store.rename(&key, &new).await.unwrap();
+    store.durable().release.notify_one();
+    loader.await.unwrap();
+    assert_eq!(
+        store.load(&key).await.unwrap(),
+        None,
+        "the rotated-away ID came back from the cache"
+    );
+    assert!(store.load(&new).await.unwrap().is_some());
+}
+
+/// And with a write: the loaded (older) version must not replace the newer one.
+#[tokio::test]
+async fn a_load_in_flight_never_re_caches_an_older_version() {
+    let (store, key) = slow_store().await;
+    let loader = load_in_flight(&store, key).await;
+    let mut record = store.durable().inner.load(&key).await.unwrap().unwrap();
+    record.data.insert("n".into(), serde_json::json!(1));
+    store.update(&key, &record, 1).await.unwrap();
+    store.durable().release.notify_one();
+    loader.await.unwrap();
+    let seen = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(seen.version, 2, "an older version came back from the cache");
+}

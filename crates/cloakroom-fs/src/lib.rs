@@ -10,7 +10,8 @@
 //!
 //! Guarantees:
 //! - File names come from hex store keys and hashed user ids only: no path traversal.
-//!   Files are created with mode 0600.
+//!   Files are created with mode 0600, directories with 0700 (an existing root keeps its
+//!   mode).
 //! - Every write goes to a temporary file, is fsynced, then renamed over the old file: a
 //!   reader (or a process killed mid-write) sees the old record or the new one, never a
 //!   torn one.
@@ -18,15 +19,23 @@
 //!   so compare-and-set and rename are safe across processes.
 //! - A session's index marker is written before its record and removed only under the
 //!   same lock once the record is gone, so every live session is in its user's index.
+//! - Waiting for a lock is bounded by the operation timeout (2 s by default, see
+//!   [`FileStore::with_timeout`]): past it the operation fails with
+//!   [`StoreError::Timeout`], never hangs on a lock another process keeps.
+//! - A record that does not decode is absent to `load` (the session layer logs it);
+//!   `list_for_user` and the admin listings skip it, `delete_for_user` and
+//!   `purge_expired` remove it.
+//! - `delete_for_user` looks again after deleting, until nothing but the kept session is
+//!   left, so an ID rotation that completes mid-revoke cannot slip a session past it.
 //! - `purge_expired` walks the directory in batches; listing by handle or page scans the
 //!   directory (admin paths only).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use cloakroom::record::now;
@@ -38,6 +47,10 @@ use sha2::{Digest, Sha256};
 
 /// Temporary files older than this are leftovers of killed writers; purge removes them.
 const STALE_TMP: Duration = Duration::from_secs(3600);
+/// How long an operation may wait for a lock, by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Passes of revoke-all/revoke-others before it gives up rather than under-revoke.
+const REVOKE_PASSES: usize = 16;
 
 /// A session store in a directory.
 ///
@@ -51,6 +64,7 @@ const STALE_TMP: Duration = Duration::from_secs(3600);
 #[derive(Clone, Debug)]
 pub struct FileStore {
     root: Arc<PathBuf>,
+    timeout: Duration,
 }
 
 fn io(error: std::io::Error) -> StoreError {
@@ -58,42 +72,74 @@ fn io(error: std::io::Error) -> StoreError {
 }
 
 impl FileStore {
-    /// Uses (creating if needed) the directory `root`.
+    /// Uses (creating if needed, mode 0700) the directory `root`.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, StoreError> {
         let root = root.as_ref().to_path_buf();
         for sub in ["sessions", "users", "locks", "tmp"] {
-            fs::create_dir_all(root.join(sub)).map_err(io)?;
+            private_dir(&root.join(sub))?;
         }
         Ok(Self {
             root: Arc::new(root),
+            timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// Changes how long an operation may wait for a lock held by another process or
+    /// task ([`DEFAULT_TIMEOUT`] unless set); past it the operation fails with
+    /// [`StoreError::Timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     async fn blocking<T: Send + 'static, E: From<StoreError> + Send + 'static>(
         &self,
         work: impl FnOnce(&Dir) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E> {
-        let dir = Dir(Arc::clone(&self.root));
+        let dir = Dir {
+            root: Arc::clone(&self.root),
+            timeout: self.timeout,
+        };
         tokio::task::spawn_blocking(move || work(&dir))
             .await
             .map_err(|error| StoreError::backend(error.to_string()))?
     }
 }
 
+/// Creates `path` and any missing parents with mode 0700 (an existing one keeps its mode).
+fn private_dir(path: &Path) -> Result<(), StoreError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io)
+}
+
 /// The directory, as the blocking operations see it.
-struct Dir(Arc<PathBuf>);
+struct Dir {
+    root: Arc<PathBuf>,
+    timeout: Duration,
+}
+
+/// What a user's index holds.
+#[derive(Default)]
+struct UserSessions {
+    live: Vec<SessionEntry>,
+    /// Indexed sessions whose record does not decode.
+    corrupt: Vec<StoreKey>,
+}
 
 /// An exclusive lock on a stripe, released when dropped.
 struct Locked(#[allow(dead_code)] File);
 
 impl Dir {
     fn session(&self, key: &StoreKey) -> PathBuf {
-        self.0.join("sessions").join(key.to_hex())
+        self.root.join("sessions").join(key.to_hex())
     }
 
     fn user_dir(&self, user: &str) -> PathBuf {
         let hashed: [u8; 32] = Sha256::digest(user.as_bytes()).into();
-        self.0
+        self.root
             .join("users")
             .join(StoreKey::from_bytes(hashed).to_hex())
     }
@@ -107,7 +153,7 @@ impl Dir {
     }
 
     fn lock_stripe(&self, stripe: u8) -> Result<Locked, StoreError> {
-        let path = self.0.join("locks").join(format!("{stripe:02x}.lock"));
+        let path = self.root.join("locks").join(format!("{stripe:02x}.lock"));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -115,8 +161,24 @@ impl Dir {
             .mode(0o600)
             .open(path)
             .map_err(io)?;
-        file.lock().map_err(io)?;
-        Ok(Locked(file))
+        // Polled rather than blocking, so a lock another process keeps ends in a typed
+        // timeout instead of a hang.
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Locked(file)),
+                Err(TryLockError::WouldBlock) => {
+                    let waited = started.elapsed();
+                    if waited >= self.timeout {
+                        return Err(StoreError::Timeout(self.timeout));
+                    }
+                    std::thread::sleep(pause.min(self.timeout - waited));
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(TryLockError::Error(error)) => return Err(io(error)),
+            }
+        }
     }
 
     fn lock(&self, key: &StoreKey) -> Result<Locked, StoreError> {
@@ -152,7 +214,7 @@ impl Dir {
     /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync the directory.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let tmp = self
-            .0
+            .root
             .join("tmp")
             .join(SessionId::generate().store_key().to_hex());
         let mut file = OpenOptions::new()
@@ -178,7 +240,7 @@ impl Dir {
     }
 
     fn add_marker(&self, user: &str, key: &StoreKey) -> Result<(), StoreError> {
-        fs::create_dir_all(self.user_dir(user)).map_err(io)?;
+        private_dir(&self.user_dir(user))?;
         match OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -210,7 +272,7 @@ impl Dir {
     /// The store keys of every session file (and nothing else).
     fn keys(&self) -> Result<Vec<StoreKey>, StoreError> {
         let mut keys = Vec::new();
-        for entry in fs::read_dir(self.0.join("sessions")).map_err(io)? {
+        for entry in fs::read_dir(self.root.join("sessions")).map_err(io)? {
             let name = entry.map_err(io)?.file_name();
             if let Some(key) = name.to_str().and_then(StoreKey::from_hex) {
                 keys.push(key);
@@ -220,32 +282,42 @@ impl Dir {
     }
 
     /// The user's index markers, dead ones removed under the session's lock.
-    fn user_sessions(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+    fn user_sessions(&self, user: &str) -> Result<UserSessions, StoreError> {
         let entries = match fs::read_dir(self.user_dir(user)) {
             Ok(entries) => entries,
-            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(UserSessions::default()),
             Err(error) => return Err(io(error)),
         };
-        let mut live = Vec::new();
+        let mut found = UserSessions::default();
         for entry in entries {
             let name = entry.map_err(io)?.file_name();
             let Some(key) = name.to_str().and_then(StoreKey::from_hex) else {
                 continue;
             };
-            match self.read_live(&key)? {
-                Some(record) if record.user_id.as_deref() == Some(user) => {
-                    live.push(SessionEntry { key, record })
+            match self.read_live(&key) {
+                Ok(Some(record)) if record.user_id.as_deref() == Some(user) => {
+                    found.live.push(SessionEntry { key, record })
                 }
-                _ => {
+                Err(StoreError::Corrupt(_)) => found.corrupt.push(key),
+                Err(error) => return Err(error),
+                Ok(_) => {
                     let _lock = self.lock(&key)?;
-                    let still = self.read_live(&key)?;
+                    let still = self.read_live(&key).unwrap_or(None);
                     if still.is_none_or(|r| r.user_id.as_deref() != Some(user)) {
                         Self::remove(&self.marker(user, &key))?;
                     }
                 }
             }
         }
-        Ok(live)
+        Ok(found)
+    }
+
+    /// The record if live, with a corrupt one read as absent (list and admin paths).
+    fn read_live_or_skip(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        match self.read_live(key) {
+            Err(StoreError::Corrupt(_)) => Ok(None),
+            other => other,
+        }
     }
 }
 
@@ -340,7 +412,8 @@ impl SessionStore for FileStore {
 
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
         let user = user.to_owned();
-        self.blocking(move |dir| dir.user_sessions(&user)).await
+        self.blocking(move |dir| Ok(dir.user_sessions(&user)?.live))
+            .await
     }
 
     async fn delete_for_user(
@@ -351,19 +424,44 @@ impl SessionStore for FileStore {
         let (user, except) = (user.to_owned(), except.copied());
         self.blocking(move |dir| {
             let mut deleted = 0;
-            for entry in dir.user_sessions(&user)? {
-                if Some(entry.key) == except {
-                    continue;
+            // A rename that completes mid-pass has already moved the marker, so the next
+            // pass sees the new key; done when a pass finds nothing left but `except`.
+            for _ in 0..REVOKE_PASSES {
+                let found = dir.user_sessions(&user)?;
+                let live: Vec<StoreKey> = found
+                    .live
+                    .iter()
+                    .map(|e| e.key)
+                    .filter(|k| Some(*k) != except)
+                    .collect();
+                if live.is_empty() && found.corrupt.is_empty() {
+                    return Ok(deleted);
                 }
-                let _lock = dir.lock(&entry.key)?;
-                if let Some(record) = dir
-                    .read_live(&entry.key)?
-                    .filter(|r| r.user_id.as_deref() == Some(user.as_str()))
-                {
-                    deleted += u64::from(dir.remove_session(&entry.key, Some(&record))?);
+                for key in live {
+                    let _lock = dir.lock(&key)?;
+                    match dir.read_live(&key) {
+                        Ok(Some(record)) if record.user_id.as_deref() == Some(user.as_str()) => {
+                            deleted += u64::from(dir.remove_session(&key, Some(&record))?);
+                        }
+                        Err(StoreError::Corrupt(_)) => {
+                            dir.remove_session(&key, None)?;
+                            Dir::remove(&dir.marker(&user, &key))?;
+                        }
+                        _ => {}
+                    }
+                }
+                // Unreadable, so dead already: removed, not counted as revoked.
+                for key in found.corrupt {
+                    let _lock = dir.lock(&key)?;
+                    if matches!(dir.read(&key), Err(StoreError::Corrupt(_))) {
+                        dir.remove_session(&key, None)?;
+                    }
+                    Dir::remove(&dir.marker(&user, &key))?;
                 }
             }
-            Ok(deleted)
+            Err(StoreError::backend(
+                "the user's sessions kept being created or renamed during the revocation; try again",
+            ))
         })
         .await
     }
@@ -395,6 +493,10 @@ impl SessionStore for FileStore {
                             Ok(Some(record)) if !record.is_live_at(now()) => {
                                 purged += u64::from(dir.remove_session(&key, Some(&record))?);
                             }
+                            // Dead to every reader; its index marker goes when next listed.
+                            Err(StoreError::Corrupt(_)) => {
+                                purged += u64::from(dir.remove_session(&key, None)?);
+                            }
                             _ => {}
                         }
                     }
@@ -414,7 +516,7 @@ impl SessionStore for FileStore {
         let handle = *handle;
         self.blocking(move |dir| {
             for key in dir.keys()?.into_iter().filter(|k| handle.matches(k)) {
-                if let Some(record) = dir.read_live(&key)? {
+                if let Some(record) = dir.read_live_or_skip(&key)? {
                     return Ok(Some(SessionEntry { key, record }));
                 }
             }
@@ -429,6 +531,7 @@ impl SessionStore for FileStore {
             let mut keys = match &query.user {
                 Some(user) => dir
                     .user_sessions(user)?
+                    .live
                     .into_iter()
                     .map(|e| e.key)
                     .collect(),
@@ -441,7 +544,7 @@ impl SessionStore for FileStore {
                 if entries.len() >= query.limit {
                     break;
                 }
-                if let Some(record) = dir.read_live(&key)? {
+                if let Some(record) = dir.read_live_or_skip(&key)? {
                     entries.push(SessionEntry { key, record });
                 }
             }
@@ -454,7 +557,7 @@ impl SessionStore for FileStore {
 impl Dir {
     /// Removes temporary files left by writers killed mid-write.
     fn remove_stale_tmp(&self) -> Result<(), StoreError> {
-        for entry in fs::read_dir(self.0.join("tmp")).map_err(io)? {
+        for entry in fs::read_dir(self.root.join("tmp")).map_err(io)? {
             let entry = entry.map_err(io)?;
             let age = entry
                 .metadata()

@@ -182,6 +182,192 @@ async fn compare_and_set_holds_across_processes() {
     );
 }
 
+/// Issue 12, item 15c: directories were created 0755, so other local users could list
+/// which sessions exist and which (hashed) users have them.
+#[tokio::test]
+async fn directories_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    store
+        .insert(
+            &SessionId::generate().store_key(),
+            &live_record(Some("alice")),
+        )
+        .await
+        .unwrap();
+    let mut stack = vec![root.clone()];
+    let mut seen = 0;
+    while let Some(path) = stack.pop() {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} has mode {mode:o}", path.display());
+        seen += 1;
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    assert!(
+        seen >= 6,
+        "root, sessions, users, the user's, locks, tmp: {seen}"
+    );
+}
+
+/// A stored record nested deeper than the JSON decoder's limit (126 levels of arrays in a
+/// value): it no longer decodes.
+fn too_deep_record(user: &str) -> Vec<u8> {
+    let valid = serde_json::to_string(&live_record(Some(user))).unwrap();
+    let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
+    let corrupt = valid.replacen("\"data\":{", &format!("\"data\":{{\"deep\":{deep},"), 1);
+    assert_ne!(corrupt, valid);
+    corrupt.into_bytes()
+}
+
+/// Issue 12, item 6: one corrupt record made the user's list and revoke answer 503 for
+/// good, and purge never removed it.
+#[tokio::test]
+async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root).unwrap();
+    let (good, bad, other) = (
+        SessionId::generate().store_key(),
+        SessionId::generate().store_key(),
+        SessionId::generate().store_key(),
+    );
+    store
+        .insert(&good, &live_record(Some("eve")))
+        .await
+        .unwrap();
+    store.insert(&bad, &live_record(Some("eve"))).await.unwrap();
+    store.insert(&other, &live_record(None)).await.unwrap();
+    let bad_file = root.join("sessions").join(bad.to_hex());
+    std::fs::write(&bad_file, too_deep_record("eve")).unwrap();
+    assert!(store.load(&bad).await.is_err(), "the record is corrupt");
+
+    let listed: Vec<_> = store
+        .list_for_user("eve")
+        .await
+        .expect("list skips a corrupt record")
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(listed, vec![good]);
+    let all = store
+        .list_sessions(&cloakroom::ListQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("the admin listing skips a corrupt record");
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        store
+            .delete_for_user("eve", Some(&good))
+            .await
+            .expect("revoke-others skips or removes a corrupt record"),
+        0,
+        "the corrupt record was no live session"
+    );
+    assert!(!bad_file.exists(), "revoke removed the corrupt file");
+    assert!(store.load(&good).await.unwrap().is_some());
+
+    std::fs::write(&bad_file, too_deep_record("eve")).unwrap();
+    store.purge_expired(10).await.expect("purge skips nothing");
+    assert!(!bad_file.exists(), "purge removes the corrupt file");
+    assert!(store.load(&other).await.unwrap().is_some());
+}
+
+/// Issue 12, item 9: an operation waited without bound on a lock another process held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_times_out_on_a_lock_held_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = FileStore::open(&root)
+        .unwrap()
+        .with_timeout(Duration::from_millis(300));
+    let key = SessionId::generate().store_key();
+    store.insert(&key, &live_record(None)).await.unwrap();
+    // Another holder of the stripe's lock that never lets go (flock is per open file, so a
+    // second open file in this process contends like another process would).
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(
+            root.join("locks")
+                .join(format!("{:02x}.lock", key.as_bytes()[0])),
+        )
+        .unwrap();
+    lock.lock().unwrap();
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.update(&key, &live_record(None), 1),
+    )
+    .await
+    .expect("the store answered instead of hanging");
+    assert!(
+        matches!(
+            outcome,
+            Err(UpdateError::Store(cloakroom::StoreError::Timeout(_)))
+        ),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(lock);
+    store.update(&key, &live_record(None), 1).await.unwrap();
+}
+
+/// Issue 12, item 15d: an ID rotation racing "log out other devices" must not leave the
+/// rotated session logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_catches_a_session_renamed_mid_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FileStore::open(dir.path().join("store")).unwrap());
+    for round in 0..200u64 {
+        let user = format!("racer{round}");
+        let current = SessionId::generate().store_key();
+        store
+            .insert(&current, &live_record(Some(&user)))
+            .await
+            .unwrap();
+        let mut others = Vec::new();
+        for _ in 0..6 {
+            let key = SessionId::generate().store_key();
+            store.insert(&key, &live_record(Some(&user))).await.unwrap();
+            others.push(key);
+        }
+        let renames: Vec<_> = others
+            .iter()
+            .map(|old| {
+                let (store, old) = (store.clone(), *old);
+                let new = SessionId::generate().store_key();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_micros(50 * (round % 7))).await;
+                    let _ = store.rename(&old, &new).await;
+                    new
+                })
+            })
+            .collect();
+        store.delete_for_user(&user, Some(&current)).await.unwrap();
+        for (old, rename) in others.iter().zip(renames) {
+            let new = rename.await.unwrap();
+            assert_eq!(store.load(old).await.unwrap(), None, "round {round}");
+            assert_eq!(
+                store.load(&new).await.unwrap(),
+                None,
+                "round {round}: a session renamed during revoke-others survived"
+            );
+        }
+        assert!(store.load(&current).await.unwrap().is_some());
+    }
+}
+
 /// Not a test on its own: the body of the writer processes the tests above start.
 #[tokio::test]
 #[ignore = "run by the other tests as a separate process"]
@@ -225,4 +411,68 @@ async fn writer_process() {
         }
         done += 1;
     }
+}
+
+/// The adversarial-scale figures for RELIABILITY.md: one user with `CLOAKROOM_SCALE`
+/// sessions (default 100,000). Run with
+/// `cargo test -p cloakroom-fs --test fs -- --ignored --nocapture scale`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, minutes long"]
+async fn scale_one_user_with_many_sessions() {
+    let n: usize = std::env::var("CLOAKROOM_SCALE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FileStore::open(dir.path().join("store")).unwrap());
+    let insert_many = |n: usize, ttl: time::Duration| {
+        let store = store.clone();
+        async move {
+            let keys: Vec<StoreKey> = (0..n).map(|_| SessionId::generate().store_key()).collect();
+            let writers: Vec<_> = keys
+                .chunks(n.div_ceil(4).max(1))
+                .map(|chunk| {
+                    let (store, chunk) = (store.clone(), chunk.to_vec());
+                    tokio::spawn(async move {
+                        for key in chunk {
+                            let mut record = live_record(Some("whale"));
+                            record.idle_deadline = Some(record::now() + ttl);
+                            store.insert(&key, &record).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await.unwrap();
+            }
+            keys
+        }
+    };
+    let started = std::time::Instant::now();
+    let keys = insert_many(n, time::Duration::hours(1)).await;
+    println!(
+        "fs: insert {n} sessions for one user: {:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(store.list_for_user("whale").await.unwrap().len(), n);
+    println!("fs: list_for_user ({n}): {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    let revoked = store
+        .delete_for_user("whale", Some(&keys[0]))
+        .await
+        .unwrap();
+    println!("fs: revoke-others ({n}): {:?}", started.elapsed());
+    assert_eq!(revoked as usize, n - 1);
+    insert_many(n - 1, time::Duration::hours(1)).await;
+    let started = std::time::Instant::now();
+    let revoked = store.delete_for_user("whale", None).await.unwrap();
+    println!("fs: revoke-all ({n}): {:?}", started.elapsed());
+    assert_eq!(revoked as usize, n);
+    insert_many(n, time::Duration::seconds(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    let purged = store.purge_expired(1000).await.unwrap();
+    println!("fs: purge ({n} expired): {:?}", started.elapsed());
+    assert_eq!(purged as usize, n);
 }

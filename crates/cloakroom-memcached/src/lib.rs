@@ -4,28 +4,37 @@
 //! | operation | how | round trips |
 //! |---|---|---|
 //! | `load` | `mg` | 1 |
-//! | `insert` | `ms` in add mode (`ME`): never overwrites | 1 (+1 for the user index) |
+//! | `insert` | `ms` in add mode (`ME`): never overwrites | 1 (+3 or so per index) |
 //! | `update` | `mg` with the CAS token, then `ms C<cas>` after checking the version | 2 |
 //! | `touch` | the same, writing only the activity time and idle deadline | 2 |
-//! | `rename` | copy with add mode, then `md C<cas>` on the original | 3 |
+//! | `rename` | index the new key, copy with add mode, then `md C<cas>` on the original | 3 (+ indexes) |
 //! | `delete` | `md` | 1 |
+//! | `list_for_user`, `delete_for_user` | read the user's index shards and records in pipelined batches | a few per 128 sessions |
 //!
 //! Expiry is memcached's own TTL at the session's earlier deadline (a TTL beyond 30 days is
 //! sent as an absolute Unix time, as memcached requires), and `load` still checks the
 //! deadline itself.
 //!
+//! The indexes (one per user, and 256 buckets of all sessions for the admin tools) are
+//! sharded into small items, so they never outgrow memcached's item size (`-I`), however
+//! many sessions a user has; see the `index` module. Revoke-others deletes, then looks
+//! again until nothing but the kept session is left, so a concurrent ID rotation cannot
+//! slip a session past it.
+//!
 //! Limits, honestly:
-//! - The per-user index is one value per user, updated with CAS. Memcached may evict it
-//!   under memory pressure like any item; the user's sessions then no longer appear in
-//!   `list_for_user` and escape "log out everywhere". Give memcached room, or pair it with
-//!   a durable store (`cached+`) where revocation must be certain.
+//! - Memcached may evict any item under memory pressure, an index shard included; the
+//!   sessions it listed then no longer appear in `list_for_user` and escape "log out
+//!   everywhere". Give memcached room (or run it with `-M`, which refuses writes instead
+//!   of evicting), or pair it with a durable store (`cached+`) where revocation must be
+//!   certain. (An evicted index *directory* is harmless: shards are found by probing.)
 //! - An evicted *session* is simply gone: every write is add-or-compare-and-set, so it is
 //!   never brought back.
 //! - Memcached cannot enumerate keys reliably (`lru_crawler metadump` is best effort), so
-//!   every session key is also listed in one of 256 index shards (by its first byte),
-//!   updated with CAS on insert and rename and pruned lazily. `find_by_handle` reads one
-//!   shard; `list_sessions` reads all 256 (admin tools only). Shards can be evicted like
-//!   any item, which hides sessions from admin listings, never from `load`.
+//!   `find_by_handle` reads one all-sessions bucket and `list_sessions` all 256 (admin
+//!   tools only). `purge_expired` prunes dead keys from those buckets; run it
+//!   periodically so they stay as small as the live sessions.
+//! - A record that does not decode is absent to `load` (the session layer logs it), skipped
+//!   by `list_for_user` and deleted by `delete_for_user`.
 
 use std::time::Duration;
 
@@ -38,6 +47,11 @@ use cloakroom::{
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
+
+mod index;
+
+/// Passes of revoke-all/revoke-others before it gives up rather than under-revoke.
+const REVOKE_PASSES: usize = 16;
 
 /// Memcached reads an expiry above 30 days as an absolute Unix time.
 const RELATIVE_TTL_LIMIT: i64 = 30 * 24 * 3600;
@@ -114,7 +128,11 @@ impl MemcachedStore {
 
     fn user_key(&self, user: &str) -> String {
         let hashed: [u8; 32] = Sha256::digest(user.as_bytes()).into();
-        format!("{}u:{}", self.prefix, StoreKey::from_bytes(hashed).to_hex())
+        format!(
+            "{}ui:{}",
+            self.prefix,
+            StoreKey::from_bytes(hashed).to_hex()
+        )
     }
 
     /// Runs one command on a pooled connection, reconnecting a broken one, under the
@@ -150,6 +168,14 @@ impl MemcachedStore {
             Ok(Err(McError::Protocol(Status::NotFound))) => Ok(Outcome::NotFound),
             Ok(Err(error)) => {
                 *guard = None;
+                if error.to_string().contains("too large") {
+                    // Not an outage: this value will never fit. (The index shards always
+                    // do; a session record can outgrow a small `-I`.)
+                    return Err(StoreError::backend(format!(
+                        "memcached refused an item larger than its item size ({error}): \
+                         raise memcached's -I or keep sessions smaller"
+                    )));
+                }
                 Err(unavailable(error))
             }
         }
@@ -164,7 +190,10 @@ impl MemcachedStore {
             })
             .await?;
         Ok(match outcome {
-            Outcome::Done(Some(value)) => value.data.zip(value.cas),
+            // An empty value (an emptied index shard) may come back without data.
+            Outcome::Done(Some(value)) => {
+                value.cas.map(|cas| (value.data.unwrap_or_default(), cas))
+            }
             _ => None,
         })
     }
@@ -250,76 +279,67 @@ impl MemcachedStore {
             .await
     }
 
-    /// The members of an index item (a user's, or a shard of all sessions), with its CAS token.
-    async fn index(&self, item: &str) -> Result<Option<(Vec<String>, u64)>, StoreError> {
-        let Some((bytes, cas)) = self.get(item).await? else {
-            return Ok(None);
-        };
-        let members = serde_json::from_slice(&bytes)
-            .map_err(|e| StoreError::Corrupt(format!("user index: {e}")))?;
-        Ok(Some((members, cas)))
+    /// The all-sessions index bucket of `key`: one of 256, by its first byte, so admin
+    /// look-ups by handle read one bucket and no bucket draws every writer.
+    fn bucket(&self, first_byte: u8) -> String {
+        format!("{}ai:{first_byte:02x}", self.prefix)
     }
 
-    /// Changes an index item with compare-and-set until it sticks.
-    async fn edit_index(
+    /// Where an earlier version kept a user's index (one item, a JSON array): read once,
+    /// migrated and deleted by the next scan of the user.
+    fn legacy_user_key(&self, user: &str) -> String {
+        let hashed: [u8; 32] = Sha256::digest(user.as_bytes()).into();
+        format!("{}u:{}", self.prefix, StoreKey::from_bytes(hashed).to_hex())
+    }
+
+    /// Adds `key` to its user's index (if any) and its all-sessions bucket, before its
+    /// record is written; returns what [`Self::confirm_indexed`] checks afterwards.
+    async fn index_first(
         &self,
-        item: &str,
-        change: impl Fn(&mut Vec<String>),
+        key: &StoreKey,
+        user: Option<&str>,
+    ) -> Result<Vec<(String, u64, Option<String>)>, StoreError> {
+        let mut placed = Vec::new();
+        if let Some(user) = user {
+            let set = self.user_key(user);
+            let keep = |r: &Record| r.user_id.as_deref() == Some(user);
+            let shard = self.add_member(&set, key, &keep).await?;
+            placed.push((set, shard, Some(user.to_owned())));
+        }
+        let set = self.bucket(key.as_bytes()[0]);
+        let shard = self.add_member(&set, key, &|_| true).await?;
+        placed.push((set, shard, None));
+        Ok(placed)
+    }
+
+    /// Once the record of `key` is written: re-adds it where a concurrent prune, which saw
+    /// the key before its record existed, took it out.
+    async fn confirm_indexed(
+        &self,
+        key: &StoreKey,
+        placed: Vec<(String, u64, Option<String>)>,
     ) -> Result<(), StoreError> {
-        for attempt in 0..50u64 {
-            let (mut members, cas) = match self.index(item).await? {
-                Some((members, cas)) => (members, Some(cas)),
-                None => (Vec::new(), None),
-            };
-            change(&mut members);
-            let data = serde_json::to_vec(&members).map_err(StoreError::backend)?;
-            let mode = if cas.is_some() { "S" } else { "E" };
-            match self.set(item, data, 0, mode, cas).await? {
-                Outcome::Done(()) => return Ok(()),
-                _ => tokio::time::sleep(Duration::from_micros(100 * attempt)).await,
-            }
+        for (set, shard, user) in placed {
+            let keep = |r: &Record| user.is_none() || r.user_id == user;
+            self.confirm_member(&set, shard, key, &keep).await?;
         }
-        Err(StoreError::backend("the user index kept changing"))
+        Ok(())
     }
 
-    async fn add_to_index(&self, item: &str, key: &StoreKey) -> Result<(), StoreError> {
-        let member = key.to_hex();
-        self.edit_index(item, |members| {
-            if !members.contains(&member) {
-                members.push(member.clone());
-            }
-        })
-        .await
+    /// A user's live sessions (and corrupt members), pruning the index as it goes.
+    async fn scan_user(&self, user: &str) -> Result<index::Scan, StoreError> {
+        let keep = |r: &Record| r.user_id.as_deref() == Some(user);
+        self.scan(&self.user_key(user), &self.legacy_user_key(user), &keep)
+            .await
     }
 
-    /// The shard of the all-sessions index that holds `key`: one of 256, by its first
-    /// byte, so no single item grows past memcached's item size or draws every writer.
-    fn shard(&self, first_byte: u8) -> String {
-        format!("{}all:{first_byte:02x}", self.prefix)
-    }
-
-    /// The keys in one shard, dead members pruned.
-    async fn shard_keys(&self, first_byte: u8) -> Result<Vec<(StoreKey, Record)>, StoreError> {
-        let item = self.shard(first_byte);
-        let Some((members, _)) = self.index(&item).await? else {
-            return Ok(Vec::new());
-        };
-        let mut live = Vec::new();
-        let mut dead = Vec::new();
-        for member in members {
-            match StoreKey::from_hex(&member) {
-                Some(key) => match self.read(&key).await? {
-                    Some((record, _)) => live.push((key, record)),
-                    None => dead.push(member),
-                },
-                None => dead.push(member),
-            }
-        }
-        if !dead.is_empty() {
-            self.edit_index(&item, |members| members.retain(|m| !dead.contains(m)))
-                .await?;
-        }
-        Ok(live)
+    /// The live sessions of one all-sessions bucket, pruning it as it goes.
+    async fn scan_bucket(&self, first_byte: u8) -> Result<Vec<(StoreKey, Record)>, StoreError> {
+        let legacy = format!("{}all:{first_byte:02x}", self.prefix);
+        Ok(self
+            .scan(&self.bucket(first_byte), &legacy, &|_| true)
+            .await?
+            .live)
     }
 }
 
@@ -330,6 +350,7 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
+        let placed = self.index_first(key, record.user_id.as_deref()).await?;
         match self.write(key, record, "E", None).await? {
             Outcome::Done(()) => {}
             _ => match self.get(&self.session_key(key)).await? {
@@ -345,11 +366,7 @@ impl SessionStore for MemcachedStore {
                 _ => return Err(InsertError::Duplicate),
             },
         }
-        self.add_to_index(&self.shard(key.as_bytes()[0]), key)
-            .await?;
-        if let Some(user) = &record.user_id {
-            self.add_to_index(&self.user_key(user), key).await?;
-        }
+        self.confirm_indexed(key, placed).await?;
         Ok(())
     }
 
@@ -366,18 +383,26 @@ impl SessionStore for MemcachedStore {
         let mut next = record.clone();
         next.version = expected_version + 1;
         next.absolute_deadline = stored.absolute_deadline;
+        // A new owner's index gains the key before the record names that owner.
+        let new_owner = next
+            .user_id
+            .as_deref()
+            .filter(|user| stored.user_id.as_deref() != Some(*user));
+        let placed = match new_owner {
+            Some(user) => {
+                let set = self.user_key(user);
+                let keep = |r: &Record| r.user_id.as_deref() == Some(user);
+                let shard = self.add_member(&set, key, &keep).await?;
+                vec![(set, shard, Some(user.to_owned()))]
+            }
+            None => Vec::new(),
+        };
         match self.write(key, &next, "S", Some(cas)).await? {
             Outcome::Done(()) => {}
             Outcome::NotFound => return Err(UpdateError::Missing),
             _ => return Err(UpdateError::Conflict),
         }
-        if let Some(user) = next
-            .user_id
-            .as_ref()
-            .filter(|user| stored.user_id.as_ref() != Some(*user))
-        {
-            self.add_to_index(&self.user_key(user), key).await?;
-        }
+        self.confirm_indexed(key, placed).await?;
         Ok(())
     }
 
@@ -397,21 +422,22 @@ impl SessionStore for MemcachedStore {
     async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
         for _ in 0..8 {
             let (record, cas) = self.read(old).await?.ok_or(RenameError::Missing)?;
+            // The copy is indexed, and confirmed indexed, before the original goes: from
+            // the moment the rename takes effect, a revocation listing the user sees the
+            // new key (and one that deleted the original first makes the rename fail).
+            let placed = self.index_first(new, record.user_id.as_deref()).await?;
             if !matches!(
                 self.write(new, &record, "E", None).await?,
                 Outcome::Done(())
             ) {
                 return Err(RenameError::Duplicate);
             }
+            if let Err(error) = self.confirm_indexed(new, placed).await {
+                self.delete_item(&self.session_key(new), None).await?;
+                return Err(error.into());
+            }
             match self.delete_item(&self.session_key(old), Some(cas)).await? {
-                Outcome::Done(()) => {
-                    self.add_to_index(&self.shard(new.as_bytes()[0]), new)
-                        .await?;
-                    if let Some(user) = &record.user_id {
-                        self.add_to_index(&self.user_key(user), new).await?;
-                    }
-                    return Ok(());
-                }
+                Outcome::Done(()) => return Ok(()),
                 outcome => {
                     // Nobody knows the new ID yet, so removing the copy is safe.
                     self.delete_item(&self.session_key(new), None).await?;
@@ -432,58 +458,60 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        let Some((members, _)) = self.index(&self.user_key(user)).await? else {
-            return Ok(Vec::new());
-        };
-        let mut live = Vec::new();
-        let mut dead = Vec::new();
-        for member in members {
-            match StoreKey::from_hex(&member) {
-                Some(key) => match self.read(&key).await? {
-                    Some((record, _)) if record.user_id.as_deref() == Some(user) => {
-                        live.push(SessionEntry { key, record })
-                    }
-                    _ => dead.push(member),
-                },
-                None => dead.push(member),
-            }
-        }
-        if !dead.is_empty() {
-            self.edit_index(&self.user_key(user), |members| {
-                members.retain(|m| !dead.contains(m))
-            })
-            .await?;
-        }
-        Ok(live)
+        Ok(self
+            .scan_user(user)
+            .await?
+            .live
+            .into_iter()
+            .map(|(key, record)| SessionEntry { key, record })
+            .collect())
     }
 
+    /// Deletes the user's sessions (and corrupt members of the index), then looks again:
+    /// a rename that completed meanwhile indexed its new key before finishing, so the next
+    /// pass sees it. Done when a pass finds nothing left but `except`.
     async fn delete_for_user(
         &self,
         user: &str,
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
         let mut deleted = 0;
-        let mut gone = Vec::new();
-        for entry in self.list_for_user(user).await? {
-            if Some(&entry.key) == except {
-                continue;
+        for _ in 0..REVOKE_PASSES {
+            let scan = self.scan_user(user).await?;
+            let doomed: Vec<StoreKey> = scan
+                .live
+                .into_iter()
+                .map(|(key, _)| key)
+                .filter(|key| Some(key) != except)
+                .collect();
+            let corrupt: Vec<StoreKey> = scan
+                .corrupt
+                .into_iter()
+                .filter(|key| Some(key) != except)
+                .collect();
+            if doomed.is_empty() && corrupt.is_empty() {
+                return Ok(deleted);
             }
-            if self.delete(&entry.key).await? {
-                deleted += 1;
+            for key in doomed {
+                deleted += u64::from(self.delete(&key).await?);
             }
-            gone.push(entry.key.to_hex());
+            // Unreadable, so dead already: removed, not counted as revoked.
+            for key in corrupt {
+                self.delete(&key).await?;
+            }
         }
-        if !gone.is_empty() {
-            self.edit_index(&self.user_key(user), |members| {
-                members.retain(|m| !gone.contains(m))
-            })
-            .await?;
-        }
-        Ok(deleted)
+        Err(StoreError::backend(
+            "the user's sessions kept being created or renamed during the revocation; try again",
+        ))
     }
 
-    /// Memcached expires sessions natively: nothing to purge.
+    /// Memcached expires sessions natively, so there are no records to purge; this prunes
+    /// dead keys from the all-sessions index (run it periodically, as `cloakroom purge`
+    /// does). Returns 0: no record was deleted.
     async fn purge_expired(&self, _batch: usize) -> Result<u64, StoreError> {
+        for first_byte in 0..=u8::MAX {
+            self.scan_bucket(first_byte).await?;
+        }
         Ok(0)
     }
 
@@ -491,7 +519,7 @@ impl SessionStore for MemcachedStore {
         &self,
         handle: &SessionHandle,
     ) -> Result<Option<SessionEntry>, StoreError> {
-        let entries = self.shard_keys(handle.as_bytes()[0]).await?;
+        let entries = self.scan_bucket(handle.as_bytes()[0]).await?;
         Ok(entries
             .into_iter()
             .find(|(key, _)| handle.matches(key))
@@ -510,7 +538,7 @@ impl SessionStore for MemcachedStore {
                 let mut keys = Vec::new();
                 for first_byte in 0..=u8::MAX {
                     keys.extend(
-                        self.shard_keys(first_byte)
+                        self.scan_bucket(first_byte)
                             .await?
                             .into_iter()
                             .map(|(k, _)| k),
@@ -527,8 +555,11 @@ impl SessionStore for MemcachedStore {
             if entries.len() >= query.limit {
                 break;
             }
-            if let Some((record, _)) = self.read(&key).await? {
-                entries.push(SessionEntry { key, record });
+            match self.read(&key).await {
+                Ok(Some((record, _))) => entries.push(SessionEntry { key, record }),
+                // A corrupt record is absent (DESIGN, failure policy): skipped, not fatal.
+                Ok(None) | Err(StoreError::Corrupt(_)) => {}
+                Err(error) => return Err(error),
             }
         }
         Ok(entries)

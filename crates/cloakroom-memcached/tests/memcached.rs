@@ -22,6 +22,11 @@ impl Drop for Memcached {
 }
 
 async fn start() -> Option<Memcached> {
+    start_with(&[]).await
+}
+
+/// A memcached with extra command-line options (`-I 2k`: a small item size limit).
+async fn start_with(extra: &[&str]) -> Option<Memcached> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -40,6 +45,7 @@ async fn start() -> Option<Memcached> {
             "-u",
             "root",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
@@ -157,4 +163,371 @@ async fn a_session_lives_until_its_deadline_despite_memcached_s_coarse_clock() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+fn user_record(user: &str) -> Record {
+    let t = record::now();
+    let mut record = Record::new(t, Some(t + time::Duration::hours(1)), None);
+    record.user_id = Some(user.into());
+    record
+}
+
+async fn store_on(server: &Memcached, prefix: &str) -> MemcachedStore {
+    MemcachedStore::connect(&format!("127.0.0.1:{}", server.port))
+        .await
+        .unwrap()
+        .with_prefix(prefix)
+}
+
+/// Issue 12, item 2: with memcached's item size at 2 KB, one user's index of a few dozen
+/// sessions no longer fits one item; memcached dropped it and "log out other devices" left
+/// the others logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_holds_when_a_user_index_outgrows_memcached_s_item_size() {
+    let Some(server) = start_with(&["-I", "2k", "-o", "slab_chunk_max=2048"]).await else {
+        return;
+    };
+    let store = store_on(&server, "big:").await;
+    let current = SessionId::generate().store_key();
+    store.insert(&current, &user_record("many")).await.unwrap();
+    let mut others = Vec::new();
+    for _ in 0..120 {
+        let key = SessionId::generate().store_key();
+        store.insert(&key, &user_record("many")).await.unwrap();
+        others.push(key);
+    }
+    assert_eq!(store.list_for_user("many").await.unwrap().len(), 121);
+    let revoked = store.delete_for_user("many", Some(&current)).await.unwrap();
+    assert_eq!(revoked, 120);
+    for key in &others {
+        assert_eq!(store.load(key).await.unwrap(), None, "a session survived");
+    }
+    let left: Vec<_> = store
+        .list_for_user("many")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(left, vec![current], "exactly the current session remains");
+}
+
+/// The 64-hex-digit members in every item whose key starts with `prefix` (read with
+/// `lru_crawler metadump`, so independent of how the store lays its index out).
+async fn members_under(server: &Memcached, prefix: &str) -> usize {
+    let address = format!("tcp://127.0.0.1:{}", server.port);
+    let mut admin = async_memcached::Client::new(&address).await.unwrap();
+    let mut names = Vec::new();
+    {
+        let mut dump = admin.dump_keys().await.unwrap();
+        while let Some(entry) = dump.next().await {
+            // metadump URL-encodes keys.
+            let key = String::from_utf8_lossy(&entry.unwrap().key).replace("%3A", ":");
+            if key.starts_with(prefix) {
+                names.push(key);
+            }
+        }
+    }
+    let mut admin = async_memcached::Client::new(&address).await.unwrap();
+    let mut members = std::collections::HashSet::new();
+    for name in names {
+        use async_memcached::MetaProtocol;
+        let Some(value) = admin
+            .meta_get(&name, false, None, Some(&["v"]))
+            .await
+            .unwrap()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(value.data.as_deref().unwrap_or_default()).into_owned();
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i + 64 <= bytes.len() {
+            if bytes[i..i + 64].iter().all(u8::is_ascii_hexdigit) {
+                members.insert(text[i..i + 64].to_owned());
+                i += 64;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    members.len()
+}
+
+/// Issue 12, item 2: the all-sessions index (`all:` shards) was only ever appended to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purge_prunes_dead_sessions_from_the_all_sessions_index() {
+    let Some(server) = start().await else { return };
+    let store = store_on(&server, "prune:").await;
+    let mut keys = Vec::new();
+    for i in 0..300 {
+        let key = SessionId::generate().store_key();
+        store
+            .insert(&key, &user_record(&format!("u{}", i % 7)))
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    assert_eq!(members_under(&server, "prune:ai:").await, 300);
+    for key in &keys[20..] {
+        assert!(store.delete(key).await.unwrap());
+    }
+    store.purge_expired(100).await.unwrap();
+    assert_eq!(
+        members_under(&server, "prune:ai:").await,
+        20,
+        "the index keeps only live sessions"
+    );
+    let listed = store
+        .list_sessions(&cloakroom::ListQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 20);
+}
+
+/// Issue 12, item 15d: an ID rotation racing "log out other devices" must not leave the
+/// rotated session logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_catches_a_session_renamed_mid_revoke() {
+    let Some(server) = start().await else { return };
+    let store = std::sync::Arc::new(store_on(&server, "race:").await);
+    for round in 0..200 {
+        let user = format!("racer{round}");
+        let current = SessionId::generate().store_key();
+        store.insert(&current, &user_record(&user)).await.unwrap();
+        let mut others = Vec::new();
+        for _ in 0..6 {
+            let key = SessionId::generate().store_key();
+            store.insert(&key, &user_record(&user)).await.unwrap();
+            others.push(key);
+        }
+        let renames: Vec<_> = others
+            .iter()
+            .map(|old| {
+                let (store, old) = (store.clone(), *old);
+                let new = SessionId::generate().store_key();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_micros(50 * (round % 7))).await;
+                    let _ = store.rename(&old, &new).await;
+                    new
+                })
+            })
+            .collect();
+        store.delete_for_user(&user, Some(&current)).await.unwrap();
+        for (old, rename) in others.iter().zip(renames) {
+            let new = rename.await.unwrap();
+            assert_eq!(store.load(old).await.unwrap(), None, "round {round}");
+            assert_eq!(
+                store.load(&new).await.unwrap(),
+                None,
+                "round {round}: a session renamed during revoke-others survived"
+            );
+        }
+        assert!(store.load(&current).await.unwrap().is_some());
+    }
+}
+
+/// A stored record nested deeper than the JSON decoder's limit (126 levels of arrays in a
+/// value): it no longer decodes.
+fn too_deep_record(user: &str) -> Vec<u8> {
+    let valid = serde_json::to_string(&user_record(user)).unwrap();
+    let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
+    valid
+        .replacen("\"data\":{}", &format!("\"data\":{{\"k\":{deep}}}"), 1)
+        .into_bytes()
+}
+
+/// Issue 12, item 6: a corrupt record under a user is skipped by list, removed by revoke,
+/// and never makes list, revoke, purge or the admin listing fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
+    let Some(server) = start().await else { return };
+    let store = store_on(&server, "corrupt:").await;
+    let (good, bad) = (
+        SessionId::generate().store_key(),
+        SessionId::generate().store_key(),
+    );
+    store.insert(&good, &user_record("mallory")).await.unwrap();
+    store.insert(&bad, &user_record("mallory")).await.unwrap();
+    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port))
+        .await
+        .unwrap();
+    {
+        use async_memcached::MetaProtocol;
+        let item = format!("corrupt:s:{}", bad.to_hex());
+        admin
+            .meta_set(
+                &item,
+                too_deep_record("mallory").as_slice(),
+                false,
+                None,
+                Some(&["T3600"]),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(store.load(&bad).await.is_err(), "the record is corrupt");
+    let listed: Vec<_> = store
+        .list_for_user("mallory")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(listed, vec![good]);
+    let all = store
+        .list_sessions(&cloakroom::ListQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    store.purge_expired(10).await.unwrap();
+    store.delete_for_user("mallory", None).await.unwrap();
+    assert!(store.list_for_user("mallory").await.unwrap().is_empty());
+    assert_eq!(store.load(&good).await.unwrap(), None);
+}
+
+/// Inserts `n` sessions for `user`, four writers at a time; returns the keys.
+async fn insert_many(
+    store: &std::sync::Arc<MemcachedStore>,
+    user: &str,
+    n: usize,
+) -> Vec<cloakroom::StoreKey> {
+    let keys: Vec<_> = (0..n).map(|_| SessionId::generate().store_key()).collect();
+    let writers: Vec<_> = keys
+        .chunks(n.div_ceil(4).max(1))
+        .map(|chunk| {
+            let (store, chunk, user) = (store.clone(), chunk.to_vec(), user.to_owned());
+            tokio::spawn(async move {
+                for key in chunk {
+                    store.insert(&key, &user_record(&user)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    keys
+}
+
+/// The adversarial-scale figures for RELIABILITY.md: one user with `CLOAKROOM_SCALE`
+/// sessions (default 100,000). Run with
+/// `cargo test -p cloakroom-memcached --test memcached -- --ignored --nocapture scale`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, minutes long"]
+async fn scale_one_user_with_many_sessions() {
+    let Some(server) = start_with(&["-m", "1024"]).await else {
+        return;
+    };
+    let n: usize = std::env::var("CLOAKROOM_SCALE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let store = std::sync::Arc::new(store_on(&server, "scale:").await);
+    let started = Instant::now();
+    let keys = insert_many(&store, "whale", n).await;
+    println!(
+        "memcached: insert {n} sessions for one user: {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    assert_eq!(store.list_for_user("whale").await.unwrap().len(), n);
+    println!("memcached: list_for_user ({n}): {:?}", started.elapsed());
+    let started = Instant::now();
+    let revoked = store
+        .delete_for_user("whale", Some(&keys[0]))
+        .await
+        .unwrap();
+    println!("memcached: revoke-others ({n}): {:?}", started.elapsed());
+    assert_eq!(revoked as usize, n - 1);
+    assert_eq!(store.list_for_user("whale").await.unwrap().len(), 1);
+    insert_many(&store, "whale", n - 1).await;
+    let started = Instant::now();
+    let revoked = store.delete_for_user("whale", None).await.unwrap();
+    println!("memcached: revoke-all ({n}): {:?}", started.elapsed());
+    assert_eq!(revoked as usize, n);
+    let started = Instant::now();
+    store.purge_expired(1000).await.unwrap();
+    println!(
+        "memcached: purge (prunes {} dead keys from the all-sessions index): {:?}",
+        2 * n - 1,
+        started.elapsed()
+    );
+    assert_eq!(members_under(&server, "scale:ai:").await, 0);
+}
+
+/// A session larger than memcached's item size is refused with a typed error that says
+/// what to do, and leaves nothing behind in the user's sessions.
+#[tokio::test]
+async fn a_session_larger_than_the_item_size_is_refused_with_a_typed_error() {
+    let Some(server) = start_with(&["-I", "2k", "-o", "slab_chunk_max=2048"]).await else {
+        return;
+    };
+    let store = store_on(&server, "huge:").await;
+    let mut record = user_record("hoarder");
+    record
+        .data
+        .insert("blob".into(), serde_json::json!("x".repeat(4000)));
+    let key = SessionId::generate().store_key();
+    match store.insert(&key, &record).await {
+        Err(cloakroom::InsertError::Store(cloakroom::StoreError::Backend(error))) => {
+            assert!(error.to_string().contains("-I"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(store.list_for_user("hoarder").await.unwrap().is_empty());
+    assert_eq!(store.load(&key).await.unwrap(), None);
+}
+
+/// Sessions indexed by an earlier version (one JSON-array item per user and per bucket)
+/// are still listed and revoked after an upgrade, and the old items go away.
+#[tokio::test]
+async fn sessions_indexed_by_the_old_one_item_layout_are_still_revoked() {
+    use async_memcached::MetaProtocol;
+    use sha2::Digest;
+    let Some(server) = start().await else { return };
+    let store = store_on(&server, "old:").await;
+    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port))
+        .await
+        .unwrap();
+    let keys: Vec<_> = (0..5).map(|_| SessionId::generate().store_key()).collect();
+    for key in &keys {
+        let record = serde_json::to_vec(&user_record("veteran")).unwrap();
+        let item = format!("old:s:{}", key.to_hex());
+        admin
+            .meta_set(&item, record.as_slice(), false, None, Some(&["T3600"]))
+            .await
+            .unwrap();
+    }
+    let hashed: [u8; 32] = sha2::Sha256::digest(b"veteran").into();
+    let legacy = format!("old:u:{}", cloakroom::StoreKey::from_bytes(hashed).to_hex());
+    let members: Vec<String> = keys.iter().map(|k| k.to_hex()).collect();
+    let members = serde_json::to_vec(&members).unwrap();
+    admin
+        .meta_set(&legacy, members.as_slice(), false, None, Some(&["T0"]))
+        .await
+        .unwrap();
+    assert_eq!(store.list_for_user("veteran").await.unwrap().len(), 5);
+    assert_eq!(
+        store
+            .delete_for_user("veteran", Some(&keys[0]))
+            .await
+            .unwrap(),
+        4
+    );
+    for key in &keys[1..] {
+        assert_eq!(store.load(key).await.unwrap(), None);
+    }
+    assert!(admin
+        .meta_get(&legacy, false, None, Some(&["v"]))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.list_for_user("veteran").await.unwrap().len(), 1);
 }
