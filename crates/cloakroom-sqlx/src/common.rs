@@ -60,6 +60,68 @@ pub fn validate_identifier(name: &str) -> Result<(), SetupError> {
     }
 }
 
+/// A validated table name, and how the dialect writes it in SQL.
+#[derive(Clone, Debug)]
+pub struct TableName {
+    /// The name as given, `schema.table` when qualified: a key for locks and look-ups.
+    pub plain: String,
+    /// The unqualified table name, as given.
+    pub unqualified: String,
+    /// The schema or database, if one was named.
+    pub schema: Option<String>,
+    /// The quoted, possibly qualified name to splice into SQL.
+    pub sql: String,
+    /// A prefix for index names, unique per table (`schema_table`), quoted by the caller.
+    pub index_prefix: String,
+}
+
+impl TableName {
+    /// Validates `table` (and `schema`) and quotes them with `quote`: validation comes
+    /// first, so a bad name never reaches the database.
+    pub fn new(
+        schema: Option<&str>,
+        table: &str,
+        quote: fn(&str) -> String,
+    ) -> Result<Self, SetupError> {
+        validate_identifier(table)?;
+        if let Some(schema) = schema {
+            validate_identifier(schema)?;
+        }
+        let (plain, sql, index_prefix) = match schema {
+            Some(schema) => (
+                format!("{schema}.{table}"),
+                format!("{}.{}", quote(schema), quote(table)),
+                format!("{schema}_{table}"),
+            ),
+            None => (table.to_owned(), quote(table), table.to_owned()),
+        };
+        Ok(Self {
+            plain,
+            unqualified: table.to_owned(),
+            schema: schema.map(str::to_owned),
+            sql,
+            index_prefix,
+        })
+    }
+}
+
+/// Quotes a validated identifier for PostgreSQL. PostgreSQL folds unquoted names to
+/// lower case, so the name is folded before quoting: `MyTable` stays the table it named
+/// before names were quoted.
+pub fn quote_postgres(name: &str) -> String {
+    format!("\"{}\"", name.to_ascii_lowercase())
+}
+
+/// Quotes a validated identifier for SQLite (whose names ignore case, quoted or not).
+pub fn quote_sqlite(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// Quotes a validated identifier for MySQL / MariaDB.
+pub fn quote_backtick(name: &str) -> String {
+    format!("`{name}`")
+}
+
 /// Maps a driver error to the store's typed error.
 pub fn store_error(error: sqlx::Error) -> StoreError {
     match error {
@@ -192,6 +254,59 @@ where
         key,
         record: record_from_row(row)?,
     })
+}
+
+/// A record read from a row, or `None` if the row is corrupt: a corrupt record is logged
+/// (by its handle, never raw) and treated as absent, so one bad row never fails a request.
+pub fn record_or_absent<'r, R>(
+    key: &cloakroom::StoreKey,
+    row: Option<&'r R>,
+) -> Result<Option<Record>, StoreError>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    match row.map(record_from_row).transpose() {
+        Err(StoreError::Corrupt(reason)) => {
+            tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+/// The readable entries among `rows`; corrupt ones are logged and skipped, so a listing
+/// never fails on one bad row.
+pub fn entries_skipping_corrupt<'r, R>(
+    rows: &'r [R],
+) -> Result<Vec<cloakroom::SessionEntry>, StoreError>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in rows {
+        match entry_from_row(row) {
+            Ok(entry) => entries.push(entry),
+            Err(StoreError::Corrupt(reason)) => {
+                let handle = row
+                    .try_get::<Vec<u8>, _>("store_key")
+                    .ok()
+                    .and_then(|key| cloakroom::StoreKey::from_slice(&key))
+                    .map(|key| key.handle().to_string());
+                tracing::warn!(?handle, %reason, "corrupt session record skipped");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(entries)
 }
 
 /// Reads a record from a row of any backend.

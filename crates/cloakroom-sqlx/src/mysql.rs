@@ -32,13 +32,19 @@ use cloakroom::{
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
 use crate::common::{
-    bounded, entry_from_row, failed_update, is_unique_violation, purge_in_batches, record_from_row,
-    rename_outcome, store_error, validate_identifier, version_param, Columns, SetupError,
-    DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, SELECTED,
+    bounded, entries_skipping_corrupt, failed_update, is_unique_violation, purge_in_batches,
+    quote_backtick, record_or_absent, rename_outcome, store_error, version_param, Columns,
+    SetupError, TableName, DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, SELECTED,
 };
 
-/// The selected columns. `user_id` compares case-sensitively (binary collation), which
-/// MySQL reports as bytes, so it is read back through a text conversion.
+/// The type of the `user_id` column: bytes, compared exactly. A `utf8mb4_bin` text column
+/// is PAD SPACE (`'alice ' = 'alice'`), so one user's revoke would reach another's
+/// sessions; MariaDB and MySQL share no NO PAD text collation, but both compare binary
+/// strings byte for byte. 1020 bytes hold the 255 characters the text column allowed.
+const USER_ID_TYPE: &str = "VARBINARY(1020)";
+
+/// The selected columns. `user_id` is bytes, so it is read back through a text
+/// conversion.
 static SELECTED_TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     SELECTED.replace("user_id", "CONVERT(user_id USING utf8mb4) AS user_id")
 });
@@ -57,7 +63,7 @@ const NOW: &str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
 #[derive(Clone, Debug)]
 pub struct MySqlStore {
     pool: MySqlPool,
-    table: String,
+    table: TableName,
     timeout: Duration,
 }
 
@@ -65,12 +71,27 @@ impl MySqlStore {
     /// Connects with default pool settings ([`pool_options`](Self::pool_options)) and
     /// creates the schema if it is missing.
     pub async fn connect(url: &str) -> Result<Self, SetupError> {
+        Self::connect_with_table(url, None, DEFAULT_TABLE).await
+    }
+
+    /// Like [`connect`](Self::connect), with another table, optionally in another
+    /// database: the names are validated before anything is connected, and only this
+    /// table is created.
+    pub async fn connect_with_table(
+        url: &str,
+        database: Option<&str>,
+        table: &str,
+    ) -> Result<Self, SetupError> {
+        let table = TableName::new(database, table, quote_backtick)?;
         let options: MySqlConnectOptions = url.parse().map_err(SetupError::Connect)?;
         let pool = Self::pool_options()
             .connect_with(options)
             .await
             .map_err(SetupError::Connect)?;
-        let store = Self::from_pool(pool);
+        let store = Self {
+            table,
+            ..Self::from_pool(pool)
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -92,22 +113,16 @@ impl MySqlStore {
     pub fn from_pool(pool: MySqlPool) -> Self {
         Self {
             pool,
-            table: DEFAULT_TABLE.to_owned(),
+            table: TableName::new(None, DEFAULT_TABLE, quote_backtick)
+                .expect("the default table name is valid"),
             timeout: DEFAULT_OPERATION_TIMEOUT,
         }
     }
 
     /// Uses another table, optionally in another database (each validated as a plain
-    /// identifier).
+    /// identifier, and quoted in SQL, so reserved words such as `order` work).
     pub fn with_table(mut self, database: Option<&str>, table: &str) -> Result<Self, SetupError> {
-        validate_identifier(table)?;
-        self.table = match database {
-            Some(database) => {
-                validate_identifier(database)?;
-                format!("{database}.{table}")
-            }
-            None => table.to_owned(),
-        };
+        self.table = TableName::new(database, table, quote_backtick)?;
         Ok(self)
     }
 
@@ -123,15 +138,15 @@ impl MySqlStore {
         &self.pool
     }
 
-    /// The (possibly database-qualified) table name.
+    /// The table as SQL names it: quoted, and database-qualified if a database was given.
     pub fn table(&self) -> &str {
-        &self.table
+        &self.table.sql
     }
 
-    /// Creates the table and its indexes if missing. Idempotent.
+    /// Creates the table and its indexes if missing, and brings a table an older version
+    /// made up to date (the `auth_epoch` column; `user_id` as exact bytes). Idempotent.
     pub async fn migrate(&self) -> Result<(), SetupError> {
-        let t = &self.table;
-        let index = t.rsplit('.').next().unwrap_or(t);
+        let t = &self.table.sql;
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {t} (
                 store_key BINARY(32) NOT NULL PRIMARY KEY,
@@ -143,40 +158,48 @@ impl MySqlStore {
                 absolute_deadline BIGINT NULL,
                 expires_at BIGINT NULL,
                 persistent BOOLEAN NOT NULL,
-                user_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+                user_id {USER_ID_TYPE} NULL,
                 ip VARCHAR(64) NULL,
                 user_agent VARCHAR(1024) NULL,
                 auth_epoch VARCHAR(255) NULL,
-                INDEX {index}_expires_at (expires_at),
-                INDEX {index}_user_id (user_id)
+                INDEX by_expiry (expires_at),
+                INDEX by_user (user_id)
             ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
         );
         sqlx::query(&sql)
             .execute(&self.pool)
             .await
             .map_err(SetupError::Migrate)?;
-        // Tables created before revocation by epoch lack its column (MySQL has no
-        // ADD COLUMN IF NOT EXISTS).
-        let (database, table) = match t.split_once('.') {
-            Some((database, table)) => (Some(database), table),
-            None => (None, t.as_str()),
-        };
-        let (has_epoch,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM information_schema.columns
-             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND column_name = 'auth_epoch'",
+        // MySQL has no ADD COLUMN IF NOT EXISTS: look at what the table has.
+        let columns: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns
+             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
         )
-        .bind(database)
-        .bind(table)
-        .fetch_one(&self.pool)
+        .bind(self.table.schema.as_deref())
+        .bind(&self.table.unqualified)
+        .fetch_all(&self.pool)
         .await
         .map_err(SetupError::Migrate)?;
-        if has_epoch == 0 {
-            sqlx::query(&format!(
-                "ALTER TABLE {t} ADD COLUMN auth_epoch VARCHAR(255) NULL"
-            ))
-            .execute(&self.pool)
-            .await
-            .map_err(SetupError::Migrate)?;
+        let type_of = |name: &str| {
+            columns
+                .iter()
+                .find(|(column, _)| column.eq_ignore_ascii_case(name))
+                .map(|(_, kind)| kind.to_ascii_lowercase())
+        };
+        let mut changes = Vec::new();
+        // Tables created before revocation by epoch lack its column.
+        if type_of("auth_epoch").is_none() {
+            changes.push("ADD COLUMN auth_epoch VARCHAR(255) NULL".to_owned());
+        }
+        // Tables created before user ids compared exactly hold them as PAD SPACE text.
+        if type_of("user_id").is_some_and(|kind| kind != "varbinary") {
+            changes.push(format!("MODIFY user_id {USER_ID_TYPE} NULL"));
+        }
+        if !changes.is_empty() {
+            sqlx::query(&format!("ALTER TABLE {t} {}", changes.join(", ")))
+                .execute(&self.pool)
+                .await
+                .map_err(SetupError::Migrate)?;
         }
         Ok(())
     }
@@ -204,7 +227,7 @@ impl MySqlStore {
             "INSERT INTO {} ({SELECTED}, expires_at)
              SELECT ?, ?, ?, ?, ?, idle, absolute, ?, ?, ?, ?, ?, {}
              FROM (SELECT {} AS idle, {} AS absolute) AS deadlines",
-            self.table,
+            self.table.sql,
             Self::earliest("idle", "absolute"),
             Self::clamped("?", "?"),
             Self::clamped("?", "?"),
@@ -243,7 +266,7 @@ impl SessionStore for MySqlStore {
             let sql = format!(
                 "SELECT {} FROM {} WHERE store_key = ? AND {}",
                 *SELECTED_TEXT,
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let row = sqlx::query(&sql)
@@ -251,7 +274,7 @@ impl SessionStore for MySqlStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?;
-            row.as_ref().map(record_from_row).transpose()
+            record_or_absent(key, row.as_ref())
         })
         .await
     }
@@ -264,7 +287,7 @@ impl SessionStore for MySqlStore {
             // The key is taken; an expired row may be replaced, a live one never.
             let sql = format!(
                 "DELETE FROM {} WHERE store_key = ? AND NOT {}",
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let cleared = sqlx::query(&sql)
@@ -295,7 +318,7 @@ impl SessionStore for MySqlStore {
                 "UPDATE {} SET version = version + 1, data = ?, last_active_at = ?, idle_deadline = {},
                    expires_at = {}, persistent = ?, user_id = ?, ip = ?, user_agent = ?, auth_epoch = ?
                  WHERE store_key = ? AND version = ? AND {}",
-                self.table,
+                self.table.sql,
                 Self::clamped("?", "?"),
                 Self::earliest("idle_deadline", "absolute_deadline"),
                 Self::live()
@@ -319,7 +342,7 @@ impl SessionStore for MySqlStore {
             if done.rows_affected() == 1 {
                 return Ok(());
             }
-            let sql = format!("SELECT 1 FROM {} WHERE store_key = ? AND {}", self.table, Self::live());
+            let sql = format!("SELECT 1 FROM {} WHERE store_key = ? AND {}", self.table.sql, Self::live());
             let live_row = sqlx::query(&sql)
                 .bind(key.as_bytes().as_slice())
                 .fetch_optional(&self.pool)
@@ -334,7 +357,7 @@ impl SessionStore for MySqlStore {
             let sql = format!(
                 "UPDATE {} SET last_active_at = ?, idle_deadline = {}, expires_at = {}
                  WHERE store_key = ? AND {}",
-                self.table,
+                self.table.sql,
                 Self::clamped("?", "?"),
                 Self::earliest("idle_deadline", "absolute_deadline"),
                 Self::live()
@@ -363,7 +386,7 @@ impl SessionStore for MySqlStore {
         bounded(self.timeout, async {
             let sql = format!(
                 "UPDATE {} SET store_key = ? WHERE store_key = ? AND {}",
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let done = sqlx::query(&sql)
@@ -378,7 +401,7 @@ impl SessionStore for MySqlStore {
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
         bounded(self.timeout, async {
-            let sql = format!("DELETE FROM {} WHERE store_key = ?", self.table);
+            let sql = format!("DELETE FROM {} WHERE store_key = ?", self.table.sql);
             let done = sqlx::query(&sql)
                 .bind(key.as_bytes().as_slice())
                 .execute(&self.pool)
@@ -394,7 +417,7 @@ impl SessionStore for MySqlStore {
             let sql = format!(
                 "SELECT {} FROM {} WHERE user_id = ? AND {}",
                 *SELECTED_TEXT,
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let rows = sqlx::query(&sql)
@@ -402,7 +425,7 @@ impl SessionStore for MySqlStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;
-            rows.iter().map(entry_from_row).collect()
+            entries_skipping_corrupt(&rows)
         })
         .await
     }
@@ -415,7 +438,7 @@ impl SessionStore for MySqlStore {
         bounded(self.timeout, async {
             let sql = format!(
                 "DELETE FROM {} WHERE user_id = ? AND {} AND (? IS NULL OR store_key <> ?)",
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let except = except.map(|k| k.as_bytes().to_vec());
@@ -442,7 +465,7 @@ impl SessionStore for MySqlStore {
     ) -> Result<u64, StoreError> {
         let sql = format!(
             "DELETE FROM {} WHERE expires_at <= {NOW} ORDER BY expires_at LIMIT ?",
-            self.table
+            self.table.sql
         );
         let sql = sql.as_str();
         purge_in_batches(batch, progress, |limit| {
@@ -467,16 +490,16 @@ impl SessionStore for MySqlStore {
             let sql = format!(
                 "SELECT {} FROM {} WHERE store_key BETWEEN ? AND ? AND {} LIMIT 1",
                 *SELECTED_TEXT,
-                self.table,
+                self.table.sql,
                 Self::live()
             );
-            let row = sqlx::query(&sql)
+            let rows = sqlx::query(&sql)
                 .bind(low.as_bytes().as_slice())
                 .bind(high.as_bytes().as_slice())
-                .fetch_optional(&self.pool)
+                .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;
-            row.as_ref().map(entry_from_row).transpose()
+            Ok(entries_skipping_corrupt(&rows)?.into_iter().next())
         })
         .await
     }
@@ -487,7 +510,7 @@ impl SessionStore for MySqlStore {
                 "SELECT {} FROM {} WHERE {} AND (? IS NULL OR user_id = ?)
                  AND (? IS NULL OR store_key > ?) ORDER BY store_key LIMIT ?",
                 *SELECTED_TEXT,
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let after = query.after.map(|k| k.as_bytes().to_vec());
@@ -500,7 +523,7 @@ impl SessionStore for MySqlStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;
-            rows.iter().map(entry_from_row).collect()
+            entries_skipping_corrupt(&rows)
         })
         .await
     }

@@ -31,8 +31,8 @@ use cloakroom::{
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::common::{
-    bounded, entry_from_row, failed_update, purge_in_batches, record_from_row, rename_outcome,
-    store_error, validate_identifier, version_param, Columns, SetupError,
+    bounded, entries_skipping_corrupt, failed_update, purge_in_batches, quote_postgres,
+    record_or_absent, rename_outcome, store_error, version_param, Columns, SetupError, TableName,
     DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, SELECTED,
 };
 
@@ -50,7 +50,7 @@ const NOW: &str = "(FLOOR(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT)";
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
-    table: String,
+    table: TableName,
     timeout: Duration,
 }
 
@@ -58,12 +58,26 @@ impl PostgresStore {
     /// Connects with default pool settings ([`pool_options`](Self::pool_options)) and
     /// creates the schema if it is missing.
     pub async fn connect(url: &str) -> Result<Self, SetupError> {
+        Self::connect_with_table(url, None, DEFAULT_TABLE).await
+    }
+
+    /// Like [`connect`](Self::connect), with another table, optionally in a schema: the
+    /// names are validated before anything is connected, and only this table is created.
+    pub async fn connect_with_table(
+        url: &str,
+        schema: Option<&str>,
+        table: &str,
+    ) -> Result<Self, SetupError> {
+        let table = TableName::new(schema, table, quote_postgres)?;
         let options: PgConnectOptions = url.parse().map_err(SetupError::Connect)?;
         let pool = Self::pool_options()
             .connect_with(options)
             .await
             .map_err(SetupError::Connect)?;
-        let store = Self::from_pool(pool);
+        let store = Self {
+            table,
+            ..Self::from_pool(pool)
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -85,22 +99,16 @@ impl PostgresStore {
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
             pool,
-            table: DEFAULT_TABLE.to_owned(),
+            table: TableName::new(None, DEFAULT_TABLE, quote_postgres)
+                .expect("the default table name is valid"),
             timeout: DEFAULT_OPERATION_TIMEOUT,
         }
     }
 
     /// Uses another table, optionally in a schema (`schema` and `table` are each validated
-    /// as plain identifiers).
+    /// as plain identifiers, and quoted in SQL, so reserved words such as `user` work).
     pub fn with_table(mut self, schema: Option<&str>, table: &str) -> Result<Self, SetupError> {
-        validate_identifier(table)?;
-        self.table = match schema {
-            Some(schema) => {
-                validate_identifier(schema)?;
-                format!("{schema}.{table}")
-            }
-            None => table.to_owned(),
-        };
+        self.table = TableName::new(schema, table, quote_postgres)?;
         Ok(self)
     }
 
@@ -116,19 +124,20 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// The (possibly schema-qualified) table name.
+    /// The table as SQL names it: quoted, and schema-qualified if a schema was given.
     pub fn table(&self) -> &str {
-        &self.table
+        &self.table.sql
     }
 
     /// Creates the table and its indexes if missing. Idempotent, and safe when several
     /// app servers start at once (an advisory lock serialises them).
     pub async fn migrate(&self) -> Result<(), SetupError> {
-        let t = &self.table;
-        let index = t.replace('.', "_");
+        let t = &self.table.sql;
+        let index = |what: &str| quote_postgres(&format!("{}_{what}", self.table.index_prefix));
+        let (by_expiry, by_user) = (index("expires_at"), index("user_id"));
         let mut tx = self.pool.begin().await.map_err(SetupError::Migrate)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("cloakroom:{t}"))
+            .bind(format!("cloakroom:{}", self.table.plain))
             .execute(&mut *tx)
             .await
             .map_err(SetupError::Migrate)?;
@@ -152,8 +161,8 @@ impl PostgresStore {
             ),
             // Tables created before revocation by epoch lack its column.
             format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS auth_epoch TEXT"),
-            format!("CREATE INDEX IF NOT EXISTS {index}_expires_at ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
-            format!("CREATE INDEX IF NOT EXISTS {index}_user_id ON {t} (user_id) WHERE user_id IS NOT NULL"),
+            format!("CREATE INDEX IF NOT EXISTS {by_expiry} ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
+            format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id) WHERE user_id IS NOT NULL"),
         ];
         for statement in statements {
             sqlx::query(&statement)
@@ -180,7 +189,7 @@ impl SessionStore for PostgresStore {
         bounded(self.timeout, async {
             let sql = format!(
                 "SELECT {SELECTED} FROM {} WHERE store_key = $1 AND {}",
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let row = sqlx::query(&sql)
@@ -188,7 +197,7 @@ impl SessionStore for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?;
-            row.as_ref().map(record_from_row).transpose()
+            record_or_absent(key, row.as_ref())
         })
         .await
     }
@@ -208,7 +217,7 @@ impl SessionStore for PostgresStore {
                    user_agent = EXCLUDED.user_agent, auth_epoch = EXCLUDED.auth_epoch,
                    expires_at = EXCLUDED.expires_at
                  WHERE t.expires_at IS NOT NULL AND t.expires_at <= {NOW}",
-                t = self.table
+                t = self.table.sql
             );
             let done = sqlx::query(&sql)
                 .bind(key.as_bytes().as_slice())
@@ -253,7 +262,7 @@ impl SessionStore for PostgresStore {
                    expires_at = LEAST({idle}, absolute_deadline),
                    persistent = $6, user_id = $7, ip = $8, user_agent = $9, auth_epoch = $10
                  WHERE store_key = $1 AND version = $2 AND {live}",
-                t = self.table
+                t = self.table.sql
             );
             let done = sqlx::query(&sql)
                 .bind(key.as_bytes().as_slice())
@@ -272,7 +281,7 @@ impl SessionStore for PostgresStore {
             if done.rows_affected() == 1 {
                 return Ok(());
             }
-            let sql = format!("SELECT 1 FROM {} WHERE store_key = $1 AND {live}", self.table);
+            let sql = format!("SELECT 1 FROM {} WHERE store_key = $1 AND {live}", self.table.sql);
             let live_row = sqlx::query(&sql)
                 .bind(key.as_bytes().as_slice())
                 .fetch_optional(&self.pool)
@@ -288,7 +297,7 @@ impl SessionStore for PostgresStore {
             let sql = format!(
                 "UPDATE {} SET last_active_at = $2, idle_deadline = {idle}, expires_at = LEAST({idle}, absolute_deadline)
                  WHERE store_key = $1 AND {}",
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let done = sqlx::query(&sql)
@@ -311,7 +320,7 @@ impl SessionStore for PostgresStore {
         bounded(self.timeout, async {
             let sql = format!(
                 "UPDATE {} SET store_key = $2 WHERE store_key = $1 AND {}",
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let done = sqlx::query(&sql)
@@ -326,7 +335,7 @@ impl SessionStore for PostgresStore {
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
         bounded(self.timeout, async {
-            let sql = format!("DELETE FROM {} WHERE store_key = $1", self.table);
+            let sql = format!("DELETE FROM {} WHERE store_key = $1", self.table.sql);
             let done = sqlx::query(&sql)
                 .bind(key.as_bytes().as_slice())
                 .execute(&self.pool)
@@ -341,7 +350,7 @@ impl SessionStore for PostgresStore {
         bounded(self.timeout, async {
             let sql = format!(
                 "SELECT {SELECTED} FROM {} WHERE user_id = $1 AND {}",
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let rows = sqlx::query(&sql)
@@ -349,7 +358,7 @@ impl SessionStore for PostgresStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;
-            rows.iter().map(entry_from_row).collect()
+            entries_skipping_corrupt(&rows)
         })
         .await
     }
@@ -362,7 +371,7 @@ impl SessionStore for PostgresStore {
         bounded(self.timeout, async {
             let sql = format!(
                 "DELETE FROM {} WHERE user_id = $1 AND {} AND ($2::BYTEA IS NULL OR store_key <> $2)",
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let done = sqlx::query(&sql)
@@ -388,7 +397,7 @@ impl SessionStore for PostgresStore {
         let sql = format!(
             "DELETE FROM {t} WHERE store_key IN (
                SELECT store_key FROM {t} WHERE expires_at <= {NOW} LIMIT $1 FOR UPDATE SKIP LOCKED)",
-            t = self.table
+            t = self.table.sql
         );
         let sql = sql.as_str();
         purge_in_batches(batch, progress, |limit| {
@@ -412,16 +421,16 @@ impl SessionStore for PostgresStore {
             let (low, high) = handle.key_range();
             let sql = format!(
                 "SELECT {SELECTED} FROM {} WHERE store_key BETWEEN $1 AND $2 AND {} LIMIT 1",
-                self.table,
+                self.table.sql,
                 Self::live()
             );
-            let row = sqlx::query(&sql)
+            let rows = sqlx::query(&sql)
                 .bind(low.as_bytes().as_slice())
                 .bind(high.as_bytes().as_slice())
-                .fetch_optional(&self.pool)
+                .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;
-            row.as_ref().map(entry_from_row).transpose()
+            Ok(entries_skipping_corrupt(&rows)?.into_iter().next())
         })
         .await
     }
@@ -431,7 +440,7 @@ impl SessionStore for PostgresStore {
             let sql = format!(
                 "SELECT {SELECTED} FROM {} WHERE {} AND ($1::TEXT IS NULL OR user_id = $1)
                  AND ($2::BYTEA IS NULL OR store_key > $2) ORDER BY store_key LIMIT $3",
-                self.table,
+                self.table.sql,
                 Self::live()
             );
             let rows = sqlx::query(&sql)
@@ -441,7 +450,7 @@ impl SessionStore for PostgresStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;
-            rows.iter().map(entry_from_row).collect()
+            entries_skipping_corrupt(&rows)
         })
         .await
     }

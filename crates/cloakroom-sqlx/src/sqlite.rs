@@ -20,8 +20,8 @@ use sqlx::sqlite::{
 };
 
 use crate::common::{
-    bounded, entry_from_row, failed_update, now_ms, purge_in_batches, record_from_row,
-    rename_outcome, store_error, validate_identifier, version_param, Columns, SetupError,
+    bounded, entries_skipping_corrupt, failed_update, now_ms, purge_in_batches, quote_sqlite,
+    record_or_absent, rename_outcome, store_error, version_param, Columns, SetupError, TableName,
     DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, SELECTED,
 };
 
@@ -39,14 +39,26 @@ const LIVE: &str = "(expires_at IS NULL OR expires_at > ?1)";
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    table: String,
+    table: TableName,
     timeout: Duration,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` — a file path or a `sqlite://`
-    /// URL — with WAL journaling, and creates the schema.
+    /// URL — with WAL journaling, and creates the schema. A new database file is readable
+    /// by its owner only (mode 0600 on Unix; SQLite gives its WAL and shared-memory files
+    /// the same mode).
     pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self, SetupError> {
+        Self::open_with_table(path, DEFAULT_TABLE).await
+    }
+
+    /// Like [`open`](Self::open), with another table: the name is validated before the
+    /// file is opened, and only this table is created.
+    pub async fn open_with_table(
+        path: impl AsRef<std::path::Path>,
+        table: &str,
+    ) -> Result<Self, SetupError> {
+        let table = TableName::new(None, table, quote_sqlite)?;
         let text = path.as_ref().to_string_lossy();
         let options = if text.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(&text).map_err(SetupError::Connect)?
@@ -58,13 +70,20 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
+        let in_memory = text.contains(":memory:") || text.contains("mode=memory");
+        if !in_memory {
+            create_private(options.get_filename()).map_err(|e| SetupError::Connect(e.into()))?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(SetupError::Connect)?;
-        let store = Self::from_pool(pool);
+        let store = Self {
+            table,
+            ..Self::from_pool(pool)
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -74,15 +93,16 @@ impl SqliteStore {
     pub fn from_pool(pool: SqlitePool) -> Self {
         Self {
             pool,
-            table: DEFAULT_TABLE.to_owned(),
+            table: TableName::new(None, DEFAULT_TABLE, quote_sqlite)
+                .expect("the default table name is valid"),
             timeout: DEFAULT_OPERATION_TIMEOUT,
         }
     }
 
-    /// Uses another table name (validated as a plain identifier).
+    /// Uses another table name (validated as a plain identifier, and quoted in SQL, so
+    /// reserved words such as `order` work).
     pub fn with_table_name(mut self, table: &str) -> Result<Self, SetupError> {
-        validate_identifier(table)?;
-        table.clone_into(&mut self.table);
+        self.table = TableName::new(None, table, quote_sqlite)?;
         Ok(self)
     }
 
@@ -98,14 +118,16 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// The table name.
+    /// The table as SQL names it (quoted).
     pub fn table(&self) -> &str {
-        &self.table
+        &self.table.sql
     }
 
     /// Creates the table and indexes if they do not exist. Idempotent.
     pub async fn migrate(&self) -> Result<(), SetupError> {
-        let t = &self.table;
+        let t = &self.table.sql;
+        let index = |what: &str| quote_sqlite(&format!("{}_{what}", self.table.index_prefix));
+        let (by_expiry, by_user) = (index("expires_at"), index("user_id"));
         let statements = [
             format!(
                 "CREATE TABLE IF NOT EXISTS {t} (
@@ -124,8 +146,8 @@ impl SqliteStore {
                     auth_epoch TEXT
                 ) WITHOUT ROWID"
             ),
-            format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
-            format!("CREATE INDEX IF NOT EXISTS {t}_user_id ON {t} (user_id) WHERE user_id IS NOT NULL"),
+            format!("CREATE INDEX IF NOT EXISTS {by_expiry} ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
+            format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id) WHERE user_id IS NOT NULL"),
         ];
         for statement in statements {
             sqlx::query(&statement)
@@ -134,12 +156,12 @@ impl SqliteStore {
                 .map_err(SetupError::Migrate)?;
         }
         // Tables created before revocation by epoch lack its column.
-        let (has_epoch,): (i64,) = sqlx::query_as(&format!(
-            "SELECT COUNT(*) FROM pragma_table_info('{t}') WHERE name = 'auth_epoch'"
-        ))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(SetupError::Migrate)?;
+        let (has_epoch,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = 'auth_epoch'")
+                .bind(&self.table.unqualified)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(SetupError::Migrate)?;
         if has_epoch == 0 {
             sqlx::query(&format!("ALTER TABLE {t} ADD COLUMN auth_epoch TEXT"))
                 .execute(&self.pool)
@@ -156,7 +178,7 @@ impl SqliteStore {
     ) -> Result<Vec<SessionEntry>, StoreError> {
         let sql = format!(
             "SELECT {SELECTED} FROM {} WHERE {LIVE} AND {condition}",
-            self.table
+            self.table.sql
         );
         let mut query = sqlx::query(&sql).bind(now_ms());
         query = match binds {
@@ -170,7 +192,7 @@ impl SqliteStore {
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
         };
         let rows = query.fetch_all(&self.pool).await.map_err(store_error)?;
-        rows.iter().map(entry_from_row).collect()
+        entries_skipping_corrupt(&rows)
     }
 }
 
@@ -186,7 +208,7 @@ impl SessionStore for SqliteStore {
         bounded(self.timeout, async {
             let sql = format!(
                 "SELECT {SELECTED} FROM {} WHERE {LIVE} AND store_key = ?2",
-                self.table
+                self.table.sql
             );
             let row = sqlx::query(&sql)
                 .bind(now_ms())
@@ -194,7 +216,7 @@ impl SessionStore for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(store_error)?;
-            row.as_ref().map(record_from_row).transpose()
+            record_or_absent(key, row.as_ref())
         })
         .await
     }
@@ -212,7 +234,7 @@ impl SessionStore for SqliteStore {
                    user_agent = excluded.user_agent, auth_epoch = excluded.auth_epoch,
                    expires_at = excluded.expires_at
                  WHERE NOT {LIVE}",
-                t = self.table
+                t = self.table.sql
             );
             let done = sqlx::query(&sql)
                 .bind(now_ms())
@@ -257,7 +279,7 @@ impl SessionStore for SqliteStore {
                                      ELSE MIN(?6, absolute_deadline) END,
                    persistent = ?7, user_id = ?8, ip = ?9, user_agent = ?10, auth_epoch = ?11
                  WHERE store_key = ?2 AND version = ?3 AND {LIVE}",
-                self.table
+                self.table.sql
             );
             let now = now_ms();
             let done = sqlx::query(&sql)
@@ -281,7 +303,7 @@ impl SessionStore for SqliteStore {
             // Only the failure path pays this second query.
             let sql = format!(
                 "SELECT 1 FROM {} WHERE {LIVE} AND store_key = ?2",
-                self.table
+                self.table.sql
             );
             let live_row = sqlx::query(&sql)
                 .bind(now)
@@ -301,7 +323,7 @@ impl SessionStore for SqliteStore {
                                      WHEN absolute_deadline IS NULL THEN ?4
                                      ELSE MIN(?4, absolute_deadline) END
                  WHERE store_key = ?2 AND {LIVE}",
-                self.table
+                self.table.sql
             );
             let done = sqlx::query(&sql)
                 .bind(now_ms())
@@ -324,7 +346,7 @@ impl SessionStore for SqliteStore {
         bounded(self.timeout, async {
             let sql = format!(
                 "UPDATE {} SET store_key = ?3 WHERE store_key = ?2 AND {LIVE}",
-                self.table
+                self.table.sql
             );
             let done = sqlx::query(&sql)
                 .bind(now_ms())
@@ -339,7 +361,7 @@ impl SessionStore for SqliteStore {
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
         bounded(self.timeout, async {
-            let sql = format!("DELETE FROM {} WHERE store_key = ?1", self.table);
+            let sql = format!("DELETE FROM {} WHERE store_key = ?1", self.table.sql);
             let done = sqlx::query(&sql)
                 .bind(key.as_bytes().as_slice())
                 .execute(&self.pool)
@@ -366,7 +388,7 @@ impl SessionStore for SqliteStore {
         bounded(self.timeout, async {
             let sql = format!(
                 "DELETE FROM {} WHERE user_id = ?2 AND {LIVE} AND (?3 IS NULL OR store_key <> ?3)",
-                self.table
+                self.table.sql
             );
             let done = sqlx::query(&sql)
                 .bind(now_ms())
@@ -391,7 +413,7 @@ impl SessionStore for SqliteStore {
     ) -> Result<u64, StoreError> {
         let sql = format!(
             "DELETE FROM {t} WHERE store_key IN (SELECT store_key FROM {t} WHERE expires_at <= ?1 LIMIT ?2)",
-            t = self.table
+            t = self.table.sql
         );
         let sql = sql.as_str();
         purge_in_batches(batch, progress, |limit| {
@@ -433,5 +455,23 @@ impl SessionStore for SqliteStore {
             ),
         )
         .await
+    }
+}
+
+/// Creates the database file readable by its owner only, if it does not exist yet: left to
+/// SQLite it would take the process umask (typically world-readable), and SQLite gives the
+/// WAL and shared-memory files the main file's mode.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
     }
 }

@@ -8,10 +8,14 @@ macro_rules! sql_store_tests {
         pool: $pool:ty,
         options: $options:ty,
         url: $url:path,
+        url_in: $url_in:path,
         server: $server:literal,
         upstream: $upstream:literal,
         unreachable: $unreachable:literal,
-        bulk_insert: $bulk_insert:literal $(,)?
+        bulk_insert: $bulk_insert:literal,
+        set_data: $set_data:literal,
+        create_namespace: $create_namespace:literal,
+        drop_namespace: $drop_namespace:literal $(,)?
     ) => {
         async fn pool() -> Option<$pool> {
             let url = $url();
@@ -173,6 +177,113 @@ macro_rules! sql_store_tests {
         async fn an_unreachable_server_is_a_clear_setup_error() {
             let error = $store::connect($unreachable).await.unwrap_err();
             assert!(error.to_string().contains("check the URL"), "{error}");
+        }
+
+        #[tokio::test]
+        async fn user_ids_compare_exactly() {
+            let Some(pool) = pool().await else { return };
+            let tables = Tables::default();
+            let store = store_on(&pool, &tables.add()).await;
+            scenarios::user_ids_compare_exactly(&store).await;
+            drop_tables(&pool, &tables).await;
+        }
+
+        #[tokio::test]
+        async fn corrupt_rows_are_absent_and_skipped() {
+            let Some(pool) = pool().await else { return };
+            let tables = Tables::default();
+            let table = tables.add();
+            let store = store_on(&pool, &table).await;
+            let sql = format!($set_data, table = table);
+            scenarios::corrupt_rows_are_absent_and_skipped(&store, |tag, data| {
+                let (pool, sql) = (pool.clone(), sql.clone());
+                async move {
+                    let done = sqlx::query(&sql)
+                        .bind(data)
+                        .bind(tag)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                    assert_eq!(done.rows_affected(), 1);
+                }
+            })
+            .await;
+            drop_tables(&pool, &tables).await;
+        }
+
+        #[tokio::test]
+        async fn reserved_words_are_table_names() {
+            let Some(pool) = pool().await else { return };
+            let namespace = support::unique_table();
+            sqlx::query(&format!($create_namespace, namespace = namespace))
+                .execute(&pool)
+                .await
+                .unwrap();
+            // Unqualified: after a `schema.` qualifier some servers take reserved words.
+            let inside = $store::pool_options()
+                .connect(&$url_in(&namespace))
+                .await
+                .unwrap();
+            for name in ["user", "order", "Select"] {
+                let store = $store::from_pool(inside.clone())
+                    .with_table(None, name)
+                    .unwrap();
+                store
+                    .migrate()
+                    .await
+                    .unwrap_or_else(|e| panic!("table {name}: {e}"));
+                store.migrate().await.expect("migrate again");
+                scenarios::table_works(&store).await;
+            }
+            inside.close().await;
+            sqlx::query(&format!($drop_namespace, namespace = namespace))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_custom_table_is_checked_first_and_created_alone() {
+            let Some(pool) = pool().await else { return };
+            let error = $store::connect_with_table($unreachable, None, "no such; table")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, cloakroom_sqlx::SetupError::InvalidIdentifier(_)),
+                "the name is checked before anything is connected or created: {error}"
+            );
+            let namespace = support::unique_table();
+            sqlx::query(&format!($create_namespace, namespace = namespace))
+                .execute(&pool)
+                .await
+                .unwrap();
+            let store = $store::connect_with_table(&$url_in(&namespace), None, "user")
+                .await
+                .unwrap();
+            scenarios::table_works(&store).await;
+            store.pool().close().await;
+            let (tables,): (i64,) = sqlx::query_as(&format!(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{namespace}'"
+            ))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(tables, 1, "only the requested table was created");
+            sqlx::query(&format!($drop_namespace, namespace = namespace))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+
+        /// `cargo test -p cloakroom-sqlx --test <db> -- --ignored --nocapture per_user`
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "a measurement: 100,000 sessions of one user"]
+        async fn per_user_operations_at_100_000_sessions() {
+            let Some(pool) = pool().await else { return };
+            let tables = Tables::default();
+            let store = store_on(&pool, &tables.add()).await;
+            scenarios::per_user_scale(store, 100_000, $server).await;
+            drop_tables(&pool, &tables).await;
         }
     };
 }
