@@ -139,35 +139,22 @@ impl Backend {
                         reason: "give a file path: sqlite://sessions.db".into(),
                     });
                 }
-                let mut store = SqliteStore::open(path).await.map_err(setup)?;
-                if let Some(table) = table {
-                    store = store.with_table_name(&table).map_err(setup)?;
-                    store.migrate().await.map_err(setup)?;
-                }
-                Ok(Self::Sqlite(store))
+                let store = match table {
+                    Some(table) => SqliteStore::open_with_table(path, &table).await,
+                    None => SqliteStore::open(path).await,
+                };
+                Ok(Self::Sqlite(store.map_err(setup)?))
             }
             Some("postgres" | "postgresql") => {
-                let store = PostgresStore::connect(&base).await.map_err(setup)?;
-                match table {
-                    Some(table) => {
-                        let store = store.with_table(None, &table).map_err(setup)?;
-                        store.migrate().await.map_err(setup)?;
-                        Ok(Self::Postgres(store))
-                    }
-                    None => Ok(Self::Postgres(store)),
-                }
+                let table = table.as_deref().unwrap_or(cloakroom_sqlx::DEFAULT_TABLE);
+                let store = PostgresStore::connect_with_table(&base, None, table).await;
+                Ok(Self::Postgres(store.map_err(setup)?))
             }
             Some("mysql" | "mariadb") => {
                 let base = base.replacen("mariadb://", "mysql://", 1);
-                let store = MySqlStore::connect(&base).await.map_err(setup)?;
-                match table {
-                    Some(table) => {
-                        let store = store.with_table(None, &table).map_err(setup)?;
-                        store.migrate().await.map_err(setup)?;
-                        Ok(Self::MySql(store))
-                    }
-                    None => Ok(Self::MySql(store)),
-                }
+                let table = table.as_deref().unwrap_or(cloakroom_sqlx::DEFAULT_TABLE);
+                let store = MySqlStore::connect_with_table(&base, None, table).await;
+                Ok(Self::MySql(store.map_err(setup)?))
             }
             Some("redis" | "rediss") => RedisStore::connect_with(&base, redis_config)
                 .await
