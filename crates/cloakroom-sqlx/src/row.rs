@@ -50,39 +50,6 @@ pub fn version_param(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version).map_err(|_| StoreError::backend("session version overflow"))
 }
 
-/// Reads a session entry from a row of any backend: [`StoreError::Corrupt`] if a column
-/// holds what no record can.
-pub fn entry_from_row<'r, R>(row: &'r R) -> Result<SessionEntry, StoreError>
-where
-    R: sqlx::Row,
-    &'static str: sqlx::ColumnIndex<R>,
-    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let key: Vec<u8> = row.try_get("store_key").map_err(store_error)?;
-    let key = StoreKey::from_slice(&key)
-        .ok_or_else(|| StoreError::Corrupt("store key is not 32 bytes".into()))?;
-    let stored = StoredRow {
-        version: row.try_get("version").map_err(store_error)?,
-        data: row.try_get("data").map_err(store_error)?,
-        created_at: row.try_get("created_at").map_err(store_error)?,
-        last_active_at: row.try_get("last_active_at").map_err(store_error)?,
-        idle_deadline: row.try_get("idle_deadline").map_err(store_error)?,
-        absolute_deadline: row.try_get("absolute_deadline").map_err(store_error)?,
-        persistent: row.try_get("persistent").map_err(store_error)?,
-        user_id: row.try_get("user_id").map_err(store_error)?,
-        ip: row.try_get("ip").map_err(store_error)?,
-        user_agent: row.try_get("user_agent").map_err(store_error)?,
-        auth_epoch: row.try_get("auth_epoch").map_err(store_error)?,
-    };
-    Ok(SessionEntry {
-        key,
-        record: stored.into_record()?,
-    })
-}
-
 /// A row as read back, before it is checked.
 struct StoredRow {
     version: i64,
@@ -131,7 +98,8 @@ impl StoredRow {
 /// what is wrong with it.
 pub type Decoded = Result<SessionEntry, (Option<StoreKey>, StoreError)>;
 
-/// Decodes a row, keeping the key of a corrupt one for the log.
+/// Reads a session entry from a row of any backend: [`StoreError::Corrupt`] if a column
+/// holds what no record can, with the row's key (if readable) for the log.
 pub fn decode<'r, R>(row: &'r R) -> Decoded
 where
     R: sqlx::Row,
@@ -141,13 +109,34 @@ where
     bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    entry_from_row(row).map_err(|error| {
-        let key = row
-            .try_get::<Vec<u8>, _>("store_key")
-            .ok()
-            .and_then(|key| StoreKey::from_slice(&key));
-        (key, error)
-    })
+    let key: Option<Vec<u8>> = row.try_get("store_key").ok();
+    let key = key.as_deref().and_then(StoreKey::from_slice);
+    let stored = || {
+        Ok::<_, sqlx::Error>(StoredRow {
+            version: row.try_get("version")?,
+            data: row.try_get("data")?,
+            created_at: row.try_get("created_at")?,
+            last_active_at: row.try_get("last_active_at")?,
+            idle_deadline: row.try_get("idle_deadline")?,
+            absolute_deadline: row.try_get("absolute_deadline")?,
+            persistent: row.try_get("persistent")?,
+            user_id: row.try_get("user_id")?,
+            ip: row.try_get("ip")?,
+            user_agent: row.try_get("user_agent")?,
+            auth_epoch: row.try_get("auth_epoch")?,
+        })
+    };
+    let record = stored()
+        .map_err(store_error)
+        .and_then(StoredRow::into_record);
+    match (key, record) {
+        (Some(key), Ok(record)) => Ok(SessionEntry { key, record }),
+        (None, Ok(_)) => Err((
+            None,
+            StoreError::Corrupt("store key is not 32 bytes".into()),
+        )),
+        (key, Err(error)) => Err((key, error)),
+    }
 }
 
 /// The readable entries; a corrupt row is logged (by handle, never raw) and skipped, so

@@ -12,7 +12,8 @@ use crate::{SetupError, SqlStore};
 /// A dialect spoken by a database server several app servers share. Sealed.
 pub trait Server: Dialect {}
 
-type Options<D> = <<<D as crate::dialect::sealed::Sealed>::Db as Database>::Connection as Connection>::Options;
+type Options<D> =
+    <<<D as crate::dialect::sealed::Sealed>::Db as Database>::Connection as Connection>::Options;
 
 impl<D: Server> SqlStore<D> {
     /// Connects with default pool settings ([`pool_options`](Self::pool_options)) and
@@ -35,9 +36,7 @@ impl<D: Server> SqlStore<D> {
             .connect_with(options)
             .await
             .map_err(SetupError::Connect)?;
-        let store = Self::on(pool, table);
-        store.migrate().await?;
-        Ok(store)
+        Self::migrated(pool, table).await
     }
 
     /// The default pool settings: 16 connections, a 5 s acquire timeout, and a connection

@@ -74,9 +74,7 @@ impl SqlStore<Sqlite> {
             .connect_with(options)
             .await
             .map_err(SetupError::Connect)?;
-        let store = Self::on(pool, table);
-        store.migrate().await?;
-        Ok(store)
+        Self::migrated(pool, table).await
     }
 
     /// Uses another table name (validated as a plain identifier, and quoted in SQL, so

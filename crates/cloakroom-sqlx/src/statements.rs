@@ -244,7 +244,9 @@ impl Statements {
         );
         let sql = |template: String| Statement::compile(&template, D::PLACEHOLDERS);
         Self {
-            load: sql(format!("SELECT {cols} FROM {t} WHERE store_key = :key AND {live}")),
+            load: sql(format!(
+                "SELECT {cols} FROM {t} WHERE store_key = :key AND {live}"
+            )),
             insert: sql(format!(
                 "INSERT INTO {t}{alias} (store_key, version, data, created_at, last_active_at,
                    idle_deadline, absolute_deadline, persistent, user_id, ip, user_agent,
@@ -303,7 +305,10 @@ mod tests {
         assert_eq!(dollar.sql, "SELECT $1::BYTEA, $2, $1 FROM t WHERE x = ':'");
         assert_eq!(dollar.params, [Param::Key, Param::User]);
         let numbered = Statement::compile(template, Placeholders::NumberedQuestion);
-        assert_eq!(numbered.sql, "SELECT ?1::BYTEA, ?2, ?1 FROM t WHERE x = ':'");
+        assert_eq!(
+            numbered.sql,
+            "SELECT ?1::BYTEA, ?2, ?1 FROM t WHERE x = ':'"
+        );
         let question = Statement::compile(template, Placeholders::Question);
         assert_eq!(question.sql, "SELECT ?::BYTEA, ?, ? FROM t WHERE x = ':'");
         assert_eq!(question.params, [Param::Key, Param::User, Param::Key]);

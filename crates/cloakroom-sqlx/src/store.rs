@@ -73,6 +73,13 @@ impl<D: Dialect> SqlStore<D> {
         }
     }
 
+    /// A store on `table`, its schema created if missing.
+    pub(crate) async fn migrated(pool: Pool<D::Db>, table: TableName) -> Result<Self, SetupError> {
+        let store = Self::on(pool, table);
+        store.migrate().await?;
+        Ok(store)
+    }
+
     /// Moves the store to another table (validated, then quoted).
     pub(crate) fn in_table(self, schema: Option<&str>, table: &str) -> Result<Self, SetupError> {
         let table = TableName::new(schema, table, D::quote)?;
@@ -179,7 +186,12 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             // One statement on success. Telling Conflict from Missing in the same
             // statement cost every successful PostgreSQL write some 12% more database
             // time, so only a failed compare-and-set pays a second query for it.
-            if self.execute(&self.sql.update, &args).await.map_err(store_error)? == 1 {
+            if self
+                .execute(&self.sql.update, &args)
+                .await
+                .map_err(store_error)?
+                == 1
+            {
                 return Ok(());
             }
             let sql = &self.sql.is_live;
@@ -199,7 +211,11 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
                 idle: touch.idle_deadline.map(to_unix_ms),
                 ..key_args(key)
             };
-            match self.execute(&self.sql.touch, &args).await.map_err(store_error)? {
+            match self
+                .execute(&self.sql.touch, &args)
+                .await
+                .map_err(store_error)?
+            {
                 1 => Ok(()),
                 _ => Err(TouchError::Missing),
             }

@@ -282,35 +282,25 @@ where
     F: Fn(&'static str, String) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let hour = time::Duration::hours(1);
-    let good = SessionId::generate().store_key();
-    store
-        .insert(&good, &user_record("carol", "good", hour))
-        .await
-        .unwrap();
-    let text = SessionId::generate().store_key();
-    store
-        .insert(&text, &user_record("carol", "bad-text", hour))
-        .await
-        .unwrap();
-    let deep = SessionId::generate().store_key();
-    store
-        .insert(&deep, &user_record("carol", "bad-deep", hour))
-        .await
-        .unwrap();
-    let nested = SessionId::generate().store_key();
-    store
-        .insert(&nested, &user_record("carol", "nested", hour))
-        .await
-        .unwrap();
-    let dying = SessionId::generate().store_key();
-    store
-        .insert(
-            &dying,
-            &user_record("carol", "bad-dying", time::Duration::milliseconds(300)),
-        )
-        .await
-        .unwrap();
+    let (hour, short) = (time::Duration::hours(1), time::Duration::milliseconds(300));
+    let mut keys = Vec::new();
+    for (tag, life) in [
+        ("good", hour),
+        ("bad-text", hour),
+        ("bad-deep", hour),
+        ("nested", hour),
+        ("bad-dying", short),
+    ] {
+        let key = SessionId::generate().store_key();
+        store
+            .insert(&key, &user_record("carol", tag, life))
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    let [good, text, deep, nested, _dying] = keys[..] else {
+        unreachable!()
+    };
     corrupt("bad-text", "not json".into()).await;
     // Past the JSON parser's nesting limit: undecodable.
     corrupt("bad-deep", deeply_nested(200)).await;

@@ -49,32 +49,35 @@ macro_rules! sql_store_tests {
             }
         }
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn store_passes_the_conformance_suite() {
+        /// Runs the conformance suite (`only` empty), or the cases whose name contains
+        /// one of `only` `rounds` times, each on a fresh table.
+        async fn conformance(only: &[&str], rounds: usize) {
             let Some(pool) = pool().await else { return };
             let tables = Tables::default();
-            cloakroom::conformance::run(|| {
+            let factory = || {
                 let (pool, table) = (pool.clone(), tables.add());
                 async move { store_on(&pool, &table).await }
-            })
-            .await;
+            };
+            if only.is_empty() {
+                cloakroom::conformance::run(factory).await;
+            } else {
+                let cases: Vec<_> = cloakroom::conformance::cases()
+                    .into_iter()
+                    .filter(|case| only.iter().any(|o| case.name.contains(o)))
+                    .collect();
+                cloakroom::conformance::run_cases(&cases, rounds, factory).await;
+            }
             drop_tables(&pool, &tables).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn store_passes_the_conformance_suite() {
+            conformance(&[], 1).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn store_concurrency_twenty_rounds() {
-            let Some(pool) = pool().await else { return };
-            let tables = Tables::default();
-            let cases: Vec<_> = cloakroom::conformance::cases()
-                .into_iter()
-                .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
-                .collect();
-            cloakroom::conformance::run_cases(&cases, 20, || {
-                let (pool, table) = (pool.clone(), tables.add());
-                async move { store_on(&pool, &table).await }
-            })
-            .await;
-            drop_tables(&pool, &tables).await;
+            conformance(&["concurrent", "racing"], 20).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
