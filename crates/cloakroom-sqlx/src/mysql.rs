@@ -95,6 +95,7 @@ impl Sealed for MySql {
                 user_agent VARCHAR(1024) NULL,
                 auth_epoch VARCHAR(255) NULL,
                 INDEX by_expiry (expires_at),
+                -- ordered by (user, key): InnoDB ends a secondary index with the primary key
                 INDEX by_user (user_id)
             ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
         );

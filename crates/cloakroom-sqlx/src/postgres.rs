@@ -69,7 +69,12 @@ impl Sealed for Postgres {
     async fn migrate(pool: &PgPool, table: &TableName) -> Result<(), SetupError> {
         let t = &table.sql;
         let index = |what: &str| quote_postgres(&format!("{}_{what}", table.index_prefix));
-        let (by_expiry, by_user) = (index("expires_at"), index("user_id"));
+        let (by_expiry, by_user) = (index("expires_at"), index("user_key"));
+        // Before per-user listings were paged, the user index held the user alone.
+        let old_by_user = match &table.schema {
+            Some(schema) => format!("{}.{}", quote_postgres(schema), index("user_id")),
+            None => index("user_id"),
+        };
         let mut tx = pool.begin().await.map_err(SetupError::Migrate)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("cloakroom:{}", table.plain))
@@ -97,7 +102,8 @@ impl Sealed for Postgres {
             // Tables created before revocation by epoch lack its column.
             format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS auth_epoch TEXT"),
             format!("CREATE INDEX IF NOT EXISTS {by_expiry} ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
-            format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id) WHERE user_id IS NOT NULL"),
+            format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id, store_key) WHERE user_id IS NOT NULL"),
+            format!("DROP INDEX IF EXISTS {old_by_user}"),
         ];
         for statement in statements {
             sqlx::query(&statement)

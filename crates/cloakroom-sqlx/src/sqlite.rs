@@ -127,6 +127,7 @@ impl Sealed for Sqlite {
                 ) WITHOUT ROWID"
             ),
             format!("CREATE INDEX IF NOT EXISTS {by_expiry} ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
+            // Ordered by (user, key): a WITHOUT ROWID index ends with the primary key.
             format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id) WHERE user_id IS NOT NULL"),
         ];
         run_schema(pool, &statements).await?;

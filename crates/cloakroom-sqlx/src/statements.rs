@@ -275,8 +275,12 @@ impl Statements {
                 "UPDATE {t} SET store_key = :new_key WHERE store_key = :key AND {live}"
             )),
             delete: sql(format!("DELETE FROM {t} WHERE store_key = :key")),
+            // A page of a user's sessions, in key order after `:after` (the empty string
+            // before the first page): the user index is ordered by (user, key), so each
+            // page reads only its own rows.
             list_for_user: sql(format!(
-                "SELECT {cols} FROM {t} WHERE user_id = :user AND {live}"
+                "SELECT {cols} FROM {t} WHERE user_id = :user AND store_key > :after AND {live}
+                 ORDER BY store_key LIMIT :limit"
             )),
             delete_for_user: sql(format!(
                 "DELETE FROM {t} WHERE user_id = :user AND {live}

@@ -134,6 +134,9 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
+/// How many sessions one page of a per-user listing reads.
+const USER_PAGE: usize = 1000;
+
 fn key_args(key: &StoreKey) -> Args<'_> {
     Args {
         key: Some(key.as_bytes().as_slice()),
@@ -247,12 +250,36 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         .await
     }
 
+    /// Reads the user's sessions a page at a time, each page one statement under its own
+    /// time bound, so a user with any number of sessions is listed in full.
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        let args = Args {
-            user: Some(user),
-            ..Args::default()
-        };
-        bounded(self.timeout, self.entries(&self.sql.list_for_user, &args)).await
+        let mut entries = Vec::new();
+        let mut after: Vec<u8> = Vec::new();
+        loop {
+            let args = Args {
+                user: Some(user),
+                after: Some(&after),
+                limit: Some(USER_PAGE as i64),
+                ..Args::default()
+            };
+            let statement = &self.sql.list_for_user;
+            let page = bounded(self.timeout, async {
+                let rows = D::Db::fetch(&self.pool, &statement.sql, &statement.bind(&args)).await;
+                rows.map_err(store_error)
+            })
+            .await?;
+            let full = page.len() == USER_PAGE;
+            // A corrupt row is skipped, but its key still moves the page on.
+            let last = page.last().and_then(|row| match row {
+                Ok(entry) => Some(entry.key),
+                Err((key, _)) => *key,
+            });
+            entries.extend(readable(page)?);
+            match last {
+                Some(last) if full => after = last.as_bytes().to_vec(),
+                _ => return Ok(entries),
+            }
+        }
     }
 
     async fn delete_for_user(

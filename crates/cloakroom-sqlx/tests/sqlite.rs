@@ -267,6 +267,12 @@ async fn user_ids_compare_exactly() {
 }
 
 #[tokio::test]
+async fn lists_a_user_past_one_page() {
+    let dir = tempfile::tempdir().unwrap();
+    scenarios::lists_a_user_past_one_page(&store_in(&dir, "paged.db").await).await;
+}
+
+#[tokio::test]
 async fn corrupt_rows_are_absent_and_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(&dir, "corrupt-rows.db").await;

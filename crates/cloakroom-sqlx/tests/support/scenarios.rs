@@ -358,6 +358,27 @@ where
     assert!(store.list_for_user("carol").await.unwrap().is_empty());
 }
 
+/// A user with more sessions than one page of a listing reads gets them all, once each.
+pub async fn lists_a_user_past_one_page(store: &impl SessionStore) {
+    let mut written = Vec::new();
+    for _ in 0..2_001 {
+        let key = SessionId::generate().store_key();
+        let record = user_record("paged", "p", time::Duration::hours(1));
+        store.insert(&key, &record).await.unwrap();
+        written.push(key);
+    }
+    let mut listed: Vec<_> = store
+        .list_for_user("paged")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.key)
+        .collect();
+    listed.sort();
+    written.sort();
+    assert_eq!(listed, written);
+}
+
 /// Inserts `n` sessions for one user, then times listing them, revoking all but one,
 /// revoking the rest and purging, each under the store's own timeout. Prints the figures.
 pub async fn per_user_scale<S: SessionStore + Clone + 'static>(store: S, n: usize, what: &str) {

@@ -192,6 +192,15 @@ macro_rules! sql_store_tests {
         }
 
         #[tokio::test]
+        async fn lists_a_user_past_one_page() {
+            let Some(pool) = pool().await else { return };
+            let tables = Tables::default();
+            let store = store_on(&pool, &tables.add()).await;
+            scenarios::lists_a_user_past_one_page(&store).await;
+            drop_tables(&pool, &tables).await;
+        }
+
+        #[tokio::test]
         async fn corrupt_rows_are_absent_and_skipped() {
             let Some(pool) = pool().await else { return };
             let tables = Tables::default();
