@@ -40,6 +40,15 @@ macro_rules! sql_store_tests {
             store
         }
 
+        /// A store on a new table of its own (dropped with `drop_tables`), or `None`
+        /// when the server is unreachable (reported by `pool`).
+        async fn fresh_store() -> Option<($pool, Tables, $store)> {
+            let pool = pool().await?;
+            let tables = Tables::default();
+            let store = store_on(&pool, &tables.add()).await;
+            Some((pool, tables, store))
+        }
+
         async fn drop_tables(pool: &$pool, tables: &Tables) {
             for table in tables.names() {
                 sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
@@ -132,9 +141,7 @@ macro_rules! sql_store_tests {
 
         #[tokio::test]
         async fn a_fast_app_clock_cannot_extend_a_session() {
-            let Some(pool) = pool().await else { return };
-            let tables = Tables::default();
-            let store = store_on(&pool, &tables.add()).await;
+            let Some((pool, tables, store)) = fresh_store().await else { return };
             scenarios::fast_app_clock_cannot_extend_a_session(&store).await;
             drop_tables(&pool, &tables).await;
         }
@@ -184,18 +191,14 @@ macro_rules! sql_store_tests {
 
         #[tokio::test]
         async fn user_ids_compare_exactly() {
-            let Some(pool) = pool().await else { return };
-            let tables = Tables::default();
-            let store = store_on(&pool, &tables.add()).await;
+            let Some((pool, tables, store)) = fresh_store().await else { return };
             scenarios::user_ids_compare_exactly(&store).await;
             drop_tables(&pool, &tables).await;
         }
 
         #[tokio::test]
         async fn lists_a_user_past_one_page() {
-            let Some(pool) = pool().await else { return };
-            let tables = Tables::default();
-            let store = store_on(&pool, &tables.add()).await;
+            let Some((pool, tables, store)) = fresh_store().await else { return };
             scenarios::lists_a_user_past_one_page(&store).await;
             drop_tables(&pool, &tables).await;
         }
@@ -291,9 +294,7 @@ macro_rules! sql_store_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         #[ignore = "a measurement: 100,000 sessions of one user"]
         async fn per_user_operations_at_100_000_sessions() {
-            let Some(pool) = pool().await else { return };
-            let tables = Tables::default();
-            let store = store_on(&pool, &tables.add()).await;
+            let Some((pool, tables, store)) = fresh_store().await else { return };
             scenarios::per_user_scale(store, 100_000, $server).await;
             drop_tables(&pool, &tables).await;
         }
