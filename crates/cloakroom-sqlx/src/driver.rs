@@ -160,6 +160,7 @@ where
 }
 
 /// Runs schema statements in order.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub(crate) async fn run_schema<DB: Driver>(
     pool: &Pool<DB>,
     statements: &[String],

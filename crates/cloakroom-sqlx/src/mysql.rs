@@ -31,7 +31,7 @@ use crate::dialect::sealed::Sealed;
 use crate::driver::run_schema;
 use crate::server::Server;
 use crate::statements::Placeholders;
-use crate::table::{quote_backtick, TableName};
+use crate::table::TableName;
 use crate::{SetupError, SqlStore};
 
 /// The MySQL / MariaDB dialect of [`SqlStore`].
@@ -65,7 +65,7 @@ impl Sealed for MySql {
     const UPSERT: bool = false;
 
     fn quote(name: &str) -> String {
-        quote_backtick(name)
+        format!("`{name}`")
     }
 
     fn purge(t: &str) -> String {

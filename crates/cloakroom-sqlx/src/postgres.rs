@@ -25,7 +25,7 @@ use sqlx::PgPool;
 use crate::dialect::sealed::Sealed;
 use crate::server::Server;
 use crate::statements::Placeholders;
-use crate::table::{quote_postgres, TableName};
+use crate::table::TableName;
 use crate::{SetupError, SqlStore};
 
 /// The PostgreSQL dialect of [`SqlStore`].
@@ -52,8 +52,10 @@ impl Sealed for Postgres {
     const USER_ID: &'static str = "user_id";
     const UPSERT: bool = true;
 
+    /// PostgreSQL folds unquoted names to lower case, so the name is folded before
+    /// quoting: `MyTable` stays the table it named before names were quoted.
     fn quote(name: &str) -> String {
-        quote_postgres(name)
+        format!("\"{}\"", name.to_ascii_lowercase())
     }
 
     fn purge(t: &str) -> String {
@@ -68,11 +70,11 @@ impl Sealed for Postgres {
     /// serialises them).
     async fn migrate(pool: &PgPool, table: &TableName) -> Result<(), SetupError> {
         let t = &table.sql;
-        let index = |what: &str| quote_postgres(&format!("{}_{what}", table.index_prefix));
+        let index = |what: &str| Self::quote(&format!("{}_{what}", table.index_prefix));
         let (by_expiry, by_user) = (index("expires_at"), index("user_key"));
         // Before per-user listings were paged, the user index held the user alone.
         let old_by_user = match &table.schema {
-            Some(schema) => format!("{}.{}", quote_postgres(schema), index("user_id")),
+            Some(schema) => format!("{}.{}", Self::quote(schema), index("user_id")),
             None => index("user_id"),
         };
         let mut tx = pool.begin().await.map_err(SetupError::Migrate)?;

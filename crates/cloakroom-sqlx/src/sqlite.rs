@@ -19,7 +19,7 @@ use crate::dialect::sealed::Sealed;
 use crate::driver::run_schema;
 use crate::errors::DEFAULT_OPERATION_TIMEOUT;
 use crate::statements::Placeholders;
-use crate::table::{quote_sqlite, TableName, DEFAULT_TABLE};
+use crate::table::{TableName, DEFAULT_TABLE};
 use crate::{SetupError, SqlStore};
 
 /// The SQLite dialect of [`SqlStore`].
@@ -52,7 +52,7 @@ impl SqlStore<Sqlite> {
         path: impl AsRef<std::path::Path>,
         table: &str,
     ) -> Result<Self, SetupError> {
-        let table = TableName::new(None, table, quote_sqlite)?;
+        let table = TableName::new(None, table, Sqlite::quote)?;
         let text = path.as_ref().to_string_lossy();
         let options = if text.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(&text).map_err(SetupError::Connect)?
@@ -92,8 +92,9 @@ impl Sealed for Sqlite {
     const USER_ID: &'static str = "user_id";
     const UPSERT: bool = true;
 
+    /// SQLite names ignore case, quoted or not.
     fn quote(name: &str) -> String {
-        quote_sqlite(name)
+        format!("\"{name}\"")
     }
 
     fn clamp(deadline: &str, _app_now: &str) -> String {
@@ -106,7 +107,7 @@ impl Sealed for Sqlite {
 
     async fn migrate(pool: &SqlitePool, table: &TableName) -> Result<(), SetupError> {
         let t = &table.sql;
-        let index = |what: &str| quote_sqlite(&format!("{}_{what}", table.index_prefix));
+        let index = |what: &str| Self::quote(&format!("{}_{what}", table.index_prefix));
         let (by_expiry, by_user) = (index("expires_at"), index("user_id"));
         let mut statements = vec![
             format!(

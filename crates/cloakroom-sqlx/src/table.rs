@@ -75,23 +75,6 @@ impl TableName {
     }
 }
 
-/// Quotes a validated identifier for PostgreSQL. PostgreSQL folds unquoted names to
-/// lower case, so the name is folded before quoting: `MyTable` stays the table it named
-/// before names were quoted.
-pub fn quote_postgres(name: &str) -> String {
-    format!("\"{}\"", name.to_ascii_lowercase())
-}
-
-/// Quotes a validated identifier for SQLite (whose names ignore case, quoted or not).
-pub fn quote_sqlite(name: &str) -> String {
-    format!("\"{name}\"")
-}
-
-/// Quotes a validated identifier for MySQL / MariaDB.
-pub fn quote_backtick(name: &str) -> String {
-    format!("`{name}`")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,12 +98,13 @@ mod tests {
     }
 
     #[test]
-    fn names_are_quoted_and_qualified() {
-        let name = TableName::new(Some("App"), "User", quote_postgres).unwrap();
-        assert_eq!(name.sql, "\"app\".\"user\"");
+    fn names_are_validated_then_quoted_and_qualified() {
+        let quote = |name: &str| format!("[{name}]");
+        let name = TableName::new(Some("App"), "User", quote).unwrap();
+        assert_eq!(name.sql, "[App].[User]");
         assert_eq!(name.plain, "App.User");
-        let name = TableName::new(None, "order", quote_backtick).unwrap();
-        assert_eq!(name.sql, "`order`");
-        assert!(TableName::new(Some("bad schema"), "t", quote_sqlite).is_err());
+        assert_eq!(name.index_prefix, "App_User");
+        assert!(TableName::new(Some("bad schema"), "t", quote).is_err());
+        assert!(TableName::new(None, "t;", quote).is_err());
     }
 }
