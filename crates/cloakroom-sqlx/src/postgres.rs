@@ -20,24 +20,17 @@
 //! deadline is fixed at insert. An app whose clock runs fast therefore cannot keep a
 //! session alive past its absolute deadline; one whose clock runs slow only shortens it.
 
-use std::time::Duration;
+use sqlx::PgPool;
 
-use async_trait::async_trait;
-use cloakroom::record::to_unix_ms;
-use cloakroom::{
-    InsertError, ListQuery, Record, RenameError, SessionEntry, SessionHandle, SessionStore,
-    StoreError, StoreKey, Touch, TouchError, UpdateError,
-};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use crate::dialect::sealed::Sealed;
+use crate::server::Server;
+use crate::statements::Placeholders;
+use crate::table::TableName;
+use crate::{SetupError, SqlStore};
 
-use crate::common::{
-    bounded, entry_from_row, failed_update, purge_in_batches, record_from_row, rename_outcome,
-    store_error, validate_identifier, version_param, Columns, SetupError,
-    DEFAULT_OPERATION_TIMEOUT, DEFAULT_TABLE, SELECTED,
-};
-
-/// The database clock in Unix milliseconds.
-const NOW: &str = "(FLOOR(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT)";
+/// The PostgreSQL dialect of [`SqlStore`].
+#[derive(Clone, Copy, Debug)]
+pub struct Postgres;
 
 /// A session store in a PostgreSQL table.
 ///
@@ -47,88 +40,46 @@ const NOW: &str = "(FLOOR(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT)";
 /// let store = PostgresStore::connect("postgres://localhost/app").await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
-pub struct PostgresStore {
-    pool: PgPool,
-    table: String,
-    timeout: Duration,
-}
+pub type PostgresStore = SqlStore<Postgres>;
 
-impl PostgresStore {
-    /// Connects with default pool settings ([`pool_options`](Self::pool_options)) and
-    /// creates the schema if it is missing.
-    pub async fn connect(url: &str) -> Result<Self, SetupError> {
-        let options: PgConnectOptions = url.parse().map_err(SetupError::Connect)?;
-        let pool = Self::pool_options()
-            .connect_with(options)
-            .await
-            .map_err(SetupError::Connect)?;
-        let store = Self::from_pool(pool);
-        store.migrate().await?;
-        Ok(store)
+impl Server for Postgres {}
+
+impl Sealed for Postgres {
+    type Db = sqlx::Postgres;
+    const PLACEHOLDERS: Placeholders = Placeholders::Dollar;
+    const NOW: &'static str = "(FLOOR(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT)";
+    const LEAST: &'static str = "LEAST";
+    const USER_ID: &'static str = "user_id";
+    const UPSERT: bool = true;
+
+    /// PostgreSQL folds unquoted names to lower case, so the name is folded before
+    /// quoting: `MyTable` stays the table it named before names were quoted.
+    fn quote(name: &str) -> String {
+        format!("\"{}\"", name.to_ascii_lowercase())
     }
 
-    /// The default pool settings: 16 connections, a 5 s acquire timeout, and a connection
-    /// idle for longer than [`IDLE_CHECK_AFTER`](crate::IDLE_CHECK_AFTER) pinged before use
-    /// (not every connection before every query: a ping is a round trip). Adjust and pass
-    /// the pool to [`from_pool`](Self::from_pool).
-    pub fn pool_options() -> PgPoolOptions {
-        PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
-            .test_before_acquire(false)
-            .before_acquire(crate::common::ping_if_idle)
+    fn purge(t: &str) -> String {
+        format!(
+            "DELETE FROM {t} WHERE store_key IN (
+               SELECT store_key FROM {t} WHERE expires_at <= {} LIMIT :limit FOR UPDATE SKIP LOCKED)",
+            Self::NOW
+        )
     }
 
-    /// A store over an existing pool. Call [`migrate`](Self::migrate) if the schema may be
-    /// missing.
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self {
-            pool,
-            table: DEFAULT_TABLE.to_owned(),
-            timeout: DEFAULT_OPERATION_TIMEOUT,
-        }
-    }
-
-    /// Uses another table, optionally in a schema (`schema` and `table` are each validated
-    /// as plain identifiers).
-    pub fn with_table(mut self, schema: Option<&str>, table: &str) -> Result<Self, SetupError> {
-        validate_identifier(table)?;
-        self.table = match schema {
-            Some(schema) => {
-                validate_identifier(schema)?;
-                format!("{schema}.{table}")
-            }
-            None => table.to_owned(),
+    /// Idempotent, and safe when several app servers start at once (an advisory lock
+    /// serialises them).
+    async fn migrate(pool: &PgPool, table: &TableName) -> Result<(), SetupError> {
+        let t = &table.sql;
+        let index = |what: &str| Self::quote(&format!("{}_{what}", table.index_prefix));
+        let (by_expiry, by_user) = (index("expires_at"), index("user_key"));
+        // Before per-user listings were paged, the user index held the user alone.
+        let old_by_user = match &table.schema {
+            Some(schema) => format!("{}.{}", Self::quote(schema), index("user_id")),
+            None => index("user_id"),
         };
-        Ok(self)
-    }
-
-    /// Bounds every operation (default 5 s); past it the operation fails with
-    /// [`StoreError::Timeout`].
-    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The connection pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// The (possibly schema-qualified) table name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    /// Creates the table and its indexes if missing. Idempotent, and safe when several
-    /// app servers start at once (an advisory lock serialises them).
-    pub async fn migrate(&self) -> Result<(), SetupError> {
-        let t = &self.table;
-        let index = t.replace('.', "_");
-        let mut tx = self.pool.begin().await.map_err(SetupError::Migrate)?;
+        let mut tx = pool.begin().await.map_err(SetupError::Migrate)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("cloakroom:{t}"))
+            .bind(format!("cloakroom:{}", table.plain))
             .execute(&mut *tx)
             .await
             .map_err(SetupError::Migrate)?;
@@ -152,8 +103,9 @@ impl PostgresStore {
             ),
             // Tables created before revocation by epoch lack its column.
             format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS auth_epoch TEXT"),
-            format!("CREATE INDEX IF NOT EXISTS {index}_expires_at ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
-            format!("CREATE INDEX IF NOT EXISTS {index}_user_id ON {t} (user_id) WHERE user_id IS NOT NULL"),
+            format!("CREATE INDEX IF NOT EXISTS {by_expiry} ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
+            format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id, store_key) WHERE user_id IS NOT NULL"),
+            format!("DROP INDEX IF EXISTS {old_by_user}"),
         ];
         for statement in statements {
             sqlx::query(&statement)
@@ -162,287 +114,5 @@ impl PostgresStore {
                 .map_err(SetupError::Migrate)?;
         }
         tx.commit().await.map_err(SetupError::Migrate)
-    }
-
-    fn live() -> String {
-        format!("(expires_at IS NULL OR expires_at > {NOW})")
-    }
-
-    /// `LEAST(deadline, db_now + (deadline - app_now))`: see the module docs on clocks.
-    fn clamped(deadline: &str, app_now: &str) -> String {
-        format!("LEAST({deadline}, {NOW} + ({deadline} - {app_now}))")
-    }
-}
-
-#[async_trait]
-impl SessionStore for PostgresStore {
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        bounded(self.timeout, async {
-            let sql = format!(
-                "SELECT {SELECTED} FROM {} WHERE store_key = $1 AND {}",
-                self.table,
-                Self::live()
-            );
-            let row = sqlx::query(&sql)
-                .bind(key.as_bytes().as_slice())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?;
-            row.as_ref().map(record_from_row).transpose()
-        })
-        .await
-    }
-
-    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        bounded(self.timeout, async {
-            let c = Columns::of(record)?;
-            let idle = Self::clamped("$6::BIGINT", "$5");
-            let absolute = Self::clamped("$7::BIGINT", "$4");
-            let sql = format!(
-                "INSERT INTO {t} AS t ({SELECTED}, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, {idle}, {absolute}, $8, $9, $10, $11, $12, LEAST({idle}, {absolute}))
-                 ON CONFLICT (store_key) DO UPDATE SET version = EXCLUDED.version, data = EXCLUDED.data,
-                   created_at = EXCLUDED.created_at, last_active_at = EXCLUDED.last_active_at,
-                   idle_deadline = EXCLUDED.idle_deadline, absolute_deadline = EXCLUDED.absolute_deadline,
-                   persistent = EXCLUDED.persistent, user_id = EXCLUDED.user_id, ip = EXCLUDED.ip,
-                   user_agent = EXCLUDED.user_agent, auth_epoch = EXCLUDED.auth_epoch,
-                   expires_at = EXCLUDED.expires_at
-                 WHERE t.expires_at IS NOT NULL AND t.expires_at <= {NOW}",
-                t = self.table
-            );
-            let done = sqlx::query(&sql)
-                .bind(key.as_bytes().as_slice())
-                .bind(version_param(record.version)?)
-                .bind(c.data)
-                .bind(c.created_at)
-                .bind(c.last_active_at)
-                .bind(c.idle_deadline)
-                .bind(c.absolute_deadline)
-                .bind(c.persistent)
-                .bind(c.user_id)
-                .bind(c.ip)
-                .bind(c.user_agent)
-                .bind(c.auth_epoch)
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
-            if done.rows_affected() == 1 {
-                Ok(())
-            } else {
-                Err(InsertError::Duplicate)
-            }
-        })
-        .await
-    }
-
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
-        bounded(self.timeout, async {
-            let c = Columns::of(record)?;
-            let idle = Self::clamped("$5::BIGINT", "$4");
-            let live = Self::live();
-            // A plain UPDATE: telling Conflict from Missing in the same statement (a CTE
-            // reading the row again) cost every successful write some 12% more database
-            // time, so only a failed compare-and-set pays a second query for it.
-            let sql = format!(
-                "UPDATE {t} SET version = $2 + 1, data = $3, last_active_at = $4, idle_deadline = {idle},
-                   expires_at = LEAST({idle}, absolute_deadline),
-                   persistent = $6, user_id = $7, ip = $8, user_agent = $9, auth_epoch = $10
-                 WHERE store_key = $1 AND version = $2 AND {live}",
-                t = self.table
-            );
-            let done = sqlx::query(&sql)
-                .bind(key.as_bytes().as_slice())
-                .bind(version_param(expected_version)?)
-                .bind(c.data)
-                .bind(c.last_active_at)
-                .bind(c.idle_deadline)
-                .bind(c.persistent)
-                .bind(c.user_id)
-                .bind(c.ip)
-                .bind(c.user_agent)
-                .bind(c.auth_epoch)
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
-            if done.rows_affected() == 1 {
-                return Ok(());
-            }
-            let sql = format!("SELECT 1 FROM {} WHERE store_key = $1 AND {live}", self.table);
-            let live_row = sqlx::query(&sql)
-                .bind(key.as_bytes().as_slice())
-                .fetch_optional(&self.pool)
-                .await;
-            Err(failed_update(live_row))
-        })
-        .await
-    }
-
-    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        bounded(self.timeout, async {
-            let idle = Self::clamped("$3::BIGINT", "$2");
-            let sql = format!(
-                "UPDATE {} SET last_active_at = $2, idle_deadline = {idle}, expires_at = LEAST({idle}, absolute_deadline)
-                 WHERE store_key = $1 AND {}",
-                self.table,
-                Self::live()
-            );
-            let done = sqlx::query(&sql)
-                .bind(key.as_bytes().as_slice())
-                .bind(to_unix_ms(touch.last_active_at))
-                .bind(touch.idle_deadline.map(to_unix_ms))
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
-            if done.rows_affected() == 1 {
-                Ok(())
-            } else {
-                Err(TouchError::Missing)
-            }
-        })
-        .await
-    }
-
-    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        bounded(self.timeout, async {
-            let sql = format!(
-                "UPDATE {} SET store_key = $2 WHERE store_key = $1 AND {}",
-                self.table,
-                Self::live()
-            );
-            let done = sqlx::query(&sql)
-                .bind(old.as_bytes().as_slice())
-                .bind(new.as_bytes().as_slice())
-                .execute(&self.pool)
-                .await;
-            rename_outcome(done.map(|done| done.rows_affected()))
-        })
-        .await
-    }
-
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        bounded(self.timeout, async {
-            let sql = format!("DELETE FROM {} WHERE store_key = $1", self.table);
-            let done = sqlx::query(&sql)
-                .bind(key.as_bytes().as_slice())
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
-            Ok(done.rows_affected() > 0)
-        })
-        .await
-    }
-
-    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        bounded(self.timeout, async {
-            let sql = format!(
-                "SELECT {SELECTED} FROM {} WHERE user_id = $1 AND {}",
-                self.table,
-                Self::live()
-            );
-            let rows = sqlx::query(&sql)
-                .bind(user)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_error)?;
-            rows.iter().map(entry_from_row).collect()
-        })
-        .await
-    }
-
-    async fn delete_for_user(
-        &self,
-        user: &str,
-        except: Option<&StoreKey>,
-    ) -> Result<u64, StoreError> {
-        bounded(self.timeout, async {
-            let sql = format!(
-                "DELETE FROM {} WHERE user_id = $1 AND {} AND ($2::BYTEA IS NULL OR store_key <> $2)",
-                self.table,
-                Self::live()
-            );
-            let done = sqlx::query(&sql)
-                .bind(user)
-                .bind(except.map(|k| k.as_bytes().to_vec()))
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
-            Ok(done.rows_affected())
-        })
-        .await
-    }
-
-    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
-        self.purge_expired_with_progress(batch, &mut |_| {}).await
-    }
-
-    async fn purge_expired_with_progress(
-        &self,
-        batch: usize,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<u64, StoreError> {
-        let sql = format!(
-            "DELETE FROM {t} WHERE store_key IN (
-               SELECT store_key FROM {t} WHERE expires_at <= {NOW} LIMIT $1 FOR UPDATE SKIP LOCKED)",
-            t = self.table
-        );
-        let sql = sql.as_str();
-        purge_in_batches(batch, progress, |limit| {
-            bounded(self.timeout, async move {
-                let done = sqlx::query(sql)
-                    .bind(limit)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(store_error)?;
-                Ok(done.rows_affected())
-            })
-        })
-        .await
-    }
-
-    async fn find_by_handle(
-        &self,
-        handle: &SessionHandle,
-    ) -> Result<Option<SessionEntry>, StoreError> {
-        bounded(self.timeout, async {
-            let (low, high) = handle.key_range();
-            let sql = format!(
-                "SELECT {SELECTED} FROM {} WHERE store_key BETWEEN $1 AND $2 AND {} LIMIT 1",
-                self.table,
-                Self::live()
-            );
-            let row = sqlx::query(&sql)
-                .bind(low.as_bytes().as_slice())
-                .bind(high.as_bytes().as_slice())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?;
-            row.as_ref().map(entry_from_row).transpose()
-        })
-        .await
-    }
-
-    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        bounded(self.timeout, async {
-            let sql = format!(
-                "SELECT {SELECTED} FROM {} WHERE {} AND ($1::TEXT IS NULL OR user_id = $1)
-                 AND ($2::BYTEA IS NULL OR store_key > $2) ORDER BY store_key LIMIT $3",
-                self.table,
-                Self::live()
-            );
-            let rows = sqlx::query(&sql)
-                .bind(query.user.as_deref())
-                .bind(query.after.map(|k| k.as_bytes().to_vec()))
-                .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_error)?;
-            rows.iter().map(entry_from_row).collect()
-        })
-        .await
     }
 }

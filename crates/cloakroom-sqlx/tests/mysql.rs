@@ -14,9 +14,62 @@ sql_store_tests! {
     pool: MySqlPool,
     options: MySqlConnectOptions,
     url: support::mysql_url,
+    url_in: support::mysql_url_in,
     server: "MariaDB",
     upstream: "127.0.0.1:3306",
     unreachable: "mysql://root@127.0.0.1:1/test",
     bulk_insert: "INSERT INTO {table} (store_key, version, data, created_at, last_active_at, idle_deadline, expires_at, persistent)
                   SELECT UNHEX(SHA2(seq, 256)), 1, '{{}}', 0, 0, 1, 1, false FROM seq_1_to_200000",
+    set_data: "UPDATE {table} SET data = ? WHERE ip = ?",
+    create_namespace: "CREATE DATABASE {namespace}",
+    drop_namespace: "DROP DATABASE {namespace}",
+}
+
+/// A table made by an older version keeps `user_id` in a PAD SPACE collation, where
+/// "alice " equals "alice"; `migrate` converts it in place, keeping the rows.
+#[tokio::test]
+async fn migrate_converts_a_pad_space_user_column() {
+    let Some(pool) = pool().await else { return };
+    let tables = Tables::default();
+    let table = tables.add();
+    sqlx::query(&format!(
+        "CREATE TABLE {table} (
+            store_key BINARY(32) NOT NULL PRIMARY KEY,
+            version BIGINT NOT NULL,
+            data LONGTEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            last_active_at BIGINT NOT NULL,
+            idle_deadline BIGINT NULL,
+            absolute_deadline BIGINT NULL,
+            expires_at BIGINT NULL,
+            persistent BOOLEAN NOT NULL,
+            user_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+            ip VARCHAR(64) NULL,
+            user_agent VARCHAR(1024) NULL,
+            auth_epoch VARCHAR(255) NULL,
+            INDEX {table}_expires_at (expires_at),
+            INDEX {table}_user_id (user_id)
+        ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let old = MySqlStore::from_pool(pool.clone())
+        .with_table(None, &table)
+        .unwrap();
+    let kept = cloakroom::SessionId::generate().store_key();
+    let record = scenarios::user_record("zoë", "old", time::Duration::hours(1));
+    cloakroom::SessionStore::insert(&old, &kept, &record)
+        .await
+        .unwrap();
+    old.migrate().await.expect("migrate converts the column");
+    old.migrate().await.expect("and is idempotent");
+    let loaded = cloakroom::SessionStore::load(&old, &kept).await.unwrap();
+    assert_eq!(
+        loaded.unwrap().user_id.as_deref(),
+        Some("zoë"),
+        "rows survive"
+    );
+    scenarios::user_ids_compare_exactly(&old).await;
+    drop_tables(&pool, &tables).await;
 }

@@ -127,11 +127,12 @@ fn sqlite(target: &Target) -> BoxFuture<'_, Result<Backend, OpenError>> {
         if path.is_empty() {
             return Err(target.invalid("give a file path: sqlite://sessions.db"));
         }
-        let mut store = SqliteStore::open(path).await.map_err(|e| target.setup(e))?;
-        if let Some(table) = &target.table {
-            store = store.with_table_name(table).map_err(|e| target.setup(e))?;
-            store.migrate().await.map_err(|e| target.setup(e))?;
-        }
+        // The table name is checked before anything is created, and only it is created.
+        let store = match &target.table {
+            Some(table) => SqliteStore::open_with_table(path, table).await,
+            None => SqliteStore::open(path).await,
+        };
+        let store = store.map_err(|e| target.setup(e))?;
         Ok(Backend::with_schema(
             store,
             |store: SqliteStore| async move { store.migrate().await },
@@ -141,13 +142,13 @@ fn sqlite(target: &Target) -> BoxFuture<'_, Result<Backend, OpenError>> {
 
 fn postgres(target: &Target) -> BoxFuture<'_, Result<Backend, OpenError>> {
     Box::pin(async move {
-        let mut store = PostgresStore::connect(&target.url)
+        let table = target
+            .table
+            .as_deref()
+            .unwrap_or(cloakroom_sqlx::DEFAULT_TABLE);
+        let store = PostgresStore::connect_with_table(&target.url, None, table)
             .await
             .map_err(|e| target.setup(e))?;
-        if let Some(table) = &target.table {
-            store = store.with_table(None, table).map_err(|e| target.setup(e))?;
-            store.migrate().await.map_err(|e| target.setup(e))?;
-        }
         Ok(Backend::with_schema(
             store,
             |store: PostgresStore| async move { store.migrate().await },
@@ -159,13 +160,13 @@ fn mysql(target: &Target) -> BoxFuture<'_, Result<Backend, OpenError>> {
     Box::pin(async move {
         // The driver knows only mysql://.
         let url = format!("mysql://{}", target.rest());
-        let mut store = MySqlStore::connect(&url)
+        let table = target
+            .table
+            .as_deref()
+            .unwrap_or(cloakroom_sqlx::DEFAULT_TABLE);
+        let store = MySqlStore::connect_with_table(&url, None, table)
             .await
             .map_err(|e| target.setup(e))?;
-        if let Some(table) = &target.table {
-            store = store.with_table(None, table).map_err(|e| target.setup(e))?;
-            store.migrate().await.map_err(|e| target.setup(e))?;
-        }
         Ok(Backend::with_schema(
             store,
             |store: MySqlStore| async move { store.migrate().await },

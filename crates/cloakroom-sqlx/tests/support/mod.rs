@@ -40,6 +40,27 @@ pub fn mysql_url() -> String {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
 }
 
+/// The PostgreSQL test URL with `schema` first on the search path, so that unqualified
+/// table names land in it.
+pub fn postgres_url_in(schema: &str) -> String {
+    let url = postgres_url();
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}options=-c%20search_path%3D{schema}")
+}
+
+/// The MySQL test URL with `database` as the default database.
+pub fn mysql_url_in(database: &str) -> String {
+    let url = mysql_url();
+    let (url, query) = url.split_once('?').unwrap_or((&url, ""));
+    let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{base}/{database}{query}")
+}
+
 /// A table name no other test uses.
 pub fn unique_table() -> String {
     let handle = cloakroom::SessionId::generate().store_key().to_hex();

@@ -222,3 +222,232 @@ pub async fn race_two_migrations<S: Send + 'static>(
 pub fn shared(store: impl SessionStore) -> Arc<dyn SessionStore> {
     Arc::new(store)
 }
+
+/// A live record for `user`, with `ip` as a tag tests can find the row by in raw SQL.
+pub fn user_record(user: &str, ip: &str, life: time::Duration) -> Record {
+    let t = record::now();
+    let mut record = Record::new(t, Some(t + life), None);
+    record.user_id = Some(user.to_owned());
+    record.client.ip = Some(ip.to_owned());
+    record
+}
+
+/// User ids compare byte for byte: "alice " (trailing space) and "ALICE" are other users
+/// than "alice", so their sessions neither show in her device list nor fall to her revoke.
+pub async fn user_ids_compare_exactly(store: &impl SessionStore) {
+    let hour = time::Duration::hours(1);
+    let alice = SessionId::generate().store_key();
+    store
+        .insert(&alice, &user_record("alice", "a", hour))
+        .await
+        .unwrap();
+    for other in ["alice ", "alice  ", "ALICE", " alice"] {
+        store
+            .insert(
+                &SessionId::generate().store_key(),
+                &user_record(other, "o", hour),
+            )
+            .await
+            .unwrap();
+    }
+    let listed = store.list_for_user("alice").await.unwrap();
+    assert_eq!(listed.len(), 1, "only alice's own session is listed");
+    assert_eq!(listed[0].key, alice);
+    let query = cloakroom::ListQuery {
+        user: Some("alice".into()),
+        after: None,
+        limit: 100,
+    };
+    assert_eq!(store.list_sessions(&query).await.unwrap().len(), 1);
+    assert_eq!(
+        store.delete_for_user("alice", None).await.unwrap(),
+        1,
+        "revoking alice's sessions revokes only hers"
+    );
+    let spaced = store.list_for_user("alice ").await.unwrap();
+    assert_eq!(spaced.len(), 1, "\"alice \" keeps her session");
+    assert_eq!(spaced[0].record.user_id.as_deref(), Some("alice "));
+}
+
+/// JSON nested `depth` arrays deep inside a session value.
+pub fn deeply_nested(depth: usize) -> String {
+    format!("{{\"v\":{}1{}}}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// Corrupt rows written straight into the table (`corrupt(ip_tag, data)` sets the data
+/// column of the row tagged `ip_tag` to `data`) load as absent, and the per-user and
+/// admin listings, revoke and purge skip or remove them instead of failing.
+pub async fn corrupt_rows_are_absent_and_skipped<F, Fut>(store: &impl SessionStore, corrupt: F)
+where
+    F: Fn(&'static str, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (hour, short) = (time::Duration::hours(1), time::Duration::milliseconds(300));
+    let mut keys = Vec::new();
+    for (tag, life) in [
+        ("good", hour),
+        ("bad-text", hour),
+        ("bad-deep", hour),
+        ("nested", hour),
+        ("bad-dying", short),
+    ] {
+        let key = SessionId::generate().store_key();
+        store
+            .insert(&key, &user_record("carol", tag, life))
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    let [good, text, deep, nested, _dying] = keys[..] else {
+        unreachable!()
+    };
+    corrupt("bad-text", "not json".into()).await;
+    // Past the JSON parser's nesting limit: undecodable.
+    corrupt("bad-deep", deeply_nested(200)).await;
+    corrupt("bad-dying", deeply_nested(200)).await;
+    // 126 levels is still within it: a valid record, if an odd one.
+    corrupt("nested", deeply_nested(126)).await;
+
+    for key in [&text, &deep] {
+        assert!(
+            matches!(store.load(key).await, Ok(None)),
+            "a corrupt record loads as absent"
+        );
+    }
+    assert!(store.load(&good).await.unwrap().is_some());
+    assert!(store.load(&nested).await.unwrap().is_some());
+    let listed = store
+        .list_for_user("carol")
+        .await
+        .expect("listing skips corrupt rows");
+    let mut keys: Vec<_> = listed.iter().map(|entry| entry.key).collect();
+    keys.sort();
+    let mut readable = vec![good, nested];
+    readable.sort();
+    assert_eq!(keys, readable, "only the readable sessions are listed");
+    let all = store
+        .list_sessions(&cloakroom::ListQuery {
+            user: None,
+            after: None,
+            limit: 100,
+        })
+        .await
+        .expect("the admin listing skips corrupt rows");
+    assert_eq!(all.iter().map(|e| e.key).collect::<Vec<_>>(), readable);
+    assert!(matches!(
+        store.find_by_handle(&deep.handle()).await,
+        Ok(None)
+    ));
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        store
+            .purge_expired(10)
+            .await
+            .expect("purge removes corrupt rows too"),
+        1
+    );
+    assert_eq!(
+        store
+            .delete_for_user("carol", Some(&good))
+            .await
+            .expect("revoke-others removes corrupt rows too"),
+        3
+    );
+    assert_eq!(store.delete_for_user("carol", None).await.unwrap(), 1);
+    assert!(store.list_for_user("carol").await.unwrap().is_empty());
+}
+
+/// A user with more sessions than one page of a listing reads gets them all, once each.
+pub async fn lists_a_user_past_one_page(store: &impl SessionStore) {
+    let mut written = Vec::new();
+    for _ in 0..2_001 {
+        let key = SessionId::generate().store_key();
+        let record = user_record("paged", "p", time::Duration::hours(1));
+        store.insert(&key, &record).await.unwrap();
+        written.push(key);
+    }
+    let mut listed: Vec<_> = store
+        .list_for_user("paged")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.key)
+        .collect();
+    listed.sort();
+    written.sort();
+    assert_eq!(listed, written);
+}
+
+/// Inserts `n` sessions for one user, then times listing them, revoking all but one,
+/// revoking the rest and purging, each under the store's own timeout. Prints the figures.
+pub async fn per_user_scale<S: SessionStore + Clone + 'static>(store: S, n: usize, what: &str) {
+    let user = "scale-user";
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let workers = 16;
+    for worker in 0..workers {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for _ in (worker..n).step_by(workers) {
+                let record = user_record(user, "scale", time::Duration::hours(1));
+                store
+                    .insert(&SessionId::generate().store_key(), &record)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let insert = started.elapsed();
+    let started = Instant::now();
+    let listed = store.list_for_user(user).await.expect("list");
+    let list = started.elapsed();
+    assert_eq!(listed.len(), n);
+    let keep = listed[0].key;
+    drop(listed);
+    let started = Instant::now();
+    let revoked = store
+        .delete_for_user(user, Some(&keep))
+        .await
+        .expect("revoke others");
+    let others = started.elapsed();
+    assert_eq!(revoked as usize, n - 1);
+    let started = Instant::now();
+    assert_eq!(
+        store.delete_for_user(user, None).await.expect("revoke all"),
+        1
+    );
+    let all = started.elapsed();
+    let started = Instant::now();
+    store.purge_expired(10_000).await.expect("purge");
+    let purge = started.elapsed();
+    eprintln!(
+        "{what}: {n} sessions of one user: insert {insert:?}, list {list:?}, \
+         revoke others {others:?}, revoke all {all:?}, purge {purge:?}"
+    );
+}
+
+/// Every kind of statement works on the store's table.
+pub async fn table_works(store: &impl SessionStore) {
+    let key = SessionId::generate().store_key();
+    let record = user_record("u", "ip", time::Duration::hours(1));
+    store.insert(&key, &record).await.unwrap();
+    assert!(store.load(&key).await.unwrap().is_some());
+    let mut newer = record.clone();
+    newer.data.insert("n".into(), 1.into());
+    store.update(&key, &newer, record.version).await.unwrap();
+    let renamed = SessionId::generate().store_key();
+    store.rename(&key, &renamed).await.unwrap();
+    assert_eq!(store.list_for_user("u").await.unwrap().len(), 1);
+    assert!(store
+        .find_by_handle(&renamed.handle())
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.purge_expired(10).await.unwrap(), 0);
+    assert_eq!(store.delete_for_user("u", None).await.unwrap(), 1);
+    assert!(!store.delete(&renamed).await.unwrap());
+}

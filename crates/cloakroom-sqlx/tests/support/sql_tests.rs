@@ -8,10 +8,14 @@ macro_rules! sql_store_tests {
         pool: $pool:ty,
         options: $options:ty,
         url: $url:path,
+        url_in: $url_in:path,
         server: $server:literal,
         upstream: $upstream:literal,
         unreachable: $unreachable:literal,
-        bulk_insert: $bulk_insert:literal $(,)?
+        bulk_insert: $bulk_insert:literal,
+        set_data: $set_data:literal,
+        create_namespace: $create_namespace:literal,
+        drop_namespace: $drop_namespace:literal $(,)?
     ) => {
         async fn pool() -> Option<$pool> {
             let url = $url();
@@ -36,6 +40,15 @@ macro_rules! sql_store_tests {
             store
         }
 
+        /// A store on a new table of its own (dropped with `drop_tables`), or `None`
+        /// when the server is unreachable (reported by `pool`).
+        async fn fresh_store() -> Option<($pool, Tables, $store)> {
+            let pool = pool().await?;
+            let tables = Tables::default();
+            let store = store_on(&pool, &tables.add()).await;
+            Some((pool, tables, store))
+        }
+
         async fn drop_tables(pool: &$pool, tables: &Tables) {
             for table in tables.names() {
                 sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
@@ -45,32 +58,35 @@ macro_rules! sql_store_tests {
             }
         }
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn store_passes_the_conformance_suite() {
+        /// Runs the conformance suite (`only` empty), or the cases whose name contains
+        /// one of `only` `rounds` times, each on a fresh table.
+        async fn conformance(only: &[&str], rounds: usize) {
             let Some(pool) = pool().await else { return };
             let tables = Tables::default();
-            cloakroom::conformance::run(|| {
+            let factory = || {
                 let (pool, table) = (pool.clone(), tables.add());
                 async move { store_on(&pool, &table).await }
-            })
-            .await;
+            };
+            if only.is_empty() {
+                cloakroom::conformance::run(factory).await;
+            } else {
+                let cases: Vec<_> = cloakroom::conformance::cases()
+                    .into_iter()
+                    .filter(|case| only.iter().any(|o| case.name.contains(o)))
+                    .collect();
+                cloakroom::conformance::run_cases(&cases, rounds, factory).await;
+            }
             drop_tables(&pool, &tables).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn store_passes_the_conformance_suite() {
+            conformance(&[], 1).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn store_concurrency_twenty_rounds() {
-            let Some(pool) = pool().await else { return };
-            let tables = Tables::default();
-            let cases: Vec<_> = cloakroom::conformance::cases()
-                .into_iter()
-                .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
-                .collect();
-            cloakroom::conformance::run_cases(&cases, 20, || {
-                let (pool, table) = (pool.clone(), tables.add());
-                async move { store_on(&pool, &table).await }
-            })
-            .await;
-            drop_tables(&pool, &tables).await;
+            conformance(&["concurrent", "racing"], 20).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -125,9 +141,7 @@ macro_rules! sql_store_tests {
 
         #[tokio::test]
         async fn a_fast_app_clock_cannot_extend_a_session() {
-            let Some(pool) = pool().await else { return };
-            let tables = Tables::default();
-            let store = store_on(&pool, &tables.add()).await;
+            let Some((pool, tables, store)) = fresh_store().await else { return };
             scenarios::fast_app_clock_cannot_extend_a_session(&store).await;
             drop_tables(&pool, &tables).await;
         }
@@ -173,6 +187,116 @@ macro_rules! sql_store_tests {
         async fn an_unreachable_server_is_a_clear_setup_error() {
             let error = $store::connect($unreachable).await.unwrap_err();
             assert!(error.to_string().contains("check the URL"), "{error}");
+        }
+
+        #[tokio::test]
+        async fn user_ids_compare_exactly() {
+            let Some((pool, tables, store)) = fresh_store().await else { return };
+            scenarios::user_ids_compare_exactly(&store).await;
+            drop_tables(&pool, &tables).await;
+        }
+
+        #[tokio::test]
+        async fn lists_a_user_past_one_page() {
+            let Some((pool, tables, store)) = fresh_store().await else { return };
+            scenarios::lists_a_user_past_one_page(&store).await;
+            drop_tables(&pool, &tables).await;
+        }
+
+        #[tokio::test]
+        async fn corrupt_rows_are_absent_and_skipped() {
+            let Some(pool) = pool().await else { return };
+            let tables = Tables::default();
+            let table = tables.add();
+            let store = store_on(&pool, &table).await;
+            let sql = format!($set_data, table = table);
+            scenarios::corrupt_rows_are_absent_and_skipped(&store, |tag, data| {
+                let (pool, sql) = (pool.clone(), sql.clone());
+                async move {
+                    let done = sqlx::query(&sql)
+                        .bind(data)
+                        .bind(tag)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                    assert_eq!(done.rows_affected(), 1);
+                }
+            })
+            .await;
+            drop_tables(&pool, &tables).await;
+        }
+
+        #[tokio::test]
+        async fn reserved_words_are_table_names() {
+            let Some(pool) = pool().await else { return };
+            let namespace = support::unique_table();
+            sqlx::query(&format!($create_namespace, namespace = namespace))
+                .execute(&pool)
+                .await
+                .unwrap();
+            // Unqualified: after a `schema.` qualifier some servers take reserved words.
+            let inside = $store::pool_options()
+                .connect(&$url_in(&namespace))
+                .await
+                .unwrap();
+            for name in ["user", "order", "Select"] {
+                let store = $store::from_pool(inside.clone())
+                    .with_table(None, name)
+                    .unwrap();
+                store
+                    .migrate()
+                    .await
+                    .unwrap_or_else(|e| panic!("table {name}: {e}"));
+                store.migrate().await.expect("migrate again");
+                scenarios::table_works(&store).await;
+            }
+            inside.close().await;
+            sqlx::query(&format!($drop_namespace, namespace = namespace))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_custom_table_is_checked_first_and_created_alone() {
+            let Some(pool) = pool().await else { return };
+            let error = $store::connect_with_table($unreachable, None, "no such; table")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, cloakroom_sqlx::SetupError::InvalidIdentifier(_)),
+                "the name is checked before anything is connected or created: {error}"
+            );
+            let namespace = support::unique_table();
+            sqlx::query(&format!($create_namespace, namespace = namespace))
+                .execute(&pool)
+                .await
+                .unwrap();
+            let store = $store::connect_with_table(&$url_in(&namespace), None, "user")
+                .await
+                .unwrap();
+            scenarios::table_works(&store).await;
+            store.pool().close().await;
+            let (tables,): (i64,) = sqlx::query_as(&format!(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{namespace}'"
+            ))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(tables, 1, "only the requested table was created");
+            sqlx::query(&format!($drop_namespace, namespace = namespace))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+
+        /// `cargo test -p cloakroom-sqlx --test <db> -- --ignored --nocapture per_user`
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "a measurement: 100,000 sessions of one user"]
+        async fn per_user_operations_at_100_000_sessions() {
+            let Some((pool, tables, store)) = fresh_store().await else { return };
+            scenarios::per_user_scale(store, 100_000, $server).await;
+            drop_tables(&pool, &tables).await;
         }
     };
 }

@@ -1,0 +1,64 @@
+//! What differs between the SQL databases, and nothing else: placeholders, the clock,
+//! clamping, upsert, purge, quoting and the schema.
+
+use std::fmt::Debug;
+use std::future::Future;
+
+use sqlx::Pool;
+
+use crate::driver::Driver;
+use crate::statements::Placeholders;
+use crate::table::TableName;
+use crate::SetupError;
+
+/// A SQL dialect a [`SqlStore`](crate::SqlStore) speaks: one of [`Sqlite`](crate::sqlite::Sqlite),
+/// [`Postgres`](crate::postgres::Postgres) or [`MySql`](crate::mysql::MySql). Sealed: the
+/// store's statements are written and tested for these three only.
+pub trait Dialect: sealed::Sealed {}
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// The dialect's parts. Public in a private module: nameable by the crate only.
+    pub trait Sealed: Clone + Debug + Send + Sync + 'static {
+        /// The sqlx database.
+        type Db: Driver;
+        /// How placeholders are written.
+        const PLACEHOLDERS: Placeholders;
+        /// "Now" in Unix milliseconds: the database clock for the servers, the bound app
+        /// clock (`:now`) for embedded SQLite.
+        const NOW: &'static str;
+        /// The two-argument minimum function (`LEAST` or `MIN`), NULL if either is NULL
+        /// for some dialects: callers wrap it in `COALESCE`.
+        const LEAST: &'static str;
+        /// How `user_id` is selected (an expression `AS user_id` where it needs one).
+        const USER_ID: &'static str;
+        /// Whether `INSERT … ON CONFLICT … DO UPDATE … WHERE` may replace an expired row
+        /// in the same statement.
+        const UPSERT: bool;
+
+        /// Quotes a validated identifier.
+        fn quote(name: &str) -> String;
+
+        /// A deadline sent by the app, as the database keeps it: the servers clamp it so
+        /// that, on their own clock, it lies no further ahead than the app meant
+        /// (`LEAST(deadline, db_now + (deadline - app_now))`); SQLite has only one clock.
+        fn clamp(deadline: &str, app_now: &str) -> String {
+            format!(
+                "LEAST({deadline}, {} + ({deadline} - {app_now}))",
+                Self::NOW
+            )
+        }
+
+        /// Deletes at most `:limit` expired rows of `table` in one short statement.
+        fn purge(table: &str) -> String;
+
+        /// Creates the table and indexes if missing and upgrades older tables.
+        fn migrate<'a>(
+            pool: &'a Pool<Self::Db>,
+            table: &'a TableName,
+        ) -> impl Future<Output = Result<(), SetupError>> + Send + 'a;
+    }
+}
+
+impl<D: sealed::Sealed> Dialect for D {}

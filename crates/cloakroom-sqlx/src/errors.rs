@@ -1,0 +1,57 @@
+//! Setup errors, the mapping of driver errors to store errors, and the time bound every
+//! operation runs under.
+
+use std::future::Future;
+use std::time::Duration;
+
+use cloakroom::StoreError;
+
+/// The default bound on every store operation.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors setting a store up, with what to do about them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The table name is not a plain SQL identifier.
+    #[error("table name {0:?} is not allowed: use 1 to 63 ASCII letters, digits or underscores, not starting with a digit")]
+    InvalidIdentifier(String),
+    /// The database could not be reached or opened.
+    #[error("could not connect to the session database ({0}): check the URL and that the server is running")]
+    Connect(#[source] sqlx::Error),
+    /// Creating the schema failed.
+    #[error("could not create the session schema ({0}): check the database user's rights")]
+    Migrate(#[source] sqlx::Error),
+}
+
+/// Maps a driver error to the store's typed error.
+pub fn store_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::unavailable(error),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            StoreError::Corrupt(error.to_string())
+        }
+        other => StoreError::backend(other),
+    }
+}
+
+/// Whether the error is a unique-key violation (a duplicate key).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Runs a store operation under a time bound, so an unreachable database never hangs a
+/// request.
+pub async fn bounded<T, E: From<StoreError>>(
+    limit: Duration,
+    operation: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match tokio::time::timeout(limit, operation).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Timeout(limit).into()),
+    }
+}
