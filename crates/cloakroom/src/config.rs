@@ -287,8 +287,10 @@ impl SessionConfig {
     /// sessions have no per-user index and ignore it). When a login would exceed it, the
     /// user's least recently active other sessions are revoked (by `last_active_at`, then
     /// `created_at`): devices in use stay logged in, and the session logging in is never
-    /// revoked. Enforcement is best effort after the login is saved: if the store fails
-    /// it is logged, and the next login enforces the cap again.
+    /// revoked. Only sessions less recently active than the one logging in are revoked
+    /// (ties broken by creation time, then key), so two devices logging in at once never
+    /// revoke each other. Enforcement is best effort after the login is saved: if the
+    /// store fails it is logged, and the next login enforces the cap again.
     pub fn with_max_sessions_per_user(mut self, max: usize) -> Self {
         self.max_sessions_per_user = Some(max);
         self
