@@ -233,6 +233,11 @@ pub struct SessionConfig {
     pub max_sessions_per_user: Option<usize>,
 }
 
+/// The most sessions one login revokes to enforce
+/// [`SessionConfig::with_max_sessions_per_user`]: each is a store round trip the login
+/// waits on, so a user far over the cap is brought within it over several logins.
+pub const MAX_CAP_REVOCATIONS_PER_LOGIN: usize = 32;
+
 impl SessionConfig {
     /// Sets the cookie configuration.
     pub fn with_cookie(mut self, cookie: CookieConfig) -> Self {
@@ -289,8 +294,11 @@ impl SessionConfig {
     /// `created_at`): devices in use stay logged in, and the session logging in is never
     /// revoked. Only sessions less recently active than the one logging in are revoked
     /// (ties broken by creation time, then key), so two devices logging in at once never
-    /// revoke each other. Enforcement is best effort after the login is saved: if the
-    /// store fails it is logged, and the next login enforces the cap again.
+    /// revoke each other. One login revokes at most [`MAX_CAP_REVOCATIONS_PER_LOGIN`]
+    /// sessions, so enabling the cap for a user with many sessions does not make a login
+    /// wait on many round trips; later logins revoke the rest. Enforcement is best effort
+    /// after the login is saved: if the store fails it is logged, and the next login
+    /// enforces the cap again.
     pub fn with_max_sessions_per_user(mut self, max: usize) -> Self {
         self.max_sessions_per_user = Some(max);
         self

@@ -166,3 +166,45 @@ async fn concurrent_logins_under_the_cap_leave_the_newest() {
         "both logins succeeded but {live} sessions of the user survive"
     );
 }
+
+/// Enabling the cap for a user who already has many sessions: the first login revokes at
+/// most [`MAX_CAP_REVOCATIONS_PER_LOGIN`] of them (not one round trip per excess session
+/// while the login waits), and the next logins continue until the user is within the cap.
+#[tokio::test]
+async fn a_login_revokes_a_bounded_number_of_sessions() {
+    use cloakroom::conformance::CountingStore;
+    use cloakroom::MAX_CAP_REVOCATIONS_PER_LOGIN as BOUND;
+    let memory: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let uncapped = app(CountingStore::new(memory.clone()), SessionConfig::default());
+    let existing = BOUND + 8;
+    for _ in 0..existing {
+        let (status, _, _) = call(&uncapped, "POST", "/login/many", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let counting = CountingStore::new(memory.clone());
+    let counts = counting.counts();
+    let capped = app(
+        counting,
+        SessionConfig::default().with_max_sessions_per_user(1),
+    );
+    let live = || async { memory.list_for_user("many").await.unwrap().len() };
+
+    // Timestamps have millisecond precision: each login below is strictly the newest.
+    let tick = || tokio::time::sleep(std::time::Duration::from_millis(3));
+    tick().await;
+    let before = counts.snapshot().1;
+    let (status, _, _) = call(&capped, "POST", "/login/many", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let writes = counts.snapshot().1 - before;
+    // One insert for the new session, then at most BOUND deletes.
+    assert_eq!(writes, 1 + BOUND as u64, "store writes of one capped login");
+    assert_eq!(live().await, existing + 1 - BOUND);
+    tick().await;
+
+    let (status, set, _) = call(&capped, "POST", "/login/many", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(live().await, 1, "the next login finishes the job");
+    let newest = pair(&set.unwrap());
+    let seen = call(&capped, "GET", "/meta", Some(&newest)).await.2;
+    assert_eq!(seen["user"], "many", "the session logging in survives");
+}

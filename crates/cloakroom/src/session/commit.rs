@@ -13,7 +13,7 @@ use super::state::{Origin, Status, View};
 use super::Session;
 use crate::change::ChangeSet;
 use crate::codec;
-use crate::config::Limits;
+use crate::config::{Limits, MAX_CAP_REVOCATIONS_PER_LOGIN};
 use crate::error::SessionError;
 use crate::group_commit::{RideOutcome, Taken};
 use crate::id::{SessionId, StoreKey};
@@ -313,7 +313,9 @@ impl Session {
     ///
     /// Only sessions strictly older than this one, by `(last_active_at, created_at, key)`,
     /// are revoked. That is a total order every login agrees on, so concurrent logins of
-    /// one user never revoke each other: the newest always survives. Best effort: the login
+    /// one user never revoke each other: the newest always survives. At most
+    /// [`MAX_CAP_REVOCATIONS_PER_LOGIN`] go per login, so a login does not wait on an
+    /// unbounded number of round trips; the next login continues. Best effort: the login
     /// itself succeeded, so a store failure here is logged and the next login tries again.
     async fn enforce_session_cap(&self, store: &dyn SessionStore, view: &View) {
         let Some(cap) = self.config().max_sessions_per_user else {
@@ -342,7 +344,7 @@ impl Session {
                 |entry| order(&entry.record, current),
             );
         let total = entries.len() + usize::from(!entries.iter().any(|entry| entry.key == current));
-        let excess = total.saturating_sub(cap);
+        let excess = total.saturating_sub(cap).min(MAX_CAP_REVOCATIONS_PER_LOGIN);
         let mut older: Vec<_> = entries
             .iter()
             .map(|entry| (order(&entry.record, entry.key), entry))
