@@ -225,6 +225,10 @@ impl Session {
     /// a session the same user logs in to again. If the session belongs to another user,
     /// its data is cleared first: the next user of a shared browser never sees the
     /// previous user's values.
+    ///
+    /// If it fails (for a client-side session, [`SessionError::CookieTooLarge`] when the
+    /// user and client details would not fit in the cookie), nothing changed: the session
+    /// is exactly as before the call.
     pub async fn login(&self, user: impl Into<String>) -> Result<(), SessionError> {
         let user = user.into();
         let epoch = match &self.config().epochs {
@@ -236,18 +240,39 @@ impl Session {
             None => None,
         };
         let mut view = self.writable().await?;
-        view.pending.rotate = true;
-        view.pending.logging_in = true;
-        let previous = view.record.user_id.as_deref();
-        if previous.is_some_and(|previous| previous != user) {
+        let clear = view
+            .record
+            .user_id
+            .as_deref()
+            .is_some_and(|previous| previous != user);
+        let mut changes = Vec::with_capacity(4);
+        if clear {
             // Another user's data must not pass to this one (Bob logging in on the
             // browser Alice left logged in); an anonymous visitor's cart does.
-            view.pending.data_size = Some(0);
-            self.record_change(&mut view, Change::Clear)?;
+            changes.push(Change::Clear);
         }
-        self.record_change(&mut view, Change::SetUser(Some(user)))?;
-        self.record_change(&mut view, Change::SetEpoch(epoch))?;
-        self.record_change(&mut view, Change::SetClient(self.inner.client.to_meta()))
+        changes.push(Change::SetUser(Some(user)));
+        changes.push(Change::SetEpoch(epoch));
+        changes.push(Change::SetClient(self.inner.client.to_meta()));
+        // All or nothing: a login that fails (its cookie would not fit) must leave the
+        // session as it was, or the layer would commit a half-done login with the user in.
+        let mut candidate = view.record.clone();
+        for change in &changes {
+            change.apply(&mut candidate)?;
+        }
+        if let Backend::Cookie(sessions) = &self.inner.manager.backend {
+            self.check_cookie_size(sessions, &view, &candidate)?;
+        }
+        view.record = candidate;
+        if clear {
+            view.pending.data_size = Some(0);
+        }
+        for change in changes {
+            view.pending.changes.push(change);
+        }
+        view.pending.rotate = true;
+        view.pending.logging_in = true;
+        Ok(())
     }
 
     /// Destroys the session now: the record is deleted from the store and the response
