@@ -1,4 +1,5 @@
-//! Regression tests for `Session::login`: a failed login changes nothing.
+//! Regression tests for `Session::login`: a failed login changes nothing, and a login as
+//! another user starts a fresh session instead of inheriting the previous user's.
 
 use std::sync::Arc;
 
@@ -6,8 +7,50 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cloakroom::{Session, SessionConfig, SessionError, SessionLayer};
+use cloakroom::{
+    InsertError, ListQuery, MemoryStore, Record, RenameError, Session, SessionConfig, SessionEntry,
+    SessionError, SessionHandle, SessionLayer, SessionStore, StoreError, StoreKey, Touch,
+    TouchError, UpdateError,
+};
 use tower::ServiceExt;
+
+fn app(store: impl SessionStore, config: SessionConfig) -> Router {
+    Router::new()
+        .route(
+            "/put",
+            post(|s: Session| async move {
+                s.insert("cart", 1).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/login/{user}",
+            post(
+                |s: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
+                    s.login(user).await?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
+            "/remember",
+            post(|s: Session| async move {
+                s.set_persistent(true).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/meta",
+            get(|s: Session| async move {
+                let m = s.metadata().await?.unwrap();
+                Ok::<_, SessionError>(Json(serde_json::json!({
+                    "user": m.user, "persistent": m.persistent,
+                    "created": m.created_at.unix_timestamp_nanos().to_string(),
+                })))
+            }),
+        )
+        .layer(SessionLayer::try_new(store, config).unwrap())
+}
 
 async fn call(
     app: &Router,
@@ -41,6 +84,35 @@ async fn call(
 
 fn pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
+}
+
+/// Bob logging in over Alice's remembered session gets a fresh session: not her
+/// remember-me cookie, not her creation time.
+#[tokio::test]
+async fn login_as_another_user_starts_a_fresh_session() {
+    let app = app(MemoryStore::new(), SessionConfig::default());
+    let c = pair(&call(&app, "POST", "/put", None).await.1.unwrap());
+    let c = pair(
+        &call(&app, "POST", "/login/alice", Some(&c))
+            .await
+            .1
+            .unwrap(),
+    );
+    let set = call(&app, "POST", "/remember", Some(&c)).await.1;
+    let c = set.map(|s| pair(&s)).unwrap_or(c);
+    let alice = call(&app, "GET", "/meta", Some(&c)).await.2;
+    let (_, set, _) = call(&app, "POST", "/login/bob", Some(&c)).await;
+    let set = set.unwrap();
+    let bob = call(&app, "GET", "/meta", Some(&pair(&set))).await.2;
+    eprintln!(
+        "alice {alice}\nbob {bob}\nbob's Set-Cookie attrs: {}",
+        set.split_once(';').unwrap().1
+    );
+    assert_eq!(bob["user"], "bob");
+    assert!(
+        bob["persistent"] == false && bob["created"] != alice["created"],
+        "Bob's fresh login inherited Alice's session: {bob}"
+    );
 }
 
 /// Client-side sessions: a login whose cookie would not fit (a long user agent) fails
@@ -117,4 +189,79 @@ async fn a_failed_login_changes_nothing_client_side() {
         serde_json::Value::Null,
         "a failed login left the session logged in: {after}"
     );
+}
+
+/// A memory store whose `delete` fails while `failing` is set: a store outage at the
+/// moment Bob's login ends Alice's session.
+#[derive(Clone, Default)]
+struct DeleteFails {
+    inner: Arc<MemoryStore>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for DeleteFails {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.inner.load(key).await
+    }
+    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
+        self.inner.insert(key, record).await
+    }
+    async fn update(&self, key: &StoreKey, record: &Record, v: u64) -> Result<(), UpdateError> {
+        self.inner.update(key, record, v).await
+    }
+    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
+        self.inner.touch(key, touch).await
+    }
+    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
+        self.inner.rename(old, new).await
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::unavailable("injected outage"));
+        }
+        self.inner.delete(key).await
+    }
+    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        self.inner.list_for_user(user).await
+    }
+    async fn delete_for_user(&self, u: &str, e: Option<&StoreKey>) -> Result<u64, StoreError> {
+        self.inner.delete_for_user(u, e).await
+    }
+    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
+        self.inner.purge_expired(batch).await
+    }
+    async fn find_by_handle(&self, h: &SessionHandle) -> Result<Option<SessionEntry>, StoreError> {
+        self.inner.find_by_handle(h).await
+    }
+    async fn list_sessions(&self, q: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
+        self.inner.list_sessions(q).await
+    }
+}
+
+/// Server-side: Bob's login over Alice's session fails when her record cannot be deleted;
+/// her session is then exactly as it was (still hers, her data, her ID live).
+#[tokio::test]
+async fn a_failed_login_over_another_users_session_changes_nothing() {
+    let store = DeleteFails::default();
+    let app = app(store.clone(), SessionConfig::default());
+    let c = pair(&call(&app, "POST", "/put", None).await.1.unwrap());
+    let alice = pair(
+        &call(&app, "POST", "/login/alice", Some(&c))
+            .await
+            .1
+            .unwrap(),
+    );
+    store
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, set, _) = call(&app, "POST", "/login/bob", Some(&alice)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(set, None, "no cookie for a failed login");
+    store
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let seen = call(&app, "GET", "/meta", Some(&alice)).await.2;
+    assert_eq!(seen["user"], "alice", "{seen}");
+    assert_eq!(store.inner.list_for_user("bob").await.unwrap().len(), 0);
 }

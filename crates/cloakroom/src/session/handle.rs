@@ -223,8 +223,10 @@ impl Session {
     ///
     /// An anonymous session's data is kept (a cart survives login), and so is the data of
     /// a session the same user logs in to again. If the session belongs to another user,
-    /// its data is cleared first: the next user of a shared browser never sees the
-    /// previous user's values.
+    /// that session ends as [`logout`](Self::logout) would end it (its record is deleted,
+    /// its ID dead) and this user starts a fresh session: the next user of a shared
+    /// browser never sees the previous user's values, nor inherits their remember-me
+    /// cookie, creation time or deadlines.
     ///
     /// If it fails (for a client-side session, [`SessionError::CookieTooLarge`] when the
     /// user and client details would not fit in the cookie), nothing changed: the session
@@ -240,33 +242,41 @@ impl Session {
             None => None,
         };
         let mut view = self.writable().await?;
-        let clear = view
+        let switching = view
             .record
             .user_id
             .as_deref()
             .is_some_and(|previous| previous != user);
-        let mut changes = Vec::with_capacity(4);
-        if clear {
-            // Another user's data must not pass to this one (Bob logging in on the
-            // browser Alice left logged in); an anonymous visitor's cart does.
-            changes.push(Change::Clear);
-        }
-        changes.push(Change::SetUser(Some(user)));
-        changes.push(Change::SetEpoch(epoch));
-        changes.push(Change::SetClient(self.inner.client.to_meta()));
+        let changes = [
+            Change::SetUser(Some(user)),
+            Change::SetEpoch(epoch),
+            Change::SetClient(self.inner.client.to_meta()),
+        ];
+        // Another user's session (Bob logging in on the browser Alice left logged in)
+        // ends as a logout would, and this user starts a fresh one: none of the previous
+        // user's data, remember-me choice, creation time or deadlines pass to this one.
+        // An anonymous visitor's session, and the same user's, carry on (a cart survives).
+        let mut candidate = if switching {
+            self.config().expiry.new_record(now())
+        } else {
+            view.record.clone()
+        };
         // All or nothing: a login that fails (its cookie would not fit) must leave the
         // session as it was, or the layer would commit a half-done login with the user in.
-        let mut candidate = view.record.clone();
         for change in &changes {
             change.apply(&mut candidate)?;
         }
         if let Backend::Cookie(sessions) = &self.inner.manager.backend {
             self.check_cookie_size(sessions, &view, &candidate)?;
         }
-        view.record = candidate;
-        if clear {
-            view.pending.data_size = Some(0);
+        if switching {
+            if let Some(id) = view.id() {
+                self.store("login")?.delete(&id.store_key()).await?;
+            }
+            self.reset_to_anonymous(&mut view);
+            view.destroyed = true;
         }
+        view.record = candidate;
         for change in changes {
             view.pending.changes.push(change);
         }
