@@ -71,7 +71,10 @@ impl CookieConfig {
         self
     }
     /// Prefixes the name with `__Host-`, which browsers accept only with `Secure`, `Path=/`
-    /// and no `Domain`: the cookie is then bound to this exact host.
+    /// and no `Domain`: the cookie is then bound to this exact host. Recommended unless
+    /// the cookie must be shared across subdomains: it is the only defense against a
+    /// sibling subdomain planting its own (live) session cookie in front of ours
+    /// ("cookie tossing"); without it, only a planted *unknown* ID is passed over.
     pub fn with_host_prefix(mut self, host_prefix: bool) -> Self {
         self.host_prefix = host_prefix;
         self
