@@ -134,7 +134,17 @@ impl CookieConfig {
     }
 }
 
-/// Size limits, enforced when a value is written so a handler gets a typed error at once.
+/// Size limits, checked when a value is written so a handler gets a typed error at once
+/// ([`SessionError::ValueTooLarge`](crate::SessionError::ValueTooLarge) or
+/// [`SessionError::SessionTooLarge`](crate::SessionError::SessionTooLarge); a value nested
+/// deeper than [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH) fails the same way with
+/// [`SessionError::ValueTooDeep`](crate::SessionError::ValueTooDeep)).
+///
+/// A write that does not grow the value or the session is always allowed, even over the
+/// limits, so a session stored under larger limits can still shrink. The limits are
+/// checked again at commit on the record merged with concurrent writers' changes: if this
+/// request's writes no longer fit there, they are not saved, and the layer answers 413 in
+/// place of the handler's response.
 ///
 /// Defaults: 64 KiB per value, 256 KiB per session (serialized JSON).
 #[derive(Clone, Debug, PartialEq, Eq)]

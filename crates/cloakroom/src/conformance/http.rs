@@ -378,7 +378,7 @@ async fn duplicate_cookies_use_the_first_valid(target: Target) {
     assert_eq!(
         r.body,
         json!("me"),
-        "the first well-formed duplicate is used"
+        "the first known duplicate is used (well-formed but unknown ones are passed over)"
     );
 }
 

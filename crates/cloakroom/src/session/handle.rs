@@ -140,7 +140,13 @@ impl Session {
     }
 
     /// Sets `key` to `value`. Fails at once, with nothing changed, if the value or the
-    /// session would exceed the [`Limits`](crate::Limits).
+    /// session would grow past the [`Limits`](crate::Limits)
+    /// ([`SessionError::ValueTooLarge`], [`SessionError::SessionTooLarge`]), or the value
+    /// nests deeper than [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH)
+    /// ([`SessionError::ValueTooDeep`]). A write that does not grow them is allowed even
+    /// over the limits. Merged at commit with concurrent writers, the writes can still
+    /// fail the limits: they are then not saved and the layer replaces the handler's
+    /// response with 413.
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(SessionError::Serialize)?;
         let mut view = self.writable().await?;
