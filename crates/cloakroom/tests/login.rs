@@ -42,7 +42,9 @@ fn app(store: impl SessionStore, config: SessionConfig) -> Router {
         .route(
             "/meta",
             get(|s: Session| async move {
-                let m = s.metadata().await?.unwrap();
+                let Some(m) = s.metadata().await? else {
+                    return Ok(Json(serde_json::json!({ "user": null })));
+                };
                 Ok::<_, SessionError>(Json(serde_json::json!({
                     "user": m.user, "persistent": m.persistent,
                     "created": m.created_at.unix_timestamp_nanos().to_string(),
@@ -101,17 +103,28 @@ async fn login_as_another_user_starts_a_fresh_session() {
     let set = call(&app, "POST", "/remember", Some(&c)).await.1;
     let c = set.map(|s| pair(&s)).unwrap_or(c);
     let alice = call(&app, "GET", "/meta", Some(&c)).await.2;
-    let (_, set, _) = call(&app, "POST", "/login/bob", Some(&c)).await;
+    assert_eq!(alice["persistent"], true, "setup: {alice}");
+    // Timestamps have millisecond precision: a fresh session is created strictly later.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let (status, set, _) = call(&app, "POST", "/login/bob", Some(&c)).await;
+    assert_eq!(status, StatusCode::OK);
     let set = set.unwrap();
-    let bob = call(&app, "GET", "/meta", Some(&pair(&set))).await.2;
-    eprintln!(
-        "alice {alice}\nbob {bob}\nbob's Set-Cookie attrs: {}",
-        set.split_once(';').unwrap().1
+    assert!(
+        !set.contains("Max-Age"),
+        "Bob's cookie is not remembered: {set}"
     );
+    let bob = call(&app, "GET", "/meta", Some(&pair(&set))).await.2;
     assert_eq!(bob["user"], "bob");
     assert!(
         bob["persistent"] == false && bob["created"] != alice["created"],
         "Bob's fresh login inherited Alice's session: {bob}"
+    );
+    let old = call(&app, "GET", "/meta", Some(&c)).await;
+    assert_eq!(
+        old.2["user"],
+        serde_json::Value::Null,
+        "Alice's ID is dead: {:?}",
+        old.2
     );
 }
 
