@@ -59,8 +59,9 @@ fn each_value<'h>(
 /// with an unknown ID planted in front of ours does not hide our session, and an unknown
 /// ID is still never adopted. A planted ID the store does know (an attacker's own live
 /// session) is adopted, being first: only a `__Host-` cookie
-/// ([`CookieConfig::with_host_prefix`]) keeps sibling subdomains from planting one. Malformed values, and bytes that are not text elsewhere in the header, are
-/// skipped. No candidate is an anonymous request, never an error.
+/// ([`CookieConfig::with_host_prefix`]) keeps sibling subdomains from planting one.
+/// Malformed values, and bytes that are not text elsewhere in the header, are skipped. No
+/// candidate is an anonymous request, never an error.
 ///
 /// ```
 /// use cloakroom::{codec::session_id_candidates, SessionId};
@@ -73,19 +74,43 @@ pub fn session_id_candidates<'h>(
     headers: impl IntoIterator<Item = &'h [u8]>,
     name: &str,
 ) -> Vec<SessionId> {
-    let mut ids: Vec<SessionId> = Vec::new();
-    each_value(headers, name, |value| {
-        let id = std::str::from_utf8(value).ok().and_then(SessionId::parse);
-        if let Some(id) = id.filter(|id| !ids.contains(id)) {
-            ids.push(id);
-        }
-        if ids.len() == MAX_CANDIDATES {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
-    ids
+    IdCandidates::parse(headers, name).iter().cloned().collect()
+}
+
+/// The candidates of [`session_id_candidates`], held inline: a request with a session
+/// cookie parses them on every request, with no allocation.
+#[derive(Clone, Default)]
+pub(crate) struct IdCandidates {
+    ids: [Option<SessionId>; MAX_CANDIDATES],
+    len: usize,
+}
+
+impl IdCandidates {
+    pub(crate) fn parse<'h>(headers: impl IntoIterator<Item = &'h [u8]>, name: &str) -> Self {
+        let mut found = Self::default();
+        each_value(headers, name, |value| {
+            let id = std::str::from_utf8(value).ok().and_then(SessionId::parse);
+            if let Some(id) = id.filter(|id| !found.iter().any(|seen| seen == id)) {
+                found.ids[found.len] = Some(id);
+                found.len += 1;
+            }
+            if found.len == MAX_CANDIDATES {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        found
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The candidates, in header order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &SessionId> {
+        self.ids[..self.len].iter().flatten()
+    }
 }
 
 /// The first well-formed session ID among the `Cookie` headers: the first of

@@ -23,6 +23,9 @@ pub struct CookieConfig {
     http_only: bool,
     same_site: SameSite,
     host_prefix: bool,
+    /// The name as sent (prefix included), kept up to date by the setters: every request
+    /// reads it, so it is not rebuilt each time.
+    full_name: String,
 }
 
 impl Default for CookieConfig {
@@ -35,6 +38,7 @@ impl Default for CookieConfig {
             http_only: true,
             same_site: SameSite::Lax,
             host_prefix: false,
+            full_name: "id".to_owned(),
         }
     }
 }
@@ -43,6 +47,7 @@ impl CookieConfig {
     /// Sets the cookie name (before any `__Host-` prefix).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self.update_full_name();
         self
     }
     /// Sets the `Path` attribute.
@@ -77,16 +82,21 @@ impl CookieConfig {
     /// ("cookie tossing"); without it, only a planted *unknown* ID is passed over.
     pub fn with_host_prefix(mut self, host_prefix: bool) -> Self {
         self.host_prefix = host_prefix;
+        self.update_full_name();
         self
+    }
+
+    fn update_full_name(&mut self) {
+        self.full_name = if self.host_prefix {
+            format!("__Host-{}", self.name)
+        } else {
+            self.name.clone()
+        };
     }
 
     /// The name as sent, prefix included.
     pub fn full_name(&self) -> std::borrow::Cow<'_, str> {
-        if self.host_prefix {
-            format!("__Host-{}", self.name).into()
-        } else {
-            self.name.as_str().into()
-        }
+        self.full_name.as_str().into()
     }
     /// The `Path` attribute.
     pub fn path(&self) -> &str {
@@ -385,6 +395,20 @@ impl Default for SessionConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_full_name_follows_every_setter_in_any_order() {
+        let named_first = CookieConfig::default()
+            .with_name("sid")
+            .with_host_prefix(true);
+        let prefixed_first = CookieConfig::default()
+            .with_host_prefix(true)
+            .with_name("sid");
+        assert_eq!(named_first.full_name(), "__Host-sid");
+        assert_eq!(prefixed_first.full_name(), "__Host-sid");
+        assert_eq!(named_first.with_host_prefix(false).full_name(), "sid");
+        assert_eq!(CookieConfig::default().full_name(), "id");
+    }
 
     #[test]
     fn invalid_combinations_are_rejected_with_a_reason() {

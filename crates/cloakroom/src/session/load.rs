@@ -73,7 +73,7 @@ impl Session {
                 // the store knows wins; unknown ones are never adopted. A planted live ID
                 // (the attacker's own session) wins too: only `__Host-` prevents that.
                 let mut found = None;
-                for id in ids {
+                for id in ids.iter() {
                     if let Some(view) = load_stored(&**store, id, time).await? {
                         found = Some(view);
                         break;
