@@ -14,8 +14,11 @@ use crate::id::SessionId;
 ///
 /// Browsers send more than one cookie of a name when several paths or domains set one
 /// (a sibling subdomain can plant one in front of ours: "cookie tossing"), so more than
-/// the first must be tried. The bound keeps the work a request can cause small: a header
-/// with a hundred duplicates costs at most this many store look-ups or decryptions.
+/// the first must be tried: a planted value that names no session then does not hide
+/// ours. A planted value that names a live session (the attacker's own) does win, being
+/// first; only [`CookieConfig::with_host_prefix`] (`__Host-`) stops sibling subdomains
+/// from setting the cookie at all. The bound keeps the work a request can cause small: a
+/// header with a hundred duplicates costs at most this many store look-ups or decryptions.
 pub const MAX_CANDIDATES: usize = 4;
 
 /// Calls `found` with the value of every cookie called `name`, in order across all header
@@ -53,9 +56,12 @@ fn each_value<'h>(
 /// the well-formed ones, without repeats, at most [`MAX_CANDIDATES`].
 ///
 /// An ID is only a candidate: the caller adopts the first one its store knows, so a cookie
-/// planted in front of ours does not hide our session, and an unknown ID is still never
-/// adopted. Malformed values, and bytes that are not text elsewhere in the header, are
-/// skipped. No candidate is an anonymous request, never an error.
+/// with an unknown ID planted in front of ours does not hide our session, and an unknown
+/// ID is still never adopted. A planted ID the store does know (an attacker's own live
+/// session) is adopted, being first: only a `__Host-` cookie
+/// ([`CookieConfig::with_host_prefix`]) keeps sibling subdomains from planting one.
+/// Malformed values, and bytes that are not text elsewhere in the header, are skipped. No
+/// candidate is an anonymous request, never an error.
 ///
 /// ```
 /// use cloakroom::{codec::session_id_candidates, SessionId};
@@ -68,19 +74,43 @@ pub fn session_id_candidates<'h>(
     headers: impl IntoIterator<Item = &'h [u8]>,
     name: &str,
 ) -> Vec<SessionId> {
-    let mut ids: Vec<SessionId> = Vec::new();
-    each_value(headers, name, |value| {
-        let id = std::str::from_utf8(value).ok().and_then(SessionId::parse);
-        if let Some(id) = id.filter(|id| !ids.contains(id)) {
-            ids.push(id);
-        }
-        if ids.len() == MAX_CANDIDATES {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    });
-    ids
+    IdCandidates::parse(headers, name).iter().cloned().collect()
+}
+
+/// The candidates of [`session_id_candidates`], held inline: a request with a session
+/// cookie parses them on every request, with no allocation.
+#[derive(Clone, Default)]
+pub(crate) struct IdCandidates {
+    ids: [Option<SessionId>; MAX_CANDIDATES],
+    len: usize,
+}
+
+impl IdCandidates {
+    pub(crate) fn parse<'h>(headers: impl IntoIterator<Item = &'h [u8]>, name: &str) -> Self {
+        let mut found = Self::default();
+        each_value(headers, name, |value| {
+            let id = std::str::from_utf8(value).ok().and_then(SessionId::parse);
+            if let Some(id) = id.filter(|id| !found.iter().any(|seen| seen == id)) {
+                found.ids[found.len] = Some(id);
+                found.len += 1;
+            }
+            if found.len == MAX_CANDIDATES {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        found
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The candidates, in header order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &SessionId> {
+        self.ids[..self.len].iter().flatten()
+    }
 }
 
 /// The first well-formed session ID among the `Cookie` headers: the first of

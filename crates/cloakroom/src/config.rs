@@ -23,6 +23,9 @@ pub struct CookieConfig {
     http_only: bool,
     same_site: SameSite,
     host_prefix: bool,
+    /// The name as sent (prefix included), kept up to date by the setters: every request
+    /// reads it, so it is not rebuilt each time.
+    full_name: String,
 }
 
 impl Default for CookieConfig {
@@ -35,6 +38,7 @@ impl Default for CookieConfig {
             http_only: true,
             same_site: SameSite::Lax,
             host_prefix: false,
+            full_name: "id".to_owned(),
         }
     }
 }
@@ -43,6 +47,7 @@ impl CookieConfig {
     /// Sets the cookie name (before any `__Host-` prefix).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self.update_full_name();
         self
     }
     /// Sets the `Path` attribute.
@@ -71,19 +76,27 @@ impl CookieConfig {
         self
     }
     /// Prefixes the name with `__Host-`, which browsers accept only with `Secure`, `Path=/`
-    /// and no `Domain`: the cookie is then bound to this exact host.
+    /// and no `Domain`: the cookie is then bound to this exact host. Recommended unless
+    /// the cookie must be shared across subdomains: it is the only defense against a
+    /// sibling subdomain planting its own (live) session cookie in front of ours
+    /// ("cookie tossing"); without it, only a planted *unknown* ID is passed over.
     pub fn with_host_prefix(mut self, host_prefix: bool) -> Self {
         self.host_prefix = host_prefix;
+        self.update_full_name();
         self
+    }
+
+    fn update_full_name(&mut self) {
+        self.full_name = if self.host_prefix {
+            format!("__Host-{}", self.name)
+        } else {
+            self.name.clone()
+        };
     }
 
     /// The name as sent, prefix included.
     pub fn full_name(&self) -> std::borrow::Cow<'_, str> {
-        if self.host_prefix {
-            format!("__Host-{}", self.name).into()
-        } else {
-            self.name.as_str().into()
-        }
+        self.full_name.as_str().into()
     }
     /// The `Path` attribute.
     pub fn path(&self) -> &str {
@@ -131,7 +144,17 @@ impl CookieConfig {
     }
 }
 
-/// Size limits, enforced when a value is written so a handler gets a typed error at once.
+/// Size limits, checked when a value is written so a handler gets a typed error at once
+/// ([`SessionError::ValueTooLarge`](crate::SessionError::ValueTooLarge) or
+/// [`SessionError::SessionTooLarge`](crate::SessionError::SessionTooLarge); a value nested
+/// deeper than [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH) fails the same way with
+/// [`SessionError::ValueTooDeep`](crate::SessionError::ValueTooDeep)).
+///
+/// A write that does not grow the value or the session is always allowed, even over the
+/// limits, so a session stored under larger limits can still shrink. The limits are
+/// checked again at commit on the record merged with concurrent writers' changes: if this
+/// request's writes no longer fit there, they are not saved, and the layer answers 413 in
+/// place of the handler's response.
 ///
 /// Defaults: 64 KiB per value, 256 KiB per session (serialized JSON).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,6 +256,11 @@ pub struct SessionConfig {
     pub max_sessions_per_user: Option<usize>,
 }
 
+/// The most sessions one login revokes to enforce
+/// [`SessionConfig::with_max_sessions_per_user`]: each is a store round trip the login
+/// waits on, so a user far over the cap is brought within it over several logins.
+pub const MAX_CAP_REVOCATIONS_PER_LOGIN: usize = 32;
+
 impl SessionConfig {
     /// Sets the cookie configuration.
     pub fn with_cookie(mut self, cookie: CookieConfig) -> Self {
@@ -287,8 +315,13 @@ impl SessionConfig {
     /// sessions have no per-user index and ignore it). When a login would exceed it, the
     /// user's least recently active other sessions are revoked (by `last_active_at`, then
     /// `created_at`): devices in use stay logged in, and the session logging in is never
-    /// revoked. Enforcement is best effort after the login is saved: if the store fails
-    /// it is logged, and the next login enforces the cap again.
+    /// revoked. Only sessions less recently active than the one logging in are revoked
+    /// (ties broken by creation time, then key), so two devices logging in at once never
+    /// revoke each other. One login revokes at most [`MAX_CAP_REVOCATIONS_PER_LOGIN`]
+    /// sessions, so enabling the cap for a user with many sessions does not make a login
+    /// wait on many round trips; later logins revoke the rest. Enforcement is best effort
+    /// after the login is saved: if the store fails it is logged, and the next login
+    /// enforces the cap again.
     pub fn with_max_sessions_per_user(mut self, max: usize) -> Self {
         self.max_sessions_per_user = Some(max);
         self
@@ -362,6 +395,20 @@ impl Default for SessionConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_full_name_follows_every_setter_in_any_order() {
+        let named_first = CookieConfig::default()
+            .with_name("sid")
+            .with_host_prefix(true);
+        let prefixed_first = CookieConfig::default()
+            .with_host_prefix(true)
+            .with_name("sid");
+        assert_eq!(named_first.full_name(), "__Host-sid");
+        assert_eq!(prefixed_first.full_name(), "__Host-sid");
+        assert_eq!(named_first.with_host_prefix(false).full_name(), "sid");
+        assert_eq!(CookieConfig::default().full_name(), "id");
+    }
 
     #[test]
     fn invalid_combinations_are_rejected_with_a_reason() {

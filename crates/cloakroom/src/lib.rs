@@ -75,6 +75,7 @@ pub mod testing;
 
 pub use config::{
     ClientIpSource, ConfigError, CookieConfig, Limits, OnStoreError, SameSite, SessionConfig,
+    MAX_CAP_REVOCATIONS_PER_LOGIN,
 };
 pub use epoch::EpochSource;
 pub use error::{SessionError, MAX_VALUE_DEPTH};

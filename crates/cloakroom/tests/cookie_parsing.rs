@@ -1,18 +1,33 @@
 //! The session cookie through the layer, with a real (in-process) store: one bad byte
-//! elsewhere in the `Cookie` header does not cost the session, a cookie tossed in front of
-//! ours from a sibling subdomain does not hide it, and an ID the store does not know is
-//! still never adopted.
+//! elsewhere in the `Cookie` header does not cost the session, a cookie with an unknown ID
+//! tossed in front of ours from a sibling subdomain does not hide it, and an ID the store
+//! does not know is still never adopted. (A tossed ID of a live session, the attacker's
+//! own, does win: only the `__Host-` prefix stops sibling subdomains setting the cookie.)
 
 use axum::body::Body;
+use axum::extract::Path;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloakroom::testing::TestClient;
-use cloakroom::{MemoryStore, Session, SessionError, SessionId, SessionLayer};
+use cloakroom::{
+    CookieConfig, MemoryStore, Session, SessionConfig, SessionError, SessionId, SessionLayer,
+};
 use serde_json::Value;
 
 fn app() -> Router {
+    app_with(SessionConfig::default())
+}
+
+fn app_with(config: SessionConfig) -> Router {
     Router::new()
+        .route(
+            "/as/{who}",
+            post(|s: Session, Path(who): Path<String>| async move {
+                s.insert("who", who).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
         .route(
             "/put",
             post(|s: Session| async move {
@@ -24,7 +39,7 @@ fn app() -> Router {
             "/get",
             get(|s: Session| async move { s.get::<String>("who").await.map(Json) }),
         )
-        .layer(SessionLayer::new(MemoryStore::new()))
+        .layer(SessionLayer::try_new(MemoryStore::new(), config).unwrap())
 }
 
 struct Reply {
@@ -181,4 +196,44 @@ async fn only_the_first_few_distinct_candidates_are_tried() {
         .collect();
     let header = format!("{past}id={valid}");
     assert_eq!(who(&app, &[header.as_bytes()]).await, Value::Null);
+}
+
+/// What duplicates cannot defend against: a sibling subdomain that plants the attacker's
+/// own live session ID in front of ours gets it used (the victim acts in the attacker's
+/// session). Only the `__Host-` prefix stops that: browsers refuse a `__Host-` cookie set
+/// with a `Domain`, so a sibling can plant only a cookie of another name, which is ignored.
+#[tokio::test]
+async fn a_tossed_live_id_in_front_wins_unless_the_host_prefix_is_on() {
+    async fn session_as(app: &Router, who: &str, name: &str) -> String {
+        let response = TestClient::new(app.clone())
+            .post(&format!("/as/{who}"))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response
+            .session_cookie(name)
+            .expect("a new session sends its cookie")
+            .to_owned()
+    }
+
+    let app = app();
+    let victim = session_as(&app, "victim", "id").await;
+    let attacker = session_as(&app, "mallory", "id").await;
+    let tossed = format!("id={attacker}; id={victim}");
+    assert_eq!(
+        who(&app, &[tossed.as_bytes()]).await,
+        "mallory",
+        "without the prefix a planted live ID wins (documented)"
+    );
+
+    let prefixed = app_with(
+        SessionConfig::default().with_cookie(CookieConfig::default().with_host_prefix(true)),
+    );
+    let victim = session_as(&prefixed, "victim", "__Host-id").await;
+    let attacker = session_as(&prefixed, "mallory", "__Host-id").await;
+    let tossed = format!("id={attacker}; __Host-id={victim}");
+    assert_eq!(
+        who(&prefixed, &[tossed.as_bytes()]).await,
+        "victim",
+        "with __Host-, a cookie a sibling can plant is not the session cookie"
+    );
 }

@@ -121,6 +121,13 @@ fn app(target: Target, config: SessionConfig) -> Router {
         )
         .route("/whoami", get(|s: Session| async move { s.user().await.map(Json) }))
         .route(
+            "/created",
+            get(|s: Session| async move {
+                let metadata = s.metadata().await?;
+                Ok::<_, SessionError>(Json(metadata.map(|m| m.created_at.unix_timestamp_nanos().to_string())))
+            }),
+        )
+        .route(
             "/handle",
             get(|s: Session| async move { s.handle().await.map(|h| Json(h.map(|h| h.to_string()))) }),
         )
@@ -371,7 +378,7 @@ async fn duplicate_cookies_use_the_first_valid(target: Target) {
     assert_eq!(
         r.body,
         json!("me"),
-        "the first well-formed duplicate is used"
+        "the first known duplicate is used (well-formed but unknown ones are passed over)"
     );
 }
 
@@ -835,9 +842,11 @@ async fn epoch_revocation_logs_out_everywhere(target: Target) {
     );
 }
 
-/// Issue 12 #7: Bob logging in on the browser Alice left logged in does not see her data;
-/// Alice logging in again keeps hers.
+/// Issue 12 #7: Bob logging in on the browser Alice left logged in does not see her data
+/// and does not inherit her session: not her remember-me cookie, not her creation time,
+/// and her old ID is dead. Alice logging in again keeps hers.
 async fn login_as_another_user_clears_the_data(target: Target) {
+    let server_side = matches!(target, Target::Store(_));
     let app = default_app(target);
     let (alice, bob) = (unique_user("alice"), unique_user("bob"));
     let mut b = Browser::new(&app);
@@ -849,14 +858,39 @@ async fn login_as_another_user_clears_the_data(target: Target) {
         json!(["alice's book"]),
         "the same user logging in again keeps the data"
     );
+    let r = b.post("/persistent", json!(null)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let alices_id = b.id();
+    let alices_created = b.get("/created").await.body;
+    // Timestamps have millisecond precision: Bob's session is created strictly later.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
     let r = b.post(&format!("/login/{bob}"), json!(null)).await;
     assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.set_cookie
+            .iter()
+            .any(|c| c.starts_with("id=") && !c.contains("Max-Age")),
+        "Bob gets a browser-session cookie, not Alice's remember-me one: {r:?}"
+    );
     assert_eq!(b.get("/whoami").await.body, json!(bob));
     assert_eq!(
         b.get("/get/cart").await.body,
         Value::Null,
         "the next user never sees the previous user's data"
     );
+    assert_eq!(b.get("/get/remember").await.body, Value::Null);
+    let bobs_created = b.get("/created").await.body;
+    assert!(bobs_created.is_string(), "{bobs_created:?}");
+    assert_ne!(bobs_created, alices_created, "Bob's session is a new one");
+    if server_side {
+        let mut old = Browser::with_cookie(&app, &alices_id);
+        assert_eq!(
+            old.get("/whoami").await.body,
+            Value::Null,
+            "Alice's session ended when Bob logged in"
+        );
+    }
 }
 
 /// Issue 12 #6: a value nested as deep as the documented limit

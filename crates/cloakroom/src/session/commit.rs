@@ -13,10 +13,10 @@ use super::state::{Origin, Status, View};
 use super::Session;
 use crate::change::ChangeSet;
 use crate::codec;
-use crate::config::Limits;
+use crate::config::{Limits, MAX_CAP_REVOCATIONS_PER_LOGIN};
 use crate::error::SessionError;
 use crate::group_commit::{RideOutcome, Taken};
-use crate::id::SessionId;
+use crate::id::{SessionId, StoreKey};
 use crate::record::{now, ClientMeta, Record};
 use crate::store::{InsertError, RenameError, SessionStore, StoreError, TouchError, UpdateError};
 
@@ -308,10 +308,15 @@ impl Session {
         Ok(())
     }
 
-    /// After a login is saved: revokes the user's least recently active other sessions
-    /// beyond [`SessionConfig::max_sessions_per_user`](crate::SessionConfig::max_sessions_per_user).
-    /// Best effort: the login itself succeeded, so a store failure here is logged and the
-    /// next login tries again.
+    /// After a login is saved: revokes the user's least recently active sessions beyond
+    /// [`SessionConfig::max_sessions_per_user`](crate::SessionConfig::max_sessions_per_user).
+    ///
+    /// Only sessions strictly older than this one, by `(last_active_at, created_at, key)`,
+    /// are revoked. That is a total order every login agrees on, so concurrent logins of
+    /// one user never revoke each other: the newest always survives. At most
+    /// [`MAX_CAP_REVOCATIONS_PER_LOGIN`] go per login, so a login does not wait on an
+    /// unbounded number of round trips; the next login continues. Best effort: the login
+    /// itself succeeded, so a store failure here is logged and the next login tries again.
     async fn enforce_session_cap(&self, store: &dyn SessionStore, view: &View) {
         let Some(cap) = self.config().max_sessions_per_user else {
             return;
@@ -319,7 +324,7 @@ impl Session {
         let (Some(id), Some(user)) = (view.id(), &view.record.user_id) else {
             return;
         };
-        let mut others = match store.list_for_user(user).await {
+        let entries = match store.list_for_user(user).await {
             Ok(entries) if entries.len() > cap => entries,
             Ok(_) => return,
             Err(error) => {
@@ -328,11 +333,25 @@ impl Session {
             }
         };
         let current = id.store_key();
-        others.retain(|entry| entry.key != current);
-        others.sort_by_key(|entry| (entry.record.last_active_at, entry.record.created_at));
-        // The current session counts against the cap too.
-        let excess = (others.len() + 1).saturating_sub(cap);
-        for entry in others.iter().take(excess) {
+        let order =
+            |record: &Record, key: StoreKey| (record.last_active_at, record.created_at, key);
+        // This session as the store lists it, so that it compares at the store's precision.
+        let this = entries
+            .iter()
+            .find(|entry| entry.key == current)
+            .map_or_else(
+                || order(&view.record, current),
+                |entry| order(&entry.record, current),
+            );
+        let total = entries.len() + usize::from(!entries.iter().any(|entry| entry.key == current));
+        let excess = total.saturating_sub(cap).min(MAX_CAP_REVOCATIONS_PER_LOGIN);
+        let mut older: Vec<_> = entries
+            .iter()
+            .map(|entry| (order(&entry.record, entry.key), entry))
+            .filter(|(rank, _)| *rank < this)
+            .collect();
+        older.sort_by_key(|(rank, _)| *rank);
+        for (_, entry) in older.into_iter().take(excess) {
             match store.delete(&entry.key).await {
                 Ok(_) => {
                     tracing::debug!(handle = %entry.key.handle(), "session revoked: over the per-user cap");

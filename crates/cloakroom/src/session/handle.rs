@@ -140,7 +140,13 @@ impl Session {
     }
 
     /// Sets `key` to `value`. Fails at once, with nothing changed, if the value or the
-    /// session would exceed the [`Limits`](crate::Limits).
+    /// session would grow past the [`Limits`](crate::Limits)
+    /// ([`SessionError::ValueTooLarge`], [`SessionError::SessionTooLarge`]), or the value
+    /// nests deeper than [`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH)
+    /// ([`SessionError::ValueTooDeep`]). A write that does not grow them is allowed even
+    /// over the limits. Merged at commit with concurrent writers, the writes can still
+    /// fail the limits: they are then not saved and the layer replaces the handler's
+    /// response with 413.
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(SessionError::Serialize)?;
         let mut view = self.writable().await?;
@@ -223,8 +229,14 @@ impl Session {
     ///
     /// An anonymous session's data is kept (a cart survives login), and so is the data of
     /// a session the same user logs in to again. If the session belongs to another user,
-    /// its data is cleared first: the next user of a shared browser never sees the
-    /// previous user's values.
+    /// that session ends as [`logout`](Self::logout) would end it (its record is deleted,
+    /// its ID dead) and this user starts a fresh session: the next user of a shared
+    /// browser never sees the previous user's values, nor inherits their remember-me
+    /// cookie, creation time or deadlines.
+    ///
+    /// If it fails (for a client-side session, [`SessionError::CookieTooLarge`] when the
+    /// user and client details would not fit in the cookie), nothing changed: the session
+    /// is exactly as before the call.
     pub async fn login(&self, user: impl Into<String>) -> Result<(), SessionError> {
         let user = user.into();
         let epoch = match &self.config().epochs {
@@ -236,18 +248,47 @@ impl Session {
             None => None,
         };
         let mut view = self.writable().await?;
+        let switching = view
+            .record
+            .user_id
+            .as_deref()
+            .is_some_and(|previous| previous != user);
+        let changes = [
+            Change::SetUser(Some(user)),
+            Change::SetEpoch(epoch),
+            Change::SetClient(self.inner.client.to_meta()),
+        ];
+        // Another user's session (Bob logging in on the browser Alice left logged in)
+        // ends as a logout would, and this user starts a fresh one: none of the previous
+        // user's data, remember-me choice, creation time or deadlines pass to this one.
+        // An anonymous visitor's session, and the same user's, carry on (a cart survives).
+        let mut candidate = if switching {
+            self.config().expiry.new_record(now())
+        } else {
+            view.record.clone()
+        };
+        // All or nothing: a login that fails (its cookie would not fit) must leave the
+        // session as it was, or the layer would commit a half-done login with the user in.
+        for change in &changes {
+            change.apply(&mut candidate)?;
+        }
+        if let Backend::Cookie(sessions) = &self.inner.manager.backend {
+            self.check_cookie_size(sessions, &view, &candidate)?;
+        }
+        if switching {
+            if let Some(id) = view.id() {
+                self.store("login")?.delete(&id.store_key()).await?;
+            }
+            self.reset_to_anonymous(&mut view);
+            view.destroyed = true;
+        }
+        view.record = candidate;
+        for change in changes {
+            view.pending.changes.push(change);
+        }
         view.pending.rotate = true;
         view.pending.logging_in = true;
-        let previous = view.record.user_id.as_deref();
-        if previous.is_some_and(|previous| previous != user) {
-            // Another user's data must not pass to this one (Bob logging in on the
-            // browser Alice left logged in); an anonymous visitor's cart does.
-            view.pending.data_size = Some(0);
-            self.record_change(&mut view, Change::Clear)?;
-        }
-        self.record_change(&mut view, Change::SetUser(Some(user)))?;
-        self.record_change(&mut view, Change::SetEpoch(epoch))?;
-        self.record_change(&mut view, Change::SetClient(self.inner.client.to_meta()))
+        Ok(())
     }
 
     /// Destroys the session now: the record is deleted from the store and the response

@@ -70,9 +70,10 @@ impl Session {
         let mut view = match (&self.inner.manager.backend, &self.inner.incoming) {
             (Backend::Store(store), Incoming::Ids(ids)) => {
                 // Duplicates (a cookie planted from a sibling domain, say): the first ID
-                // the store knows wins; unknown ones are never adopted.
+                // the store knows wins; unknown ones are never adopted. A planted live ID
+                // (the attacker's own session) wins too: only `__Host-` prevents that.
                 let mut found = None;
-                for id in ids {
+                for id in ids.iter() {
                     if let Some(view) = load_stored(&**store, id, time).await? {
                         found = Some(view);
                         break;

@@ -8,10 +8,10 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::Session;
-use crate::codec;
+use crate::codec::{self, IdCandidates};
 use crate::config::{ConfigError, SessionConfig};
 use crate::group_commit::CommitTurn;
-use crate::id::{SessionId, StoreKey};
+use crate::id::StoreKey;
 use crate::record::ClientMeta;
 use crate::sealed::CookieSessions;
 use crate::store::SessionStore;
@@ -44,10 +44,13 @@ pub(super) enum Backend {
 }
 
 /// The browser's session cookie, as the request brought it.
+// One per request, inline in the handle's `Arc`: boxing the candidates would cost every
+// request with a cookie the allocation that holding them inline saves.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Incoming {
     None,
     /// Server-side: the well-formed IDs, tried in order until the store knows one.
-    Ids(Vec<SessionId>),
+    Ids(IdCandidates),
     /// Client-side: every value of our cookie, tried in order when first needed.
     Sealed(Vec<String>),
 }
@@ -132,7 +135,7 @@ impl SessionManager {
         let name = &*name;
         let incoming = match &self.backend {
             Backend::Store(_) => {
-                let ids = codec::session_id_candidates(cookie_headers, name);
+                let ids = IdCandidates::parse(cookie_headers, name);
                 if ids.is_empty() {
                     Incoming::None
                 } else {

@@ -1,0 +1,280 @@
+//! Regression tests for `Session::login`: a failed login changes nothing, and a login as
+//! another user starts a fresh session instead of inheriting the previous user's.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloakroom::{
+    InsertError, ListQuery, MemoryStore, Record, RenameError, Session, SessionConfig, SessionEntry,
+    SessionError, SessionHandle, SessionLayer, SessionStore, StoreError, StoreKey, Touch,
+    TouchError, UpdateError,
+};
+use tower::ServiceExt;
+
+fn app(store: impl SessionStore, config: SessionConfig) -> Router {
+    Router::new()
+        .route(
+            "/put",
+            post(|s: Session| async move {
+                s.insert("cart", 1).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/login/{user}",
+            post(
+                |s: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
+                    s.login(user).await?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
+            "/remember",
+            post(|s: Session| async move {
+                s.set_persistent(true).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/meta",
+            get(|s: Session| async move {
+                let Some(m) = s.metadata().await? else {
+                    return Ok(Json(serde_json::json!({ "user": null })));
+                };
+                Ok::<_, SessionError>(Json(serde_json::json!({
+                    "user": m.user, "persistent": m.persistent,
+                    "created": m.created_at.unix_timestamp_nanos().to_string(),
+                })))
+            }),
+        )
+        .layer(SessionLayer::try_new(store, config).unwrap())
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, Option<String>, serde_json::Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let set = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        set,
+        serde_json::from_slice(&bytes).unwrap_or_default(),
+    )
+}
+
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+/// Bob logging in over Alice's remembered session gets a fresh session: not her
+/// remember-me cookie, not her creation time.
+#[tokio::test]
+async fn login_as_another_user_starts_a_fresh_session() {
+    let app = app(MemoryStore::new(), SessionConfig::default());
+    let c = pair(&call(&app, "POST", "/put", None).await.1.unwrap());
+    let c = pair(
+        &call(&app, "POST", "/login/alice", Some(&c))
+            .await
+            .1
+            .unwrap(),
+    );
+    let set = call(&app, "POST", "/remember", Some(&c)).await.1;
+    let c = set.map(|s| pair(&s)).unwrap_or(c);
+    let alice = call(&app, "GET", "/meta", Some(&c)).await.2;
+    assert_eq!(alice["persistent"], true, "setup: {alice}");
+    // Timestamps have millisecond precision: a fresh session is created strictly later.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let (status, set, _) = call(&app, "POST", "/login/bob", Some(&c)).await;
+    assert_eq!(status, StatusCode::OK);
+    let set = set.unwrap();
+    assert!(
+        !set.contains("Max-Age"),
+        "Bob's cookie is not remembered: {set}"
+    );
+    let bob = call(&app, "GET", "/meta", Some(&pair(&set))).await.2;
+    assert_eq!(bob["user"], "bob");
+    assert!(
+        bob["persistent"] == false && bob["created"] != alice["created"],
+        "Bob's fresh login inherited Alice's session: {bob}"
+    );
+    let old = call(&app, "GET", "/meta", Some(&c)).await;
+    assert_eq!(
+        old.2["user"],
+        serde_json::Value::Null,
+        "Alice's ID is dead: {:?}",
+        old.2
+    );
+}
+
+/// Client-side sessions: a login whose cookie would not fit (a long user agent) fails
+/// as a whole; the layer must not commit a half-done login with the user in it.
+#[tokio::test]
+async fn a_failed_login_changes_nothing_client_side() {
+    use cloakroom::{generate_key, CookieSessions, KeyRing, SessionManager};
+    let sessions = CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap());
+    let manager = Arc::new(SessionManager::cookie(sessions, SessionConfig::default()).unwrap());
+    let app = Router::new()
+        .route(
+            "/fill/{n}",
+            post(
+                |s: Session, axum::extract::Path(n): axum::extract::Path<usize>| async move {
+                    s.insert("cart", "x".repeat(n)).await?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
+            "/login",
+            post(|s: Session| async move {
+                let result = s.login("bob").await;
+                let failed = result.is_err();
+                result?;
+                // An app's next step, skipped when login fails.
+                s.insert("mfa_pending", true).await?;
+                Ok::<_, SessionError>(format!("{failed}"))
+            }),
+        )
+        .route(
+            "/who",
+            get(|s: Session| async move {
+                Ok::<_, SessionError>(Json(serde_json::json!({
+                    "user": s.user().await?, "mfa": s.get::<bool>("mfa_pending").await?
+                })))
+            }),
+        )
+        .layer(SessionLayer::from_manager(manager));
+    let long_ua = "U".repeat(4000);
+    // Find the largest cart that still fits, so that the login's SetClient tips it over.
+    let mut found = None;
+    for n in (2000..3200).rev().step_by(16) {
+        let (status, set, _) = call(&app, "POST", &format!("/fill/{n}"), None).await;
+        if status == StatusCode::OK {
+            drop(set);
+            // Room for SetUser and SetEpoch, not for a 512-byte user agent.
+            let (_, set, _) = call(&app, "POST", &format!("/fill/{}", n - 200), None).await;
+            found = Some(pair(&set.unwrap()));
+            break;
+        }
+    }
+    let cookie = found.expect("some cart fits");
+    let request = Request::builder()
+        .method("POST")
+        .uri("/login")
+        .header(header::COOKIE, &cookie)
+        .header(header::USER_AGENT, &long_ua)
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let set = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| pair(v.to_str().unwrap()));
+    eprintln!("login status {status}, set-cookie sent: {}", set.is_some());
+    assert_ne!(status, StatusCode::OK, "setup: the login must fail");
+    let after = call(&app, "GET", "/who", Some(&set.unwrap_or(cookie)))
+        .await
+        .2;
+    assert_eq!(
+        after["user"],
+        serde_json::Value::Null,
+        "a failed login left the session logged in: {after}"
+    );
+}
+
+/// A memory store whose `delete` fails while `failing` is set: a store outage at the
+/// moment Bob's login ends Alice's session.
+#[derive(Clone, Default)]
+struct DeleteFails {
+    inner: Arc<MemoryStore>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for DeleteFails {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.inner.load(key).await
+    }
+    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
+        self.inner.insert(key, record).await
+    }
+    async fn update(&self, key: &StoreKey, record: &Record, v: u64) -> Result<(), UpdateError> {
+        self.inner.update(key, record, v).await
+    }
+    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
+        self.inner.touch(key, touch).await
+    }
+    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
+        self.inner.rename(old, new).await
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::unavailable("injected outage"));
+        }
+        self.inner.delete(key).await
+    }
+    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        self.inner.list_for_user(user).await
+    }
+    async fn delete_for_user(&self, u: &str, e: Option<&StoreKey>) -> Result<u64, StoreError> {
+        self.inner.delete_for_user(u, e).await
+    }
+    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
+        self.inner.purge_expired(batch).await
+    }
+    async fn find_by_handle(&self, h: &SessionHandle) -> Result<Option<SessionEntry>, StoreError> {
+        self.inner.find_by_handle(h).await
+    }
+    async fn list_sessions(&self, q: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
+        self.inner.list_sessions(q).await
+    }
+}
+
+/// Server-side: Bob's login over Alice's session fails when her record cannot be deleted;
+/// her session is then exactly as it was (still hers, her data, her ID live).
+#[tokio::test]
+async fn a_failed_login_over_another_users_session_changes_nothing() {
+    let store = DeleteFails::default();
+    let app = app(store.clone(), SessionConfig::default());
+    let c = pair(&call(&app, "POST", "/put", None).await.1.unwrap());
+    let alice = pair(
+        &call(&app, "POST", "/login/alice", Some(&c))
+            .await
+            .1
+            .unwrap(),
+    );
+    store
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, set, _) = call(&app, "POST", "/login/bob", Some(&alice)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(set, None, "no cookie for a failed login");
+    store
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let seen = call(&app, "GET", "/meta", Some(&alice)).await.2;
+    assert_eq!(seen["user"], "alice", "{seen}");
+    assert_eq!(store.inner.list_for_user("bob").await.unwrap().len(), 0);
+}
