@@ -266,7 +266,10 @@ for path in sorted(glob.glob(os.path.join(results, "scale-*.json"))):
     any_scale = True
     x = r["report"]
     errors = "; ".join(x["errors"]) or "0"
-    w(f"| `{x['store']}` | {x['sessions']:,} | {x['insert_s']:.2f} | {x['list_s']:.3f} | {x['listed']:,} |"
+    name = x["store"]
+    if "/tmp/" in name:
+        name = name.split("://")[0] + "://(temporary)"
+    w(f"| `{name}` | {x['sessions']:,} | {x['insert_s']:.2f} | {x['list_s']:.3f} | {x['listed']:,} |"
       f" {x['revoke_others_s']:.3f} | {x['revoke_all_s']:.3f} | {x['purge_s']:.3f} | {x['purged']:,} | {errors} |")
 if not any_scale:
     w("| _not run yet_ | | | | | | | | | |")
