@@ -63,7 +63,7 @@ for target in "${targets[@]}"; do
         "${parallel[@]}" -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || status=$?
     seconds=$(($(date +%s) - start))
     # With -jobs, each worker logs to fuzz-N.log; sum what every process executed.
-    execs=$(cat "$log" fuzz-*.log 2>/dev/null | awk -F: '/stat::number_of_executed_units/ {n += $2} END {print n + 0}')
+    execs=$({ cat "$log"; cat fuzz-*.log 2>/dev/null || true; } | awk -F: '/stat::number_of_executed_units/ {n += $NF} END {print n + 0}')
     rm -f fuzz-*.log
     crashes=$(($(find "artifacts/$target" -type f | wc -l) - before))
     if [[ $status -ne 0 && $crashes -eq 0 ]]; then
