@@ -1,0 +1,89 @@
+//! A corrupt record at rest (a damaged file, a hand-edited row) is logged and treated as
+//! absent: loading it gives `Corrupt` or nothing, and the per-user list, revoke and purge
+//! skip or remove it rather than fail (DESIGN.md, failure policy). Found by the
+//! `fs_record` fuzz target's reading of the file store.
+
+use cloakroom::{ListQuery, Record, SessionId, SessionStore, StoreKey};
+
+const USER: &str = "corrupt";
+
+fn live_record() -> Record {
+    let now = cloakroom::record::now();
+    let mut record = Record::new(now, Some(now + time::Duration::hours(1)), None);
+    record.user_id = Some(USER.to_owned());
+    record
+}
+
+/// A user with one good session and one corrupt one: every per-user and admin operation
+/// must still work, and see only the good one.
+async fn skips_the_corrupt_record(store: &dyn SessionStore, good: StoreKey, bad: StoreKey) {
+    assert!(
+        !matches!(store.load(&bad).await, Ok(Some(_))),
+        "a corrupt record loaded"
+    );
+    let listed = store
+        .list_for_user(USER)
+        .await
+        .expect("list_for_user fails on a corrupt record");
+    assert_eq!(listed.iter().map(|e| e.key).collect::<Vec<_>>(), vec![good]);
+    store
+        .list_sessions(&ListQuery {
+            limit: 100,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list_sessions fails on a corrupt record");
+    store
+        .purge_expired(100)
+        .await
+        .expect("purge_expired fails on a corrupt record");
+    let revoked = store
+        .delete_for_user(USER, None)
+        .await
+        .expect("delete_for_user fails on a corrupt record");
+    assert!(revoked >= 1, "the good session was not revoked");
+    assert!(store.load(&good).await.unwrap().is_none());
+}
+
+/// Fails on main (seen): `FileStore`'s `list_for_user`, `list_sessions`, `purge_expired`
+/// and `delete_for_user` return `Corrupt` for the whole call (`Dir::read_live` uses `?`).
+#[tokio::test]
+#[ignore = "fails on main: FileStore lists and purge fail on one corrupt session file"]
+async fn file_store_lists_revokes_and_purges_past_a_corrupt_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cloakroom_fs::FileStore::open(dir.path()).unwrap();
+    let good = SessionId::generate().store_key();
+    let bad = SessionId::generate().store_key();
+    store.insert(&good, &live_record()).await.unwrap();
+    store.insert(&bad, &live_record()).await.unwrap();
+    std::fs::write(
+        dir.path().join("sessions").join(bad.to_hex()),
+        br#"{"data":{"cart":["ap"#,
+    )
+    .unwrap();
+    skips_the_corrupt_record(&store, good, bad).await;
+}
+
+/// Fails on main (seen): `SqliteStore::list_for_user` returns `Corrupt` for the whole call
+/// (the SQL stores share `record_from_row`, so PostgreSQL and MySQL likely do the same).
+#[tokio::test]
+#[ignore = "fails on main: SQL stores' list_for_user fails on one corrupt row"]
+async fn sqlite_lists_revokes_and_purges_past_a_corrupt_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cloakroom_sqlx::SqliteStore::open(dir.path().join("s.db"))
+        .await
+        .unwrap();
+    let good = SessionId::generate().store_key();
+    let bad = SessionId::generate().store_key();
+    store.insert(&good, &live_record()).await.unwrap();
+    store.insert(&bad, &live_record()).await.unwrap();
+    sqlx::query(&format!(
+        "UPDATE {} SET data = 'not json' WHERE store_key = ?",
+        store.table()
+    ))
+    .bind(bad.as_bytes().to_vec())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    skips_the_corrupt_record(&store, good, bad).await;
+}
