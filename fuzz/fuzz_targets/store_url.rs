@@ -1,4 +1,4 @@
-//! Store URL parsing (`cloakroom_cli::store_url`): password redaction on any input, and
+//! Store URL parsing (`cloakroom_stores`): password redaction on any input, and
 //! opening any URL whose scheme needs no server or file (memory, cookie, `cached+`
 //! around those, unknown schemes).
 //!
@@ -6,7 +6,7 @@
 //! password given in the authority.
 #![no_main]
 
-use cloakroom_cli::store_url::{redact, Backend};
+use cloakroom_stores::{redact, Backend};
 use libfuzzer_sys::fuzz_target;
 
 /// Schemes whose opening would connect to a server or touch the disk.

@@ -209,8 +209,8 @@ async fn main() -> ExitCode {
             }
         }
         Command::Scale { url, sessions, out } => {
-            let shown = cloakroom_cli::store_url::redact(&url);
-            match cloakroom_cli::store_url::Backend::open(&url).await {
+            let shown = cloakroom_stores::redact(&url);
+            match cloakroom_stores::Backend::open(&url).await {
                 Ok(backend) => {
                     let report = scale::run(&shown, backend.shared(), sessions).await;
                     finish(report.errors.is_empty(), &report, out)

@@ -45,10 +45,9 @@ async fn skips_the_corrupt_record(store: &dyn SessionStore, good: StoreKey, bad:
     assert!(store.load(&good).await.unwrap().is_none());
 }
 
-/// Fails on main (seen): `FileStore`'s `list_for_user`, `list_sessions`, `purge_expired`
+/// Failed before issue 12's fix (seen): `FileStore`'s `list_for_user`, `list_sessions`, `purge_expired`
 /// and `delete_for_user` return `Corrupt` for the whole call (`Dir::read_live` uses `?`).
 #[tokio::test]
-#[ignore = "fails on main: FileStore lists and purge fail on one corrupt session file"]
 async fn file_store_lists_revokes_and_purges_past_a_corrupt_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = cloakroom_fs::FileStore::open(dir.path()).unwrap();
@@ -64,10 +63,9 @@ async fn file_store_lists_revokes_and_purges_past_a_corrupt_file() {
     skips_the_corrupt_record(&store, good, bad).await;
 }
 
-/// Fails on main (seen): `SqliteStore::list_for_user` returns `Corrupt` for the whole call
+/// Failed before issue 12's fix (seen): `SqliteStore::list_for_user` returns `Corrupt` for the whole call
 /// (the SQL stores share `record_from_row`, so PostgreSQL and MySQL likely do the same).
 #[tokio::test]
-#[ignore = "fails on main: SQL stores' list_for_user fails on one corrupt row"]
 async fn sqlite_lists_revokes_and_purges_past_a_corrupt_row() {
     let dir = tempfile::tempdir().unwrap();
     let store = cloakroom_sqlx::SqliteStore::open(dir.path().join("s.db"))

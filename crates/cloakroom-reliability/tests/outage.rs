@@ -49,11 +49,9 @@ async fn redis_killed_under_load_recovers_and_loses_no_acknowledged_write() {
     );
 }
 
-/// Fails on main (seen): a handler whose `save()` fails returns the `SessionError`, whose
-/// response is a 503 without `Retry-After`, and the layer adds the header only when its
-/// own commit failed, which it skips on a 5xx. Un-ignore once the core adds it.
+/// A handler whose `save()` fails returns the `SessionError`: its 503 carries
+/// `Retry-After` too (it did not before issue 12's fix: seen failing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails on main: a handler's failed save() answers 503 without Retry-After"]
 async fn every_503_of_a_redis_outage_carries_retry_after() {
     let Some(report) = redis_outage().await else {
         return;
