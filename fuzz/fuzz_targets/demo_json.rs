@@ -22,7 +22,7 @@ fn app() -> &'static Router {
     APP.get_or_init(|| {
         cloakroom_demo::app(
             MemoryStore::new(),
-            cloakroom_demo::session_config(None, None),
+            cloakroom_demo::Settings::default().session_config(),
         )
         .unwrap()
     })
