@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
     // bound counts well-formed IDs, while `cookie_values` counts every value, so the ID
     // found may lie past the values listed.)
     let candidates = session_id_candidates(headers.iter().copied(), "id");
-    assert_eq!(found.as_ref(), candidates.first(), "found is not the first candidate");
+    assert_eq!(
+        found.as_ref(),
+        candidates.first(),
+        "found is not the first candidate"
+    );
     assert!(candidates.len() <= MAX_CANDIDATES, "unbounded candidates");
     for (i, id) in candidates.iter().enumerate() {
         assert!(!candidates[..i].contains(id), "a repeated candidate");
