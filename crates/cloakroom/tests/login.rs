@@ -12,7 +12,10 @@ use cloakroom::{
     SessionError, SessionHandle, SessionLayer, SessionStore, StoreError, StoreKey, Touch,
     TouchError, UpdateError,
 };
-use tower::ServiceExt;
+
+mod support;
+use cloakroom::testing::TestClient;
+use support::{call, pair};
 
 fn app(store: impl SessionStore, config: SessionConfig) -> Router {
     Router::new()
@@ -52,40 +55,6 @@ fn app(store: impl SessionStore, config: SessionConfig) -> Router {
             }),
         )
         .layer(SessionLayer::try_new(store, config).unwrap())
-}
-
-async fn call(
-    app: &Router,
-    method: &str,
-    path: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, Option<String>, serde_json::Value) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let set = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        set,
-        serde_json::from_slice(&bytes).unwrap_or_default(),
-    )
-}
-
-fn pair(set_cookie: &str) -> String {
-    set_cookie.split(';').next().unwrap().to_owned()
 }
 
 /// Bob logging in over Alice's remembered session gets a fresh session: not her
@@ -184,14 +153,10 @@ async fn a_failed_login_changes_nothing_client_side() {
         .uri("/login")
         .header(header::COOKIE, &cookie)
         .header(header::USER_AGENT, &long_ua)
-        .body(Body::empty())
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
+        .body(Body::empty());
+    let response = TestClient::new(app.clone()).send(request).await;
     let status = response.status();
-    let set = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| pair(v.to_str().unwrap()));
+    let set = response.set_cookies().first().map(|v| pair(v));
     eprintln!("login status {status}, set-cookie sent: {}", set.is_some());
     assert_ne!(status, StatusCode::OK, "setup: the login must fail");
     let after = call(&app, "GET", "/who", Some(&set.unwrap_or(cookie)))

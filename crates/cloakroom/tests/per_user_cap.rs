@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloakroom::{
@@ -14,7 +13,9 @@ use cloakroom::{
     TouchError, UpdateError,
 };
 use tokio::sync::Barrier;
-use tower::ServiceExt;
+
+mod support;
+use support::{call, pair};
 
 /// MemoryStore whose list_for_user waits until two callers are listing.
 #[derive(Clone)]
@@ -104,40 +105,6 @@ fn app(store: impl SessionStore, config: SessionConfig) -> Router {
             }),
         )
         .layer(SessionLayer::try_new(store, config).unwrap())
-}
-
-async fn call(
-    app: &Router,
-    method: &str,
-    path: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, Option<String>, serde_json::Value) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let set = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        set,
-        serde_json::from_slice(&bytes).unwrap_or_default(),
-    )
-}
-
-fn pair(set_cookie: &str) -> String {
-    set_cookie.split(';').next().unwrap().to_owned()
 }
 
 /// Two devices of one user log in at once with a cap of 1: one of them should stay.
