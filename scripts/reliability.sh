@@ -146,7 +146,7 @@ what = {
     "record_json": "the at-rest record JSON of Memcached items, files and Redis's `r` field",
     "fs_record": "the file store reading a damaged session file (load, lists, purge)",
     "sqlite_row": "the SQLite store reading a damaged row, any column of any type",
-    "store_url": "store URL parsing and redaction (`cloakroom-cli` `store_url`)",
+    "store_url": "store URL parsing and redaction (`cloakroom-stores`)",
     "demo_json": "the demo's JSON request bodies, through the whole app",
 }
 fuzz = os.path.join(results, "fuzz.tsv")
