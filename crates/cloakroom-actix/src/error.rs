@@ -1,7 +1,7 @@
 //! [`SessionError`]: cloakroom's session error as an actix-web `ResponseError`.
 
 use actix_web::body::BoxBody;
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{ContentType, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 ///
 /// Handlers return it with `?` on any session call. The statuses are the axum
 /// integration's: store failures and exhausted retries are `503 Service Unavailable`
-/// (the middleware adds `Retry-After` when the store failed to load the session), size
+/// with `Retry-After` (the middleware sets the configured delay), size and depth
 /// limits are `413 Payload Too Large` with the reason, the rest `500`. Server errors are
 /// logged and answered with the bare status text, never the error's details.
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +25,9 @@ impl SessionError {
 
 impl ResponseError for SessionError {
     fn status_code(&self) -> StatusCode {
-        use cloakroom::SessionError as E;
         match &self.0 {
             error if error.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-            E::ValueTooLarge { .. } | E::SessionTooLarge { .. } | E::CookieTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            error if error.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -43,8 +40,16 @@ impl ResponseError for SessionError {
         } else {
             self.0.to_string()
         };
-        HttpResponse::build(status)
-            .content_type(ContentType::plaintext())
-            .body(body)
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every store-caused 503 says when to retry: the default policy's delay (the
+            // middleware replaces it with the configured one).
+            if let cloakroom::OnStoreError::ServiceUnavailable { retry_after } =
+                cloakroom::OnStoreError::default()
+            {
+                response.insert_header((RETRY_AFTER, retry_after.as_secs().max(1)));
+            }
+        }
+        response.content_type(ContentType::plaintext()).body(body)
     }
 }

@@ -174,7 +174,26 @@ fn apply<B>(
                     .map_into_right_body();
                 response = ServiceResponse::new(request, unavailable);
             }
+            // As in the tower layer: merged with concurrent writers, this request's writes
+            // broke a limit at commit and were not saved, which must not read as success.
+            _ if error.is_too_large() => {
+                tracing::warn!(%error, "session writes refused at commit; answering 413");
+                let (request, _) = response.into_parts();
+                let refused = HttpResponse::PayloadTooLarge()
+                    .finish()
+                    .map_into_right_body();
+                response = ServiceResponse::new(request, refused);
+            }
             _ => tracing::error!(%error, "session could not be saved"),
+        }
+    }
+    if let OnStoreError::ServiceUnavailable { retry_after } = &config.on_store_error {
+        // A 503 the handler returned from a SessionError carries the configured delay.
+        if response.status() == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+            && response.headers().contains_key(RETRY_AFTER)
+        {
+            let seconds = HeaderValue::from(retry_after.as_secs().max(1));
+            response.headers_mut().insert(RETRY_AFTER, seconds);
         }
     }
     let headers = response.headers_mut();

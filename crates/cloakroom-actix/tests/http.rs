@@ -595,6 +595,26 @@ async fn an_oversized_value_is_413_and_nothing_is_saved() {
     assert_eq!(live_sessions(&store).await, 0);
 }
 
+/// A value nested past `cloakroom::MAX_VALUE_DEPTH` is a 413 like the other limits,
+/// as through axum (it was a 500 here).
+#[actix_web::test]
+async fn a_too_deeply_nested_value_is_413() {
+    let store = memory();
+    let app = app!(manager(Arc::clone(&store), SessionConfig::default()));
+    let mut deep = json!(1);
+    for _ in 0..cloakroom::MAX_VALUE_DEPTH + 1 {
+        deep = json!([deep]);
+    }
+    let reply = send(&app, post("/set/deep", None, deep)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(live_sessions(&store).await, 0);
+}
+
 #[actix_web::test]
 async fn a_server_error_response_discards_the_changes() {
     let app = app!(manager(memory(), SessionConfig::default()));
