@@ -9,7 +9,9 @@
 # SKIPS LOUDLY and exits 0, unless CLOAKROOM_REQUIRE_FUZZ=1 (then it fails).
 # Env: FUZZ_SANITIZER (default none: the code under test is safe Rust; `address` for the
 # C inside SQLite), FUZZ_JOBS (parallel processes per target, default 1),
-# CARGO_TARGET_DIR (default fuzz/target).
+# FUZZ_RUNS (stop a target after this many executions even if time is left: the campaign's
+# goal is 10 million executions or one hour, whichever comes first), CARGO_TARGET_DIR
+# (default fuzz/target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -47,9 +49,12 @@ out=$results/fuzz.tsv
 tmp=$(mktemp)
 printf 'target\tseconds\texecutions\texecs_per_s\tcrashes\tcorpus\tdate\tcommand\n' >"$tmp"
 failed=()
-parallel=()
+extra=()
 if [[ $jobs -gt 1 ]]; then
-    parallel=(-jobs="$jobs" -workers="$jobs")
+    extra=(-jobs="$jobs" -workers="$jobs")
+fi
+if [[ -n "${FUZZ_RUNS:-}" ]]; then
+    extra+=(-runs="$FUZZ_RUNS")
 fi
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "artifacts/$target" "seeds/$target"
@@ -60,7 +65,7 @@ for target in "${targets[@]}"; do
     cargo +nightly fuzz run --sanitizer "$sanitizer" --target-dir "$target_dir" \
         "$target" "corpus/$target" "seeds/$target" -- \
         -max_total_time="$budget" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
-        "${parallel[@]}" -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || status=$?
+        "${extra[@]}" -artifact_prefix="artifacts/$target/" >"$log" 2>&1 || status=$?
     seconds=$(($(date +%s) - start))
     # With -jobs, each worker logs to fuzz-N.log; sum what every process executed.
     execs=$({ cat "$log"; cat fuzz-*.log 2>/dev/null || true; } | awk -F: '/stat::number_of_executed_units/ {n += $NF} END {print n + 0}')
