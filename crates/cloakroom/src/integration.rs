@@ -6,11 +6,12 @@
 //!    [`RequestClient`] (IP and user agent): a lazy [`Session`], no store I/O yet.
 //! 2. Hands that `Session` to the handler.
 //! 3. After the handler, [`Session::finish`] with the response status: the commit. The
-//!    [`Finish`] it returns says which `Set-Cookie` to add, whether to add
-//!    `Vary: Cookie`, and which error, if any, the failure policy must turn into a
-//!    response (`503` with `Retry-After`, `413`). A request that never touched its
-//!    session can skip that step: `Session::finish_untouched` answers `true`, without
-//!    waiting, when there is nothing to commit and no header to send.
+//!    [`Finish`] it returns, passed through [`Finish::response_changes`] (the failure
+//!    policy, shared by every integration), says what to do to the response: replace it
+//!    (`503` with `Retry-After`, `413`), which `Set-Cookie` to add, whether to add
+//!    `Vary: Cookie`. A request that never touched its session can skip that step:
+//!    `Session::finish_untouched` answers `true`, without waiting, when there is nothing
+//!    to commit and no header to send.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -40,8 +41,102 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
+use http::{HeaderValue, StatusCode};
+
+use crate::codec::RedactedSetCookie;
+use crate::config::{OnStoreError, SessionConfig};
 #[doc(inline)]
 pub use crate::session::{Finish, RequestClient};
+
+/// What an integration does to the handler's response once the session is committed:
+/// the failure policy's verdict and the session's headers, with no framework type in it,
+/// so every integration answers a failure the same way and only maps this to its own
+/// response type.
+///
+/// Apply it in this order: replace the response when [`replace_with`](Self::replace_with)
+/// says so, set `Retry-After` (replacing any), then append `Set-Cookie` and `Vary: cookie`.
+/// `Debug` hides the cookie's value (a bearer secret).
+#[derive(Default)]
+#[must_use]
+pub struct ResponseChanges {
+    /// Replace the handler's response with an empty one of this status: `503` when the
+    /// store failed under [`OnStoreError::ServiceUnavailable`], `413` when this request's
+    /// writes, merged with concurrent writers, broke a limit and were not saved.
+    pub replace_with: Option<StatusCode>,
+    /// The `Retry-After` to set, in seconds: on the policy's own `503`, and on a `503` the
+    /// handler returned from a store failure (which carries the default delay).
+    pub retry_after: Option<u64>,
+    /// A `Set-Cookie` to append.
+    pub set_cookie: Option<HeaderValue>,
+    /// Whether to append `Vary: cookie`.
+    pub vary_cookie: bool,
+}
+
+impl std::fmt::Debug for ResponseChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set_cookie = self.set_cookie.as_ref().map(RedactedSetCookie);
+        f.debug_struct("ResponseChanges")
+            .field("replace_with", &self.replace_with)
+            .field("retry_after", &self.retry_after)
+            .field("set_cookie", &set_cookie)
+            .field("vary_cookie", &self.vary_cookie)
+            .finish()
+    }
+}
+
+impl Finish {
+    /// The failure policy: what `config` makes of this outcome, logged once here.
+    ///
+    /// `store_unavailable_response` is whether the handler's own response is a `503` it
+    /// built from a store failure (a [`SessionError`](crate::SessionError) answered with
+    /// `?`): that response gets the configured `Retry-After` in place of the default.
+    ///
+    /// ```
+    /// use cloakroom::integration::Finish;
+    /// use cloakroom::{SessionConfig, SessionError};
+    /// use http::StatusCode;
+    ///
+    /// let failed = Finish {
+    ///     error: Some(SessionError::TooManyConflicts { attempts: 64 }),
+    ///     ..Finish::default()
+    /// };
+    /// let changes = failed.response_changes(&SessionConfig::default(), false);
+    /// assert_eq!(changes.replace_with, Some(StatusCode::SERVICE_UNAVAILABLE));
+    /// assert_eq!(changes.retry_after, Some(5));
+    /// ```
+    pub fn response_changes(
+        self,
+        config: &SessionConfig,
+        store_unavailable_response: bool,
+    ) -> ResponseChanges {
+        let retry_after = match &config.on_store_error {
+            OnStoreError::ServiceUnavailable { retry_after } => Some(retry_after.as_secs().max(1)),
+            OnStoreError::Anonymous => None,
+        };
+        let mut changes = ResponseChanges {
+            replace_with: None,
+            retry_after: retry_after.filter(|_| store_unavailable_response),
+            set_cookie: self.set_cookie,
+            vary_cookie: self.vary_cookie,
+        };
+        if let Some(error) = self.error {
+            if error.is_unavailable() && retry_after.is_some() {
+                tracing::error!(%error, "session store failed; answering 503");
+                changes.replace_with = Some(StatusCode::SERVICE_UNAVAILABLE);
+                changes.retry_after = retry_after;
+            } else if error.is_too_large() {
+                // Merged with concurrent writers, this request's writes broke a limit at
+                // commit: they were not saved, which the client must not read as success.
+                tracing::warn!(%error, "session writes refused at commit; answering 413");
+                changes.replace_with = Some(StatusCode::PAYLOAD_TOO_LARGE);
+                changes.retry_after = None;
+            } else {
+                tracing::error!(%error, "session could not be saved");
+            }
+        }
+        changes
+    }
+}
 
 /// The client IP in an `X-Forwarded-For`-style list: the entry `hops` from the right, the
 /// one the outermost trusted proxy added.

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{COOKIE, RETRY_AFTER, SET_COOKIE, USER_AGENT, VARY};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config::{ClientIpSource, ConfigError, OnStoreError, SessionConfig};
+use crate::config::{ClientIpSource, ConfigError, SessionConfig};
 use crate::session::{Finish, RequestClient, Session, SessionManager};
 use crate::store::SessionStore;
 
@@ -184,48 +184,30 @@ fn connect_info_ip<B>(_request: &Request<B>) -> Option<IpAddr> {
     None
 }
 
-/// Applies the session's outcome to the response: cookie, `Vary`, and the failure policy.
+/// Maps the failure policy's [`ResponseChanges`](crate::integration::ResponseChanges)
+/// onto an `http` response.
 fn apply<B: Default>(
     finish: Finish,
     mut response: Response<B>,
     config: &SessionConfig,
 ) -> Response<B> {
-    if let Some(error) = finish.error {
-        match &config.on_store_error {
-            OnStoreError::ServiceUnavailable { retry_after } if error.is_unavailable() => {
-                tracing::error!(%error, "session store failed; answering 503");
-                response = Response::new(B::default());
-                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
-            }
-            // Merged with concurrent writers, this request's writes broke a limit at
-            // commit: they were not saved, which the client must not read as success.
-            _ if error.is_too_large() => {
-                tracing::warn!(%error, "session writes refused at commit; answering 413");
-                response = Response::new(B::default());
-                *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            }
-            _ => tracing::error!(%error, "session could not be saved"),
-        }
-    }
-    if let OnStoreError::ServiceUnavailable { retry_after } = &config.on_store_error {
-        // A 503 a handler returned from a SessionError carries the default Retry-After.
-        if response
-            .extensions()
-            .get::<crate::error::StoreUnavailableResponse>()
-            .is_some()
-        {
-            let seconds = HeaderValue::from(retry_after.as_secs().max(1));
-            response.headers_mut().insert(RETRY_AFTER, seconds);
-        }
+    let store_unavailable = response
+        .extensions()
+        .get::<crate::error::StoreUnavailableResponse>()
+        .is_some();
+    let changes = finish.response_changes(config, store_unavailable);
+    if let Some(status) = changes.replace_with {
+        response = Response::new(B::default());
+        *response.status_mut() = status;
     }
     let headers = response.headers_mut();
-    if let Some(cookie) = finish.set_cookie {
+    if let Some(seconds) = changes.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if let Some(cookie) = changes.set_cookie {
         headers.append(SET_COOKIE, cookie);
     }
-    if finish.vary_cookie {
+    if changes.vary_cookie {
         headers.append(VARY, HeaderValue::from_static("cookie"));
     }
     response
