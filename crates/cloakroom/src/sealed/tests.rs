@@ -1,0 +1,276 @@
+//! The sealed format's promises: round trips, exact lengths, tampering, key rotation,
+//! and lengths that say nothing of the contents.
+
+use super::*;
+use crate::keys::{generate_key, Key};
+use crate::record::now;
+use crate::SessionId;
+use proptest::prelude::*;
+
+fn ring() -> KeyRing {
+    KeyRing::parse(&generate_key()).unwrap()
+}
+
+fn sample(data: serde_json::Map<String, serde_json::Value>) -> (StoreKey, Record) {
+    let mut record = Record::new(now(), Some(now() + time::Duration::hours(1)), None);
+    record.data = data;
+    (SessionId::generate().store_key(), record)
+}
+
+#[test]
+fn every_mode_round_trips_and_length_is_exact() {
+    for sessions in [
+        CookieSessions::encrypted(ring()),
+        CookieSessions::signed(ring()),
+        CookieSessions::encrypted(ring()).with_compression(true),
+        CookieSessions::signed(ring()).with_compression(true),
+    ] {
+        let mut data = serde_json::Map::new();
+        // Past the compression threshold, so the opt-in's compressed path is exercised.
+        data.insert("cart".into(), serde_json::Value::from(vec!["apple"; 200]));
+        let (key, record) = sample(data);
+        let value = sessions.seal("id", &key, &record).unwrap();
+        // A budget too small for the plain value asks for the exact length.
+        assert_eq!(value.len(), sessions.sealed_len(&key, &record, 0).unwrap());
+        // Within budget, the plain length bounds the sealed one.
+        assert!(sessions.sealed_len(&key, &record, usize::MAX).unwrap() >= value.len());
+        let opened = sessions.open("id", &value).expect("opens");
+        assert_eq!((opened.key, opened.record), (key, record));
+        assert!(!opened.under_fallback);
+        assert!(
+            sessions.open("other-name", &value).is_none(),
+            "bound to the cookie name"
+        );
+    }
+}
+
+#[test]
+fn tampering_truncation_and_foreign_keys_are_rejected() {
+    let sessions = CookieSessions::encrypted(ring());
+    let value = sessions
+        .seal(
+            "id",
+            &sample(Default::default()).0,
+            &sample(Default::default()).1,
+        )
+        .unwrap();
+    let bytes = URL_SAFE_NO_PAD.decode(&value).unwrap();
+    for bit in 0..bytes.len() * 8 {
+        let mut flipped = bytes.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            sessions
+                .open("id", &URL_SAFE_NO_PAD.encode(&flipped))
+                .is_none(),
+            "bit {bit} flipped"
+        );
+    }
+    for cut in 0..value.len() {
+        assert!(
+            sessions.open("id", &value[..cut]).is_none(),
+            "truncated at {cut}"
+        );
+    }
+    assert!(
+        CookieSessions::encrypted(ring())
+            .open("id", &value)
+            .is_none(),
+        "another key"
+    );
+    assert!(
+        CookieSessions::signed(sessions.ring().clone())
+            .open("id", &value)
+            .is_none(),
+        "another mode"
+    );
+}
+
+#[test]
+fn new_cookies_use_the_current_key_whatever_the_order_given() {
+    let keys: Vec<String> = (0..3).map(|_| generate_key()).collect();
+    for current in 0..3 {
+        let mut order = keys.clone();
+        order.swap(0, current);
+        let ring = KeyRing::parse(&order.join(",")).unwrap();
+        let sessions = CookieSessions::encrypted(ring);
+        let value = sessions
+            .seal(
+                "id",
+                &sample(Default::default()).0,
+                &sample(Default::default()).1,
+            )
+            .unwrap();
+        let only_current =
+            CookieSessions::encrypted(KeyRing::new(Key::parse(&keys[current]).unwrap(), []));
+        assert!(
+            only_current.open("id", &value).is_some(),
+            "sealed with the current key {current}"
+        );
+        for other in (0..3).filter(|&k| k != current) {
+            let only_other =
+                CookieSessions::encrypted(KeyRing::new(Key::parse(&keys[other]).unwrap(), []));
+            assert!(
+                only_other.open("id", &value).is_none(),
+                "never with fallback {other}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_cookie_under_a_fallback_is_flagged_for_reissue() {
+    let (old, new) = (generate_key(), generate_key());
+    let before = CookieSessions::signed(KeyRing::parse(&old).unwrap());
+    let value = before
+        .seal(
+            "id",
+            &sample(Default::default()).0,
+            &sample(Default::default()).1,
+        )
+        .unwrap();
+    let after = CookieSessions::signed(KeyRing::parse(&format!("{new},{old}")).unwrap());
+    assert!(after.open("id", &value).unwrap().under_fallback);
+}
+
+/// 2000 bytes of text drawn from 64 symbols: all but incompressible.
+fn noise(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).unwrap();
+    URL_SAFE_NO_PAD.encode(bytes)[..len].to_owned()
+}
+
+fn sealed_len_of(sessions: &CookieSessions, pairs: &[(&str, String)]) -> usize {
+    let data = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(v.as_str())))
+        .collect();
+    let (key, record) = sample(data);
+    sessions.seal("id", &key, &record).unwrap().len()
+}
+
+#[test]
+fn by_default_the_cookie_length_says_nothing_about_its_contents() {
+    for sessions in [
+        CookieSessions::encrypted(ring()),
+        CookieSessions::signed(ring()),
+    ] {
+        let mode = sessions.mode();
+        assert_eq!(
+            sealed_len_of(&sessions, &[("note", "a".repeat(2000))]),
+            sealed_len_of(&sessions, &[("note", noise(2000))]),
+            "{mode:?}: compressible and random data of one length seal to one length"
+        );
+        // CRIME: attacker-chosen text next to a secret. A right guess must not make the
+        // cookie shorter than a wrong one.
+        let secret = noise(32);
+        let padding = noise(1500);
+        let with_guess = |guess: String| {
+            sealed_len_of(
+                &sessions,
+                &[
+                    ("csrf", secret.clone()),
+                    ("search", guess),
+                    ("pad", padding.clone()),
+                ],
+            )
+        };
+        assert_eq!(
+            with_guess(secret.clone()),
+            with_guess(noise(32)),
+            "{mode:?}: a right guess of the secret shows in the length"
+        );
+    }
+    // The opt-in still compresses: the length then does depend on the contents.
+    let compressing = CookieSessions::encrypted(ring()).with_compression(true);
+    assert!(
+        sealed_len_of(&compressing, &[("note", "a".repeat(2000))])
+            < sealed_len_of(&compressing, &[("note", noise(2000))])
+    );
+}
+
+#[test]
+fn the_fuzzing_entry_points_are_seal_and_open() {
+    let sessions = CookieSessions::encrypted(ring());
+    let (key, record) = sample(Default::default());
+    let value = sessions.fuzz_seal("id", &key, &record).unwrap();
+    assert_eq!(sessions.fuzz_open("id", &value), Some((key, record, false)));
+    assert_eq!(sessions.fuzz_open("id", &value[1..]), None);
+}
+
+#[test]
+fn a_cookie_sealed_compressed_by_an_earlier_version_still_opens() {
+    // Sealed with compression on (the default before it went off), under this key.
+    let key = "2rCzk8MUskeluwK5JUeiBnOM5fkEqWPSHEe1qFM-uyI";
+    let value = concat!(
+        "AQN463VMwx2KucM8AtpC4BEXylV0TEL29T2PzwUgdh-pmFL_NPZRaVq0S_mbGMCgD0IODtRYtR4_86Gg",
+        "Tu-sB7xHix7UBNhzBcXKsw5MUqDNaxALB0tcJamAsJld8y4u-4YkGZ5PUNhoYqSgMraLCFJCJjE7WQXt",
+        "g1V2QokQiVbkrRWymJBG692i6GgwJP-grDZa7v1_Fm-KUr4NvuNZiqSWUlHfBWKGoApG0ohAlTKbEvt4",
+        "ou0FDBclT1MdGPu5T04T1Rv8b3-oDfdKwNqAPs37en8Ptu230EU4CzyDBzTkPndFjKf6OB_bcdQR6kwU",
+    );
+    let flags = URL_SAFE_NO_PAD.decode(value).unwrap()[1];
+    assert_eq!(flags, ENCRYPTED | COMPRESSED);
+    let sessions = CookieSessions::encrypted(KeyRing::parse(key).unwrap());
+    let opened = sessions
+        .open("id", value)
+        .expect("the compressed flag is still read");
+    assert_eq!(
+        opened.key.to_hex(),
+        "129ce3b9b778f19041bcb338c8cd5ddf2e421985a45767b8e1b69fae6f68a157"
+    );
+    assert_eq!(
+        opened.record.data["cart"],
+        serde_json::Value::from(vec!["apple"; 300])
+    );
+    // And one sealed compressed today opens in a ring that does not compress.
+    let ring = ring();
+    let (k, mut record) = sample(Default::default());
+    record.data.insert("cart".into(), vec!["apple"; 300].into());
+    let value = CookieSessions::signed(ring.clone())
+        .with_compression(true)
+        .seal("id", &k, &record)
+        .unwrap();
+    let opened = CookieSessions::signed(ring).open("id", &value).unwrap();
+    assert_eq!(opened.record, record);
+}
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        ".{0,40}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+            prop::collection::btree_map(".{0,8}", inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn random_data_round_trips_in_both_modes(data in prop::collection::btree_map(".{0,12}", json_value(), 0..8)) {
+        let (key, record) = sample(data.into_iter().collect());
+        for sessions in [CookieSessions::encrypted(ring()), CookieSessions::signed(ring())] {
+            let value = sessions.seal("id", &key, &record).unwrap();
+            let opened = sessions.open("id", &value).unwrap();
+            prop_assert_eq!(opened.key, key);
+            prop_assert_eq!(&opened.record, &record);
+        }
+    }
+
+    #[test]
+    fn no_input_makes_decoding_panic(value in ".{0,600}", bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let sessions = [CookieSessions::encrypted(ring()), CookieSessions::signed(ring())];
+        for s in &sessions {
+            let _ = s.open("id", &value);
+            let _ = s.open("id", &URL_SAFE_NO_PAD.encode(&bytes));
+            let mut forged = vec![FORMAT_VERSION, ENCRYPTED | COMPRESSED];
+            forged.extend_from_slice(&s.ring().current().id());
+            forged.extend_from_slice(&bytes);
+            prop_assert!(s.open("id", &URL_SAFE_NO_PAD.encode(&forged)).is_none());
+        }
+    }
+}
