@@ -7,55 +7,12 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cloakroom::{
-    InsertError, ListQuery, MemoryStore, Record, RenameError, Session, SessionConfig, SessionEntry,
-    SessionError, SessionHandle, SessionLayer, SessionStore, StoreError, StoreKey, Touch,
-    TouchError, UpdateError,
-};
+use cloakroom::conformance::{HookedStore, Operation, Outage};
+use cloakroom::testing::TestClient;
+use cloakroom::{MemoryStore, Session, SessionConfig, SessionError, SessionLayer, SessionStore};
 
 mod support;
-use cloakroom::testing::TestClient;
-use support::{call, pair};
-
-fn app(store: impl SessionStore, config: SessionConfig) -> Router {
-    Router::new()
-        .route(
-            "/put",
-            post(|s: Session| async move {
-                s.insert("cart", 1).await?;
-                Ok::<_, SessionError>("ok")
-            }),
-        )
-        .route(
-            "/login/{user}",
-            post(
-                |s: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
-                    s.login(user).await?;
-                    Ok::<_, SessionError>("ok")
-                },
-            ),
-        )
-        .route(
-            "/remember",
-            post(|s: Session| async move {
-                s.set_persistent(true).await?;
-                Ok::<_, SessionError>("ok")
-            }),
-        )
-        .route(
-            "/meta",
-            get(|s: Session| async move {
-                let Some(m) = s.metadata().await? else {
-                    return Ok(Json(serde_json::json!({ "user": null })));
-                };
-                Ok::<_, SessionError>(Json(serde_json::json!({
-                    "user": m.user, "persistent": m.persistent,
-                    "created": m.created_at.unix_timestamp_nanos().to_string(),
-                })))
-            }),
-        )
-        .layer(SessionLayer::try_new(store, config).unwrap())
-}
+use support::{app, call, pair};
 
 /// Bob logging in over Alice's remembered session gets a fresh session: not her
 /// remember-me cookie, not her creation time.
@@ -169,60 +126,15 @@ async fn a_failed_login_changes_nothing_client_side() {
     );
 }
 
-/// A memory store whose `delete` fails while `failing` is set: a store outage at the
-/// moment Bob's login ends Alice's session.
-#[derive(Clone, Default)]
-struct DeleteFails {
-    inner: Arc<MemoryStore>,
-    failing: Arc<std::sync::atomic::AtomicBool>,
-}
-
-#[async_trait::async_trait]
-impl SessionStore for DeleteFails {
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.inner.load(key).await
-    }
-    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        self.inner.insert(key, record).await
-    }
-    async fn update(&self, key: &StoreKey, record: &Record, v: u64) -> Result<(), UpdateError> {
-        self.inner.update(key, record, v).await
-    }
-    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        self.inner.touch(key, touch).await
-    }
-    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        self.inner.rename(old, new).await
-    }
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::unavailable("injected outage"));
-        }
-        self.inner.delete(key).await
-    }
-    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        self.inner.list_for_user(user).await
-    }
-    async fn delete_for_user(&self, u: &str, e: Option<&StoreKey>) -> Result<u64, StoreError> {
-        self.inner.delete_for_user(u, e).await
-    }
-    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
-        self.inner.purge_expired(batch).await
-    }
-    async fn find_by_handle(&self, h: &SessionHandle) -> Result<Option<SessionEntry>, StoreError> {
-        self.inner.find_by_handle(h).await
-    }
-    async fn list_sessions(&self, q: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        self.inner.list_sessions(q).await
-    }
-}
-
 /// Server-side: Bob's login over Alice's session fails when her record cannot be deleted;
 /// her session is then exactly as it was (still hers, her data, her ID live).
 #[tokio::test]
 async fn a_failed_login_over_another_users_session_changes_nothing() {
-    let store = DeleteFails::default();
-    let app = app(store.clone(), SessionConfig::default());
+    // A store outage at the moment Bob's login ends Alice's session.
+    let outage = Arc::new(Outage::only(Operation::Delete));
+    let memory = Arc::new(MemoryStore::new());
+    let store = HookedStore::with_hook(memory.clone(), Arc::clone(&outage));
+    let app = app(store, SessionConfig::default());
     let c = pair(&call(&app, "POST", "/put", None).await.1.unwrap());
     let alice = pair(
         &call(&app, "POST", "/login/alice", Some(&c))
@@ -230,16 +142,12 @@ async fn a_failed_login_over_another_users_session_changes_nothing() {
             .1
             .unwrap(),
     );
-    store
-        .failing
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    outage.start();
     let (status, set, _) = call(&app, "POST", "/login/bob", Some(&alice)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(set, None, "no cookie for a failed login");
-    store
-        .failing
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    outage.end();
     let seen = call(&app, "GET", "/meta", Some(&alice)).await.2;
     assert_eq!(seen["user"], "alice", "{seen}");
-    assert_eq!(store.inner.list_for_user("bob").await.unwrap().len(), 0);
+    assert_eq!(memory.list_for_user("bob").await.unwrap().len(), 0);
 }

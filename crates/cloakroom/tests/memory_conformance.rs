@@ -1,5 +1,8 @@
 //! The conformance suite against `MemoryStore`.
 
+use std::sync::Arc;
+
+use cloakroom::conformance::{HookedStore, Outage};
 use cloakroom::MemoryStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -19,61 +22,9 @@ async fn memory_store_concurrency_twenty_rounds() {
 }
 
 /// A store that is down: every operation fails, and counts its calls.
-mod down {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-
-    use cloakroom::*;
-
-    #[derive(Clone, Default)]
-    pub struct Down(pub Arc<AtomicU64>);
-
-    impl Down {
-        fn fail(&self) -> StoreError {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            StoreError::unavailable("connection refused")
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl SessionStore for Down {
-        async fn load(&self, _: &StoreKey) -> Result<Option<Record>, StoreError> {
-            Err(self.fail())
-        }
-        async fn insert(&self, _: &StoreKey, _: &Record) -> Result<(), InsertError> {
-            Err(self.fail().into())
-        }
-        async fn update(&self, _: &StoreKey, _: &Record, _: u64) -> Result<(), UpdateError> {
-            Err(self.fail().into())
-        }
-        async fn touch(&self, _: &StoreKey, _: &Touch) -> Result<(), TouchError> {
-            Err(self.fail().into())
-        }
-        async fn rename(&self, _: &StoreKey, _: &StoreKey) -> Result<(), RenameError> {
-            Err(self.fail().into())
-        }
-        async fn delete(&self, _: &StoreKey) -> Result<bool, StoreError> {
-            Err(self.fail())
-        }
-        async fn list_for_user(&self, _: &str) -> Result<Vec<SessionEntry>, StoreError> {
-            Err(self.fail())
-        }
-        async fn delete_for_user(&self, _: &str, _: Option<&StoreKey>) -> Result<u64, StoreError> {
-            Err(self.fail())
-        }
-        async fn purge_expired(&self, _: usize) -> Result<u64, StoreError> {
-            Err(self.fail())
-        }
-        async fn find_by_handle(
-            &self,
-            _: &SessionHandle,
-        ) -> Result<Option<SessionEntry>, StoreError> {
-            Err(self.fail())
-        }
-        async fn list_sessions(&self, _: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-            Err(self.fail())
-        }
-    }
+fn down() -> HookedStore<Arc<Outage>> {
+    let outage = Arc::new(Outage::default().started());
+    HookedStore::with_hook(Arc::new(MemoryStore::new()), outage)
 }
 
 /// A handler that touches its session three times while the store is down asks the store
@@ -85,8 +36,8 @@ async fn a_failed_load_is_not_retried_within_a_request() {
     use axum::routing::get;
     use tower::ServiceExt;
 
-    let store = down::Down::default();
-    let calls = std::sync::Arc::clone(&store.0);
+    let store = down();
+    let outage = Arc::clone(store.hook());
     let app: axum::Router = axum::Router::new()
         .route(
             "/",
@@ -106,11 +57,7 @@ async fn a_failed_load_is_not_retried_within_a_request() {
     let response = app.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key(header::RETRY_AFTER));
-    assert_eq!(
-        calls.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "one load, no retries"
-    );
+    assert_eq!(outage.refused(), 1, "one load, no retries");
 }
 
 /// The status and `Retry-After` of one anonymous POST to `/` through `app`.
@@ -145,7 +92,7 @@ async fn a_handlers_own_store_error_503_has_retry_after() {
                 Ok::<_, SessionError>("saved")
             }),
         )
-        .layer(SessionLayer::try_new(down::Down::default(), config).unwrap());
+        .layer(SessionLayer::try_new(down(), config).unwrap());
     let (status, retry_after) = status_and_retry_after(app).await;
     assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(retry_after.as_deref(), Some("5"), "the default Retry-After");

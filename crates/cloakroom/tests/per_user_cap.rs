@@ -5,116 +5,39 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use cloakroom::{
-    InsertError, ListQuery, MemoryStore, Record, RenameError, Session, SessionConfig, SessionEntry,
-    SessionError, SessionHandle, SessionLayer, SessionStore, StoreError, StoreKey, Touch,
-    TouchError, UpdateError,
-};
+use cloakroom::conformance::{HookedStore, Operation, StoreHook};
+use cloakroom::{MemoryStore, SessionConfig, SessionStore, StoreError};
 use tokio::sync::Barrier;
 
 mod support;
-use support::{call, pair};
+use support::{app, call, pair};
 
-/// MemoryStore whose list_for_user waits until two callers are listing.
-#[derive(Clone)]
-struct Rendezvous {
-    inner: Arc<MemoryStore>,
-    barrier: Arc<Barrier>,
-}
+/// Makes `list_for_user` wait until two callers are listing.
+struct Rendezvous(Barrier);
 
 #[async_trait]
-impl SessionStore for Rendezvous {
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.inner.load(key).await
+impl StoreHook for Rendezvous {
+    async fn before(&self, operation: Operation) -> Result<(), StoreError> {
+        if operation == Operation::ListForUser {
+            // Both logins have committed before either lists.
+            self.0.wait().await;
+        }
+        Ok(())
     }
-    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        self.inner.insert(key, record).await
-    }
-    async fn update(&self, key: &StoreKey, record: &Record, v: u64) -> Result<(), UpdateError> {
-        self.inner.update(key, record, v).await
-    }
-    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        self.inner.touch(key, touch).await
-    }
-    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        self.inner.rename(old, new).await
-    }
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        let d = self.inner.delete(key).await;
-        eprintln!("deleted {d:?}");
-        d
-    }
-    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        // Both logins have committed before either lists.
-        self.barrier.wait().await;
-        let l = self.inner.list_for_user(user).await;
-        eprintln!("listed {:?}", l.as_ref().map(|v| v.len()));
-        // ...and both have listed before either revokes.
-        self.barrier.wait().await;
-        l
-    }
-    async fn delete_for_user(&self, u: &str, e: Option<&StoreKey>) -> Result<u64, StoreError> {
-        self.inner.delete_for_user(u, e).await
-    }
-    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
-        self.inner.purge_expired(batch).await
-    }
-    async fn find_by_handle(&self, h: &SessionHandle) -> Result<Option<SessionEntry>, StoreError> {
-        self.inner.find_by_handle(h).await
-    }
-    async fn list_sessions(&self, q: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        self.inner.list_sessions(q).await
-    }
-}
 
-fn app(store: impl SessionStore, config: SessionConfig) -> Router {
-    Router::new()
-        .route(
-            "/put",
-            post(|s: Session| async move {
-                s.insert("cart", 1).await?;
-                Ok::<_, SessionError>("ok")
-            }),
-        )
-        .route(
-            "/login/{user}",
-            post(
-                |s: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
-                    s.login(user).await?;
-                    Ok::<_, SessionError>("ok")
-                },
-            ),
-        )
-        .route(
-            "/remember",
-            post(|s: Session| async move {
-                s.set_persistent(true).await?;
-                Ok::<_, SessionError>("ok")
-            }),
-        )
-        .route(
-            "/meta",
-            get(|s: Session| async move {
-                let m = s.metadata().await?.unwrap();
-                Ok::<_, SessionError>(Json(serde_json::json!({
-                    "user": m.user, "persistent": m.persistent,
-                    "created": m.created_at.unix_timestamp_nanos().to_string(),
-                })))
-            }),
-        )
-        .layer(SessionLayer::try_new(store, config).unwrap())
+    async fn after(&self, operation: Operation) {
+        if operation == Operation::ListForUser {
+            // ...and both have listed before either revokes.
+            self.0.wait().await;
+        }
+    }
 }
 
 /// Two devices of one user log in at once with a cap of 1: one of them should stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_logins_under_the_cap_leave_the_newest() {
     let memory = Arc::new(MemoryStore::new());
-    let store = Rendezvous {
-        inner: Arc::clone(&memory),
-        barrier: Arc::new(Barrier::new(2)),
-    };
+    let store = HookedStore::with_hook(memory.clone(), Rendezvous(Barrier::new(2)));
     let app = app(
         store,
         SessionConfig::default().with_max_sessions_per_user(1),

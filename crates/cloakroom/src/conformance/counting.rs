@@ -1,4 +1,5 @@
-//! A store wrapper that counts operations: instrumentation over the real store under test.
+//! [`CountingStore`]: instrumentation over the real store under test, a [`HookedStore`]
+//! that counts operations.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -6,12 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::id::{SessionHandle, StoreKey};
-use crate::record::{Record, Touch};
-use crate::store::{
-    InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError, TouchError,
-    UpdateError,
-};
+use super::hooked::{HookedStore, Operation, StoreHook};
+use crate::store::{SessionStore, StoreError};
 
 /// Counts of each store operation.
 #[derive(Debug, Default)]
@@ -35,106 +32,51 @@ impl OperationCounts {
     }
 }
 
-/// Delegates to the wrapped store and counts every call.
-#[derive(Clone)]
-pub struct CountingStore {
-    inner: Arc<dyn SessionStore>,
+/// The [`StoreHook`] of a [`CountingStore`]: counts every call, and optionally delays
+/// each `update`.
+#[derive(Clone, Debug, Default)]
+pub struct Counter {
     counts: Arc<OperationCounts>,
     update_delay: Duration,
 }
 
+#[async_trait]
+impl StoreHook for Counter {
+    async fn before(&self, operation: Operation) -> Result<(), StoreError> {
+        let counts = &self.counts;
+        match operation {
+            Operation::Load => counts.loads.fetch_add(1, Ordering::SeqCst),
+            Operation::Touch => counts.touches.fetch_add(1, Ordering::SeqCst),
+            _ => 0,
+        };
+        if operation.is_write() {
+            counts.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        if operation == Operation::Update && !self.update_delay.is_zero() {
+            tokio::time::sleep(self.update_delay).await;
+        }
+        Ok(())
+    }
+}
+
+/// Delegates to the wrapped store and counts every call.
+pub type CountingStore = HookedStore<Counter>;
+
 impl CountingStore {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn SessionStore>) -> Self {
-        Self {
-            inner,
-            counts: Arc::default(),
-            update_delay: Duration::ZERO,
-        }
+        Self::with_hook(inner, Counter::default())
     }
 
     /// Makes every `update` wait `delay` first, as a store across a network would, so
     /// concurrent writers to one session queue up behind it.
     pub fn with_update_delay(mut self, delay: Duration) -> Self {
-        self.update_delay = delay;
+        self.hook_mut().update_delay = delay;
         self
     }
 
     /// The counters.
     pub fn counts(&self) -> Arc<OperationCounts> {
-        Arc::clone(&self.counts)
-    }
-
-    fn write(&self) {
-        self.counts.writes.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl SessionStore for CountingStore {
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.counts.loads.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(key).await
-    }
-    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        self.write();
-        self.inner.insert(key, record).await
-    }
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected: u64,
-    ) -> Result<(), UpdateError> {
-        self.write();
-        if !self.update_delay.is_zero() {
-            tokio::time::sleep(self.update_delay).await;
-        }
-        self.inner.update(key, record, expected).await
-    }
-    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        self.write();
-        self.counts.touches.fetch_add(1, Ordering::SeqCst);
-        self.inner.touch(key, touch).await
-    }
-    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        self.write();
-        self.inner.rename(old, new).await
-    }
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        self.write();
-        self.inner.delete(key).await
-    }
-    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        self.inner.list_for_user(user).await
-    }
-    async fn delete_for_user(
-        &self,
-        user: &str,
-        except: Option<&StoreKey>,
-    ) -> Result<u64, StoreError> {
-        self.write();
-        self.inner.delete_for_user(user, except).await
-    }
-    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
-        self.inner.purge_expired(batch).await
-    }
-    async fn purge_expired_with_progress(
-        &self,
-        batch: usize,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<u64, StoreError> {
-        self.inner
-            .purge_expired_with_progress(batch, progress)
-            .await
-    }
-    async fn find_by_handle(
-        &self,
-        handle: &SessionHandle,
-    ) -> Result<Option<SessionEntry>, StoreError> {
-        self.inner.find_by_handle(handle).await
-    }
-    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        self.inner.list_sessions(query).await
+        Arc::clone(&self.hook().counts)
     }
 }

@@ -25,10 +25,16 @@ use crate::sealed::CookieSessions;
 use crate::store::SessionStore;
 
 mod counting;
+mod fixtures;
+mod hooked;
 mod http;
 mod store_cases;
+mod stress;
 
-pub use counting::{CountingStore, OperationCounts};
+pub use counting::{Counter, CountingStore, OperationCounts};
+pub use fixtures::live_record;
+pub use hooked::{HookedStore, Operation, Outage, StoreHook};
+pub use stress::revoke_others_racing_renames;
 
 /// A boxed future, as the cases use.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -1,9 +1,11 @@
-//! What the login and per-user cap tests share: one request through the app.
+//! What the login and per-user cap tests share: the app, and one request through it.
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use cloakroom::testing::TestClient;
+use cloakroom::{Session, SessionConfig, SessionError, SessionLayer, SessionStore};
 
 /// Sends `method path` with `cookie` as the whole `Cookie` header: the status, the first
 /// `Set-Cookie` header and the body as JSON (`null` if it is not JSON).
@@ -28,4 +30,46 @@ pub async fn call(
 /// The `name=value` pair of a `Set-Cookie` header, to send back as a `Cookie` header.
 pub fn pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
+}
+
+/// The app both test files drive: `/put` writes, `/login/{user}`, `/remember` makes the
+/// session persistent, `/meta` shows the user, the persistent flag and the creation time.
+pub fn app(store: impl SessionStore, config: SessionConfig) -> Router {
+    Router::new()
+        .route(
+            "/put",
+            post(|s: Session| async move {
+                s.insert("cart", 1).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/login/{user}",
+            post(
+                |s: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
+                    s.login(user).await?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
+            "/remember",
+            post(|s: Session| async move {
+                s.set_persistent(true).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/meta",
+            get(|s: Session| async move {
+                let Some(m) = s.metadata().await? else {
+                    return Ok(Json(serde_json::json!({ "user": null })));
+                };
+                Ok::<_, SessionError>(Json(serde_json::json!({
+                    "user": m.user, "persistent": m.persistent,
+                    "created": m.created_at.unix_timestamp_nanos().to_string(),
+                })))
+            }),
+        )
+        .layer(SessionLayer::try_new(store, config).unwrap())
 }
