@@ -5,6 +5,10 @@
 //! it back on the next request and forgets it when the app removes it. [`TestResponse`]
 //! shows what the app answered, cookie and all.
 //!
+//! Tests that need a server (PostgreSQL, Redis...) report one that cannot be reached with
+//! [`skip`]: a loud skip, or a failure when [`require_services`] says CI needs every
+//! server.
+//!
 //! ```
 //! use axum::{routing::post, Json, Router};
 //! use cloakroom::testing::TestClient;
@@ -149,6 +153,61 @@ impl TestClient {
         }
         response
     }
+}
+
+/// Whether a test must fail, rather than skip, when a server it needs is unreachable:
+/// `CLOAKROOM_REQUIRE_SERVICES=1`, as CI sets it.
+pub fn require_services() -> bool {
+    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|value| value == "1")
+}
+
+/// Reports that a test cannot run (a server it needs is unreachable, `message` says which
+/// and why): a loud note on standard error, after which the test returns; or, under
+/// [`require_services`], a panic, so a missing server fails CI instead of passing quietly.
+///
+/// # Panics
+/// When [`require_services`] is true.
+pub fn skip(message: &str) {
+    assert!(
+        !require_services(),
+        "{message} (CLOAKROOM_REQUIRE_SERVICES=1)"
+    );
+    eprintln!("\n********************************************************************");
+    eprintln!("SKIPPING: {message}");
+    eprintln!("********************************************************************\n");
+}
+
+/// `method path` with an empty body from a fresh [`TestClient`] that holds `cookie` as the
+/// value of the session cookie `id`, if given: for tests that juggle the cookies of
+/// several sessions themselves.
+///
+/// # Panics
+/// If `method` is not a valid method, or as [`TestClient::send`].
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use cloakroom::{testing, MemoryStore, SessionLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let app = Router::new()
+///     .route("/", get(|| async { "ok" }))
+///     .layer(SessionLayer::new(MemoryStore::new()));
+/// let response = testing::request_once(&app, "GET", "/", Some("not-a-session")).await;
+/// assert_eq!(response.text(), "ok");
+/// assert!(response.set_cookies().is_empty(), "an unknown ID is never adopted");
+/// # }
+/// ```
+pub async fn request_once(
+    app: &Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> TestResponse {
+    let mut client = TestClient::new(app.clone());
+    client.cookie = cookie.map(str::to_owned);
+    let method = Method::from_bytes(method.as_bytes()).expect("a valid HTTP method");
+    client.send(request(method, path).body(Body::empty())).await
 }
 
 fn request(method: Method, path: &str) -> http::request::Builder {
