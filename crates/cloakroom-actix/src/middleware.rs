@@ -11,7 +11,7 @@ use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Tr
 use actix_web::http::header::{HeaderValue, COOKIE, RETRY_AFTER, SET_COOKIE, VARY};
 use actix_web::{HttpMessage, HttpResponse};
 use cloakroom::integration::Finish;
-use cloakroom::{ConfigError, OnStoreError, SessionConfig, SessionManager, SessionStore};
+use cloakroom::{ConfigError, SessionConfig, SessionManager, SessionStore};
 
 use crate::client::request_client;
 
@@ -49,7 +49,7 @@ use crate::client::request_client;
 ///
 /// After the handler, the middleware commits the session and adds its `Set-Cookie` and
 /// `Vary: Cookie`. When the store fails and the policy is
-/// [`OnStoreError::ServiceUnavailable`] (the default), the response becomes
+/// [`OnStoreError::ServiceUnavailable`](cloakroom::OnStoreError::ServiceUnavailable) (the default), the response becomes
 /// `503 Service Unavailable` with `Retry-After`. A response from the wrapped service that
 /// is an `Err` (which actix-web's handlers never produce: their errors are responses) is
 /// passed on and its session is not committed, as with the tower layer.
@@ -157,54 +157,37 @@ where
     }
 }
 
-/// Applies the session's outcome to the response: cookie, `Vary`, and the failure policy.
+/// Maps the failure policy's [`ResponseChanges`](cloakroom::integration::ResponseChanges)
+/// onto an actix-web response.
 fn apply<B>(
     finish: Finish,
     mut response: ServiceResponse<EitherBody<B>>,
     config: &SessionConfig,
 ) -> ServiceResponse<EitherBody<B>> {
-    if let Some(error) = finish.error {
-        match &config.on_store_error {
-            OnStoreError::ServiceUnavailable { retry_after } if error.is_unavailable() => {
-                tracing::error!(%error, "session store failed; answering 503");
-                let (request, _) = response.into_parts();
-                let unavailable = HttpResponse::ServiceUnavailable()
-                    .insert_header((RETRY_AFTER, retry_after.as_secs().max(1)))
-                    .finish()
-                    .map_into_right_body();
-                response = ServiceResponse::new(request, unavailable);
-            }
-            // As in the tower layer: merged with concurrent writers, this request's writes
-            // broke a limit at commit and were not saved, which must not read as success.
-            _ if error.is_too_large() => {
-                tracing::warn!(%error, "session writes refused at commit; answering 413");
-                let (request, _) = response.into_parts();
-                let refused = HttpResponse::PayloadTooLarge()
-                    .finish()
-                    .map_into_right_body();
-                response = ServiceResponse::new(request, refused);
-            }
-            _ => tracing::error!(%error, "session could not be saved"),
-        }
-    }
-    if let OnStoreError::ServiceUnavailable { retry_after } = &config.on_store_error {
-        // A 503 the handler returned from a SessionError carries the configured delay.
-        if response.status() == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
-            && response.headers().contains_key(RETRY_AFTER)
-        {
-            let seconds = HeaderValue::from(retry_after.as_secs().max(1));
-            response.headers_mut().insert(RETRY_AFTER, seconds);
-        }
+    // A 503 built by `SessionError` is the only one that carries Retry-After before this.
+    let store_unavailable = response.status() == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+        && response.headers().contains_key(RETRY_AFTER);
+    let changes = finish.response_changes(config, store_unavailable);
+    if let Some(status) = changes.replace_with {
+        // actix-web and cloakroom speak different versions of the `http` crate.
+        let status = actix_web::http::StatusCode::from_u16(status.as_u16())
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let (request, _) = response.into_parts();
+        let replaced = HttpResponse::new(status).map_into_right_body();
+        response = ServiceResponse::new(request, replaced);
     }
     let headers = response.headers_mut();
-    if let Some(cookie) = finish.set_cookie {
+    if let Some(seconds) = changes.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if let Some(cookie) = changes.set_cookie {
         // The codec builds cookies from visible ASCII only, so this always converts.
         match HeaderValue::from_bytes(cookie.as_bytes()) {
             Ok(cookie) => headers.append(SET_COOKIE, cookie),
             Err(_) => tracing::error!("the session cookie is not a valid header value"),
         }
     }
-    if finish.vary_cookie {
+    if changes.vary_cookie {
         headers.append(VARY, HeaderValue::from_static("cookie"));
     }
     response
