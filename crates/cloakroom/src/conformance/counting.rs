@@ -72,6 +72,9 @@ impl CountingStore {
 
 #[async_trait]
 impl SessionStore for CountingStore {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         self.counts.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load(key).await
