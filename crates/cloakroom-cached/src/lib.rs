@@ -147,6 +147,9 @@ impl<D: SessionStore> CachedStore<D> {
 
 #[async_trait]
 impl<D: SessionStore> SessionStore for CachedStore<D> {
+    fn kind(&self) -> &'static str {
+        "cached"
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         if let Some(record) = self.fresh(key).await {
             if record.is_live_at(now()) {

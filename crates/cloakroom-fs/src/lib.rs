@@ -323,6 +323,9 @@ impl Dir {
 
 #[async_trait]
 impl SessionStore for FileStore {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         let key = *key;
         self.blocking(move |dir| dir.read_live(&key)).await

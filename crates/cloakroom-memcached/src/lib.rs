@@ -345,6 +345,9 @@ impl MemcachedStore {
 
 #[async_trait]
 impl SessionStore for MemcachedStore {
+    fn kind(&self) -> &'static str {
+        "memcached"
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         Ok(self.read(key).await?.map(|(record, _)| record))
     }

@@ -534,6 +534,9 @@ fn check_prefix(prefix: &str) -> Result<(), SetupError> {
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         self.bounded(async { decode(self.read(key).await?) }).await
     }

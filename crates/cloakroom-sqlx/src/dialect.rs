@@ -36,6 +36,8 @@ pub(crate) mod sealed {
         /// Whether `INSERT … ON CONFLICT … DO UPDATE … WHERE` may replace an expired row
         /// in the same statement.
         const UPSERT: bool;
+        /// The store kind, for metrics labels.
+        const KIND: &'static str;
 
         /// Quotes a validated identifier.
         fn quote(name: &str) -> String;

@@ -63,6 +63,7 @@ impl Sealed for MySql {
     const USER_ID: &'static str = "CONVERT(user_id USING utf8mb4) AS user_id";
     /// MySQL's upsert cannot be made conditional on the old row being expired.
     const UPSERT: bool = false;
+    const KIND: &'static str = "mysql";
 
     fn quote(name: &str) -> String {
         format!("`{name}`")

@@ -51,6 +51,7 @@ impl Sealed for Postgres {
     const LEAST: &'static str = "LEAST";
     const USER_ID: &'static str = "user_id";
     const UPSERT: bool = true;
+    const KIND: &'static str = "postgres";
 
     /// PostgreSQL folds unquoted names to lower case, so the name is folded before
     /// quoting: `MyTable` stays the table it named before names were quoted.

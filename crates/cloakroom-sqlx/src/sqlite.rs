@@ -91,6 +91,7 @@ impl Sealed for Sqlite {
     const LEAST: &'static str = "MIN";
     const USER_ID: &'static str = "user_id";
     const UPSERT: bool = true;
+    const KIND: &'static str = "sqlite";
 
     /// SQLite names ignore case, quoted or not.
     fn quote(name: &str) -> String {

@@ -146,6 +146,9 @@ fn key_args(key: &StoreKey) -> Args<'_> {
 
 #[async_trait]
 impl<D: Dialect> SessionStore for SqlStore<D> {
+    fn kind(&self) -> &'static str {
+        D::KIND
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         bounded(self.timeout, async {
             let entries = self.entries(&self.sql.load, &key_args(key)).await?;

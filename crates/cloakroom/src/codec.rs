@@ -83,6 +83,8 @@ pub fn session_id_candidates<'h>(
 pub(crate) struct IdCandidates {
     ids: [Option<SessionId>; MAX_CANDIDATES],
     len: usize,
+    /// A value under the name was not a session ID (for the bad-cookie metric).
+    malformed: bool,
 }
 
 impl IdCandidates {
@@ -90,6 +92,7 @@ impl IdCandidates {
         let mut found = Self::default();
         each_value(headers, name, |value| {
             let id = std::str::from_utf8(value).ok().and_then(SessionId::parse);
+            found.malformed |= id.is_none();
             if let Some(id) = id.filter(|id| !found.iter().any(|seen| seen == id)) {
                 found.ids[found.len] = Some(id);
                 found.len += 1;
@@ -105,6 +108,11 @@ impl IdCandidates {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether a value under the name was not a well-formed session ID.
+    pub(crate) fn saw_malformed(&self) -> bool {
+        self.malformed
     }
 
     /// The candidates, in header order.

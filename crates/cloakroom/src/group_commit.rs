@@ -81,6 +81,9 @@ impl Holder<'_> {
     /// The compare-and-set of `record` under `key` succeeded: the riders are answered,
     /// and if a writer waits, the record stays for it to rebase on.
     pub(crate) fn committed(mut self, key: StoreKey, record: &Record) {
+        if !self.riders.is_empty() {
+            crate::telemetry::group_commit(self.riders.len() + 1);
+        }
         for rider in self.riders.drain(..) {
             rider.answer(RideOutcome::Committed(record.clone()));
         }

@@ -39,9 +39,11 @@
 //! - [`expiry`], [`config`]: timeouts, cookie flags, limits, the failure policy.
 //! - [`store`]: the [`SessionStore`] contract with typed errors; [`memory`]: [`MemoryStore`].
 //! - [`session`]: the [`Session`] handle and the commit engine.
+//! - [`telemetry`]: the metrics (through the `metrics` facade) and `tracing` spans.
 //! - [`layer`] (feature `tower`) and the axum extractor (feature `axum`, on by default);
 //!   [`integration`]: what a framework integration exchanges with the engine.
 //! - `conformance` (feature `conformance`): the suite every store must pass.
+//! - `device` (feature `devices`): "Chrome 131 on Linux" from a user agent.
 //! - `testing` (feature `testing`): an in-process client for testing your handlers.
 
 mod change;
@@ -49,6 +51,8 @@ mod change;
 #[doc(hidden)]
 pub mod codec;
 pub mod config;
+#[cfg(feature = "devices")]
+pub mod device;
 pub mod epoch;
 pub mod error;
 pub mod expiry;
@@ -62,6 +66,7 @@ pub mod record;
 pub mod sealed;
 pub mod session;
 pub mod store;
+pub mod telemetry;
 
 #[cfg(feature = "axum")]
 pub mod extract;

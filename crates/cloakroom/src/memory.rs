@@ -202,6 +202,9 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         Ok(self.read().live(key, now()).map(Stored::to_record))
     }

@@ -43,6 +43,7 @@ use sha2::Sha256;
 use crate::id::StoreKey;
 use crate::keys::KeyRing;
 use crate::record::Record;
+use crate::telemetry::BadCookie;
 
 const FORMAT_VERSION: u8 = 1;
 const ENCRYPTED: u8 = 0b01;
@@ -248,23 +249,34 @@ impl CookieSessions {
     /// Opens a cookie value; `None` for anything that does not verify under a key of the
     /// ring in this mode. Never panics, whatever the input.
     pub(crate) fn open(&self, name: &str, value: &str) -> Option<Opened> {
+        self.open_checked(name, value).ok()
+    }
+
+    /// [`open`](Self::open), saying why a value does not open: it is not a sealed session
+    /// of this format and mode (`Malformed`), or it does not verify under any key of the
+    /// ring (`Tampered`, which includes a key since removed from the ring).
+    pub(crate) fn open_checked(&self, name: &str, value: &str) -> Result<Opened, BadCookie> {
+        use BadCookie::{Malformed, Tampered};
         if value.len() > MAX_VALUE_CHARS {
-            return None;
+            return Err(Malformed);
         }
-        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| Malformed)?;
         if bytes.len() < HEADER || bytes[0] != FORMAT_VERSION {
-            return None;
+            return Err(Malformed);
         }
         let flags = bytes[1];
         let wants_encrypted = self.mode == CookieMode::Encrypted;
         if (flags & ENCRYPTED != 0) != wants_encrypted || flags & !(ENCRYPTED | COMPRESSED) != 0 {
-            return None;
+            return Err(Malformed);
         }
-        let (index, key) = self.ring.find([bytes[2], bytes[3], bytes[4], bytes[5]])?;
+        let (index, key) = self
+            .ring
+            .find([bytes[2], bytes[3], bytes[4], bytes[5]])
+            .ok_or(Tampered)?;
         let (header, body) = bytes.split_at(HEADER);
         let payload = if wants_encrypted {
             if body.len() < NONCE + AEAD_TAG {
-                return None;
+                return Err(Malformed);
             }
             let (nonce, ciphertext) = body.split_at(NONCE);
             let aad = associated_data(header, name);
@@ -276,24 +288,26 @@ impl CookieSessions {
                         aad: &aad,
                     },
                 )
-                .ok()?
+                .map_err(|_| Tampered)?
         } else {
-            let split = body.len().checked_sub(MAC_TAG)?;
+            let split = body.len().checked_sub(MAC_TAG).ok_or(Malformed)?;
             let (payload, tag) = body.split_at(split);
-            let mut verifier = <HmacSha256 as Mac>::new_from_slice(key.signing_key()).ok()?;
+            let mut verifier =
+                <HmacSha256 as Mac>::new_from_slice(key.signing_key()).map_err(|_| Tampered)?;
             verifier.update(&associated_data(header, name));
             verifier.update(payload);
-            verifier.verify_slice(tag).ok()?;
+            verifier.verify_slice(tag).map_err(|_| Tampered)?;
             payload.to_vec()
         };
         let json = if flags & COMPRESSED != 0 {
-            miniz_oxide::inflate::decompress_to_vec_with_limit(&payload, MAX_PAYLOAD).ok()?
+            miniz_oxide::inflate::decompress_to_vec_with_limit(&payload, MAX_PAYLOAD)
+                .map_err(|_| Malformed)?
         } else {
             payload
         };
-        let sealed: SealedOwned = serde_json::from_slice(&json).ok()?;
-        Some(Opened {
-            key: StoreKey::from_hex(&sealed.k)?,
+        let sealed: SealedOwned = serde_json::from_slice(&json).map_err(|_| Malformed)?;
+        Ok(Opened {
+            key: StoreKey::from_hex(&sealed.k).ok_or(Malformed)?,
             record: sealed.r,
             under_fallback: index > 0,
         })

@@ -223,6 +223,20 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Live sessions in key order, filtered by [`ListQuery`].
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError>;
+
+    /// What kind of store this is (`"memory"`, `"postgres"`, `"redis"`, …): the `store`
+    /// label of the store metrics (see [`telemetry`](crate::telemetry)). A short, fixed
+    /// name: never anything taken from a URL or a configuration. The default is
+    /// `"custom"`.
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
+
+    /// Whether this store already records the store metrics, so it is not wrapped twice.
+    #[doc(hidden)]
+    fn instrumented(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -278,5 +292,11 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     }
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
         (**self).list_sessions(query).await
+    }
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn instrumented(&self) -> bool {
+        (**self).instrumented()
     }
 }

@@ -140,6 +140,9 @@ impl<H: StoreHook> HookedStore<H> {
 
 #[async_trait]
 impl<H: StoreHook> SessionStore for HookedStore<H> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         self.around(Operation::Load, self.inner.load(key)).await
     }

@@ -12,32 +12,46 @@ use crate::error::SessionError;
 use crate::id::{SessionId, StoreKey};
 use crate::record::{ClientMeta, Record};
 use crate::sealed::CookieSessions;
+use crate::telemetry::{self, names, BadCookie};
 
 /// The largest `Set-Cookie` value browsers keep.
 const MAX_SET_COOKIE: usize = 4096;
 
 impl Session {
-    /// The session in the first of `values` that opens and is still live.
+    /// The session in the first of `values` that opens, if it is still live; otherwise
+    /// why there is none.
     pub(super) fn open_cookie(
         &self,
         sessions: &CookieSessions,
         values: &[String],
         time: OffsetDateTime,
-    ) -> Option<View> {
+    ) -> Result<View, BadCookie> {
         let name = self.config().cookie.full_name();
+        let mut reason = BadCookie::Malformed;
         // Duplicates: the first value that verifies wins; the rest are ignored.
         let opened = values
             .iter()
-            .find_map(|value| sessions.open(&name, value))?;
+            .find_map(|value| match sessions.open_checked(&name, value) {
+                Ok(opened) => Some(opened),
+                Err(why) => {
+                    // One value that is a sealed session under a wrong key says more than
+                    // junk beside it.
+                    if why == BadCookie::Tampered {
+                        reason = why;
+                    }
+                    None
+                }
+            })
+            .ok_or(reason)?;
         if !opened.record.is_live_at(time) {
-            return None;
+            return Err(BadCookie::Expired);
         }
         let mut view = View::new(opened.record);
         view.origin = Origin::Sealed {
             key: opened.key,
             reissue: opened.under_fallback,
         };
-        Some(view)
+        Ok(view)
     }
 
     /// Fails a write, before it happens, if its cookie would not fit.
@@ -87,9 +101,11 @@ impl Session {
                     key: SessionId::generate().store_key(),
                     reissue: false,
                 };
+                telemetry::count(names::SESSIONS_CREATED);
                 false
             }
         };
+        view.wrote |= changed;
         if changed || reissue || view.send_cookie {
             let record = &mut view.record;
             record.last_active_at = time;

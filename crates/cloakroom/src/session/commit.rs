@@ -19,6 +19,7 @@ use crate::group_commit::{RideOutcome, Taken};
 use crate::id::{SessionId, StoreKey};
 use crate::record::{now, ClientMeta, Record};
 use crate::store::{InsertError, RenameError, SessionStore, StoreError, TouchError, UpdateError};
+use crate::telemetry::{self, names};
 
 /// What one attempt with a fresh ID came to.
 enum Attempt<T> {
@@ -40,19 +41,33 @@ impl Session {
             vary_cookie: slot.touched(),
             ..Finish::default()
         };
+        let span = &self.inner.span;
         let view = match &mut slot.status {
-            Status::Untouched => return finish,
+            Status::Untouched => {
+                span.record("outcome", "untouched");
+                return finish;
+            }
             Status::LoadFailed => {
+                span.record("outcome", "failed");
                 finish.error = Some(Self::load_failure());
                 return finish;
             }
             Status::Loaded(view) => view,
         };
         if !status.is_server_error() || self.config().save_on_server_error {
-            if let Err(error) = self.commit(view).await {
+            if let Err(error) = self.traced(self.commit(view)).await {
                 finish.error = Some(error);
             }
         }
+        let handle = view.key().map(|key| key.handle()).or(view.loaded_handle);
+        if let Some(handle) = handle {
+            span.record("handle", tracing::field::display(handle));
+        }
+        let failed = finish
+            .error
+            .as_ref()
+            .is_some_and(SessionError::is_unavailable);
+        span.record("outcome", if failed { "failed" } else { view.outcome() });
         let config = &self.config().cookie;
         let record = &view.record;
         let max_age = record.persistent.then(|| {
@@ -134,6 +149,8 @@ impl Session {
             }
         })
         .await?;
+        telemetry::count(names::SESSIONS_CREATED);
+        view.wrote = true;
         view.origin = Origin::Stored { id, version: 1 };
         view.record = record;
         view.pending.changes.clear();
@@ -172,6 +189,8 @@ impl Session {
             let Some(new_id) = renamed else {
                 return self.gone(view);
             };
+            telemetry::count(names::SESSIONS_ROTATED);
+            view.rotated = true;
             id = new_id;
             view.origin = Origin::Stored {
                 id: id.clone(),
@@ -244,9 +263,11 @@ impl Session {
                     return self.rode(view, RideOutcome::Committed(candidate));
                 }
                 Err(UpdateError::Conflict) if attempt >= max_attempts => {
+                    telemetry::count(names::COMMIT_CONFLICTS_EXHAUSTED);
                     SessionError::TooManyConflicts { attempts: attempt }
                 }
                 Err(UpdateError::Conflict) => {
+                    telemetry::count(names::COMMIT_CONFLICTS);
                     // The first conflict is the expected one: this request loaded before
                     // the writers queued ahead of it on the commit lock committed. They are
                     // done, and the rest of this process queues behind us, so retry at
@@ -284,6 +305,7 @@ impl Session {
     fn rode(&self, view: &mut View, outcome: RideOutcome) -> Result<(), SessionError> {
         match outcome {
             RideOutcome::Committed(record) => {
+                view.wrote = true;
                 if let Origin::Stored { version, .. } = &mut view.origin {
                     *version = record.version;
                 }
@@ -353,7 +375,8 @@ impl Session {
         older.sort_by_key(|(rank, _)| *rank);
         for (_, entry) in older.into_iter().take(excess) {
             match store.delete(&entry.key).await {
-                Ok(_) => {
+                Ok(deleted) => {
+                    telemetry::revoked("cap", u64::from(deleted));
                     tracing::debug!(handle = %entry.key.handle(), "session revoked: over the per-user cap");
                 }
                 Err(error) => {

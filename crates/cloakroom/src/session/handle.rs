@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
+use tracing::instrument::{Instrument, Instrumented};
 
 use super::info::SessionMetadata;
 use super::manager::{Backend, Incoming, RequestClient, SessionManager};
@@ -17,6 +18,7 @@ use crate::error::SessionError;
 use crate::id::SessionHandle;
 use crate::record::now;
 use crate::store::SessionStore;
+use crate::telemetry::{self, names};
 
 /// The session of one request. Cheap to clone; all clones are the same session.
 ///
@@ -52,6 +54,8 @@ pub(super) struct Inner {
     pub(super) incoming: Incoming,
     pub(super) client: RequestClient,
     pub(super) slot: Mutex<Slot>,
+    /// The request's `cloakroom.session` span (see [`telemetry`](crate::telemetry)).
+    pub(super) span: tracing::Span,
 }
 
 impl Session {
@@ -66,6 +70,11 @@ impl Session {
                 incoming,
                 client,
                 slot: Mutex::new(Slot::new()),
+                span: tracing::info_span!(
+                    "cloakroom.session",
+                    handle = tracing::field::Empty,
+                    outcome = tracing::field::Empty
+                ),
             }),
         }
     }
@@ -82,6 +91,11 @@ impl Session {
         &self.inner.manager.config
     }
 
+    /// `work` inside the request's session span, so store spans nest under it.
+    pub(super) fn traced<F: std::future::Future>(&self, work: F) -> Instrumented<F> {
+        work.instrument(self.inner.span.clone())
+    }
+
     /// Finishes a session its request never touched, without waiting: `true` if it was
     /// untouched (there is nothing to commit and no header to send), `false` if
     /// [`finish`](Self::finish) must run. For integrations (see
@@ -92,6 +106,7 @@ impl Session {
         match self.inner.slot.try_lock() {
             Ok(mut slot) if !slot.touched() && !slot.finished => {
                 slot.finished = true;
+                self.inner.span.record("outcome", "untouched");
                 true
             }
             _ => false,
@@ -277,7 +292,11 @@ impl Session {
         }
         if switching {
             if let Some(id) = view.id() {
-                self.store("login")?.delete(&id.store_key()).await?;
+                let store = self.store("login")?;
+                self.traced(store.delete(&id.store_key())).await?;
+            }
+            if view.key().is_some() {
+                telemetry::count(names::SESSIONS_LOGGED_OUT);
             }
             self.reset_to_anonymous(&mut view);
             view.destroyed = true;
@@ -296,7 +315,11 @@ impl Session {
     pub async fn logout(&self) -> Result<(), SessionError> {
         let mut view = self.writable().await?;
         if let Some(id) = view.id() {
-            self.store("logout")?.delete(&id.store_key()).await?;
+            let store = self.store("logout")?;
+            self.traced(store.delete(&id.store_key())).await?;
+        }
+        if view.key().is_some() {
+            telemetry::count(names::SESSIONS_LOGGED_OUT);
         }
         self.reset_to_anonymous(&mut view);
         view.destroyed = true;
@@ -358,7 +381,7 @@ impl Session {
     /// writers; afterwards reads show the committed values.
     pub async fn save(&self) -> Result<(), SessionError> {
         let mut view = self.writable().await?;
-        self.commit(&mut view).await
+        self.traced(self.commit(&mut view)).await
     }
 }
 

@@ -5,6 +5,7 @@ use super::info::SessionSummary;
 use super::Session;
 use crate::error::SessionError;
 use crate::id::{SessionHandle, StoreKey};
+use crate::telemetry;
 
 impl Session {
     /// The live sessions of the logged-in user; empty when anonymous.
@@ -14,7 +15,7 @@ impl Session {
         let Some(user) = user else {
             return Ok(Vec::new());
         };
-        let mut entries = store.list_for_user(&user).await?;
+        let mut entries = self.traced(store.list_for_user(&user)).await?;
         entries.sort_by_key(|entry| std::cmp::Reverse(entry.record.last_active_at));
         Ok(entries
             .into_iter()
@@ -42,9 +43,13 @@ impl Session {
             self.logout().await?;
             return Ok(true);
         }
-        let entries = store.list_for_user(&user).await?;
+        let entries = self.traced(store.list_for_user(&user)).await?;
         match entries.iter().find(|entry| handle.matches(&entry.key)) {
-            Some(entry) => Ok(store.delete(&entry.key).await?),
+            Some(entry) => {
+                let deleted = self.traced(store.delete(&entry.key)).await?;
+                telemetry::revoked("user", u64::from(deleted));
+                Ok(deleted)
+            }
             None => Ok(false),
         }
     }
@@ -55,7 +60,13 @@ impl Session {
         let store = self.store("revoking other sessions")?;
         let (user, current) = self.user_and_key().await?;
         match user {
-            Some(user) => Ok(store.delete_for_user(&user, current.as_ref()).await?),
+            Some(user) => {
+                let revoked = self
+                    .traced(store.delete_for_user(&user, current.as_ref()))
+                    .await?;
+                telemetry::revoked("user", revoked);
+                Ok(revoked)
+            }
             None => Ok(0),
         }
     }

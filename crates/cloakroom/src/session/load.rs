@@ -12,6 +12,7 @@ use crate::error::SessionError;
 use crate::id::SessionId;
 use crate::record::now;
 use crate::store::{SessionStore, StoreError};
+use crate::telemetry::{self, names, BadCookie};
 
 impl Session {
     /// The session, loaded on first use.
@@ -37,7 +38,7 @@ impl Session {
             // The response is already a 503: asking a down store again would only wait
             // out another timeout per call.
             Status::LoadFailed => return Err(Self::load_failure()),
-            Status::Untouched => match self.load().await {
+            Status::Untouched => match self.traced(self.load()).await {
                 Ok(view) => slot.status = Status::Loaded(view),
                 Err(error) => match self.config().on_store_error {
                     OnStoreError::ServiceUnavailable { .. } => {
@@ -67,24 +68,41 @@ impl Session {
     async fn load(&self) -> Result<View, SessionError> {
         let time = now();
         let fresh = || View::new(self.config().expiry.new_record(time));
-        let mut view = match (&self.inner.manager.backend, &self.inner.incoming) {
+        let found = match (&self.inner.manager.backend, &self.inner.incoming) {
             (Backend::Store(store), Incoming::Ids(ids)) => {
                 // Duplicates (a cookie planted from a sibling domain, say): the first ID
                 // the store knows wins; unknown ones are never adopted. A planted live ID
                 // (the attacker's own session) wins too: only `__Host-` prevents that.
-                let mut found = None;
+                let mut found = Err(BadCookie::Unknown);
                 for id in ids.iter() {
-                    if let Some(view) = load_stored(&**store, id, time).await? {
-                        found = Some(view);
-                        break;
+                    match load_stored(&**store, id, time).await? {
+                        Ok(view) => {
+                            found = Ok(view);
+                            break;
+                        }
+                        Err(BadCookie::Expired) => found = Err(BadCookie::Expired),
+                        Err(_) => {}
                     }
                 }
-                found.unwrap_or_else(fresh)
+                Some(found)
             }
-            (Backend::Cookie(sessions), Incoming::Sealed(values)) => self
-                .open_cookie(sessions, values, time)
-                .unwrap_or_else(fresh),
-            _ => fresh(),
+            (Backend::Cookie(sessions), Incoming::Sealed(values)) => {
+                Some(self.open_cookie(sessions, values, time))
+            }
+            (Backend::Store(_), Incoming::Malformed) => Some(Err(BadCookie::Malformed)),
+            _ => None,
+        };
+        let mut view = match found {
+            Some(Ok(mut view)) => {
+                telemetry::count(names::SESSIONS_LOADED);
+                view.loaded_handle = view.key().map(|key| key.handle());
+                view
+            }
+            Some(Err(reason)) => {
+                telemetry::bad_cookie(reason);
+                fresh()
+            }
+            None => fresh(),
         };
         self.check_epoch(&mut view).await?;
         Ok(view)
@@ -113,8 +131,9 @@ impl Session {
             return Ok(());
         }
         tracing::debug!("session logged out: its epoch was revoked");
+        telemetry::count(names::SESSIONS_REVOKED_BY_EPOCH);
         if let (Some(id), Backend::Store(store)) = (view.id(), &self.inner.manager.backend) {
-            store.delete(&id.store_key()).await?;
+            self.traced(store.delete(&id.store_key())).await?;
         }
         self.reset_to_anonymous(view);
         view.destroyed = true;
@@ -122,13 +141,13 @@ impl Session {
     }
 }
 
-/// The live session stored under `id`, if any; a corrupt record is logged and treated as
-/// absent.
+/// The live session stored under `id`, or why there is none; a corrupt record is logged
+/// and treated as absent.
 async fn load_stored(
     store: &dyn SessionStore,
     id: &SessionId,
     time: OffsetDateTime,
-) -> Result<Option<View>, SessionError> {
+) -> Result<Result<View, BadCookie>, SessionError> {
     let key = id.store_key();
     match store.load(&key).await {
         Ok(Some(record)) if record.is_live_at(time) => {
@@ -138,12 +157,14 @@ async fn load_stored(
                 id: id.clone(),
                 version,
             };
-            Ok(Some(view))
+            Ok(Ok(view))
         }
-        Ok(_) => Ok(None),
+        // The store judged it live by its own clock; by ours it is past its deadline.
+        Ok(Some(_)) => Ok(Err(BadCookie::Expired)),
+        Ok(None) => Ok(Err(BadCookie::Unknown)),
         Err(StoreError::Corrupt(reason)) => {
             tracing::warn!(handle = %key.handle(), %reason, "corrupt session record treated as absent");
-            Ok(None)
+            Ok(Err(BadCookie::Unknown))
         }
         Err(error) => Err(error.into()),
     }

@@ -15,6 +15,7 @@ use crate::id::StoreKey;
 use crate::record::ClientMeta;
 use crate::sealed::CookieSessions;
 use crate::store::SessionStore;
+use crate::telemetry::InstrumentedStore;
 
 /// The store and configuration shared by every request: the layer holds one, and so does any
 /// framework integration (it is what `cloakroom-actix` builds on).
@@ -49,6 +50,8 @@ pub(super) enum Backend {
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Incoming {
     None,
+    /// Server-side: our cookie, with no well-formed ID in it.
+    Malformed,
     /// Server-side: the well-formed IDs, tried in order until the store knows one.
     Ids(IdCandidates),
     /// Client-side: every value of our cookie, tried in order when first needed.
@@ -56,8 +59,10 @@ pub(super) enum Incoming {
 }
 
 impl Incoming {
+    /// Whether the request brought a cookie a removal cookie should clear: one that could
+    /// name a session. Junk is left alone, as it always was.
     pub(super) fn is_present(&self) -> bool {
-        !matches!(self, Self::None)
+        !matches!(self, Self::None | Self::Malformed)
     }
 }
 
@@ -76,11 +81,16 @@ impl SessionManager {
     }
 
     /// The same, for a store that is already shared.
+    ///
+    /// The manager records store metrics and spans (see [`telemetry`](crate::telemetry)):
+    /// it keeps the store wrapped in an
+    /// [`InstrumentedStore`](crate::telemetry::InstrumentedStore), which
+    /// [`store`](Self::store) returns.
     pub fn from_arc(
         store: Arc<dyn SessionStore>,
         config: SessionConfig,
     ) -> Result<Self, ConfigError> {
-        Self::with_backend(Backend::Store(store), config)
+        Self::with_backend(Backend::Store(InstrumentedStore::wrap(store)), config)
     }
 
     /// A manager for client-side sessions: the whole record lives in the cookie, sealed
@@ -136,7 +146,9 @@ impl SessionManager {
         let incoming = match &self.backend {
             Backend::Store(_) => {
                 let ids = IdCandidates::parse(cookie_headers, name);
-                if ids.is_empty() {
+                if ids.is_empty() && ids.saw_malformed() {
+                    Incoming::Malformed
+                } else if ids.is_empty() {
                     Incoming::None
                 } else {
                     Incoming::Ids(ids)

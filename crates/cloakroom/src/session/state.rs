@@ -2,7 +2,7 @@
 //! record as this request sees it and what it will commit.
 
 use crate::change::ChangeSet;
-use crate::id::{SessionId, StoreKey};
+use crate::id::{SessionHandle, SessionId, StoreKey};
 use crate::record::Record;
 
 /// A request's session, behind the handle's lock.
@@ -64,6 +64,11 @@ pub(super) struct View {
     /// The cookie must be (re)sent: a new or rotated ID, a moved persistent expiry, or a
     /// changed client-side session.
     pub(super) send_cookie: bool,
+    /// For the request's span: the handle the session had when loaded, and what this
+    /// request saved (changes, a rotation).
+    pub(super) loaded_handle: Option<SessionHandle>,
+    pub(super) wrote: bool,
+    pub(super) rotated: bool,
 }
 
 /// Where a loaded session's record lives.
@@ -104,6 +109,9 @@ impl View {
             degraded: false,
             destroyed: false,
             send_cookie: false,
+            loaded_handle: None,
+            wrote: false,
+            rotated: false,
         }
     }
 
@@ -129,6 +137,20 @@ impl View {
         match self.origin {
             Origin::Stored { version, .. } => version,
             Origin::New | Origin::Sealed { .. } => 0,
+        }
+    }
+
+    /// What the request did with its session, for its span: `rotated`, `destroyed`,
+    /// `written` or `read`.
+    pub(super) fn outcome(&self) -> &'static str {
+        if self.rotated {
+            "rotated"
+        } else if self.destroyed && self.key().is_none() {
+            "destroyed"
+        } else if self.wrote {
+            "written"
+        } else {
+            "read"
         }
     }
 

@@ -1,0 +1,478 @@
+//! The metrics an operator reads, counted exactly over scripted scenarios.
+//!
+//! Each scenario runs on a single-threaded runtime inside `metrics::with_local_recorder`,
+//! so it sees only its own recorder however the test harness schedules the others.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::routing::{get, post};
+use axum::Router;
+use cloakroom::conformance::CountingStore;
+use cloakroom::telemetry::names;
+use cloakroom::testing::TestClient;
+use cloakroom::{
+    BoxError, CookieSessions, EpochSource, ExpiryPolicy, KeyRing, ListQuery, MemoryStore,
+    OnStoreError, Record, RenameError, Session, SessionConfig, SessionEntry, SessionError,
+    SessionHandle, SessionLayer, SessionManager, SessionStore, StoreError, StoreKey, Touch,
+    TouchError, UpdateError,
+};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+/// Every metric a scenario recorded: counters by `name{label=value,…}` (labels sorted),
+/// and the values of each histogram.
+#[derive(Debug, Default)]
+struct Recorded {
+    counters: BTreeMap<String, u64>,
+    histograms: BTreeMap<String, Vec<f64>>,
+}
+
+impl Recorded {
+    /// The session counters, leaving out the store's own (timed and counted per store).
+    fn session_counters(&self) -> BTreeMap<String, u64> {
+        self.counters
+            .iter()
+            .filter(|(name, count)| !name.starts_with(names::STORE_ERRORS) && **count > 0)
+            .map(|(name, count)| (name.clone(), *count))
+            .collect()
+    }
+}
+
+fn record<F: Future<Output = ()>>(scenario: impl FnOnce() -> F) -> Recorded {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(scenario());
+    });
+    let mut recorded = Recorded::default();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|label| format!("{}={}", label.key(), label.value()))
+            .collect();
+        labels.sort();
+        let name = if labels.is_empty() {
+            key.name().to_owned()
+        } else {
+            format!("{}{{{}}}", key.name(), labels.join(","))
+        };
+        match value {
+            DebugValue::Counter(count) => {
+                *recorded.counters.entry(name).or_default() += count;
+            }
+            DebugValue::Histogram(values) => recorded
+                .histograms
+                .entry(name)
+                .or_default()
+                .extend(values.into_iter().map(|value| value.into_inner())),
+            DebugValue::Gauge(_) => {}
+        }
+    }
+    recorded
+}
+
+fn expected(counts: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    counts
+        .iter()
+        .map(|(name, count)| ((*name).to_owned(), *count))
+        .collect()
+}
+
+async fn write(session: Session) -> Result<(), SessionError> {
+    session
+        .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await
+        .map(drop)
+}
+
+async fn read(session: Session) -> Result<String, SessionError> {
+    Ok(session.get::<u64>("n").await?.unwrap_or(0).to_string())
+}
+
+async fn login(session: Session) -> Result<(), SessionError> {
+    session.login("alice").await
+}
+
+async fn login_bob(session: Session) -> Result<(), SessionError> {
+    session.login("bob").await
+}
+
+async fn rotate(session: Session) -> Result<(), SessionError> {
+    session.cycle_id().await
+}
+
+async fn logout(session: Session) -> Result<(), SessionError> {
+    session.logout().await
+}
+
+async fn revoke_others(session: Session) -> Result<String, SessionError> {
+    Ok(session.revoke_other_sessions().await?.to_string())
+}
+
+async fn revoke_first_other(session: Session) -> Result<String, SessionError> {
+    let others = session.list_user_sessions().await?;
+    let other = others.iter().find(|s| !s.current).expect("another session");
+    Ok(session
+        .revoke_user_session(&other.handle)
+        .await?
+        .to_string())
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route("/write", post(write))
+        .route("/read", get(read))
+        .route("/login", post(login))
+        .route("/login-bob", post(login_bob))
+        .route("/rotate", post(rotate))
+        .route("/logout", post(logout))
+        .route("/revoke-others", post(revoke_others))
+        .route("/revoke-one", post(revoke_first_other))
+}
+
+fn app(config: SessionConfig) -> Router {
+    routes().layer(SessionLayer::try_new(MemoryStore::new(), config).unwrap())
+}
+
+#[test]
+fn a_scripted_day_of_sessions_is_counted_exactly() {
+    let recorded = record(|| async {
+        let app = app(SessionConfig::default().with_max_sessions_per_user(3));
+        let visit = |cookie: Option<&str>| {
+            let client = TestClient::new(app.clone());
+            match cookie {
+                Some(cookie) => client.with_cookie(cookie),
+                None => client,
+            }
+        };
+        // A visitor who never writes: no session, nothing counted but the request.
+        assert_eq!(visit(None).get("/read").await.text(), "0");
+        // Alice's laptop: a cart, then login (rotation), a read, a rotation.
+        let mut laptop = visit(None);
+        laptop.post("/write").await; // created 1
+        laptop.post("/login").await; // loaded 1, rotated 1
+        laptop.get("/read").await; // loaded 2
+        laptop.post("/rotate").await; // loaded 3, rotated 2
+                                      // Three more of Alice's devices log in with no session first: each is a created
+                                      // session (no rotation: there was no ID to rotate). The third goes past the cap of
+                                      // 3 and revokes her least recently active session: the laptop, last written at
+                                      // its login (its rotation since wrote no activity time).
+                                      // (Apart in time, so that "least recently active" is unambiguous.)
+        let pause = || tokio::time::sleep(Duration::from_millis(5));
+        pause().await;
+        let mut phone = visit(None);
+        phone.post("/login").await; // created 2
+        pause().await;
+        let mut tablet = visit(None);
+        tablet.post("/login").await; // created 3
+        pause().await;
+        let mut desktop = visit(None);
+        desktop.post("/login").await; // created 4, revoked by cap 1
+        assert_eq!(laptop.get("/read").await.text(), "0"); // bad cookie: unknown 1
+                                                           // The desktop revokes one other session, then all the others.
+        assert_eq!(desktop.post("/revoke-one").await.text(), "true"); // loaded 4, by user 1
+        assert_eq!(desktop.post("/revoke-others").await.text(), "1"); // loaded 5, by user 2
+                                                                      // Bob logs in on the desktop over Alice's session: hers ends as a logout would.
+        desktop.post("/login-bob").await; // loaded 6, logged out 1, created 5
+        desktop.post("/logout").await; // loaded 7, logged out 2
+                                       // A cookie that is not an ID at all.
+        assert_eq!(visit(Some("garbage")).get("/read").await.text(), "0"); // malformed 1
+        let _ = (phone, tablet);
+    });
+    assert_eq!(
+        recorded.session_counters(),
+        expected(&[
+            (names::SESSIONS_CREATED, 5),
+            (names::SESSIONS_LOADED, 7),
+            (names::SESSIONS_ROTATED, 2),
+            (names::SESSIONS_LOGGED_OUT, 2),
+            ("cloakroom_sessions_revoked_total{by=cap}", 1),
+            ("cloakroom_sessions_revoked_total{by=user}", 2),
+            ("cloakroom_bad_cookies_total{reason=malformed}", 1),
+            ("cloakroom_bad_cookies_total{reason=unknown}", 1),
+        ]),
+    );
+    // Every store operation was timed, under the memory store's kind.
+    let loads = &recorded.histograms
+        ["cloakroom_store_operation_duration_seconds{operation=load,store=memory}"];
+    assert_eq!(loads.len(), 8, "one load per request with a cookie");
+    assert!(recorded
+        .histograms
+        .keys()
+        .filter(|name| name.starts_with(names::STORE_OPERATION_DURATION))
+        .all(|name| name.contains("store=memory")));
+    assert!(recorded
+        .counters
+        .keys()
+        .all(|name| !name.starts_with(names::STORE_ERRORS)));
+}
+
+/// A memory store whose `update` answers `Conflict` while `conflicts` lasts, as if another
+/// process wrote first each time.
+struct Contended {
+    inner: MemoryStore,
+    conflicts: AtomicU32,
+}
+
+#[async_trait]
+impl SessionStore for Contended {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.inner.load(key).await
+    }
+    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), cloakroom::InsertError> {
+        self.inner.insert(key, record).await
+    }
+    async fn update(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        version: u64,
+    ) -> Result<(), UpdateError> {
+        let left = self.conflicts.load(Ordering::SeqCst);
+        if left > 0 {
+            self.conflicts.store(left - 1, Ordering::SeqCst);
+            return Err(UpdateError::Conflict);
+        }
+        self.inner.update(key, record, version).await
+    }
+    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
+        self.inner.touch(key, touch).await
+    }
+    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
+        self.inner.rename(old, new).await
+    }
+    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        self.inner.list_for_user(user).await
+    }
+    async fn delete_for_user(
+        &self,
+        user: &str,
+        except: Option<&StoreKey>,
+    ) -> Result<u64, StoreError> {
+        self.inner.delete_for_user(user, except).await
+    }
+    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
+        self.inner.purge_expired(batch).await
+    }
+    async fn find_by_handle(
+        &self,
+        handle: &SessionHandle,
+    ) -> Result<Option<SessionEntry>, StoreError> {
+        self.inner.find_by_handle(handle).await
+    }
+    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
+        self.inner.list_sessions(query).await
+    }
+}
+
+#[test]
+fn conflicts_retried_and_commits_that_gave_up_are_counted() {
+    let recorded = record(|| async {
+        let store = Arc::new(Contended {
+            inner: MemoryStore::new(),
+            conflicts: AtomicU32::new(0),
+        });
+        let config = SessionConfig::default().with_max_commit_attempts(3);
+        let app = routes().layer(SessionLayer::from_manager(Arc::new(
+            SessionManager::from_arc(store.clone(), config).unwrap(),
+        )));
+        let mut browser = TestClient::new(app);
+        browser.post("/write").await;
+        // Two conflicts, then success: two retries.
+        store.conflicts.store(2, Ordering::SeqCst);
+        assert!(browser.post("/write").await.status().is_success());
+        // Conflicts without end: two retries, then the third attempt gives up.
+        store.conflicts.store(u32::MAX, Ordering::SeqCst);
+        assert_eq!(browser.post("/write").await.status(), 503);
+    });
+    let counters = recorded.session_counters();
+    assert_eq!(counters[names::COMMIT_CONFLICTS], 4);
+    assert_eq!(counters[names::COMMIT_CONFLICTS_EXHAUSTED], 1);
+    // A conflict is the store's answer, not its failure, and the store is "custom".
+    assert!(recorded
+        .counters
+        .keys()
+        .all(|name| !name.starts_with(names::STORE_ERRORS)));
+    assert!(recorded
+        .histograms
+        .contains_key("cloakroom_store_operation_duration_seconds{operation=update,store=custom}"));
+}
+
+#[test]
+fn queued_writers_are_one_group_commit_batch() {
+    const WRITERS: usize = 8;
+    let recorded = record(|| async {
+        let store = CountingStore::new(Arc::new(MemoryStore::new()))
+            .with_update_delay(Duration::from_millis(100));
+        let app = routes().layer(SessionLayer::new(store));
+        let mut first = TestClient::new(app.clone());
+        first.post("/write").await;
+        let cookie = first.cookie().unwrap().to_owned();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let mut client = TestClient::new(app.clone()).with_cookie(cookie.clone());
+                tokio::spawn(async move { client.post("/write").await.status() })
+            })
+            .collect();
+        for writer in writers {
+            assert!(writer.await.unwrap().is_success());
+        }
+        assert_eq!(first.get("/read").await.text(), (WRITERS + 1).to_string());
+    });
+    // The first writer commits alone while the other seven queue; the next whose turn
+    // comes commits all seven in one compare-and-set.
+    assert_eq!(recorded.session_counters()[names::GROUP_COMMIT_BATCHES], 1);
+    assert_eq!(
+        recorded.histograms[names::GROUP_COMMIT_WRITERS],
+        [(WRITERS - 1) as f64]
+    );
+}
+
+/// Fails every operation: the store is down.
+struct Down;
+
+#[async_trait]
+impl SessionStore for Down {
+    async fn load(&self, _: &StoreKey) -> Result<Option<Record>, StoreError> {
+        Err(StoreError::unavailable("down"))
+    }
+    async fn insert(&self, _: &StoreKey, _: &Record) -> Result<(), cloakroom::InsertError> {
+        Err(StoreError::Timeout(Duration::from_secs(5)).into())
+    }
+    async fn update(&self, _: &StoreKey, _: &Record, _: u64) -> Result<(), UpdateError> {
+        Err(StoreError::unavailable("down").into())
+    }
+    async fn touch(&self, _: &StoreKey, _: &Touch) -> Result<(), TouchError> {
+        Err(StoreError::unavailable("down").into())
+    }
+    async fn rename(&self, _: &StoreKey, _: &StoreKey) -> Result<(), RenameError> {
+        Err(StoreError::unavailable("down").into())
+    }
+    async fn delete(&self, _: &StoreKey) -> Result<bool, StoreError> {
+        Err(StoreError::unavailable("down"))
+    }
+    async fn list_for_user(&self, _: &str) -> Result<Vec<SessionEntry>, StoreError> {
+        Err(StoreError::unavailable("down"))
+    }
+    async fn delete_for_user(&self, _: &str, _: Option<&StoreKey>) -> Result<u64, StoreError> {
+        Err(StoreError::unavailable("down"))
+    }
+    async fn purge_expired(&self, _: usize) -> Result<u64, StoreError> {
+        Err(StoreError::unavailable("down"))
+    }
+    async fn find_by_handle(&self, _: &SessionHandle) -> Result<Option<SessionEntry>, StoreError> {
+        Err(StoreError::unavailable("down"))
+    }
+    async fn list_sessions(&self, _: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
+        Err(StoreError::unavailable("down"))
+    }
+    fn kind(&self) -> &'static str {
+        "down"
+    }
+}
+
+#[test]
+fn store_failures_are_counted_by_store_operation_and_kind() {
+    let recorded = record(|| async {
+        let app = routes().layer(SessionLayer::new(Down));
+        let id = cloakroom::SessionId::generate().to_cookie_value();
+        let mut known = TestClient::new(app.clone()).with_cookie(id);
+        assert_eq!(known.get("/read").await.status(), 503);
+        assert_eq!(known.get("/read").await.status(), 503);
+        assert_eq!(TestClient::new(app).post("/write").await.status(), 503);
+        // Anonymous on failure: the load fails, and nothing is written.
+        let config = SessionConfig::default().with_on_store_error(OnStoreError::Anonymous);
+        let app = routes().layer(SessionLayer::try_new(Down, config).unwrap());
+        let id = cloakroom::SessionId::generate().to_cookie_value();
+        TestClient::new(app).with_cookie(id).post("/write").await;
+    });
+    assert_eq!(
+        recorded.counters,
+        expected(&[
+            (
+                "cloakroom_store_errors_total{kind=unavailable,operation=load,store=down}",
+                3
+            ),
+            (
+                "cloakroom_store_errors_total{kind=timeout,operation=insert,store=down}",
+                1
+            ),
+        ]),
+        "no session counter moves when the store is down"
+    );
+}
+
+/// Epochs that move when told to.
+#[derive(Clone, Default)]
+struct Epochs(Arc<AtomicU64>);
+
+#[async_trait]
+impl EpochSource for Epochs {
+    async fn current_epoch(&self, _user: &str) -> Result<Option<String>, BoxError> {
+        Ok(Some(self.0.load(Ordering::SeqCst).to_string()))
+    }
+}
+
+#[test]
+fn client_side_cookies_tampered_expired_and_revoked_by_epoch_are_counted() {
+    let recorded = record(|| async {
+        let epochs = Epochs::default();
+        let ring = KeyRing::parse(&cloakroom::generate_key()).unwrap();
+        let expiry = ExpiryPolicy::default().with_idle_timeout(Some(Duration::from_secs(1)));
+        let config = SessionConfig::default()
+            .with_expiry(expiry)
+            .with_epochs(epochs.clone());
+        let manager = SessionManager::cookie(CookieSessions::encrypted(ring), config).unwrap();
+        let app = routes().layer(SessionLayer::from_manager(Arc::new(manager)));
+        let mut browser = TestClient::new(app.clone());
+        browser.post("/login").await; // created 1
+        let sealed = browser.cookie().unwrap().to_owned();
+        // One character changed in the ciphertext: it no longer verifies.
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 5;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        TestClient::new(app.clone())
+            .with_cookie(tampered)
+            .get("/read")
+            .await; // tampered 1
+        TestClient::new(app.clone())
+            .with_cookie("not-base64!")
+            .get("/read")
+            .await; // malformed 1
+        browser.get("/read").await; // loaded 1
+        epochs.0.fetch_add(1, Ordering::SeqCst);
+        browser.get("/read").await; // loaded 2, revoked by epoch 1
+                                    // The sealed cookie from before, after its idle timeout.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        TestClient::new(app).with_cookie(sealed).get("/read").await; // expired 1
+    });
+    assert_eq!(
+        recorded.session_counters(),
+        expected(&[
+            (names::SESSIONS_CREATED, 1),
+            (names::SESSIONS_LOADED, 2),
+            (names::SESSIONS_REVOKED_BY_EPOCH, 1),
+            (names::SESSIONS_EXPIRED_ON_LOAD, 1),
+            ("cloakroom_bad_cookies_total{reason=expired}", 1),
+            ("cloakroom_bad_cookies_total{reason=malformed}", 1),
+            ("cloakroom_bad_cookies_total{reason=tampered}", 1),
+        ]),
+    );
+    assert!(
+        recorded.histograms.is_empty(),
+        "client-side sessions touch no store"
+    );
+}
