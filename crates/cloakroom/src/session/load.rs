@@ -82,7 +82,7 @@ impl Session {
                 found.unwrap_or_else(fresh)
             }
             (Backend::Cookie(sessions), Incoming::Sealed(values)) => self
-                .open_cookie(sessions, values, time)
+                .open_cookie(&**sessions, values, time)
                 .unwrap_or_else(fresh),
             _ => fresh(),
         };
