@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::config::CookieConfig;
-use crate::id::SessionId;
+use crate::id::{IdFormat, SessionId};
 
 /// How many distinct candidates for the session a request's cookies are searched for at
 /// most: well-formed session IDs for server-side sessions, values for client-side ones.
@@ -89,9 +89,20 @@ pub(crate) struct IdCandidates {
 
 impl IdCandidates {
     pub(crate) fn parse<'h>(headers: impl IntoIterator<Item = &'h [u8]>, name: &str) -> Self {
+        Self::parse_with(headers, name, None)
+    }
+
+    /// The same, with the IDs written as `format` says (plain when `None`).
+    pub(crate) fn parse_with<'h>(
+        headers: impl IntoIterator<Item = &'h [u8]>,
+        name: &str,
+        format: Option<&dyn IdFormat>,
+    ) -> Self {
         let mut found = Self::default();
         each_value(headers, name, |value| {
-            let id = std::str::from_utf8(value).ok().and_then(SessionId::parse);
+            let id = std::str::from_utf8(value)
+                .ok()
+                .and_then(|value| SessionId::decode_with(value, format));
             found.malformed |= id.is_none();
             if let Some(id) = id.filter(|id| !found.iter().any(|seen| seen == id)) {
                 found.ids[found.len] = Some(id);
@@ -204,6 +215,16 @@ pub fn session_cookie(
     max_age: Option<Duration>,
 ) -> HeaderValue {
     render(config, &id.to_cookie_value(), max_age.map(Some))
+}
+
+/// The same, with the ID written as `format` says (plain when `None`).
+pub(crate) fn session_cookie_with(
+    config: &CookieConfig,
+    id: &SessionId,
+    format: Option<&dyn IdFormat>,
+    max_age: Option<Duration>,
+) -> HeaderValue {
+    render(config, &id.encode_with(format), max_age.map(Some))
 }
 
 /// The `Set-Cookie` value that removes the session cookie: same name, path, domain and flags,

@@ -74,9 +74,139 @@ impl SessionId {
         URL_SAFE_NO_PAD.encode(self.secret)
     }
 
-    /// The key under which stores keep this session: SHA-256 of the ID.
+    /// The key under which stores keep this session: SHA-256 of the ID, or, for an ID
+    /// made by [`with_reversible_key`](Self::with_reversible_key), its reversible key.
     pub fn store_key(&self) -> StoreKey {
         self.key
+    }
+
+    /// The same ID with a *reversible* store key: a fixed, unkeyed permutation of the ID's
+    /// bytes that [`from_reversible_key`](Self::from_reversible_key) undoes. Only for a store
+    /// that must find the raw ID, because another application keys the shared store by it
+    /// (see [`IdFormat::reversible_store_keys`]); it gives up hashing at rest. Every output
+    /// byte depends on every input byte, so the public [`SessionHandle`] (the key's first 12
+    /// bytes) still reveals no byte of the ID.
+    ///
+    /// ```
+    /// use cloakroom::SessionId;
+    /// let id = SessionId::generate().with_reversible_key();
+    /// assert_ne!(id.store_key(), SessionId::parse(&id.to_cookie_value()).unwrap().store_key());
+    /// assert_eq!(SessionId::from_reversible_key(&id.store_key()), id);
+    /// ```
+    pub fn with_reversible_key(mut self) -> Self {
+        self.key = StoreKey(permute(self.secret, false));
+        self
+    }
+
+    /// The ID whose reversible store key is `key` (the inverse of
+    /// [`with_reversible_key`](Self::with_reversible_key)). On a hashed key it returns an
+    /// unrelated ID that no session has.
+    pub fn from_reversible_key(key: &StoreKey) -> Self {
+        Self {
+            secret: permute(key.0, true),
+            key: *key,
+        }
+    }
+}
+
+/// A 4-round Feistel network over the two 16-byte halves, with SHA-256 (domain-separated
+/// per round) as the round function: a public bijection that mixes every byte into every
+/// other, so a prefix of the output says nothing about any byte of the input.
+fn permute(bytes: [u8; SESSION_ID_BYTES], inverse: bool) -> [u8; SESSION_ID_BYTES] {
+    const ROUNDS: u8 = 4;
+    let (mut left, mut right) = ([0u8; 16], [0u8; 16]);
+    left.copy_from_slice(&bytes[..16]);
+    right.copy_from_slice(&bytes[16..]);
+    let round = |index: u8, half: &[u8; 16]| -> [u8; 16] {
+        let digest = Sha256::new()
+            .chain_update(b"cloakroom reversible store key")
+            .chain_update([index])
+            .chain_update(half)
+            .finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    };
+    let xor = |target: &mut [u8; 16], mask: [u8; 16]| {
+        for (t, m) in target.iter_mut().zip(mask) {
+            *t ^= m;
+        }
+    };
+    if inverse {
+        for index in (0..ROUNDS).rev() {
+            if index % 2 == 0 {
+                xor(&mut right, round(index, &left));
+            } else {
+                xor(&mut left, round(index, &right));
+            }
+        }
+    } else {
+        for index in 0..ROUNDS {
+            if index % 2 == 0 {
+                xor(&mut right, round(index, &left));
+            } else {
+                xor(&mut left, round(index, &right));
+            }
+        }
+    }
+    let mut out = [0u8; SESSION_ID_BYTES];
+    out[..16].copy_from_slice(&left);
+    out[16..].copy_from_slice(&right);
+    out
+}
+
+/// How a server-side session's ID is written in its cookie, for sharing sessions with an
+/// application that writes it differently (signed, say). The default writes the ID's 43
+/// characters as they are and hashes it for the store. Set one with
+/// [`SessionManager::with_id_format`](crate::SessionManager::with_id_format).
+///
+/// Whatever the format, the ID inside is a [`SessionId`]: 32 random bytes, 43 characters
+/// of base64url. A value that does not decode to one is an anonymous request.
+pub trait IdFormat: Send + Sync + 'static {
+    /// The ID's 43-character text inside a cookie value; `None` when the value is not
+    /// well-formed or does not verify. Must not panic, whatever the value.
+    fn decode<'v>(&self, value: &'v str) -> Option<std::borrow::Cow<'v, str>>;
+
+    /// The cookie value carrying the ID's 43-character text.
+    fn encode(&self, id: &str) -> String;
+
+    /// Whether stores get reversible keys ([`SessionId::with_reversible_key`]) instead of
+    /// SHA-256 of the ID: only for a store shared with an application that keys it by the
+    /// raw ID, which gives up hashing at rest. Default `false`.
+    fn reversible_store_keys(&self) -> bool {
+        false
+    }
+}
+
+impl SessionId {
+    /// Reads the ID from a cookie value through `format`, keyed as `format` says.
+    pub(crate) fn decode_with(value: &str, format: Option<&dyn IdFormat>) -> Option<Self> {
+        let Some(format) = format else {
+            return Self::parse(value);
+        };
+        let id = Self::parse(&format.decode(value)?)?;
+        Some(if format.reversible_store_keys() {
+            id.with_reversible_key()
+        } else {
+            id
+        })
+    }
+
+    /// A new ID, keyed as `format` says.
+    pub(crate) fn generate_for(format: Option<&dyn IdFormat>) -> Self {
+        let id = Self::generate();
+        match format {
+            Some(format) if format.reversible_store_keys() => id.with_reversible_key(),
+            _ => id,
+        }
+    }
+
+    /// The cookie value for this ID through `format`.
+    pub(crate) fn encode_with(&self, format: Option<&dyn IdFormat>) -> String {
+        match format {
+            Some(format) => format.encode(&self.to_cookie_value()),
+            None => self.to_cookie_value(),
+        }
     }
 }
 
@@ -240,6 +370,73 @@ impl<'de> serde::Deserialize<'de> for SessionHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reversible_keys_invert_and_their_handles_reveal_no_byte_of_the_id() {
+        for _ in 0..64 {
+            let id = SessionId::generate();
+            let reversible = id.clone().with_reversible_key();
+            let key = reversible.store_key();
+            assert_ne!(key, id.store_key());
+            assert_eq!(SessionId::from_reversible_key(&key), reversible);
+            assert_eq!(
+                SessionId::from_reversible_key(&key).to_cookie_value(),
+                id.to_cookie_value()
+            );
+            // Not the identity: the handle (the key's first 12 bytes) is not the ID's prefix.
+            assert_ne!(&key.as_bytes()[..HANDLE_BYTES], &id.secret[..HANDLE_BYTES]);
+        }
+        // Flipping one bit of the ID changes about half the handle's bits.
+        let id = SessionId::generate();
+        let mut flipped = id.secret;
+        flipped[31] ^= 1;
+        let a = id.with_reversible_key().store_key();
+        let b = SessionId::from_secret(flipped)
+            .with_reversible_key()
+            .store_key();
+        let changed: u32 = a.as_bytes()[..HANDLE_BYTES]
+            .iter()
+            .zip(&b.as_bytes()[..HANDLE_BYTES])
+            .map(|(x, y)| (x ^ y).count_ones())
+            .sum();
+        assert!(changed > 20, "{changed} of 96 handle bits changed");
+    }
+
+    struct Prefixed;
+    impl IdFormat for Prefixed {
+        fn decode<'v>(&self, value: &'v str) -> Option<std::borrow::Cow<'v, str>> {
+            value.strip_prefix("v1.").map(Into::into)
+        }
+        fn encode(&self, id: &str) -> String {
+            format!("v1.{id}")
+        }
+        fn reversible_store_keys(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn an_id_format_reads_and_writes_its_own_form_only() {
+        let id = SessionId::generate_for(Some(&Prefixed));
+        let value = id.encode_with(Some(&Prefixed));
+        assert!(value.starts_with("v1."));
+        assert_eq!(
+            SessionId::decode_with(&value, Some(&Prefixed)),
+            Some(id.clone())
+        );
+        assert_eq!(
+            SessionId::decode_with(&id.to_cookie_value(), Some(&Prefixed)),
+            None
+        );
+        assert_eq!(SessionId::decode_with(&value, None), None);
+        // Without a format nothing changes: hashed keys, plain values.
+        let plain = SessionId::generate_for(None);
+        assert_eq!(plain.encode_with(None), plain.to_cookie_value());
+        assert_eq!(
+            SessionId::decode_with(&plain.to_cookie_value(), None),
+            Some(plain)
+        );
+    }
 
     #[test]
     fn ids_are_distinct_and_round_trip() {

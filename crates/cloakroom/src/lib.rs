@@ -85,12 +85,12 @@ pub use config::{
 pub use epoch::EpochSource;
 pub use error::{SessionError, MAX_VALUE_DEPTH};
 pub use expiry::ExpiryPolicy;
-pub use id::{SessionHandle, SessionId, StoreKey};
+pub use id::{IdFormat, SessionHandle, SessionId, StoreKey};
 pub use keys::{generate_key, KeyRing};
 pub use memory::MemoryStore;
 pub use purge::spawn_purge_task;
 pub use record::{ClientMeta, Record, Touch};
-pub use sealed::{CookieMode, CookieSessions};
+pub use sealed::{CookieCodec, CookieMode, CookieSessions, OpenedCookie};
 pub use session::{Session, SessionManager, SessionMetadata, SessionSummary};
 // Plumbing between the engine and framework integrations: documented in `integration`.
 #[doc(hidden)]

@@ -101,10 +101,86 @@ struct SealedOwned {
 /// A decoded cookie: the session's key and record, and whether it was sealed under a
 /// fallback key (so it must be re-issued under the current one).
 #[derive(Debug)]
-pub(crate) struct Opened {
+pub struct OpenedCookie {
+    /// A key naming the session: only its [`handle`](StoreKey::handle) is ever shown.
     pub key: StoreKey,
+    /// The session.
     pub record: Record,
+    /// Whether a fallback key opened it: the engine then re-issues it under the current key.
     pub under_fallback: bool,
+}
+
+pub(crate) type Opened = OpenedCookie;
+
+/// The format of a client-side session's cookie. [`CookieSessions`] is cloakroom's own;
+/// another implementation lets cloakroom read and write a cookie another application
+/// issues, with the same [`Session`](crate::Session) API and layer
+/// ([`SessionManager::cookie_codec`](crate::SessionManager::cookie_codec)).
+///
+/// The engine checks what it gets back: a record past its deadlines is an anonymous
+/// request, and so is anything `open` refuses. `open` must never panic, whatever the value.
+pub trait CookieCodec: Send + Sync + 'static {
+    /// Seals the session into the value of the cookie called `name`, under the current key.
+    fn seal(
+        &self,
+        name: &str,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<String, serde_json::Error>;
+
+    /// Opens a cookie value; `None` for anything that does not verify.
+    fn open(&self, name: &str, value: &str) -> Option<OpenedCookie>;
+
+    /// [`open`](Self::open), saying why a value does not open (counted in
+    /// [`names::BAD_COOKIES`](crate::telemetry::names::BAD_COOKIES)). The default calls
+    /// every refusal [`BadCookie::Malformed`]; a format that can tell a forged value from
+    /// junk says [`BadCookie::Tampered`] for it.
+    fn open_checked(&self, name: &str, value: &str) -> Result<OpenedCookie, BadCookie> {
+        self.open(name, value).ok_or(BadCookie::Malformed)
+    }
+
+    /// The length [`seal`](Self::seal) would produce, or a bound no shorter than it when that
+    /// bound is within `budget` (writes check their cookie's size on every call). The
+    /// default seals and measures.
+    fn sealed_len(
+        &self,
+        name: &str,
+        key: &StoreKey,
+        record: &Record,
+        budget: usize,
+    ) -> Result<usize, serde_json::Error> {
+        let _ = budget;
+        Ok(self.seal(name, key, record)?.len())
+    }
+}
+
+impl CookieCodec for CookieSessions {
+    fn seal(
+        &self,
+        name: &str,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<String, serde_json::Error> {
+        CookieSessions::seal(self, name, key, record)
+    }
+
+    fn open(&self, name: &str, value: &str) -> Option<OpenedCookie> {
+        CookieSessions::open(self, name, value)
+    }
+
+    fn open_checked(&self, name: &str, value: &str) -> Result<OpenedCookie, BadCookie> {
+        CookieSessions::open_checked(self, name, value)
+    }
+
+    fn sealed_len(
+        &self,
+        _name: &str,
+        key: &StoreKey,
+        record: &Record,
+        budget: usize,
+    ) -> Result<usize, serde_json::Error> {
+        CookieSessions::sealed_len(self, key, record, budget)
+    }
 }
 
 type HmacSha256 = Hmac<Sha256>;

@@ -11,7 +11,7 @@ use crate::codec;
 use crate::error::SessionError;
 use crate::id::{SessionId, StoreKey};
 use crate::record::{ClientMeta, Record};
-use crate::sealed::CookieSessions;
+use crate::sealed::CookieCodec;
 use crate::telemetry::{self, names, BadCookie};
 
 /// The largest `Set-Cookie` value browsers keep.
@@ -22,7 +22,7 @@ impl Session {
     /// why there is none.
     pub(super) fn open_cookie(
         &self,
-        sessions: &CookieSessions,
+        sessions: &dyn CookieCodec,
         values: &[String],
         time: OffsetDateTime,
     ) -> Result<View, BadCookie> {
@@ -57,14 +57,20 @@ impl Session {
     /// Fails a write, before it happens, if its cookie would not fit.
     pub(super) fn check_cookie_size(
         &self,
-        sessions: &CookieSessions,
+        sessions: &dyn CookieCodec,
         view: &View,
         record: &Record,
     ) -> Result<(), SessionError> {
         let key = view.key().unwrap_or(StoreKey::from_bytes([0; 32]));
         let attributes = self.inner.manager.cookie_attributes_len;
+        let name = self.config().cookie.full_name();
         let value = sessions
-            .sealed_len(&key, record, MAX_SET_COOKIE.saturating_sub(attributes))
+            .sealed_len(
+                &name,
+                &key,
+                record,
+                MAX_SET_COOKIE.saturating_sub(attributes),
+            )
             .map_err(SessionError::Serialize)?;
         let size = attributes + value;
         if size > MAX_SET_COOKIE {
@@ -123,7 +129,7 @@ impl Session {
     /// The `Set-Cookie` carrying the sealed session.
     pub(super) fn sealed_cookie(
         &self,
-        sessions: &CookieSessions,
+        sessions: &dyn CookieCodec,
         key: &StoreKey,
         record: &Record,
         max_age: Option<Duration>,

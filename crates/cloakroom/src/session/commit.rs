@@ -16,7 +16,7 @@ use crate::codec;
 use crate::config::{Limits, MAX_CAP_REVOCATIONS_PER_LOGIN};
 use crate::error::SessionError;
 use crate::group_commit::{RideOutcome, Taken};
-use crate::id::{SessionId, StoreKey};
+use crate::id::{IdFormat, SessionId, StoreKey};
 use crate::record::{now, ClientMeta, Record};
 use crate::store::{InsertError, RenameError, SessionStore, StoreError, TouchError, UpdateError};
 use crate::telemetry::{self, names};
@@ -79,10 +79,11 @@ impl Session {
         });
         match (&self.inner.manager.backend, &view.origin) {
             (Backend::Store(_), Origin::Stored { id, .. }) if view.send_cookie => {
-                finish.set_cookie = Some(codec::session_cookie(config, id, max_age));
+                let format = self.inner.manager.id_format();
+                finish.set_cookie = Some(codec::session_cookie_with(config, id, format, max_age));
             }
             (Backend::Cookie(sessions), Origin::Sealed { key, .. }) if view.send_cookie => {
-                match self.sealed_cookie(sessions, key, record, max_age) {
+                match self.sealed_cookie(&**sessions, key, record, max_age) {
                     Ok(cookie) => finish.set_cookie = Some(cookie),
                     Err(error) => finish.error = Some(error),
                 }
@@ -141,7 +142,7 @@ impl Session {
             record.client = self.inner.client.to_meta();
         }
         let inserted = &record;
-        let id = with_fresh_id(|id| async move {
+        let id = with_fresh_id(self.inner.manager.id_format(), |id| async move {
             match store.insert(&id.store_key(), inserted).await {
                 Ok(()) => Ok(Attempt::Done(id)),
                 Err(InsertError::Duplicate) => Ok(Attempt::Collided),
@@ -177,7 +178,7 @@ impl Session {
         };
         if view.pending.rotate {
             let old = id.store_key();
-            let renamed = with_fresh_id(|new_id| async move {
+            let renamed = with_fresh_id(self.inner.manager.id_format(), |new_id| async move {
                 match store.rename(&old, &new_id.store_key()).await {
                     Ok(()) => Ok(Attempt::Done(Some(new_id))),
                     Err(RenameError::Duplicate) => Ok(Attempt::Collided),
@@ -390,12 +391,15 @@ impl Session {
 
 /// Runs `attempt` with fresh IDs until one does not collide. Three collisions of 256-bit
 /// random IDs mean the store is broken, not unlucky.
-async fn with_fresh_id<T, F>(mut attempt: impl FnMut(SessionId) -> F) -> Result<T, SessionError>
+async fn with_fresh_id<T, F>(
+    format: Option<&dyn IdFormat>,
+    mut attempt: impl FnMut(SessionId) -> F,
+) -> Result<T, SessionError>
 where
     F: std::future::Future<Output = Result<Attempt<T>, SessionError>>,
 {
     for _ in 0..3 {
-        if let Attempt::Done(done) = attempt(SessionId::generate()).await? {
+        if let Attempt::Done(done) = attempt(SessionId::generate_for(format)).await? {
             return Ok(done);
         }
     }

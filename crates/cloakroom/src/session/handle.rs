@@ -135,7 +135,7 @@ impl Session {
         if let Backend::Cookie(sessions) = &self.inner.manager.backend {
             let mut candidate = view.record.clone();
             change.apply(&mut candidate)?;
-            self.check_cookie_size(sessions, view, &candidate)?;
+            self.check_cookie_size(&**sessions, view, &candidate)?;
             view.record = candidate;
         } else {
             change.apply(&mut view.record)?;
@@ -206,7 +206,7 @@ impl Session {
         if let Backend::Cookie(sessions) = &self.inner.manager.backend {
             let mut candidate = view.record.clone();
             candidate.data.insert(key.to_owned(), value.clone());
-            self.check_cookie_size(sessions, &view, &candidate)?;
+            self.check_cookie_size(&**sessions, &view, &candidate)?;
         }
         view.record.data.insert(key.to_owned(), value);
         view.pending
@@ -288,7 +288,7 @@ impl Session {
             change.apply(&mut candidate)?;
         }
         if let Backend::Cookie(sessions) = &self.inner.manager.backend {
-            self.check_cookie_size(sessions, &view, &candidate)?;
+            self.check_cookie_size(&**sessions, &view, &candidate)?;
         }
         if switching {
             if let Some(id) = view.id() {

@@ -87,7 +87,7 @@ impl Session {
                 Some(found)
             }
             (Backend::Cookie(sessions), Incoming::Sealed(values)) => {
-                Some(self.open_cookie(sessions, values, time))
+                Some(self.open_cookie(&**sessions, values, time))
             }
             (Backend::Store(_), Incoming::Malformed) => Some(Err(BadCookie::Malformed)),
             _ => None,

@@ -11,9 +11,10 @@ use super::Session;
 use crate::codec::{self, IdCandidates};
 use crate::config::{ConfigError, SessionConfig};
 use crate::group_commit::CommitTurn;
+use crate::id::IdFormat;
 use crate::id::StoreKey;
 use crate::record::ClientMeta;
-use crate::sealed::CookieSessions;
+use crate::sealed::{CookieCodec, CookieSessions};
 use crate::store::SessionStore;
 use crate::telemetry::InstrumentedStore;
 
@@ -31,6 +32,8 @@ pub struct SessionManager {
     /// its attributes at their longest (a ten-digit `Max-Age`). It depends only on the
     /// configuration, and every write checks its cookie's size against it.
     pub(super) cookie_attributes_len: usize,
+    /// How server-side IDs are written in the cookie and keyed; `None`: cloakroom's own.
+    pub(super) id_format: Option<Arc<dyn IdFormat>>,
 }
 
 /// Stripes in the commit lock table: enough that unrelated sessions rarely share one.
@@ -41,7 +44,7 @@ pub(super) enum Backend {
     /// Server-side: the cookie holds an ID, the store holds the record.
     Store(Arc<dyn SessionStore>),
     /// Client-side: the cookie holds the sealed record.
-    Cookie(CookieSessions),
+    Cookie(Arc<dyn CookieCodec>),
 }
 
 /// The browser's session cookie, as the request brought it.
@@ -96,7 +99,28 @@ impl SessionManager {
     /// A manager for client-side sessions: the whole record lives in the cookie, sealed
     /// with `sessions`' key ring. See [`sealed`](crate::sealed) for what that cannot do.
     pub fn cookie(sessions: CookieSessions, config: SessionConfig) -> Result<Self, ConfigError> {
-        Self::with_backend(Backend::Cookie(sessions), config)
+        Self::cookie_codec(Arc::new(sessions), config)
+    }
+
+    /// A manager for client-side sessions in a cookie format of another application (see
+    /// [`CookieCodec`]), with the same engine, API and checks as [`cookie`](Self::cookie).
+    pub fn cookie_codec(
+        codec: Arc<dyn CookieCodec>,
+        config: SessionConfig,
+    ) -> Result<Self, ConfigError> {
+        Self::with_backend(Backend::Cookie(codec), config)
+    }
+
+    /// Server-side sessions whose ID cookie is written as `format` says (see
+    /// [`IdFormat`]), to share a store with an application that writes it so. Client-side
+    /// sessions ignore it.
+    pub fn with_id_format(mut self, format: Arc<dyn IdFormat>) -> Self {
+        self.id_format = Some(format);
+        self
+    }
+
+    pub(super) fn id_format(&self) -> Option<&dyn IdFormat> {
+        self.id_format.as_deref()
     }
 
     fn with_backend(backend: Backend, config: SessionConfig) -> Result<Self, ConfigError> {
@@ -111,6 +135,7 @@ impl SessionManager {
             config,
             commit_locks,
             cookie_attributes_len,
+            id_format: None,
         })
     }
 
@@ -145,7 +170,7 @@ impl SessionManager {
         let name = &*name;
         let incoming = match &self.backend {
             Backend::Store(_) => {
-                let ids = IdCandidates::parse(cookie_headers, name);
+                let ids = IdCandidates::parse_with(cookie_headers, name, self.id_format());
                 if ids.is_empty() && ids.saw_malformed() {
                     Incoming::Malformed
                 } else if ids.is_empty() {
