@@ -44,9 +44,12 @@ fn fixture() -> &'static (SqliteStore, StoreKey) {
     static FIXTURE: OnceLock<(SqliteStore, StoreKey)> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         cloakroom_fuzz::runtime().block_on(async {
-            // One connection: every connection to `:memory:` is a database of its own.
+            // One connection, never recycled: every connection to `:memory:` is a database of
+            // its own (a recycled one, after 30 minutes, had no table).
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .connect("sqlite::memory:")
                 .await
                 .unwrap();

@@ -41,7 +41,9 @@ impl SqlStore<Sqlite> {
     /// Opens (creating if needed) the database at `path` — a file path or a `sqlite://`
     /// URL — with WAL journaling, and creates the schema. A new database file is readable
     /// by its owner only (mode 0600 on Unix; SQLite gives its WAL and shared-memory files
-    /// the same mode).
+    /// the same mode). An in-memory database (`sqlite::memory:`, `:memory:`) lives in one
+    /// connection the pool never closes, since each connection to it is a database of its
+    /// own; give [`from_pool`](SqlStore::from_pool) such a pool too.
     pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self, SetupError> {
         Self::open_with_table(path, DEFAULT_TABLE).await
     }
@@ -68,8 +70,18 @@ impl SqlStore<Sqlite> {
         if !in_memory {
             create_private(options.get_filename()).map_err(|e| SetupError::Connect(e.into()))?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+        let pool = if in_memory {
+            // Every connection to `:memory:` is a database of its own: one connection,
+            // never closed for idleness or age, holds the sessions for the store's life.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(8)
+        };
+        let pool = pool
             .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
             .connect_with(options)
             .await

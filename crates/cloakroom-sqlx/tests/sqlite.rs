@@ -375,3 +375,40 @@ async fn per_user_operations_at_100_000_sessions() {
     let store = store_in(&dir, "scale.db").await;
     scenarios::per_user_scale(store, 100_000, "SQLite").await;
 }
+
+/// Found by the `sqlite_row` fuzz target: every connection to `:memory:` is a database of
+/// its own, so an in-memory store whose pool opened several connections (or replaced one
+/// after its idle timeout or lifetime) answered "no such table" and lost its sessions.
+/// An in-memory store keeps one database, whichever operation runs on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_in_memory_store_is_one_database() {
+    for url in ["sqlite::memory:", ":memory:"] {
+        let store = SqliteStore::open(url).await.expect("open in memory");
+        let keys: Vec<_> = (0..64).map(|_| SessionId::generate().store_key()).collect();
+        // Concurrent operations make a pool open every connection it may.
+        let inserts = keys.iter().map(|key| {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                store
+                    .insert(&key, &Record::new(record::now(), None, None))
+                    .await
+            })
+        });
+        for insert in inserts.collect::<Vec<_>>() {
+            insert
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let loads = keys.iter().map(|key| {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move { store.load(&key).await })
+        });
+        for load in loads.collect::<Vec<_>>() {
+            let loaded = load.await.unwrap().unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert!(loaded.is_some(), "{url}: a stored session is missing");
+        }
+    }
+}
