@@ -139,7 +139,7 @@ w(f"- Generated: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} U
   f" run was mode `{mode}` (`quick` figures are short runs; `scripts/reliability.sh full` gives the issue's figures)")
 w("- Steps are also re-run one by one, so each section says when its figures were recorded and"
   " with which harness build (a debug build's latencies are pessimistic)")
-w(f"- Machine: {platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({cpu}), {mem};"
+w(f"- Machine generating this file (earlier sections may come from another): {platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({cpu}), {mem};"
   " shared with other jobs while measured, so times are upper bounds")
 w(f"- Commit when generated: `{sh('git rev-parse --short HEAD')}`")
 w("")
