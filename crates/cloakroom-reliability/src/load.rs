@@ -105,24 +105,24 @@ impl Client {
     }
 }
 
-/// The `q`-quantile (0–1) of `values` in milliseconds; 0 for none.
-pub fn quantile_ms(values: &mut [Duration], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_unstable();
-    let index = ((values.len() - 1) as f64 * q).round() as usize;
-    values[index].as_secs_f64() * 1000.0
+/// This process's resident memory in KiB (Linux; 0 elsewhere).
+pub fn rss_kib() -> u64 {
+    proc_kib("/proc/self/status", "VmRSS:")
 }
 
-/// This process's resident memory in KiB (Linux).
-pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// The anonymous part of this process's resident memory (heap, allocator arenas, thread
+/// stacks, not mapped files such as its code) in KiB (Linux; 0 elsewhere).
+pub fn anon_kib() -> u64 {
+    proc_kib("/proc/self/smaps_rollup", "Anonymous:")
+}
+
+/// The `field` line of a `/proc` file, in kB.
+fn proc_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)

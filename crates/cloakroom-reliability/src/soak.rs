@@ -4,14 +4,71 @@
 //! and any growth in memory is the process's own.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use cloakroom::SessionStore;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::load::{app, quantile_ms, rss_kib, Client};
+use crate::load::{anon_kib, app, rss_kib, Client};
+
+/// Latencies of one window, in microseconds, in a histogram of fixed size.
+///
+/// The soak watches this process's memory, so its own bookkeeping must not grow with the
+/// load: a `Vec` of every sample (what this harness kept before) reached megabytes per
+/// window and left the allocator holding them (finding 5 of `RELIABILITY.md`). Recording
+/// here never allocates; quantiles are within 0.1%.
+pub struct Latencies(Histogram<u64>);
+
+impl Latencies {
+    /// The slowest latency told apart from others: a minute; slower ones count as a minute.
+    const MAX_MICROS: u64 = 60_000_000;
+
+    /// An empty histogram, 1 µs to a minute, three significant digits.
+    pub fn new() -> Self {
+        Self(
+            Histogram::new_with_bounds(1, Self::MAX_MICROS, 3)
+                .expect("the bounds are constant and valid"),
+        )
+    }
+
+    /// Counts one latency.
+    pub fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.0.saturating_record(micros.max(1));
+    }
+
+    /// Latencies counted since the last [`reset`](Self::reset).
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The `q`-quantile (0–1) in milliseconds; 0 for none.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// Forgets every count, keeping the memory for the next window.
+    pub fn reset(&mut self) {
+        self.0.reset();
+    }
+
+    /// Bytes the counts take: the same however many latencies are recorded.
+    pub fn footprint(&self) -> usize {
+        self.0.distinct_values() * std::mem::size_of::<u64>()
+    }
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// One window of the soak.
 #[derive(Clone, Debug, Serialize)]
@@ -28,6 +85,9 @@ pub struct Window {
     pub p99_ms: f64,
     /// Resident memory at the window's end, KiB.
     pub rss_kib: u64,
+    /// The anonymous part of it (heap, allocator arenas, stacks; the rest is mapped files
+    /// such as this program's code), KiB.
+    pub anon_kib: u64,
 }
 
 /// What a soak showed.
@@ -82,7 +142,7 @@ pub async fn run(
     windows: u32,
 ) -> SoakReport {
     let app = app(store);
-    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let latencies: Arc<Mutex<Latencies>> = Arc::default();
     let errors = Arc::new(AtomicU64::new(0));
     let running = Arc::new(AtomicBool::new(true));
     let mut tasks = Vec::new();
@@ -107,7 +167,10 @@ pub async fn run(
                 if answer.status != StatusCode::OK {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
-                latencies.lock().unwrap().push(answer.latency);
+                latencies
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .record(answer.latency);
             }
         }));
     }
@@ -121,15 +184,25 @@ pub async fn run(
     let mut errors_before = 0;
     for _ in 0..windows.max(1) {
         tokio::time::sleep(window).await;
-        let mut taken = std::mem::take(&mut *latencies.lock().unwrap());
+        let (requests, p50_ms, p99_ms) = {
+            let mut window = latencies.lock().unwrap_or_else(PoisonError::into_inner);
+            let figures = (
+                window.count(),
+                window.quantile_ms(0.50),
+                window.quantile_ms(0.99),
+            );
+            window.reset();
+            figures
+        };
         let errors_now = errors.load(Ordering::Relaxed);
         report.windows.push(Window {
             at_s: started.elapsed().as_secs_f64(),
-            requests: taken.len() as u64,
+            requests,
             errors: errors_now - errors_before,
-            p50_ms: quantile_ms(&mut taken, 0.50),
-            p99_ms: quantile_ms(&mut taken, 0.99),
+            p50_ms,
+            p99_ms,
             rss_kib: rss_kib(),
+            anon_kib: anon_kib(),
         });
         errors_before = errors_now;
     }
