@@ -115,6 +115,11 @@ pub async fn refuse_undeclared_bodies(request: Request, next: Next) -> Response 
     next.run(request).await
 }
 
+/// The device a person would recognise, from the recorded user agent.
+fn device(user_agent: Option<&str>) -> String {
+    cloakroom::device::describe(user_agent.unwrap_or_default())
+}
+
 fn rfc3339(at: Option<OffsetDateTime>) -> Value {
     at.and_then(|at| at.format(&Rfc3339).ok())
         .map_or(Value::Null, Value::String)
@@ -277,6 +282,7 @@ pub async fn sessions(session: Session) -> Result<Json<Value>, ApiError> {
                 "created_at": rfc3339(Some(meta.created_at)),
                 "last_active_at": rfc3339(Some(meta.last_active_at)),
                 "ip": meta.client.ip,
+                "device": device(meta.client.user_agent.as_deref()),
                 "user_agent": meta.client.user_agent,
                 "current": true,
             }])));
@@ -291,6 +297,7 @@ pub async fn sessions(session: Session) -> Result<Json<Value>, ApiError> {
                 "created_at": rfc3339(Some(s.created_at)),
                 "last_active_at": rfc3339(Some(s.last_active_at)),
                 "ip": s.ip,
+                "device": device(s.user_agent.as_deref()),
                 "user_agent": s.user_agent,
                 "current": s.current,
             })

@@ -12,6 +12,7 @@
 //! ```
 
 mod api;
+pub mod exporter;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +115,8 @@ pub fn app(store: impl SessionStore, config: SessionConfig) -> Result<Router, Co
 /// The demo's router over a shared manager whose configuration uses `epochs` (so "log
 /// out other devices" works for client-side sessions too).
 pub fn app_with_manager(manager: Arc<SessionManager>, epochs: DemoEpochs) -> Router {
+    // Installed before the first request, so that /metrics counts every session.
+    exporter::prometheus();
     Router::new()
         .route("/", get(|| async { Html(include_str!("index.html")) }))
         .route("/api/login", post(api::login))
@@ -126,6 +129,7 @@ pub fn app_with_manager(manager: Arc<SessionManager>, epochs: DemoEpochs) -> Rou
         .route("/api/sessions", get(api::sessions))
         .route("/api/sessions/revoke-others", post(api::revoke_others))
         .route("/api/sessions/{handle}", delete(api::revoke))
+        .route("/metrics", get(exporter::render))
         .fallback(api::not_found)
         .layer(middleware::from_fn(api::refuse_undeclared_bodies))
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))

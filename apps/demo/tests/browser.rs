@@ -199,6 +199,17 @@ async fn story(store: &str) {
     // Client-side sessions know only the device asking.
     let client_side = store == "cookie://";
     wait_count(&first, "#devices tr", if client_side { 1 } else { 2 }).await;
+    // Devices are named as people name them; the raw user agent is the cell's tooltip.
+    let device = first.find(Locator::Css("#devices tr td")).await.unwrap();
+    let (named, raw) = (
+        device.text().await.unwrap(),
+        device.attr("title").await.unwrap().unwrap_or_default(),
+    );
+    assert!(named.contains(" on Linux"), "{named}");
+    assert!(
+        raw.starts_with("Mozilla/5.0") && !named.contains("Mozilla"),
+        "{raw}"
+    );
     if let Ok(path) = std::env::var("CLOAKROOM_SCREENSHOT") {
         std::fs::write(path, first.screenshot().await.unwrap()).unwrap();
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use cloakroom::{ListQuery, SessionEntry, SessionHandle, SessionStore, StoreError};
+use cloakroom::{ListQuery, Record, SessionEntry, SessionHandle, SessionStore, StoreError};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -63,6 +63,7 @@ fn entry_json(entry: &SessionEntry, format: Format) -> Value {
         "absolute_expires_at": rfc3339(r.absolute_deadline),
         "persistent": r.persistent,
         "ip": r.client.ip,
+        "device": device(r),
         "user_agent": r.client.user_agent,
         "keys": r.data.len(),
     });
@@ -70,6 +71,15 @@ fn entry_json(entry: &SessionEntry, format: Format) -> Value {
         value["data"] = Value::Object(r.data.clone());
     }
     value
+}
+
+/// The device as a person would name it ("Chrome 131 on Linux"); `-` when no user agent
+/// was recorded.
+fn device(record: &Record) -> String {
+    match record.client.user_agent.as_deref() {
+        Some(agent) => cloakroom::device::describe(agent),
+        None => "-".to_owned(),
+    }
 }
 
 fn parse_handle(text: &str) -> Result<SessionHandle, CommandError> {
@@ -114,7 +124,7 @@ pub async fn list(
         "LAST ACTIVE",
         "EXPIRES",
         "IP",
-        "USER AGENT",
+        "DEVICE",
     ];
     if format.show_data {
         headers.push("DATA");
@@ -130,7 +140,7 @@ pub async fn list(
                 cell_time(Some(r.last_active_at)),
                 cell_time(r.expires_at()),
                 r.client.ip.clone().unwrap_or_else(|| "-".into()),
-                truncate(r.client.user_agent.as_deref().unwrap_or("-"), 40),
+                truncate(&device(r), 32),
             ];
             if format.show_data {
                 row.push(truncate(&Value::Object(r.data.clone()).to_string(), 60));
@@ -178,6 +188,7 @@ pub async fn show(
         "absolute_expires_at",
         "persistent",
         "ip",
+        "device",
         "user_agent",
         "keys",
     ];
@@ -263,6 +274,157 @@ pub async fn purge(
     Ok(())
 }
 
+/// Why `stats` cannot say how many sessions expired: printed beside the unknown counts.
+pub const EXPIRED_UNKNOWN: &str = "no store keeps a record of expired sessions (Redis and \
+Memcached drop them natively; the SQL, file and memory stores hide them and delete them at \
+purge), so expirations in a window are unknown here; the server's \
+cloakroom_sessions_expired_on_load_total metric counts those that requests meet";
+
+/// What `stats` reports, from one pass over the store's live sessions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Live sessions.
+    pub live: u64,
+    /// Live sessions that expire within the hour.
+    pub expiring_within_hour: u64,
+    /// Live sessions created within the last hour.
+    pub created_last_hour: u64,
+    /// Live sessions created within the last day.
+    pub created_last_day: u64,
+    /// How many users have live sessions.
+    pub users: usize,
+    /// The users with the most live sessions, most first, at most `top`.
+    pub top_users: Vec<(String, u64)>,
+}
+
+impl Stats {
+    /// Counts the store's live sessions, in pages, as of now.
+    ///
+    /// Created counts come from each live session's creation time: a session created in
+    /// the window and already gone (logged out, revoked, expired) is not among them. Every
+    /// store answers this from the same listing `list` uses, which reads every live
+    /// session: on a very large store it is a scan, never a request-path operation.
+    pub async fn gather(store: &Arc<dyn SessionStore>, top: usize) -> Result<Self, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let soon = now + time::Duration::hours(1);
+        let (hour_ago, day_ago) = (
+            now - time::Duration::hours(1),
+            now - time::Duration::days(1),
+        );
+        let mut stats = Self::default();
+        let mut per_user: HashMap<String, u64> = HashMap::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_sessions(&ListQuery {
+                    user: None,
+                    after,
+                    limit: 1000,
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key);
+            for entry in &page {
+                let record = &entry.record;
+                stats.live += 1;
+                stats.expiring_within_hour +=
+                    u64::from(record.expires_at().is_some_and(|at| at <= soon));
+                stats.created_last_hour += u64::from(record.created_at >= hour_ago);
+                stats.created_last_day += u64::from(record.created_at >= day_ago);
+                if let Some(user) = &record.user_id {
+                    *per_user.entry(user.clone()).or_default() += 1;
+                }
+            }
+        }
+        let mut users: Vec<(String, u64)> = per_user.into_iter().collect();
+        users.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        stats.users = users.len();
+        users.truncate(top);
+        stats.top_users = users;
+        Ok(stats)
+    }
+
+    fn json(&self) -> Value {
+        let top_users: Vec<Value> = self
+            .top_users
+            .iter()
+            .map(|(u, n)| json!({ "user": u, "sessions": n }))
+            .collect();
+        json!({
+            "live_sessions": self.live,
+            "expiring_within_hour": self.expiring_within_hour,
+            "created_last_hour": self.created_last_hour,
+            "created_last_day": self.created_last_day,
+            "expired_last_hour": null,
+            "expired_last_day": null,
+            "expired_unknown_because": EXPIRED_UNKNOWN,
+            "users": self.users,
+            "top_users": top_users,
+        })
+    }
+
+    /// The figures as `(label, value)` rows, in table order.
+    fn rows(&self) -> [(&'static str, Option<u64>); 7] {
+        [
+            ("live sessions", Some(self.live)),
+            ("expiring within 1 hour", Some(self.expiring_within_hour)),
+            ("created in the last hour", Some(self.created_last_hour)),
+            ("created in the last day", Some(self.created_last_day)),
+            ("expired in the last hour", None),
+            ("expired in the last day", None),
+            ("users with sessions", Some(self.users as u64)),
+        ]
+    }
+
+    /// Writes the figures as tables; with `previous`, a column of changes since then.
+    fn write_tables(
+        &self,
+        previous: Option<&Self>,
+        out: &mut dyn Write,
+    ) -> Result<(), CommandError> {
+        let before = previous.map(Self::rows);
+        let rows: Vec<Vec<String>> = self
+            .rows()
+            .iter()
+            .enumerate()
+            .map(|(i, (label, value))| {
+                let mut row = vec![
+                    (*label).to_owned(),
+                    value.map_or_else(|| "unknown (see below)".to_owned(), |v| v.to_string()),
+                ];
+                if let Some(before) = &before {
+                    row.push(match (value, before[i].1) {
+                        (Some(now), Some(then)) if now != &then => {
+                            format!("{:+}", i128::from(*now) - i128::from(then))
+                        }
+                        _ => String::new(),
+                    });
+                }
+                row
+            })
+            .collect();
+        let headers: &[&str] = if before.is_some() {
+            &["STAT", "VALUE", "CHANGE"]
+        } else {
+            &["STAT", "VALUE"]
+        };
+        write_table(out, headers, &rows)?;
+        writeln!(
+            out,
+            "(expired: stores keep no record of expired sessions; `--json` says why, and the \
+             server's cloakroom_sessions_expired_on_load_total counts those requests meet)"
+        )?;
+        writeln!(out)?;
+        let rows: Vec<Vec<String>> = self
+            .top_users
+            .iter()
+            .map(|(u, n)| vec![u.clone(), n.to_string()])
+            .collect();
+        write_table(out, &["USER", "SESSIONS"], &rows)?;
+        Ok(())
+    }
+}
+
 /// `stats`
 pub async fn stats(
     store: &Arc<dyn SessionStore>,
@@ -270,64 +432,66 @@ pub async fn stats(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
-    let soon = OffsetDateTime::now_utc() + time::Duration::hours(1);
-    let (mut live, mut expiring) = (0u64, 0u64);
-    let mut per_user: HashMap<String, u64> = HashMap::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .list_sessions(&ListQuery {
-                user: None,
-                after,
-                limit: 1000,
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key);
-        for entry in &page {
-            live += 1;
-            expiring += u64::from(entry.record.expires_at().is_some_and(|at| at <= soon));
-            if let Some(user) = &entry.record.user_id {
-                *per_user.entry(user.clone()).or_default() += 1;
-            }
-        }
-    }
-    let mut users: Vec<(String, u64)> = per_user.into_iter().collect();
-    users.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let user_count = users.len();
-    users.truncate(top);
+    let stats = Stats::gather(store, top).await?;
     if format.json {
-        let top_users: Vec<Value> = users
-            .iter()
-            .map(|(u, n)| json!({ "user": u, "sessions": n }))
-            .collect();
-        let value = json!({
-            "live_sessions": live,
-            "expiring_within_hour": expiring,
-            "users": user_count,
-            "top_users": top_users,
-        });
         writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
+            serde_json::to_string_pretty(&stats.json()).unwrap_or_default()
         )?;
         return Ok(());
     }
-    write_table(
-        out,
-        &["STAT", "VALUE"],
-        &[
-            vec!["live sessions".into(), live.to_string()],
-            vec!["expiring within 1 hour".into(), expiring.to_string()],
-            vec!["users with sessions".into(), user_count.to_string()],
-        ],
-    )?;
-    writeln!(out)?;
-    let rows: Vec<Vec<String>> = users
-        .iter()
-        .map(|(u, n)| vec![u.clone(), n.to_string()])
-        .collect();
-    write_table(out, &["USER", "SESSIONS"], &rows)?;
-    Ok(())
+    stats.write_tables(None, out)
+}
+
+/// How `watch` runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Watch {
+    /// Time between refreshes.
+    pub interval: std::time::Duration,
+    /// Stop after this many refreshes; `None` runs until interrupted.
+    pub count: Option<u64>,
+    /// Clear the screen before each refresh (on a terminal), like `top`; otherwise the
+    /// refreshes follow one another.
+    pub clear: bool,
+}
+
+/// `watch`: `stats` again every `interval`, with the change since the previous refresh.
+/// With `--json`, one JSON object per line and refresh.
+pub async fn watch(
+    store: &Arc<dyn SessionStore>,
+    top: usize,
+    watch: Watch,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CommandError> {
+    let mut previous: Option<Stats> = None;
+    let mut refreshes = 0u64;
+    loop {
+        let stats = Stats::gather(store, top).await?;
+        if format.json {
+            writeln!(out, "{}", stats.json())?;
+        } else {
+            if watch.clear {
+                // Home the cursor and clear the screen.
+                write!(out, "\x1b[H\x1b[2J")?;
+            } else if previous.is_some() {
+                writeln!(out)?;
+            }
+            let at = cell_time(Some(OffsetDateTime::now_utc()));
+            writeln!(
+                out,
+                "cloakroom watch: every {}s, {at} UTC (Ctrl-C to stop)\n",
+                watch.interval.as_secs_f64()
+            )?;
+            stats.write_tables(previous.as_ref(), out)?;
+        }
+        out.flush()?;
+        refreshes += 1;
+        if watch.count.is_some_and(|count| refreshes >= count) {
+            return Ok(());
+        }
+        previous = Some(stats);
+        tokio::time::sleep(watch.interval).await;
+    }
 }

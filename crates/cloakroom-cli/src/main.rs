@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use cloakroom_cli::commands::{self, CommandError, Format};
 use cloakroom_stores::Backend;
 
-/// Manage cloakroom sessions: list, show, revoke, purge, stats.
+/// Manage cloakroom sessions: list, show, revoke, purge, stats, watch.
 #[derive(Debug, Parser)]
 #[command(version, about, after_help = cloakroom_stores::help())]
 struct Cli {
@@ -75,12 +75,37 @@ enum Command {
     },
     /// Print a new random key for signed or encrypted cookies (base64url, 32 bytes).
     Keygen,
-    /// Live sessions, sessions per user, and how many expire within the hour.
+    /// Live sessions, sessions per user, how many expire within the hour and how many
+    /// were created in the last hour and day.
     Stats {
         /// How many users to list.
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
+    /// `stats`, refreshed in place like `top`, with the change since the last refresh.
+    Watch {
+        /// How many users to list.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2.0, value_parser = interval)]
+        interval: f64,
+        /// Stop after this many refreshes (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+/// A refresh interval: at least a tenth of a second, at most a day.
+fn interval(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if (0.1..=86_400.0).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err("the interval must be between 0.1 and 86400 seconds".into())
+    }
 }
 
 #[tokio::main]
@@ -143,6 +168,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             result
         }
         Command::Stats { top } => commands::stats(&store, top, format, out).await,
+        Command::Watch {
+            top,
+            interval,
+            count,
+        } => {
+            let watch = commands::Watch {
+                interval: std::time::Duration::from_secs_f64(interval),
+                count,
+                clear: std::io::stdout().is_terminal() && !format.json,
+            };
+            commands::watch(&store, top, watch, format, out).await
+        }
         Command::Keygen => unreachable!("handled before opening a store"),
     };
     result.map_err(|e| e.to_string())

@@ -114,7 +114,16 @@ async fn exercise_with(url: &str, native_expiry: bool) {
         stats["top_users"][0],
         json!({"user": "alice", "sessions": 2})
     );
-    assert!(ok(&cloakroom(url, &["stats"])).contains("live sessions"));
+    // Every seed was created just now; expirations cannot be known from live records.
+    assert_eq!(stats["created_last_hour"], 4);
+    assert_eq!(stats["created_last_day"], 4);
+    assert_eq!(stats["expired_last_hour"], Value::Null);
+    assert!(stats["expired_unknown_because"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+    let table = ok(&cloakroom(url, &["stats"]));
+    assert!(table.contains("live sessions") && table.contains("created in the last hour  4"));
 
     assert_eq!(
         json_of(&cloakroom(url, &["revoke", &handle, "--json"])),
@@ -174,6 +183,60 @@ async fn exercise_with(url: &str, native_expiry: bool) {
 async fn every_command_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     exercise(&format!("sqlite://{}", dir.path().join("cli.db").display())).await;
+}
+
+/// `list` names devices as people do, keeping the raw user agent in `--json` and `show`;
+/// `watch` refreshes the stats, with the change since the previous refresh.
+#[tokio::test]
+async fn devices_are_named_and_watch_refreshes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("devices.db").display());
+    let store = Backend::open(&url).await.unwrap().shared();
+    let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                  Chrome/156.0.0.0 Safari/537.36";
+    let mut record = ExpiryPolicy::default().new_record(record::now());
+    record.user_id = Some("alice".into());
+    record.client = cloakroom::ClientMeta::new(None, Some(chrome));
+    let key = SessionId::generate().store_key();
+    store.insert(&key, &record).await.unwrap();
+
+    let table = ok(&cloakroom(&url, &["list"]));
+    assert!(
+        table.contains("DEVICE") && table.contains("Chrome 156 on Linux"),
+        "{table}"
+    );
+    let listed = json_of(&cloakroom(&url, &["list", "--json"]));
+    assert_eq!(listed[0]["device"], "Chrome 156 on Linux");
+    assert_eq!(listed[0]["user_agent"], chrome);
+    let shown = ok(&cloakroom(&url, &["show", &key.handle().to_string()]));
+    assert!(shown.contains("Chrome 156 on Linux") && shown.contains("Chrome/156.0.0.0"));
+
+    let watched = ok(&cloakroom(
+        &url,
+        &["watch", "--count", "2", "--interval", "0.1"],
+    ));
+    assert_eq!(
+        watched.matches("cloakroom watch: every 0.1s").count(),
+        2,
+        "{watched}"
+    );
+    assert_eq!(watched.matches("live sessions").count(), 2);
+    assert!(
+        !watched.contains('\x1b'),
+        "no screen clearing when not on a terminal"
+    );
+    let lines = ok(&cloakroom(
+        &url,
+        &["watch", "--count", "2", "--interval", "0.1", "--json"],
+    ));
+    let refreshes: Vec<Value> = lines
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(refreshes.len(), 2);
+    assert!(refreshes.iter().all(|r| r["live_sessions"] == 1));
+    let refused = cloakroom(&url, &["watch", "--interval", "0"]);
+    assert!(!refused.status.success());
 }
 
 fn require_services() -> bool {

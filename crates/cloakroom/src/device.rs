@@ -12,9 +12,9 @@ const UNKNOWN: &str = "UNKNOWN";
 
 /// A short description of the device behind `user_agent`: the browser, its major version
 /// where known, and the operating system, such as `"Chrome 131 on Linux"` or
-/// `"Safari 18 on iPhone"`. A client that is not a browser is named as such (`"curl 8"`);
-/// a header that says nothing recognisable gives `"Unknown device"`. Never fails, and
-/// never returns more than 64 characters, whatever the input.
+/// `"Safari 18 on iPhone"`. A client that is not a browser is named by its own product
+/// token (`"curl 8"`); a header that says nothing recognisable gives `"Unknown device"`.
+/// Never fails, and never returns more than 64 characters, whatever the input.
 ///
 /// ```
 /// use cloakroom::device::describe;
@@ -23,16 +23,15 @@ const UNKNOWN: &str = "UNKNOWN";
 /// assert_eq!(describe(""), "Unknown device");
 /// ```
 pub fn describe(user_agent: &str) -> String {
-    let Some(result) = Parser::new().parse(user_agent) else {
-        return "Unknown device".to_owned();
+    let parsed = Parser::new().parse(user_agent);
+    let browser = parsed.as_ref().and_then(browser);
+    let os = parsed.as_ref().and_then(|result| known(result.os));
+    let mut text = match (browser, os) {
+        (Some(browser), Some(os)) => format!("{browser} on {os}"),
+        (Some(browser), None) => browser,
+        (None, Some(os)) => format!("Unknown browser on {os}"),
+        (None, None) => product(user_agent).unwrap_or_else(|| "Unknown device".to_owned()),
     };
-    let mut text = browser(&result).unwrap_or_else(|| "Unknown browser".to_owned());
-    if let Some(os) = known(result.os) {
-        text.push_str(" on ");
-        text.push_str(os);
-    } else if text == "Unknown browser" {
-        return "Unknown device".to_owned();
-    }
     if text.chars().count() > 64 {
         text = text.chars().take(63).collect();
         text.push('…');
@@ -40,16 +39,36 @@ pub fn describe(user_agent: &str) -> String {
     text
 }
 
-/// The browser's name and major version, if woothee knows the name.
+/// The browser's name and major version, if woothee knows the browser. Clients it files
+/// under the generic "HTTP Library" (curl, wget, language libraries) are left to
+/// [`product`], which names them.
 fn browser(result: &WootheeResult<'_>) -> Option<String> {
-    let name = known(result.name)?;
-    let major = known(result.version)
+    let name = known(result.name).filter(|name| *name != "HTTP Library")?;
+    Some(with_major(name, known(result.version)))
+}
+
+/// The client's own product token (`curl/8.5` gives `curl 8`), for clients that are not
+/// browsers. Only a plain name of letters, digits, `.`, `_` and `-` is shown.
+fn product(user_agent: &str) -> Option<String> {
+    let token = user_agent.split_whitespace().next()?;
+    let (name, version) = token.split_once('/').unwrap_or((token, ""));
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 32 || !name.chars().all(plain) || name == "Mozilla" {
+        return None;
+    }
+    Some(with_major(name, Some(version)))
+}
+
+/// `name` and the major part of `version`, if it has a numeric one.
+fn with_major(name: &str, version: Option<&str>) -> String {
+    let major = version
         .and_then(|version| version.split('.').next())
-        .filter(|major| !major.is_empty() && major.chars().all(|c| c.is_ascii_digit()));
-    Some(match major {
+        .filter(|major| !major.is_empty() && major.len() <= 6)
+        .filter(|major| major.chars().all(|c| c.is_ascii_digit()));
+    match major {
         Some(major) => format!("{name} {major}"),
         None => name.to_owned(),
-    })
+    }
 }
 
 fn known(field: &str) -> Option<&str> {
@@ -83,6 +102,10 @@ mod tests {
 
     #[test]
     fn anything_else_gives_a_short_answer() {
+        assert_eq!(describe("curl/8.5"), "curl 8");
+        assert_eq!(describe("TestAgent/1.0"), "TestAgent 1");
+        assert_eq!(describe("Mozilla/5.0"), "Unknown device");
+        assert_eq!(describe("<script>/1"), "Unknown device");
         assert_eq!(describe(""), "Unknown device");
         assert_eq!(describe("\u{0}\u{ffff}"), "Unknown device");
         let long = "x".repeat(10_000);
