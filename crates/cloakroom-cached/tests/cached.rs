@@ -4,14 +4,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cloakroom::conformance::{HookedStore, Operation, StoreHook};
 use cloakroom::{Session, SessionLayer, SessionStore};
 use cloakroom_cached::CachedStore;
 use cloakroom_sqlx::SqliteStore;
-use tower::ServiceExt;
 
 async fn sqlite(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
     SqliteStore::open(dir.path().join(name)).await.unwrap()
@@ -78,28 +77,9 @@ async fn call(
     path: &str,
     cookie: Option<&str>,
 ) -> (StatusCode, Option<String>, String) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, format!("id={cookie}"));
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let cookie = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("id="))
-        .and_then(|v| v.split(';').next())
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    (status, cookie, String::from_utf8_lossy(&body).into_owned())
+    let response = cloakroom::testing::request_once(app, method, path, cookie).await;
+    let cookie = response.session_cookie("id").map(str::to_owned);
+    (response.status(), cookie, response.text())
 }
 
 /// Two app instances, each with its own cache and its own pool on one database.
@@ -208,118 +188,52 @@ async fn a_revocation_through_another_instance_shows_within_the_ttl() {
     );
 }
 
-/// A real durable store (the in-memory one) whose `load`, once armed, reads the record and
-/// then waits to be released before returning it: the slow read of a loaded database.
+/// Makes a real durable store's `load`, once armed, read the record and then wait to be
+/// released before returning it: the slow read of a loaded database.
+#[derive(Default)]
 struct SlowLoads {
-    inner: cloakroom::MemoryStore,
     armed: std::sync::atomic::AtomicBool,
     read: tokio::sync::Notify,
     release: tokio::sync::Notify,
 }
 
 #[async_trait::async_trait]
-impl SessionStore for SlowLoads {
-    async fn load(
-        &self,
-        key: &cloakroom::StoreKey,
-    ) -> Result<Option<cloakroom::Record>, cloakroom::StoreError> {
-        let record = self.inner.load(key).await;
-        if self.armed.swap(false, Ordering::SeqCst) {
+impl StoreHook for SlowLoads {
+    async fn after(&self, operation: Operation) {
+        if operation == Operation::Load && self.armed.swap(false, Ordering::SeqCst) {
             self.read.notify_one();
             self.release.notified().await;
         }
-        record
-    }
-    async fn insert(
-        &self,
-        key: &cloakroom::StoreKey,
-        record: &cloakroom::Record,
-    ) -> Result<(), cloakroom::InsertError> {
-        self.inner.insert(key, record).await
-    }
-    async fn update(
-        &self,
-        key: &cloakroom::StoreKey,
-        record: &cloakroom::Record,
-        expected_version: u64,
-    ) -> Result<(), cloakroom::UpdateError> {
-        self.inner.update(key, record, expected_version).await
-    }
-    async fn touch(
-        &self,
-        key: &cloakroom::StoreKey,
-        touch: &cloakroom::Touch,
-    ) -> Result<(), cloakroom::TouchError> {
-        self.inner.touch(key, touch).await
-    }
-    async fn rename(
-        &self,
-        old: &cloakroom::StoreKey,
-        new: &cloakroom::StoreKey,
-    ) -> Result<(), cloakroom::RenameError> {
-        self.inner.rename(old, new).await
-    }
-    async fn delete(&self, key: &cloakroom::StoreKey) -> Result<bool, cloakroom::StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn list_for_user(
-        &self,
-        user: &str,
-    ) -> Result<Vec<cloakroom::SessionEntry>, cloakroom::StoreError> {
-        self.inner.list_for_user(user).await
-    }
-    async fn delete_for_user(
-        &self,
-        user: &str,
-        except: Option<&cloakroom::StoreKey>,
-    ) -> Result<u64, cloakroom::StoreError> {
-        self.inner.delete_for_user(user, except).await
-    }
-    async fn purge_expired(&self, batch: usize) -> Result<u64, cloakroom::StoreError> {
-        self.inner.purge_expired(batch).await
-    }
-    async fn find_by_handle(
-        &self,
-        handle: &cloakroom::SessionHandle,
-    ) -> Result<Option<cloakroom::SessionEntry>, cloakroom::StoreError> {
-        self.inner.find_by_handle(handle).await
-    }
-    async fn list_sessions(
-        &self,
-        query: &cloakroom::ListQuery,
-    ) -> Result<Vec<cloakroom::SessionEntry>, cloakroom::StoreError> {
-        self.inner.list_sessions(query).await
     }
 }
 
+type SlowStore = CachedStore<HookedStore<SlowLoads>>;
+
 /// A cached store over [`SlowLoads`] with one live session that is not cached yet.
-async fn slow_store() -> (std::sync::Arc<CachedStore<SlowLoads>>, cloakroom::StoreKey) {
-    let store = std::sync::Arc::new(CachedStore::new(SlowLoads {
-        inner: cloakroom::MemoryStore::new(),
-        armed: Default::default(),
-        read: Default::default(),
-        release: Default::default(),
-    }));
+async fn slow_store() -> (std::sync::Arc<SlowStore>, cloakroom::StoreKey) {
+    let memory = std::sync::Arc::new(cloakroom::MemoryStore::new());
+    let durable = HookedStore::with_hook(memory, SlowLoads::default());
+    let store = std::sync::Arc::new(CachedStore::new(durable));
     let key = cloakroom::SessionId::generate().store_key();
     let t = cloakroom::record::now();
     let record = cloakroom::Record::new(t, Some(t + time::Duration::hours(1)), None);
-    store.durable().inner.insert(&key, &record).await.unwrap();
+    store.durable().insert(&key, &record).await.unwrap();
     (store, key)
 }
 
 /// Starts a load that has read the durable record and waits: returns its task.
 async fn load_in_flight(
-    store: &std::sync::Arc<CachedStore<SlowLoads>>,
+    store: &std::sync::Arc<SlowStore>,
     key: cloakroom::StoreKey,
 ) -> tokio::task::JoinHandle<()> {
-    store.durable().armed.store(true, Ordering::SeqCst);
+    store.durable().hook().armed.store(true, Ordering::SeqCst);
     let loader = {
         let store = store.clone();
         tokio::spawn(async move {
             store.load(&key).await.unwrap();
         })
     };
-    store.durable().read.notified().await;
+    store.durable().hook().read.notified().await;
     loader
 }
 
@@ -330,7 +244,7 @@ async fn a_load_in_flight_never_re_caches_a_session_deleted_meanwhile() {
     let (store, key) = slow_store().await;
     let loader = load_in_flight(&store, key).await;
     assert!(store.delete(&key).await.unwrap(), "logged out");
-    store.durable().release.notify_one();
+    store.durable().hook().release.notify_one();
     loader.await.unwrap();
     assert_eq!(
         store.load(&key).await.unwrap(),
@@ -346,7 +260,7 @@ async fn a_load_in_flight_never_re_caches_a_session_renamed_meanwhile() {
     let loader = load_in_flight(&store, key).await;
     let new = cloakroom::SessionId::generate().store_key();
     store.rename(&key, &new).await.unwrap();
-    store.durable().release.notify_one();
+    store.durable().hook().release.notify_one();
     loader.await.unwrap();
     assert_eq!(
         store.load(&key).await.unwrap(),
@@ -361,10 +275,10 @@ async fn a_load_in_flight_never_re_caches_a_session_renamed_meanwhile() {
 async fn a_load_in_flight_never_re_caches_an_older_version() {
     let (store, key) = slow_store().await;
     let loader = load_in_flight(&store, key).await;
-    let mut record = store.durable().inner.load(&key).await.unwrap().unwrap();
+    let mut record = store.durable().load(&key).await.unwrap().unwrap();
     record.data.insert("n".into(), serde_json::json!(1));
     store.update(&key, &record, 1).await.unwrap();
-    store.durable().release.notify_one();
+    store.durable().hook().release.notify_one();
     loader.await.unwrap();
     let seen = store.load(&key).await.unwrap().unwrap();
     assert_eq!(seen.version, 2, "an older version came back from the cache");

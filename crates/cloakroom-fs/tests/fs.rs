@@ -27,10 +27,9 @@ async fn file_store_passes_the_conformance_suite() {
     .await;
 }
 
+/// A live record with some data, of `user` if given.
 fn live_record(user: Option<&str>) -> Record {
-    let t = record::now();
-    let mut record = Record::new(t, Some(t + time::Duration::hours(1)), None);
-    record.user_id = user.map(str::to_owned);
+    let mut record = cloakroom::conformance::live_record(user);
     record.data.insert("n".into(), json!(0));
     record
 }
@@ -329,43 +328,7 @@ async fn an_operation_times_out_on_a_lock_held_elsewhere() {
 async fn revoke_others_catches_a_session_renamed_mid_revoke() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(FileStore::open(dir.path().join("store")).unwrap());
-    for round in 0..200u64 {
-        let user = format!("racer{round}");
-        let current = SessionId::generate().store_key();
-        store
-            .insert(&current, &live_record(Some(&user)))
-            .await
-            .unwrap();
-        let mut others = Vec::new();
-        for _ in 0..6 {
-            let key = SessionId::generate().store_key();
-            store.insert(&key, &live_record(Some(&user))).await.unwrap();
-            others.push(key);
-        }
-        let renames: Vec<_> = others
-            .iter()
-            .map(|old| {
-                let (store, old) = (store.clone(), *old);
-                let new = SessionId::generate().store_key();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_micros(50 * (round % 7))).await;
-                    let _ = store.rename(&old, &new).await;
-                    new
-                })
-            })
-            .collect();
-        store.delete_for_user(&user, Some(&current)).await.unwrap();
-        for (old, rename) in others.iter().zip(renames) {
-            let new = rename.await.unwrap();
-            assert_eq!(store.load(old).await.unwrap(), None, "round {round}");
-            assert_eq!(
-                store.load(&new).await.unwrap(),
-                None,
-                "round {round}: a session renamed during revoke-others survived"
-            );
-        }
-        assert!(store.load(&current).await.unwrap().is_some());
-    }
+    cloakroom::conformance::revoke_others_racing_renames(store, 200).await;
 }
 
 /// Not a test on its own: the body of the writer processes the tests above start.

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cloakroom::conformance::live_record;
 use cloakroom::{record, Record, SessionId, SessionStore, UpdateError};
 use cloakroom_memcached::MemcachedStore;
 
@@ -116,9 +117,7 @@ async fn an_evicted_session_never_comes_back() {
     let store = MemcachedStore::connect(&format!("127.0.0.1:{}", server.port))
         .await
         .unwrap();
-    let t = record::now();
-    let mut record = Record::new(t, Some(t + time::Duration::hours(1)), None);
-    record.user_id = Some("evictee".into());
+    let record = live_record(Some("evictee"));
     let key = SessionId::generate().store_key();
     store.insert(&key, &record).await.unwrap();
     // Evict everything, as memory pressure would.
@@ -165,13 +164,6 @@ async fn a_session_lives_until_its_deadline_despite_memcached_s_coarse_clock() {
     }
 }
 
-fn user_record(user: &str) -> Record {
-    let t = record::now();
-    let mut record = Record::new(t, Some(t + time::Duration::hours(1)), None);
-    record.user_id = Some(user.into());
-    record
-}
-
 async fn store_on(server: &Memcached, prefix: &str) -> MemcachedStore {
     MemcachedStore::connect(&format!("127.0.0.1:{}", server.port))
         .await
@@ -189,11 +181,17 @@ async fn revoke_others_holds_when_a_user_index_outgrows_memcached_s_item_size() 
     };
     let store = store_on(&server, "big:").await;
     let current = SessionId::generate().store_key();
-    store.insert(&current, &user_record("many")).await.unwrap();
+    store
+        .insert(&current, &live_record(Some("many")))
+        .await
+        .unwrap();
     let mut others = Vec::new();
     for _ in 0..120 {
         let key = SessionId::generate().store_key();
-        store.insert(&key, &user_record("many")).await.unwrap();
+        store
+            .insert(&key, &live_record(Some("many")))
+            .await
+            .unwrap();
         others.push(key);
     }
     assert_eq!(store.list_for_user("many").await.unwrap().len(), 121);
@@ -263,7 +261,7 @@ async fn purge_prunes_dead_sessions_from_the_all_sessions_index() {
     for i in 0..300 {
         let key = SessionId::generate().store_key();
         store
-            .insert(&key, &user_record(&format!("u{}", i % 7)))
+            .insert(&key, &live_record(Some(&format!("u{}", i % 7))))
             .await
             .unwrap();
         keys.push(key);
@@ -294,46 +292,13 @@ async fn purge_prunes_dead_sessions_from_the_all_sessions_index() {
 async fn revoke_others_catches_a_session_renamed_mid_revoke() {
     let Some(server) = start().await else { return };
     let store = std::sync::Arc::new(store_on(&server, "race:").await);
-    for round in 0..200 {
-        let user = format!("racer{round}");
-        let current = SessionId::generate().store_key();
-        store.insert(&current, &user_record(&user)).await.unwrap();
-        let mut others = Vec::new();
-        for _ in 0..6 {
-            let key = SessionId::generate().store_key();
-            store.insert(&key, &user_record(&user)).await.unwrap();
-            others.push(key);
-        }
-        let renames: Vec<_> = others
-            .iter()
-            .map(|old| {
-                let (store, old) = (store.clone(), *old);
-                let new = SessionId::generate().store_key();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_micros(50 * (round % 7))).await;
-                    let _ = store.rename(&old, &new).await;
-                    new
-                })
-            })
-            .collect();
-        store.delete_for_user(&user, Some(&current)).await.unwrap();
-        for (old, rename) in others.iter().zip(renames) {
-            let new = rename.await.unwrap();
-            assert_eq!(store.load(old).await.unwrap(), None, "round {round}");
-            assert_eq!(
-                store.load(&new).await.unwrap(),
-                None,
-                "round {round}: a session renamed during revoke-others survived"
-            );
-        }
-        assert!(store.load(&current).await.unwrap().is_some());
-    }
+    cloakroom::conformance::revoke_others_racing_renames(store, 200).await;
 }
 
 /// A stored record nested deeper than the JSON decoder's limit (126 levels of arrays in a
 /// value): it no longer decodes.
 fn too_deep_record(user: &str) -> Vec<u8> {
-    let valid = serde_json::to_string(&user_record(user)).unwrap();
+    let valid = serde_json::to_string(&live_record(Some(user))).unwrap();
     let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
     valid
         .replacen("\"data\":{}", &format!("\"data\":{{\"k\":{deep}}}"), 1)
@@ -350,8 +315,14 @@ async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
         SessionId::generate().store_key(),
         SessionId::generate().store_key(),
     );
-    store.insert(&good, &user_record("mallory")).await.unwrap();
-    store.insert(&bad, &user_record("mallory")).await.unwrap();
+    store
+        .insert(&good, &live_record(Some("mallory")))
+        .await
+        .unwrap();
+    store
+        .insert(&bad, &live_record(Some("mallory")))
+        .await
+        .unwrap();
     let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port))
         .await
         .unwrap();
@@ -405,7 +376,7 @@ async fn insert_many(
             let (store, chunk, user) = (store.clone(), chunk.to_vec(), user.to_owned());
             tokio::spawn(async move {
                 for key in chunk {
-                    store.insert(&key, &user_record(&user)).await.unwrap();
+                    store.insert(&key, &live_record(Some(&user))).await.unwrap();
                 }
             })
         })
@@ -470,7 +441,7 @@ async fn a_session_larger_than_the_item_size_is_refused_with_a_typed_error() {
         return;
     };
     let store = store_on(&server, "huge:").await;
-    let mut record = user_record("hoarder");
+    let mut record = live_record(Some("hoarder"));
     record
         .data
         .insert("blob".into(), serde_json::json!("x".repeat(4000)));
@@ -498,7 +469,7 @@ async fn sessions_indexed_by_the_old_one_item_layout_are_still_revoked() {
         .unwrap();
     let keys: Vec<_> = (0..5).map(|_| SessionId::generate().store_key()).collect();
     for key in &keys {
-        let record = serde_json::to_vec(&user_record("veteran")).unwrap();
+        let record = serde_json::to_vec(&live_record(Some("veteran"))).unwrap();
         let item = format!("old:s:{}", key.to_hex());
         admin
             .meta_set(&item, record.as_slice(), false, None, Some(&["T3600"]))

@@ -3,67 +3,27 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom::record::{from_unix_ms, now, to_unix_ms};
+use cloakroom::record::{now, to_unix_ms};
 use cloakroom::{
     InsertError, ListQuery, Record, RenameError, SessionEntry, SessionHandle, SessionStore,
     StoreError, StoreKey, Touch, TouchError, UpdateError,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
-use redis::{AsyncCommands, ConnectionInfo, IntoConnectionInfo, RedisError};
+use redis::{AsyncCommands, ConnectionInfo, RedisError};
 use time::OffsetDateTime;
 
 use crate::connection::Connection;
 use crate::scripts;
 
+mod admin;
+mod hash;
 mod per_user;
 mod replication;
+mod setup;
 
+use hash::{decode, encode, ms, FIELDS};
 pub use replication::NotReplicated;
 use replication::WaitForReplicas;
-
-/// Settings for [`RedisStore`]. The defaults suit most deployments.
-#[derive(Clone, Debug)]
-pub struct RedisConfig {
-    /// Prefix of every key (default `cloakroom:`), so several apps can share a server.
-    pub prefix: String,
-    /// Bound on every store operation (default 2 s); past it the operation fails with
-    /// [`StoreError::Timeout`], so a dead server never hangs a request.
-    pub operation_timeout: Duration,
-    /// Bound on establishing a connection (default 1 s).
-    pub connect_timeout: Duration,
-    /// Longest wait between reconnection attempts (default 500 ms).
-    pub reconnect_max_delay: Duration,
-    /// Reconnection attempts per failing command before it gives up (default 2).
-    pub reconnect_retries: usize,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            prefix: "cloakroom:".to_owned(),
-            operation_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(1),
-            reconnect_max_delay: Duration::from_millis(500),
-            reconnect_retries: 2,
-        }
-    }
-}
-
-/// A failure to connect, with what to do.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SetupError {
-    /// The URL is not a Redis URL.
-    #[error("invalid Redis URL: {0}")]
-    Url(#[source] RedisError),
-    /// The server (or cluster) could not be reached.
-    #[error("could not connect to Redis ({0}): check the URL and that the server is running")]
-    Connect(#[source] RedisError),
-    /// The key prefix contains `{` or `}`, which would break cluster hash tags.
-    #[error("key prefix {0:?} must not contain {{ or }}")]
-    Prefix(String),
-}
+pub use setup::{RedisConfig, SetupError};
 
 /// A session store on Redis (single node) or Redis Cluster.
 ///
@@ -148,129 +108,7 @@ fn store_error(error: RedisError) -> StoreError {
     }
 }
 
-fn ms(at: Option<OffsetDateTime>) -> String {
-    at.map(|at| to_unix_ms(at).to_string()).unwrap_or_default()
-}
-
-fn parse_ms(text: &str) -> Result<Option<OffsetDateTime>, StoreError> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    let value: i64 = text
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("bad timestamp {text:?}")))?;
-    from_unix_ms(value)
-        .map(Some)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value} out of range")))
-}
-
-/// What `load` reads of a session hash. `x` (the earlier deadline, for the server's own
-/// expiry) and `u` (for the index scripts) follow from the rest, and every field read is
-/// one more bulk reply to parse on the hottest path.
-const FIELDS: [&str; 5] = ["v", "r", "la", "i", "a"];
-
-/// A session hash as read back: the record, if present and live.
-fn decode(fields: Vec<Option<String>>) -> Result<Option<Record>, StoreError> {
-    let [Some(v), Some(r), Some(la), Some(i), Some(a)] = <[Option<String>; 5]>::try_from(fields)
-        .map_err(|_| StoreError::Corrupt("wrong number of fields".into()))?
-    else {
-        return Ok(None);
-    };
-    let mut record: Record = serde_json::from_str(&r)
-        .map_err(|e| StoreError::Corrupt(format!("record is not valid JSON: {e}")))?;
-    record.version = v
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("bad version {v:?}")))?;
-    record.last_active_at =
-        parse_ms(&la)?.ok_or_else(|| StoreError::Corrupt("no last activity".into()))?;
-    record.idle_deadline = parse_ms(&i)?;
-    record.absolute_deadline = parse_ms(&a)?;
-    // Redis expires the key natively; this catches the moments before it does.
-    Ok(record.is_live_at(now()).then_some(record))
-}
-
-/// [`decode`] for listings: a damaged record is logged and skipped, so one bad record
-/// never fails a whole list (the failure policy); revocation removes it.
-fn decode_listed(key: &StoreKey, fields: Vec<Option<String>>) -> Option<Record> {
-    decode(fields).unwrap_or_else(|error| {
-        tracing::warn!(handle = %key.handle(), %error, "corrupt session record skipped");
-        None
-    })
-}
-
-fn encode(record: &Record) -> Result<String, StoreError> {
-    serde_json::to_string(record).map_err(StoreError::backend)
-}
-
 impl RedisStore {
-    /// Connects to a single node: `redis://[USER:PASSWORD@]HOST[:PORT][/DB]` (or
-    /// `rediss://` with the `tls` feature).
-    pub async fn connect(url: &str) -> Result<Self, SetupError> {
-        Self::connect_with(url, RedisConfig::default()).await
-    }
-
-    /// Connects to a single node with `config`.
-    pub async fn connect_with(url: &str, config: RedisConfig) -> Result<Self, SetupError> {
-        check_prefix(&config.prefix)?;
-        let client = redis::Client::open(url).map_err(SetupError::Url)?;
-        let seed = client.get_connection_info().clone();
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(config.connect_timeout)
-            .set_response_timeout(config.operation_timeout)
-            .set_number_of_retries(config.reconnect_retries)
-            .set_max_delay(
-                u64::try_from(config.reconnect_max_delay.as_millis()).unwrap_or(u64::MAX),
-            );
-        let manager = tokio::time::timeout(
-            config.connect_timeout * 2,
-            ConnectionManager::new_with_config(client, manager_config),
-        )
-        .await
-        .map_err(|_| {
-            SetupError::Connect(RedisError::from(std::io::Error::from(
-                std::io::ErrorKind::TimedOut,
-            )))
-        })?
-        .map_err(SetupError::Connect)?;
-        Ok(Self {
-            connection: Connection::Single(manager),
-            config,
-            seed,
-            wait: None,
-        })
-    }
-
-    /// Connects to a Redis Cluster through any of its nodes (`redis://HOST:PORT` each).
-    pub async fn connect_cluster(urls: &[&str], config: RedisConfig) -> Result<Self, SetupError> {
-        check_prefix(&config.prefix)?;
-        let seed = urls
-            .first()
-            .ok_or_else(|| {
-                SetupError::Url(RedisError::from((
-                    redis::ErrorKind::InvalidClientConfig,
-                    "no cluster node given",
-                )))
-            })?
-            .into_connection_info()
-            .map_err(SetupError::Url)?;
-        let client = ClusterClientBuilder::new(urls.to_vec())
-            .connection_timeout(config.connect_timeout)
-            .response_timeout(config.operation_timeout)
-            .retries(u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX))
-            .build()
-            .map_err(SetupError::Url)?;
-        let connection = client
-            .get_async_connection()
-            .await
-            .map_err(SetupError::Connect)?;
-        Ok(Self {
-            connection: Connection::Cluster(connection),
-            config,
-            seed,
-            wait: None,
-        })
-    }
-
     /// Makes every write (insert, update, rename, delete, each batch of a revocation) wait
     /// until at least `replicas` replicas of the primary that took it acknowledge it, for
     /// at most `timeout`, with Redis `WAIT`. Without it, Redis replicates asynchronously
@@ -319,6 +157,18 @@ impl RedisStore {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(self.config.operation_timeout).into()),
         }
+    }
+
+    /// [`replicated`](Self::replicated) for a write to these sessions and `user`'s index.
+    async fn replicated_keys(
+        &self,
+        sessions: &[&StoreKey],
+        user: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut keys: Vec<String> = sessions.iter().map(|key| self.session_key(key)).collect();
+        keys.extend(user.map(|user| self.user_key(user)));
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.replicated(Some(&keys)).await
     }
 
     async fn read(&self, key: &StoreKey) -> Result<Vec<Option<String>>, StoreError> {
@@ -414,14 +264,8 @@ impl RedisStore {
                 .await
                 .map_err(store_error)?;
             if outcome == 1 {
-                let (new_key, old_key) = (self.session_key(new), self.session_key(old));
-                let user_key = record.user_id.as_deref().map(|user| self.user_key(user));
-                let written: Vec<&str> =
-                    [Some(new_key.as_str()), Some(&old_key), user_key.as_deref()]
-                        .into_iter()
-                        .flatten()
-                        .collect();
-                self.replicated(Some(&written)).await?;
+                self.replicated_keys(&[new, old], record.user_id.as_deref())
+                    .await?;
                 return Ok(());
             }
             // Nobody knows the new ID yet, so removing the copy is safe.
@@ -434,101 +278,6 @@ impl RedisStore {
             }
         }
         Err(StoreError::backend("the session kept changing while it was being renamed").into())
-    }
-
-    /// Every session key matching `pattern`, on every node.
-    async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
-        let mut keys = Vec::new();
-        match &self.connection {
-            Connection::Single(manager) => {
-                scan_node(&mut manager.clone(), pattern, &mut keys).await?
-            }
-            Connection::Cluster(cluster) => {
-                let nodes: String = redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query_async(&mut cluster.clone())
-                    .await
-                    .map_err(store_error)?;
-                for line in nodes.lines() {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
-                        continue;
-                    };
-                    if !flags.contains("master") || flags.contains("fail") {
-                        continue;
-                    }
-                    let address = address.split(['@', ',']).next().unwrap_or_default();
-                    let Some((host, port)) = address.rsplit_once(':') else {
-                        continue;
-                    };
-                    let mut info = self.seed.clone();
-                    info.addr = redis::ConnectionAddr::Tcp(
-                        host.to_owned(),
-                        port.parse()
-                            .map_err(|_| StoreError::backend("bad node address"))?,
-                    );
-                    let client = redis::Client::open(info).map_err(store_error)?;
-                    let mut node = client
-                        .get_multiplexed_async_connection()
-                        .await
-                        .map_err(store_error)?;
-                    scan_node(&mut node, pattern, &mut keys).await?;
-                }
-            }
-        }
-        Ok(keys)
-    }
-
-    fn key_of(&self, redis_key: &str) -> Option<StoreKey> {
-        let hex = redis_key
-            .strip_prefix(&format!("{}s:{{", self.config.prefix))?
-            .strip_suffix('}')?;
-        StoreKey::from_hex(hex)
-    }
-
-    async fn entries(
-        &self,
-        keys: impl IntoIterator<Item = StoreKey>,
-    ) -> Result<Vec<SessionEntry>, StoreError> {
-        let mut entries = Vec::new();
-        for key in keys {
-            if let Some(record) = decode_listed(&key, self.read(&key).await?) {
-                entries.push(SessionEntry { key, record });
-            }
-        }
-        Ok(entries)
-    }
-}
-
-async fn scan_node(
-    connection: &mut impl redis::aio::ConnectionLike,
-    pattern: &str,
-    keys: &mut Vec<String>,
-) -> Result<(), StoreError> {
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(connection)
-            .await
-            .map_err(store_error)?;
-        keys.extend(batch);
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
-}
-
-fn check_prefix(prefix: &str) -> Result<(), SetupError> {
-    if prefix.contains(['{', '}']) {
-        Err(SetupError::Prefix(prefix.to_owned()))
-    } else {
-        Ok(())
     }
 }
 
@@ -550,13 +299,8 @@ impl SessionStore for RedisStore {
             if let (false, Some(user)) = (single, &record.user_id) {
                 self.index(user, key, record.absolute_deadline).await?;
             }
-            let user_key = record.user_id.as_deref().map(|user| self.user_key(user));
-            let session_key = self.session_key(key);
-            let written: Vec<&str> = [Some(session_key.as_str()), user_key.as_deref()]
-                .into_iter()
-                .flatten()
-                .collect();
-            self.replicated(Some(&written)).await?;
+            self.replicated_keys(&[key], record.user_id.as_deref())
+                .await?;
             Ok(())
         })
         .await
@@ -594,13 +338,8 @@ impl SessionStore for RedisStore {
                     if !single && !user.is_empty() && previous_user != user {
                         self.index(&user, key, record.absolute_deadline).await?;
                     }
-                    let session_key = self.session_key(key);
-                    let user_key = (!user.is_empty()).then(|| self.user_key(&user));
-                    let written: Vec<&str> = [Some(session_key.as_str()), user_key.as_deref()]
-                        .into_iter()
-                        .flatten()
-                        .collect();
-                    self.replicated(Some(&written)).await?;
+                    let user = Some(user.as_str()).filter(|user| !user.is_empty());
+                    self.replicated_keys(&[key], user).await?;
                     Ok(())
                 }
                 0 => Err(UpdateError::Conflict),
@@ -658,7 +397,7 @@ impl SessionStore for RedisStore {
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
         self.bounded(async {
             let deleted = self.delete_key(key).await?;
-            self.replicated(Some(&[&self.session_key(key)])).await?;
+            self.replicated_keys(&[key], None).await?;
             Ok(deleted)
         })
         .await
@@ -685,49 +424,11 @@ impl SessionStore for RedisStore {
         &self,
         handle: &SessionHandle,
     ) -> Result<Option<SessionEntry>, StoreError> {
-        let (low, _) = handle.key_range();
-        let hex_prefix = &low.to_hex()[..24];
-        let pattern = format!("{}s:{{{hex_prefix}*", self.config.prefix);
-        let keys: Vec<StoreKey> = self
-            .scan(&pattern)
-            .await?
-            .iter()
-            .filter_map(|k| self.key_of(k))
-            .filter(|k| handle.matches(k))
-            .collect();
-        Ok(self.entries(keys).await?.into_iter().next())
+        self.find(handle).await
     }
 
     /// Scans every node: meant for admin tools, not for request handling.
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        let mut keys: Vec<StoreKey> = match &query.user {
-            Some(user) => self
-                .list_for_user(user)
-                .await?
-                .into_iter()
-                .map(|e| e.key)
-                .collect(),
-            None => {
-                let pattern = format!("{}s:{{*", self.config.prefix);
-                self.scan(&pattern)
-                    .await?
-                    .iter()
-                    .filter_map(|k| self.key_of(k))
-                    .collect()
-            }
-        };
-        keys.sort();
-        keys.dedup();
-        keys.retain(|k| query.after.is_none_or(|after| *k > after));
-        let mut entries = Vec::new();
-        for key in keys {
-            if entries.len() >= query.limit {
-                break;
-            }
-            if let Some(record) = decode_listed(&key, self.read(&key).await?) {
-                entries.push(SessionEntry { key, record });
-            }
-        }
-        Ok(entries)
+        self.list(query).await
     }
 }

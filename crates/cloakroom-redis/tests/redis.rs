@@ -7,13 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloakroom::{Session, SessionError, SessionId, SessionLayer, SessionStore, StoreError};
 use cloakroom_redis::{RedisConfig, RedisStore};
-use tower::ServiceExt;
 
 fn app(store: RedisStore) -> Router {
     Router::new()
@@ -45,22 +43,8 @@ async fn call(
     path: &str,
     cookie: Option<&str>,
 ) -> (StatusCode, Option<String>) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, format!("id={cookie}"));
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let cookie = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("id="))
-        .and_then(|v| v.split(';').next())
-        .map(str::to_owned);
+    let response = cloakroom::testing::request_once(app, method, path, cookie).await;
+    let cookie = response.session_cookie("id").map(str::to_owned);
     (response.status(), cookie)
 }
 

@@ -7,7 +7,6 @@
 //!   load and bring it back ([`servers`] runs them, [`load`] is the app and its clients).
 //! - [`soak`]: long full load, watching memory, p99 latency and errors.
 //! - [`scale`]: one user with many sessions, on any store URL.
-#![warn(missing_docs)]
 
 pub mod crash;
 pub mod load;

@@ -17,7 +17,6 @@
 //!
 //! Every URL this crate prints, in its errors too, goes through [`redact`]: passwords and
 //! secret query parameters become `***`.
-#![warn(missing_docs)]
 
 mod backend;
 mod error;

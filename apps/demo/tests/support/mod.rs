@@ -5,19 +5,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-/// Whether a missing service fails the test instead of skipping it (CI).
-pub fn require_services() -> bool {
-    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Skips loudly, or fails under `CLOAKROOM_REQUIRE_SERVICES=1`.
-pub fn skip(message: &str) {
-    assert!(
-        !require_services(),
-        "{message} (CLOAKROOM_REQUIRE_SERVICES=1)"
-    );
-    eprintln!("\n****************************************\nSKIPPING: {message}\n****************************************\n");
-}
+pub use cloakroom::testing::skip;
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {

@@ -9,7 +9,8 @@ use cloakroom::record::{now, to_unix_ms};
 use cloakroom::{SessionEntry, StoreError, StoreKey};
 use futures_util::future::join_all;
 
-use super::{decode, decode_listed, store_error, RedisStore};
+use super::hash::{decode, decode_listed};
+use super::{store_error, RedisStore};
 use crate::connection::Connection;
 use crate::scripts;
 

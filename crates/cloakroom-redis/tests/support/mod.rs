@@ -7,19 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn require_services() -> bool {
-    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-pub fn skip(message: &str) {
-    assert!(
-        !require_services(),
-        "{message} (CLOAKROOM_REQUIRE_SERVICES=1)"
-    );
-    eprintln!("\n********************************************************************");
-    eprintln!("SKIPPING: {message}");
-    eprintln!("********************************************************************\n");
-}
+pub use cloakroom::testing::skip;
 
 pub fn redis_url() -> String {
     std::env::var("CLOAKROOM_TEST_REDIS_URL")

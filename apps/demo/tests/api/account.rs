@@ -1,0 +1,226 @@
+//! Accounts and devices: login, `/api/me`, the device list and its revocations, logout,
+//! and the per-user cap.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::client::*;
+
+#[tokio::test]
+async fn login_rotates_the_id_and_me_reports_rfc3339_times() {
+    let app = app();
+    let anonymous = send(&app, "POST", "/api/cart", None, Some(r#"{"item":"tea"}"#))
+        .await
+        .cookie
+        .unwrap();
+    let cookie = login(&app, Some(&anonymous)).await;
+    assert_ne!(cookie, anonymous, "login rotates the session ID");
+    assert_eq!(
+        send(&app, "GET", "/api/me", Some(&anonymous), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let me = send(&app, "GET", "/api/me", Some(&cookie), None).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["user"], "alice");
+    assert_eq!(me.body["handle"].as_str().unwrap().len(), 16);
+    for field in [
+        "created_at",
+        "last_active_at",
+        "idle_expires_at",
+        "absolute_expires_at",
+    ] {
+        let text = me.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} missing"));
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{field} is not RFC 3339: {text} ({e})"));
+    }
+    assert_eq!(
+        send(&app, "GET", "/api/cart", Some(&cookie), None)
+            .await
+            .body,
+        json!({"items": ["tea"]})
+    );
+}
+
+#[tokio::test]
+async fn sessions_list_revoke_and_revoke_others() {
+    let app = app();
+    assert_eq!(
+        send(&app, "GET", "/api/sessions", None, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&app, "POST", "/api/sessions/revoke-others", None, None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let devices = [
+        login(&app, None).await,
+        login(&app, None).await,
+        login(&app, None).await,
+    ];
+    let list = send(&app, "GET", "/api/sessions", Some(&devices[0]), None)
+        .await
+        .body;
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    for entry in list {
+        for field in [
+            "handle",
+            "created_at",
+            "last_active_at",
+            "ip",
+            "user_agent",
+            "current",
+        ] {
+            assert!(entry.get(field).is_some(), "{field} missing in {entry}");
+        }
+    }
+    let second = send(&app, "GET", "/api/me", Some(&devices[1]), None)
+        .await
+        .body["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        send(
+            &app,
+            "DELETE",
+            "/api/sessions/AAAAAAAAAAAAAAAA",
+            Some(&devices[0]),
+            None
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(
+            &app,
+            "DELETE",
+            "/api/sessions/not-a-handle",
+            Some(&devices[0]),
+            None
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let bob = send(
+        &app,
+        "POST",
+        "/api/login",
+        None,
+        Some(r#"{"username":"bob","password":"builder"}"#),
+    )
+    .await
+    .cookie
+    .unwrap();
+    assert_eq!(
+        send(
+            &app,
+            "DELETE",
+            &format!("/api/sessions/{second}"),
+            Some(&bob),
+            None
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND,
+        "bob cannot revoke alice's session"
+    );
+    assert_eq!(
+        send(
+            &app,
+            "DELETE",
+            &format!("/api/sessions/{second}"),
+            Some(&devices[0]),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, "GET", "/api/me", Some(&devices[1]), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let reply = send(
+        &app,
+        "POST",
+        "/api/sessions/revoke-others",
+        Some(&devices[0]),
+        None,
+    )
+    .await;
+    assert_eq!(reply.body, json!({"revoked": 1}));
+    assert_eq!(
+        send(&app, "GET", "/api/me", Some(&devices[2]), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&app, "GET", "/api/me", Some(&devices[0]), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, "GET", "/api/me", Some(&bob), None).await.status,
+        StatusCode::OK,
+        "other users are untouched"
+    );
+}
+
+#[tokio::test]
+async fn logout_deletes_the_session_and_removes_the_cookie() {
+    let app = app();
+    let cookie = login(&app, None).await;
+    let reply = send(&app, "POST", "/api/logout", Some(&cookie), None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.removes_cookie);
+    assert_eq!(
+        send(&app, "GET", "/api/me", Some(&cookie), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn the_demo_caps_live_sessions_per_user_revoking_the_oldest() {
+    let cap = cloakroom_demo::DEFAULT_MAX_SESSIONS_PER_USER;
+    let app = app();
+    // Each login from its own cookie jar: a new device.
+    let mut devices = Vec::new();
+    for _ in 0..=cap {
+        devices.push(login(&app, None).await);
+        // Activity times have millisecond resolution: keep "oldest" well defined.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let newest = devices.last().unwrap();
+    let list = send(&app, "GET", "/api/sessions", Some(newest), None).await;
+    assert_eq!(list.body.as_array().unwrap().len(), cap, "{}", list.body);
+    assert_eq!(
+        send(&app, "GET", "/api/me", Some(&devices[0]), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED,
+        "the oldest session was revoked"
+    );
+    for device in &devices[1..] {
+        assert_eq!(
+            send(&app, "GET", "/api/me", Some(device), None)
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! The client side of the API tests: the demo app on the memory store, and requests sent
+//! through `cloakroom::testing::TestClient` that read back status, cookie and JSON.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use cloakroom::testing::{TestClient, TestResponse};
+use serde_json::{json, Value};
+
+/// The demo app with its default settings, on a fresh memory store.
+pub fn app() -> Router {
+    cloakroom_demo::app(
+        cloakroom::MemoryStore::new(),
+        cloakroom_demo::Settings::default().session_config(),
+    )
+    .unwrap()
+}
+
+/// What came back.
+pub struct Reply {
+    pub status: StatusCode,
+    /// The new session ID (the `id` cookie's value), if one was set.
+    pub cookie: Option<String>,
+    pub removes_cookie: bool,
+    /// The body as JSON, `null` if it is not JSON.
+    pub body: Value,
+}
+
+/// `method path` with `cookie` as the session ID and an optional JSON `body`.
+pub async fn send(
+    app: &Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    body: Option<&str>,
+) -> Reply {
+    let content_type = body.map(|_| "application/json");
+    let response = request(app, method, path, cookie, content_type, body.unwrap_or("")).await;
+    Reply {
+        status: response.status(),
+        cookie: response.session_cookie("id").map(str::to_owned),
+        removes_cookie: response.removes_session_cookie("id"),
+        body: serde_json::from_slice(response.bytes()).unwrap_or(Value::Null),
+    }
+}
+
+/// A request with an explicit (or no) `Content-Type`, as a cross-site HTML form sends it:
+/// the status, whether it set a cookie, and the body as JSON.
+pub async fn send_typed(
+    app: &Router,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (StatusCode, bool, Value) {
+    let response = request(app, method, path, None, content_type, body).await;
+    (
+        response.status(),
+        !response.set_cookies().is_empty(),
+        serde_json::from_slice(response.bytes()).unwrap_or(Value::Null),
+    )
+}
+
+async fn request(
+    app: &Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    content_type: Option<&str>,
+    body: &str,
+) -> TestResponse {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, format!("id={cookie}"));
+    }
+    if let Some(content_type) = content_type {
+        request = request.header(header::CONTENT_TYPE, content_type);
+    }
+    TestClient::new(app.clone())
+        .send(request.body(Body::from(body.to_owned())))
+        .await
+}
+
+/// Logs in as alice (from `cookie`'s session, if any): the new session ID.
+pub async fn login(app: &Router, cookie: Option<&str>) -> String {
+    let reply = send(
+        app,
+        "POST",
+        "/api/login",
+        cookie,
+        Some(r#"{"username":"alice","password":"wonderland"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({"user": "alice"}));
+    reply.cookie.expect("login sets a cookie")
+}

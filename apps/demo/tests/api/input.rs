@@ -1,0 +1,149 @@
+//! Whatever a client sends: bad credentials and bodies are 4xx, nothing is a 5xx, and a
+//! write not declared as JSON is refused.
+
+use axum::http::StatusCode;
+
+use crate::client::*;
+
+#[tokio::test]
+async fn bad_credentials_and_bad_bodies_are_4xx() {
+    let app = app();
+    let wrong = send(
+        &app,
+        "POST",
+        "/api/login",
+        None,
+        Some(r#"{"username":"alice","password":"nope"}"#),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body["error"].is_string());
+    for body in [
+        r#"{"username":"alice""#,
+        r#"{"username":"alice"}"#,
+        "[]",
+        "",
+        "null",
+    ] {
+        let reply = send(&app, "POST", "/api/login", None, Some(body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "body {body:?}");
+        assert!(reply.body["error"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(
+        send(&app, "POST", "/api/cart", None, Some(r#"{"thing":1}"#))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        send(&app, "PUT", "/api/prefs/theme", None, Some("{}"))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn nothing_a_client_sends_is_a_5xx() {
+    let app = app();
+    let cookies = [
+        "",
+        "garbage",
+        &"A".repeat(43),
+        &"%".repeat(5000),
+        ";;;=;id=\"\"; id",
+    ];
+    let bodies = [
+        None,
+        Some("{"),
+        Some("\"\""),
+        Some(r#"{"item":null}"#),
+        Some(r#"{"value":{"deep":[1,2,3]}}"#),
+    ];
+    let routes = [
+        ("POST", "/api/login"),
+        ("POST", "/api/logout"),
+        ("GET", "/api/me"),
+        ("POST", "/api/cart"),
+        ("GET", "/api/cart"),
+        ("POST", "/api/counter"),
+        ("PUT", "/api/prefs/x"),
+        ("GET", "/api/prefs"),
+        ("GET", "/api/sessions"),
+        ("DELETE", "/api/sessions/x"),
+        ("POST", "/api/sessions/revoke-others"),
+        ("GET", "/nope"),
+        ("PATCH", "/api/cart"),
+    ];
+    for cookie in cookies {
+        for body in bodies {
+            for (method, path) in routes {
+                let reply = send(&app, method, path, Some(cookie), body).await;
+                assert!(
+                    !reply.status.is_server_error(),
+                    "{method} {path} {body:?} gave {}",
+                    reply.status
+                );
+            }
+        }
+    }
+    let huge = "x".repeat(100_000);
+    let reply = send(&app, "POST", "/api/cart", None, Some(&huge)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn json_endpoints_refuse_bodies_that_are_not_declared_json() {
+    let app = app();
+    let login = r#"{"username":"alice","password":"wonderland"}"#;
+    let json_endpoints = [
+        ("POST", "/api/login", login),
+        ("POST", "/api/cart", r#"{"item":"tea"}"#),
+        ("PUT", "/api/prefs/theme", r#"{"value":"dark"}"#),
+    ];
+    // What an HTML form can send cross-site without a CORS preflight, and no type at all.
+    let not_json = [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("text/json"),
+        None,
+    ];
+    for (method, path, body) in json_endpoints {
+        for content_type in not_json {
+            let (status, sets_cookie, reply) =
+                send_typed(&app, method, path, content_type, body).await;
+            assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{method} {path} as {content_type:?}"
+            );
+            assert!(
+                !sets_cookie,
+                "{method} {path} as {content_type:?} set a cookie"
+            );
+            assert!(reply["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("application/json")));
+        }
+    }
+    // Endpoints without a body: a form post to them is refused too.
+    for path in ["/api/logout", "/api/counter", "/api/sessions/revoke-others"] {
+        for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+            let (status, sets_cookie, _) =
+                send_typed(&app, "POST", path, Some(content_type), "").await;
+            assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "POST {path} as {content_type}"
+            );
+            assert!(!sets_cookie);
+        }
+    }
+    for content_type in ["application/json", "Application/JSON; charset=utf-8"] {
+        let (status, sets_cookie, _) =
+            send_typed(&app, "POST", "/api/login", Some(content_type), login).await;
+        assert_eq!(status, StatusCode::OK, "{content_type}");
+        assert!(sets_cookie);
+    }
+}
