@@ -20,7 +20,8 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
     /// Session store URL: any of the list below. cookie:// keeps sessions client-side,
-    /// encrypted with the key ring in CLOAKROOM_DEMO_KEY.
+    /// encrypted with the key ring in CLOAKROOM_DEMO_KEY; flask-cookie:// shares a Flask
+    /// app's signed cookie (FLASK_SECRET_KEY).
     #[arg(long, default_value = "sqlite://cloakroom-demo.db")]
     store: String,
     /// Idle timeout, such as `30m` or `2s` (default 24h).
@@ -73,15 +74,18 @@ async fn run(args: Args) -> Result<(), String> {
         // Client-side sessions, encrypted with the key ring in CLOAKROOM_DEMO_KEY.
         let ring = KeyRing::from_env("CLOAKROOM_DEMO_KEY").map_err(|e| e.to_string())?;
         SessionManager::cookie(CookieSessions::encrypted(ring), config)
+    } else if let Some(manager) = cloakroom_stores::open_client_side(&args.store, config.clone()) {
+        // flask-cookie://: a Flask app's own cookie, keys in FLASK_SECRET_KEY.
+        Ok(manager.map_err(|e| e.to_string())?)
     } else {
         let backend = Backend::open(&args.store)
             .await
             .map_err(|e| e.to_string())?;
-        let store = backend.shared();
         if backend.needs_purge_task() {
-            cloakroom::spawn_purge_task(Arc::clone(&store), Duration::from_secs(60), 1000);
+            cloakroom::spawn_purge_task(backend.shared(), Duration::from_secs(60), 1000);
         }
-        SessionManager::from_arc(store, config)
+        // Through the backend, so a store shared with a Flask app gets its cookie format.
+        backend.manager(config)
     }
     .map_err(|e| e.to_string())?;
     let app = cloakroom_demo::app_with_manager(Arc::new(manager), epochs);

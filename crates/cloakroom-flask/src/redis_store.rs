@@ -138,7 +138,11 @@ const UPDATE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 if string.sub(redis.sha1hex(current), 1, 15) ~= ARGV[1] then return 1 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
 return 2
 ";
 
@@ -444,7 +448,8 @@ impl SessionStore for FlaskRedisStore {
     ) -> Result<(), UpdateError> {
         let time = now();
         let bytes = self.encode(record)?;
-        let ttl = Self::ttl_ms(record, time).unwrap_or(u64::MAX / 2);
+        // 0: no expiry (ttl_ms is at least 1 otherwise).
+        let ttl = Self::ttl_ms(record, time).unwrap_or(0);
         let mut connection = self.connection.clone();
         let script = redis::Script::new(UPDATE);
         let mut invocation = script.key(self.redis_key(key));

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cloakroom::{BoxError, SessionStore};
+use cloakroom::{BoxError, ConfigError, IdFormat, SessionConfig, SessionManager, SessionStore};
 
 use crate::error::OpenError;
 use crate::schemes::{Open, SCHEMES};
@@ -12,6 +12,10 @@ use crate::BoxFuture;
 /// Creates a store's schema if missing (idempotent).
 pub type Migrate = Arc<dyn Fn() -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
 
+/// Adjusts an app's session configuration to what a store needs (the cookie name and
+/// timeouts of an app it shares sessions with, say).
+pub type Configure = Arc<dyn Fn(SessionConfig) -> SessionConfig + Send + Sync>;
+
 /// An opened store of any kind.
 #[derive(Clone)]
 pub struct Backend {
@@ -19,6 +23,9 @@ pub struct Backend {
     migrate: Option<Migrate>,
     needs_purge_task: bool,
     shown: String,
+    /// How its IDs are written in the cookie, for a store shared with another app.
+    id_format: Option<Arc<dyn IdFormat>>,
+    configure: Option<Configure>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -39,7 +46,33 @@ impl Backend {
             migrate,
             needs_purge_task: false,
             shown: String::new(),
+            id_format: None,
+            configure: None,
         }
+    }
+
+    /// The same store, shared with another app that writes its ID cookie as `format` says
+    /// and needs `configure` applied to the session configuration (see
+    /// [`manager`](Self::manager)).
+    pub fn shared_with(mut self, format: Arc<dyn IdFormat>, configure: Configure) -> Self {
+        self.id_format = Some(format);
+        self.configure = Some(configure);
+        self
+    }
+
+    /// A session manager over this store: `config` as the store needs it, and its ID
+    /// format. Apps should build their manager here rather than from [`shared`](Self::shared)
+    /// alone, so a store shared with another app (`flask-redis://`) works.
+    pub fn manager(&self, config: SessionConfig) -> Result<SessionManager, ConfigError> {
+        let config = match &self.configure {
+            Some(configure) => configure(config),
+            None => config,
+        };
+        let manager = SessionManager::from_arc(self.shared(), config)?;
+        Ok(match &self.id_format {
+            Some(format) => manager.with_id_format(Arc::clone(format)),
+            None => manager,
+        })
     }
 
     /// A backend whose `migrate` calls `create` on a clone of `store`.
@@ -76,6 +109,8 @@ impl Backend {
                 let inner = Box::pin(Self::open(inner)).await?;
                 let mut wrapped = wrap(inner.clone());
                 wrapped.needs_purge_task = needs_purge_task || inner.needs_purge_task;
+                wrapped.id_format = inner.id_format.clone();
+                wrapped.configure = inner.configure.clone();
                 wrapped.shown = crate::redact(url);
                 return Ok(wrapped);
             }

@@ -25,11 +25,11 @@ mod redact;
 mod schemes;
 mod target;
 
-pub use backend::{Backend, Migrate};
+pub use backend::{Backend, Configure, Migrate};
 pub use error::OpenError;
 pub use help::{help, known_urls};
 pub use redact::redact;
-pub use schemes::{Open, Scheme, SCHEMES};
+pub use schemes::{open_client_side, Open, Scheme, FLASK_SECRET_KEY, SCHEMES};
 pub use target::Target;
 
 /// A boxed future, as the table's open functions return.

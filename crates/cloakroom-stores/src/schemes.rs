@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use cloakroom::MemoryStore;
 use cloakroom_cached::CachedStore;
+use cloakroom_flask::{FlaskCookie, FlaskRedisStore, FlaskSessionIds};
 use cloakroom_fs::FileStore;
 use cloakroom_memcached::MemcachedStore;
 use cloakroom_redis::{RedisConfig, RedisStore};
@@ -115,7 +116,96 @@ pub const SCHEMES: &[Scheme] = &[
         open: Open::Store(client_side),
         needs_purge_task: false,
     },
+    Scheme {
+        names: &["flask-redis"],
+        usage: "flask-redis://HOST:PORT/DB",
+        about: "a Flask app's Flask-Session sessions in Redis (?prefix=, default session:; FLASK_SECRET_KEY if FLASK_SESSION_USE_SIGNER=1)",
+        open: Open::Store(flask_redis),
+        needs_purge_task: false,
+    },
+    Scheme {
+        names: &["flask-cookie"],
+        usage: "flask-cookie://",
+        about: "a Flask app's own signed cookie sessions, key in FLASK_SECRET_KEY (and FLASK_SECRET_KEY_FALLBACKS)",
+        open: Open::Store(client_side),
+        needs_purge_task: false,
+    },
 ];
+
+/// The Flask app's settings, read from environment variables named after its own
+/// configuration: `FLASK_SECRET_KEY` (and `FLASK_SECRET_KEY_FALLBACKS`, comma-separated),
+/// `FLASK_PERMANENT_SESSION_LIFETIME` (seconds, default 31 days), and, for Flask-Session,
+/// `FLASK_SESSION_USE_SIGNER=1`.
+pub const FLASK_SECRET_KEY: &str = "FLASK_SECRET_KEY";
+
+fn flask_lifetime() -> Result<std::time::Duration, String> {
+    match std::env::var("FLASK_PERMANENT_SESSION_LIFETIME") {
+        Ok(seconds) => seconds
+            .trim()
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| {
+                format!("FLASK_PERMANENT_SESSION_LIFETIME={seconds:?} is not a number of seconds")
+            }),
+        Err(_) => Ok(cloakroom_flask::cookie::DEFAULT_LIFETIME),
+    }
+}
+
+fn flask_redis(target: &Target) -> BoxFuture<'_, Result<Backend, OpenError>> {
+    Box::pin(async move {
+        let lifetime = flask_lifetime().map_err(|e| target.invalid(e))?;
+        let ids = if std::env::var("FLASK_SESSION_USE_SIGNER").is_ok_and(|v| v == "1") {
+            let key = std::env::var(FLASK_SECRET_KEY)
+                .ok()
+                .filter(|key| !key.is_empty())
+                .ok_or_else(|| {
+                    target.invalid("FLASK_SESSION_USE_SIGNER=1 needs FLASK_SECRET_KEY")
+                })?;
+            FlaskSessionIds::signed(key)
+        } else {
+            FlaskSessionIds::unsigned()
+        };
+        let url = format!("redis://{}", target.rest());
+        let store = FlaskRedisStore::connect(&url)
+            .await
+            .map_err(|e| target.setup(e))?
+            .with_prefix(
+                target
+                    .prefix
+                    .clone()
+                    .unwrap_or(cloakroom_flask::redis_store::DEFAULT_PREFIX.to_owned()),
+            )
+            .with_lifetime(lifetime);
+        let configure = {
+            let store = store.clone();
+            Arc::new(move |config| store.session_config(config))
+        };
+        Ok(Backend::new(Arc::new(store), None).shared_with(Arc::new(ids), configure))
+    })
+}
+
+/// A session manager for a client-side store URL that needs no key of the app's own:
+/// `flask-cookie://` (Flask's signed cookie, with the keys and lifetime of the
+/// `FLASK_*` variables, see [`FLASK_SECRET_KEY`]). `None` for any other URL.
+pub fn open_client_side(
+    url: &str,
+    config: cloakroom::SessionConfig,
+) -> Option<Result<cloakroom::SessionManager, OpenError>> {
+    let target = Target::parse(url).ok()??;
+    if target.scheme != "flask-cookie" {
+        return None;
+    }
+    let open = || {
+        let lifetime = flask_lifetime().map_err(|e| target.invalid(e))?;
+        let codec = FlaskCookie::from_env(FLASK_SECRET_KEY)
+            .map_err(|e| target.invalid(e.to_string()))?
+            .with_lifetime(lifetime);
+        let config = codec.session_config(config);
+        cloakroom::SessionManager::cookie_codec(Arc::new(codec), config)
+            .map_err(|e| target.invalid(e.to_string()))
+    };
+    Some(open())
+}
 
 fn memory(_: &Target) -> BoxFuture<'_, Result<Backend, OpenError>> {
     Box::pin(async { Ok(Backend::new(Arc::new(MemoryStore::new()), None)) })

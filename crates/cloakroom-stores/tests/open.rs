@@ -126,3 +126,38 @@ async fn server_aliases_open_the_same_stores() {
         Err(error) => skip("Redis", &error),
     }
 }
+
+#[tokio::test]
+async fn flask_urls_open_flask_sessions_layout_and_cookie() {
+    // Flask's cookie: nothing on a server for the admin command, a manager for an app.
+    assert!(matches!(
+        Backend::open("flask-cookie://").await,
+        Err(OpenError::ClientSide { .. })
+    ));
+    assert!(cloakroom_stores::open_client_side("memory://", Default::default()).is_none());
+    std::env::set_var(cloakroom_stores::FLASK_SECRET_KEY, "a Flask SECRET_KEY");
+    let manager = cloakroom_stores::open_client_side("flask-cookie://", Default::default())
+        .expect("a client-side URL")
+        .expect("opens with the key set");
+    assert_eq!(
+        manager.config().cookie.full_name(),
+        "session",
+        "Flask's cookie name"
+    );
+    assert!(manager.store().is_none());
+
+    // Flask-Session in Redis: `session:` keys by default, or the prefix given.
+    let redis = std::env::var("CLOAKROOM_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let rest = redis.trim_start_matches("redis://");
+    let prefix = format!("stores-flask{}:", std::process::id());
+    match Backend::open(&format!("flask-redis://{rest}?prefix={prefix}")).await {
+        Ok(backend) => {
+            round_trip(&backend).await;
+            assert!(!backend.needs_purge_task(), "Redis expires keys itself");
+            let manager = backend.manager(Default::default()).unwrap();
+            assert_eq!(manager.config().cookie.full_name(), "session");
+        }
+        Err(error) => skip("Redis", &error),
+    }
+}
