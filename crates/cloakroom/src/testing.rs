@@ -41,9 +41,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 mod app;
+mod seed;
 
 use app::MAX_BODY;
 pub use app::{AppUnderTest, BoxFuture};
+pub use seed::{inspect, value, SeededSession, SessionSeed};
 
 /// An in-process client for a web app (an axum [`Router`](axum::Router), or an actix-web
 /// `App` through `cloakroom_actix::testing::ActixApp`) that keeps one session cookie, the

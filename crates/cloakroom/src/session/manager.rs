@@ -119,6 +119,16 @@ impl SessionManager {
         }
     }
 
+    /// The client-side sealing; `None` for a store. For the test kit, which seals seeded
+    /// sessions as the engine does.
+    #[cfg(feature = "testing")]
+    pub(crate) fn cookie_sessions(&self) -> Option<&CookieSessions> {
+        match &self.backend {
+            Backend::Store(_) => None,
+            Backend::Cookie(sessions) => Some(sessions),
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &SessionConfig {
         &self.config
