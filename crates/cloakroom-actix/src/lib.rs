@@ -53,6 +53,8 @@
 //! - [`middleware`]: [`SessionMiddleware`], the actix-web `Transform`.
 //! - [`extract`]: the [`Session`] extractor.
 //! - [`error`]: [`SessionError`], an actix-web `ResponseError`.
+//! - `testing` (feature `testing`): actix-web apps for cloakroom's `TestClient` and
+//!   conformance suite.
 //!
 //! The stores, configuration, client-side cookie sessions and key rings are cloakroom's
 //! own: build a [`cloakroom::SessionManager`] once and share it between this middleware,
@@ -62,6 +64,8 @@ mod client;
 pub mod error;
 pub mod extract;
 pub mod middleware;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::SessionError;
 pub use extract::{MissingSessionMiddleware, Session};

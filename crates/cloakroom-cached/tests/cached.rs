@@ -20,7 +20,7 @@ async fn sqlite(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
 async fn cached_store_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let counter = AtomicUsize::new(0);
-    cloakroom::conformance::run(|| {
+    cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
         let name = format!("case-{}.db", counter.fetch_add(1, Ordering::SeqCst));
         let dir = &dir;
         async move { CachedStore::new(sqlite(dir, &name).await) }

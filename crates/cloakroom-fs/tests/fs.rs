@@ -18,7 +18,7 @@ use serde_json::json;
 async fn file_store_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let counter = AtomicUsize::new(0);
-    cloakroom::conformance::run(|| {
+    cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
         let path = dir
             .path()
             .join(counter.fetch_add(1, Ordering::SeqCst).to_string());

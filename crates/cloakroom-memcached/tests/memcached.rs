@@ -79,7 +79,7 @@ async fn memcached_store_passes_the_conformance_suite() {
     let Some(server) = start().await else { return };
     let address = format!("127.0.0.1:{}", server.port);
     let counter = AtomicUsize::new(0);
-    cloakroom::conformance::run(|| {
+    cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
         let prefix = format!("c{}:", counter.fetch_add(1, Ordering::SeqCst));
         let address = address.clone();
         async move {

@@ -24,7 +24,7 @@ async fn redis_store_passes_the_conformance_suite() {
     }
     let prefix = support::unique_prefix();
     let counter = std::sync::atomic::AtomicUsize::new(0);
-    cloakroom::conformance::run(|| {
+    cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
         let case_prefix = format!(
             "{prefix}{}:",
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -47,10 +47,15 @@ async fn redis_store_concurrency_twenty_rounds() {
         .into_iter()
         .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
         .collect();
-    cloakroom::conformance::run_cases(&cases, 20, || {
-        let (url, prefix) = (url.clone(), prefix.clone());
-        async move { single(&url, &prefix).await }
-    })
+    cloakroom::conformance::run_cases_on(
+        &cases,
+        20,
+        &cloakroom_actix::testing::frameworks(),
+        || {
+            let (url, prefix) = (url.clone(), prefix.clone());
+            async move { single(&url, &prefix).await }
+        },
+    )
     .await;
     support::clean(&url, &prefix).await;
 }
@@ -63,7 +68,7 @@ async fn redis_cluster_passes_the_conformance_suite() {
     let cluster = support::Cluster::start().await;
     let urls = cluster.urls();
     let counter = std::sync::atomic::AtomicUsize::new(0);
-    cloakroom::conformance::run(|| {
+    cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
         let prefix = format!(
             "c{}:",
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst)

@@ -28,7 +28,7 @@ async fn store_in(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
 async fn sqlite_store_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let counter = AtomicUsize::new(0);
-    cloakroom::conformance::run(|| {
+    cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
         let name = format!("case-{}.db", counter.fetch_add(1, Ordering::SeqCst));
         let dir = &dir;
         async move { store_in(dir, &name).await }
@@ -44,11 +44,16 @@ async fn sqlite_store_concurrency_twenty_rounds() {
         .into_iter()
         .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
         .collect();
-    cloakroom::conformance::run_cases(&cases, 20, || {
-        let name = format!("round-{}.db", counter.fetch_add(1, Ordering::SeqCst));
-        let dir = &dir;
-        async move { store_in(dir, &name).await }
-    })
+    cloakroom::conformance::run_cases_on(
+        &cases,
+        20,
+        &cloakroom_actix::testing::frameworks(),
+        || {
+            let name = format!("round-{}.db", counter.fetch_add(1, Ordering::SeqCst));
+            let dir = &dir;
+            async move { store_in(dir, &name).await }
+        },
+    )
     .await;
 }
 

@@ -1,7 +1,8 @@
 //! Testing handlers that use sessions, in process (feature `testing`).
 //!
-//! [`TestClient`] is a browser in miniature for an axum [`Router`]: it sends requests
-//! through the router without a network, keeps the session cookie the app hands out, sends
+//! [`TestClient`] is a browser in miniature for an axum [`Router`](axum::Router) (or an
+//! actix-web `App`, with `cloakroom_actix::testing`): it sends requests through the app
+//! without a network, keeps the session cookie the app hands out, sends
 //! it back on the next request and forgets it when the app removes it. [`TestResponse`]
 //! shows what the app answered, cookie and all.
 //!
@@ -35,38 +36,63 @@
 //! # }
 //! ```
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::Router;
 use http::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use http::{HeaderMap, Method, Request, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tower::ServiceExt;
 
-/// The largest response body a [`TestClient`] reads.
-const MAX_BODY: usize = 16 << 20;
+mod app;
+mod seed;
 
-/// An in-process client for an axum [`Router`] that keeps one session cookie, the way a
-/// browser would.
+use app::MAX_BODY;
+pub use app::{AppUnderTest, BoxFuture};
+pub use seed::{inspect, value, SeededSession, SessionSeed};
+
+/// An in-process client for a web app (an axum [`Router`](axum::Router), or an actix-web
+/// `App` through `cloakroom_actix::testing::ActixApp`) that keeps one session cookie, the
+/// way a browser would.
 ///
-/// Requests go straight into the router (`tower::ServiceExt::oneshot`). After each
-/// response the client adopts a new session cookie from `Set-Cookie`, and drops its cookie
-/// when the response removes it (`Max-Age=0`).
-#[derive(Clone, Debug)]
+/// Requests go straight into the app, without a network. After each response the client
+/// adopts a new session cookie from `Set-Cookie`, and drops its cookie when the response
+/// removes it (`Max-Age=0`). Clones share the app, not the cookie.
+#[derive(Clone)]
 pub struct TestClient {
-    app: Router,
+    app: Arc<dyn AppUnderTest>,
     cookie_name: String,
     cookie: Option<String>,
 }
 
+impl std::fmt::Debug for TestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestClient")
+            .field("cookie_name", &self.cookie_name)
+            .field("has_cookie", &self.cookie.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl TestClient {
-    /// A client with no cookie, for the default cookie name `id`.
-    pub fn new(app: Router) -> Self {
+    /// A client of `app` with no cookie, for the default cookie name `id`.
+    pub fn new(app: impl AppUnderTest) -> Self {
+        Self::shared(Arc::new(app))
+    }
+
+    /// A client of an app other clients share, such as a second browser on one server.
+    pub fn shared(app: Arc<dyn AppUnderTest>) -> Self {
         Self {
             app,
             cookie_name: "id".to_owned(),
             cookie: None,
         }
+    }
+
+    /// The app this client talks to, for another client of the same app.
+    pub fn app(&self) -> &Arc<dyn AppUnderTest> {
+        &self.app
     }
 
     /// Uses `name` as the session cookie's name (prefix included, as in
@@ -122,7 +148,7 @@ impl TestClient {
     /// Sends a request built by the test, adding the session cookie the client holds.
     ///
     /// # Panics
-    /// If the request cannot be built, or the router fails (an axum `Router` never does).
+    /// If the request cannot be built or its body read, or the app panics.
     pub async fn send(&mut self, request: http::Result<Request<Body>>) -> TestResponse {
         let mut request = request.expect("a well-formed test request");
         if let Some(cookie) = &self.cookie {
@@ -131,20 +157,19 @@ impl TestClient {
                 .headers_mut()
                 .append(COOKIE, header.parse().expect("a cookie header"));
         }
-        let response = self
-            .app
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("axum routers are infallible");
-        let (parts, body) = response.into_parts();
+        let (parts, body) = request.into_parts();
         let body = axum::body::to_bytes(body, MAX_BODY)
             .await
-            .expect("the response body is readable");
+            .expect("the request body is readable");
+        let response = self
+            .app
+            .call(Request::from_parts(parts, body.to_vec()))
+            .await;
+        let (parts, body) = response.into_parts();
         let response = TestResponse {
             status: parts.status,
             headers: parts.headers,
-            body: body.to_vec(),
+            body,
         };
         if let Some(value) = response.session_cookie(&self.cookie_name) {
             self.cookie = Some(value.to_owned());

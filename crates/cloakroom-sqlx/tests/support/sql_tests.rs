@@ -68,13 +68,13 @@ macro_rules! sql_store_tests {
                 async move { store_on(&pool, &table).await }
             };
             if only.is_empty() {
-                cloakroom::conformance::run(factory).await;
+                cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), factory).await;
             } else {
                 let cases: Vec<_> = cloakroom::conformance::cases()
                     .into_iter()
                     .filter(|case| only.iter().any(|o| case.name.contains(o)))
                     .collect();
-                cloakroom::conformance::run_cases(&cases, rounds, factory).await;
+                cloakroom::conformance::run_cases_on(&cases, rounds, &cloakroom_actix::testing::frameworks(), factory).await;
             }
             drop_tables(&pool, &tables).await;
         }

@@ -1,30 +1,23 @@
-//! Cases through the axum layer: cookies, data and identity, expiry, same-session
+//! Cases through HTTP, on every framework: cookies, data and identity, expiry, same-session
 //! concurrency and the per-user index.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Path, Query};
-use axum::http::{header, Request, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use http::{header, Request, StatusCode};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-use super::{unique_user, Case, CountingStore, Target};
+use super::{unique_user, Case, CountingStore, Framework, Run, Target};
 use crate::config::SessionConfig;
 use crate::expiry::ExpiryPolicy;
-use crate::id::{SessionHandle, SessionId};
-use crate::layer::SessionLayer;
-use crate::session::{Session, SessionManager};
+use crate::id::SessionId;
+use crate::session::SessionManager;
 use crate::store::SessionStore;
-use crate::SessionError;
+use crate::testing::AppUnderTest;
 
 macro_rules! cases {
     ($($name:ident),* $(,)?) => {
-        vec![$(Case { name: concat!("http::", stringify!($name)), run: |target| Box::pin($name(target)) }),*]
+        vec![$(Case { name: concat!("http::", stringify!($name)), run: Run::Http(|target, framework| Box::pin($name(target, framework))) }),*]
     };
 }
 
@@ -56,99 +49,16 @@ pub(super) fn cases() -> Vec<Case> {
     ]
 }
 
-#[derive(serde::Deserialize)]
-struct Delay {
-    delay_ms: Option<u64>,
-}
+/// The app under test, whatever framework serves it.
+type App = Arc<dyn AppUnderTest>;
 
-async fn pause(delay: &Delay) {
-    if let Some(ms) = delay.delay_ms {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-}
-
-fn app(target: Target, config: SessionConfig) -> Router {
+fn app(framework: &Arc<dyn Framework>, target: Target, config: SessionConfig) -> App {
     let manager = match target {
         Target::Store(store) => SessionManager::from_arc(store, config),
         Target::Cookie(sessions) => SessionManager::cookie(sessions, config),
     }
     .expect("valid test configuration");
-    Router::new()
-        .route("/untouched", get(|| async { "ok" }))
-        .route(
-            "/get/{key}",
-            get(|s: Session, Path(key): Path<String>| async move { s.get::<Value>(&key).await.map(Json) }),
-        )
-        .route(
-            "/set/{key}",
-            post(|s: Session, Path(key): Path<String>, Query(d): Query<Delay>, Json(v): Json<Value>| async move {
-                s.get::<Value>(&key).await?;
-                pause(&d).await;
-                s.insert(&key, v).await.map(|()| "ok")
-            }),
-        )
-        .route(
-            "/remove/{key}",
-            post(|s: Session, Path(key): Path<String>| async move { s.remove::<Value>(&key).await.map(Json) }),
-        )
-        .route(
-            "/incr/{key}",
-            post(|s: Session, Path(key): Path<String>, Query(d): Query<Delay>| async move {
-                let n = s.update(&key, |n: Option<u64>| n.unwrap_or(0) + 1).await?;
-                pause(&d).await;
-                Ok::<_, SessionError>(Json(n))
-            }),
-        )
-        .route(
-            "/fail/{key}",
-            post(|s: Session, Path(key): Path<String>| async move {
-                s.insert(&key, true).await?;
-                Ok::<_, SessionError>(StatusCode::INTERNAL_SERVER_ERROR)
-            }),
-        )
-        .route("/cycle", post(|s: Session| async move { s.cycle_id().await.map(|()| "ok") }))
-        .route(
-            "/login/{user}",
-            post(|s: Session, Path(user): Path<String>| async move { s.login(user).await.map(|()| "ok") }),
-        )
-        .route("/logout", post(|s: Session| async move { s.logout().await.map(|()| "ok") }))
-        .route(
-            "/persistent",
-            post(|s: Session| async move {
-                s.set_persistent(true).await?;
-                s.insert("remember", true).await.map(|()| "ok")
-            }),
-        )
-        .route("/whoami", get(|s: Session| async move { s.user().await.map(Json) }))
-        .route(
-            "/created",
-            get(|s: Session| async move {
-                let metadata = s.metadata().await?;
-                Ok::<_, SessionError>(Json(metadata.map(|m| m.created_at.unix_timestamp_nanos().to_string())))
-            }),
-        )
-        .route(
-            "/handle",
-            get(|s: Session| async move { s.handle().await.map(|h| Json(h.map(|h| h.to_string()))) }),
-        )
-        .route(
-            "/sessions",
-            get(|s: Session| async move { s.list_user_sessions().await.map(Json) }),
-        )
-        .route(
-            "/revoke/{handle}",
-            post(|s: Session, Path(handle): Path<String>| async move {
-                match SessionHandle::parse(&handle) {
-                    Some(handle) => s.revoke_user_session(&handle).await.map(Json).into_response(),
-                    None => StatusCode::NOT_FOUND.into_response(),
-                }
-            }),
-        )
-        .route(
-            "/revoke-others",
-            post(|s: Session| async move { s.revoke_other_sessions().await.map(Json) }),
-        )
-        .layer(SessionLayer::from_manager(Arc::new(manager)))
+    framework.serve(Arc::new(manager))
 }
 
 /// A response as the cases look at it.
@@ -179,19 +89,19 @@ impl Reply {
 /// A browser: a router and the session cookie it holds.
 #[derive(Clone)]
 struct Browser {
-    app: Router,
+    app: App,
     cookie: Option<String>,
 }
 
 impl Browser {
-    fn new(app: &Router) -> Self {
+    fn new(app: &App) -> Self {
         Self {
             app: app.clone(),
             cookie: None,
         }
     }
 
-    fn with_cookie(app: &Router, cookie: &str) -> Self {
+    fn with_cookie(app: &App, cookie: &str) -> Self {
         Self {
             app: app.clone(),
             cookie: Some(cookie.to_owned()),
@@ -231,7 +141,7 @@ impl Browser {
 }
 
 async fn raw(
-    app: &Router,
+    app: &App,
     method: &str,
     path: &str,
     cookie: Option<&str>,
@@ -247,16 +157,12 @@ async fn raw(
     let body = match body {
         Some(v) => {
             request = request.header(header::CONTENT_TYPE, "application/json");
-            Body::from(v.to_string())
+            v.to_string().into_bytes()
         }
-        None => Body::empty(),
+        None => Vec::new(),
     };
-    let response = app
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
+    let response = app.call(request.body(body).unwrap()).await;
+    let (parts, bytes) = response.into_parts();
     let strings = |name| {
         parts
             .headers
@@ -270,7 +176,6 @@ async fn raw(
         strings(header::SET_COOKIE),
         strings(header::VARY),
     );
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     Reply {
@@ -281,12 +186,12 @@ async fn raw(
     }
 }
 
-fn default_app(target: Target) -> Router {
-    app(target, SessionConfig::default())
+fn default_app(framework: &Arc<dyn Framework>, target: Target) -> App {
+    app(framework, target, SessionConfig::default())
 }
 
-async fn no_cookie_no_set_cookie(target: Target) {
-    let app = default_app(target);
+async fn no_cookie_no_set_cookie(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let r = raw(&app, "GET", "/untouched", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
@@ -305,8 +210,8 @@ async fn no_cookie_no_set_cookie(target: Target) {
     );
 }
 
-async fn write_sets_a_secure_cookie(target: Target) {
-    let app = default_app(target.clone());
+async fn write_sets_a_secure_cookie(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target.clone());
     let mut b = Browser::new(&app);
     let r = b.post("/set/a", json!(1)).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -330,8 +235,8 @@ async fn write_sets_a_secure_cookie(target: Target) {
     }
 }
 
-async fn bogus_cookies_are_anonymous(target: Target) {
-    let app = default_app(target);
+async fn bogus_cookies_are_anonymous(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let unknown = SessionId::generate().to_cookie_value();
     let huge = "A".repeat(8000);
     let non_canonical = format!("{}B", "A".repeat(42));
@@ -365,8 +270,8 @@ async fn bogus_cookies_are_anonymous(target: Target) {
     }
 }
 
-async fn duplicate_cookies_use_the_first_valid(target: Target) {
-    let app = default_app(target);
+async fn duplicate_cookies_use_the_first_valid(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let mut b = Browser::new(&app);
     b.post("/set/who", json!("me")).await;
     let header = format!(
@@ -382,9 +287,9 @@ async fn duplicate_cookies_use_the_first_valid(target: Target) {
     );
 }
 
-async fn data_round_trip(target: Target) {
+async fn data_round_trip(target: Target, framework: Arc<dyn Framework>) {
     let server_side = matches!(target, Target::Store(_));
-    let app = default_app(target);
+    let app = default_app(&framework, target);
     let mut b = Browser::new(&app);
     b.post("/set/a", json!({"x": [1, 2]})).await;
     let first = b.id();
@@ -408,8 +313,8 @@ async fn data_round_trip(target: Target) {
     }
 }
 
-async fn cycle_id_keeps_data_and_kills_old_id(target: Target) {
-    let app = default_app(target);
+async fn cycle_id_keeps_data_and_kills_old_id(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let old = b.id();
@@ -429,8 +334,8 @@ async fn cycle_id_keeps_data_and_kills_old_id(target: Target) {
     );
 }
 
-async fn login_rotates_and_kills_old_id(target: Target) {
-    let app = default_app(target);
+async fn login_rotates_and_kills_old_id(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let user = unique_user("login");
     let mut b = Browser::new(&app);
     b.post("/set/cart", json!(["book"])).await;
@@ -460,8 +365,8 @@ async fn login_rotates_and_kills_old_id(target: Target) {
     );
 }
 
-async fn logout_deletes_and_removes_cookie(target: Target) {
-    let app = default_app(target.clone());
+async fn logout_deletes_and_removes_cookie(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target.clone());
     let mut b = Browser::new(&app);
     b.post(&format!("/login/{}", unique_user("bye")), json!(null))
         .await;
@@ -494,10 +399,14 @@ async fn logout_deletes_and_removes_cookie(target: Target) {
     }
 }
 
-async fn untouched_requests_do_no_store_io(target: Target) {
+async fn untouched_requests_do_no_store_io(target: Target, framework: Arc<dyn Framework>) {
     let counting = CountingStore::new(target.store());
     let counts = counting.counts();
-    let app = app(Target::Store(Arc::new(counting)), SessionConfig::default());
+    let app = app(
+        &framework,
+        Target::Store(Arc::new(counting)),
+        SessionConfig::default(),
+    );
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let before = counts.snapshot();
@@ -511,10 +420,14 @@ async fn untouched_requests_do_no_store_io(target: Target) {
     );
 }
 
-async fn read_only_traffic_is_throttled(target: Target) {
+async fn read_only_traffic_is_throttled(target: Target, framework: Arc<dyn Framework>) {
     let counting = CountingStore::new(target.store());
     let counts = counting.counts();
-    let app = app(Target::Store(Arc::new(counting)), SessionConfig::default());
+    let app = app(
+        &framework,
+        Target::Store(Arc::new(counting)),
+        SessionConfig::default(),
+    );
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let (loads, writes, _) = counts.snapshot();
@@ -538,8 +451,8 @@ fn short(idle_ms: u64, absolute_ms: Option<u64>, touch_ms: u64) -> SessionConfig
     )
 }
 
-async fn idle_timeout(target: Target) {
-    let app = app(target, short(1500, None, 100));
+async fn idle_timeout(target: Target, framework: Arc<dyn Framework>) {
+    let app = app(&framework, target, short(1500, None, 100));
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     for _ in 0..3 {
@@ -558,8 +471,8 @@ async fn idle_timeout(target: Target) {
     );
 }
 
-async fn absolute_timeout(target: Target) {
-    let app = app(target, short(1500, Some(2500), 100));
+async fn absolute_timeout(target: Target, framework: Arc<dyn Framework>) {
+    let app = app(&framework, target, short(1500, Some(2500), 100));
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     for _ in 0..2 {
@@ -577,8 +490,8 @@ async fn absolute_timeout(target: Target) {
     );
 }
 
-async fn server_error_discards_changes(target: Target) {
-    let app = default_app(target);
+async fn server_error_discards_changes(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let mut b = Browser::new(&app);
     let r = b.post("/fail/x", json!(null)).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -595,8 +508,8 @@ async fn server_error_discards_changes(target: Target) {
     );
 }
 
-async fn oversized_value_is_413(target: Target) {
-    let app = default_app(target);
+async fn oversized_value_is_413(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let r = b.post("/set/big", json!("x".repeat(100 * 1024))).await;
@@ -605,8 +518,8 @@ async fn oversized_value_is_413(target: Target) {
     assert_eq!(b.get("/get/a").await.body, json!(1));
 }
 
-async fn persistent_cookie_has_max_age(target: Target) {
-    let app = default_app(target);
+async fn persistent_cookie_has_max_age(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let mut b = Browser::new(&app);
     let r = b.post("/persistent", json!(null)).await;
     let cookie = &r.set_cookie[0];
@@ -622,8 +535,8 @@ async fn persistent_cookie_has_max_age(target: Target) {
     );
 }
 
-async fn concurrent_writers_keep_every_key(target: Target) {
-    let app = default_app(target);
+async fn concurrent_writers_keep_every_key(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let mut b = Browser::new(&app);
     b.post("/set/seed", json!(0)).await;
     let cookie = format!("id={}", b.id());
@@ -655,8 +568,8 @@ async fn concurrent_writers_keep_every_key(target: Target) {
     }
 }
 
-async fn concurrent_increments_are_exact(target: Target) {
-    let app = default_app(target);
+async fn concurrent_increments_are_exact(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let mut b = Browser::new(&app);
     b.post("/incr/n", json!(null)).await;
     let cookie = format!("id={}", b.id());
@@ -678,9 +591,12 @@ async fn concurrent_increments_are_exact(target: Target) {
     );
 }
 
-async fn logout_racing_a_slow_writer_does_not_resurrect(target: Target) {
+async fn logout_racing_a_slow_writer_does_not_resurrect(
+    target: Target,
+    framework: Arc<dyn Framework>,
+) {
     let store = target.store();
-    let app = default_app(target.clone());
+    let app = default_app(&framework, target.clone());
     let mut b = Browser::new(&app);
     b.post(&format!("/login/{}", unique_user("racer")), json!(null))
         .await;
@@ -719,8 +635,8 @@ async fn logout_racing_a_slow_writer_does_not_resurrect(target: Target) {
     assert_eq!(r.body, Value::Null);
 }
 
-async fn user_index_list_and_revoke(target: Target) {
-    let app = default_app(target);
+async fn user_index_list_and_revoke(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
     let user = unique_user("devices");
     let mut devices: Vec<Browser> = (0..3).map(|_| Browser::new(&app)).collect();
     for d in &mut devices {
@@ -802,9 +718,13 @@ impl crate::EpochSource for TestEpochs {
     }
 }
 
-async fn epoch_revocation_logs_out_everywhere(target: Target) {
+async fn epoch_revocation_logs_out_everywhere(target: Target, framework: Arc<dyn Framework>) {
     let epochs = TestEpochs::default();
-    let app = app(target, SessionConfig::default().with_epochs(epochs.clone()));
+    let app = app(
+        &framework,
+        target,
+        SessionConfig::default().with_epochs(epochs.clone()),
+    );
     let user = unique_user("epoch");
     let mut devices = [Browser::new(&app), Browser::new(&app)];
     for device in &mut devices {
@@ -845,9 +765,9 @@ async fn epoch_revocation_logs_out_everywhere(target: Target) {
 /// Issue 12 #7: Bob logging in on the browser Alice left logged in does not see her data
 /// and does not inherit her session: not her remember-me cookie, not her creation time,
 /// and her old ID is dead. Alice logging in again keeps hers.
-async fn login_as_another_user_clears_the_data(target: Target) {
+async fn login_as_another_user_clears_the_data(target: Target, framework: Arc<dyn Framework>) {
     let server_side = matches!(target, Target::Store(_));
-    let app = default_app(target);
+    let app = default_app(&framework, target);
     let (alice, bob) = (unique_user("alice"), unique_user("bob"));
     let mut b = Browser::new(&app);
     b.post(&format!("/login/{alice}"), json!(null)).await;
@@ -896,9 +816,12 @@ async fn login_as_another_user_clears_the_data(target: Target) {
 /// Issue 12 #6: a value nested as deep as the documented limit
 /// ([`MAX_VALUE_DEPTH`](crate::MAX_VALUE_DEPTH)) is stored and loads back; a deeper one is
 /// refused with 413 when written, so it can never make the whole session unreadable.
-async fn deeply_nested_values_round_trip_or_are_refused(target: Target) {
+async fn deeply_nested_values_round_trip_or_are_refused(
+    target: Target,
+    framework: Arc<dyn Framework>,
+) {
     let nested = |depth: usize| (0..depth).fold(json!("core"), |inner, _| json!([inner]));
-    let app = default_app(target);
+    let app = default_app(&framework, target);
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let deepest = nested(crate::MAX_VALUE_DEPTH);
@@ -923,8 +846,12 @@ async fn deeply_nested_values_round_trip_or_are_refused(target: Target) {
 
 /// The per-user cap ([`SessionConfig::with_max_sessions_per_user`]): a login beyond it
 /// revokes the user's least recently active other sessions, never the one logging in.
-async fn login_beyond_the_per_user_cap_revokes_the_least_recently_active(target: Target) {
+async fn login_beyond_the_per_user_cap_revokes_the_least_recently_active(
+    target: Target,
+    framework: Arc<dyn Framework>,
+) {
     let app = app(
+        &framework,
         target,
         SessionConfig::default().with_max_sessions_per_user(2),
     );

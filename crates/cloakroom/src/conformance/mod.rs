@@ -5,6 +5,10 @@
 //! and typed error, the HTTP behaviour through the axum layer, same-session concurrency
 //! and the per-user index. A failing case panics with the list of failures.
 //!
+//! The HTTP cases run through every [`Framework`] they are given: [`run`] uses the core's
+//! [`Axum`]; [`run_on`] takes a list, such as `cloakroom_actix::testing::frameworks()`
+//! (axum and actix-web), so a store is proven through every integration.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use cloakroom::MemoryStore;
@@ -24,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::sealed::CookieSessions;
 use crate::store::SessionStore;
 
+mod app;
 mod counting;
 mod fixtures;
 mod hooked;
@@ -31,6 +36,7 @@ mod http;
 mod store_cases;
 mod stress;
 
+pub use app::{respond, Axum, Framework, Reply};
 pub use counting::{Counter, CountingStore, OperationCounts};
 pub use fixtures::live_record;
 pub use hooked::{HookedStore, Operation, Outage, StoreHook};
@@ -38,6 +44,11 @@ pub use stress::revoke_others_racing_renames;
 
 /// A boxed future, as the cases use.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The frameworks [`run`] drives the HTTP cases through: the core's [`Axum`].
+pub fn default_frameworks() -> Vec<Arc<dyn Framework>> {
+    vec![Arc::new(Axum)]
+}
 
 /// What a case runs against: a store, or client-side (cookie) sessions.
 #[derive(Clone)]
@@ -64,7 +75,16 @@ pub struct Case {
     /// Its name, such as `store::update_compare_and_set`.
     pub name: &'static str,
     /// Runs it against a fresh target; panics on failure.
-    pub run: fn(Target) -> BoxFuture<()>,
+    pub run: Run,
+}
+
+/// How a [`Case`] runs.
+#[derive(Clone, Copy)]
+pub enum Run {
+    /// Against the store directly, once.
+    Store(fn(Target) -> BoxFuture<()>),
+    /// Through HTTP, once per framework.
+    Http(fn(Target, Arc<dyn Framework>) -> BoxFuture<()>),
 }
 
 /// The HTTP cases that cannot apply to client-side sessions, and why.
@@ -101,15 +121,21 @@ pub fn client_side_cases() -> Vec<Case> {
         .collect()
 }
 
-/// Runs every case that applies to client-side sessions against `sessions`; panics
-/// listing the failures. The cases that cannot apply are [`NOT_CLIENT_SIDE`].
+/// Runs every case that applies to client-side sessions against `sessions`, through
+/// axum; panics listing the failures. The cases that cannot apply are
+/// [`NOT_CLIENT_SIDE`].
 pub async fn run_client_side(sessions: CookieSessions) {
+    run_client_side_on(&default_frameworks(), sessions).await;
+}
+
+/// [`run_client_side`] through each of `frameworks`.
+pub async fn run_client_side_on(frameworks: &[Arc<dyn Framework>], sessions: CookieSessions) {
     let only = std::env::var("CLOAKROOM_CONFORMANCE_ONLY").unwrap_or_default();
     let cases: Vec<Case> = client_side_cases()
         .into_iter()
         .filter(|case| case.name.contains(&only))
         .collect();
-    run_targets(&cases, 1, || {
+    run_targets(&cases, 1, frameworks, || {
         let sessions = sessions.clone();
         async move { Target::Cookie(sessions) }
     })
@@ -125,62 +151,96 @@ pub fn cases_matching(pattern: &str) -> Vec<Case> {
 }
 
 /// Runs every case (or those named by `CLOAKROOM_CONFORMANCE_ONLY`) against fresh stores
-/// from `factory`, and panics listing the failures.
+/// from `factory`, the HTTP cases through axum, and panics listing the failures.
 pub async fn run<S, F, Fut>(factory: F)
 where
     S: SessionStore,
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
-    let only = std::env::var("CLOAKROOM_CONFORMANCE_ONLY").unwrap_or_default();
-    run_cases(&cases_matching(&only), 1, factory).await;
+    run_on(&default_frameworks(), factory).await;
 }
 
-/// Runs `cases`, each `rounds` times, against fresh stores from `factory`; panics listing
-/// the failures. Use it to repeat the concurrency cases to catch flakiness.
+/// [`run`], with the HTTP cases through each of `frameworks`.
+pub async fn run_on<S, F, Fut>(frameworks: &[Arc<dyn Framework>], factory: F)
+where
+    S: SessionStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let only = std::env::var("CLOAKROOM_CONFORMANCE_ONLY").unwrap_or_default();
+    run_cases_on(&cases_matching(&only), 1, frameworks, factory).await;
+}
+
+/// Runs `cases`, each `rounds` times, against fresh stores from `factory`, the HTTP ones
+/// through axum; panics listing the failures. Use it to repeat the concurrency cases to
+/// catch flakiness.
 pub async fn run_cases<S, F, Fut>(cases: &[Case], rounds: usize, factory: F)
 where
     S: SessionStore,
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
-    run_targets(cases, rounds, || {
+    run_cases_on(cases, rounds, &default_frameworks(), factory).await;
+}
+
+/// [`run_cases`], with the HTTP cases through each of `frameworks`.
+pub async fn run_cases_on<S, F, Fut>(
+    cases: &[Case],
+    rounds: usize,
+    frameworks: &[Arc<dyn Framework>],
+    factory: F,
+) where
+    S: SessionStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    run_targets(cases, rounds, frameworks, || {
         let store = factory();
         async move { Target::Store(Arc::new(store.await)) }
     })
     .await;
 }
 
-async fn run_targets<F, Fut>(cases: &[Case], rounds: usize, target: F)
-where
+async fn run_targets<F, Fut>(
+    cases: &[Case],
+    rounds: usize,
+    frameworks: &[Arc<dyn Framework>],
+    target: F,
+) where
     F: Fn() -> Fut,
     Fut: Future<Output = Target>,
 {
     let mut failures = Vec::new();
     for round in 1..=rounds {
         for case in cases {
-            let target = target().await;
-            let started = Instant::now();
-            let outcome =
-                tokio::time::timeout(Duration::from_secs(120), tokio::spawn((case.run)(target)))
-                    .await;
-            let verdict = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(join)) => Some(panic_message(join)),
-                Err(_) => Some("did not finish within 120 s".to_owned()),
+            let runs: Vec<(String, BoxFuture<()>)> = match case.run {
+                Run::Store(run) => vec![(case.name.to_owned(), run(target().await))],
+                Run::Http(run) => {
+                    let mut runs = Vec::with_capacity(frameworks.len());
+                    for framework in frameworks {
+                        let name = format!("{} [{}]", case.name, framework.name());
+                        runs.push((name, run(target().await, Arc::clone(framework))));
+                    }
+                    runs
+                }
             };
-            let took = started.elapsed();
-            match verdict {
-                None => eprintln!(
-                    "conformance {} (round {round}) ... ok ({took:.0?})",
-                    case.name
-                ),
-                Some(why) => {
-                    eprintln!(
-                        "conformance {} (round {round}) ... FAILED: {why}",
-                        case.name
-                    );
-                    failures.push(format!("{} (round {round}): {why}", case.name));
+            for (name, run) in runs {
+                let started = Instant::now();
+                let outcome =
+                    tokio::time::timeout(Duration::from_secs(120), tokio::spawn(run)).await;
+                let verdict = match outcome {
+                    Ok(Ok(())) => None,
+                    Ok(Err(join)) => Some(panic_message(join)),
+                    Err(_) => Some("did not finish within 120 s".to_owned()),
+                };
+                let took = started.elapsed();
+                match verdict {
+                    None => eprintln!("conformance {name} (round {round}) ... ok ({took:.0?})"),
+                    Some(why) => {
+                        eprintln!("conformance {name} (round {round}) ... FAILED: {why}");
+                        failures.push(format!("{name} (round {round}): {why}"));
+                    }
                 }
             }
         }

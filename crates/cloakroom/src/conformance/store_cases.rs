@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use time::Duration as Span;
 
-use super::{unique_user, Case};
+use super::{unique_user, Case, Run};
 use crate::id::{SessionId, StoreKey};
 use crate::record::{now, ClientMeta, Record, Touch};
 use crate::store::{InsertError, ListQuery, RenameError, SessionStore, TouchError, UpdateError};
@@ -15,7 +15,7 @@ type Store = Arc<dyn SessionStore>;
 
 macro_rules! cases {
     ($($name:ident),* $(,)?) => {
-        vec![$(Case { name: concat!("store::", stringify!($name)), run: |target| Box::pin($name(target.store())) }),*]
+        vec![$(Case { name: concat!("store::", stringify!($name)), run: Run::Store(|target| Box::pin($name(target.store()))) }),*]
     };
 }
 

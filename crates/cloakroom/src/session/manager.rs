@@ -154,6 +154,16 @@ impl SessionManager {
         }
     }
 
+    /// The client-side cookie format; `None` for a store. For the test kit, which seals
+    /// seeded sessions as the engine does.
+    #[cfg(feature = "testing")]
+    pub(crate) fn cookie_sessions(&self) -> Option<&dyn CookieCodec> {
+        match &self.backend {
+            Backend::Store(_) => None,
+            Backend::Cookie(sessions) => Some(&**sessions),
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &SessionConfig {
         &self.config
