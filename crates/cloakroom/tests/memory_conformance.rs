@@ -62,15 +62,10 @@ async fn a_failed_load_is_not_retried_within_a_request() {
 
 /// The status and `Retry-After` of one anonymous POST to `/` through `app`.
 async fn status_and_retry_after(app: axum::Router) -> (axum::http::StatusCode, Option<String>) {
-    use axum::body::Body;
-    use axum::http::{header, Request};
-    use tower::ServiceExt;
-
-    let request = Request::post("/").body(Body::empty()).unwrap();
-    let response = app.oneshot(request).await.unwrap();
+    let response = cloakroom::testing::TestClient::new(app).post("/").await;
     let retry_after = response
         .headers()
-        .get(header::RETRY_AFTER)
+        .get(axum::http::header::RETRY_AFTER)
         .map(|value| value.to_str().unwrap().to_owned());
     (response.status(), retry_after)
 }
@@ -159,23 +154,14 @@ async fn post_json(
     cookie: Option<&str>,
     body: serde_json::Value,
 ) -> (axum::http::StatusCode, Option<String>) {
-    use axum::body::Body;
-    use axum::http::{header, Request};
-    use tower::ServiceExt;
-
-    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+    let mut client = cloakroom::testing::TestClient::new(app.clone());
     if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
+        client = client.with_cookie(cookie.strip_prefix("id=").unwrap_or(cookie));
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::from(body.to_string())).unwrap())
-        .await
-        .unwrap();
+    let response = client.post_json(path, &body).await;
     let set_cookie = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        .session_cookie("id")
+        .map(|value| format!("id={value}"));
     (response.status(), set_cookie)
 }
 
