@@ -393,7 +393,7 @@ async fn an_in_memory_store_is_one_database() {
         // Concurrent operations make a pool open every connection it may.
         let inserts = keys.iter().map(|key| {
             let store = store.clone();
-            let key = key.clone();
+            let key = *key;
             tokio::spawn(async move {
                 store
                     .insert(&key, &Record::new(record::now(), None, None))
@@ -408,7 +408,7 @@ async fn an_in_memory_store_is_one_database() {
         }
         let loads = keys.iter().map(|key| {
             let store = store.clone();
-            let key = key.clone();
+            let key = *key;
             tokio::spawn(async move { store.load(&key).await })
         });
         for load in loads.collect::<Vec<_>>() {
