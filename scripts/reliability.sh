@@ -293,6 +293,10 @@ if not any_scale:
 w("")
 w(recorded([json.load(open(p)) for p in glob.glob(os.path.join(results, "scale-*.json"))]))
 w("")
+w("Redis and Memcached expire records themselves (a TTL on every key), so their purge has"
+  " nothing to delete: 0 purged is their expected figure, and their expired sessions are"
+  " gone without it.")
+w("")
 w("Command: `reliability scale STORE-URL --sessions N` (any `cloakroom` store URL; for the"
   " shared servers e.g. `postgres://postgres@127.0.0.1/test?table=scale_t`).")
 w("")
