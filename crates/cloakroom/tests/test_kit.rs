@@ -7,8 +7,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloakroom::testing::{inspect, value, SessionSeed, TestClient};
 use cloakroom::{
-    generate_key, CookieSessions, KeyRing, MemoryStore, Session, SessionConfig, SessionError,
-    SessionLayer, SessionManager,
+    generate_key, CookieSessions, IdFormat, KeyRing, MemoryStore, Session, SessionConfig,
+    SessionError, SessionLayer, SessionManager,
 };
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
@@ -35,6 +35,22 @@ fn app(manager: &Arc<SessionManager>) -> Router {
         .layer(SessionLayer::from_manager(Arc::clone(manager)))
 }
 
+/// IDs written in their cookie another way and keyed reversibly, as a bridge to another
+/// app's sessions writes them: the kit must read them as the engine does.
+struct Prefixed;
+
+impl IdFormat for Prefixed {
+    fn decode<'v>(&self, value: &'v str) -> Option<std::borrow::Cow<'v, str>> {
+        value.strip_prefix("v1.").map(Into::into)
+    }
+    fn encode(&self, id: &str) -> String {
+        format!("v1.{id}")
+    }
+    fn reversible_store_keys(&self) -> bool {
+        true
+    }
+}
+
 fn managers() -> Vec<(&'static str, Arc<SessionManager>)> {
     let config = SessionConfig::default;
     let ring = || KeyRing::parse(&generate_key()).unwrap();
@@ -42,6 +58,14 @@ fn managers() -> Vec<(&'static str, Arc<SessionManager>)> {
         (
             "memory",
             Arc::new(SessionManager::new(MemoryStore::new(), config()).unwrap()),
+        ),
+        (
+            "memory, prefixed IDs",
+            Arc::new(
+                SessionManager::new(MemoryStore::new(), config())
+                    .unwrap()
+                    .with_id_format(Arc::new(Prefixed)),
+            ),
         ),
         (
             "encrypted cookie",

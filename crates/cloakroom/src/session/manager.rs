@@ -119,7 +119,7 @@ impl SessionManager {
         self
     }
 
-    pub(super) fn id_format(&self) -> Option<&dyn IdFormat> {
+    pub(crate) fn id_format(&self) -> Option<&dyn IdFormat> {
         self.id_format.as_deref()
     }
 

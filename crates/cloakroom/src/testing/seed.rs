@@ -161,7 +161,7 @@ async fn redeadline(
         }
     };
     if let Some(store) = manager.store() {
-        let key = SessionId::parse(&seeded.value)
+        let key = SessionId::decode_with(&seeded.value, manager.id_format())
             .expect("the engine hands out well-formed IDs")
             .store_key();
         let mut record = store
@@ -245,7 +245,7 @@ pub async fn inspect(
 ) -> Result<Option<Record>, SessionError> {
     let now = crate::record::now();
     let record = if let Some(store) = manager.store() {
-        match SessionId::parse(cookie_value) {
+        match SessionId::decode_with(cookie_value, manager.id_format()) {
             Some(id) => store.load(&id.store_key()).await?,
             None => None,
         }
