@@ -171,7 +171,63 @@ pub fn error_kind(error: &StoreError) -> &'static str {
 pub struct InstrumentedStore {
     inner: Arc<dyn SessionStore>,
     kind: &'static str,
+    /// The latency histogram's key for each operation, built once: recording through a
+    /// prebuilt key allocates nothing, where the `histogram!` macro with runtime labels
+    /// builds a label list on every call, recorder or not.
+    durations: [metrics::Key; Operation::ALL.len()],
 }
+
+/// The store operations timed, each with its `operation` label.
+#[derive(Clone, Copy)]
+enum Operation {
+    Load,
+    Insert,
+    Update,
+    Touch,
+    Rename,
+    Delete,
+    ListForUser,
+    DeleteForUser,
+    PurgeExpired,
+    FindByHandle,
+    ListSessions,
+}
+
+impl Operation {
+    const ALL: [Self; 11] = [
+        Self::Load,
+        Self::Insert,
+        Self::Update,
+        Self::Touch,
+        Self::Rename,
+        Self::Delete,
+        Self::ListForUser,
+        Self::DeleteForUser,
+        Self::PurgeExpired,
+        Self::FindByHandle,
+        Self::ListSessions,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Load => "load",
+            Self::Insert => "insert",
+            Self::Update => "update",
+            Self::Touch => "touch",
+            Self::Rename => "rename",
+            Self::Delete => "delete",
+            Self::ListForUser => "list_for_user",
+            Self::DeleteForUser => "delete_for_user",
+            Self::PurgeExpired => "purge_expired",
+            Self::FindByHandle => "find_by_handle",
+            Self::ListSessions => "list_sessions",
+        }
+    }
+}
+
+/// Where cloakroom's metrics say they come from.
+const METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 impl std::fmt::Debug for InstrumentedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -194,22 +250,41 @@ impl InstrumentedStore {
     /// Instruments `inner`.
     pub fn new(inner: Arc<dyn SessionStore>) -> Self {
         let kind = inner.kind();
-        Self { inner, kind }
+        let durations = Operation::ALL.map(|operation| {
+            metrics::Key::from_parts(
+                names::STORE_OPERATION_DURATION,
+                vec![
+                    metrics::Label::new("store", kind),
+                    metrics::Label::new("operation", operation.label()),
+                ],
+            )
+        });
+        Self {
+            inner,
+            kind,
+            durations,
+        }
     }
 
     /// Runs one store operation, timed, counted on failure and inside its span.
     async fn observe<T, E>(
         &self,
-        operation: &'static str,
+        operation: Operation,
         run: impl Future<Output = Result<T, E>>,
         store_error: impl Fn(&E) -> Option<&StoreError>,
     ) -> Result<T, E> {
-        let span = tracing::debug_span!("cloakroom.store", store = self.kind, operation);
+        let span = tracing::debug_span!(
+            "cloakroom.store",
+            store = self.kind,
+            operation = operation.label()
+        );
         let started = Instant::now();
         let result = run.instrument(span).await;
         let kind = self.kind;
-        metrics::histogram!(names::STORE_OPERATION_DURATION, "store" => kind, "operation" => operation)
+        let key = &self.durations[operation as usize];
+        metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
             .record(started.elapsed().as_secs_f64());
+        let operation = operation.label();
         if let Some(error) = result.as_ref().err().and_then(store_error) {
             metrics::counter!(
                 names::STORE_ERRORS,
@@ -230,13 +305,18 @@ fn plain(error: &StoreError) -> Option<&StoreError> {
 #[async_trait]
 impl SessionStore for InstrumentedStore {
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.observe("load", self.inner.load(key), plain).await
+        self.observe(Operation::Load, self.inner.load(key), plain)
+            .await
     }
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        self.observe("insert", self.inner.insert(key, record), |e| match e {
-            InsertError::Store(error) => Some(error),
-            InsertError::Duplicate => None,
-        })
+        self.observe(
+            Operation::Insert,
+            self.inner.insert(key, record),
+            |e| match e {
+                InsertError::Store(error) => Some(error),
+                InsertError::Duplicate => None,
+            },
+        )
         .await
     }
     async fn update(
@@ -246,32 +326,45 @@ impl SessionStore for InstrumentedStore {
         expected_version: u64,
     ) -> Result<(), UpdateError> {
         let run = self.inner.update(key, record, expected_version);
-        self.observe("update", run, |e| match e {
+        self.observe(Operation::Update, run, |e| match e {
             UpdateError::Store(error) => Some(error),
             UpdateError::Conflict | UpdateError::Missing => None,
         })
         .await
     }
     async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        self.observe("touch", self.inner.touch(key, touch), |e| match e {
-            TouchError::Store(error) => Some(error),
-            TouchError::Missing => None,
-        })
+        self.observe(
+            Operation::Touch,
+            self.inner.touch(key, touch),
+            |e| match e {
+                TouchError::Store(error) => Some(error),
+                TouchError::Missing => None,
+            },
+        )
         .await
     }
     async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        self.observe("rename", self.inner.rename(old, new), |e| match e {
-            RenameError::Store(error) => Some(error),
-            RenameError::Missing | RenameError::Duplicate => None,
-        })
+        self.observe(
+            Operation::Rename,
+            self.inner.rename(old, new),
+            |e| match e {
+                RenameError::Store(error) => Some(error),
+                RenameError::Missing | RenameError::Duplicate => None,
+            },
+        )
         .await
     }
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        self.observe("delete", self.inner.delete(key), plain).await
+        self.observe(Operation::Delete, self.inner.delete(key), plain)
+            .await
     }
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        self.observe("list_for_user", self.inner.list_for_user(user), plain)
-            .await
+        self.observe(
+            Operation::ListForUser,
+            self.inner.list_for_user(user),
+            plain,
+        )
+        .await
     }
     async fn delete_for_user(
         &self,
@@ -279,11 +372,15 @@ impl SessionStore for InstrumentedStore {
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
         let run = self.inner.delete_for_user(user, except);
-        self.observe("delete_for_user", run, plain).await
+        self.observe(Operation::DeleteForUser, run, plain).await
     }
     async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
-        self.observe("purge_expired", self.inner.purge_expired(batch), plain)
-            .await
+        self.observe(
+            Operation::PurgeExpired,
+            self.inner.purge_expired(batch),
+            plain,
+        )
+        .await
     }
     async fn purge_expired_with_progress(
         &self,
@@ -291,18 +388,26 @@ impl SessionStore for InstrumentedStore {
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, StoreError> {
         let run = self.inner.purge_expired_with_progress(batch, progress);
-        self.observe("purge_expired", run, plain).await
+        self.observe(Operation::PurgeExpired, run, plain).await
     }
     async fn find_by_handle(
         &self,
         handle: &SessionHandle,
     ) -> Result<Option<SessionEntry>, StoreError> {
-        self.observe("find_by_handle", self.inner.find_by_handle(handle), plain)
-            .await
+        self.observe(
+            Operation::FindByHandle,
+            self.inner.find_by_handle(handle),
+            plain,
+        )
+        .await
     }
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        self.observe("list_sessions", self.inner.list_sessions(query), plain)
-            .await
+        self.observe(
+            Operation::ListSessions,
+            self.inner.list_sessions(query),
+            plain,
+        )
+        .await
     }
     fn kind(&self) -> &'static str {
         self.kind
