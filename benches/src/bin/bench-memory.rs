@@ -2,47 +2,26 @@
 //! route on its memory store and prints the heap and resident-set growth per session as
 //! JSON. One library per process, so freed memory never flatters the next one.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::alloc::System;
 
 use cloakroom_benches::inprocess::{AxumDriver, Driver};
 use cloakroom_benches::results::MemoryUse;
 use cloakroom_benches::scenario::routes::SEED;
 use cloakroom_benches::{Env, Library, StoreKind, Target};
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
-/// The system allocator, counting live bytes.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call forwards to `System` unchanged; the counter has no effect on memory.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded as received.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: forwarded as received.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded as received.
-        let moved = unsafe { System.realloc(ptr, layout, new_size) };
-        if !moved.is_null() {
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        }
-        moved
-    }
-}
-
+// The system allocator, counting bytes, so the heap growth per session is measured
+// exactly rather than read off the resident set.
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Bytes allocated and not yet freed.
+fn live_bytes() -> usize {
+    let stats = ALLOCATOR.stats();
+    stats
+        .bytes_allocated
+        .saturating_sub(stats.bytes_deallocated)
+}
 
 fn rss_bytes() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -82,12 +61,12 @@ fn main() {
         let driver = AxumDriver(router);
         // One session first, so lazily built statics are not counted.
         driver.call(true, SEED, None).await;
-        let (heap_before, rss_before) = (LIVE.load(Ordering::SeqCst), rss_bytes());
+        let (heap_before, rss_before) = (live_bytes(), rss_bytes());
         for _ in 0..sessions {
             let reply = driver.call(true, SEED, None).await;
             assert!(reply.cookie.is_some(), "seeding failed: {}", reply.status);
         }
-        let (heap_after, rss_after) = (LIVE.load(Ordering::SeqCst), rss_bytes());
+        let (heap_after, rss_after) = (live_bytes(), rss_bytes());
         let row = MemoryUse {
             library,
             sessions,

@@ -14,20 +14,11 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-pub fn require_services() -> bool {
-    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
 /// Reports an unreachable server: a loud skip, or a failure when services are required.
 pub fn unreachable(what: &str, url: &str, error: &dyn std::fmt::Display) {
-    let message =
-        format!("{what} at {url} is unreachable ({error}); start it with scripts/services.sh");
-    if require_services() {
-        panic!("{message} (CLOAKROOM_REQUIRE_SERVICES=1)");
-    }
-    eprintln!("\n********************************************************************");
-    eprintln!("SKIPPING: {message}");
-    eprintln!("********************************************************************\n");
+    cloakroom::testing::skip(&format!(
+        "{what} at {url} is unreachable ({error}); start it with scripts/services.sh"
+    ));
 }
 
 pub fn postgres_url() -> String {

@@ -43,22 +43,8 @@ pub async fn call(
     path: &str,
     cookie: Option<&str>,
 ) -> (StatusCode, Option<String>, axum::http::HeaderMap) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, format!("id={cookie}"));
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let id = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("id="))
-        .and_then(|v| v.split(';').next())
-        .map(str::to_owned);
+    let response = cloakroom::testing::request_once(app, method, path, cookie).await;
+    let id = response.session_cookie("id").map(str::to_owned);
     (response.status(), id, response.headers().clone())
 }
 

@@ -11,6 +11,12 @@ fn ring() -> KeyRing {
     KeyRing::parse(&generate_key()).unwrap()
 }
 
+/// An empty session sealed for the cookie `id`.
+fn seal_empty(sessions: &CookieSessions) -> String {
+    let (key, record) = sample(Default::default());
+    sessions.seal("id", &key, &record).unwrap()
+}
+
 fn sample(data: serde_json::Map<String, serde_json::Value>) -> (StoreKey, Record) {
     let mut record = Record::new(now(), Some(now() + time::Duration::hours(1)), None);
     record.data = data;
@@ -47,13 +53,7 @@ fn every_mode_round_trips_and_length_is_exact() {
 #[test]
 fn tampering_truncation_and_foreign_keys_are_rejected() {
     let sessions = CookieSessions::encrypted(ring());
-    let value = sessions
-        .seal(
-            "id",
-            &sample(Default::default()).0,
-            &sample(Default::default()).1,
-        )
-        .unwrap();
+    let value = seal_empty(&sessions);
     let bytes = URL_SAFE_NO_PAD.decode(&value).unwrap();
     for bit in 0..bytes.len() * 8 {
         let mut flipped = bytes.clone();
@@ -93,13 +93,7 @@ fn new_cookies_use_the_current_key_whatever_the_order_given() {
         order.swap(0, current);
         let ring = KeyRing::parse(&order.join(",")).unwrap();
         let sessions = CookieSessions::encrypted(ring);
-        let value = sessions
-            .seal(
-                "id",
-                &sample(Default::default()).0,
-                &sample(Default::default()).1,
-            )
-            .unwrap();
+        let value = seal_empty(&sessions);
         let only_current =
             CookieSessions::encrypted(KeyRing::new(Key::parse(&keys[current]).unwrap(), []));
         assert!(
@@ -121,13 +115,7 @@ fn new_cookies_use_the_current_key_whatever_the_order_given() {
 fn a_cookie_under_a_fallback_is_flagged_for_reissue() {
     let (old, new) = (generate_key(), generate_key());
     let before = CookieSessions::signed(KeyRing::parse(&old).unwrap());
-    let value = before
-        .seal(
-            "id",
-            &sample(Default::default()).0,
-            &sample(Default::default()).1,
-        )
-        .unwrap();
+    let value = seal_empty(&before);
     let after = CookieSessions::signed(KeyRing::parse(&format!("{new},{old}")).unwrap());
     assert!(after.open("id", &value).unwrap().under_fallback);
 }
