@@ -89,7 +89,12 @@ async fn nothing_a_client_sends_is_a_5xx() {
     }
     let huge = "x".repeat(100_000);
     let reply = send(&app, "POST", "/api/cart", None, Some(&huge)).await;
-    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.body
+    );
 }
 
 #[tokio::test]
