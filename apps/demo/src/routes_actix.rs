@@ -25,7 +25,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpRequest, HttpResponse};
+use actix_web::{guard, web, App, HttpRequest, HttpResponse};
 use cloakroom::SessionManager;
 use cloakroom_actix::{Session, SessionMiddleware};
 use serde::de::DeserializeOwned;
@@ -51,30 +51,37 @@ pub fn app(
     exporter::prometheus();
     App::new()
         .app_data(web::Data::new(epochs))
-        .route("/", web::get().to(page))
-        .route("/api/login", web::post().to(login))
-        .route("/api/logout", web::post().to(logout))
-        .route("/api/me", web::get().to(me))
-        // One resource per path: a second resource on the same path would never be
-        // reached, and its method would be 405.
+        .service(web::resource("/").route(get().to(page)))
+        .service(web::resource("/api/login").route(web::post().to(login)))
+        .service(web::resource("/api/logout").route(web::post().to(logout)))
+        .service(web::resource("/api/me").route(get().to(me)))
         .service(
             web::resource("/api/cart")
-                .route(web::get().to(cart))
+                .route(get().to(cart))
                 .route(web::post().to(add_to_cart)),
         )
-        .route("/api/counter", web::post().to(counter))
-        .route("/api/prefs", web::get().to(prefs))
-        .route("/api/prefs/{name}", web::put().to(set_pref))
-        .route("/api/sessions", web::get().to(sessions))
+        .service(web::resource("/api/counter").route(web::post().to(counter)))
+        .service(web::resource("/api/prefs").route(get().to(prefs)))
+        .service(web::resource("/api/prefs/{name}").route(web::put().to(set_pref)))
+        .service(web::resource("/api/sessions").route(get().to(sessions)))
         // Before `{handle}`, which would match it too.
-        .route("/api/sessions/revoke-others", web::post().to(revoke_others))
-        .route("/api/sessions/{handle}", web::delete().to(revoke))
-        .route("/metrics", web::get().to(metrics))
+        .service(web::resource("/api/sessions/revoke-others").route(web::post().to(revoke_others)))
+        .service(web::resource("/api/sessions/{handle}").route(web::delete().to(revoke)))
+        .service(web::resource("/metrics").route(get().to(metrics)))
         .default_service(web::to(|| async { answer(Err(api::not_found())) }))
         // The last `wrap` is the outermost: sessions around the content-type check, as
         // on axum.
         .wrap(from_fn(refuse_undeclared_bodies))
         .wrap(SessionMiddleware::from_manager(manager))
+}
+
+/// A GET route that answers HEAD too, as axum's do.
+///
+/// Every route sits in a `web::resource` of its own path: `App::route` would turn the
+/// method into a guard on the path, so a wrong method fell through to the next matching
+/// path or the 404, where axum (and HTTP) say 405.
+fn get() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 fn status(code: http::StatusCode) -> StatusCode {
