@@ -22,12 +22,16 @@ pub enum Framework {
 
 /// The demo app with its default settings, on a fresh memory store.
 pub fn app() -> App {
+    app_on(cloakroom::MemoryStore::new())
+}
+
+/// The demo app with its default settings, on `store`.
+pub fn app_on(store: impl cloakroom::SessionStore) -> App {
     let epochs = DemoEpochs::default();
     let config = Settings::default()
         .session_config()
         .with_epochs(epochs.clone());
-    let manager =
-        Arc::new(cloakroom::SessionManager::new(cloakroom::MemoryStore::new(), config).unwrap());
+    let manager = Arc::new(cloakroom::SessionManager::new(store, config).unwrap());
     match crate::FRAMEWORK {
         Framework::Axum => Arc::new(cloakroom_demo::app_with_manager(manager, epochs)),
         Framework::Actix => Arc::new(cloakroom_actix::testing::ActixApp::new(move || {
@@ -79,6 +83,11 @@ pub async fn send_typed(
         !response.set_cookies().is_empty(),
         serde_json::from_slice(response.bytes()).unwrap_or(Value::Null),
     )
+}
+
+/// `GET path` with `cookie` as the session ID: the whole response.
+pub async fn get_response(app: &App, path: &str, cookie: &str) -> TestResponse {
+    request(app, "GET", path, Some(cookie), None, "").await
 }
 
 async fn request(
