@@ -1,4 +1,6 @@
-//! The cloakroom demo app: a JSON API and one HTML page over cloakroom sessions.
+//! The cloakroom demo app: a JSON API and one HTML page over cloakroom sessions, on axum
+//! ([`app`], [`app_with_manager`]) or on actix-web ([`routes_actix::app`]), both from the
+//! same framework-free endpoint logic.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
