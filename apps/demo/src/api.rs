@@ -1,12 +1,10 @@
-//! The JSON API. Errors are `{"error": "..."}`; nothing a client sends yields a 5xx.
+//! The JSON API, free of any web framework: each endpoint takes the request's cloakroom
+//! [`Session`] and its parsed input and returns the JSON answer or an [`ApiError`], so the
+//! axum and actix-web routers (`routes_axum`, `routes_actix`) answer identically.
+//! Errors are `{"error": "..."}`; nothing a client sends yields a 5xx.
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request};
-use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Extension;
-use axum::Json;
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
 use cloakroom::{Session, SessionError, SessionHandle};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -23,19 +21,21 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 const PREF_PREFIX: &str = "pref.";
 
 /// An API error: a status and `{"error": "..."}`.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self(status, message.into())
+    }
+
+    /// The response body.
+    pub fn body(&self) -> Value {
+        json!({ "error": self.1 })
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
+/// An endpoint's answer: the JSON body of a 200, or an error.
+pub type ApiResult = Result<Value, ApiError>;
 
 impl From<SessionError> for ApiError {
     fn from(error: SessionError) -> Self {
@@ -52,37 +52,36 @@ impl From<SessionError> for ApiError {
     }
 }
 
-/// A JSON body, declared as `application/json`: another or no content type is 415,
-/// malformed JSON or missing fields 400, an oversized body 413.
-pub struct JsonBody<T>(T);
+/// Parses a request body that must be declared as `application/json` (`declared_type` is
+/// the `Content-Type` header, if any): another or no type is 415, malformed JSON or
+/// missing fields 400. The routers refuse an oversized body (413) before this.
+pub fn parse_json<T: DeserializeOwned>(
+    declared_type: Option<&str>,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    require_json(declared_type)?;
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {error}"),
+        )
+    })
+}
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        if !declares_json(request.headers()) {
-            return Err(unsupported_media_type());
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|error| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid JSON body: {error}"),
-                )
-            })
+/// 415 unless `declared_type` (the `Content-Type` header) says JSON: checked before a body
+/// is read, so a form's body is refused unread.
+pub fn require_json(declared_type: Option<&str>) -> Result<(), ApiError> {
+    if declares_json(declared_type) {
+        Ok(())
+    } else {
+        Err(unsupported_media_type())
     }
 }
 
-/// Whether the request says its body is `application/json` (parameters such as
-/// `charset` allowed).
-fn declares_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
+/// Whether a `Content-Type` says `application/json` (parameters such as `charset`
+/// allowed).
+fn declares_json(content_type: Option<&str>) -> bool {
+    content_type
         .and_then(|value| value.split(';').next())
         .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
 }
@@ -94,25 +93,26 @@ fn unsupported_media_type() -> ApiError {
     )
 }
 
-/// Refuses a write whose body is declared as anything but JSON, before any handler runs.
+/// The refusal of a write whose body is declared as anything but JSON, which both
+/// routers check before any handler runs.
 ///
 /// An HTML form on another site can post `text/plain`, `application/x-www-form-urlencoded`
 /// or `multipart/form-data` here without asking first (a login CSRF, or a forced write);
 /// a cross-site `application/json` request needs a CORS preflight, which this app never
-/// grants. [`JsonBody`] also requires the header; this covers the endpoints without a
-/// body, since a form always sends one of those types.
-pub async fn refuse_undeclared_bodies(request: Request, next: Next) -> Response {
-    let safe = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
-    if !safe
-        && request.headers().contains_key(header::CONTENT_TYPE)
-        && !declares_json(request.headers())
-    {
-        return unsupported_media_type().into_response();
-    }
-    next.run(request).await
+/// grants. [`parse_json`] also requires the header; this covers the endpoints without a
+/// body, since a form always sends one of those types. `content_type` is `Some("")` for a
+/// header that is not text.
+pub fn refuse_undeclared_body(method: &Method, content_type: Option<&str>) -> Option<ApiError> {
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    (!safe && content_type.is_some() && !declares_json(content_type)).then(unsupported_media_type)
+}
+
+/// The answer to a body over [`MAX_BODY_BYTES`].
+pub fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is over the {MAX_BODY_BYTES}-byte limit"),
+    )
 }
 
 /// The device a person would recognise, from the recorded user agent.
@@ -150,10 +150,7 @@ pub struct Credentials {
     password: String,
 }
 
-pub async fn login(
-    session: Session,
-    JsonBody(credentials): JsonBody<Credentials>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn login(session: &Session, credentials: Credentials) -> ApiResult {
     let known = USERS
         .iter()
         .any(|(user, password)| *user == credentials.username && *password == credentials.password);
@@ -164,24 +161,24 @@ pub async fn login(
         ));
     }
     session.login(&credentials.username).await?;
-    Ok(Json(json!({ "user": credentials.username })))
+    Ok(json!({ "user": credentials.username }))
 }
 
-pub async fn logout(session: Session) -> Result<Json<Value>, ApiError> {
+pub async fn logout(session: &Session) -> ApiResult {
     session.logout().await?;
-    Ok(Json(json!({ "ok": true })))
+    Ok(json!({ "ok": true }))
 }
 
-pub async fn me(session: Session) -> Result<Json<Value>, ApiError> {
+pub async fn me(session: &Session) -> ApiResult {
     match session.metadata().await? {
-        Some(meta) if meta.user.is_some() => Ok(Json(json!({
+        Some(meta) if meta.user.is_some() => Ok(json!({
             "user": meta.user,
             "handle": meta.handle,
             "created_at": rfc3339(Some(meta.created_at)),
             "last_active_at": rfc3339(Some(meta.last_active_at)),
             "idle_expires_at": rfc3339(meta.idle_deadline),
             "absolute_expires_at": rfc3339(meta.absolute_deadline),
-        }))),
+        })),
         _ => Err(unauthorized()),
     }
 }
@@ -191,15 +188,12 @@ pub struct Item {
     item: String,
 }
 
-pub async fn cart(session: Session) -> Result<Json<Value>, ApiError> {
+pub async fn cart(session: &Session) -> ApiResult {
     let items: Vec<String> = session.get("cart").await?.unwrap_or_default();
-    Ok(Json(json!({ "items": items })))
+    Ok(json!({ "items": items }))
 }
 
-pub async fn add_to_cart(
-    session: Session,
-    JsonBody(Item { item }): JsonBody<Item>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn add_to_cart(session: &Session, Item { item }: Item) -> ApiResult {
     if item.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -219,13 +213,13 @@ pub async fn add_to_cart(
     cart(session).await
 }
 
-pub async fn counter(session: Session) -> Result<Json<Value>, ApiError> {
+pub async fn counter(session: &Session) -> ApiResult {
     session
         .update("counter", |n: Option<u64>| n.unwrap_or(0) + 1)
         .await?;
     session.save().await?;
     let value: u64 = session.get("counter").await?.unwrap_or(0);
-    Ok(Json(json!({ "value": value })))
+    Ok(json!({ "value": value }))
 }
 
 #[derive(Deserialize)]
@@ -234,10 +228,10 @@ pub struct PrefValue {
 }
 
 pub async fn set_pref(
-    session: Session,
-    Path(name): Path<String>,
-    JsonBody(PrefValue { value }): JsonBody<PrefValue>,
-) -> Result<Json<Value>, ApiError> {
+    session: &Session,
+    name: String,
+    PrefValue { value }: PrefValue,
+) -> ApiResult {
     check_size("the preference name", &Value::String(name.clone()))?;
     let valid = !name.is_empty()
         && name
@@ -253,10 +247,10 @@ pub async fn set_pref(
     session
         .insert(&format!("{PREF_PREFIX}{name}"), &value)
         .await?;
-    Ok(Json(json!({ name: value })))
+    Ok(json!({ name: value }))
 }
 
-pub async fn prefs(session: Session) -> Result<Json<Value>, ApiError> {
+pub async fn prefs(session: &Session) -> ApiResult {
     let mut prefs = Map::new();
     for key in session.keys().await? {
         if let Some(name) = key.strip_prefix(PREF_PREFIX) {
@@ -265,10 +259,10 @@ pub async fn prefs(session: Session) -> Result<Json<Value>, ApiError> {
             }
         }
     }
-    Ok(Json(Value::Object(prefs)))
+    Ok(Value::Object(prefs))
 }
 
-pub async fn sessions(session: Session) -> Result<Json<Value>, ApiError> {
+pub async fn sessions(session: &Session) -> ApiResult {
     if session.user().await?.is_none() {
         return Err(unauthorized());
     }
@@ -277,7 +271,7 @@ pub async fn sessions(session: Session) -> Result<Json<Value>, ApiError> {
         // Client-side sessions: the server knows only this device.
         Err(SessionError::Unsupported(_)) => {
             let meta = session.metadata().await?.ok_or_else(unauthorized)?;
-            return Ok(Json(json!([{
+            return Ok(json!([{
                 "handle": meta.handle,
                 "created_at": rfc3339(Some(meta.created_at)),
                 "last_active_at": rfc3339(Some(meta.last_active_at)),
@@ -285,7 +279,7 @@ pub async fn sessions(session: Session) -> Result<Json<Value>, ApiError> {
                 "device": device(meta.client.user_agent.as_deref()),
                 "user_agent": meta.client.user_agent,
                 "current": true,
-            }])));
+            }]));
         }
         Err(error) => return Err(error.into()),
     };
@@ -303,10 +297,10 @@ pub async fn sessions(session: Session) -> Result<Json<Value>, ApiError> {
             })
         })
         .collect();
-    Ok(Json(Value::Array(list)))
+    Ok(Value::Array(list))
 }
 
-pub async fn revoke(session: Session, Path(handle): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn revoke(session: &Session, handle: String) -> ApiResult {
     if session.user().await?.is_none() {
         return Err(unauthorized());
     }
@@ -323,16 +317,13 @@ pub async fn revoke(session: Session, Path(handle): Path<String>) -> Result<Json
         Err(error) => return Err(error.into()),
     };
     if revoked {
-        Ok(Json(json!({ "revoked": 1 })))
+        Ok(json!({ "revoked": 1 }))
     } else {
         Err(not_found())
     }
 }
 
-pub async fn revoke_others(
-    session: Session,
-    Extension(epochs): Extension<DemoEpochs>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn revoke_others(session: &Session, epochs: &DemoEpochs) -> ApiResult {
     let Some(user) = session.user().await? else {
         return Err(unauthorized());
     };
@@ -347,9 +338,9 @@ pub async fn revoke_others(
         }
         Err(error) => return Err(error.into()),
     };
-    Ok(Json(json!({ "revoked": revoked })))
+    Ok(json!({ "revoked": revoked }))
 }
 
-pub async fn not_found() -> ApiError {
+pub fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such page")
 }

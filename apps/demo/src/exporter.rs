@@ -6,8 +6,6 @@
 
 use std::sync::OnceLock;
 
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 use cloakroom::telemetry::names;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -47,22 +45,12 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// `GET /metrics`.
-pub async fn render() -> Response {
-    let Some(prometheus) = prometheus() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "another metrics recorder is installed in this process",
-        )
-            .into_response();
-    };
+/// The `Content-Type` of [`render_text`]'s answer.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`'s body, or why there is none (answered with 503).
+pub fn render_text() -> Result<String, &'static str> {
+    let prometheus = prometheus().ok_or("another metrics recorder is installed in this process")?;
     prometheus.run_upkeep();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        prometheus.render(),
-    )
-        .into_response()
+    Ok(prometheus.render())
 }

@@ -1,4 +1,6 @@
-//! The cloakroom demo app: a JSON API and one HTML page over cloakroom sessions.
+//! The cloakroom demo app: a JSON API and one HTML page over cloakroom sessions, on axum
+//! ([`app`], [`app_with_manager`]) or on actix-web ([`routes_actix::app`]), both from the
+//! same framework-free endpoint logic.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -13,18 +15,19 @@
 
 mod api;
 pub mod exporter;
+pub mod routes_actix;
+mod routes_axum;
+
+/// The page, served at `/` by both frameworks.
+const PAGE: &str = include_str!("index.html");
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
-use axum::middleware;
-use axum::response::Html;
-use axum::routing::{delete, get, post, put};
-use axum::{Extension, Router};
+use axum::Router;
 use cloakroom::{
-    BoxError, ConfigError, CookieConfig, EpochSource, ExpiryPolicy, SessionConfig, SessionLayer,
-    SessionManager, SessionStore,
+    BoxError, ConfigError, CookieConfig, EpochSource, ExpiryPolicy, SessionConfig, SessionManager,
+    SessionStore,
 };
 
 /// The seeded users and their passwords.
@@ -112,27 +115,10 @@ pub fn app(store: impl SessionStore, config: SessionConfig) -> Result<Router, Co
     Ok(app_with_manager(Arc::new(manager), epochs))
 }
 
-/// The demo's router over a shared manager whose configuration uses `epochs` (so "log
-/// out other devices" works for client-side sessions too).
+/// The demo's axum router over a shared manager whose configuration uses `epochs` (so
+/// "log out other devices" works for client-side sessions too).
 pub fn app_with_manager(manager: Arc<SessionManager>, epochs: DemoEpochs) -> Router {
     // Installed before the first request, so that /metrics counts every session.
     exporter::prometheus();
-    Router::new()
-        .route("/", get(|| async { Html(include_str!("index.html")) }))
-        .route("/api/login", post(api::login))
-        .route("/api/logout", post(api::logout))
-        .route("/api/me", get(api::me))
-        .route("/api/cart", get(api::cart).post(api::add_to_cart))
-        .route("/api/counter", post(api::counter))
-        .route("/api/prefs", get(api::prefs))
-        .route("/api/prefs/{name}", put(api::set_pref))
-        .route("/api/sessions", get(api::sessions))
-        .route("/api/sessions/revoke-others", post(api::revoke_others))
-        .route("/api/sessions/{handle}", delete(api::revoke))
-        .route("/metrics", get(exporter::render))
-        .fallback(api::not_found)
-        .layer(middleware::from_fn(api::refuse_undeclared_bodies))
-        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
-        .layer(Extension(epochs))
-        .layer(SessionLayer::from_manager(manager))
+    routes_axum::router(manager, epochs)
 }

@@ -19,6 +19,9 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
+    /// Web framework serving the app: the same API, page and cookies on either.
+    #[arg(long, value_enum, default_value_t = Framework::Axum)]
+    framework: Framework,
     /// Session store URL: any of the list below. cookie:// keeps sessions client-side,
     /// encrypted with the key ring in CLOAKROOM_DEMO_KEY; flask-cookie:// shares a Flask
     /// app's signed cookie (FLASK_SECRET_KEY).
@@ -39,6 +42,15 @@ struct Args {
     /// oldest session. 0 turns the cap off.
     #[arg(long, default_value_t = cloakroom_demo::DEFAULT_MAX_SESSIONS_PER_USER)]
     max_sessions_per_user: usize,
+}
+
+/// The web frameworks the demo runs on.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Framework {
+    /// axum, through cloakroom's tower layer.
+    Axum,
+    /// actix-web, through cloakroom-actix's middleware.
+    Actix,
 }
 
 #[tokio::main]
@@ -88,27 +100,47 @@ async fn run(args: Args) -> Result<(), String> {
         backend.manager(config)
     }
     .map_err(|e| e.to_string())?;
-    let app = cloakroom_demo::app_with_manager(Arc::new(manager), epochs);
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot listen on {}: {e} (is another server using it? try --addr)",
-                args.addr
-            )
-        })?;
-    tracing::info!(
-        "cloakroom demo on http://{} with store {}",
+    let manager = Arc::new(manager);
+    let serving = format!(
+        "cloakroom demo on http://{} ({:?}) with store {}",
         args.addr,
+        args.framework,
         cloakroom_stores::redact(&args.store)
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
-    .map_err(|e| e.to_string())
+    let cannot_listen = |e: std::io::Error| {
+        format!(
+            "cannot listen on {}: {e} (is another server using it? try --addr)",
+            args.addr
+        )
+    };
+    match args.framework {
+        Framework::Axum => {
+            let app = cloakroom_demo::app_with_manager(manager, epochs);
+            let listener = tokio::net::TcpListener::bind(args.addr)
+                .await
+                .map_err(cannot_listen)?;
+            tracing::info!("{serving}");
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| e.to_string())
+        }
+        Framework::Actix => {
+            // Each worker builds its own App; all share the one manager (and so the
+            // store's pool and the group commit) and the epochs. actix-web stops on
+            // Ctrl-C by itself.
+            let server = actix_web::HttpServer::new(move || {
+                cloakroom_demo::routes_actix::app(Arc::clone(&manager), epochs.clone())
+            })
+            .bind(args.addr)
+            .map_err(cannot_listen)?;
+            tracing::info!("{serving}");
+            server.run().await.map_err(|e| e.to_string())
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! End-to-end in a real headless Chromium, driven over WebDriver (chromedriver), against the
-//! demo binary on the SQLite store and on PostgreSQL.
+//! demo binary on axum and on actix-web (`--framework`), on SQLite, PostgreSQL, Redis and
+//! client-side sessions.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/browser.sh` installs them).
 //! Without them the tests skip loudly, unless `CLOAKROOM_REQUIRE_SERVICES=1`.
@@ -27,9 +28,10 @@ impl Drop for Running {
     }
 }
 
-fn start_demo(port: u16, store: &str, dir: &Path) -> Running {
+fn start_demo(port: u16, framework: &str, store: &str, dir: &Path) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
         .args(["--addr", &format!("127.0.0.1:{port}"), "--store", store])
+        .args(["--framework", framework])
         .env("CLOAKROOM_DEMO_KEY", cloakroom::generate_key())
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -133,14 +135,14 @@ async fn session_cookie(client: &Client) -> Option<String> {
         .map(|c| c.value().to_owned())
 }
 
-/// The five steps of the demo's end-to-end story.
-async fn story(store: &str) {
+/// The five steps of the demo's end-to-end story, on `framework` (`axum` or `actix`).
+async fn story(framework: &str, store: &str) {
     if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
         return skip("Chromium or chromedriver is not installed: run scripts/browser.sh");
     }
     let dir = tempfile::tempdir().unwrap();
     let (app_port, driver_port) = (free_port(), free_port());
-    let _demo = start_demo(app_port, store, dir.path());
+    let _demo = start_demo(app_port, framework, store, dir.path());
     let _driver = Running(
         Command::new(CHROMEDRIVER)
             .arg(format!("--port={driver_port}"))
@@ -254,19 +256,23 @@ async fn story(store: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_story_on_sqlite() {
-    story("sqlite://sessions.db").await;
+    story("axum", "sqlite://sessions.db").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_story_on_postgres() {
+async fn browser_story_on_sqlite_on_actix() {
+    story("actix", "sqlite://sessions.db").await;
+}
+
+async fn postgres_story(framework: &str) {
     let url = std::env::var("CLOAKROOM_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let pool = match sqlx::PgPool::connect(&url).await {
         Ok(pool) => pool,
         Err(error) => return skip(&format!("PostgreSQL at {url} is unreachable ({error})")),
     };
-    let table = format!("e2e_{}", std::process::id());
-    story(&format!("{url}?table={table}")).await;
+    let table = format!("e2e_{framework}_{}", std::process::id());
+    story(framework, &format!("{url}?table={table}")).await;
     sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
         .execute(&pool)
         .await
@@ -274,6 +280,44 @@ async fn browser_story_on_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_story_on_postgres() {
+    postgres_story("axum").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_story_on_postgres_on_actix() {
+    postgres_story("actix").await;
+}
+
+async fn redis_story(framework: &str) {
+    if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+        return skip("Redis at 127.0.0.1:6379 is unreachable");
+    }
+    // A prefix of its own, so the story's users' sessions start empty.
+    let prefix = format!("e2e-{framework}-{}-", std::process::id());
+    story(
+        framework,
+        &format!("redis://127.0.0.1:6379/0?prefix={prefix}"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_story_on_redis() {
+    redis_story("axum").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_story_on_redis_on_actix() {
+    redis_story("actix").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_story_on_client_side_sessions() {
-    story("cookie://").await;
+    story("axum", "cookie://").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_story_on_client_side_sessions_on_actix() {
+    story("actix", "cookie://").await;
 }

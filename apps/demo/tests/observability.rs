@@ -1,14 +1,15 @@
 //! What the demo tells operators: every log line and span field it emits across its whole
 //! API, captured at every level, holds no raw session ID; and `/metrics` counts sessions.
+//! Both on axum and on actix-web.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use axum::Router;
+use cloakroom::testing::AppUnderTest;
+use cloakroom_actix::testing::ActixApp;
+use cloakroom_demo::{DemoEpochs, Settings};
 use serde_json::Value;
-use tower::ServiceExt;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -41,7 +42,7 @@ impl<'a> MakeWriter<'a> for Captured {
 
 /// A client that keeps its cookie, and remembers every session ID it ever held or sent.
 struct Browser {
-    app: Router,
+    app: App,
     cookie: Option<String>,
     agent: &'static str,
 }
@@ -57,7 +58,7 @@ struct Reply {
 struct Ids(Vec<String>);
 
 impl Browser {
-    fn new(app: &Router, agent: &'static str) -> Self {
+    fn new(app: &App, agent: &'static str) -> Self {
         Self {
             app: app.clone(),
             cookie: None,
@@ -78,9 +79,9 @@ impl Browser {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
         let request = request
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .body(body.unwrap_or_default().as_bytes().to_vec())
             .unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
+        let response = self.app.call(request).await;
         let status = response.status();
         for set in response.headers().get_all(header::SET_COOKIE) {
             let value = set.to_str().unwrap();
@@ -95,15 +96,35 @@ impl Browser {
                 self.cookie = Some(id.to_owned());
             }
         }
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let text = String::from_utf8_lossy(response.body()).into_owned();
         Reply {
             status,
             body: serde_json::from_str(&text).unwrap_or(Value::Null),
             text,
         }
+    }
+}
+
+/// The demo on either framework.
+type App = Arc<dyn AppUnderTest>;
+
+/// The demo on a fresh memory store, on axum, or on actix-web when `actix`; `on_app_thread`
+/// runs first on the thread that will serve the requests (the test's, for axum).
+fn demo(actix: bool, on_app_thread: impl FnOnce() + Send + 'static) -> App {
+    let epochs = DemoEpochs::default();
+    let config = Settings::default()
+        .session_config()
+        .with_epochs(epochs.clone());
+    let manager =
+        Arc::new(cloakroom::SessionManager::new(cloakroom::MemoryStore::new(), config).unwrap());
+    if actix {
+        Arc::new(ActixApp::new(move || {
+            on_app_thread();
+            cloakroom_demo::routes_actix::app(manager, epochs)
+        }))
+    } else {
+        on_app_thread();
+        Arc::new(cloakroom_demo::app_with_manager(manager, epochs))
     }
 }
 
@@ -114,7 +135,7 @@ const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) App
 const ALICE: &str = r#"{"username":"alice","password":"wonderland"}"#;
 
 /// Every route of the API, as a user on two devices and an attacker would use them.
-async fn every_api_flow(app: &Router, ids: &mut Ids) {
+async fn every_api_flow(app: &App, ids: &mut Ids) {
     let mut laptop = Browser::new(app, FIREFOX);
     let mut phone = Browser::new(app, IPHONE);
     assert_eq!(
@@ -196,19 +217,29 @@ async fn every_api_flow(app: &Router, ids: &mut Ids) {
 
 #[tokio::test]
 async fn no_log_line_or_span_field_holds_a_session_id() {
+    no_session_id_in_the_logs(false).await;
+}
+
+#[tokio::test]
+async fn no_log_line_or_span_field_holds_a_session_id_on_actix() {
+    no_session_id_in_the_logs(true).await;
+}
+
+async fn no_session_id_in_the_logs(actix: bool) {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(FmtSpan::FULL)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let app = cloakroom_demo::app(
-        cloakroom::MemoryStore::new(),
-        cloakroom_demo::Settings::default().session_config(),
-    )
-    .unwrap();
+    let writer = captured.clone();
+    // On the thread that serves the requests: a thread's default subscriber sees only
+    // that thread's events, and actix-web serves on a thread of its own.
+    let app = demo(actix, move || {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(FmtSpan::FULL)
+            .with_ansi(false)
+            .finish();
+        // Kept for the thread's life; the axum test's thread ends with the test.
+        std::mem::forget(tracing::subscriber::set_default(subscriber));
+    });
     let mut ids = Ids::default();
     every_api_flow(&app, &mut ids).await;
 
@@ -244,11 +275,16 @@ async fn no_log_line_or_span_field_holds_a_session_id() {
 
 #[tokio::test]
 async fn metrics_are_served_in_the_prometheus_format() {
-    let app = cloakroom_demo::app(
-        cloakroom::MemoryStore::new(),
-        cloakroom_demo::Settings::default().session_config(),
-    )
-    .unwrap();
+    metrics_in_the_prometheus_format(false).await;
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_the_prometheus_format_on_actix() {
+    metrics_in_the_prometheus_format(true).await;
+}
+
+async fn metrics_in_the_prometheus_format(actix: bool) {
+    let app = demo(actix, || {});
     let mut ids = Ids::default();
     every_api_flow(&app, &mut ids).await;
     let metrics = Browser::new(&app, "prometheus")

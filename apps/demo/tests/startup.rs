@@ -142,7 +142,12 @@ fn help_documents_the_flags_and_every_store_scheme() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--insecure-cookies", "--max-sessions-per-user", "--store"] {
+    for flag in [
+        "--insecure-cookies",
+        "--max-sessions-per-user",
+        "--store",
+        "--framework",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
     for scheme in cloakroom_stores::SCHEMES {

@@ -224,3 +224,25 @@ async fn the_demo_caps_live_sessions_per_user_revoking_the_oldest() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_store_outage_is_503_with_retry_after() {
+    use cloakroom::conformance::{HookedStore, Outage};
+    let outage = std::sync::Arc::new(Outage::default());
+    let store = HookedStore::with_hook(
+        std::sync::Arc::new(cloakroom::MemoryStore::new()),
+        std::sync::Arc::clone(&outage),
+    );
+    let app = app_on(store);
+    let cookie = login(&app, None).await;
+    outage.start();
+    let response = get_response(&app, "/api/cart", &cookie).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("5")
+    );
+}

@@ -1,19 +1,43 @@
-//! The client side of the API tests: the demo app on the memory store, and requests sent
-//! through `cloakroom::testing::TestClient` that read back status, cookie and JSON.
+//! The client side of the API tests: the demo app on the memory store, on the framework
+//! the test binary names (`crate::FRAMEWORK`), and requests sent through
+//! `cloakroom::testing::TestClient` that read back status, cookie and JSON.
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use axum::Router;
-use cloakroom::testing::{TestClient, TestResponse};
+use cloakroom::testing::{AppUnderTest, TestClient, TestResponse};
+use cloakroom_demo::{DemoEpochs, Settings};
 use serde_json::{json, Value};
 
+/// The app under test, on either framework.
+pub type App = Arc<dyn AppUnderTest>;
+
+/// The web frameworks the demo runs on.
+#[allow(dead_code)] // Each test binary names one.
+pub enum Framework {
+    Axum,
+    Actix,
+}
+
 /// The demo app with its default settings, on a fresh memory store.
-pub fn app() -> Router {
-    cloakroom_demo::app(
-        cloakroom::MemoryStore::new(),
-        cloakroom_demo::Settings::default().session_config(),
-    )
-    .unwrap()
+pub fn app() -> App {
+    app_on(cloakroom::MemoryStore::new())
+}
+
+/// The demo app with its default settings, on `store`.
+pub fn app_on(store: impl cloakroom::SessionStore) -> App {
+    let epochs = DemoEpochs::default();
+    let config = Settings::default()
+        .session_config()
+        .with_epochs(epochs.clone());
+    let manager = Arc::new(cloakroom::SessionManager::new(store, config).unwrap());
+    match crate::FRAMEWORK {
+        Framework::Axum => Arc::new(cloakroom_demo::app_with_manager(manager, epochs)),
+        Framework::Actix => Arc::new(cloakroom_actix::testing::ActixApp::new(move || {
+            cloakroom_demo::routes_actix::app(manager, epochs)
+        })),
+    }
 }
 
 /// What came back.
@@ -28,7 +52,7 @@ pub struct Reply {
 
 /// `method path` with `cookie` as the session ID and an optional JSON `body`.
 pub async fn send(
-    app: &Router,
+    app: &App,
     method: &str,
     path: &str,
     cookie: Option<&str>,
@@ -47,7 +71,7 @@ pub async fn send(
 /// A request with an explicit (or no) `Content-Type`, as a cross-site HTML form sends it:
 /// the status, whether it set a cookie, and the body as JSON.
 pub async fn send_typed(
-    app: &Router,
+    app: &App,
     method: &str,
     path: &str,
     content_type: Option<&str>,
@@ -61,8 +85,13 @@ pub async fn send_typed(
     )
 }
 
+/// `GET path` with `cookie` as the session ID: the whole response.
+pub async fn get_response(app: &App, path: &str, cookie: &str) -> TestResponse {
+    request(app, "GET", path, Some(cookie), None, "").await
+}
+
 async fn request(
-    app: &Router,
+    app: &App,
     method: &str,
     path: &str,
     cookie: Option<&str>,
@@ -76,13 +105,13 @@ async fn request(
     if let Some(content_type) = content_type {
         request = request.header(header::CONTENT_TYPE, content_type);
     }
-    TestClient::new(app.clone())
+    TestClient::shared(Arc::clone(app))
         .send(request.body(Body::from(body.to_owned())))
         .await
 }
 
 /// Logs in as alice (from `cookie`'s session, if any): the new session ID.
-pub async fn login(app: &Router, cookie: Option<&str>) -> String {
+pub async fn login(app: &App, cookie: Option<&str>) -> String {
     let reply = send(
         app,
         "POST",

@@ -89,7 +89,12 @@ async fn nothing_a_client_sends_is_a_5xx() {
     }
     let huge = "x".repeat(100_000);
     let reply = send(&app, "POST", "/api/cart", None, Some(&huge)).await;
-    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.body
+    );
 }
 
 #[tokio::test]
@@ -146,4 +151,30 @@ async fn json_endpoints_refuse_bodies_that_are_not_declared_json() {
         assert_eq!(status, StatusCode::OK, "{content_type}");
         assert!(sets_cookie);
     }
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_and_head_answers_like_get() {
+    let app = app();
+    for (method, path) in [
+        ("DELETE", "/api/cart"),
+        ("GET", "/api/login"),
+        ("DELETE", "/api/sessions/revoke-others"),
+        ("GET", "/api/sessions/some-handle"),
+        ("POST", "/metrics"),
+    ] {
+        let reply = send(&app, method, path, None, None).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+    }
+    for path in ["/", "/api/cart", "/metrics"] {
+        let reply = send(&app, "HEAD", path, None, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "HEAD {path}");
+    }
+    let reply = send(&app, "GET", "/api/cart/", None, None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.body["error"], "no such page");
 }

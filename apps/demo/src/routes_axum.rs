@@ -1,0 +1,144 @@
+//! The API and page on axum.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Extension, Json, Router};
+use cloakroom::{Session, SessionLayer, SessionManager};
+use serde::de::DeserializeOwned;
+
+use crate::api::{self, ApiError, ApiResult};
+use crate::{exporter, DemoEpochs};
+
+/// The demo's axum router over a shared manager whose configuration uses `epochs`.
+pub fn router(manager: Arc<SessionManager>, epochs: DemoEpochs) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(crate::PAGE) }))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/me", get(me))
+        .route("/api/cart", get(cart).post(add_to_cart))
+        .route("/api/counter", post(counter))
+        .route("/api/prefs", get(prefs))
+        .route("/api/prefs/{name}", put(set_pref))
+        .route("/api/sessions", get(sessions))
+        .route("/api/sessions/revoke-others", post(revoke_others))
+        .route("/api/sessions/{handle}", delete(revoke))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Answer(Err(api::not_found())) })
+        .layer(middleware::from_fn(refuse_undeclared_bodies))
+        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(Extension(epochs))
+        .layer(SessionLayer::from_manager(manager))
+}
+
+/// An endpoint's answer as an axum response.
+struct Answer(ApiResult);
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Ok(body) => Json(body).into_response(),
+            Err(error) => (error.0, Json(error.body())).into_response(),
+        }
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap_or_default())
+}
+
+/// A JSON body, parsed by [`api::parse_json`]; over the body limit it is 413.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Answer;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Answer> {
+        let declared = content_type(request.headers()).map(str::to_owned);
+        api::require_json(declared.as_deref()).map_err(|error| Answer(Err(error)))?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                Answer(Err(
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        api::body_too_large()
+                    } else {
+                        ApiError::new(rejection.status(), rejection.body_text())
+                    },
+                ))
+            })?;
+        api::parse_json(declared.as_deref(), &bytes)
+            .map(JsonBody)
+            .map_err(|error| Answer(Err(error)))
+    }
+}
+
+async fn refuse_undeclared_bodies(request: Request, next: Next) -> Response {
+    match api::refuse_undeclared_body(request.method(), content_type(request.headers())) {
+        Some(error) => Answer(Err(error)).into_response(),
+        None => next.run(request).await,
+    }
+}
+
+async fn login(session: Session, JsonBody(body): JsonBody<api::Credentials>) -> Answer {
+    Answer(api::login(&session, body).await)
+}
+
+async fn logout(session: Session) -> Answer {
+    Answer(api::logout(&session).await)
+}
+
+async fn me(session: Session) -> Answer {
+    Answer(api::me(&session).await)
+}
+
+async fn cart(session: Session) -> Answer {
+    Answer(api::cart(&session).await)
+}
+
+async fn add_to_cart(session: Session, JsonBody(body): JsonBody<api::Item>) -> Answer {
+    Answer(api::add_to_cart(&session, body).await)
+}
+
+async fn counter(session: Session) -> Answer {
+    Answer(api::counter(&session).await)
+}
+
+async fn prefs(session: Session) -> Answer {
+    Answer(api::prefs(&session).await)
+}
+
+async fn set_pref(
+    session: Session,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<api::PrefValue>,
+) -> Answer {
+    Answer(api::set_pref(&session, name, body).await)
+}
+
+async fn sessions(session: Session) -> Answer {
+    Answer(api::sessions(&session).await)
+}
+
+async fn revoke(session: Session, Path(handle): Path<String>) -> Answer {
+    Answer(api::revoke(&session, handle).await)
+}
+
+async fn revoke_others(session: Session, Extension(epochs): Extension<DemoEpochs>) -> Answer {
+    Answer(api::revoke_others(&session, &epochs).await)
+}
+
+async fn metrics() -> Response {
+    match exporter::render_text() {
+        Ok(text) => ([(header::CONTENT_TYPE, exporter::CONTENT_TYPE)], text).into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
