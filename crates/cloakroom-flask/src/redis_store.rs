@@ -216,7 +216,7 @@ return n
 /// SHA-1 of the value read ('' when there was none), and whether to delete the session and
 /// count it ('1'), delete it uncounted ('2': dead or unreadable) or only drop the member
 /// ('0'), each only if the value is still the one read.
-/// Returns {sessions deleted, members whose value changed since it was read}.
+/// Returns {sessions deleted, members whose value changed or went since it was read}.
 const PRUNE: &str = r"
 local deleted, changed = 0, 0
 for j = 2, #ARGV, 3 do
@@ -224,6 +224,7 @@ for j = 2, #ARGV, 3 do
   local current = redis.call('GET', key)
   if not current then
     redis.call('SREM', KEYS[1], ARGV[j])
+    if ARGV[j + 1] ~= '' then changed = changed + 1 end
   elseif redis.sha1hex(current) == ARGV[j + 1] then
     if ARGV[j + 2] ~= '0' then redis.call('DEL', key) end
     if ARGV[j + 2] == '1' then deleted = deleted + 1 end
@@ -594,6 +595,9 @@ impl FlaskRedisStore {
                 let mut pruning = false;
                 for ((member, key), (bytes, pttl)) in members.into_iter().zip(values) {
                     let Some(bytes) = bytes else {
+                        // Gone since the scan: perhaps renamed, its new member added
+                        // where this scan may not look; another pass will.
+                        changed += 1;
                         prune.arg(member).arg("").arg("0");
                         pruning = true;
                         continue;

@@ -62,3 +62,41 @@ async fn flask_redis_store_passes_the_conformance_suite() {
     .await;
     clean(&url, &prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flask_redis_store_concurrency_twenty_rounds() {
+    let url = redis_url();
+    if let Err(error) = FlaskRedisStore::connect(&url).await {
+        return cloakroom::testing::skip(&format!("Redis at {url} is unreachable ({error})"));
+    }
+    let prefix = unique_prefix();
+    let cases: Vec<_> = cloakroom::conformance::cases()
+        .into_iter()
+        .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
+        .collect();
+    cloakroom::conformance::run_cases_on(
+        &cases,
+        20,
+        &cloakroom_actix::testing::frameworks(),
+        || {
+            let (url, prefix) = (url.clone(), prefix.clone());
+            async move { store(&url, &prefix).await }
+        },
+    )
+    .await;
+    clean(&url, &prefix).await;
+}
+
+/// Revoking a user's other sessions while they rotate their IDs: a rename moves its index
+/// entry with the session, so no renamed session survives the revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_racing_renames_leaves_no_survivor() {
+    let url = redis_url();
+    if let Err(error) = FlaskRedisStore::connect(&url).await {
+        return cloakroom::testing::skip(&format!("Redis at {url} is unreachable ({error})"));
+    }
+    let prefix = unique_prefix();
+    let store = std::sync::Arc::new(store(&url, &prefix).await);
+    cloakroom::conformance::revoke_others_racing_renames(store, 200).await;
+    clean(&url, &prefix).await;
+}
