@@ -17,10 +17,13 @@
 //! ([`SessionId::with_reversible_key`]), so handles and logs still never show an ID. Once
 //! the Flask app is gone, move to cloakroom's own layout (README, *Migrating from Flask*).
 //!
-//! Also, as in Flask-Session: there is no per-user index, so listing or revoking a user's
-//! sessions scans every `session:*` key (`SCAN`, 500 at a time): fine for an admin command,
-//! slow on a request path with many sessions. Flask has no absolute timeout: cloakroom
-//! keeps the one of sessions it creates, in `_cloakroom`. A value Flask stored as a type
+//! A per-user index lives beside Flask's keys, one Redis set of session IDs per user under
+//! a prefix Flask-Session never reads ([`FlaskRedisStore::with_index_prefix`]), so listing
+//! and revoking a user's sessions read only that user's sessions, 500 at a time, pruning
+//! members whose session is gone, expired or now another user's. cloakroom indexes the
+//! sessions it writes; a login Flask makes is not indexed until cloakroom writes that
+//! session. Flask has no absolute timeout: cloakroom keeps the one of sessions it creates,
+//! in `_cloakroom`. A value Flask stored as a type
 //! MessagePack cannot say in JSON (a `datetime`, an extension type, a map with non-text
 //! keys) makes the session unreadable to cloakroom: it is logged and treated as absent.
 //! `bytes` read as [`tagged::bytes`](crate::tagged::bytes) and write back as bytes.
@@ -28,15 +31,23 @@
 //! # Concurrent writes
 //!
 //! Flask-Session itself saves the whole dict, last write wins. cloakroom keeps its
-//! guarantee against Flask's writes too: a record's version is a fingerprint of the bytes
-//! stored (the first 60 bits of their SHA-1, as Redis' `redis.sha1hex` computes it), and
-//! an update is a compare-and-set on it in one Lua script; a Flask write between a load
-//! and an update is a conflict, and cloakroom re-applies its changes to what Flask wrote.
+//! guarantee against Flask's writes too. Its version counter, activity time and idle
+//! deadline ride in `_cloakroom`, which Flask carries along untouched, and every value
+//! cloakroom writes ends with a fingerprint of the bytes before it (the first 60 bits of
+//! their SHA-1). While the bytes still match it, the counter is current; once Flask has
+//! changed the dict they do not, and the record's version is the fingerprint of the bytes
+//! themselves (high bit set), a version the session has not had before (barring a 60-bit
+//! collision). An update reads the value, checks
+//! the version, and writes in one Lua script only if the bytes are still those it read
+//! (`redis.sha1hex`), moving the index entry in the same step: a Flask write in between is
+//! a conflict, and cloakroom re-applies its changes to what Flask wrote. Touch, rename and
+//! revocation are compare-and-sets on the bytes the same way; an update or touch costs two
+//! round trips (a read and the script).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cloakroom::record::now;
+use cloakroom::record::{from_unix_ms, now, to_unix_ms};
 use cloakroom::{
     IdFormat, InsertError, ListQuery, Record, RenameError, SessionEntry, SessionHandle, SessionId,
     SessionStore, StoreError, StoreKey, Touch, TouchError, UpdateError,
@@ -120,6 +131,7 @@ impl IdFormat for FlaskSessionIds {
 pub struct FlaskRedisStore {
     connection: ConnectionManager,
     prefix: String,
+    index_prefix: Option<String>,
     user_key: String,
     lifetime: Duration,
     timeout: Duration,
@@ -134,22 +146,51 @@ impl std::fmt::Debug for FlaskRedisStore {
     }
 }
 
-const UPDATE: &str = r"
+/// A compare-and-set on the exact bytes read. KEYS: session. ARGV: SHA-1 of the value read,
+/// new value ('' keeps the value and only moves the TTL), TTL in ms ('0': none), index
+/// member, old user's set (''), new user's set (''). Returns 2 when written, 1 when the
+/// value changed since it was read, 0 when it is gone.
+const CAS: &str = r"
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
-if string.sub(redis.sha1hex(current), 1, 15) ~= ARGV[1] then return 1 end
-if ARGV[3] == '0' then
-  redis.call('SET', KEYS[1], ARGV[2])
+if redis.sha1hex(current) ~= ARGV[1] then return 1 end
+if ARGV[2] ~= '' then
+  if ARGV[3] == '0' then
+    redis.call('SET', KEYS[1], ARGV[2])
+  else
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  end
+elseif ARGV[3] == '0' then
+  redis.call('PERSIST', KEYS[1])
 else
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
+if ARGV[5] ~= '' and ARGV[5] ~= ARGV[6] then redis.call('SREM', ARGV[5], ARGV[4]) end
+if ARGV[6] ~= '' then redis.call('SADD', ARGV[6], ARGV[4]) end
 return 2
 ";
 
+/// KEYS: session. ARGV: value, TTL in ms ('0': none), member, user's set ('').
+/// Returns 1 when created, 0 when the key exists.
+const INSERT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+if ARGV[4] ~= '' then redis.call('SADD', ARGV[4], ARGV[3]) end
+return 1
+";
+
+/// KEYS: old, new. ARGV: SHA-1 of the old value read, old member, new member, user's set
+/// (''). Returns 2 when renamed, 1 when the old value changed since it was read, 3 when the
+/// new key is taken, 0 when the old one is gone.
 const RENAME: &str = r"
-if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
 local value = redis.call('GET', KEYS[1])
 if not value then return 0 end
+if redis.sha1hex(value) ~= ARGV[1] then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then
   redis.call('SET', KEYS[2], value, 'PX', ttl)
@@ -157,8 +198,60 @@ else
   redis.call('SET', KEYS[2], value)
 end
 redis.call('DEL', KEYS[1])
+if ARGV[4] ~= '' then
+  redis.call('SREM', ARGV[4], ARGV[2])
+  redis.call('SADD', ARGV[4], ARGV[3])
+end
 return 2
 ";
+
+/// KEYS: session. ARGV: member, user's set (''). Returns the number of keys deleted.
+const DELETE: &str = r"
+local n = redis.call('DEL', KEYS[1])
+if ARGV[2] ~= '' then redis.call('SREM', ARGV[2], ARGV[1]) end
+return n
+";
+
+/// One batch of index upkeep. KEYS: user's set. ARGV: key prefix, then triples of member,
+/// SHA-1 of the value read ('' when there was none), and whether to delete the session and
+/// count it ('1'), delete it uncounted ('2': dead or unreadable) or only drop the member
+/// ('0'), each only if the value is still the one read.
+/// Returns {sessions deleted, members whose value changed or went since it was read}.
+const PRUNE: &str = r"
+local deleted, changed = 0, 0
+for j = 2, #ARGV, 3 do
+  local key = ARGV[1] .. ARGV[j]
+  local current = redis.call('GET', key)
+  if not current then
+    redis.call('SREM', KEYS[1], ARGV[j])
+    if ARGV[j + 1] ~= '' then changed = changed + 1 end
+  elseif redis.sha1hex(current) == ARGV[j + 1] then
+    if ARGV[j + 2] ~= '0' then redis.call('DEL', key) end
+    if ARGV[j + 2] == '1' then deleted = deleted + 1 end
+    redis.call('SREM', KEYS[1], ARGV[j])
+  else
+    changed = changed + 1
+  end
+end
+return {deleted, changed}
+";
+
+/// The high bit marks a version read from bytes Flask wrote: their fingerprint, never a
+/// counter cloakroom started.
+const FLASK_WRITTEN: u64 = 1 << 63;
+/// Hex digits of the self-fingerprint closing every value cloakroom writes.
+const TAIL: usize = 15;
+/// A TTL this much later than the deadline cloakroom wrote was refreshed by Flask.
+const REFRESH_SLACK: Duration = Duration::from_secs(2);
+/// Compare-and-set attempts before an operation gives up on a value that keeps changing.
+const ATTEMPTS: usize = 16;
+
+/// A session value as read: its bytes, their SHA-1 (hex, as `redis.sha1hex` gives it) and
+/// the record, if readable.
+struct Read {
+    sha: String,
+    record: Result<Record, StoreError>,
+}
 
 impl FlaskRedisStore {
     /// Connects to the Redis Flask-Session uses (`SESSION_REDIS`), with its defaults.
@@ -172,6 +265,7 @@ impl FlaskRedisStore {
         Ok(Self {
             connection,
             prefix: DEFAULT_PREFIX.to_owned(),
+            index_prefix: None,
             user_key: dict::DEFAULT_USER_KEY.to_owned(),
             lifetime: crate::cookie::DEFAULT_LIFETIME,
             timeout: Duration::from_secs(5),
@@ -181,6 +275,13 @@ impl FlaskRedisStore {
     /// Flask-Session's `SESSION_KEY_PREFIX` (default `session:`).
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Where the per-user index sets live (default `cloakroom:` and the session prefix, then
+    /// `user:`, a prefix Flask-Session never reads): one Redis set of session IDs per user.
+    pub fn with_index_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.index_prefix = Some(prefix.into());
         self
     }
 
@@ -233,18 +334,68 @@ impl FlaskRedisStore {
         }
     }
 
+    /// The Redis set indexing `user`'s sessions.
+    fn user_set(&self, user: &str) -> String {
+        match &self.index_prefix {
+            Some(prefix) => format!("{prefix}{user}"),
+            None => format!("cloakroom:{}user:{user}", self.prefix),
+        }
+    }
+
+    fn user_set_of(&self, record: &Record) -> String {
+        record
+            .user_id
+            .as_deref()
+            .map(|user| self.user_set(user))
+            .unwrap_or_default()
+    }
+
+    /// The index member of a session: its ID, the tail of its Redis key.
+    fn member(key: &StoreKey) -> String {
+        SessionId::from_reversible_key(key).to_cookie_value()
+    }
+
+    /// The session dict in MessagePack, `_cloakroom` last with the activity time, the idle
+    /// deadline and, closing the value, a fingerprint of every byte before it: bytes that
+    /// still match it are exactly as cloakroom wrote them (or as Flask wrote back an
+    /// unchanged dict), so the version counter in `_cloakroom` is current.
     fn encode(&self, record: &Record) -> Result<Vec<u8>, StoreError> {
-        let session = dict::to_dict(None, record, &self.user_key)
+        let mut session = dict::to_dict(None, record, &self.user_key)
             .map_err(|error| StoreError::backend(error.to_string()))?;
+        let meta = session.remove(dict::META_KEY);
+        let mut entries: Vec<(rmpv::Value, rmpv::Value)> = session
+            .iter()
+            .map(|(k, v)| (rmpv::Value::from(k.as_str()), to_msgpack(v)))
+            .collect();
+        let mut meta: Vec<(rmpv::Value, rmpv::Value)> = match meta {
+            Some(Value::Object(meta)) => meta
+                .iter()
+                .map(|(k, v)| (rmpv::Value::from(k.as_str()), to_msgpack(v)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        meta.push(("l".into(), to_unix_ms(record.last_active_at).into()));
+        if let Some(idle) = record.idle_deadline {
+            meta.push(("i".into(), to_unix_ms(idle).into()));
+        }
+        meta.push(("h".into(), "0".repeat(TAIL).as_str().into()));
+        entries.push((dict::META_KEY.into(), rmpv::Value::Map(meta)));
         let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, &to_msgpack(&Value::Object(session)))
+        rmpv::encode::write_value(&mut out, &rmpv::Value::Map(entries))
             .map_err(StoreError::backend)?;
+        // The placeholder is a 15-character string, the last thing written.
+        let body = out.len() - TAIL;
+        let seal = fingerprint_hex(fingerprint(&out[..body]));
+        out[body..].copy_from_slice(seal.as_bytes());
         Ok(out)
     }
 
     /// The record in `bytes`, whose key has `pttl` milliseconds to live.
     fn decode(&self, bytes: &[u8], pttl: i64, time: OffsetDateTime) -> Result<Record, StoreError> {
         let corrupt = |why: &str| StoreError::Corrupt(format!("Flask-Session value: {why}"));
+        let sealed = bytes.len() > TAIL
+            && fingerprint_hex(fingerprint(&bytes[..bytes.len() - TAIL])).as_bytes()
+                == &bytes[bytes.len() - TAIL..];
         let value =
             rmpv::decode::read_value(&mut &bytes[..]).map_err(|_| corrupt("not MessagePack"))?;
         let Value::Object(session) =
@@ -252,16 +403,92 @@ impl FlaskRedisStore {
         else {
             return Err(corrupt("not a dict"));
         };
-        let idle_deadline = (pttl >= 0).then(|| time + Duration::from_millis(pttl.unsigned_abs()));
+        let ms = |meta: &Map<String, Value>, field: &str| {
+            meta.get(field)
+                .and_then(Value::as_i64)
+                .and_then(from_unix_ms)
+        };
+        let (last, idle, absolute) = match session.get(dict::META_KEY) {
+            Some(Value::Object(meta)) => (ms(meta, "l"), ms(meta, "i"), ms(meta, "a")),
+            _ => (None, None, None),
+        };
+        let ttl_deadline = (pttl >= 0).then(|| time + Duration::from_millis(pttl.unsigned_abs()));
         // Flask-Session re-sets the TTL to the lifetime on every write: the last activity
         // is that far before the deadline.
-        let last_active =
-            idle_deadline.map_or(time, |deadline| (deadline - self.lifetime).min(time));
+        let from_ttl = |deadline: OffsetDateTime| (deadline - self.lifetime).min(time);
+        let (last_active, idle_deadline) = match (sealed, last) {
+            (true, Some(last)) => {
+                let written = match (idle, absolute) {
+                    (Some(i), Some(a)) => Some(i.min(a)),
+                    (i, a) => i.or(a),
+                };
+                match (ttl_deadline, written) {
+                    // Flask saved the unchanged dict again and moved the TTL on.
+                    (Some(ttl), Some(written)) if ttl > written + REFRESH_SLACK => {
+                        (from_ttl(ttl).max(last), Some(ttl))
+                    }
+                    _ => (last, idle),
+                }
+            }
+            _ => (ttl_deadline.map_or(time, from_ttl), ttl_deadline),
+        };
         let (_, mut record) = dict::from_dict(session, &self.user_key, last_active, idle_deadline)
             .ok_or_else(|| corrupt("a tagged value Flask cannot read"))?;
         record.created_at = record.created_at.min(last_active);
-        record.version = fingerprint(bytes);
+        if !sealed || last.is_none() {
+            // Flask changed the dict: the counter it carried along is stale, and the
+            // fingerprint of these bytes is a version no other value has.
+            record.version = FLASK_WRITTEN | fingerprint(bytes);
+        }
         Ok(record)
+    }
+
+    /// The session value under `key` (`None`: absent), decoded at `time`.
+    async fn read(&self, key: &StoreKey, time: OffsetDateTime) -> Result<Option<Read>, StoreError> {
+        let mut connection = self.connection.clone();
+        let redis_key = self.redis_key(key);
+        let (bytes, pttl): (Option<Vec<u8>>, i64) = self
+            .run(
+                redis::pipe()
+                    .atomic()
+                    .get(&redis_key)
+                    .cmd("PTTL")
+                    .arg(&redis_key)
+                    .query_async(&mut connection),
+            )
+            .await?;
+        Ok(bytes.map(|bytes| Read {
+            sha: sha1_hex(&bytes),
+            record: self.decode(&bytes, pttl, time),
+        }))
+    }
+
+    /// Runs the compare-and-set script; `Ok(None)`: the value changed since it was read.
+    async fn cas(
+        &self,
+        key: &StoreKey,
+        sha: &str,
+        value: &[u8],
+        ttl: Option<u64>,
+        old_set: &str,
+        new_set: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut connection = self.connection.clone();
+        let script = redis::Script::new(CAS);
+        let mut invocation = script.key(self.redis_key(key));
+        invocation
+            .arg(sha)
+            .arg(value)
+            .arg(ttl.unwrap_or(0))
+            .arg(Self::member(key))
+            .arg(old_set)
+            .arg(new_set);
+        let outcome: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
+        Ok(match outcome {
+            2 => Some(true),
+            1 => None,
+            _ => Some(false),
+        })
     }
 
     /// Milliseconds until `record` expires, at least 1; `None`: it does not expire.
@@ -316,6 +543,102 @@ impl FlaskRedisStore {
     }
 }
 
+impl FlaskRedisStore {
+    /// One pass over `user`'s index set, a batch of members at a time (one `SSCAN`, one
+    /// read of the batch and at most one upkeep script each): calls `each` with every live
+    /// session of the user, and prunes members naming a session that is gone, dead or
+    /// another user's. With `revoke`, deletes the user's sessions but `except` (an
+    /// unreadable one too: the index says it was the user's) instead of listing them.
+    /// Returns (sessions deleted, members that changed under the pass).
+    async fn user_pass(
+        &self,
+        user: &str,
+        revoke: Option<Option<&StoreKey>>,
+        mut each: impl FnMut(SessionEntry),
+    ) -> Result<(u64, u64), StoreError> {
+        let set = self.user_set(user);
+        let except = revoke.flatten().map(Self::member);
+        let mut connection = self.connection.clone();
+        let mut cursor: u64 = 0;
+        let (mut deleted, mut changed) = (0, 0);
+        loop {
+            let (next, members): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SSCAN")
+                        .arg(&set)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH)
+                        .query_async(&mut connection),
+                )
+                .await?;
+            let members: Vec<(String, StoreKey)> = members
+                .into_iter()
+                .filter(|member| Some(member) != except.as_ref())
+                .filter_map(|member| {
+                    let key = SessionId::parse(&member)?.with_reversible_key().store_key();
+                    Some((member, key))
+                })
+                .collect();
+            if !members.is_empty() {
+                let mut pipe = redis::pipe();
+                for (member, _) in &members {
+                    let redis_key = format!("{}{member}", self.prefix);
+                    pipe.get(&redis_key).cmd("PTTL").arg(&redis_key);
+                }
+                let values: Vec<(Option<Vec<u8>>, i64)> =
+                    self.run(pipe.query_async(&mut connection)).await?;
+                let time = now();
+                let script = redis::Script::new(PRUNE);
+                let mut prune = script.key(&set);
+                prune.arg(&self.prefix);
+                let mut pruning = false;
+                for ((member, key), (bytes, pttl)) in members.into_iter().zip(values) {
+                    let Some(bytes) = bytes else {
+                        // Gone since the scan: perhaps renamed, its new member added
+                        // where this scan may not look; another pass will.
+                        changed += 1;
+                        prune.arg(member).arg("").arg("0");
+                        pruning = true;
+                        continue;
+                    };
+                    let record = self.decode(&bytes, pttl, time);
+                    let mine = match &record {
+                        Ok(record) => record.user_id.as_deref() == Some(user),
+                        Err(_) => true,
+                    };
+                    let live = record.as_ref().is_ok_and(|record| record.is_live_at(time));
+                    let verdict = match (revoke.is_some(), mine, live) {
+                        (true, true, true) => Some("1"),
+                        (true, true, false) => Some("2"),
+                        (false, true, true) => None,
+                        (false, true, false) => Some("0"),
+                        (_, false, _) => Some("0"),
+                    };
+                    match (verdict, record) {
+                        (None, Ok(record)) => each(SessionEntry { key, record }),
+                        (None, Err(_)) => {}
+                        (Some(delete), _) => {
+                            prune.arg(member).arg(sha1_hex(&bytes)).arg(delete);
+                            pruning = true;
+                        }
+                    }
+                }
+                if pruning {
+                    let (gone, moved): (u64, u64) =
+                        self.run(prune.invoke_async(&mut connection)).await?;
+                    deleted += gone;
+                    changed += moved;
+                }
+            }
+            if next == 0 {
+                return Ok((deleted, changed));
+            }
+            cursor = next;
+        }
+    }
+}
+
 fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -334,6 +657,14 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     let mut head = [0u8; 8];
     head.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(head) >> 4
+}
+
+/// SHA-1 in hex, as `redis.sha1hex` writes it.
+fn sha1_hex(bytes: &[u8]) -> String {
+    Sha1::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 fn fingerprint_hex(version: u64) -> String {
@@ -431,13 +762,19 @@ impl SessionStore for FlaskRedisStore {
         let time = now();
         let bytes = self.encode(record)?;
         let mut connection = self.connection.clone();
-        let mut command = redis::cmd("SET");
-        command.arg(self.redis_key(key)).arg(bytes).arg("NX");
-        if let Some(ttl) = Self::ttl_ms(record, time) {
-            command.arg("PX").arg(ttl);
+        let script = redis::Script::new(INSERT);
+        let mut invocation = script.key(self.redis_key(key));
+        invocation
+            .arg(bytes)
+            .arg(Self::ttl_ms(record, time).unwrap_or(0))
+            .arg(Self::member(key))
+            .arg(self.user_set_of(record));
+        let created: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(InsertError::Duplicate)
         }
-        let set: Option<String> = self.run(command.query_async(&mut connection)).await?;
-        set.map(|_| ()).ok_or(InsertError::Duplicate)
     }
 
     async fn update(
@@ -446,88 +783,123 @@ impl SessionStore for FlaskRedisStore {
         record: &Record,
         expected_version: u64,
     ) -> Result<(), UpdateError> {
-        let time = now();
-        let bytes = self.encode(record)?;
-        // 0: no expiry (ttl_ms is at least 1 otherwise).
-        let ttl = Self::ttl_ms(record, time).unwrap_or(0);
-        let mut connection = self.connection.clone();
-        let script = redis::Script::new(UPDATE);
-        let mut invocation = script.key(self.redis_key(key));
-        invocation
-            .arg(fingerprint_hex(expected_version))
-            .arg(bytes)
-            .arg(ttl);
-        let outcome: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
-        match outcome {
-            2 => Ok(()),
-            1 => Err(UpdateError::Conflict),
-            _ => Err(UpdateError::Missing),
+        // Read, check the version, then write only if the bytes are still the ones read:
+        // the value holds the version and the absolute deadline, so the decision is made
+        // on them, and a touch in between only costs another round.
+        for _ in 0..ATTEMPTS {
+            let time = now();
+            let Some(read) = self.read(key, time).await? else {
+                return Err(UpdateError::Missing);
+            };
+            let stored = read.record?;
+            if !stored.is_live_at(time) {
+                return Err(UpdateError::Missing);
+            }
+            if stored.version != expected_version {
+                return Err(UpdateError::Conflict);
+            }
+            let mut next = record.clone();
+            next.absolute_deadline = stored.absolute_deadline;
+            next.version = expected_version.wrapping_add(1);
+            let bytes = self.encode(&next)?;
+            let old_set = self.user_set_of(&stored);
+            let new_set = self.user_set_of(&next);
+            let ttl = Self::ttl_ms(&next, time);
+            match self
+                .cas(key, &read.sha, &bytes, ttl, &old_set, &new_set)
+                .await?
+            {
+                Some(true) => return Ok(()),
+                Some(false) => return Err(UpdateError::Missing),
+                None => {}
+            }
         }
+        Err(UpdateError::Conflict)
     }
 
     async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        // The absolute deadline lives inside the value: read it, then move the TTL (a
-        // lost race only leaves the TTL a write just set).
-        let Some(mut record) = self.load(key).await? else {
-            return Err(TouchError::Missing);
-        };
-        record.apply_touch(touch);
-        let time = now();
-        let mut connection = self.connection.clone();
-        let moved: i64 = match Self::ttl_ms(&record, time) {
-            Some(ttl) => {
-                self.run(
-                    redis::cmd("PEXPIRE")
-                        .arg(self.redis_key(key))
-                        .arg(ttl)
-                        .query_async(&mut connection),
-                )
-                .await?
+        for _ in 0..ATTEMPTS {
+            let time = now();
+            let Some(read) = self.read(key, time).await? else {
+                return Err(TouchError::Missing);
+            };
+            let mut record = read.record?;
+            if !record.is_live_at(time) {
+                return Err(TouchError::Missing);
             }
-            None => self
-                .run(
-                    redis::cmd("PERSIST")
-                        .arg(self.redis_key(key))
-                        .query_async::<i64>(&mut connection),
-                )
-                .await
-                .map(|_| 1)?,
-        };
-        if moved == 1 {
-            Ok(())
-        } else {
-            Err(TouchError::Missing)
+            let flask_written = record.version & FLASK_WRITTEN != 0;
+            record.apply_touch(touch);
+            // Bytes Flask wrote keep their fingerprint, the version: only the TTL moves.
+            let bytes = if flask_written {
+                Vec::new()
+            } else {
+                self.encode(&record)?
+            };
+            let ttl = Self::ttl_ms(&record, time);
+            let set = self.user_set_of(&record);
+            match self.cas(key, &read.sha, &bytes, ttl, &set, &set).await? {
+                Some(true) => return Ok(()),
+                Some(false) => return Err(TouchError::Missing),
+                None => {}
+            }
         }
+        Err(TouchError::Store(StoreError::backend(
+            "the session kept changing during a touch",
+        )))
     }
 
     async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        let mut connection = self.connection.clone();
-        let script = redis::Script::new(RENAME);
-        let mut invocation = script.key(self.redis_key(old));
-        invocation.key(self.redis_key(new));
-        let outcome: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
-        match outcome {
-            2 => Ok(()),
-            1 => Err(RenameError::Duplicate),
-            _ => Err(RenameError::Missing),
+        for _ in 0..ATTEMPTS {
+            let time = now();
+            let Some(read) = self.read(old, time).await? else {
+                return Err(RenameError::Missing);
+            };
+            let record = read.record?;
+            if !record.is_live_at(time) {
+                return Err(RenameError::Missing);
+            }
+            let mut connection = self.connection.clone();
+            let script = redis::Script::new(RENAME);
+            let mut invocation = script.key(self.redis_key(old));
+            invocation
+                .key(self.redis_key(new))
+                .arg(&read.sha)
+                .arg(Self::member(old))
+                .arg(Self::member(new))
+                .arg(self.user_set_of(&record));
+            let outcome: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
+            match outcome {
+                2 => return Ok(()),
+                3 => return Err(RenameError::Duplicate),
+                0 => return Err(RenameError::Missing),
+                _ => {}
+            }
         }
+        Err(RenameError::Store(StoreError::backend(
+            "the session kept changing during a rename",
+        )))
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        let set = match self.read(key, now()).await? {
+            Some(Read {
+                record: Ok(record), ..
+            }) => self.user_set_of(&record),
+            _ => String::new(),
+        };
         let mut connection = self.connection.clone();
-        let deleted: i64 = self
-            .run(
-                redis::cmd("DEL")
-                    .arg(self.redis_key(key))
-                    .query_async(&mut connection),
-            )
-            .await?;
+        let script = redis::Script::new(DELETE);
+        let mut invocation = script.key(self.redis_key(key));
+        invocation.arg(Self::member(key)).arg(set);
+        let deleted: i64 = self.run(invocation.invoke_async(&mut connection)).await?;
         Ok(deleted > 0)
     }
 
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        let mut entries = self.all_sessions().await?;
-        entries.retain(|entry| entry.record.user_id.as_deref() == Some(user));
+        let mut entries = Vec::new();
+        self.user_pass(user, None, |entry| entries.push(entry))
+            .await?;
+        entries.sort_by_key(|entry| entry.key);
         Ok(entries)
     }
 
@@ -536,13 +908,18 @@ impl SessionStore for FlaskRedisStore {
         user: &str,
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
-        let mut deleted = 0;
-        for entry in self.list_for_user(user).await? {
-            if Some(&entry.key) != except && self.delete(&entry.key).await? {
-                deleted += 1;
+        // A rename moves its index entry in the same script as the session, so a session
+        // renamed during a pass is found by the next one; passes go on until one finds
+        // nothing to delete.
+        let mut total = 0;
+        for _ in 0..ATTEMPTS {
+            let (deleted, changed) = self.user_pass(user, Some(except), |_| {}).await?;
+            total += deleted;
+            if deleted == 0 && changed == 0 {
+                return Ok(total);
             }
         }
-        Ok(deleted)
+        Ok(total)
     }
 
     async fn purge_expired(&self, _batch: usize) -> Result<u64, StoreError> {

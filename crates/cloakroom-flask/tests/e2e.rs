@@ -371,8 +371,10 @@ async fn flask_session_redis_sessions_are_shared_both_ways() {
         "ct-flask:{}:",
         &cloakroom::SessionId::generate().store_key().to_hex()[..12]
     );
+    // The index under the test's prefix too, so the clean-up below removes it.
     let store = store
         .with_prefix(&prefix)
+        .with_index_prefix(format!("{prefix}~user:"))
         .with_lifetime(Duration::from_secs(LIFETIME));
     let flask = Flask::start(
         &python,
