@@ -260,28 +260,35 @@ async fn touch_moves_idle_deadline_only(store: Store) {
 async fn touch_cannot_pass_absolute_deadline(store: Store) {
     let k = key();
     let t = now();
-    let r = Record::new(
-        t,
-        Some(t + Span::milliseconds(300)),
-        Some(t + Span::milliseconds(700)),
-    );
+    // Deadlines measured from `t` with wide margins: on a loaded machine one store
+    // operation can take a few hundred milliseconds.
+    let r = Record::new(t, Some(t + Span::seconds(1)), Some(t + Span::seconds(3)));
     store.insert(&k, &r).await.unwrap();
     let touch = Touch {
         last_active_at: now(),
         idle_deadline: Some(now() + Span::hours(1)),
     };
     store.touch(&k, &touch).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        store.load(&k).await.unwrap().is_some(),
-        "the touch moved the idle deadline"
-    );
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    sleep_until(t + Span::milliseconds(1500)).await;
+    let loaded = store.load(&k).await.unwrap();
+    // Past the old idle deadline; before the absolute one unless the load itself was slow.
+    if now() < t + Span::seconds(3) {
+        assert!(loaded.is_some(), "the touch moved the idle deadline");
+    }
+    sleep_until(t + Span::milliseconds(3500)).await;
     assert_eq!(
         store.load(&k).await.unwrap(),
         None,
         "the absolute deadline wins over any touch"
     );
+}
+
+/// Sleeps until `instant` (at once if it has passed).
+async fn sleep_until(instant: time::OffsetDateTime) {
+    let left = instant - now();
+    if left.is_positive() {
+        tokio::time::sleep(left.unsigned_abs()).await;
+    }
 }
 
 async fn rename_keeps_everything(store: Store) {
