@@ -27,51 +27,70 @@ async fn start() -> Option<Memcached> {
 }
 
 /// A memcached with extra command-line options (`-I 2k`: a small item size limit).
+///
+/// A spare port can be taken between choosing it and memcached binding it (tests start
+/// servers in parallel): then this memcached exits, and whatever answers on the port is
+/// not it. So the server counts as started only while its own process is alive, and a
+/// lost port is retried with another.
 async fn start_with(extra: &[&str]) -> Option<Memcached> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("memcached")
-        .args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-m",
-            "64",
-            "-u",
-            "root",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let child = match child {
-        Ok(child) => child,
-        Err(error) => {
-            let message = format!("memcached is not installed ({error}): run scripts/services.sh");
-            assert!(
-                std::env::var("CLOAKROOM_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "{message}"
-            );
-            eprintln!("\n*****\nSKIPPING: {message}\n*****\n");
-            return None;
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("memcached")
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-m",
+                "64",
+                "-u",
+                "root",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                let message =
+                    format!("memcached is not installed ({error}): run scripts/services.sh");
+                assert!(
+                    std::env::var("CLOAKROOM_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                    "{message}"
+                );
+                eprintln!("\n*****\nSKIPPING: {message}\n*****\n");
+                return None;
+            }
+        };
+        let mut server = Memcached { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if server.child.try_wait().unwrap().is_some() {
+                break; // it could not bind: another port
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                // Still ours once it answers: a memcached that lost the port exits at once.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if server.child.try_wait().unwrap().is_none() {
+                    return Some(server);
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "memcached did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    };
-    let server = Memcached { port, child };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "memcached did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Some(server)
+    panic!("memcached could not bind a spare port in five tries")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
