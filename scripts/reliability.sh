@@ -172,7 +172,12 @@ if os.path.exists(fuzz):
         w(f"| `{r['target']}` | {what.get(r['target'], '')} | {secs:,} | {execs:,} |"
           f" {int(r['execs_per_s']):,} | {crashes} | {r['corpus']} | {yes(goal)} |")
     w("")
-    w(f"Run at {rows[0]['date'] if rows else '?'}; command per target: `scripts/fuzz.sh SECONDS TARGET`.")
+    dates = sorted(r["date"] for r in rows)
+    when = f"{dates[0]} – {dates[-1]}" if dates else "?"
+    w(f"Targets finished between {when} (each on the tree of its day); command per target:"
+      " `scripts/fuzz.sh SECONDS TARGET` (with `FUZZ_RUNS=10000000`, a target stops at"
+      " 10 million executions). The 2026-12-06 runs shared the two cores with builds, so"
+      " their exec/s are low.")
 else:
     w("_Not run yet: `scripts/fuzz.sh 60`._")
 w("")
