@@ -1,9 +1,12 @@
 //! The conformance suite, unmodified, against FlaskRedisStore on the real Redis, the HTTP
 //! cases through axum and actix-web, each case under its own key prefix.
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cloakroom_flask::FlaskRedisStore;
+use support::clean;
 
 fn redis_url() -> String {
     std::env::var("CLOAKROOM_TEST_REDIS_URL")
@@ -24,24 +27,6 @@ async fn store(url: &str, prefix: &str) -> FlaskRedisStore {
         .expect("connect to Redis")
         .with_prefix(prefix)
         .with_index_prefix(format!("{prefix}~user:"))
-}
-
-/// Deletes every key under `prefix`.
-async fn clean(url: &str, prefix: &str) {
-    let client = redis::Client::open(url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

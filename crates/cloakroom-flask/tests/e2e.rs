@@ -4,6 +4,8 @@
 //! Needs the venv of scripts/flask.sh (and Redis for the Flask-Session mode); without them
 //! the tests skip loudly, unless CLOAKROOM_REQUIRE_SERVICES=1, where they fail.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -428,17 +430,5 @@ async fn flask_session_redis_sessions_are_shared_both_ways() {
     };
     shared_sessions(flask.addr, rust, forge, expire).await;
 
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-    }
+    support::clean(&redis_url(), &prefix).await;
 }
