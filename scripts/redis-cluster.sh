@@ -6,13 +6,15 @@
 #
 #   scripts/redis-cluster.sh start DIR [FIRST_PORT]   start six nodes (default 7100), create
 #                                                     the cluster, print the node URLs
+#   scripts/redis-cluster.sh restart DIR PORT         start the node PORT of DIR again (after a
+#                                                     kill), with its cluster state
 #   scripts/redis-cluster.sh stop DIR                 stop the nodes started in DIR
 #
 # CLUSTER_NODE_TIMEOUT (ms, default 1000) is how long a silent primary takes to be judged
 # failed; failover takes about that plus an election.
 set -euo pipefail
 
-usage() { echo "usage: $0 start DIR [FIRST_PORT] | stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR [FIRST_PORT] | restart DIR PORT | stop DIR" >&2; exit 2; }
 log() { echo "redis-cluster: $*" >&2; }
 
 stop() {
@@ -27,6 +29,32 @@ stop() {
   done
 }
 
+# One node; its nodes.conf in DIR/PORT keeps its cluster identity across a restart.
+node() {
+  local dir=$1 port=$2
+  mkdir -p "$dir/$port"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" \
+    --cluster-enabled yes --cluster-config-file nodes.conf \
+    --cluster-node-timeout "${CLUSTER_NODE_TIMEOUT:-1000}" \
+    --save "" --appendonly no --daemonize yes \
+    --pidfile "$dir/$port.pid" --logfile "$dir/$port.log"
+}
+
+restart() {
+  local dir=$1 port=$2
+  [ -d "$dir/$port" ] || { log "no node $port in $dir"; exit 1; }
+  if [ -e "$dir/$port.pid" ] && kill -0 "$(cat "$dir/$port.pid")" 2>/dev/null; then
+    log "node $port is running"; exit 1
+  fi
+  rm -f "$dir/$port.pid"
+  node "$dir" "$port"
+  for _ in $(seq 1 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  log "node $port did not start (see $dir/$port.log)"; exit 1
+}
+
 start() {
   local dir=$1 first=$2 port addresses=() i
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
@@ -35,12 +63,7 @@ start() {
   dir=$(cd "$dir" && pwd)
   for i in 0 1 2 3 4 5; do
     port=$((first + i))
-    mkdir -p "$dir/$port"
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" \
-      --cluster-enabled yes --cluster-config-file nodes.conf \
-      --cluster-node-timeout "${CLUSTER_NODE_TIMEOUT:-1000}" \
-      --save "" --appendonly no --daemonize yes \
-      --pidfile "$dir/$port.pid" --logfile "$dir/$port.log"
+    node "$dir" "$port"
     addresses+=("127.0.0.1:$port")
   done
   for i in 0 1 2 3 4 5; do
@@ -75,6 +98,7 @@ start() {
 
 case "${1:-}" in
   start) [ $# -ge 2 ] || usage; start "$2" "${3:-7100}" ;;
+  restart) [ $# -ge 3 ] || usage; restart "$(cd "$2" && pwd)" "$3" ;;
   stop) [ $# -ge 2 ] || usage; stop "$2" ;;
   *) usage ;;
 esac
