@@ -1,8 +1,16 @@
-//! One connection type over a single node (reconnecting) and a cluster.
+//! One connection type over a single node (reconnecting) and a cluster (replaced by a
+//! fresh one when it stops answering).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::cluster_routing::SingleNodeRoutingInfo;
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 /// A connection to a single node or to a cluster. Cheap to clone; clones share the
 /// underlying multiplexed connection.
@@ -11,7 +19,7 @@ pub enum Connection {
     /// A single node, reconnecting on its own after failures.
     Single(ConnectionManager),
     /// A Redis Cluster, following redirections and topology changes.
-    Cluster(ClusterConnection),
+    Cluster(Cluster),
 }
 
 impl ConnectionLike for Connection {
@@ -40,4 +48,275 @@ impl ConnectionLike for Connection {
             Self::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// The connection counts as stalled when, over at least `STALL_SPAN` (from the start of
+/// the first failed call), at least `STALL_FAILURES` calls failed without an answer (timed
+/// out, or their connection failed) and at most one call was answered for every
+/// `STALL_RATIO` that failed. While a failover's lost shard fails for seconds, the other
+/// shards' answers keep the ratio far from that.
+const STALL_FAILURES: u32 = 3;
+const STALL_SPAN: Duration = Duration::from_secs(1);
+const STALL_RATIO: u32 = 4;
+/// Failures are counted in a window that starts at the first one; a window older than
+/// this starts again.
+const WINDOW: Duration = Duration::from_secs(5);
+/// The wait after a rebuild before another, doubled by each rebuild that was not followed
+/// by a healthy window, up to the maximum.
+const REBUILD_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const REBUILD_BACKOFF_MAX: Duration = Duration::from_secs(16);
+
+/// A Redis Cluster connection that replaces itself when it stops answering.
+///
+/// redis-rs 0.32's cluster connection drives every request of every shard from one
+/// background task, which stops serving requests while it refreshes the topology or
+/// reconnects; after a primary dies it has been seen never to serve again (every call on
+/// every shard timing out). When calls keep failing that way, a fresh connection (new
+/// node connections, a fresh topology from the seed nodes) is built in the background and
+/// swapped in for later calls. Calls take the current connection without a lock.
+#[derive(Clone)]
+pub struct Cluster(Arc<Shared>);
+
+struct Shared {
+    current: ArcSwap<ClusterConnection>,
+    client: ClusterClient,
+    /// Bound on building a fresh connection.
+    connect_bound: Duration,
+    /// A call dropped unanswered after this long (its caller's timeout) counts as failed.
+    stalled_after: Duration,
+    /// Whether `health` counts failures: answered calls only read this flag.
+    failing: AtomicBool,
+    health: Mutex<Health>,
+    rebuilds: AtomicU64,
+}
+
+struct Health {
+    /// Calls since the first one that failed, if one did within `WINDOW`.
+    window: Option<Window>,
+    rebuilding: bool,
+    /// No rebuild starts before this.
+    next_rebuild: Option<Instant>,
+    backoff: Duration,
+    /// When the current connection was swapped in: calls started before then failed on
+    /// the old one and say nothing about it.
+    swapped_at: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+struct Window {
+    /// When the first failed call started.
+    start: Instant,
+    failures: u32,
+    answers: u32,
+}
+
+impl Cluster {
+    /// Wraps `connection`, made by `client`. `connect_bound` bounds building another;
+    /// `stalled_after` is the callers' operation timeout.
+    pub fn new(
+        client: ClusterClient,
+        connection: ClusterConnection,
+        connect_bound: Duration,
+        stalled_after: Duration,
+    ) -> Self {
+        Self(Arc::new(Shared {
+            current: ArcSwap::from_pointee(connection),
+            client,
+            connect_bound,
+            stalled_after,
+            failing: AtomicBool::new(false),
+            health: Mutex::new(Health {
+                window: None,
+                rebuilding: false,
+                next_rebuild: None,
+                backoff: REBUILD_BACKOFF_MIN,
+                swapped_at: None,
+            }),
+            rebuilds: AtomicU64::new(0),
+        }))
+    }
+
+    /// How many times the connection was replaced by a fresh one.
+    pub fn rebuilds(&self) -> u64 {
+        self.0.rebuilds.load(Ordering::Relaxed)
+    }
+
+    /// Sends `pipeline` to the node `route` names.
+    pub async fn route_pipeline(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+        route: SingleNodeRoutingInfo,
+    ) -> RedisResult<Vec<Value>> {
+        let mut connection = self.0.connection();
+        let call = Call::start(&self.0);
+        call.finish(
+            connection
+                .route_pipeline(pipeline, offset, count, route)
+                .await,
+        )
+    }
+}
+
+impl ConnectionLike for Cluster {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let mut connection = self.0.connection();
+        let call = Call::start(&self.0);
+        Box::pin(async move { call.finish(connection.req_packed_command(cmd).await) })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let mut connection = self.0.connection();
+        let call = Call::start(&self.0);
+        Box::pin(
+            async move { call.finish(connection.req_packed_commands(cmd, offset, count).await) },
+        )
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+impl Shared {
+    fn connection(&self) -> ClusterConnection {
+        ClusterConnection::clone(&self.current.load())
+    }
+
+    fn health(&self) -> MutexGuard<'_, Health> {
+        // The guarded code cannot panic; a poisoned lock still holds consistent counts.
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A call got an answer (a value or a server's error): the connection works.
+    fn answered(&self) {
+        // The hot path: one read of a flag that is false while the cluster is healthy.
+        if self.failing.load(Ordering::Relaxed) {
+            let mut health = self.health();
+            match &mut health.window {
+                Some(window) if window.start.elapsed() <= WINDOW => {
+                    window.answers = window.answers.saturating_add(1);
+                }
+                _ => {
+                    health.window = None;
+                    health.backoff = REBUILD_BACKOFF_MIN;
+                    self.failing.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// A call started at `started` failed without an answer.
+    fn failed(self: &Arc<Self>, started: Instant) {
+        let mut health = self.health();
+        if health.swapped_at.is_some_and(|swapped| started < swapped) {
+            return;
+        }
+        self.failing.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut window = match health.window {
+            Some(window) if now.saturating_duration_since(window.start) <= WINDOW => window,
+            _ => Window {
+                start: started,
+                failures: 0,
+                answers: 0,
+            },
+        };
+        window.start = window.start.min(started);
+        window.failures = window.failures.saturating_add(1);
+        health.window = Some(window);
+        let stalled = window.failures >= STALL_FAILURES
+            && now.saturating_duration_since(window.start) >= STALL_SPAN
+            && window.answers.saturating_mul(STALL_RATIO) <= window.failures;
+        if !stalled || health.rebuilding || health.next_rebuild.is_some_and(|next| now < next) {
+            return;
+        }
+        // Rebuilding needs a runtime to run on; without one (a call dropped while its
+        // runtime shuts down) there is nothing left to serve.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        health.rebuilding = true;
+        drop(health);
+        tracing::warn!("the Redis Cluster connection stopped answering: building a fresh one");
+        runtime.spawn(Arc::clone(self).rebuild());
+    }
+
+    /// Builds a fresh connection and swaps it in; on failure the old one stays.
+    async fn rebuild(self: Arc<Self>) {
+        let fresh =
+            tokio::time::timeout(self.connect_bound, self.client.get_async_connection()).await;
+        let mut health = self.health();
+        health.rebuilding = false;
+        let now = Instant::now();
+        health.next_rebuild = Some(now + health.backoff);
+        health.backoff = (health.backoff * 2).min(REBUILD_BACKOFF_MAX);
+        match fresh {
+            Ok(Ok(connection)) => {
+                self.current.store(Arc::new(connection));
+                self.rebuilds.fetch_add(1, Ordering::Relaxed);
+                health.swapped_at = Some(now);
+                health.window = None;
+                tracing::info!("the Redis Cluster connection was rebuilt");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not rebuild the Redis Cluster connection");
+            }
+            Err(_) => tracing::warn!(
+                "could not rebuild the Redis Cluster connection within {:?}",
+                self.connect_bound
+            ),
+        }
+    }
+}
+
+/// One call on the cluster connection, reporting how it ended; dropped unfinished after
+/// its caller's timeout, it counts as failed.
+struct Call<'a> {
+    shared: &'a Arc<Shared>,
+    started: Instant,
+    finished: bool,
+}
+
+impl<'a> Call<'a> {
+    fn start(shared: &'a Arc<Shared>) -> Self {
+        Self {
+            shared,
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
+    fn finish<T>(mut self, result: RedisResult<T>) -> RedisResult<T> {
+        self.finished = true;
+        match &result {
+            Err(error) if unanswered(error) => self.shared.failed(self.started),
+            _ => self.shared.answered(),
+        }
+        result
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.started.elapsed() >= self.shared.stalled_after / 2 {
+            self.shared.failed(self.started);
+        }
+    }
+}
+
+/// Whether `error` means no server answered: a timeout, or a connection that failed. A
+/// server's own error (a redirection, `CLUSTERDOWN`, a script error) is an answer.
+fn unanswered(error: &RedisError) -> bool {
+    error.is_timeout()
+        || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.kind() == ErrorKind::ClusterConnectionNotFound
 }

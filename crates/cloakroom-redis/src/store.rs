@@ -136,6 +136,17 @@ impl RedisStore {
         self
     }
 
+    /// How many times this store replaced its Redis Cluster connection with a fresh one
+    /// after calls stopped being answered (see
+    /// [`connect_cluster`](RedisStore::connect_cluster)); always 0 on a single node. Worth
+    /// a metric: a rising count means the cluster client kept stalling.
+    pub fn cluster_rebuilds(&self) -> u64 {
+        match &self.connection {
+            Connection::Single(_) => 0,
+            Connection::Cluster(cluster) => cluster.rebuilds(),
+        }
+    }
+
     /// Whether this store talks to a cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.connection, Connection::Cluster(_))

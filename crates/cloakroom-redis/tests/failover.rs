@@ -182,8 +182,8 @@ impl ScriptedCluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let replication = info_replication(&url).await;
-            let mut ready = replication.contains("role:slave")
-                && replication.contains("master_link_status:up");
+            let mut ready =
+                replication.contains("role:slave") && replication.contains("master_link_status:up");
             for node in &self.urls {
                 let info: String = query(node, redis::cmd("CLUSTER").arg("INFO")).await;
                 ready &= info.contains("cluster_state:ok");
@@ -587,7 +587,8 @@ async fn cluster_recovers_from_repeated_primary_kills() {
         let outcome = kill_under_load(&cluster, &store, &placed, victim, true).await;
         eprintln!(
             "kill {} of {kills} ({victim}): lost shard writing again after {:?} .. {:?} ({} of {} back), \
-             other shards {} ok / {} failed after the kill, {} acknowledged writes lost",
+             other shards {} ok / {} failed after the kill, {} acknowledged writes lost; \
+             cluster connection rebuilt {} times so far",
             round + 1,
             outcome.first_back,
             outcome.last_back,
@@ -595,7 +596,8 @@ async fn cluster_recovers_from_repeated_primary_kills() {
             outcome.on_victim,
             outcome.other_successes,
             outcome.other_failures,
-            outcome.lost
+            outcome.lost,
+            store.cluster_rebuilds()
         );
         assert_eq!(
             outcome.back,

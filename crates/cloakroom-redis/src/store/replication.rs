@@ -88,7 +88,6 @@ impl RedisStore {
                     let route =
                         SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
                     let replies = cluster
-                        .clone()
                         .route_pipeline(&pipeline, 0, 2, route)
                         .await
                         .map_err(store_error)?;

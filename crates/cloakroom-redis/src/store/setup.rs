@@ -8,7 +8,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::{IntoConnectionInfo, RedisError};
 
 use super::RedisStore;
-use crate::connection::Connection;
+use crate::connection::{Cluster, Connection};
 
 /// Settings for [`RedisStore`]. The defaults suit most deployments.
 #[derive(Clone, Debug)]
@@ -92,6 +92,15 @@ impl RedisStore {
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`redis://HOST:PORT` each).
+    ///
+    /// The store keeps one cluster connection, and replaces it with a fresh one (new node
+    /// connections, the topology read again through these nodes) when calls stop being
+    /// answered: over at least a second, at least 3 calls timed out or lost their
+    /// connection and at most one call was answered for every 4 that failed. The fresh
+    /// connection is built in the background (one at a time, at most once a second, backing
+    /// off to once every 16 s while rebuilding does not help) and serves the calls that
+    /// start after it is in place; if it cannot be built, the old one stays. A dead primary
+    /// alone causes no rebuild while the other shards answer.
     pub async fn connect_cluster(urls: &[&str], config: RedisConfig) -> Result<Self, SetupError> {
         check_prefix(&config.prefix)?;
         let seed = urls
@@ -110,10 +119,17 @@ impl RedisStore {
             .retries(u32::try_from(config.reconnect_retries).unwrap_or(u32::MAX))
             .build()
             .map_err(SetupError::Url)?;
-        let connection = client
-            .get_async_connection()
+        // Bounds the connections to the nodes and the topology query that follow them.
+        let connect_bound = config.connect_timeout * 2 + config.operation_timeout;
+        let connection = tokio::time::timeout(connect_bound, client.get_async_connection())
             .await
+            .map_err(|_| {
+                SetupError::Connect(RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            })?
             .map_err(SetupError::Connect)?;
+        let connection = Cluster::new(client, connection, connect_bound, config.operation_timeout);
         Ok(Self {
             connection: Connection::Cluster(connection),
             config,
