@@ -1,4 +1,5 @@
-//! The actix-web apps: actix-session on its Redis and cookie stores, serving [`routes`].
+//! The actix-web apps, serving [`routes`]: actix-session on its Redis and cookie stores, and
+//! cloakroom on actix-web (`cloakroom-actix`) with the handlers of the cloakroom axum app.
 
 use actix_session::storage::{CookieSessionStore, RedisSessionStore, SessionStore};
 use actix_session::{Session, SessionMiddleware};
@@ -10,6 +11,7 @@ use actix_web::{web, App};
 use crate::axum_apps::BuildError;
 use crate::env::Env;
 use crate::scenario::routes::{self, COUNTER};
+use crate::scenario::StoreKind;
 
 /// actix-session's Redis store on the benchmark's Redis.
 pub async fn redis_store(env: &Env) -> Result<RedisSessionStore, BuildError> {
@@ -75,4 +77,66 @@ async fn write(session: Session) -> actix_web::Result<String> {
 async fn rotate(session: Session) -> actix_web::Result<&'static str> {
     session.renew();
     Ok("ok")
+}
+
+/// cloakroom-actix's middleware on `store`: the same manager (store, configuration, cookie
+/// key) as the cloakroom axum app. Build it once and clone it into every worker's `App`, as
+/// its documentation says, so the workers share one store and one commit queue.
+pub async fn cloakroom_middleware(
+    store: StoreKind,
+    env: &Env,
+) -> Result<cloakroom_actix::SessionMiddleware, BuildError> {
+    Ok(cloakroom_actix::SessionMiddleware::from_manager(
+        crate::axum_apps::cloakroom_manager(store, env).await?,
+    ))
+}
+
+/// The cloakroom-actix app, with `middleware` around the routes.
+pub fn cloakroom_app(
+    middleware: cloakroom_actix::SessionMiddleware,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .wrap(middleware)
+        .route(routes::UNTOUCHED, web::get().to(untouched))
+        .route(routes::SEED, web::post().to(cloakroom_handlers::seed))
+        .route(routes::READ, web::get().to(cloakroom_handlers::read))
+        .route(routes::WRITE, web::post().to(cloakroom_handlers::write))
+        .route(routes::ROTATE, web::post().to(cloakroom_handlers::rotate))
+}
+
+/// The cloakroom axum app's handlers, on cloakroom-actix's `Session` and `SessionError`.
+mod cloakroom_handlers {
+    use super::COUNTER;
+    use cloakroom_actix::{Session, SessionError};
+
+    pub async fn seed(session: Session) -> Result<&'static str, SessionError> {
+        session.insert(COUNTER, 0_i64).await?;
+        session.insert("user", "bench").await?;
+        Ok("ok")
+    }
+
+    pub async fn read(session: Session) -> Result<String, SessionError> {
+        Ok(session.get::<i64>(COUNTER).await?.unwrap_or(0).to_string())
+    }
+
+    /// The atomic read-modify-write: re-run on a concurrent change, so no increment is lost.
+    pub async fn write(session: Session) -> Result<String, SessionError> {
+        let value = session
+            .update(COUNTER, |n: Option<i64>| n.unwrap_or(0) + 1)
+            .await?;
+        Ok(value.to_string())
+    }
+
+    pub async fn rotate(session: Session) -> Result<&'static str, SessionError> {
+        session.cycle_id().await?;
+        Ok("ok")
+    }
 }

@@ -26,7 +26,9 @@ pub async fn build(target: Target, env: &Env) -> Result<Router, BuildError> {
         Library::TowerSessions => tower_sessions_app(target.store, env).await,
         Library::Floor => crate::floor::build(target.store, env).await,
         Library::BareAxum => Ok(Router::new().route(routes::UNTOUCHED, get(untouched))),
-        Library::ActixSession => Err("actix-session is served by actix-web".into()),
+        Library::ActixSession | Library::CloakroomActix => {
+            Err(format!("{} is served by actix-web", target.library.name()).into())
+        }
     }
 }
 
@@ -58,15 +60,22 @@ pub async fn postgres_pool(env: &Env) -> Result<PgPool, BuildError> {
         .await?)
 }
 
-async fn cloakroom_app(store: StoreKind, env: &Env) -> Result<Router, BuildError> {
-    use cloakroom::{CookieSessions, KeyRing, SessionConfig, SessionLayer, SessionManager};
-    let layer = match store {
-        StoreKind::Memory => SessionLayer::new(cloakroom::MemoryStore::new()),
+/// cloakroom's session manager on `store`, set up the same way for both frameworks: the
+/// axum layer and the actix-web middleware are built from it, so their rows differ only in
+/// the framework.
+pub async fn cloakroom_manager(
+    store: StoreKind,
+    env: &Env,
+) -> Result<Arc<cloakroom::SessionManager>, BuildError> {
+    use cloakroom::{CookieSessions, KeyRing, SessionConfig, SessionManager};
+    let config = SessionConfig::default();
+    let manager = match store {
+        StoreKind::Memory => SessionManager::new(cloakroom::MemoryStore::new(), config)?,
         StoreKind::Sqlite => {
             let store =
                 cloakroom_sqlx::SqliteStore::from_pool(sqlite_pool(env, "cloakroom").await?);
             store.migrate().await?;
-            SessionLayer::new(store)
+            SessionManager::new(store, config)?
         }
         StoreKind::Postgres => {
             let store = cloakroom_sqlx::PostgresStore::from_pool(postgres_pool(env).await?);
@@ -74,19 +83,23 @@ async fn cloakroom_app(store: StoreKind, env: &Env) -> Result<Router, BuildError
             sqlx::query(&format!("TRUNCATE {}", store.table()))
                 .execute(store.pool())
                 .await?;
-            SessionLayer::new(store)
+            SessionManager::new(store, config)?
         }
-        StoreKind::Redis => {
-            SessionLayer::new(cloakroom_redis::RedisStore::connect(&env.redis_url).await?)
-        }
+        StoreKind::Redis => SessionManager::new(
+            cloakroom_redis::RedisStore::connect(&env.redis_url).await?,
+            config,
+        )?,
         StoreKind::Cookie => {
             let ring = KeyRing::parse(&cloakroom::generate_key())?;
-            let manager =
-                SessionManager::cookie(CookieSessions::encrypted(ring), SessionConfig::default())?;
-            SessionLayer::from_manager(Arc::new(manager))
+            SessionManager::cookie(CookieSessions::encrypted(ring), config)?
         }
         StoreKind::None => return Err("cloakroom needs a store".into()),
     };
+    Ok(Arc::new(manager))
+}
+
+async fn cloakroom_app(store: StoreKind, env: &Env) -> Result<Router, BuildError> {
+    let layer = cloakroom::SessionLayer::from_manager(cloakroom_manager(store, env).await?);
     Ok(Router::new()
         .route(routes::UNTOUCHED, get(untouched))
         .route(routes::SEED, post(cloakroom_handlers::seed))

@@ -72,7 +72,7 @@ pub fn serve(target: Target, env: &Env, workers: usize) -> Result<Server, String
     let (ready_tx, ready_rx) =
         mpsc::channel::<Result<(SocketAddr, Box<dyn FnOnce() + Send>), String>>();
     let env = env.clone();
-    let thread = if target.library == Library::ActixSession {
+    let thread = if target.library.on_actix() {
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(serve_actix(target, env, workers, ready_tx))
         })
@@ -141,17 +141,17 @@ async fn count_axum_writes(
 }
 
 async fn serve_actix(target: Target, env: Env, workers: usize, ready: Ready) {
-    use crate::actix_apps::{app, cookie_store, middleware, redis_store};
+    use crate::actix_apps::{app, cloakroom_app, cloakroom_middleware, cookie_store, middleware};
     use actix_web::dev::Service;
     use actix_web::HttpServer;
     use futures::FutureExt;
 
+    // Every actix-web app here runs with the same server settings and the same S5 write
+    // counter around it; only the app inside differs.
     macro_rules! server {
-        ($make_store:expr) => {{
-            let make_store = $make_store;
-            let key = actix_web::cookie::Key::generate();
+        ($app:expr) => {{
             HttpServer::new(move || {
-                app(middleware(make_store(), &key)).wrap_fn(|request, service| {
+                $app.wrap_fn(|request, service| {
                     let write = request.method() == actix_web::http::Method::POST
                         && request.path() == WRITE;
                     service.call(request).map(move |response| {
@@ -169,40 +169,46 @@ async fn serve_actix(target: Target, env: Env, workers: usize, ready: Ready) {
             .shutdown_timeout(1)
         }};
     }
+    let fail = |error: String| {
+        let _ = ready.send(Err(format!("{}: {error}", target.slug())));
+    };
     let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
         Ok(listener) => listener,
-        Err(error) => {
-            let _ = ready.send(Err(error.to_string()));
-            return;
-        }
+        Err(error) => return fail(error.to_string()),
     };
     let addr = listener.local_addr().expect("bound");
-    let server = match target.store {
-        StoreKind::Redis => {
-            if let Err(error) = env.flush_redis().await {
-                let _ = ready.send(Err(error.to_string()));
-                return;
-            }
-            match redis_store(&env).await {
-                Ok(store) => server!(move || store.clone())
+    if target.store == StoreKind::Redis {
+        if let Err(error) = env.flush_redis().await {
+            return fail(error.to_string());
+        }
+    }
+    let key = actix_web::cookie::Key::generate();
+    let server = match (target.library, target.store) {
+        (Library::CloakroomActix, store) => match cloakroom_middleware(store, &env).await {
+            // One middleware for all workers: one store connection and one commit queue.
+            Ok(sessions) => server!(cloakroom_app(sessions.clone()))
+                .listen(listener)
+                .map(|server| server.run()),
+            Err(error) => return fail(error.to_string()),
+        },
+        (Library::ActixSession, StoreKind::Redis) => {
+            match crate::actix_apps::redis_store(&env).await {
+                Ok(store) => server!(app(middleware(store.clone(), &key)))
                     .listen(listener)
                     .map(|server| server.run()),
-                Err(error) => {
-                    let _ = ready.send(Err(error.to_string()));
-                    return;
-                }
+                Err(error) => return fail(error.to_string()),
             }
         }
-        _ => server!(cookie_store)
-            .listen(listener)
-            .map(|server| server.run()),
+        (Library::ActixSession, StoreKind::Cookie) => {
+            server!(app(middleware(cookie_store(), &key)))
+                .listen(listener)
+                .map(|server| server.run())
+        }
+        _ => return fail("not an actix-web target".into()),
     };
     let server = match server {
         Ok(server) => server,
-        Err(error) => {
-            let _ = ready.send(Err(error.to_string()));
-            return;
-        }
+        Err(error) => return fail(error.to_string()),
     };
     let handle = server.handle();
     let stop: Box<dyn FnOnce() + Send> = Box::new(move || {

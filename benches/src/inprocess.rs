@@ -377,11 +377,58 @@ async fn perform<D: Driver>(
     }
 }
 
+/// Builds `target`'s actix-web app in actix-web's test service, binds it as an
+/// [`ActixDriver`] named `driver`, and evaluates `body` (an async context: the apps'
+/// types differ, so this is a macro rather than a function taking a closure).
+macro_rules! with_actix_driver {
+    ($target:expr, $env:expr, |$driver:ident| $body:expr) => {{
+        use crate::actix_apps;
+        let target: Target = $target;
+        let env: &Env = $env;
+        let key = actix_web::cookie::Key::generate();
+        match (target.library, target.store) {
+            (Library::CloakroomActix, store) => {
+                let middleware = actix_apps::cloakroom_middleware(store, env)
+                    .await
+                    .map_err(|error| format!("{}: {error}", target.slug()))?;
+                let $driver =
+                    ActixDriver(test::init_service(actix_apps::cloakroom_app(middleware)).await);
+                $body
+            }
+            (Library::ActixSession, StoreKind::Redis) => {
+                let store = actix_apps::redis_store(env)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let $driver = ActixDriver(
+                    test::init_service(actix_apps::app(actix_apps::middleware(store, &key))).await,
+                );
+                $body
+            }
+            (Library::ActixSession, StoreKind::Cookie) => {
+                let $driver = ActixDriver(
+                    test::init_service(actix_apps::app(actix_apps::middleware(
+                        actix_apps::cookie_store(),
+                        &key,
+                    )))
+                    .await,
+                );
+                $body
+            }
+            _ => Err(format!("{} is not an actix-web target", target.slug())),
+        }
+    }};
+}
+
 /// Runs `job` on `target` in process, on a fresh single-threaded runtime (actix-web's own
-/// for actix-session), building its app there.
+/// for the actix-web apps), building its app there.
 pub fn run_target(target: Target, env: &Env, job: Job) -> Result<Output, String> {
-    if target.library == Library::ActixSession {
-        return actix_web::rt::System::new().block_on(actix_target(target, env, job));
+    if target.library.on_actix() {
+        return actix_web::rt::System::new().block_on(async {
+            let (env, proxy) = prepare(target, env, job).await?;
+            with_actix_driver!(target, &env, |driver| {
+                perform(&driver, target, job, proxy.as_ref()).await
+            })
+        });
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -423,30 +470,24 @@ async fn prepare(
     Ok((env, Some(proxy)))
 }
 
-async fn actix_target(target: Target, env: &Env, job: Job) -> Result<Output, String> {
-    use crate::actix_apps::{app, cookie_store, middleware, redis_store};
-    let key = actix_web::cookie::Key::generate();
-    let (env, proxy) = prepare(target, env, job).await?;
-    match target.store {
-        StoreKind::Redis => {
-            let store = redis_store(&env).await.map_err(|error| error.to_string())?;
-            let service = test::init_service(app(middleware(store, &key))).await;
-            perform(&ActixDriver(service), target, job, proxy.as_ref()).await
-        }
-        StoreKind::Cookie => {
-            let service = test::init_service(app(middleware(cookie_store(), &key))).await;
-            perform(&ActixDriver(service), target, job, proxy.as_ref()).await
-        }
-        _ => Err(format!(
-            "actix-session has no {} store here",
-            target.store.name()
-        )),
-    }
-}
-
 /// Sends `requests` requests of `scenario` to `target` in process and nothing else: a
 /// steady workload to run under `perf record` or `valgrind --tool=callgrind`.
 pub fn repeat(target: Target, env: &Env, scenario: Scenario, requests: u64) -> Result<(), String> {
+    async fn drive<D: Driver>(driver: &D, scenario: Scenario, requests: u64) -> Result<(), String> {
+        let mut cookie = starting_cookie(driver, scenario).await?;
+        for _ in 0..requests {
+            step(driver, scenario, &mut cookie).await;
+        }
+        Ok(())
+    }
+    if target.library.on_actix() {
+        return actix_web::rt::System::new().block_on(async {
+            let (env, _) = prepare(target, env, Job::Measure(Budget::QUICK)).await?;
+            with_actix_driver!(target, &env, |driver| {
+                drive(&driver, scenario, requests).await
+            })
+        });
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -456,11 +497,6 @@ pub fn repeat(target: Target, env: &Env, scenario: Scenario, requests: u64) -> R
         let router = crate::axum_apps::build(target, &env)
             .await
             .map_err(|error| format!("{}: {error}", target.slug()))?;
-        let driver = AxumDriver(router);
-        let mut cookie = starting_cookie(&driver, scenario).await?;
-        for _ in 0..requests {
-            step(&driver, scenario, &mut cookie).await;
-        }
-        Ok(())
+        drive(&AxumDriver(router), scenario, requests).await
     })
 }

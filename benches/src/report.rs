@@ -9,8 +9,9 @@ use crate::results::{Results, RoundTrips, Throughput};
 use crate::scenario::{Library, Scenario, StoreKind, Target};
 
 /// The libraries in table order.
-const COLUMNS: [Library; 4] = [
+const COLUMNS: [Library; 5] = [
     Library::Cloakroom,
+    Library::CloakroomActix,
     Library::TowerSessions,
     Library::ActixSession,
     Library::Floor,
@@ -20,6 +21,8 @@ const COLUMNS: [Library; 4] = [
 const FLOOR_TARGET: f64 = 0.8;
 /// S1 against bare axum: within 3%.
 const UNTOUCHED_TARGET: f64 = 0.97;
+/// cloakroom on actix-web against actix-session on the same runtime.
+const ACTIX_TARGET: f64 = 1.0;
 
 fn find(
     rows: &[Throughput],
@@ -76,8 +79,15 @@ pub fn checks(results: &Results) -> Vec<Check> {
         misses: vec![],
         checked: 0,
     };
+    let mut actix = Check {
+        target: format!(
+            "cloakroom on actix-web at least {ACTIX_TARGET:.1}x actix-session (Redis and cookie, every scenario)"
+        ),
+        misses: vec![],
+        checked: 0,
+    };
     let mut lost = Check {
-        target: "S5 contended: zero lost writes for cloakroom".into(),
+        target: "S5 contended: zero lost writes for cloakroom (on axum and on actix-web)".into(),
         misses: vec![],
         checked: 0,
     };
@@ -127,42 +137,92 @@ pub fn checks(results: &Results) -> Vec<Check> {
                         }
                     }
                 }
-                // Client-side state cannot merge concurrent writes: each response's
-                // cookie replaces the last, so S5 on cookies measures throughput only.
-                if let Some(contended) = ours.contended.filter(|_| store != StoreKind::Cookie) {
+            }
+        }
+        for store in StoreKind::ALL {
+            for scenario in Scenario::ALL {
+                let where_ = format!("{mode} {} {}", store.name(), scenario.label());
+                // cloakroom on actix-web against actix-session, like for like: the same
+                // actix-web runtime, workers and test service, so the ratio is the session
+                // libraries' alone.
+                if let (Some(ours), Some(peer)) = (
+                    find(rows, Library::CloakroomActix, store, scenario),
+                    find(rows, Library::ActixSession, store, scenario),
+                ) {
+                    actix.checked += 1;
+                    let ratio = ours.per_second / peer.per_second;
+                    if ratio < ACTIX_TARGET {
+                        actix.misses.push(format!("{where_}: {ratio:.2}x"));
+                    }
+                }
+                for library in [Library::Cloakroom, Library::CloakroomActix] {
+                    // Client-side state cannot merge concurrent writes: each response's
+                    // cookie replaces the last, so S5 on cookies measures throughput only.
+                    let Some(contended) = find(rows, library, store, scenario)
+                        .and_then(|row| row.contended)
+                        .filter(|_| store != StoreKind::Cookie)
+                    else {
+                        continue;
+                    };
                     lost.checked += 1;
                     if contended.lost() > 0 {
+                        let on = if library == Library::CloakroomActix {
+                            " (actix-web)"
+                        } else {
+                            ""
+                        };
                         lost.misses
-                            .push(format!("{where_}: {} lost", contended.lost()));
+                            .push(format!("{where_}{on}: {} lost", contended.lost()));
                     }
                 }
             }
         }
     }
     let mut trips = Check {
-        target: "Redis: S2 read exactly 1 round trip, S3 write exactly 2".into(),
+        target:
+            "Redis: S2 read exactly 1 round trip, S3 write exactly 2 (cloakroom on axum and on actix-web)"
+                .into(),
         misses: vec![],
         checked: 0,
     };
-    for (scenario, expected) in [(Scenario::Read, 1.0), (Scenario::Write, 2.0)] {
-        if let Some(row) = results.round_trips.iter().find(|row| {
-            row.target == Target::new(Library::Cloakroom, StoreKind::Redis)
-                && row.scenario == scenario
-        }) {
-            trips.checked += 1;
-            if (row.per_request - expected).abs() > 1e-9 {
-                trips
-                    .misses
-                    .push(format!("{}: {:.2}", scenario.label(), row.per_request));
+    for library in [Library::Cloakroom, Library::CloakroomActix] {
+        for (scenario, expected) in [(Scenario::Read, 1.0), (Scenario::Write, 2.0)] {
+            if let Some(row) = results.round_trips.iter().find(|row| {
+                row.target == Target::new(library, StoreKind::Redis) && row.scenario == scenario
+            }) {
+                trips.checked += 1;
+                if (row.per_request - expected).abs() > 1e-9 {
+                    trips.misses.push(format!(
+                        "{} {}: {:.2}",
+                        library.name(),
+                        scenario.label(),
+                        row.per_request
+                    ));
+                }
             }
         }
     }
-    vec![peer, untouched, trips, floor, lost]
+    vec![peer, actix, untouched, trips, floor, lost]
+}
+
+/// `| a | b |` and its alignment line, the first `left` columns left-aligned.
+fn header(out: &mut String, columns: &[&str], left: usize) {
+    let _ = writeln!(out, "| {} |", columns.join(" | "));
+    let align: Vec<&str> = (0..columns.len())
+        .map(|i| if i < left { "---" } else { "---:" })
+        .collect();
+    let _ = writeln!(out, "|{}|", align.join("|"));
 }
 
 fn throughput_table(out: &mut String, rows: &[Throughput]) {
-    out.push_str("| store | scenario | cloakroom | tower-sessions | actix-session | floor | peer/cloakroom | cloakroom/floor |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut columns = vec!["store", "scenario"];
+    columns.extend(COLUMNS.iter().map(|library| library.name()));
+    columns.extend([
+        "peer/cloakroom",
+        "cloakroom/floor",
+        "cloakroom (actix-web)/actix-session",
+    ]);
+    header(out, &columns, 2);
     for store in StoreKind::ALL {
         for scenario in Scenario::ALL {
             let Some(ours) = find(rows, Library::Cloakroom, store, scenario) else {
@@ -199,7 +259,12 @@ fn throughput_table(out: &mut String, rows: &[Throughput]) {
                 .map_or("-".to_owned(), |base| {
                     format!("{:.2}", ours.per_second / base.per_second)
                 });
-            let _ = writeln!(line, "| {peer} | {floor} |");
+            let actix = find(rows, Library::CloakroomActix, store, scenario)
+                .zip(find(rows, Library::ActixSession, store, scenario))
+                .map_or("-".to_owned(), |(ours, peer)| {
+                    format!("{:.2}", ours.per_second / peer.per_second)
+                });
+            let _ = writeln!(line, "| {peer} | {floor} | {actix} |");
             out.push_str(&line);
         }
     }
@@ -262,7 +327,9 @@ fn short(library: Library) -> &'static str {
 }
 
 fn round_trip_table(out: &mut String, rows: &[RoundTrips]) {
-    out.push_str("| store | scenario | cloakroom | tower-sessions | actix-session | floor |\n|---|---|---:|---:|---:|---:|\n");
+    let mut columns = vec!["store", "scenario"];
+    columns.extend(COLUMNS.iter().map(|library| library.name()));
+    header(out, &columns, 2);
     for store in [StoreKind::Redis, StoreKind::Postgres] {
         for scenario in Scenario::ALL {
             let cells: Vec<String> = COLUMNS
@@ -347,7 +414,13 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
          | S5 contended | `POST /write` from 32 clients at once on one session |\n\n\
          Each library uses its idiomatic API: cloakroom `Session::update` for the increment (re-run on a concurrent \
          change, so nothing is lost), tower-sessions and actix-session `get` then `insert`, and `cycle_id` / `renew` \
-         for S4. Sessions are seeded with `counter = 0` and `user = \"bench\"`. The floor keeps the same data as JSON: \
+         for S4. **cloakroom (actix-web)** is cloakroom on actix-web through `cloakroom-actix` (its middleware and \
+         `Session` extractor), with the same handlers and the same session manager set-up as the cloakroom axum \
+         app, on the Redis and cookie stores, where actix-session runs: it is served exactly as actix-session is \
+         (same actix-web version, test service, workers and server settings), so their ratio is the session \
+         libraries' alone. Its target is actix-session; the \"fastest peer\" target stays cloakroom on axum's, \
+         because comparing an actix-web app with tower-sessions on axum would measure the frameworks, not the \
+         session libraries. Sessions are seeded with `counter = 0` and `user = \"bench\"`. The floor keeps the same data as JSON: \
          a `HashMap` under a `Mutex` (memory); `SELECT` / `INSERT … ON CONFLICT` / `UPDATE … SET id` on a table \
          with the same pool settings (SQLite, PostgreSQL); `GET` / `SET EX` / `RENAMENX` with the same Redis client \
          cloakroom uses (redis-rs `ConnectionManager`); XChaCha20-Poly1305 sealing of the JSON (cookie). The floor \
@@ -356,7 +429,7 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
          each on one thread; a warm-up, then timed samples, the median sample reported. S5 runs 32 concurrent \
          writers on that thread, interleaving at every store await.\n\
          - **Over HTTP**: each app served on loopback (axum on a 2-worker tokio runtime, actix-web with 2 \
-         workers), loaded by wrk for a fixed time: S1-S4 with 8 connections, each on its own wrk thread with its own \
+         workers, one cloakroom-actix middleware shared by both), loaded by wrk for a fixed time: S1-S4 with 8 connections, each on its own wrk thread with its own \
          session; S5 with 32 connections on one session. S5's acknowledged writes are counted by the server, \
          so requests still in flight when wrk stops are not miscounted.\n\
          - **Round trips**: the store connection goes through a counting TCP proxy that parses the client's half \
@@ -378,7 +451,8 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
         let _ = writeln!(
             out,
             "## {title}\n\nRequests per second (higher is better), the median of the rounds. peer/cloakroom \
-             below 1 means cloakroom is faster. Noise on this machine: the fastest round of a cell \
+             below 1 means cloakroom is faster; cloakroom (actix-web)/actix-session at 1 or above \
+             means cloakroom on actix-web is at least as fast as actix-session. Noise on this machine: the fastest round of a cell \
              beat its slowest by {:.0}% at the median cell, {:.0}% at the worst, so differences \
              within that are not findings.\n",
             (spread - 1.0) * 100.0,
@@ -479,11 +553,13 @@ fn panel_chart<DB: DrawingBackend>(
 ) -> Result<(), String> {
     let libraries = [
         Library::Cloakroom,
+        Library::CloakroomActix,
         Library::TowerSessions,
         Library::ActixSession,
     ];
     let colors = [
         RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0x17, 0xbe, 0xcf),
         RGBColor(0xff, 0x7f, 0x0e),
         RGBColor(0x2c, 0xa0, 0x2c),
     ];
@@ -546,8 +622,8 @@ fn panel_chart<DB: DrawingBackend>(
             .enumerate()
             .filter_map(|(g, (_, bars))| {
                 bars.get(&i).map(|&value| {
-                    let left = g as f64 + 0.1 + 0.27 * i as f64;
-                    Rectangle::new([(left, 0.0), (left + 0.25, value)], color.filled())
+                    let left = g as f64 + 0.1 + 0.2 * i as f64;
+                    Rectangle::new([(left, 0.0), (left + 0.19, value)], color.filled())
                 })
             })
             .collect();
@@ -572,4 +648,121 @@ fn panel_chart<DB: DrawingBackend>(
         .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::Contended;
+
+    fn row(library: Library, store: StoreKind, scenario: Scenario, per_second: f64) -> Throughput {
+        Throughput {
+            target: Target::new(library, store),
+            scenario,
+            per_second,
+            median_us: 1.0,
+            failed: 0,
+            contended: (scenario == Scenario::Contended).then_some(Contended {
+                acknowledged: 100,
+                survived: if library == Library::ActixSession {
+                    3
+                } else {
+                    100
+                },
+            }),
+            spread: 1.0,
+        }
+    }
+
+    /// Every library on Redis and cookie; cloakroom on actix-web is faster than
+    /// actix-session everywhere but Redis S3, and loses `lost_on_actix` S5 writes on Redis.
+    fn results(lost_on_actix: u64) -> Results {
+        let mut rows = Vec::new();
+        for store in [StoreKind::Redis, StoreKind::Cookie] {
+            for scenario in Scenario::ALL {
+                rows.push(row(Library::Cloakroom, store, scenario, 100.0));
+                rows.push(row(Library::ActixSession, store, scenario, 90.0));
+                let slow = store == StoreKind::Redis && scenario == Scenario::Write;
+                let mut ours = row(
+                    Library::CloakroomActix,
+                    store,
+                    scenario,
+                    if slow { 45.0 } else { 95.0 },
+                );
+                if let Some(contended) = ours.contended.as_mut() {
+                    contended.survived -= lost_on_actix;
+                }
+                rows.push(ours);
+            }
+        }
+        Results {
+            in_process: rows.clone(),
+            http: rows,
+            ..Results::default()
+        }
+    }
+
+    fn check<'a>(checks: &'a [Check], starts: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|check| check.target.starts_with(starts))
+            .unwrap()
+    }
+
+    #[test]
+    fn cloakroom_on_actix_is_checked_against_actix_session_only() {
+        let checks = checks(&results(0));
+        let actix = check(&checks, "cloakroom on actix-web");
+        assert_eq!(
+            actix.checked,
+            2 * 2 * 5,
+            "two modes, two stores, five scenarios"
+        );
+        assert_eq!(
+            actix.misses,
+            [
+                "in-process Redis S3 write: 0.50x",
+                "HTTP Redis S3 write: 0.50x"
+            ]
+        );
+        // The fastest-peer target is cloakroom on axum's alone: cloakroom on actix-web is
+        // neither a peer nor checked there.
+        let peer = check(&checks, "at least 1.0x the fastest peer");
+        assert_eq!(peer.checked, 20);
+        assert!(peer.misses.is_empty(), "{:?}", peer.misses);
+    }
+
+    #[test]
+    fn lost_writes_count_on_actix_too() {
+        let clean = checks(&results(0));
+        let lost = check(&clean, "S5 contended");
+        assert_eq!(
+            lost.checked, 4,
+            "Redis on axum and on actix-web, in both modes"
+        );
+        assert!(lost.misses.is_empty());
+        let lossy = checks(&results(2));
+        assert_eq!(
+            check(&lossy, "S5 contended").misses,
+            [
+                "in-process Redis S5 contended (actix-web): 2 lost",
+                "HTTP Redis S5 contended (actix-web): 2 lost"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_tables_have_the_actix_column_and_ratio() {
+        let text = markdown(&results(0), "chart.svg", "bench");
+        assert!(text.contains(
+            "| store | scenario | cloakroom | cloakroom (actix-web) | tower-sessions | actix-session | floor \
+             | peer/cloakroom | cloakroom/floor | cloakroom (actix-web)/actix-session |"
+        ));
+        assert!(text
+            .contains("| Redis | S3 write | 100 | 45.0 | - | 90.0 | - | actix 0.90 | - | 0.50 |"));
+        assert!(text.contains("| Redis | cloakroom (actix-web) | 95.0 | 100 | 100 | 0 |"));
+        assert!(text.contains(
+            "| cloakroom on actix-web at least 1.0x actix-session (Redis and cookie, every scenario) | **missed** in 2 of 20"
+        ));
+    }
 }

@@ -80,6 +80,9 @@ pub mod routes {
 pub enum Library {
     /// This project, on axum.
     Cloakroom,
+    /// This project on actix-web (`cloakroom-actix`), on the same actix-web runtime and
+    /// worker settings as actix-session.
+    CloakroomActix,
     /// tower-sessions 0.15 (memory) or 0.14 (the published SQL and Redis stores), on axum.
     TowerSessions,
     /// actix-session 0.11, on actix-web 4.
@@ -95,6 +98,7 @@ impl Library {
     pub fn name(self) -> &'static str {
         match self {
             Library::Cloakroom => "cloakroom",
+            Library::CloakroomActix => "cloakroom (actix-web)",
             Library::TowerSessions => "tower-sessions",
             Library::ActixSession => "actix-session",
             Library::Floor => "floor",
@@ -102,9 +106,24 @@ impl Library {
         }
     }
 
+    /// Its name in target slugs, `--only` filters and `bench profile`: the display name
+    /// without spaces or brackets, so it needs no quoting in a shell.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Library::CloakroomActix => "cloakroom-actix",
+            Library::BareAxum => "bare-axum",
+            other => other.name(),
+        }
+    }
+
     /// Whether it is a peer library (compared against cloakroom).
     pub fn is_peer(self) -> bool {
         matches!(self, Library::TowerSessions | Library::ActixSession)
+    }
+
+    /// Whether actix-web serves it (the rest are axum apps).
+    pub fn on_actix(self) -> bool {
+        matches!(self, Library::ActixSession | Library::CloakroomActix)
     }
 }
 
@@ -169,7 +188,10 @@ impl Target {
             ) {
                 libraries.push(Library::TowerSessions);
             }
+            // cloakroom on actix-web runs where actix-session has a store, so each of its
+            // cells has a like-for-like peer on the same runtime.
             if matches!(store, StoreKind::Redis | StoreKind::Cookie) {
+                libraries.push(Library::CloakroomActix);
                 libraries.push(Library::ActixSession);
             }
             libraries.push(Library::Floor);
@@ -198,7 +220,7 @@ impl Target {
 
     /// `library/store`, for logs and file names.
     pub fn slug(self) -> String {
-        format!("{}/{}", self.library.name(), self.store.name()).replace(' ', "-")
+        format!("{}/{}", self.library.slug(), self.store.name())
     }
 }
 
@@ -218,5 +240,25 @@ mod tests {
             }
         }
         assert!(!targets.contains(&Target::new(Library::ActixSession, StoreKind::Memory)));
+    }
+
+    #[test]
+    fn cloakroom_on_actix_runs_beside_actix_session() {
+        let targets = Target::all();
+        for store in StoreKind::ALL {
+            assert_eq!(
+                targets.contains(&Target::new(Library::CloakroomActix, store)),
+                targets.contains(&Target::new(Library::ActixSession, store)),
+                "{store:?}"
+            );
+        }
+        assert_eq!(
+            Target::new(Library::CloakroomActix, StoreKind::Redis).slug(),
+            "cloakroom-actix/Redis"
+        );
+        assert_eq!(
+            Target::new(Library::BareAxum, StoreKind::None).slug(),
+            "bare-axum/-"
+        );
     }
 }

@@ -1,10 +1,14 @@
-//! The harness measures what it claims: S5 counts lost writes (cloakroom keeps all of them),
-//! and the round-trip proxy sees Redis reads as one command and writes as two.
+//! The harness measures what it claims: S5 counts lost writes (cloakroom keeps all of them,
+//! on axum and on actix-web), the round-trip proxy sees Redis reads as one command and
+//! writes as two, and cloakroom on actix-web serves the routes as specified.
 
 use std::time::Duration;
 
-use cloakroom_benches::inprocess::{run_target, Budget, Job, Output};
-use cloakroom_benches::{Env, Library, Scenario, StoreKind, Target};
+use cloakroom_benches::inprocess::{
+    run_target, seed, ActixDriver, Budget, Driver, Job, Output, Reply,
+};
+use cloakroom_benches::scenario::routes;
+use cloakroom_benches::{actix_apps, http, Env, Library, Scenario, StoreKind, Target};
 
 const TINY: Budget = Budget {
     warm_up: Duration::from_millis(5),
@@ -66,6 +70,7 @@ fn the_floor_is_measured_on_every_store_without_failures() {
 
 #[test]
 fn redis_round_trips_are_counted_per_command() {
+    let _redis = redis_lock();
     let (_scratch, env) = env();
     if !redis_reachable(&env) {
         return;
@@ -88,4 +93,211 @@ fn redis_round_trips_are_counted_per_command() {
         2.0,
         "a rotation of a live session is HMGET + the rename script"
     );
+}
+
+/// A request over real HTTP to a server of `http::serve`, for the same checks as in process.
+struct OverHttp(std::net::SocketAddr);
+
+impl Driver for OverHttp {
+    async fn call(&self, post: bool, path: &str, cookie: Option<&str>) -> Reply {
+        let (status, cookie, body) = http::request(self.0, post, path, cookie).unwrap();
+        Reply {
+            status,
+            cookie,
+            body: body.into(),
+        }
+    }
+}
+
+/// The routes answer as the cloakroom axum app's do: S1 never sets a cookie, `/seed` makes
+/// a session with `counter = 0`, `/write` increments it, `/rotate` gives a new ID that
+/// keeps the data. The client follows every new cookie, as a browser does (on the cookie
+/// store each write re-seals the session).
+async fn routes_answer_as_specified<D: Driver>(driver: &D, what: &str) {
+    let text = |reply: &Reply| String::from_utf8_lossy(&reply.body).trim().to_owned();
+    let untouched = driver.call(false, routes::UNTOUCHED, None).await;
+    assert_eq!(
+        (untouched.status, text(&untouched)),
+        (200, "ok".into()),
+        "{what}"
+    );
+    assert_eq!(untouched.cookie, None, "{what}: S1 sets no cookie");
+
+    let seeded = driver.call(true, routes::SEED, None).await;
+    assert_eq!(seeded.status, 200, "{what}");
+    let mut cookie = seeded.cookie.expect("seeding sets the session cookie");
+    assert!(cookie.starts_with("id="), "{what}: {cookie}");
+    let read = follow(driver, &mut cookie, false, routes::READ).await;
+    assert_eq!((read.status, text(&read)), (200, "0".into()), "{what}");
+    for expected in ["1", "2", "3"] {
+        let write = follow(driver, &mut cookie, true, routes::WRITE).await;
+        assert_eq!(
+            (write.status, text(&write)),
+            (200, expected.into()),
+            "{what}"
+        );
+    }
+    let before = cookie.clone();
+    let rotated = follow(driver, &mut cookie, true, routes::ROTATE).await;
+    assert_eq!(rotated.status, 200, "{what}");
+    assert!(
+        rotated.cookie.is_some(),
+        "{what}: a rotation sets the new cookie"
+    );
+    assert_ne!(cookie, before, "{what}: the ID changed");
+    let read = follow(driver, &mut cookie, false, routes::READ).await;
+    assert_eq!(text(&read), "3", "{what}: the data moved with the new ID");
+}
+
+/// One request with `cookie`, which then becomes the response's new cookie if it set one.
+async fn follow<D: Driver>(driver: &D, cookie: &mut String, post: bool, path: &str) -> Reply {
+    let reply = driver.call(post, path, Some(cookie)).await;
+    if let Some(new) = &reply.cookie {
+        cookie.clone_from(new);
+    }
+    reply
+}
+
+/// Redis (and every other test of the benchmark's Redis database, which `run_target` and
+/// `http::serve` flush) one test at a time.
+fn redis_lock() -> std::sync::MutexGuard<'static, ()> {
+    static REDIS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    REDIS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn old_id_is_dead_after_rotation<D: Driver>(driver: &D, what: &str) {
+    let cookie = seed(driver).await.unwrap();
+    driver.call(true, routes::WRITE, Some(&cookie)).await;
+    let rotated = driver.call(true, routes::ROTATE, Some(&cookie)).await;
+    assert!(rotated.cookie.is_some(), "{what}");
+    let old = driver.call(false, routes::READ, Some(&cookie)).await;
+    assert_eq!(
+        String::from_utf8_lossy(&old.body).trim(),
+        "0",
+        "{what}: the old ID reads as a new visitor"
+    );
+}
+
+/// The stores cloakroom-actix is benchmarked on: cookie always, Redis when reachable.
+fn stores(env: &Env) -> Vec<StoreKind> {
+    let mut stores = vec![StoreKind::Cookie];
+    if redis_reachable(env) {
+        stores.push(StoreKind::Redis);
+    }
+    stores
+}
+
+#[test]
+fn cloakroom_on_actix_answers_every_route_as_specified() {
+    let _redis = redis_lock();
+    let (_scratch, env) = env();
+    for store in stores(&env) {
+        let what = format!("cloakroom-actix/{} in process", store.name());
+        actix_web::rt::System::new().block_on(async {
+            if store == StoreKind::Redis {
+                env.flush_redis().await.unwrap();
+            }
+            let middleware = actix_apps::cloakroom_middleware(store, &env).await.unwrap();
+            let service =
+                actix_web::test::init_service(actix_apps::cloakroom_app(middleware)).await;
+            let driver = ActixDriver(service);
+            routes_answer_as_specified(&driver, &what).await;
+            if store == StoreKind::Redis {
+                old_id_is_dead_after_rotation(&driver, &what).await;
+            }
+        });
+
+        let target = Target::new(Library::CloakroomActix, store);
+        let server = http::serve(target, &env, 2).unwrap();
+        let what = format!("cloakroom-actix/{} over HTTP", store.name());
+        let driver = OverHttp(server.addr);
+        futures::executor::block_on(routes_answer_as_specified(&driver, &what));
+        server.stop();
+    }
+}
+
+#[test]
+fn cloakroom_on_actix_runs_every_scenario_and_loses_no_contended_write() {
+    let _redis = redis_lock();
+    let (_scratch, env) = env();
+    for store in stores(&env) {
+        let target = Target::new(Library::CloakroomActix, store);
+        let Output::Throughput(rows) = run_target(target, &env, Job::Measure(TINY)).unwrap() else {
+            panic!("measuring gives throughput");
+        };
+        assert_eq!(
+            rows.iter().map(|row| row.scenario).collect::<Vec<_>>(),
+            Scenario::ALL
+        );
+        for row in &rows {
+            assert!(row.per_second > 0.0, "{row:?}");
+            assert_eq!(row.failed, 0, "{row:?}");
+        }
+        let contended = rows[4].contended.expect("S5 reports its writes");
+        assert_eq!(contended.acknowledged, 32 * 10, "{store:?}");
+        if store != StoreKind::Cookie {
+            assert_eq!(contended.lost(), 0, "{store:?}: {contended:?}");
+        }
+    }
+}
+
+#[test]
+fn cloakroom_on_actix_loses_no_contended_write_over_http() {
+    let _redis = redis_lock();
+    let (_scratch, env) = env();
+    if !redis_reachable(&env) {
+        return;
+    }
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CLOAKROOM_REQUIRE_SERVICES").is_none(),
+            "wrk is required but not installed (apt-get install wrk)"
+        );
+        eprintln!("SKIPPED: no wrk");
+        return;
+    }
+    let load = http::Load {
+        seconds: 1,
+        rounds: 1,
+        workers: 2,
+        connections: 2,
+    };
+    let target = Target::new(Library::CloakroomActix, StoreKind::Redis);
+    let rows = http::run_target(target, &env, load).unwrap();
+    let contended = rows
+        .iter()
+        .find_map(|row| row.contended)
+        .expect("S5 reports its writes");
+    assert!(contended.acknowledged > 0, "{contended:?}");
+    assert_eq!(contended.lost(), 0, "{contended:?}");
+    assert!(rows.iter().all(|row| row.failed == 0), "{rows:?}");
+}
+
+#[test]
+fn cloakroom_on_actix_redis_round_trips_match_axum() {
+    let _redis = redis_lock();
+    let (_scratch, env) = env();
+    if !redis_reachable(&env) {
+        return;
+    }
+    let target = Target::new(Library::CloakroomActix, StoreKind::Redis);
+    let Output::RoundTrips(rows) = run_target(target, &env, Job::CountRoundTrips).unwrap() else {
+        panic!("counting gives round trips");
+    };
+    let count = |scenario| {
+        rows.iter()
+            .find(|row| row.scenario == scenario)
+            .map(|row| row.per_request)
+            .unwrap()
+    };
+    assert_eq!(count(Scenario::Untouched), 0.0);
+    assert_eq!(count(Scenario::Read), 1.0, "a read is one HMGET");
+    assert_eq!(count(Scenario::Write), 2.0, "a write is HMGET + EVALSHA");
+    assert_eq!(count(Scenario::Login), 2.0, "HMGET + the rename script");
 }

@@ -27,7 +27,8 @@ enum Step {
         /// Where to save the results.
         #[arg(long, default_value = "target/bench/results.json")]
         out: PathBuf,
-        /// Only targets whose `library/store` contains this.
+        /// Only targets whose `library/store` contains this, ignoring case (`redis`,
+        /// `cloakroom-actix`).
         #[arg(long)]
         only: Option<String>,
         /// Sessions for the memory measurement.
@@ -37,9 +38,10 @@ enum Step {
         #[arg(long)]
         no_http: bool,
     },
-    /// Repeats one scenario on one axum-served target in process, for a profiler.
+    /// Repeats one scenario on one target in process (axum or actix-web), for a profiler.
     Profile {
-        /// `library/store`, as `run` prints it (e.g. `cloakroom/memory`).
+        /// `library/store`, as `run` prints it (e.g. `cloakroom/memory`,
+        /// `cloakroom-actix/Redis`).
         target: String,
         /// 1-5 (S1 untouched ... S5 contended).
         scenario: usize,
@@ -112,7 +114,9 @@ fn run(
     let env = Env::from_env(scratch.path().to_owned());
     let targets: Vec<Target> = Target::all()
         .into_iter()
-        .filter(|target| only.is_none_or(|only| target.slug().contains(only)))
+        .filter(|target| {
+            only.is_none_or(|only| target.slug().to_lowercase().contains(&only.to_lowercase()))
+        })
         .collect();
     let mut results = Results {
         machine: machine(&env),
