@@ -445,8 +445,13 @@ async fn actix_target(target: Target, env: &Env, job: Job) -> Result<Output, Str
 }
 
 /// Sends `requests` requests of `scenario` to `target` in process and nothing else: a
-/// steady workload to run under `perf record` or `valgrind --tool=callgrind`.
+/// steady workload to run under `perf record` or `valgrind --tool=callgrind`. Actix-session
+/// targets run too, on actix-web's runtime, so both sides of a comparison can be profiled.
 pub fn repeat(target: Target, env: &Env, scenario: Scenario, requests: u64) -> Result<(), String> {
+    if target.library == Library::ActixSession {
+        return actix_web::rt::System::new()
+            .block_on(actix_repeat(target, env, scenario, requests));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -456,11 +461,42 @@ pub fn repeat(target: Target, env: &Env, scenario: Scenario, requests: u64) -> R
         let router = crate::axum_apps::build(target, &env)
             .await
             .map_err(|error| format!("{}: {error}", target.slug()))?;
-        let driver = AxumDriver(router);
-        let mut cookie = starting_cookie(&driver, scenario).await?;
-        for _ in 0..requests {
-            step(&driver, scenario, &mut cookie).await;
-        }
-        Ok(())
+        repeat_on(&AxumDriver(router), scenario, requests).await
     })
+}
+
+/// [`repeat`] for an actix-session target.
+async fn actix_repeat(
+    target: Target,
+    env: &Env,
+    scenario: Scenario,
+    requests: u64,
+) -> Result<(), String> {
+    use crate::actix_apps::{app, cookie_store, middleware, redis_store};
+    let key = actix_web::cookie::Key::generate();
+    let (env, _) = prepare(target, env, Job::Measure(Budget::QUICK)).await?;
+    match target.store {
+        StoreKind::Redis => {
+            let store = redis_store(&env).await.map_err(|error| error.to_string())?;
+            let driver = ActixDriver(test::init_service(app(middleware(store, &key))).await);
+            repeat_on(&driver, scenario, requests).await
+        }
+        StoreKind::Cookie => {
+            let driver =
+                ActixDriver(test::init_service(app(middleware(cookie_store(), &key))).await);
+            repeat_on(&driver, scenario, requests).await
+        }
+        _ => Err(format!(
+            "actix-session has no {} store here",
+            target.store.name()
+        )),
+    }
+}
+
+async fn repeat_on<D: Driver>(driver: &D, scenario: Scenario, requests: u64) -> Result<(), String> {
+    let mut cookie = starting_cookie(driver, scenario).await?;
+    for _ in 0..requests {
+        step(driver, scenario, &mut cookie).await;
+    }
+    Ok(())
 }

@@ -37,7 +37,7 @@ enum Step {
         #[arg(long)]
         no_http: bool,
     },
-    /// Repeats one scenario on one axum-served target in process, for a profiler.
+    /// Repeats one scenario on one target in process (axum or actix-web), for a profiler.
     Profile {
         /// `library/store`, as `run` prints it (e.g. `cloakroom/memory`).
         target: String,
