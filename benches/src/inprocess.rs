@@ -471,7 +471,8 @@ async fn prepare(
 }
 
 /// Sends `requests` requests of `scenario` to `target` in process and nothing else: a
-/// steady workload to run under `perf record` or `valgrind --tool=callgrind`.
+/// steady workload to run under `perf record` or `valgrind --tool=callgrind`. Targets on
+/// actix-web run too, on its runtime, so both sides of a comparison can be profiled.
 pub fn repeat(target: Target, env: &Env, scenario: Scenario, requests: u64) -> Result<(), String> {
     async fn drive<D: Driver>(driver: &D, scenario: Scenario, requests: u64) -> Result<(), String> {
         let mut cookie = starting_cookie(driver, scenario).await?;

@@ -80,10 +80,13 @@ pub struct Forge {
     pub compress: bool,
     /// Extra flag bits ORed into the header (unknown flags must be refused).
     pub extra_flags: u8,
+    /// Seal in format 2 (the binary payload) instead of format 1 (JSON), so the binary
+    /// decoder behind the MAC is fuzzed too.
+    pub binary: bool,
 }
 
-/// A cookie value sealed exactly as `cloakroom::sealed` does (format 1), around `payload`,
-/// for the cookie called `name`.
+/// A cookie value sealed exactly as `cloakroom::sealed` does (format 1, or 2 if
+/// `forge.binary`), around `payload`, for the cookie called `name`.
 pub fn forge(mode: CookieMode, forge: Forge, name: &str, payload: &[u8]) -> String {
     let secret = &SECRETS[usize::from(forge.fallback)];
     let id = derive(secret, b"cloakroom key id v1");
@@ -94,7 +97,8 @@ pub fn forge(mode: CookieMode, forge: Forge, name: &str, payload: &[u8]) -> Stri
     };
     let encrypted = u8::from(mode == CookieMode::Encrypted);
     let compressed = if forge.compress { 0b10 } else { 0 };
-    let mut out = vec![1, encrypted | compressed | forge.extra_flags];
+    let version = if forge.binary { 2 } else { 1 };
+    let mut out = vec![version, encrypted | compressed | forge.extra_flags];
     out.extend_from_slice(&id[..4]);
     let mut aad = out.clone();
     aad.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
@@ -155,9 +159,14 @@ pub fn sealed_cookie(mode: CookieMode, data: &[u8]) {
             fallback: control & 2 != 0,
             compress: control & 4 != 0,
             extra_flags: if control & 8 != 0 { 0b100 } else { 0 },
+            binary: control & 16 != 0,
         };
         let value = forge(mode, how, &name, rest);
-        let fits = value.len() <= 4096 && rest.len() <= 64 * 1024 && how.extra_flags == 0;
+        // The JSON oracle reads format 1 only; a format 2 payload is fuzzed for panics.
+        let fits = value.len() <= 4096
+            && rest.len() <= 64 * 1024
+            && how.extra_flags == 0
+            && !how.binary;
         let expected = serde_json::from_slice::<Carried>(rest)
             .ok()
             .filter(|c| fits && cloakroom::StoreKey::from_hex(&c.k).is_some())

@@ -10,8 +10,13 @@
 //! ```
 //!
 //! The header and the cookie name are authenticated, so a cookie cannot be moved to another
-//! cookie name or have its flags changed. The payload is the record as JSON. Anything that
-//! does not verify is an anonymous request.
+//! cookie name or have its flags changed. Anything that does not verify is an anonymous
+//! request.
+//!
+//! The payload is the session key and record in a compact binary layout (format 2, see
+//! `payload.rs`). Format 1 carried them as JSON; cookies sealed in it still open, and are
+//! re-issued in format 2 on the response, as a cookie under a fallback key is re-issued
+//! under the current one.
 //!
 //! # No compression by default
 //!
@@ -34,10 +39,10 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::id::StoreKey;
@@ -45,7 +50,10 @@ use crate::keys::KeyRing;
 use crate::record::Record;
 use crate::telemetry::BadCookie;
 
-const FORMAT_VERSION: u8 = 1;
+/// The format new cookies are sealed in: the binary payload of `payload.rs`.
+const FORMAT_VERSION: u8 = 2;
+/// The format before it: `{"k": hex key, "r": record}` as JSON. Still opened, never sealed.
+const FORMAT_JSON: u8 = 1;
 const ENCRYPTED: u8 = 0b01;
 const COMPRESSED: u8 = 0b10;
 const HEADER: usize = 6;
@@ -85,15 +93,10 @@ pub struct CookieSessions {
     compress: bool,
 }
 
-/// What a cookie carries: a random key naming the session (for its handle) and the record.
-#[derive(Serialize)]
-struct SealedRef<'a> {
-    k: String,
-    r: &'a Record,
-}
-
+/// What a format 1 cookie carries: a random key naming the session (for its handle), in
+/// hex, and the record.
 #[derive(Deserialize)]
-struct SealedOwned {
+struct SealedJson {
     k: String,
     r: Record,
 }
@@ -106,7 +109,8 @@ pub struct OpenedCookie {
     pub key: StoreKey,
     /// The session.
     pub record: Record,
-    /// Whether a fallback key opened it: the engine then re-issues it under the current key.
+    /// Whether it must be re-issued: a fallback key opened it, or it is in an earlier format.
+    /// The engine then re-issues it under the current key, in the current format.
     pub under_fallback: bool,
 }
 
@@ -225,29 +229,19 @@ impl CookieSessions {
         &self.ring
     }
 
-    fn contents<'a>(key: &StoreKey, record: &'a Record) -> SealedRef<'a> {
-        SealedRef {
-            k: key.to_hex(),
-            r: record,
-        }
-    }
-
-    fn json(key: &StoreKey, record: &Record) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&Self::contents(key, record))
-    }
-
-    fn payload(&self, key: &StoreKey, record: &Record) -> Result<(u8, Vec<u8>), serde_json::Error> {
-        Ok(self.compressed(Self::json(key, record)?))
-    }
-
-    fn compressed(&self, json: Vec<u8>) -> (u8, Vec<u8>) {
-        if self.compress && json.len() > COMPRESS_ABOVE {
-            let deflated = miniz_oxide::deflate::compress_to_vec(&json, 6);
-            if deflated.len() < json.len() {
-                return (COMPRESSED, deflated);
+    /// Deflates the payload in `out[start..]` if compression is on and it pays; the flag
+    /// to set if it did.
+    fn compress_in_place(&self, out: &mut Vec<u8>, start: usize) -> u8 {
+        let payload = &out[start..];
+        if self.compress && payload.len() > COMPRESS_ABOVE {
+            let deflated = miniz_oxide::deflate::compress_to_vec(payload, 6);
+            if deflated.len() < payload.len() {
+                out.truncate(start);
+                out.extend_from_slice(&deflated);
+                return COMPRESSED;
             }
         }
-        (0, json)
+        0
     }
 
     /// The length of the cookie value for a payload of `payload` bytes.
@@ -268,12 +262,14 @@ impl CookieSessions {
         record: &Record,
         budget: usize,
     ) -> Result<usize, serde_json::Error> {
-        let plain = self.value_len(crate::record::json_len(&Self::contents(key, record))?);
-        if plain <= budget {
+        let plain = self.value_len(payload::encoded_len(record)?);
+        if plain <= budget || !self.compress {
             return Ok(plain);
         }
-        let (_, payload) = self.compressed(Self::json(key, record)?);
-        Ok(self.value_len(payload.len()))
+        let mut out = Vec::with_capacity(plain);
+        payload::encode(key, record, &mut out)?;
+        self.compress_in_place(&mut out, 0);
+        Ok(self.value_len(out.len()))
     }
 
     /// Seals the session under the current key for the cookie called `name`.
@@ -283,41 +279,32 @@ impl CookieSessions {
         key: &StoreKey,
         record: &Record,
     ) -> Result<String, serde_json::Error> {
-        let (compressed, payload) = self.payload(key, record)?;
-        let key = self.ring.current();
-        let encrypted = if self.mode == CookieMode::Encrypted {
-            ENCRYPTED
-        } else {
-            0
-        };
-        let mut out = Vec::with_capacity(HEADER + NONCE + payload.len() + MAC_TAG);
-        out.push(FORMAT_VERSION);
-        out.push(encrypted | compressed);
-        out.extend_from_slice(&key.id());
-        match self.mode {
-            CookieMode::Encrypted => {
-                let mut nonce = [0u8; NONCE];
-                getrandom::fill(&mut nonce).expect("the OS random number generator failed");
-                let aad = associated_data(&out, name);
-                let cipher = XChaCha20Poly1305::new(key.encryption_key().into());
+        let current = self.ring.current();
+        let encrypted = self.mode == CookieMode::Encrypted;
+        // One buffer from header to tag: the payload is written in place, encrypted in
+        // place, and the tag appended, with no copy between the steps.
+        let mut out = Vec::with_capacity(HEADER + NONCE + 256 + MAC_TAG);
+        out.extend_from_slice(&[FORMAT_VERSION, 0]);
+        out.extend_from_slice(&current.id());
+        if encrypted {
+            out.extend_from_slice(&[0; NONCE]);
+        }
+        let start = out.len();
+        payload::encode(key, record, &mut out)?;
+        out[1] = self.compress_in_place(&mut out, start) | if encrypted { ENCRYPTED } else { 0 };
+        let (header, body) = out.split_at_mut(HEADER);
+        let aad = associated_data(header, name);
+        if encrypted {
+            let (nonce, payload) = body.split_at_mut(NONCE);
+            getrandom::fill(nonce).expect("the OS random number generator failed");
+            let tag = XChaCha20Poly1305::new(current.encryption_key().into())
+                .encrypt_in_place_detached(XNonce::from_slice(nonce), &aad, payload)
                 // Encryption with a valid key and nonce cannot fail.
-                let ciphertext = cipher
-                    .encrypt(
-                        XNonce::from_slice(&nonce),
-                        Payload {
-                            msg: &payload,
-                            aad: &aad,
-                        },
-                    )
-                    .expect("XChaCha20-Poly1305 encryption");
-                out.extend_from_slice(&nonce);
-                out.extend_from_slice(&ciphertext);
-            }
-            CookieMode::Signed => {
-                let tag = mac(key.signing_key(), &out, name, &payload);
-                out.extend_from_slice(&payload);
-                out.extend_from_slice(&tag);
-            }
+                .expect("XChaCha20-Poly1305 encryption");
+            out.extend_from_slice(&tag);
+        } else {
+            let tag = mac(current.signing_key(), &aad, body);
+            out.extend_from_slice(&tag);
         }
         Ok(URL_SAFE_NO_PAD.encode(out))
     }
@@ -336,8 +323,12 @@ impl CookieSessions {
         if value.len() > MAX_VALUE_CHARS {
             return Err(Malformed);
         }
-        let bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| Malformed)?;
-        if bytes.len() < HEADER || bytes[0] != FORMAT_VERSION {
+        let mut bytes = URL_SAFE_NO_PAD.decode(value).map_err(|_| Malformed)?;
+        if bytes.len() < HEADER {
+            return Err(Malformed);
+        }
+        let version = bytes[0];
+        if version != FORMAT_VERSION && version != FORMAT_JSON {
             return Err(Malformed);
         }
         let flags = bytes[1];
@@ -349,43 +340,54 @@ impl CookieSessions {
             .ring
             .find([bytes[2], bytes[3], bytes[4], bytes[5]])
             .ok_or(Tampered)?;
-        let (header, body) = bytes.split_at(HEADER);
-        let payload = if wants_encrypted {
+        let (header, body) = bytes.split_at_mut(HEADER);
+        let aad = associated_data(header, name);
+        // Verified in place: the plaintext overwrites the ciphertext in the decoded buffer.
+        let payload: &[u8] = if wants_encrypted {
             if body.len() < NONCE + AEAD_TAG {
                 return Err(Malformed);
             }
-            let (nonce, ciphertext) = body.split_at(NONCE);
-            let aad = associated_data(header, name);
+            let (nonce, sealed) = body.split_at_mut(NONCE);
+            let (ciphertext, tag) = sealed.split_at_mut(sealed.len() - AEAD_TAG);
             XChaCha20Poly1305::new(key.encryption_key().into())
-                .decrypt(
+                .decrypt_in_place_detached(
                     XNonce::from_slice(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad: &aad,
-                    },
+                    &aad,
+                    ciphertext,
+                    Tag::from_slice(tag),
                 )
-                .map_err(|_| Tampered)?
+                .map_err(|_| Tampered)?;
+            ciphertext
         } else {
             let split = body.len().checked_sub(MAC_TAG).ok_or(Malformed)?;
             let (payload, tag) = body.split_at(split);
             let mut verifier =
                 <HmacSha256 as Mac>::new_from_slice(key.signing_key()).map_err(|_| Tampered)?;
-            verifier.update(&associated_data(header, name));
+            verifier.update(&aad);
             verifier.update(payload);
             verifier.verify_slice(tag).map_err(|_| Tampered)?;
-            payload.to_vec()
+            payload
         };
-        let json = if flags & COMPRESSED != 0 {
-            miniz_oxide::inflate::decompress_to_vec_with_limit(&payload, MAX_PAYLOAD)
-                .map_err(|_| Malformed)?
+        let inflated;
+        let payload = if flags & COMPRESSED != 0 {
+            inflated = miniz_oxide::inflate::decompress_to_vec_with_limit(payload, MAX_PAYLOAD)
+                .map_err(|_| Malformed)?;
+            &inflated[..]
         } else {
             payload
         };
-        let sealed: SealedOwned = serde_json::from_slice(&json).map_err(|_| Malformed)?;
+        let (session_key, record) = if version == FORMAT_JSON {
+            let sealed: SealedJson = serde_json::from_slice(payload).map_err(|_| Malformed)?;
+            (StoreKey::from_hex(&sealed.k).ok_or(Malformed)?, sealed.r)
+        } else {
+            payload::decode(payload).ok_or(Malformed)?
+        };
         Ok(Opened {
-            key: StoreKey::from_hex(&sealed.k).ok_or(Malformed)?,
-            record: sealed.r,
-            under_fallback: index > 0,
+            key: session_key,
+            record,
+            // A format 1 cookie is re-issued in format 2, as one under a fallback key is
+            // re-issued under the current key: once, on its next response.
+            under_fallback: index > 0 || version == FORMAT_JSON,
         })
     }
 }
@@ -420,12 +422,14 @@ fn associated_data(header: &[u8], name: &str) -> Vec<u8> {
     aad
 }
 
-fn mac(key: &[u8; 32], header: &[u8], name: &str, payload: &[u8]) -> [u8; MAC_TAG] {
+fn mac(key: &[u8; 32], aad: &[u8], payload: &[u8]) -> [u8; MAC_TAG] {
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(&associated_data(header, name));
+    mac.update(aad);
     mac.update(payload);
     mac.finalize().into_bytes().into()
 }
+
+mod payload;
 
 #[cfg(test)]
 mod tests;

@@ -331,3 +331,87 @@ async fn a_sealed_cookie_survives_junk_and_a_planted_cookie_in_front() {
         "the later cookie that opens is the session"
     );
 }
+
+/// Cookies sealed in format 1 (the record as JSON) by an earlier cloakroom, with what they
+/// carry: cookies already in browsers keep working after an upgrade.
+#[derive(serde::Deserialize)]
+struct FormatOne {
+    ring: String,
+    cookie_name: String,
+    session_key: String,
+    encrypted: String,
+    signed: String,
+    record: cloakroom::Record,
+}
+
+fn format_one() -> FormatOne {
+    serde_json::from_str(include_str!("fixtures/sealed_v1.json")).expect("the fixture parses")
+}
+
+/// Both fixture cookies, each with the sessions that opens it.
+fn format_one_cookies(fixture: &FormatOne) -> [(CookieSessions, &str); 2] {
+    let ring = KeyRing::parse(&fixture.ring).unwrap();
+    [
+        (CookieSessions::encrypted(ring.clone()), &fixture.encrypted),
+        (CookieSessions::signed(ring), &fixture.signed),
+    ]
+}
+
+#[test]
+fn a_cookie_sealed_in_format_one_opens_with_its_record() {
+    use cloakroom::CookieCodec;
+    let fixture = format_one();
+    for (sessions, value) in format_one_cookies(&fixture) {
+        let mode = sessions.mode();
+        let opened = sessions
+            .open(&fixture.cookie_name, value)
+            .unwrap_or_else(|| panic!("{mode:?}: a format 1 cookie opens"));
+        assert_eq!(opened.key.to_hex(), fixture.session_key, "{mode:?}");
+        assert_eq!(opened.record, fixture.record, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_sealed_in_format_one_is_a_live_session_through_the_layer() {
+    let fixture = format_one();
+    for (sessions, value) in format_one_cookies(&fixture) {
+        let mode = sessions.mode();
+        let app = app(sessions, SessionConfig::default());
+        let reply = call(&app, "GET", "/who", Some(value)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{mode:?}");
+        assert_eq!(reply.body, "alice", "{mode:?}: the user it was sealed with");
+        let reissued = reply
+            .cookie
+            .unwrap_or_else(|| panic!("{mode:?}: re-issued on the first response"));
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&reissued)
+            .unwrap();
+        assert_eq!(bytes[0], 2, "{mode:?}: re-issued in format 2");
+        let again = call(&app, "GET", "/who", Some(&reissued)).await;
+        assert_eq!(again.body, "alice", "{mode:?}");
+        assert!(again.set_cookie.is_none(), "{mode:?}: and not again");
+    }
+}
+
+#[test]
+fn a_cookie_sealed_in_format_one_reseals_in_format_two_with_the_same_contents() {
+    use cloakroom::CookieCodec;
+    let fixture = format_one();
+    for (sessions, value) in format_one_cookies(&fixture) {
+        let mode = sessions.mode();
+        let name = &fixture.cookie_name;
+        let old = sessions.open(name, value).unwrap();
+        assert!(old.under_fallback, "{mode:?}: flagged for re-issue");
+        let resealed = sessions.seal(name, &old.key, &old.record).unwrap();
+        assert!(
+            resealed.len() < value.len(),
+            "{mode:?}: format 2 is the shorter ({} against {})",
+            resealed.len(),
+            value.len()
+        );
+        let new = sessions.open(name, &resealed).unwrap();
+        assert!(!new.under_fallback, "{mode:?}: current");
+        assert_eq!(new.key.to_hex(), fixture.session_key, "{mode:?}");
+        assert_eq!(new.record, fixture.record, "{mode:?}");
+    }
+}
