@@ -50,17 +50,20 @@ impl ConnectionLike for Connection {
     }
 }
 
-/// The connection counts as stalled when, over at least `STALL_SPAN` (from the start of
-/// the first failed call), at least `STALL_FAILURES` calls failed without an answer (timed
-/// out, or their connection failed) and at most one call was answered for every
-/// `STALL_RATIO` that failed. While a failover's lost shard fails for seconds, the other
-/// shards' answers keep the ratio far from that.
+/// The connection counts as stalled when, over at least two operation timeouts (and at
+/// least `STALL_SPAN_MIN`) from the start of the first failed call, at least
+/// `STALL_FAILURES` calls failed without an answer (timed out, or their connection failed)
+/// and at most one call was answered for every `STALL_RATIO` that failed. While a
+/// failover's lost shard fails for seconds, the other shards' answers keep the ratio far
+/// from that; and the pause of every shard while redis-rs refreshes the topology after a
+/// kill (about one response timeout) is shorter than the span.
 const STALL_FAILURES: u32 = 3;
-const STALL_SPAN: Duration = Duration::from_secs(1);
+const STALL_SPAN_MIN: Duration = Duration::from_secs(1);
 const STALL_RATIO: u32 = 4;
 /// Failures are counted in a window that starts at the first one; a window older than
-/// this starts again.
-const WINDOW: Duration = Duration::from_secs(5);
+/// this many spans (and `WINDOW_MIN`) starts again.
+const WINDOW_SPANS: u32 = 3;
+const WINDOW_MIN: Duration = Duration::from_secs(5);
 /// The wait after a rebuild before another, doubled by each rebuild that was not followed
 /// by a healthy window, up to the maximum.
 const REBUILD_BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -91,7 +94,11 @@ struct Shared {
 }
 
 struct Health {
-    /// Calls since the first one that failed, if one did within `WINDOW`.
+    /// How long calls must have gone unanswered.
+    span: Duration,
+    /// How long a window of calls lasts.
+    window_length: Duration,
+    /// Calls since the first one that failed, if one did within `window_length`.
     window: Option<Window>,
     rebuilding: bool,
     /// No rebuild starts before this.
@@ -103,8 +110,12 @@ struct Health {
 }
 
 impl Health {
-    fn new() -> Self {
+    /// Health for calls bounded by `operation_timeout`.
+    fn new(operation_timeout: Duration) -> Self {
+        let span = (operation_timeout * 2).max(STALL_SPAN_MIN);
         Self {
+            span,
+            window_length: (span * WINDOW_SPANS).max(WINDOW_MIN),
             window: None,
             rebuilding: false,
             next_rebuild: None,
@@ -117,7 +128,7 @@ impl Health {
     /// to watch).
     fn answered(&mut self, now: Instant) -> bool {
         match &mut self.window {
-            Some(window) if now.saturating_duration_since(window.start) <= WINDOW => {
+            Some(window) if now.saturating_duration_since(window.start) <= self.window_length => {
                 window.answers = window.answers.saturating_add(1);
                 false
             }
@@ -137,7 +148,9 @@ impl Health {
             return false;
         }
         let mut window = match self.window {
-            Some(window) if now.saturating_duration_since(window.start) <= WINDOW => window,
+            Some(window) if now.saturating_duration_since(window.start) <= self.window_length => {
+                window
+            }
             _ => Window {
                 start: started,
                 failures: 0,
@@ -148,7 +161,7 @@ impl Health {
         window.failures = window.failures.saturating_add(1);
         self.window = Some(window);
         let stalled = window.failures >= STALL_FAILURES
-            && now.saturating_duration_since(window.start) >= STALL_SPAN
+            && now.saturating_duration_since(window.start) >= self.span
             && window.answers.saturating_mul(STALL_RATIO) <= window.failures;
         stalled && !self.rebuilding && self.next_rebuild.is_none_or(|next| now >= next)
     }
@@ -188,7 +201,7 @@ impl Cluster {
             connect_bound,
             stalled_after,
             failing: AtomicBool::new(false),
-            health: Mutex::new(Health::new()),
+            health: Mutex::new(Health::new(stalled_after)),
             rebuilds: AtomicU64::new(0),
         }))
     }
@@ -351,6 +364,8 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    /// Operation timeout of the calls in these tests: a span of 1 s.
+    const TIMEOUT: Duration = Duration::from_millis(500);
 
     /// Calls failing every 100 ms from `t0` until one says to rebuild: when that was.
     fn first_rebuild(health: &mut Health, t0: Instant, answers_per_failure: u32) -> Option<u64> {
@@ -366,10 +381,10 @@ mod tests {
     #[test]
     fn a_connection_that_stops_answering_is_rebuilt_after_a_second() {
         let t0 = Instant::now();
-        let mut health = Health::new();
+        let mut health = Health::new(TIMEOUT);
         assert_eq!(first_rebuild(&mut health, t0, 0), Some(1000));
         // Calls that time out count from their start: three 1-s timeouts ending together.
-        let mut health = Health::new();
+        let mut health = Health::new(TIMEOUT);
         let end = t0 + 1000 * MS;
         assert!(!health.failed(t0, end));
         assert!(!health.failed(t0 + MS, end));
@@ -377,12 +392,28 @@ mod tests {
     }
 
     #[test]
+    fn a_pause_of_one_timeout_rebuilds_nothing_and_a_longer_one_does() {
+        // With 1-s timeouts, every call in flight during a 1-s pause fails, ending within
+        // about 1.05 s of the first one's start.
+        let t0 = Instant::now();
+        let mut health = Health::new(Duration::from_secs(1));
+        for call in 0..30u32 {
+            let started = t0 + 2 * MS * call;
+            assert!(!health.failed(started, started + 1000 * MS));
+        }
+        // Still unanswered a second later: stalled.
+        let t1 = t0 + 1100 * MS;
+        assert!(!health.failed(t1, t1 + 850 * MS));
+        assert!(health.failed(t1, t1 + 1000 * MS));
+    }
+
+    #[test]
     fn a_failover_answered_by_the_other_shards_rebuilds_nothing() {
         let t0 = Instant::now();
         // One shard of three down: two answers for every failure.
-        assert_eq!(first_rebuild(&mut Health::new(), t0, 2), None);
+        assert_eq!(first_rebuild(&mut Health::new(TIMEOUT), t0, 2), None);
         // A stall with a few stray answers still counts.
-        let mut health = Health::new();
+        let mut health = Health::new(TIMEOUT);
         let mut rebuild = None;
         for step in 0..40u32 {
             let now = t0 + 100 * MS * step;
@@ -400,7 +431,7 @@ mod tests {
     #[test]
     fn rebuilds_take_turns_and_back_off() {
         let t0 = Instant::now();
-        let mut health = Health::new();
+        let mut health = Health::new(TIMEOUT);
         assert_eq!(first_rebuild(&mut health, t0, 0), Some(1000));
         health.rebuilding = true;
         let t1 = t0 + 1500 * MS;
@@ -427,7 +458,7 @@ mod tests {
         assert_eq!(first_rebuild(&mut health, t4, 0), Some(4000));
         // ...until the calls are answered again for a whole window.
         health.rebuilt(true, t4 + 4000 * MS);
-        assert!(health.answered(t4 + 4000 * MS + WINDOW + MS));
+        assert!(health.answered(t4 + 4000 * MS + health.window_length + MS));
         assert_eq!(health.backoff, REBUILD_BACKOFF_MIN);
     }
 }
