@@ -71,6 +71,9 @@ pub use setup::{RedisConfig, SetupError};
 ///   served thousands of writes meanwhile with about 20 failed (during the client's
 ///   topology refresh), and no acknowledged write was lost, with or without `WAIT`
 ///   (replication on loopback outruns a kill; over a network the window is real).
+/// - redis-rs 0.32's cluster client has been seen to stop answering for good after a
+///   primary died, on every shard; when calls stop being answered the store builds a fresh
+///   cluster connection and swaps it in (see [`connect_cluster`](RedisStore::connect_cluster)).
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,

@@ -585,6 +585,9 @@ async fn cluster_recovers_from_repeated_primary_kills() {
         let victim = ports[round % ports.len()];
         let placed = by_primary(&sessions, &primaries);
         let outcome = kill_under_load(&cluster, &store, &placed, victim, true).await;
+        if outcome.back < outcome.on_victim {
+            diagnose(&cluster, &store, &urls, &placed).await;
+        }
         eprintln!(
             "kill {} of {kills} ({victim}): lost shard writing again after {:?} .. {:?} ({} of {} back), \
              other shards {} ok / {} failed after the kill, {} acknowledged writes lost; \
@@ -617,5 +620,79 @@ async fn cluster_recovers_from_repeated_primary_kills() {
             round + 1
         );
         cluster.restart(victim).await;
+    }
+}
+
+/// Says, when sessions did not come back, whether the nodes answer, whether this store and
+/// a fresh one can load every session, and how busy this process is.
+async fn diagnose(
+    cluster: &ScriptedCluster,
+    store: &RedisStore,
+    urls: &[&str],
+    sessions: &[(StoreKey, u16)],
+) {
+    let cpu = || {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // utime and stime, in clock ticks (fields 14 and 15 of the file).
+        fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0)
+    };
+    let before = cpu();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    eprintln!(
+        "diagnosis: this process used {} clock ticks of CPU in 1 s",
+        cpu() - before
+    );
+    for url in &cluster.urls {
+        let answer = tokio::time::timeout(Duration::from_secs(1), async {
+            let client = redis::Client::open(url.as_str()).ok()?;
+            let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async::<String>(&mut connection)
+                .await
+                .ok()
+        })
+        .await;
+        let state = match answer {
+            Ok(Some(info)) => info.lines().next().unwrap_or_default().to_owned(),
+            Ok(None) => "no connection".to_owned(),
+            Err(_) => "no answer within 1 s".to_owned(),
+        };
+        eprintln!("diagnosis: node {url}: {state}");
+    }
+    let fresh = RedisStore::connect_cluster(
+        urls,
+        RedisConfig {
+            operation_timeout: Duration::from_millis(1000),
+            ..RedisConfig::default()
+        },
+    )
+    .await;
+    for (name, store) in [("this store", Ok(store.clone())), ("a fresh store", fresh)] {
+        let Ok(store) = store else {
+            eprintln!("diagnosis: {name} could not connect");
+            continue;
+        };
+        let mut loaded = 0;
+        let mut errors = Vec::new();
+        for (key, _) in sessions {
+            match store.load(key).await {
+                Ok(_) => loaded += 1,
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+        errors.dedup();
+        eprintln!(
+            "diagnosis: {name} loaded {loaded} of {} sessions; errors {errors:?}; rebuilt {} times",
+            sessions.len(),
+            store.cluster_rebuilds()
+        );
     }
 }

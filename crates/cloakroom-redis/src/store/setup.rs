@@ -95,12 +95,12 @@ impl RedisStore {
     ///
     /// The store keeps one cluster connection, and replaces it with a fresh one (new node
     /// connections, the topology read again through these nodes) when calls stop being
-    /// answered: over at least a second, at least 3 calls timed out or lost their
-    /// connection and at most one call was answered for every 4 that failed. The fresh
-    /// connection is built in the background (one at a time, at most once a second, backing
-    /// off to once every 16 s while rebuilding does not help) and serves the calls that
-    /// start after it is in place; if it cannot be built, the old one stays. A dead primary
-    /// alone causes no rebuild while the other shards answer.
+    /// answered: over two operation timeouts (at least a second), at least 3 calls timed
+    /// out or lost their connection and at most one call was answered for every 4 that
+    /// failed. The fresh connection is built in the background (one at a time, at most
+    /// once a second, backing off to once every 16 s while rebuilding does not help) and
+    /// serves the calls that start after it is in place; if it cannot be built, the old one
+    /// stays. A dead primary alone causes no rebuild while the other shards answer.
     pub async fn connect_cluster(urls: &[&str], config: RedisConfig) -> Result<Self, SetupError> {
         check_prefix(&config.prefix)?;
         let seed = urls
