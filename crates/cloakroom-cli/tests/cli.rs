@@ -239,45 +239,50 @@ async fn devices_are_named_and_watch_refreshes() {
     assert!(!refused.status.success());
 }
 
-fn require_services() -> bool {
-    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+/// A loud skip (a failure under `CLOAKROOM_REQUIRE_SERVICES=1`) for a server that is down.
+fn skip(what: &str, error: &dyn std::fmt::Display) {
+    cloakroom::testing::skip(&format!(
+        "{what} is unreachable ({error}); start it with scripts/services.sh"
+    ));
 }
 
-fn skip(what: &str, error: &dyn std::fmt::Display) {
-    assert!(!require_services(), "{what} is unreachable: {error}");
-    eprintln!("\n*****\nSKIPPING: {what} is unreachable ({error}); start it with scripts/services.sh\n*****\n");
+/// Every command on a SQL server's store, in a table of this test run's own, dropped after.
+async fn every_command_on_sql<DB: sqlx::Database>(what: &str, variable: &str, default: &str)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    let url = std::env::var(variable).unwrap_or_else(|_| default.into());
+    let pool = match sqlx::Pool::<DB>::connect(&url).await {
+        Ok(pool) => pool,
+        Err(error) => return skip(what, &error),
+    };
+    let table = format!("cli_{}", std::process::id());
+    exercise(&format!("{url}?table={table}")).await;
+    sqlx::query::<DB>(&format!("DROP TABLE {table}"))
+        .execute(&pool)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn every_command_on_postgres() {
-    let url = std::env::var("CLOAKROOM_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let pool = match sqlx::PgPool::connect(&url).await {
-        Ok(pool) => pool,
-        Err(error) => return skip("PostgreSQL", &error),
-    };
-    let table = format!("cli_{}", std::process::id());
-    exercise(&format!("{url}?table={table}")).await;
-    sqlx::query(&format!("DROP TABLE {table}"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    every_command_on_sql::<sqlx::Postgres>(
+        "PostgreSQL",
+        "CLOAKROOM_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn every_command_on_mariadb() {
-    let url = std::env::var("CLOAKROOM_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
-    let pool = match sqlx::MySqlPool::connect(&url).await {
-        Ok(pool) => pool,
-        Err(error) => return skip("MariaDB", &error),
-    };
-    let table = format!("cli_{}", std::process::id());
-    exercise(&format!("{url}?table={table}")).await;
-    sqlx::query(&format!("DROP TABLE {table}"))
-        .execute(&pool)
-        .await
-        .unwrap();
+    every_command_on_sql::<sqlx::MySql>(
+        "MariaDB",
+        "CLOAKROOM_TEST_MYSQL_URL",
+        "mysql://root@127.0.0.1:3306/test",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -328,38 +333,10 @@ fn keygen_prints_a_key_the_key_ring_accepts() {
 
 #[tokio::test]
 async fn every_command_on_memcached() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("memcached")
-        .args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-m",
-            "64",
-            "-u",
-            "root",
-        ])
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(error) => return skip("memcached", &error),
+    let Some(server) = cloakroom_memcached::testing::start().await else {
+        return;
     };
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    exercise_with(&format!("memcached://127.0.0.1:{port}"), true).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    exercise_with(&format!("memcached://{}", server.address()), true).await;
 }
 
 #[tokio::test]

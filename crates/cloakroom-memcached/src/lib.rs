@@ -49,6 +49,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 mod index;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// Passes of revoke-all/revoke-others before it gives up rather than under-revoke.
 const REVOKE_PASSES: usize = 16;

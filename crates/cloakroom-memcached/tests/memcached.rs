@@ -2,101 +2,18 @@
 //! (`scripts/services.sh` installs memcached; without it the tests skip loudly, unless
 //! `CLOAKROOM_REQUIRE_SERVICES=1`).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cloakroom::conformance::live_record;
 use cloakroom::{record, Record, SessionId, SessionStore, UpdateError};
+use cloakroom_memcached::testing::{start, start_with, TestMemcached};
 use cloakroom_memcached::MemcachedStore;
-
-struct Memcached {
-    port: u16,
-    child: Child,
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start() -> Option<Memcached> {
-    start_with(&[]).await
-}
-
-/// A memcached with extra command-line options (`-I 2k`: a small item size limit).
-///
-/// A spare port can be taken between choosing it and memcached binding it (tests start
-/// servers in parallel): then this memcached exits, and whatever answers on the port is
-/// not it. So the server counts as started only while its own process is alive, and a
-/// lost port is retried with another.
-async fn start_with(extra: &[&str]) -> Option<Memcached> {
-    for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("memcached")
-            .args([
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "0",
-                "-m",
-                "64",
-                "-u",
-                "root",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
-            Err(error) => {
-                let message =
-                    format!("memcached is not installed ({error}): run scripts/services.sh");
-                assert!(
-                    std::env::var("CLOAKROOM_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                    "{message}"
-                );
-                eprintln!("\n*****\nSKIPPING: {message}\n*****\n");
-                return None;
-            }
-        };
-        let mut server = Memcached { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if server.child.try_wait().unwrap().is_some() {
-                break; // it could not bind: another port
-            }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                // Still ours once it answers: a memcached that lost the port exits at once.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                if server.child.try_wait().unwrap().is_none() {
-                    return Some(server);
-                }
-                break;
-            }
-            assert!(Instant::now() < deadline, "memcached did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    panic!("memcached could not bind a spare port in five tries")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memcached_store_passes_the_conformance_suite() {
     let Some(server) = start().await else { return };
-    let address = format!("127.0.0.1:{}", server.port);
+    let address = format!("127.0.0.1:{}", server.port());
     let counter = AtomicUsize::new(0);
     cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
         let prefix = format!("c{}:", counter.fetch_add(1, Ordering::SeqCst));
@@ -114,7 +31,7 @@ async fn memcached_store_passes_the_conformance_suite() {
 #[tokio::test]
 async fn long_lived_sessions_use_an_absolute_expiry() {
     let Some(server) = start().await else { return };
-    let store = MemcachedStore::connect(&format!("memcached://127.0.0.1:{}", server.port))
+    let store = MemcachedStore::connect(&format!("memcached://127.0.0.1:{}", server.port()))
         .await
         .unwrap();
     let t = record::now();
@@ -133,14 +50,14 @@ async fn long_lived_sessions_use_an_absolute_expiry() {
 #[tokio::test]
 async fn an_evicted_session_never_comes_back() {
     let Some(server) = start().await else { return };
-    let store = MemcachedStore::connect(&format!("127.0.0.1:{}", server.port))
+    let store = MemcachedStore::connect(&format!("127.0.0.1:{}", server.port()))
         .await
         .unwrap();
     let record = live_record(Some("evictee"));
     let key = SessionId::generate().store_key();
     store.insert(&key, &record).await.unwrap();
     // Evict everything, as memory pressure would.
-    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port))
+    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port()))
         .await
         .unwrap();
     admin.flush_all().await.unwrap();
@@ -159,7 +76,7 @@ async fn an_evicted_session_never_comes_back() {
 #[tokio::test]
 async fn a_session_lives_until_its_deadline_despite_memcached_s_coarse_clock() {
     let Some(server) = start().await else { return };
-    let store = MemcachedStore::connect(&format!("127.0.0.1:{}", server.port))
+    let store = MemcachedStore::connect(&format!("127.0.0.1:{}", server.port()))
         .await
         .unwrap();
     // Memcached's clock ticks once a second at its own phase, so a TTL without slack can
@@ -183,8 +100,8 @@ async fn a_session_lives_until_its_deadline_despite_memcached_s_coarse_clock() {
     }
 }
 
-async fn store_on(server: &Memcached, prefix: &str) -> MemcachedStore {
-    MemcachedStore::connect(&format!("127.0.0.1:{}", server.port))
+async fn store_on(server: &TestMemcached, prefix: &str) -> MemcachedStore {
+    MemcachedStore::connect(&format!("127.0.0.1:{}", server.port()))
         .await
         .unwrap()
         .with_prefix(prefix)
@@ -231,8 +148,8 @@ async fn revoke_others_holds_when_a_user_index_outgrows_memcached_s_item_size() 
 
 /// The 64-hex-digit members in every item whose key starts with `prefix` (read with
 /// `lru_crawler metadump`, so independent of how the store lays its index out).
-async fn members_under(server: &Memcached, prefix: &str) -> usize {
-    let address = format!("tcp://127.0.0.1:{}", server.port);
+async fn members_under(server: &TestMemcached, prefix: &str) -> usize {
+    let address = format!("tcp://127.0.0.1:{}", server.port());
     let mut admin = async_memcached::Client::new(&address).await.unwrap();
     let mut names = Vec::new();
     {
@@ -342,7 +259,7 @@ async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
         .insert(&bad, &live_record(Some("mallory")))
         .await
         .unwrap();
-    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port))
+    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port()))
         .await
         .unwrap();
     {
@@ -483,7 +400,7 @@ async fn sessions_indexed_by_the_old_one_item_layout_are_still_revoked() {
     use sha2::Digest;
     let Some(server) = start().await else { return };
     let store = store_on(&server, "old:").await;
-    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port))
+    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port()))
         .await
         .unwrap();
     let keys: Vec<_> = (0..5).map(|_| SessionId::generate().store_key()).collect();

@@ -3,13 +3,11 @@
 use cloakroom::{record, ExpiryPolicy, SessionId};
 use cloakroom_stores::{Backend, OpenError, SCHEMES};
 
-fn require_services() -> bool {
-    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
+/// A loud skip (a failure under `CLOAKROOM_REQUIRE_SERVICES=1`) for a server that is down.
 fn skip(what: &str, error: &dyn std::fmt::Display) {
-    assert!(!require_services(), "{what} is unreachable: {error}");
-    eprintln!("\n*****\nSKIPPING: {what} is unreachable ({error}); start it with scripts/services.sh\n*****\n");
+    cloakroom::testing::skip(&format!(
+        "{what} is unreachable ({error}); start it with scripts/services.sh"
+    ));
 }
 
 /// A record written through the backend reads back through it.
