@@ -1,5 +1,6 @@
 //! Side-by-side benchmarks of cloakroom against tower-sessions, actix-session and the bare
-//! store ("the floor"), in process and over HTTP on loopback.
+//! store ("the floor"), in process and over HTTP on loopback; cloakroom on actix-web
+//! (`cloakroom-actix`) runs beside actix-session on the same actix-web runtime.
 //!
 //! Every library serves the same five routes with the same behaviour ([`Scenario`]), on
 //! the same store servers, in the same run. `scripts/bench.sh` drives the `bench` binary

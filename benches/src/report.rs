@@ -367,8 +367,8 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
     let _ = writeln!(
         out,
         "cloakroom side by side with tower-sessions 0.15 (0.14 for its SQLite, PostgreSQL and Redis stores, which are \
-         published for tower-sessions-core 0.14; the two differ only in a `rand` bump), actix-session 0.11 on actix-web 4, \
-         and **the floor**: a bare axum handler doing the same store operations directly, with no session library. \
+         published for tower-sessions-core 0.14; the two differ only in a `rand` bump), actix-session 0.11 on actix-web 4 \
+         (beside it, cloakroom on actix-web through `cloakroom-actix`), and **the floor**: a bare axum handler doing the same store operations directly, with no session library. \
          Every library serves the same five routes with the same behaviour, on the same servers, in the same run.\n"
     );
     let _ = writeln!(
