@@ -48,6 +48,35 @@ impl Change {
         Ok(())
     }
 
+    /// Applies this write to `record` and returns how to take it back: client-side, a write
+    /// is tried on the record itself and taken back if its cookie would not fit, which is
+    /// cheaper than trying it on a clone of the whole record.
+    pub(crate) fn apply_undoable(&self, record: &mut Record) -> Result<Undo, SessionError> {
+        Ok(match self {
+            Change::Insert(key, value) => {
+                Undo::Value(key.clone(), record.data.insert(key.clone(), value.clone()))
+            }
+            Change::Update(key, f) => {
+                let value = f(record.data.get(key))?;
+                Undo::Value(key.clone(), record.data.insert(key.clone(), value))
+            }
+            Change::Remove(key) => Undo::Value(key.clone(), record.data.remove(key)),
+            Change::Clear => Undo::Data(std::mem::take(&mut record.data)),
+            Change::SetUser(user) => {
+                Undo::User(std::mem::replace(&mut record.user_id, user.clone()))
+            }
+            Change::SetPersistent(persistent) => {
+                Undo::Persistent(std::mem::replace(&mut record.persistent, *persistent))
+            }
+            Change::SetClient(client) => {
+                Undo::Client(std::mem::replace(&mut record.client, client.clone()))
+            }
+            Change::SetEpoch(epoch) => {
+                Undo::Epoch(std::mem::replace(&mut record.auth_epoch, epoch.clone()))
+            }
+        })
+    }
+
     /// Applies this write to `record` if it keeps within `limits`, noting in `undo` how to
     /// take it back. `total` is the data's size, computed when first needed.
     fn apply_within(
@@ -104,8 +133,9 @@ impl Change {
     }
 }
 
-/// What a write replaced, to put back if a later write of its change set fails.
-enum Undo {
+/// What a write replaced, to put back if a later write of its change set fails (or,
+/// client-side, if its cookie would not fit).
+pub(crate) enum Undo {
     Value(String, Option<Value>),
     Data(Data),
     User(Option<String>),
@@ -115,7 +145,8 @@ enum Undo {
 }
 
 impl Undo {
-    fn revert(self, record: &mut Record) {
+    /// Puts back what the write replaced.
+    pub(crate) fn revert(self, record: &mut Record) {
         match self {
             Undo::Value(key, Some(old)) => {
                 record.data.insert(key, old);

@@ -1,12 +1,12 @@
 //! The cookie codec: finding the session ID in `Cookie` headers and writing `Set-Cookie`.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::config::CookieConfig;
+use crate::config::{CookieConfig, SameSite};
 use crate::id::{IdFormat, SessionId};
 
 /// How many distinct candidates for the session a request's cookies are searched for at
@@ -234,34 +234,56 @@ pub fn removal_cookie(config: &CookieConfig) -> HeaderValue {
 }
 
 /// `max_age`: `None` no Max-Age; `Some(None)` removal; `Some(Some(d))` persistent.
+///
+/// Written straight into one `String`, attributes in the order the `cookie` crate writes
+/// them: building a `cookie::Cookie` took an owned copy of every part and formatted it
+/// back, a few thousand instructions on every response that sets a cookie.
 fn render(config: &CookieConfig, value: &str, max_age: Option<Option<Duration>>) -> HeaderValue {
-    let mut cookie = cookie::Cookie::new(config.full_name(), value.to_owned());
-    cookie.set_path(config.path().to_owned());
-    if let Some(domain) = config.domain() {
-        cookie.set_domain(domain.to_owned());
+    let name = config.full_name();
+    let path = config.path();
+    let domain = config
+        .domain()
+        .map(|domain| domain.strip_prefix('.').unwrap_or(domain));
+    let mut out = String::with_capacity(
+        name.len() + value.len() + path.len() + domain.map_or(0, str::len) + 112,
+    );
+    out.push_str(&name);
+    out.push('=');
+    out.push_str(value);
+    if config.http_only() {
+        out.push_str("; HttpOnly");
     }
-    cookie.set_secure(config.secure());
-    cookie.set_http_only(config.http_only());
-    cookie.set_same_site(config.same_site());
+    out.push_str("; SameSite=");
+    out.push_str(match config.same_site() {
+        SameSite::Strict => "Strict",
+        SameSite::Lax => "Lax",
+        SameSite::None => "None",
+    });
+    if config.secure() {
+        out.push_str("; Secure");
+    }
+    out.push_str("; Path=");
+    out.push_str(path);
+    if let Some(domain) = domain {
+        out.push_str("; Domain=");
+        out.push_str(domain);
+    }
     match max_age {
         None => {}
-        Some(None) => {
-            cookie.set_max_age(cookie::time::Duration::ZERO);
-            cookie.set_expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
-        }
+        Some(None) => out.push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
         Some(Some(age)) => {
             let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-            cookie.set_max_age(cookie::time::Duration::seconds(secs));
+            // Writing to a String cannot fail.
+            let _ = write!(out, "; Max-Age={secs}");
         }
     }
     // Name, path and domain were validated as header-safe; the value is base64url or empty.
-    HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SameSite;
 
     #[test]
     fn every_well_formed_duplicate_is_a_candidate_in_order() {
@@ -363,5 +385,68 @@ mod tests {
         let text = removal.to_str().unwrap();
         assert!(text.starts_with("__Host-id=;"));
         assert!(text.contains("Max-Age=0") && text.contains("SameSite=Strict"));
+    }
+
+    /// The hand-written rendering says exactly what the `cookie` crate's did, for every
+    /// combination of attributes.
+    #[test]
+    fn rendering_matches_the_cookie_crate() {
+        let reference = |config: &CookieConfig, value: &str, max_age: Option<Option<Duration>>| {
+            let mut cookie = cookie::Cookie::new(config.full_name(), value.to_owned());
+            cookie.set_path(config.path().to_owned());
+            if let Some(domain) = config.domain() {
+                cookie.set_domain(domain.to_owned());
+            }
+            cookie.set_secure(config.secure());
+            cookie.set_http_only(config.http_only());
+            cookie.set_same_site(config.same_site());
+            match max_age {
+                None => {}
+                Some(None) => {
+                    cookie.set_max_age(cookie::time::Duration::ZERO);
+                    cookie.set_expires(cookie::time::OffsetDateTime::UNIX_EPOCH);
+                }
+                Some(Some(age)) => {
+                    let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+                    cookie.set_max_age(cookie::time::Duration::seconds(secs));
+                }
+            }
+            cookie.to_string()
+        };
+        for same_site in [SameSite::Strict, SameSite::Lax, SameSite::None] {
+            for (secure, http_only) in [(true, true), (false, true), (true, false), (false, false)]
+            {
+                for domain in [None, Some("example.com"), Some(".example.com")] {
+                    for host_prefix in [false, true] {
+                        let mut config = CookieConfig::default()
+                            .with_same_site(same_site)
+                            .with_secure(secure)
+                            .with_http_only(http_only)
+                            .with_path("/app");
+                        if let Some(domain) = domain {
+                            config = config.with_domain(Some(domain.to_owned()));
+                        }
+                        if host_prefix && domain.is_none() && secure {
+                            config = config.with_host_prefix(true).with_path("/");
+                        }
+                        for max_age in [
+                            None,
+                            Some(None),
+                            Some(Some(Duration::from_secs(0))),
+                            Some(Some(Duration::from_secs(86_400))),
+                            Some(Some(Duration::from_secs(u64::MAX))),
+                        ] {
+                            for value in ["", "AQHQJVN1-_x"] {
+                                assert_eq!(
+                                    render(&config, value, max_age).to_str().unwrap(),
+                                    reference(&config, value, max_age),
+                                    "{same_site:?} secure {secure} http_only {http_only} {domain:?} {max_age:?}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -75,7 +75,8 @@ pub enum CookieMode {
     /// change the session. The default.
     #[default]
     Encrypted,
-    /// Signed (HMAC-SHA256): the client can read the session (base64 JSON) but not change it.
+    /// Signed (HMAC-SHA256): the client can read the session (base64url, not encrypted) but
+    /// not change it.
     Signed,
 }
 

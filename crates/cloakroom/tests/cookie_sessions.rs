@@ -415,3 +415,35 @@ fn a_cookie_sealed_in_format_one_reseals_in_format_two_with_the_same_contents() 
         assert_eq!(new.record, fixture.record, "{mode:?}");
     }
 }
+
+#[tokio::test]
+async fn a_write_refused_for_the_cookie_size_leaves_the_session_size_as_it_was() {
+    // The session limit is above what a cookie holds, so only a miscounted earlier write
+    // could refuse the second one.
+    let limits = cloakroom::Limits {
+        max_value_bytes: 64 * 1024,
+        max_session_bytes: 5000,
+    };
+    let manager = SessionManager::cookie(
+        CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap()),
+        SessionConfig::default().with_limits(limits),
+    )
+    .unwrap();
+    let app = Router::new()
+        .route(
+            "/",
+            post(|s: Session| async move {
+                let refused = s.insert("big", "x".repeat(4000)).await;
+                assert!(
+                    matches!(refused, Err(SessionError::CookieTooLarge { .. })),
+                    "{refused:?}"
+                );
+                assert_eq!(s.get::<String>("big").await.unwrap(), None, "not kept");
+                s.insert("fits", "y".repeat(2000)).await.map(|()| "ok")
+            }),
+        )
+        .layer(cloakroom::SessionLayer::from_manager(Arc::new(manager)));
+    let reply = call(&app, "POST", "/", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert!(reply.cookie.is_some());
+}

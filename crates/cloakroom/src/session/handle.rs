@@ -12,7 +12,7 @@ use tracing::instrument::{Instrument, Instrumented};
 use super::info::SessionMetadata;
 use super::manager::{Backend, Incoming, RequestClient, SessionManager};
 use super::state::{Slot, View};
-use crate::change::{self, Change, UpdateFn};
+use crate::change::{self, Change, Undo, UpdateFn};
 use crate::config::SessionConfig;
 use crate::error::SessionError;
 use crate::id::SessionHandle;
@@ -113,34 +113,50 @@ impl Session {
         }
     }
 
-    /// Checks the limits for setting `key` to `value` (or removing it) and records the new
-    /// size.
+    /// Checks the limits for setting `key` to `value` (or removing it) and returns the data's
+    /// size after the write, for [`record_change`](Self::record_change) to keep once the
+    /// write is made.
     fn check_size(
         &self,
         view: &mut View,
         key: &str,
         value: Option<&Value>,
-    ) -> Result<(), SessionError> {
+    ) -> Result<usize, SessionError> {
         let data = &view.record.data;
         let total = *view
             .pending
             .data_size
             .get_or_insert_with(|| change::data_size(data));
-        let size = change::check_write(&self.config().limits, key, data.get(key), value, total)?;
-        view.pending.data_size = Some(size);
+        change::check_write(&self.config().limits, key, data.get(key), value, total)
+    }
+
+    /// Makes `change` on the view's record, with the data's size after it if it changes the
+    /// data; client-side, only if the cookie still fits, and otherwise nothing changes.
+    fn record_change(
+        &self,
+        view: &mut View,
+        change: Change,
+        data_size: Option<usize>,
+    ) -> Result<(), SessionError> {
+        let undo = change.apply_undoable(&mut view.record)?;
+        self.check_cookie_or_revert(view, undo)?;
+        if data_size.is_some() {
+            view.pending.data_size = data_size;
+        }
+        view.pending.changes.push(change);
         Ok(())
     }
 
-    fn record_change(&self, view: &mut View, change: Change) -> Result<(), SessionError> {
+    /// Client-side: takes back the write `undo` records if the cookie no longer fits. The
+    /// write was made in place: trying it on a clone of the whole record cost more than the
+    /// check itself.
+    fn check_cookie_or_revert(&self, view: &mut View, undo: Undo) -> Result<(), SessionError> {
         if let Backend::Cookie(sessions) = &self.inner.manager.backend {
-            let mut candidate = view.record.clone();
-            change.apply(&mut candidate)?;
-            self.check_cookie_size(&**sessions, view, &candidate)?;
-            view.record = candidate;
-        } else {
-            change.apply(&mut view.record)?;
+            if let Err(error) = self.check_cookie_size(&**sessions, view, &view.record) {
+                undo.revert(&mut view.record);
+                return Err(error);
+            }
         }
-        view.pending.changes.push(change);
         Ok(())
     }
 
@@ -165,8 +181,8 @@ impl Session {
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(SessionError::Serialize)?;
         let mut view = self.writable().await?;
-        self.check_size(&mut view, key, Some(&value))?;
-        self.record_change(&mut view, Change::Insert(key.to_owned(), value))
+        let size = self.check_size(&mut view, key, Some(&value))?;
+        self.record_change(&mut view, Change::Insert(key.to_owned(), value), Some(size))
     }
 
     /// Removes `key`, returning its value read as `T`.
@@ -176,8 +192,8 @@ impl Session {
             None => return Ok(None),
             Some(value) => deserialize(key, value)?,
         };
-        self.check_size(&mut view, key, None)?;
-        self.record_change(&mut view, Change::Remove(key.to_owned()))?;
+        let size = self.check_size(&mut view, key, None)?;
+        self.record_change(&mut view, Change::Remove(key.to_owned()), Some(size))?;
         Ok(Some(old))
     }
 
@@ -201,14 +217,11 @@ impl Session {
         });
         let mut view = self.writable().await?;
         let value = func(view.record.data.get(key))?;
-        self.check_size(&mut view, key, Some(&value))?;
+        let size = self.check_size(&mut view, key, Some(&value))?;
         let result = deserialize(key, &value)?;
-        if let Backend::Cookie(sessions) = &self.inner.manager.backend {
-            let mut candidate = view.record.clone();
-            candidate.data.insert(key.to_owned(), value.clone());
-            self.check_cookie_size(&**sessions, &view, &candidate)?;
-        }
-        view.record.data.insert(key.to_owned(), value);
+        let old = view.record.data.insert(key.to_owned(), value);
+        self.check_cookie_or_revert(&mut view, Undo::Value(key.to_owned(), old))?;
+        view.pending.data_size = Some(size);
         view.pending
             .changes
             .push(Change::Update(key.to_owned(), func));
@@ -218,8 +231,7 @@ impl Session {
     /// Removes every value (the user and the ID stay; see [`logout`](Self::logout)).
     pub async fn clear(&self) -> Result<(), SessionError> {
         let mut view = self.writable().await?;
-        view.pending.data_size = Some(0);
-        self.record_change(&mut view, Change::Clear)
+        self.record_change(&mut view, Change::Clear, Some(0))
     }
 
     /// Whether `key` has a value.
@@ -277,20 +289,17 @@ impl Session {
         // ends as a logout would, and this user starts a fresh one: none of the previous
         // user's data, remember-me choice, creation time or deadlines pass to this one.
         // An anonymous visitor's session, and the same user's, carry on (a cart survives).
-        let mut candidate = if switching {
-            self.config().expiry.new_record(now())
-        } else {
-            view.record.clone()
-        };
+        //
         // All or nothing: a login that fails (its cookie would not fit) must leave the
         // session as it was, or the layer would commit a half-done login with the user in.
-        for change in &changes {
-            change.apply(&mut candidate)?;
-        }
-        if let Backend::Cookie(sessions) = &self.inner.manager.backend {
-            self.check_cookie_size(&**sessions, &view, &candidate)?;
-        }
         if switching {
+            let mut candidate = self.config().expiry.new_record(now());
+            for change in &changes {
+                change.apply(&mut candidate)?;
+            }
+            if let Backend::Cookie(sessions) = &self.inner.manager.backend {
+                self.check_cookie_size(&**sessions, &view, &candidate)?;
+            }
             if let Some(id) = view.id() {
                 let store = self.store("login")?;
                 self.traced(store.delete(&id.store_key())).await?;
@@ -300,8 +309,26 @@ impl Session {
             }
             self.reset_to_anonymous(&mut view);
             view.destroyed = true;
+            view.record = candidate;
+        } else {
+            // Made in place and taken back on failure, rather than on a clone of the record.
+            let mut undo = Vec::with_capacity(changes.len());
+            let mut applied = changes.iter().try_for_each(|change| {
+                undo.push(change.apply_undoable(&mut view.record)?);
+                Ok(())
+            });
+            if applied.is_ok() {
+                if let Backend::Cookie(sessions) = &self.inner.manager.backend {
+                    applied = self.check_cookie_size(&**sessions, &view, &view.record);
+                }
+            }
+            if let Err(error) = applied {
+                for step in undo.into_iter().rev() {
+                    step.revert(&mut view.record);
+                }
+                return Err(error);
+            }
         }
-        view.record = candidate;
         for change in changes {
             view.pending.changes.push(change);
         }
@@ -340,8 +367,8 @@ impl Session {
     pub async fn set_persistent(&self, persistent: bool) -> Result<(), SessionError> {
         let mut view = self.writable().await?;
         if view.record.persistent != persistent {
+            self.record_change(&mut view, Change::SetPersistent(persistent), None)?;
             view.send_cookie = true;
-            self.record_change(&mut view, Change::SetPersistent(persistent))?;
         }
         Ok(())
     }
