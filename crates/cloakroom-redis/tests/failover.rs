@@ -549,6 +549,12 @@ async fn cluster_recovers_from_repeated_primary_kills() {
         return support::skip("redis-server is not installed: run scripts/services.sh");
     }
     let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    // The store's and redis-rs's warnings (a rebuild started, failed or done; a node not
+    // reached), with times, in the test's output (shown when it fails).
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
     let cluster = match ScriptedCluster::start() {
         Ok(cluster) => cluster,
         Err(error) => return support::skip(&error),
