@@ -13,7 +13,10 @@
 //! - [`challenge`]: single-use challenges with an expiry;
 //! - [`bound_cookie`]: the bound cookie's value, MAC'd with the app's [`KeyRing`](crate::KeyRing)
 //!   and carrying its own expiry;
-//! - [`headers`]: the response headers and the session-configuration JSON.
+//! - [`headers`]: the response headers and the session-configuration JSON;
+//! - [`binding`]: a session's [`DeviceBinding`](binding::DeviceBinding) as the record keeps
+//!   it, the state changes of offer, registration and refresh, the per-request verdict,
+//!   and the [`DeviceBindingConfig`](binding::DeviceBindingConfig).
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,10 +41,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod binding;
 pub mod bound_cookie;
 pub mod challenge;
 pub mod headers;
 pub mod proof;
+#[cfg(test)]
+mod test_signer;
 
 pub use proof::{BoundKey, ProofError};
 

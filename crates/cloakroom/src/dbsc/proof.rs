@@ -401,58 +401,12 @@ pub fn verify_refresh(
 mod tests {
     use std::time::Duration;
 
-    use p256::ecdsa::signature::Signer as _;
-    use p256::ecdsa::SigningKey;
     use serde_json::{json, Value};
 
+    use super::super::test_signer::*;
     use super::*;
 
     const FIVE_MINUTES: Duration = Duration::from_secs(300);
-
-    fn b64(bytes: impl AsRef<[u8]>) -> String {
-        URL_SAFE_NO_PAD.encode(bytes)
-    }
-
-    /// A fresh P-256 key from the OS random generator (a scalar outside the group order
-    /// is practically impossible; draw again if it ever happens).
-    fn new_key() -> SigningKey {
-        loop {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes).unwrap();
-            if let Ok(key) = SigningKey::from_slice(&bytes) {
-                return key;
-            }
-        }
-    }
-
-    fn jwk(key: &SigningKey) -> Value {
-        let point = key.verifying_key().to_encoded_point(false);
-        json!({"crv": "P-256", "kty": "EC", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())})
-    }
-
-    /// A compact JWS over `header` and `payload`, ES256-signed with `key`, as Chrome
-    /// makes it.
-    fn sign(key: &SigningKey, header: &Value, payload: &Value) -> String {
-        let input = format!("{}.{}", b64(header.to_string()), b64(payload.to_string()));
-        let signature: p256::ecdsa::Signature = key.sign(input.as_bytes());
-        format!("{input}.{}", b64(signature.to_bytes()))
-    }
-
-    fn registration_proof(key: &SigningKey, jti: &str, authorization: &str) -> String {
-        sign(
-            key,
-            &json!({"alg": "ES256", "jwk": jwk(key), "typ": "dbsc+jwt"}),
-            &json!({"authorization": authorization, "jti": jti}),
-        )
-    }
-
-    fn refresh_proof(key: &SigningKey, jti: &str) -> String {
-        sign(
-            key,
-            &json!({"alg": "ES256", "typ": "dbsc+jwt"}),
-            &json!({"jti": jti}),
-        )
-    }
 
     struct Offer {
         challenge: Challenge,
