@@ -889,4 +889,45 @@ mod tests {
             Err(ProofError::BadKey(_))
         ));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn no_input_makes_verification_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let offer = Offer::new();
+            let _ = offer.verify(&String::from_utf8_lossy(&bytes));
+            let _ = verify_registration(&bytes, &offer.registration(), offer.now);
+            let mut challenges = Challenges::new();
+            let stored: BoundKey = serde_json::from_value(json!({
+                "alg": "RS256", "kty": "RSA", "n": b64(&bytes), "e": "AQAB", "thumbprint": ""
+            })).unwrap();
+            let _ = verify_refresh(&bytes, &stored, &mut challenges, offer.now);
+        }
+
+        #[test]
+        fn no_input_with_a_valid_header_makes_verification_panic(
+            header in proptest::sample::select(vec![
+                json!({"alg": "ES256", "typ": "dbsc+jwt"}),
+                json!({"alg": "ES256", "typ": "dbsc+jwt", "jwk": {"kty": "EC", "crv": "P-256", "x": "", "y": ""}}),
+                json!({"alg": "RS256", "typ": "dbsc+jwt", "jwk": {"kty": "RSA", "n": "", "e": ""}}),
+            ]),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100),
+            signature in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let offer = Offer::new();
+            let token = format!("{}.{}.{}", b64(header.to_string()), b64(&payload), b64(&signature));
+            proptest::prop_assert!(offer.verify(&token).is_err());
+        }
+
+        #[test]
+        fn no_single_byte_change_to_a_good_proof_is_accepted(at in 0usize..10_000, to in proptest::prelude::any::<u8>()) {
+            let key = new_key();
+            let offer = Offer::new();
+            let proof = registration_proof(&key, offer.challenge.value(), "auth-1");
+            let mut bytes = proof.into_bytes();
+            let at = at % bytes.len();
+            proptest::prop_assume!(bytes[at] != to);
+            bytes[at] = to;
+            proptest::prop_assert!(verify_registration(&bytes, &offer.registration(), offer.now).is_err());
+        }
+    }
 }
