@@ -43,6 +43,8 @@
 //! - [`layer`] (feature `tower`) and the axum extractor (feature `axum`, on by default);
 //!   [`integration`]: what a framework integration exchanges with the engine.
 //! - `conformance` (feature `conformance`): the suite every store must pass.
+//! - `dbsc` (feature `dbsc`): device-bound sessions, the protocol pieces (proof
+//!   verification, challenges, the bound cookie, headers).
 //! - `device` (feature `devices`): "Chrome 131 on Linux" from a user agent.
 //! - `testing` (feature `testing`): an in-process client for testing your handlers.
 
@@ -51,6 +53,8 @@ mod change;
 #[doc(hidden)]
 pub mod codec;
 pub mod config;
+#[cfg(feature = "dbsc")]
+pub mod dbsc;
 #[cfg(feature = "devices")]
 pub mod device;
 pub mod epoch;

@@ -1,0 +1,685 @@
+//! A session's device binding: what the record keeps, and the state changes the protocol
+//! makes to it (offer on login, registration, refresh), with no store or framework in
+//! them. The engine loads the record, calls these, and writes the record back with its
+//! usual compare-and-set, which is what makes every challenge single-use across
+//! concurrent requests.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::HeaderValue;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::bound_cookie;
+use super::challenge::{Challenge, Challenges};
+use super::headers::{self, CookieAttributes, InvalidHeaderValue, SessionConfiguration};
+use super::proof::{self, BoundKey, ProofError, Registration};
+use super::{
+    check_bound_cookie_lifetime, Algorithm, LifetimeTooShort, DEFAULT_BOUND_COOKIE_LIFETIME,
+    REGISTRATION_CHALLENGE_LIFETIME,
+};
+use crate::config::CookieConfig;
+use crate::keys::KeyRing;
+
+/// How device binding is set up: where the endpoints are, the bound cookie, the
+/// algorithms offered, and the key ring the bound cookie is MAC'd with.
+///
+/// ```
+/// use std::time::Duration;
+/// use cloakroom::dbsc::binding::DeviceBindingConfig;
+/// use cloakroom::{generate_key, KeyRing};
+/// let keys = KeyRing::parse(&generate_key()).unwrap();
+/// let config = DeviceBindingConfig::new(keys).with_bound_cookie_lifetime(Duration::from_secs(180));
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug)]
+pub struct DeviceBindingConfig {
+    keys: KeyRing,
+    registration_path: String,
+    refresh_path: String,
+    cookie_name: String,
+    lifetime: Duration,
+    algorithms: Vec<Algorithm>,
+}
+
+/// Why a [`DeviceBindingConfig`] cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceBindingConfigError {
+    /// The bound cookie would live too short for Chrome's refresh timing.
+    #[error(transparent)]
+    LifetimeTooShort(#[from] LifetimeTooShort),
+    /// No algorithm to offer.
+    #[error("offer at least one algorithm")]
+    NoAlgorithm,
+    /// An endpoint path that is not an absolute path a header can carry.
+    #[error("the {0} path must start with '/' and be printable ASCII")]
+    BadPath(&'static str),
+    /// The bound cookie's name is empty or not a cookie name.
+    #[error("the bound cookie name must be a non-empty token")]
+    BadCookieName,
+}
+
+impl DeviceBindingConfig {
+    /// Defaults: registration at `/.cloakroom/dbsc/register`, refresh at
+    /// `/.cloakroom/dbsc/refresh`, bound cookie `cloakroom_bound` living
+    /// [`DEFAULT_BOUND_COOKIE_LIFETIME`], ES256 and RS256 offered; bound cookies MAC'd
+    /// with `keys`.
+    pub fn new(keys: KeyRing) -> Self {
+        Self {
+            keys,
+            registration_path: "/.cloakroom/dbsc/register".to_owned(),
+            refresh_path: "/.cloakroom/dbsc/refresh".to_owned(),
+            cookie_name: "cloakroom_bound".to_owned(),
+            lifetime: DEFAULT_BOUND_COOKIE_LIFETIME,
+            algorithms: Algorithm::ALL.to_vec(),
+        }
+    }
+
+    /// Sets the registration endpoint's path.
+    pub fn with_registration_path(mut self, path: impl Into<String>) -> Self {
+        self.registration_path = path.into();
+        self
+    }
+
+    /// Sets the refresh endpoint's path.
+    pub fn with_refresh_path(mut self, path: impl Into<String>) -> Self {
+        self.refresh_path = path.into();
+        self
+    }
+
+    /// Sets the bound cookie's name.
+    pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// Sets the bound cookie's lifetime (at least
+    /// [`MIN_BOUND_COOKIE_LIFETIME`](super::MIN_BOUND_COOKIE_LIFETIME), checked by
+    /// [`validate`](Self::validate)).
+    pub fn with_bound_cookie_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Sets the algorithms offered, in order of preference.
+    pub fn with_algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self.algorithms.dedup();
+        self
+    }
+
+    /// The registration endpoint's path.
+    pub fn registration_path(&self) -> &str {
+        &self.registration_path
+    }
+
+    /// The refresh endpoint's path.
+    pub fn refresh_path(&self) -> &str {
+        &self.refresh_path
+    }
+
+    /// The bound cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+
+    /// The bound cookie's lifetime.
+    pub fn bound_cookie_lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The algorithms offered.
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
+    }
+
+    /// The key ring bound cookies are MAC'd with.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Checks that the configuration can work.
+    pub fn validate(&self) -> Result<(), DeviceBindingConfigError> {
+        check_bound_cookie_lifetime(self.lifetime)?;
+        if self.algorithms.is_empty() {
+            return Err(DeviceBindingConfigError::NoAlgorithm);
+        }
+        for (path, what) in [
+            (&self.registration_path, "registration"),
+            (&self.refresh_path, "refresh"),
+        ] {
+            let printable = path.bytes().all(|byte| byte.is_ascii_graphic());
+            if !path.starts_with('/') || !printable || path.contains(['"', '\\', ';', '?', '#']) {
+                return Err(DeviceBindingConfigError::BadPath(what));
+            }
+        }
+        let token = |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+        if self.cookie_name.is_empty() || !self.cookie_name.bytes().all(token) {
+            return Err(DeviceBindingConfigError::BadCookieName);
+        }
+        Ok(())
+    }
+
+    /// The bound cookie's configuration: the session cookie's, renamed and always
+    /// `HttpOnly`, so it travels wherever the session cookie does.
+    pub fn bound_cookie_config(&self, session_cookie: &CookieConfig) -> CookieConfig {
+        session_cookie
+            .clone()
+            .with_name(self.cookie_name.clone())
+            .with_http_only(true)
+    }
+}
+
+/// Where a session's binding stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum State {
+    /// Offered on the login response; waiting for the browser's registration.
+    Pending {
+        challenge: Challenge,
+        authorization: String,
+        algorithms: Vec<Algorithm>,
+    },
+    /// A key is registered: bound cookies are issued only against proofs by it.
+    Bound { key: BoundKey },
+}
+
+/// A session's device binding, as the record keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceBinding {
+    id: String,
+    #[serde(flatten)]
+    state: State,
+    #[serde(default)]
+    challenges: Challenges,
+    #[serde(with = "crate::record::unix_ms::option", default)]
+    bound_at: Option<OffsetDateTime>,
+    #[serde(with = "crate::record::unix_ms::option", default)]
+    last_refresh_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    refreshes: u64,
+    #[serde(default)]
+    failed_refreshes: u64,
+}
+
+/// Why a registration or refresh was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindingError {
+    /// The proof did not verify.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// A registration for a binding that already has a key: a second key is never
+    /// accepted (a thief holding the session ID cannot bind a device of their own).
+    #[error("the session is already bound")]
+    AlreadyBound,
+    /// A refresh for a binding whose registration never completed.
+    #[error("the session is not bound")]
+    NotBound,
+}
+
+/// A request's verdict on a session's binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingStatus {
+    /// No key is bound (no binding, or registration pending): the session works as
+    /// without DBSC.
+    Unbound,
+    /// A key is bound and the request carries a valid bound cookie.
+    Bound,
+    /// A key is bound but the bound cookie is missing, forged or expired: treat the
+    /// request as not logged in (and leave the record alone).
+    BoundCredentialMissing,
+}
+
+fn random_text(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).expect("the OS random number generator failed");
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+impl DeviceBinding {
+    /// A new, pending binding and the `Secure-Session-Registration` header that offers it
+    /// (for the login response). The identifier is 128 random bits, unrelated to the
+    /// session ID; the authorization value ties the registration to this offer.
+    pub fn offer(
+        config: &DeviceBindingConfig,
+        now: OffsetDateTime,
+    ) -> Result<(Self, HeaderValue), InvalidHeaderValue> {
+        let challenge = Challenge::generate(now, REGISTRATION_CHALLENGE_LIFETIME);
+        let authorization = random_text(16);
+        let header = headers::registration(
+            &config.algorithms,
+            &config.registration_path,
+            challenge.value(),
+            Some(&authorization),
+        )?;
+        let binding = Self {
+            id: random_text(16),
+            state: State::Pending {
+                challenge,
+                authorization,
+                algorithms: config.algorithms.clone(),
+            },
+            challenges: Challenges::new(),
+            bound_at: None,
+            last_refresh_at: None,
+            refreshes: 0,
+            failed_refreshes: 0,
+        };
+        Ok((binding, header))
+    }
+
+    /// The identifier given to the browser (`session_identifier`). Not a secret: it may
+    /// be logged.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The bound key, once registered.
+    pub fn key(&self) -> Option<&BoundKey> {
+        match &self.state {
+            State::Bound { key } => Some(key),
+            State::Pending { .. } => None,
+        }
+    }
+
+    /// Whether a key is registered.
+    pub fn is_bound(&self) -> bool {
+        self.key().is_some()
+    }
+
+    /// When the key was registered.
+    pub fn bound_at(&self) -> Option<OffsetDateTime> {
+        self.bound_at
+    }
+
+    /// Verified refreshes so far, and refused ones.
+    pub fn refresh_counts(&self) -> (u64, u64) {
+        (self.refreshes, self.failed_refreshes)
+    }
+
+    /// Registers the key of a registration proof (the `Secure-Session-Response` bytes).
+    /// On success the binding is bound, the registration challenge is gone with the
+    /// pending state, and [`issue_challenge`](Self::issue_challenge) should pre-send the
+    /// first refresh challenge.
+    pub fn register(&mut self, proof: &[u8], now: OffsetDateTime) -> Result<(), BindingError> {
+        let State::Pending {
+            challenge,
+            authorization,
+            algorithms,
+        } = &self.state
+        else {
+            return Err(BindingError::AlreadyBound);
+        };
+        let offer = Registration {
+            algorithms,
+            challenge,
+            authorization: Some(authorization),
+        };
+        let key = proof::verify_registration(proof, &offer, now)?;
+        self.state = State::Bound { key };
+        self.bound_at = Some(now);
+        Ok(())
+    }
+
+    /// Verifies a refresh proof and consumes its challenge. A refused proof is counted.
+    pub fn refresh(&mut self, proof: &[u8], now: OffsetDateTime) -> Result<(), BindingError> {
+        let State::Bound { key } = &self.state else {
+            return Err(BindingError::NotBound);
+        };
+        match proof::verify_refresh(proof, key, &mut self.challenges, now) {
+            Ok(()) => {
+                self.refreshes = self.refreshes.saturating_add(1);
+                self.last_refresh_at = Some(now);
+                Ok(())
+            }
+            Err(error) => {
+                self.failed_refreshes = self.failed_refreshes.saturating_add(1);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// A new refresh challenge living `lifetime`, kept outstanding, and the
+    /// `Secure-Session-Challenge` header that sends it (always with `;id=`).
+    ///
+    /// Pre-sent challenges (on the registration and refresh responses) should live as
+    /// long as a bound cookie, since Chrome signs them at the next refresh; one sent with
+    /// a `403` can be short ([`RETRY_CHALLENGE_LIFETIME`](super::RETRY_CHALLENGE_LIFETIME)).
+    pub fn issue_challenge(
+        &mut self,
+        now: OffsetDateTime,
+        lifetime: Duration,
+    ) -> Result<HeaderValue, InvalidHeaderValue> {
+        let challenge = Challenge::generate(now, lifetime);
+        let header = headers::challenge(challenge.value(), &self.id)?;
+        self.challenges.push(challenge);
+        Ok(header)
+    }
+
+    /// A bound cookie's `Set-Cookie`, for the registration and refresh responses: valid
+    /// for the configured lifetime from `now`, with that `Max-Age`.
+    pub fn bound_cookie(
+        &self,
+        config: &DeviceBindingConfig,
+        session_cookie: &CookieConfig,
+        now: OffsetDateTime,
+    ) -> HeaderValue {
+        let expires_at =
+            now.saturating_add(config.lifetime.try_into().unwrap_or(time::Duration::MAX));
+        let value = bound_cookie::issue(&config.keys, &self.id, expires_at);
+        crate::codec::value_cookie(
+            &config.bound_cookie_config(session_cookie),
+            &value,
+            Some(config.lifetime),
+        )
+    }
+
+    /// The registration response's JSON body.
+    pub fn session_configuration(
+        &self,
+        config: &DeviceBindingConfig,
+        session_cookie: &CookieConfig,
+    ) -> SessionConfiguration {
+        let cookie = config.bound_cookie_config(session_cookie);
+        SessionConfiguration::new(
+            self.id.clone(),
+            config.refresh_path.clone(),
+            cookie.full_name(),
+            &CookieAttributes::like(&cookie),
+        )
+    }
+
+    /// The verdict for a request carrying `bound_cookies` (every value of the bound
+    /// cookie's name in its `Cookie` headers, in order).
+    pub fn status<'a>(
+        &self,
+        config: &DeviceBindingConfig,
+        bound_cookies: impl IntoIterator<Item = &'a [u8]>,
+        now: OffsetDateTime,
+    ) -> BindingStatus {
+        if !self.is_bound() {
+            return BindingStatus::Unbound;
+        }
+        // A few values at most (a planted duplicate must not hide ours), as for the
+        // session cookie.
+        let valid = bound_cookies
+            .into_iter()
+            .take(crate::codec::MAX_CANDIDATES)
+            .any(|value| bound_cookie::verify(&config.keys, value, &self.id, now).is_ok());
+        if valid {
+            BindingStatus::Bound
+        } else {
+            BindingStatus::BoundCredentialMissing
+        }
+    }
+}
+
+/// The verdict for a session that may have no binding at all.
+pub fn status<'a>(
+    binding: Option<&DeviceBinding>,
+    config: &DeviceBindingConfig,
+    bound_cookies: impl IntoIterator<Item = &'a [u8]>,
+    now: OffsetDateTime,
+) -> BindingStatus {
+    binding.map_or(BindingStatus::Unbound, |binding| {
+        binding.status(config, bound_cookies, now)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::challenge::ChallengeError;
+    use super::super::test_signer::*;
+    use super::super::RETRY_CHALLENGE_LIFETIME;
+    use super::*;
+    use crate::keys::generate_key;
+
+    fn config() -> DeviceBindingConfig {
+        DeviceBindingConfig::new(KeyRing::parse(&generate_key()).unwrap())
+    }
+
+    /// The value of `name="…"` in a header value.
+    fn param(header: &HeaderValue, name: &str) -> String {
+        let text = header.to_str().unwrap();
+        let start = text.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        text[start..][..text[start..].find('"').unwrap()].to_owned()
+    }
+
+    /// The first quoted string of a `Secure-Session-Challenge` value.
+    fn challenge_of(header: &HeaderValue) -> String {
+        header
+            .to_str()
+            .unwrap()
+            .split('"')
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The bound cookie's value in a `Set-Cookie`.
+    fn cookie_value(set_cookie: &HeaderValue) -> Vec<u8> {
+        let text = set_cookie.to_str().unwrap();
+        let pair = text.split(';').next().unwrap();
+        pair.split_once('=').unwrap().1.as_bytes().to_vec()
+    }
+
+    /// Login offer, registration by `device`, first challenge pre-sent.
+    fn registered(
+        config: &DeviceBindingConfig,
+        device: &SigningKey,
+        now: OffsetDateTime,
+    ) -> (DeviceBinding, HeaderValue) {
+        let (mut binding, offer) = DeviceBinding::offer(config, now).unwrap();
+        assert!(!binding.is_bound());
+        let proof = registration_proof(
+            device,
+            &param(&offer, "challenge"),
+            &param(&offer, "authorization"),
+        );
+        binding.register(proof.as_bytes(), now).unwrap();
+        let next = binding
+            .issue_challenge(now, config.bound_cookie_lifetime())
+            .unwrap();
+        (binding, next)
+    }
+
+    #[test]
+    fn registration_refresh_and_a_stolen_cookie() {
+        let config = config();
+        let cookie_config = CookieConfig::default();
+        let device = new_key();
+        let now = crate::record::now();
+        let (mut binding, next) = registered(&config, &device, now);
+        assert!(binding.is_bound());
+        assert_eq!(param(&next, "id"), binding.id());
+        let set_cookie = binding.bound_cookie(&config, &cookie_config, now);
+        let text = set_cookie.to_str().unwrap();
+        assert!(text.starts_with("cloakroom_bound=") && text.contains("Max-Age=300"));
+        assert!(text.contains("HttpOnly") && text.contains("Secure"));
+        let bound = cookie_value(&set_cookie);
+
+        // With the bound cookie: bound. Without (a thief with the session cookie only):
+        // not logged in. A copied bound cookie dies at its own expiry.
+        assert_eq!(
+            binding.status(&config, [&bound[..]], now),
+            BindingStatus::Bound
+        );
+        assert_eq!(
+            binding.status(&config, std::iter::empty(), now),
+            BindingStatus::BoundCredentialMissing
+        );
+        let later = now + config.bound_cookie_lifetime();
+        assert_eq!(
+            binding.status(&config, [&bound[..]], later),
+            BindingStatus::BoundCredentialMissing
+        );
+        // A planted junk value in front does not hide the real one.
+        assert_eq!(
+            binding.status(&config, [&b"junk"[..], &bound[..]], now),
+            BindingStatus::Bound
+        );
+
+        // The device refreshes with the pre-sent challenge and gets a new cookie.
+        let refresh_at = now + Duration::from_secs(200);
+        let proof = refresh_proof(&device, &challenge_of(&next));
+        assert_eq!(binding.refresh(proof.as_bytes(), refresh_at), Ok(()));
+        let renewed = cookie_value(&binding.bound_cookie(&config, &cookie_config, refresh_at));
+        assert_eq!(
+            binding.status(&config, [&renewed[..]], later),
+            BindingStatus::Bound
+        );
+        // Replaying that proof fails, and is counted.
+        assert_eq!(
+            binding.refresh(proof.as_bytes(), refresh_at),
+            Err(BindingError::Proof(ProofError::Challenge(
+                ChallengeError::Unknown
+            )))
+        );
+        // The thief's own key cannot refresh, even with a live challenge.
+        let thief = new_key();
+        let retry = binding
+            .issue_challenge(refresh_at, RETRY_CHALLENGE_LIFETIME)
+            .unwrap();
+        let stolen = refresh_proof(&thief, &challenge_of(&retry));
+        assert_eq!(
+            binding.refresh(stolen.as_bytes(), refresh_at),
+            Err(BindingError::Proof(ProofError::BadSignature))
+        );
+        assert_eq!(binding.refresh_counts(), (1, 2));
+        // ... nor register a key of its own over the bound one.
+        let offer_again = registration_proof(&thief, "x", "y");
+        assert_eq!(
+            binding.register(offer_again.as_bytes(), refresh_at),
+            Err(BindingError::AlreadyBound)
+        );
+        // A 403 challenge expires quickly.
+        let expired_at = refresh_at + RETRY_CHALLENGE_LIFETIME;
+        let late = refresh_proof(&device, &challenge_of(&retry));
+        assert_eq!(
+            binding.refresh(late.as_bytes(), expired_at),
+            Err(BindingError::Proof(ProofError::Challenge(
+                ChallengeError::Expired
+            )))
+        );
+    }
+
+    #[test]
+    fn pending_bindings_do_not_restrict_and_cannot_refresh() {
+        let config = config();
+        let now = crate::record::now();
+        let (mut binding, offer) = DeviceBinding::offer(&config, now).unwrap();
+        assert!(offer
+            .to_str()
+            .unwrap()
+            .starts_with(r#"(ES256 RS256);path="/.cloakroom/dbsc/register";challenge=""#));
+        assert_eq!(
+            binding.status(&config, std::iter::empty(), now),
+            BindingStatus::Unbound
+        );
+        assert_eq!(
+            status(None, &config, std::iter::empty(), now),
+            BindingStatus::Unbound
+        );
+        let device = new_key();
+        let proof = refresh_proof(&device, "anything");
+        assert_eq!(
+            binding.refresh(proof.as_bytes(), now),
+            Err(BindingError::NotBound)
+        );
+        // A registration over another offer's challenge fails and leaves it pending.
+        let wrong = registration_proof(
+            &device,
+            "not the challenge",
+            &param(&offer, "authorization"),
+        );
+        assert!(binding.register(wrong.as_bytes(), now).is_err());
+        assert!(!binding.is_bound());
+        // An expired offer cannot be registered.
+        let good = registration_proof(
+            &device,
+            &param(&offer, "challenge"),
+            &param(&offer, "authorization"),
+        );
+        let late = now + super::super::REGISTRATION_CHALLENGE_LIFETIME;
+        assert_eq!(
+            binding.register(good.as_bytes(), late),
+            Err(BindingError::Proof(ProofError::Challenge(
+                ChallengeError::Expired
+            )))
+        );
+        assert_eq!(binding.register(good.as_bytes(), now), Ok(()));
+    }
+
+    #[test]
+    fn bindings_round_trip_through_json() {
+        let config = config();
+        let device = new_key();
+        let now = crate::record::now();
+        let (binding, next) = registered(&config, &device, now);
+        let stored = serde_json::to_value(&binding).unwrap();
+        assert_eq!(stored["state"], "bound");
+        let mut loaded: DeviceBinding = serde_json::from_value(stored).unwrap();
+        assert_eq!(loaded, binding);
+        let proof = refresh_proof(&device, &challenge_of(&next));
+        assert_eq!(loaded.refresh(proof.as_bytes(), now), Ok(()));
+        let (pending, _) = DeviceBinding::offer(&config, now).unwrap();
+        let stored = serde_json::to_string(&pending).unwrap();
+        assert_eq!(
+            serde_json::from_str::<DeviceBinding>(&stored).unwrap(),
+            pending
+        );
+    }
+
+    #[test]
+    fn session_configuration_names_the_bound_cookie() {
+        let config = config().with_refresh_path("/r").with_cookie_name("bound");
+        let now = crate::record::now();
+        let (binding, _) = DeviceBinding::offer(&config, now).unwrap();
+        let cookie = CookieConfig::default().with_path("/app");
+        let json: serde_json::Value =
+            serde_json::from_str(&binding.session_configuration(&config, &cookie).to_json())
+                .unwrap();
+        assert_eq!(json["session_identifier"], binding.id());
+        assert_eq!(json["refresh_url"], "/r");
+        assert_eq!(json["credentials"][0]["name"], "bound");
+        assert_eq!(
+            json["credentials"][0]["attributes"],
+            "Path=/app; Secure; HttpOnly; SameSite=Lax"
+        );
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        assert_eq!(config().validate(), Ok(()));
+        let short = config().with_bound_cookie_lifetime(Duration::from_secs(45));
+        assert!(matches!(
+            short.validate(),
+            Err(DeviceBindingConfigError::LifetimeTooShort(_))
+        ));
+        let none = config().with_algorithms([]);
+        assert_eq!(none.validate(), Err(DeviceBindingConfigError::NoAlgorithm));
+        for path in ["relative", "/a b", "/a\"b", "/a;b", "/a?b", ""] {
+            assert!(
+                config().with_registration_path(path).validate().is_err(),
+                "{path}"
+            );
+            assert!(
+                config().with_refresh_path(path).validate().is_err(),
+                "{path}"
+            );
+        }
+        for name in ["", "a b", "a=b", "a;b", "é"] {
+            assert_eq!(
+                config().with_cookie_name(name).validate(),
+                Err(DeviceBindingConfigError::BadCookieName),
+                "{name}"
+            );
+        }
+        let rsa_only = config().with_algorithms([Algorithm::Rs256, Algorithm::Rs256]);
+        assert_eq!(rsa_only.algorithms(), [Algorithm::Rs256]);
+    }
+}
