@@ -225,9 +225,12 @@ fn throughput_table(out: &mut String, rows: &[Throughput]) {
     header(out, &columns, 2);
     for store in StoreKind::ALL {
         for scenario in Scenario::ALL {
-            let Some(ours) = find(rows, Library::Cloakroom, store, scenario) else {
+            // A row for every cell either cloakroom ran in (a filtered run may have only
+            // one of them); the ratios need their own cloakroom.
+            let ours = find(rows, Library::Cloakroom, store, scenario);
+            if ours.is_none() && find(rows, Library::CloakroomActix, store, scenario).is_none() {
                 continue;
-            };
+            }
             let mut line = format!("| {} | {} ", store.name(), scenario.label());
             let mut ratios = Vec::new();
             for library in COLUMNS {
@@ -239,7 +242,7 @@ fn throughput_table(out: &mut String, rows: &[Throughput]) {
                             String::new()
                         };
                         let _ = write!(line, "| {}{failed} ", rate(row.per_second));
-                        if library.is_peer() {
+                        if let Some(ours) = ours.filter(|_| library.is_peer()) {
                             ratios.push(format!(
                                 "{} {:.2}",
                                 short(library),
@@ -255,8 +258,9 @@ fn throughput_table(out: &mut String, rows: &[Throughput]) {
             } else {
                 ratios.join(", ")
             };
-            let floor = find(rows, Library::Floor, store, scenario)
-                .map_or("-".to_owned(), |base| {
+            let floor = ours
+                .zip(find(rows, Library::Floor, store, scenario))
+                .map_or("-".to_owned(), |(ours, base)| {
                     format!("{:.2}", ours.per_second / base.per_second)
                 });
             let actix = find(rows, Library::CloakroomActix, store, scenario)
@@ -749,6 +753,16 @@ mod tests {
                 "HTTP Redis S5 contended (actix-web): 2 lost"
             ]
         );
+    }
+
+    #[test]
+    fn a_run_of_the_actix_targets_alone_still_has_their_rows() {
+        let mut results = results(0);
+        results
+            .in_process
+            .retain(|row| row.target.library != Library::Cloakroom);
+        let text = markdown(&results, "chart.svg", "bench");
+        assert!(text.contains("| Redis | S3 write | - | 45.0 | - | 90.0 | - | - | - | 0.50 |"));
     }
 
     #[test]
