@@ -21,10 +21,7 @@ async fn memory_store_passes_the_conformance_suite_through_actix() {
 /// The same-session concurrency cases, twenty rounds in a row: no flakiness allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_concurrency_twenty_rounds_through_actix() {
-    let cases: Vec<_> = cloakroom::conformance::cases()
-        .into_iter()
-        .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
-        .collect();
+    let cases = cloakroom::conformance::concurrency_cases();
     assert_eq!(cases.len(), 6, "{cases:?}");
     cloakroom::conformance::run_cases_on(&cases, 20, &actix(), || async { MemoryStore::new() })
         .await;

@@ -6,20 +6,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cloakroom_flask::FlaskRedisStore;
-use support::clean;
-
-fn redis_url() -> String {
-    std::env::var("CLOAKROOM_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// A key prefix no other test uses.
-fn unique_prefix() -> String {
-    format!(
-        "ct-flask:{}:",
-        &cloakroom::SessionId::generate().store_key().to_hex()[..12]
-    )
-}
+use support::{clean, redis_url, unique_prefix};
 
 async fn store(url: &str, prefix: &str) -> FlaskRedisStore {
     FlaskRedisStore::connect(url)
@@ -31,12 +18,10 @@ async fn store(url: &str, prefix: &str) -> FlaskRedisStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flask_redis_store_passes_the_conformance_suite() {
-    let url = redis_url();
-    if let Err(error) = FlaskRedisStore::connect(&url).await {
-        return cloakroom::testing::skip(&format!(
-            "Redis at {url} is unreachable ({error}); start it with scripts/services.sh"
-        ));
+    if support::connect().await.is_none() {
+        return;
     }
+    let url = redis_url();
     let prefix = unique_prefix();
     let counter = AtomicUsize::new(0);
     cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
@@ -50,15 +35,12 @@ async fn flask_redis_store_passes_the_conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flask_redis_store_concurrency_twenty_rounds() {
-    let url = redis_url();
-    if let Err(error) = FlaskRedisStore::connect(&url).await {
-        return cloakroom::testing::skip(&format!("Redis at {url} is unreachable ({error})"));
+    if support::connect().await.is_none() {
+        return;
     }
+    let url = redis_url();
     let prefix = unique_prefix();
-    let cases: Vec<_> = cloakroom::conformance::cases()
-        .into_iter()
-        .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
-        .collect();
+    let cases = cloakroom::conformance::concurrency_cases();
     cloakroom::conformance::run_cases_on(
         &cases,
         20,
@@ -76,10 +58,10 @@ async fn flask_redis_store_concurrency_twenty_rounds() {
 /// entry with the session, so no renamed session survives the revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoke_others_racing_renames_leaves_no_survivor() {
-    let url = redis_url();
-    if let Err(error) = FlaskRedisStore::connect(&url).await {
-        return cloakroom::testing::skip(&format!("Redis at {url} is unreachable ({error})"));
+    if support::connect().await.is_none() {
+        return;
     }
+    let url = redis_url();
     let prefix = unique_prefix();
     let store = std::sync::Arc::new(store(&url, &prefix).await);
     cloakroom::conformance::revoke_others_racing_renames(store, 200).await;

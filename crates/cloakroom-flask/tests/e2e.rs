@@ -15,9 +15,11 @@ use std::time::Duration;
 use axum::extract::Query;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cloakroom::testing::skip;
 use cloakroom::{Session, SessionConfig, SessionError, SessionLayer, SessionManager};
-use cloakroom_flask::{FlaskCookie, FlaskRedisStore, FlaskSessionIds};
+use cloakroom_flask::{FlaskCookie, FlaskSessionIds};
 use serde_json::{json, Value};
+use support::{redis_url, unique_prefix};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -25,31 +27,12 @@ const KEY: &str = "e2e-current-key-9f8e7d6c5b4a";
 const OLD_KEY: &str = "e2e-retired-key-1a2b3c4d5e6f";
 const LIFETIME: u64 = 3600;
 
-fn require_services() -> bool {
-    std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-fn skip(message: &str) {
-    assert!(
-        !require_services(),
-        "{message} (CLOAKROOM_REQUIRE_SERVICES=1)"
-    );
-    eprintln!("\n********************************************************************");
-    eprintln!("SKIPPING: {message}");
-    eprintln!("********************************************************************\n");
-}
-
 fn venv_python() -> Option<PathBuf> {
     let venv = std::env::var_os("CLOAKROOM_FLASK_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.flask-venv"));
     let python = venv.join("bin/python");
     python.exists().then_some(python)
-}
-
-fn redis_url() -> String {
-    std::env::var("CLOAKROOM_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// The Flask app, killed when dropped.
@@ -360,19 +343,10 @@ async fn flask_session_redis_sessions_are_shared_both_ways() {
     let Some(python) = venv_python() else {
         return skip("no Flask venv: run scripts/flask.sh");
     };
-    let store = match FlaskRedisStore::connect(&redis_url()).await {
-        Ok(store) => store,
-        Err(error) => {
-            return skip(&format!(
-                "Redis at {} is not reachable: {error}",
-                redis_url()
-            ))
-        }
+    let Some(store) = support::connect().await else {
+        return;
     };
-    let prefix = format!(
-        "ct-flask:{}:",
-        &cloakroom::SessionId::generate().store_key().to_hex()[..12]
-    );
+    let prefix = unique_prefix();
     // The index under the test's prefix too, so the clean-up below removes it.
     let store = store
         .with_prefix(&prefix)

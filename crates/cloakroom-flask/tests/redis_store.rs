@@ -1,31 +1,47 @@
 //! FlaskRedisStore against the real Redis: Flask-Session's layout, and a write by Flask
 //! between a load and an update is a conflict, never silently overwritten.
 
+mod support;
+
 use std::time::Duration;
 
 use cloakroom::{record, ExpiryPolicy, SessionId, SessionStore, UpdateError};
-use cloakroom_flask::FlaskRedisStore;
+use redis::aio::MultiplexedConnection;
+use support::redis_url;
 
-fn redis_url() -> String {
-    std::env::var("CLOAKROOM_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+/// Flask-Session's write: `bytes` under `redis_key`, with a TTL.
+async fn flask_set(
+    connection: &mut MultiplexedConnection,
+    redis_key: &str,
+    bytes: &[u8],
+    ttl: Duration,
+) {
+    let _: () = redis::cmd("SET")
+        .arg(redis_key)
+        .arg(bytes)
+        .arg("PX")
+        .arg(u64::try_from(ttl.as_millis()).unwrap())
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
+/// `value`, a Flask session dict, with `key` set to `new`, as Flask would save it.
+fn with_entry(mut value: rmpv::Value, key: &str, new: rmpv::Value) -> rmpv::Value {
+    if let rmpv::Value::Map(pairs) = &mut value {
+        for (k, v) in pairs.iter_mut() {
+            if k.as_str() == Some(key) {
+                *v = new.clone();
+            }
+        }
+    }
+    value
 }
 
 #[tokio::test]
 async fn flask_writes_are_conflicts_and_keys_are_flask_sessions() {
-    let store = match FlaskRedisStore::connect(&redis_url()).await {
-        Ok(store) => store,
-        Err(error) => {
-            assert!(
-                !std::env::var("CLOAKROOM_REQUIRE_SERVICES").is_ok_and(|v| v == "1"),
-                "Redis is unreachable: {error}"
-            );
-            eprintln!(
-                "\n*****\nSKIPPING: Redis at {} is unreachable ({error})\n*****\n",
-                redis_url()
-            );
-            return;
-        }
+    let Some(store) = support::connect().await else {
+        return;
     };
     let prefix = format!("ct-flask-store:{}:", std::process::id());
     let store = store
@@ -58,24 +74,20 @@ async fn flask_writes_are_conflicts_and_keys_are_flask_sessions() {
         .query_async(&mut connection)
         .await
         .unwrap();
-    let mut flask_value = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
-    if let rmpv::Value::Map(pairs) = &mut flask_value {
-        for (k, v) in pairs.iter_mut() {
-            if k.as_str() == Some("n") {
-                *v = rmpv::Value::from(5);
-            }
-        }
-    }
+    let flask_value = with_entry(
+        rmpv::decode::read_value(&mut &bytes[..]).unwrap(),
+        "n",
+        5.into(),
+    );
     let mut flask_bytes = Vec::new();
     rmpv::encode::write_value(&mut flask_bytes, &flask_value).unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(&redis_key)
-        .arg(flask_bytes)
-        .arg("PX")
-        .arg(600_000)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    flask_set(
+        &mut connection,
+        &redis_key,
+        &flask_bytes,
+        Duration::from_secs(600),
+    )
+    .await;
 
     let mut ours = loaded.clone();
     ours.data.insert("n".into(), 2.into());
@@ -108,8 +120,8 @@ async fn flask_writes_are_conflicts_and_keys_are_flask_sessions() {
 /// session under the old user.
 #[tokio::test]
 async fn flask_refreshes_keep_the_version_and_flask_changes_are_seen() {
-    let Ok(store) = FlaskRedisStore::connect(&redis_url()).await else {
-        return cloakroom::testing::skip("Redis is unreachable");
+    let Some(store) = support::connect().await else {
+        return;
     };
     let prefix = format!(
         "ct-flask-refresh:{}:",
@@ -138,14 +150,13 @@ async fn flask_refreshes_keep_the_version_and_flask_changes_are_seen() {
         .await
         .unwrap();
     // Flask writes the same dict back with its own TTL, the lifetime.
-    let _: () = redis::cmd("SET")
-        .arg(&redis_key)
-        .arg(&bytes)
-        .arg("EX")
-        .arg(3600)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    flask_set(
+        &mut connection,
+        &redis_key,
+        &bytes,
+        Duration::from_secs(3600),
+    )
+    .await;
     let refreshed = store.load(&key).await.unwrap().unwrap();
     assert_eq!(refreshed.version, loaded.version, "nothing changed");
     assert!(
@@ -155,25 +166,23 @@ async fn flask_refreshes_keep_the_version_and_flask_changes_are_seen() {
     );
 
     // Flask logs bob in on the same session and adds a key.
-    let mut value = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+    let mut value = with_entry(
+        rmpv::decode::read_value(&mut &bytes[..]).unwrap(),
+        "_user_id",
+        "bob".into(),
+    );
     if let rmpv::Value::Map(pairs) = &mut value {
-        for (k, v) in pairs.iter_mut() {
-            if k.as_str() == Some("_user_id") {
-                *v = rmpv::Value::from("bob");
-            }
-        }
         pairs.push(("_fresh".into(), true.into()));
     }
     let mut flask_bytes = Vec::new();
     rmpv::encode::write_value(&mut flask_bytes, &value).unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(&redis_key)
-        .arg(flask_bytes)
-        .arg("EX")
-        .arg(3600)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    flask_set(
+        &mut connection,
+        &redis_key,
+        &flask_bytes,
+        Duration::from_secs(3600),
+    )
+    .await;
     assert!(matches!(
         store.update(&key, &refreshed, refreshed.version).await,
         Err(UpdateError::Conflict)

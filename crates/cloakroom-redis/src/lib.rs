@@ -17,5 +17,7 @@
 mod connection;
 mod scripts;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use store::{NotReplicated, RedisConfig, RedisStore, SetupError};

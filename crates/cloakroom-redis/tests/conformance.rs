@@ -16,12 +16,9 @@ async fn single(url: &str, prefix: &str) -> RedisStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_store_passes_the_conformance_suite() {
-    let url = support::redis_url();
-    if let Err(error) = RedisStore::connect(&url).await {
-        return support::skip(&format!(
-            "Redis at {url} is unreachable ({error}); start it with scripts/services.sh"
-        ));
-    }
+    let Some(url) = support::reachable_redis().await else {
+        return;
+    };
     let prefix = support::unique_prefix();
     let counter = std::sync::atomic::AtomicUsize::new(0);
     cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
@@ -38,15 +35,11 @@ async fn redis_store_passes_the_conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_store_concurrency_twenty_rounds() {
-    let url = support::redis_url();
-    if let Err(error) = RedisStore::connect(&url).await {
-        return support::skip(&format!("Redis at {url} is unreachable ({error})"));
-    }
+    let Some(url) = support::reachable_redis().await else {
+        return;
+    };
     let prefix = support::unique_prefix();
-    let cases: Vec<_> = cloakroom::conformance::cases()
-        .into_iter()
-        .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
-        .collect();
+    let cases = cloakroom::conformance::concurrency_cases();
     cloakroom::conformance::run_cases_on(
         &cases,
         20,

@@ -13,18 +13,13 @@ use cloakroom_redis::{RedisConfig, RedisStore};
 use futures_util::StreamExt;
 
 async fn store(prefix: &str) -> Option<RedisStore> {
-    let url = support::redis_url();
+    let url = support::reachable_redis().await?;
     let config = RedisConfig {
         prefix: prefix.to_owned(),
         ..RedisConfig::default()
     };
-    match RedisStore::connect_with(&url, config).await {
-        Ok(store) => Some(store),
-        Err(error) => {
-            support::skip(&format!("Redis at {url} is unreachable ({error})"));
-            None
-        }
-    }
+    let store = RedisStore::connect_with(&url, config).await;
+    Some(store.expect("connect to Redis"))
 }
 
 fn user_record(user: &str) -> Record {
@@ -64,34 +59,94 @@ async fn live_count(store: &RedisStore, keys: &[StoreKey]) -> usize {
         .await
 }
 
+/// Logs `crowd` in `count` times, then lists and revokes all but one session, timing both
+/// (`label` names the deployment in the figures); one session is left, listed alone.
+async fn revoke_others_at_scale(store: &RedisStore, label: &str, count: usize) {
+    let keys = log_in_many(store, "crowd", count).await;
+    let current = keys[0];
+
+    let started = Instant::now();
+    let listed = store.list_for_user("crowd").await.expect("list");
+    assert_eq!(listed.len(), count);
+    eprintln!(
+        "{label}list_for_user, {count} sessions: {:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    let revoked = store
+        .delete_for_user("crowd", Some(&current))
+        .await
+        .expect("revoke others");
+    eprintln!(
+        "{label}delete_for_user(except), {count} sessions: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(revoked, count as u64 - 1);
+    assert_eq!(live_count(store, &keys).await, 1);
+    let listed = store.list_for_user("crowd").await.expect("list after");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, current);
+}
+
+/// One round of revoke-others while `renamed` of the user's `count` sessions keep being
+/// rotated: no session survives under a new ID, and only the kept one is left.
+async fn revoke_others_racing_renames(
+    store: &RedisStore,
+    round: usize,
+    count: usize,
+    renamed: usize,
+) {
+    let user = format!("racer{round}");
+    let keep = log_in_many(store, &user, 1).await[0];
+    let mut keys = log_in_many(store, &user, count).await;
+    let chains = keys.split_off(count - renamed);
+    let done = Arc::new(AtomicBool::new(false));
+    let renamers: Vec<_> = chains
+        .into_iter()
+        .map(|mut key| {
+            let (store, done) = (store.clone(), done.clone());
+            tokio::spawn(async move {
+                loop {
+                    let next = SessionId::generate().store_key();
+                    match store.rename(&key, &next).await {
+                        Ok(()) => key = next,
+                        Err(RenameError::Missing) => return key,
+                        Err(error) => panic!("rename: {error}"),
+                    }
+                    if done.load(Ordering::SeqCst) {
+                        return key;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    store
+        .delete_for_user(&user, Some(&keep))
+        .await
+        .expect("revoke");
+    done.store(true, Ordering::SeqCst);
+    for renamer in renamers {
+        keys.push(renamer.await.unwrap());
+    }
+    assert_eq!(
+        live_count(store, &keys).await,
+        0,
+        "round {round}: a session renamed during the revocation survived it"
+    );
+    assert!(store.load(&keep).await.unwrap().is_some());
+    let listed = store.list_for_user(&user).await.unwrap();
+    assert_eq!(listed.len(), 1, "round {round}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoke_others_finishes_for_twenty_thousand_sessions() {
     let prefix = support::unique_prefix();
     let Some(store) = store(&prefix).await else {
         return;
     };
-    let keys = log_in_many(&store, "crowd", 20_000).await;
-    let current = keys[0];
-
-    let started = Instant::now();
-    let listed = store.list_for_user("crowd").await.expect("list 20,000");
-    assert_eq!(listed.len(), 20_000);
-    eprintln!("list_for_user, 20,000 sessions: {:?}", started.elapsed());
-
-    let started = Instant::now();
-    let revoked = store
-        .delete_for_user("crowd", Some(&current))
-        .await
-        .expect("revoke others of 20,000");
-    eprintln!(
-        "delete_for_user(except), 20,000 sessions: {:?}",
-        started.elapsed()
-    );
-    assert_eq!(revoked, 19_999);
-    assert_eq!(live_count(&store, &keys).await, 1);
-    let listed = store.list_for_user("crowd").await.expect("list after");
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].key, current);
+    revoke_others_at_scale(&store, "", 20_000).await;
     support::clean(&support::redis_url(), &prefix).await;
 }
 
@@ -104,49 +159,7 @@ async fn revoke_others_racing_rename_leaves_only_the_kept_session() {
         return;
     };
     for round in 0..15 {
-        let user = format!("racer{round}");
-        let keep = log_in_many(&store, &user, 1).await[0];
-        let mut keys = log_in_many(&store, &user, 300).await;
-        let chains = keys.split_off(280);
-        let done = Arc::new(AtomicBool::new(false));
-        let renamers: Vec<_> = chains
-            .into_iter()
-            .map(|mut key| {
-                let (store, done) = (store.clone(), done.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let next = SessionId::generate().store_key();
-                        match store.rename(&key, &next).await {
-                            Ok(()) => key = next,
-                            Err(RenameError::Missing) => return key,
-                            Err(error) => panic!("rename: {error}"),
-                        }
-                        if done.load(Ordering::SeqCst) {
-                            return key;
-                        }
-                    }
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        store
-            .delete_for_user(&user, Some(&keep))
-            .await
-            .expect("revoke");
-        done.store(true, Ordering::SeqCst);
-        let mut last = Vec::new();
-        for renamer in renamers {
-            last.push(renamer.await.unwrap());
-        }
-        keys.extend(last);
-        assert_eq!(
-            live_count(&store, &keys).await,
-            0,
-            "round {round}: a session renamed during the revocation survived it"
-        );
-        assert!(store.load(&keep).await.unwrap().is_some());
-        let listed = store.list_for_user(&user).await.unwrap();
-        assert_eq!(listed.len(), 1, "round {round}");
+        revoke_others_racing_renames(&store, round, 300, 20).await;
     }
     support::clean(&support::redis_url(), &prefix).await;
 }
@@ -365,58 +378,8 @@ async fn cluster_revoke_others_at_scale_and_racing_rename() {
         .await
         .expect("connect to the cluster");
 
-    let keys = log_in_many(&store, "crowd", 3_000).await;
-    let started = Instant::now();
-    assert_eq!(store.list_for_user("crowd").await.unwrap().len(), 3_000);
-    eprintln!("cluster list_for_user, 3,000: {:?}", started.elapsed());
-    let started = Instant::now();
-    let revoked = store
-        .delete_for_user("crowd", Some(&keys[0]))
-        .await
-        .unwrap();
-    eprintln!(
-        "cluster delete_for_user(except), 3,000: {:?}",
-        started.elapsed()
-    );
-    assert_eq!(revoked, 2_999);
-    assert_eq!(live_count(&store, &keys).await, 1);
-
+    revoke_others_at_scale(&store, "cluster ", 3_000).await;
     for round in 0..5 {
-        let user = format!("racer{round}");
-        let keep = log_in_many(&store, &user, 1).await[0];
-        let mut keys = log_in_many(&store, &user, 200).await;
-        let chains = keys.split_off(180);
-        let done = Arc::new(AtomicBool::new(false));
-        let renamers: Vec<_> = chains
-            .into_iter()
-            .map(|mut key| {
-                let (store, done) = (store.clone(), done.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let next = SessionId::generate().store_key();
-                        match store.rename(&key, &next).await {
-                            Ok(()) => key = next,
-                            Err(RenameError::Missing) => return key,
-                            Err(error) => panic!("rename: {error}"),
-                        }
-                        if done.load(Ordering::SeqCst) {
-                            return key;
-                        }
-                    }
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        store.delete_for_user(&user, Some(&keep)).await.unwrap();
-        done.store(true, Ordering::SeqCst);
-        for renamer in renamers {
-            keys.push(renamer.await.unwrap());
-        }
-        assert_eq!(
-            live_count(&store, &keys).await,
-            0,
-            "round {round}: a session renamed during the revocation survived it"
-        );
-        assert_eq!(store.list_for_user(&user).await.unwrap().len(), 1);
+        revoke_others_racing_renames(&store, round, 200, 20).await;
     }
 }

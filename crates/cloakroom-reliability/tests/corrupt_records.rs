@@ -8,10 +8,7 @@ use cloakroom::{ListQuery, Record, SessionId, SessionStore, StoreKey};
 const USER: &str = "corrupt";
 
 fn live_record() -> Record {
-    let now = cloakroom::record::now();
-    let mut record = Record::new(now, Some(now + time::Duration::hours(1)), None);
-    record.user_id = Some(USER.to_owned());
-    record
+    cloakroom::conformance::live_record(Some(USER))
 }
 
 /// A user with one good session and one corrupt one: every per-user and admin operation

@@ -40,10 +40,7 @@ async fn sqlite_store_passes_the_conformance_suite() {
 async fn sqlite_store_concurrency_twenty_rounds() {
     let dir = tempfile::tempdir().unwrap();
     let counter = AtomicUsize::new(0);
-    let cases: Vec<_> = cloakroom::conformance::cases()
-        .into_iter()
-        .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
-        .collect();
+    let cases = cloakroom::conformance::concurrency_cases();
     cloakroom::conformance::run_cases_on(
         &cases,
         20,

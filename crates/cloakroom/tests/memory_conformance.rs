@@ -13,10 +13,7 @@ async fn memory_store_passes_the_conformance_suite() {
 /// The same-session concurrency cases, twenty rounds in a row: no flakiness allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_concurrency_twenty_rounds() {
-    let cases: Vec<_> = cloakroom::conformance::cases()
-        .into_iter()
-        .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
-        .collect();
+    let cases = cloakroom::conformance::concurrency_cases();
     assert_eq!(cases.len(), 6, "{cases:?}");
     cloakroom::conformance::run_cases(&cases, 20, || async { MemoryStore::new() }).await;
 }

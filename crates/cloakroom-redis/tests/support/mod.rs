@@ -1,6 +1,7 @@
 //! Test support: the shared Redis, private `redis-server` instances on spare loopback ports
 //! (for tests that stop a server), and a real 3-master Redis Cluster.
-#![allow(dead_code)]
+// Each test binary uses a part of this module.
+#![allow(dead_code, unused_imports)]
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -9,35 +10,11 @@ use std::time::{Duration, Instant};
 
 pub use cloakroom::testing::skip;
 
-pub fn redis_url() -> String {
-    std::env::var("CLOAKROOM_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
+pub use cloakroom_redis::testing::{clean, reachable_redis, redis_url};
 
 /// A key prefix no other test uses.
 pub fn unique_prefix() -> String {
-    format!(
-        "ct:{}:",
-        &cloakroom::SessionId::generate().store_key().to_hex()[..12]
-    )
-}
-
-/// Deletes every key under `prefix` on the node at `url`.
-pub async fn clean(url: &str, prefix: &str) {
-    let client = redis::Client::open(url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-    }
+    cloakroom_redis::testing::unique_prefix("ct")
 }
 
 /// Two free ports `p` and `p + 10000` (a cluster node needs its bus port too).

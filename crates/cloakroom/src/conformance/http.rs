@@ -399,14 +399,19 @@ async fn logout_deletes_and_removes_cookie(target: Target, framework: Arc<dyn Fr
     }
 }
 
-async fn untouched_requests_do_no_store_io(target: Target, framework: Arc<dyn Framework>) {
+/// The default app over `target`'s store, counting the store's operations.
+fn counted_app(
+    framework: &Arc<dyn Framework>,
+    target: &Target,
+) -> (App, Arc<super::counting::OperationCounts>) {
     let counting = CountingStore::new(target.store());
     let counts = counting.counts();
-    let app = app(
-        &framework,
-        Target::Store(Arc::new(counting)),
-        SessionConfig::default(),
-    );
+    let target = Target::Store(Arc::new(counting));
+    (default_app(framework, target), counts)
+}
+
+async fn untouched_requests_do_no_store_io(target: Target, framework: Arc<dyn Framework>) {
+    let (app, counts) = counted_app(&framework, &target);
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let before = counts.snapshot();
@@ -421,13 +426,7 @@ async fn untouched_requests_do_no_store_io(target: Target, framework: Arc<dyn Fr
 }
 
 async fn read_only_traffic_is_throttled(target: Target, framework: Arc<dyn Framework>) {
-    let counting = CountingStore::new(target.store());
-    let counts = counting.counts();
-    let app = app(
-        &framework,
-        Target::Store(Arc::new(counting)),
-        SessionConfig::default(),
-    );
+    let (app, counts) = counted_app(&framework, &target);
     let mut b = Browser::new(&app);
     b.post("/set/a", json!(1)).await;
     let (loads, writes, _) = counts.snapshot();
@@ -535,30 +534,35 @@ async fn persistent_cookie_has_max_age(target: Target, framework: Arc<dyn Framew
     );
 }
 
-async fn concurrent_writers_keep_every_key(target: Target, framework: Arc<dyn Framework>) {
-    let app = default_app(&framework, target);
-    let mut b = Browser::new(&app);
-    b.post("/set/seed", json!(0)).await;
+/// `count` POSTs at once on `b`'s session, the `i`th to `request(i)` (path and body); each
+/// must answer 200.
+async fn post_concurrently(
+    app: &App,
+    b: &Browser,
+    count: usize,
+    request: impl Fn(usize) -> (String, Option<Value>),
+) {
     let cookie = format!("id={}", b.id());
-    let tasks: Vec<_> = (0..64)
+    let tasks: Vec<_> = (0..count)
         .map(|i| {
-            let (app, cookie) = (app.clone(), cookie.clone());
-            tokio::spawn(async move {
-                raw(
-                    &app,
-                    "POST",
-                    &format!("/set/k{i}?delay_ms=20"),
-                    Some(&cookie),
-                    Some(json!(i)),
-                )
-                .await
-            })
+            let (app, cookie, (path, body)) = (app.clone(), cookie.clone(), request(i));
+            tokio::spawn(async move { raw(&app, "POST", &path, Some(&cookie), body).await })
         })
         .collect();
     for task in tasks {
         let r = task.await.unwrap();
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
     }
+}
+
+async fn concurrent_writers_keep_every_key(target: Target, framework: Arc<dyn Framework>) {
+    let app = default_app(&framework, target);
+    let mut b = Browser::new(&app);
+    b.post("/set/seed", json!(0)).await;
+    post_concurrently(&app, &b, 64, |i| {
+        (format!("/set/k{i}?delay_ms=20"), Some(json!(i)))
+    })
+    .await;
     for i in 0..64 {
         assert_eq!(
             b.get(&format!("/get/k{i}")).await.body,
@@ -572,18 +576,7 @@ async fn concurrent_increments_are_exact(target: Target, framework: Arc<dyn Fram
     let app = default_app(&framework, target);
     let mut b = Browser::new(&app);
     b.post("/incr/n", json!(null)).await;
-    let cookie = format!("id={}", b.id());
-    let tasks: Vec<_> = (0..200)
-        .map(|_| {
-            let (app, cookie) = (app.clone(), cookie.clone());
-            tokio::spawn(async move {
-                raw(&app, "POST", "/incr/n?delay_ms=5", Some(&cookie), None).await
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap().status, StatusCode::OK);
-    }
+    post_concurrently(&app, &b, 200, |_| ("/incr/n?delay_ms=5".to_owned(), None)).await;
     assert_eq!(
         b.get("/get/n").await.body,
         json!(201),

@@ -142,6 +142,15 @@ pub async fn run_client_side_on(frameworks: &[Arc<dyn Framework>], sessions: Coo
     .await;
 }
 
+/// The cases that race writers on one session (named `concurrent` or `racing`): the ones
+/// worth repeating with [`run_cases_on`] to catch flakiness.
+pub fn concurrency_cases() -> Vec<Case> {
+    cases()
+        .into_iter()
+        .filter(|case| case.name.contains("concurrent") || case.name.contains("racing"))
+        .collect()
+}
+
 /// The cases whose name contains `pattern`.
 pub fn cases_matching(pattern: &str) -> Vec<Case> {
     cases()

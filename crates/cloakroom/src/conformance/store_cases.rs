@@ -546,6 +546,23 @@ async fn list_sessions_pages_in_key_order(store: Store) {
     assert!(mine.iter().all(|k| keys.contains(k)));
 }
 
+/// How many of the racing `tasks` succeeded; every other must have lost the way `lost`
+/// accepts (the error a losing racer gets), never failed otherwise.
+async fn winners<E: std::fmt::Display>(
+    tasks: Vec<tokio::task::JoinHandle<Result<(), E>>>,
+    lost: fn(&E) -> bool,
+) -> usize {
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => winners += 1,
+            Err(error) if lost(&error) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    winners
+}
+
 async fn concurrent_updates_have_one_winner(store: Store) {
     let k = key();
     store.insert(&k, &live(None)).await.unwrap();
@@ -559,14 +576,7 @@ async fn concurrent_updates_have_one_winner(store: Store) {
             })
         })
         .collect();
-    let mut winners = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(()) => winners += 1,
-            Err(UpdateError::Conflict) => {}
-            Err(other) => panic!("unexpected {other}"),
-        }
-    }
+    let winners = winners(tasks, |error| matches!(error, UpdateError::Conflict)).await;
     assert_eq!(
         winners, 1,
         "exactly one compare-and-set at one version wins"
@@ -582,14 +592,7 @@ async fn concurrent_inserts_have_one_winner(store: Store) {
             tokio::spawn(async move { store.insert(&k, &live(None)).await })
         })
         .collect();
-    let mut winners = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(()) => winners += 1,
-            Err(InsertError::Duplicate) => {}
-            Err(other) => panic!("unexpected {other}"),
-        }
-    }
+    let winners = winners(tasks, |error| matches!(error, InsertError::Duplicate)).await;
     assert_eq!(winners, 1, "exactly one insert of a key wins");
 }
 
@@ -604,14 +607,7 @@ async fn concurrent_renames_have_one_winner(store: Store) {
             tokio::spawn(async move { store.rename(&old, &new).await })
         })
         .collect();
-    let mut winners = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(()) => winners += 1,
-            Err(RenameError::Missing) => {}
-            Err(other) => panic!("unexpected {other}"),
-        }
-    }
+    let winners = winners(tasks, |error| matches!(error, RenameError::Missing)).await;
     assert_eq!(
         winners, 1,
         "one rename of a key wins; the rest find it Missing"
