@@ -13,7 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::{ClientIpSource, ConfigError, SessionConfig};
-use crate::session::{Finish, RequestClient, Session, SessionManager};
+use crate::session::{CookieHeaders, Finish, RequestClient, Session, SessionManager};
 use crate::store::SessionStore;
 
 /// Adds sessions to a tower service (an axum `Router`, for example).
@@ -95,14 +95,10 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let client = request_client(&request, self.manager.config());
-        let session = self.manager.session(
-            request
-                .headers()
-                .get_all(COOKIE)
-                .iter()
-                .map(HeaderValue::as_bytes),
-            client,
-        );
+        // Lazy: the cookie is read when the handler first touches the session, so a
+        // request that never does costs no parsing.
+        let cookies = CookieHeaders::from_values(request.headers().get_all(COOKIE).iter());
+        let session = self.manager.lazy_session(cookies, client);
         request.extensions_mut().insert(session.clone());
         ResponseFuture {
             inner: self.inner.call(request),

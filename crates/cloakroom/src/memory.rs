@@ -1,21 +1,25 @@
 //! [`MemoryStore`]: an in-process store for tests, development and single-process apps.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
-use serde_json::Value;
-use time::OffsetDateTime;
 
 use crate::id::{SessionHandle, StoreKey};
-use crate::record::{earliest, is_live, now, ClientMeta, Record, Touch};
+use crate::record::{from_unix_ms, now, to_unix_ms, ClientMeta, Data, Record, Touch};
 use crate::store::{
     InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError, TouchError,
     UpdateError,
 };
 
-/// How many expired records each write evicts on its way, so memory is reclaimed without a
-/// background task (call [`SessionStore::purge_expired`] to evict all at once).
+/// How many records each write looks at for expiry on its way, so memory is reclaimed
+/// without a background task and without an expiry index (call
+/// [`SessionStore::purge_expired`] to evict all at once).
+///
+/// Every write (each insert among them) sweeps this many records, so the sweep goes round
+/// the store at least this many times faster than sessions are created: records past their
+/// deadline and not yet evicted are at most about `1 / EVICT_PER_WRITE` of those held.
 const EVICT_PER_WRITE: usize = 8;
 
 /// A concurrent in-memory store with a per-user index and real eviction of expired records.
@@ -51,124 +55,267 @@ impl std::fmt::Debug for MemoryStore {
 struct Inner {
     sessions: BTreeMap<StoreKey, Stored>,
     by_user: HashMap<String, BTreeSet<StoreKey>>,
-    by_expiry: BTreeSet<(OffsetDateTime, StoreKey)>,
+    /// Where the expiry sweep resumes: after this key (from the start when `None`). The
+    /// sweep replaces an index by deadline, which cost every session some 90 bytes.
+    sweep_after: Option<StoreKey>,
 }
 
-/// A [`Record`] as the store keeps it: the same fields, packed for a store that may hold
-/// millions. A `serde_json::Map` is a B-tree whose first node has room for eleven entries,
-/// so a session with two values would carry some 600 bytes of empty slots; a boxed slice
-/// holds what is there and no more. Client metadata, read only for device lists, sits
-/// behind one pointer.
+/// "No deadline", as a stored deadline: later than any time a [`Record`] can hold (years
+/// past 9999 do not fit in `time`), so the earliest deadline is a plain `min`.
+const NEVER: i64 = i64::MAX;
+
+/// A [`Record`] as the store keeps it, packed for a store that may hold millions: the
+/// times as Unix milliseconds (the precision every store keeps), and everything of
+/// variable size in one allocation of exactly its length (see [`Packed`]). A
+/// `serde_json::Map` is a B-tree whose first node has room for eleven entries, so a
+/// session with two values would otherwise carry some 600 bytes of empty slots, and every
+/// key and string value an allocation of its own.
 struct Stored {
-    /// The values, in key order.
-    data: Box<[(Box<str>, Value)]>,
-    created_at: OffsetDateTime,
-    last_active_at: OffsetDateTime,
-    idle_deadline: Option<OffsetDateTime>,
-    absolute_deadline: Option<OffsetDateTime>,
+    created_ms: i64,
+    last_active_ms: i64,
+    /// [`NEVER`] when there is no idle deadline.
+    idle_ms: i64,
+    /// [`NEVER`] when there is no absolute deadline.
+    absolute_ms: i64,
     version: u64,
-    persistent: bool,
-    user_id: Option<Box<str>>,
-    auth_epoch: Option<Box<str>>,
-    client: Option<Box<ClientMeta>>,
+    packed: Packed,
 }
 
 impl Stored {
-    fn new(record: &Record) -> Self {
-        Self {
-            data: record
-                .data
-                .iter()
-                .map(|(key, value)| (Box::from(key.as_str()), value.clone()))
-                .collect(),
-            created_at: record.created_at,
-            last_active_at: record.last_active_at,
-            idle_deadline: record.idle_deadline,
-            absolute_deadline: record.absolute_deadline,
+    fn new(record: &Record) -> Result<Self, StoreError> {
+        Ok(Self {
+            created_ms: to_unix_ms(record.created_at),
+            last_active_ms: to_unix_ms(record.last_active_at),
+            idle_ms: record.idle_deadline.map_or(NEVER, to_unix_ms),
+            absolute_ms: record.absolute_deadline.map_or(NEVER, to_unix_ms),
             version: record.version,
-            persistent: record.persistent,
-            user_id: record.user_id.as_deref().map(Box::from),
-            auth_epoch: record.auth_epoch.as_deref().map(Box::from),
-            client: (record.client != ClientMeta::default())
-                .then(|| Box::new(record.client.clone())),
-        }
+            packed: Packed::new(record)?,
+        })
     }
 
-    fn to_record(&self) -> Record {
-        Record {
-            data: self
-                .data
-                .iter()
-                .map(|(key, value)| (String::from(&**key), value.clone()))
-                .collect(),
-            created_at: self.created_at,
-            last_active_at: self.last_active_at,
-            idle_deadline: self.idle_deadline,
-            absolute_deadline: self.absolute_deadline,
-            persistent: self.persistent,
-            user_id: self.user_id.as_deref().map(String::from),
-            client: self.client.as_deref().cloned().unwrap_or_default(),
-            auth_epoch: self.auth_epoch.as_deref().map(String::from),
+    /// The record back, or why it cannot be read (a timestamp out of range: never written
+    /// by this store, but a corrupt record is treated as absent rather than panic).
+    fn to_record(&self) -> Result<Record, StoreError> {
+        let time = |ms: i64| from_unix_ms(ms).ok_or_else(|| corrupt("a timestamp out of range"));
+        let deadline = |ms: i64| (ms != NEVER).then(|| time(ms)).transpose();
+        let (fields, data) = self.packed.unpack()?;
+        Ok(Record {
+            data,
+            created_at: time(self.created_ms)?,
+            last_active_at: time(self.last_active_ms)?,
+            idle_deadline: deadline(self.idle_ms)?,
+            absolute_deadline: deadline(self.absolute_ms)?,
+            persistent: fields.persistent,
+            user_id: fields.user.map(str::to_owned),
+            client: ClientMeta {
+                ip: fields.ip.map(str::to_owned),
+                user_agent: fields.user_agent.map(str::to_owned),
+            },
+            auth_epoch: fields.epoch.map(str::to_owned),
             version: self.version,
-        }
+        })
     }
 
-    fn expires_at(&self) -> Option<OffsetDateTime> {
-        earliest(self.idle_deadline, self.absolute_deadline)
+    /// When it dies, in Unix milliseconds ([`NEVER`] when never).
+    fn expires_ms(&self) -> i64 {
+        self.idle_ms.min(self.absolute_ms)
     }
 
-    fn is_live_at(&self, now: OffsetDateTime) -> bool {
-        is_live(self.expires_at(), now)
+    fn is_live_at(&self, now_ms: i64) -> bool {
+        now_ms < self.expires_ms()
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.packed.fields().ok()?.user
     }
 }
 
+/// The variable-size part of a stored record, in one boxed slice:
+///
+/// - a flags byte: [`PERSISTENT`], then one bit per optional text that follows;
+/// - each text present (user, epoch, IP, user agent, in that order): its length as four
+///   bytes (little-endian), then its UTF-8;
+/// - the rest: the data as a JSON object, or nothing for no values.
+///
+/// Only this store writes it and only this process reads it, so reading fails only on a
+/// bug; it still fails as [`StoreError::Corrupt`] rather than panic.
+struct Packed(Box<[u8]>);
+
+const PERSISTENT: u8 = 1;
+const TEXT_BITS: [u8; 4] = [2, 4, 8, 16];
+
+/// The fixed fields a [`Packed`] holds, borrowed from it.
+struct Fields<'a> {
+    persistent: bool,
+    user: Option<&'a str>,
+    epoch: Option<&'a str>,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+}
+
+impl Packed {
+    fn new(record: &Record) -> Result<Self, StoreError> {
+        let texts = [
+            record.user_id.as_deref(),
+            record.auth_epoch.as_deref(),
+            record.client.ip.as_deref(),
+            record.client.user_agent.as_deref(),
+        ];
+        let mut flags = if record.persistent { PERSISTENT } else { 0 };
+        let mut len = 1;
+        for (text, bit) in texts.iter().zip(TEXT_BITS) {
+            if let Some(text) = text {
+                flags |= bit;
+                len += 4 + text.len();
+            }
+        }
+        let data_len = if record.data.is_empty() {
+            0
+        } else {
+            crate::record::json_len(&record.data).map_err(corrupt)?
+        };
+        // Exactly the length needed: no spare capacity is kept per session.
+        let mut bytes = Vec::with_capacity(len + data_len);
+        bytes.push(flags);
+        for text in texts.into_iter().flatten() {
+            let text_len = u32::try_from(text.len())
+                .map_err(|_| StoreError::backend("a session text over 4 GiB"))?;
+            bytes.extend_from_slice(&text_len.to_le_bytes());
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        if data_len > 0 {
+            serde_json::to_writer(&mut bytes, &record.data).map_err(corrupt)?;
+        }
+        Ok(Self(bytes.into_boxed_slice()))
+    }
+
+    /// The fixed fields, and where the data starts.
+    fn read_fields(&self) -> Result<(Fields<'_>, usize), StoreError> {
+        let bytes = &*self.0;
+        let flags = *bytes.first().ok_or_else(|| corrupt("empty"))?;
+        let mut at = 1;
+        let mut texts = [None; 4];
+        for (text, bit) in texts.iter_mut().zip(TEXT_BITS) {
+            if flags & bit == 0 {
+                continue;
+            }
+            let len = bytes
+                .get(at..at + 4)
+                .and_then(|len| <[u8; 4]>::try_from(len).ok())
+                .ok_or_else(|| corrupt("truncated"))?;
+            let len = u32::from_le_bytes(len) as usize;
+            let raw = bytes
+                .get(at + 4..at + 4 + len)
+                .ok_or_else(|| corrupt("truncated"))?;
+            *text = Some(std::str::from_utf8(raw).map_err(corrupt)?);
+            at += 4 + len;
+        }
+        let [user, epoch, ip, user_agent] = texts;
+        let fields = Fields {
+            persistent: flags & PERSISTENT != 0,
+            user,
+            epoch,
+            ip,
+            user_agent,
+        };
+        Ok((fields, at))
+    }
+
+    fn fields(&self) -> Result<Fields<'_>, StoreError> {
+        Ok(self.read_fields()?.0)
+    }
+
+    fn unpack(&self) -> Result<(Fields<'_>, Data), StoreError> {
+        let (fields, at) = self.read_fields()?;
+        let json = self.0.get(at..).unwrap_or_default();
+        let data = if json.is_empty() {
+            Data::new()
+        } else {
+            serde_json::from_slice(json).map_err(corrupt)?
+        };
+        Ok((fields, data))
+    }
+}
+
+fn corrupt(reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("a packed memory record: {reason}"))
+}
+
 impl Inner {
-    fn live(&self, key: &StoreKey, now: OffsetDateTime) -> Option<&Stored> {
-        self.sessions.get(key).filter(|r| r.is_live_at(now))
+    fn live(&self, key: &StoreKey, now_ms: i64) -> Option<&Stored> {
+        self.sessions.get(key).filter(|r| r.is_live_at(now_ms))
     }
 
     fn put(&mut self, key: StoreKey, record: Stored) {
         self.remove(&key);
-        if let Some(user) = &record.user_id {
-            self.by_user
-                .entry(user.to_string())
-                .or_default()
-                .insert(key);
-        }
-        if let Some(deadline) = record.expires_at() {
-            self.by_expiry.insert((deadline, key));
+        if let Some(user) = record.user() {
+            match self.by_user.get_mut(user) {
+                Some(keys) => {
+                    keys.insert(key);
+                }
+                None => {
+                    self.by_user.insert(user.to_owned(), BTreeSet::from([key]));
+                }
+            }
         }
         self.sessions.insert(key, record);
     }
 
     fn remove(&mut self, key: &StoreKey) -> Option<Stored> {
         let record = self.sessions.remove(key)?;
-        if let Some(user) = &record.user_id {
-            if let Some(keys) = self.by_user.get_mut(&**user) {
+        if let Some(user) = record.user() {
+            if let Some(keys) = self.by_user.get_mut(user) {
                 keys.remove(key);
                 if keys.is_empty() {
-                    self.by_user.remove(&**user);
+                    self.by_user.remove(user);
                 }
             }
-        }
-        if let Some(deadline) = record.expires_at() {
-            self.by_expiry.remove(&(deadline, *key));
         }
         Some(record)
     }
 
-    fn evict(&mut self, now: OffsetDateTime, max: usize) -> u64 {
+    /// Looks at up to `max` records after the sweep's position, wrapping round to the
+    /// first, and evicts those past their deadline; returns how many it evicted. The
+    /// position moves on, so successive sweeps go round the whole store.
+    fn sweep(&mut self, now_ms: i64, max: usize) -> u64 {
+        let mut doomed = [StoreKey::from_bytes([0; 32]); EVICT_PER_WRITE];
         let mut evicted = 0;
-        while evicted < max {
-            match self.by_expiry.first() {
-                Some(&(deadline, key)) if deadline <= now => {
-                    self.remove(&key);
-                    evicted += 1;
+        let mut seen = 0;
+        while seen < max {
+            let from = match self.sweep_after {
+                Some(after) => Bound::Excluded(after),
+                None => Bound::Unbounded,
+            };
+            let mut found = 0;
+            let mut last = None;
+            for (key, record) in self.sessions.range((from, Bound::Unbounded)) {
+                if seen == max || found == doomed.len() {
+                    break;
                 }
-                _ => break,
+                seen += 1;
+                last = Some(*key);
+                if !record.is_live_at(now_ms) {
+                    doomed[found] = *key;
+                    found += 1;
+                }
+            }
+            for key in &doomed[..found] {
+                self.remove(key);
+            }
+            evicted += found as u64;
+            match last {
+                Some(key) => self.sweep_after = Some(key),
+                // Past the last record: start again from the first, unless there is none,
+                // or the store is smaller than one sweep (then this one saw it all).
+                None => {
+                    let wrapped = self.sweep_after.take().is_some();
+                    if !wrapped || self.sessions.is_empty() {
+                        break;
+                    }
+                }
             }
         }
-        evicted as u64
+        evicted
     }
 }
 
@@ -193,10 +340,26 @@ impl MemoryStore {
         self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+    fn write(&self, now_ms: i64) -> std::sync::RwLockWriteGuard<'_, Inner> {
         let mut guard = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        guard.evict(now(), EVICT_PER_WRITE);
+        guard.sweep(now_ms, EVICT_PER_WRITE);
         guard
+    }
+}
+
+/// The current time in Unix milliseconds, as records are stored.
+fn now_ms() -> i64 {
+    to_unix_ms(now())
+}
+
+/// The entry for a listing, or `None` (logged) for a record that cannot be read.
+fn entry(key: &StoreKey, record: &Stored) -> Option<SessionEntry> {
+    match record.to_record() {
+        Ok(record) => Some(SessionEntry { key: *key, record }),
+        Err(error) => {
+            tracing::warn!(handle = %key.handle(), %error, "corrupt session record skipped");
+            None
+        }
     }
 }
 
@@ -206,15 +369,20 @@ impl SessionStore for MemoryStore {
         "memory"
     }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        Ok(self.read().live(key, now()).map(Stored::to_record))
+        self.read()
+            .live(key, now_ms())
+            .map(Stored::to_record)
+            .transpose()
     }
 
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        let mut inner = self.write();
-        if inner.live(key, now()).is_some() {
+        let stored = Stored::new(record)?;
+        let t = now_ms();
+        let mut inner = self.write(t);
+        if inner.live(key, t).is_some() {
             return Err(InsertError::Duplicate);
         }
-        inner.put(*key, Stored::new(record));
+        inner.put(*key, stored);
         Ok(())
     }
 
@@ -224,34 +392,37 @@ impl SessionStore for MemoryStore {
         record: &Record,
         expected_version: u64,
     ) -> Result<(), UpdateError> {
-        let mut inner = self.write();
-        let stored = inner.live(key, now()).ok_or(UpdateError::Missing)?;
+        // Packed before the lock is taken, so writers hold it for as short as possible.
+        let mut record = Stored::new(record)?;
+        let t = now_ms();
+        let mut inner = self.write(t);
+        let stored = inner.live(key, t).ok_or(UpdateError::Missing)?;
         if stored.version != expected_version {
             return Err(UpdateError::Conflict);
         }
-        let absolute_deadline = stored.absolute_deadline;
-        let mut record = Stored::new(record);
         record.version = expected_version + 1;
-        record.absolute_deadline = absolute_deadline;
+        record.absolute_ms = stored.absolute_ms;
         inner.put(*key, record);
         Ok(())
     }
 
     async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        let mut inner = self.write();
-        if inner.live(key, now()).is_none() {
-            return Err(TouchError::Missing);
-        }
-        let mut record = inner.remove(key).ok_or(TouchError::Missing)?;
-        record.last_active_at = touch.last_active_at;
-        record.idle_deadline = touch.idle_deadline;
-        inner.put(*key, record);
+        let t = now_ms();
+        let mut inner = self.write(t);
+        // In place: the user index does not change, and there is no index by deadline.
+        let record = inner
+            .sessions
+            .get_mut(key)
+            .filter(|record| record.is_live_at(t))
+            .ok_or(TouchError::Missing)?;
+        record.last_active_ms = to_unix_ms(touch.last_active_at);
+        record.idle_ms = touch.idle_deadline.map_or(NEVER, to_unix_ms);
         Ok(())
     }
 
     async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        let mut inner = self.write();
-        let t = now();
+        let t = now_ms();
+        let mut inner = self.write(t);
         if inner.live(old, t).is_none() {
             return Err(RenameError::Missing);
         }
@@ -264,23 +435,18 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        Ok(self.write().remove(key).is_some())
+        Ok(self.write(now_ms()).remove(key).is_some())
     }
 
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
         let inner = self.read();
-        let t = now();
+        let t = now_ms();
         Ok(inner
             .by_user
             .get(user)
             .into_iter()
             .flatten()
-            .filter_map(|key| {
-                inner.live(key, t).map(|record| SessionEntry {
-                    key: *key,
-                    record: record.to_record(),
-                })
-            })
+            .filter_map(|key| entry(key, inner.live(key, t)?))
             .collect())
     }
 
@@ -289,8 +455,8 @@ impl SessionStore for MemoryStore {
         user: &str,
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
-        let mut inner = self.write();
-        let t = now();
+        let t = now_ms();
+        let mut inner = self.write(t);
         let doomed: Vec<StoreKey> = inner
             .by_user
             .get(user)
@@ -308,15 +474,30 @@ impl SessionStore for MemoryStore {
     async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
         let batch = batch.max(1);
         let mut total = 0;
+        let mut after: Option<StoreKey> = None;
         loop {
-            // Release the lock between batches so requests are never held up for long.
-            let evicted = self
-                .inner
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .evict(now(), batch);
+            // Once round the whole store in key order, `batch` records at a time, releasing
+            // the lock between batches so requests are never held up for long.
+            let (seen, evicted) = {
+                let t = now_ms();
+                let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+                let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+                let mut doomed = Vec::new();
+                let mut seen = 0;
+                for (key, record) in inner.sessions.range((from, Bound::Unbounded)).take(batch) {
+                    seen += 1;
+                    after = Some(*key);
+                    if !record.is_live_at(t) {
+                        doomed.push(*key);
+                    }
+                }
+                for key in &doomed {
+                    inner.remove(key);
+                }
+                (seen, doomed.len() as u64)
+            };
             total += evicted;
-            if evicted < batch as u64 {
+            if seen < batch {
                 return Ok(total);
             }
             tokio::task::yield_now().await;
@@ -328,30 +509,24 @@ impl SessionStore for MemoryStore {
         handle: &SessionHandle,
     ) -> Result<Option<SessionEntry>, StoreError> {
         let inner = self.read();
-        let t = now();
+        let t = now_ms();
         let (low, high) = handle.key_range();
         Ok(inner
             .sessions
             .range(low..=high)
-            .find(|(_, record)| record.is_live_at(t))
-            .map(|(key, record)| SessionEntry {
-                key: *key,
-                record: record.to_record(),
-            }))
+            .filter(|(_, record)| record.is_live_at(t))
+            .find_map(|(key, record)| entry(key, record)))
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
         let inner = self.read();
-        let t = now();
+        let t = now_ms();
         let entries = |keys: &mut dyn Iterator<Item = (&StoreKey, &Stored)>| {
             keys.filter(|(key, record)| {
                 record.is_live_at(t) && query.after.is_none_or(|after| **key > after)
             })
+            .filter_map(|(key, record)| entry(key, record))
             .take(query.limit)
-            .map(|(key, record)| SessionEntry {
-                key: *key,
-                record: record.to_record(),
-            })
             .collect()
         };
         Ok(match &query.user {
@@ -367,7 +542,6 @@ impl SessionStore for MemoryStore {
         })
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,19 +41,18 @@ impl Session {
             vary_cookie: slot.touched(),
             ..Finish::default()
         };
-        let span = &self.inner.span;
         let view = match &mut slot.status {
-            Status::Untouched => {
-                span.record("outcome", "untouched");
-                return finish;
-            }
+            // Never touched: no span was opened, there is nothing to record.
+            Status::Untouched => return finish,
             Status::LoadFailed => {
+                let span = self.span();
                 span.record("outcome", "failed");
                 finish.error = Some(Self::load_failure());
                 return finish;
             }
             Status::Loaded(view) => view,
         };
+        let span = self.span();
         if !status.is_server_error() || self.config().save_on_server_error {
             if let Err(error) = self.traced(self.commit(view)).await {
                 finish.error = Some(error);
@@ -88,7 +87,7 @@ impl Session {
                     Err(error) => finish.error = Some(error),
                 }
             }
-            _ if view.destroyed && self.inner.incoming.is_present() => {
+            _ if view.destroyed && self.incoming().is_present() => {
                 finish.set_cookie = Some(codec::removal_cookie(config));
             }
             _ => {}

@@ -1,6 +1,7 @@
 //! The [`Session`] handle: the typed API a handler calls.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -10,7 +11,7 @@ use tokio::sync::Mutex;
 use tracing::instrument::{Instrument, Instrumented};
 
 use super::info::SessionMetadata;
-use super::manager::{Backend, Incoming, RequestClient, SessionManager};
+use super::manager::{Backend, CookieHeaders, Incoming, RequestClient, SessionManager};
 use super::state::{Slot, View};
 use crate::change::{self, Change, Undo, UpdateFn};
 use crate::config::SessionConfig;
@@ -51,31 +52,83 @@ impl std::fmt::Debug for Session {
 
 pub(super) struct Inner {
     pub(super) manager: Arc<SessionManager>,
-    pub(super) incoming: Incoming,
+    /// The request's `Cookie` header values as they came, read into `incoming` when the
+    /// session is first touched: a request that never touches it parses nothing.
+    cookies: CookieHeaders,
+    incoming: OnceLock<Incoming>,
     pub(super) client: RequestClient,
     pub(super) slot: Mutex<Slot>,
-    /// The request's `cloakroom.session` span (see [`telemetry`](crate::telemetry)).
-    pub(super) span: tracing::Span,
+    /// Whether the session was touched, or finished untouched ([`FRESH`], [`TOUCHED`],
+    /// [`FINISHED_UNTOUCHED`]): the layer's check after the handler is one atomic
+    /// operation instead of a lock.
+    state: AtomicU8,
+    /// The request's `cloakroom.session` span (see [`telemetry`](crate::telemetry)),
+    /// opened when the session is first touched: a request that never touches its session
+    /// pays for no span.
+    span: OnceLock<tracing::Span>,
 }
 
+/// [`Inner::state`]: nothing happened yet.
+const FRESH: u8 = 0;
+/// [`Inner::state`]: the handler touched the session: it has to be finished under the lock.
+const TOUCHED: u8 = 1;
+/// [`Inner::state`]: finished without having been touched: writes are refused from then on.
+const FINISHED_UNTOUCHED: u8 = 2;
+
 impl Session {
+    /// A session whose cookie is `incoming`, or, when `None`, is read from `cookies` on
+    /// first use.
     pub(super) fn new(
         manager: Arc<SessionManager>,
-        incoming: Incoming,
+        cookies: CookieHeaders,
+        incoming: Option<Incoming>,
         client: RequestClient,
     ) -> Self {
+        let parsed = OnceLock::new();
+        if let Some(incoming) = incoming {
+            let _ = parsed.set(incoming);
+        }
         Self {
             inner: Arc::new(Inner {
                 manager,
-                incoming,
+                cookies,
+                incoming: parsed,
                 client,
                 slot: Mutex::new(Slot::new()),
-                span: tracing::info_span!(
-                    "cloakroom.session",
-                    handle = tracing::field::Empty,
-                    outcome = tracing::field::Empty
-                ),
+                state: AtomicU8::new(FRESH),
+                span: OnceLock::new(),
             }),
+        }
+    }
+
+    /// The request's session cookie, read when first asked for.
+    pub(super) fn incoming(&self) -> &Incoming {
+        self.inner
+            .incoming
+            .get_or_init(|| self.inner.manager.incoming(self.inner.cookies.iter()))
+    }
+
+    /// The request's `cloakroom.session` span, opened on first use.
+    pub(super) fn span(&self) -> &tracing::Span {
+        self.inner.span.get_or_init(|| {
+            tracing::info_span!(
+                "cloakroom.session",
+                handle = tracing::field::Empty,
+                outcome = tracing::field::Empty
+            )
+        })
+    }
+
+    /// Marks the session touched, before its lock is taken; `true` if it was already
+    /// finished untouched (then writes are refused).
+    pub(super) fn mark_touched(&self) -> bool {
+        match self
+            .inner
+            .state
+            .compare_exchange(FRESH, TOUCHED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => false,
+            Err(state) => state == FINISHED_UNTOUCHED,
         }
     }
 
@@ -93,24 +146,25 @@ impl Session {
 
     /// `work` inside the request's session span, so store spans nest under it.
     pub(super) fn traced<F: std::future::Future>(&self, work: F) -> Instrumented<F> {
-        work.instrument(self.inner.span.clone())
+        work.instrument(self.span().clone())
     }
 
     /// Finishes a session its request never touched, without waiting: `true` if it was
     /// untouched (there is nothing to commit and no header to send), `false` if
     /// [`finish`](Self::finish) must run. For integrations (see
     /// [`integration`](crate::integration)): the fast path of a request that never used its
-    /// session, with no lock wait and no allocation.
+    /// session, one atomic operation with no lock, no span and no allocation.
     #[doc(hidden)]
     pub fn finish_untouched(&self) -> bool {
-        match self.inner.slot.try_lock() {
-            Ok(mut slot) if !slot.touched() && !slot.finished => {
-                slot.finished = true;
-                self.inner.span.record("outcome", "untouched");
-                true
-            }
-            _ => false,
-        }
+        self.inner
+            .state
+            .compare_exchange(
+                FRESH,
+                FINISHED_UNTOUCHED,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 
     /// Checks the limits for setting `key` to `value` (or removing it) and returns the data's

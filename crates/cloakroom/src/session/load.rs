@@ -32,7 +32,9 @@ impl Session {
 
     /// Locks the slot, loading the session if nothing did yet.
     async fn load_once(&self) -> Result<MutexGuard<'_, Slot>, SessionError> {
+        let finished_untouched = self.mark_touched();
         let mut slot = self.inner.slot.lock().await;
+        slot.finished |= finished_untouched;
         match slot.status {
             Status::Loaded(_) => {}
             // The response is already a 503: asking a down store again would only wait
@@ -68,7 +70,7 @@ impl Session {
     async fn load(&self) -> Result<View, SessionError> {
         let time = now();
         let fresh = || View::new(self.config().expiry.new_record(time));
-        let found = match (&self.inner.manager.backend, &self.inner.incoming) {
+        let found = match (&self.inner.manager.backend, self.incoming()) {
             (Backend::Store(store), Incoming::Ids(ids)) => {
                 // Duplicates (a cookie planted from a sibling domain, say): the first ID
                 // the store knows wins; unknown ones are never adopted. A planted live ID

@@ -176,9 +176,34 @@ impl SessionManager {
         cookie_headers: impl IntoIterator<Item = &'a [u8]>,
         client: RequestClient,
     ) -> Session {
+        let incoming = self.incoming(cookie_headers);
+        Session::new(
+            Arc::clone(self),
+            CookieHeaders::default(),
+            Some(incoming),
+            client,
+        )
+    }
+
+    /// The same, with the `Cookie` header values kept as they are and read only when the
+    /// handler first touches the session: what the tower layer uses, so a request that
+    /// never touches its session does not parse its cookies.
+    pub(crate) fn lazy_session(
+        self: &Arc<Self>,
+        cookies: CookieHeaders,
+        client: RequestClient,
+    ) -> Session {
+        Session::new(Arc::clone(self), cookies, None, client)
+    }
+
+    /// What the request's `Cookie` header values bring for this manager's cookie.
+    pub(super) fn incoming<'a>(
+        &self,
+        cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Incoming {
         let name = self.config.cookie.full_name();
         let name = &*name;
-        let incoming = match &self.backend {
+        match &self.backend {
             Backend::Store(_) => {
                 let ids = IdCandidates::parse_with(cookie_headers, name, self.id_format());
                 if ids.is_empty() && ids.saw_malformed() {
@@ -197,8 +222,47 @@ impl SessionManager {
                     Incoming::Sealed(values)
                 }
             }
+        }
+    }
+}
+
+/// A request's `Cookie` header values, kept until its session is first touched. Cloning a
+/// header value shares its bytes; most requests have one `Cookie` line or none.
+#[derive(Debug, Default)]
+pub(crate) enum CookieHeaders {
+    /// No `Cookie` header.
+    #[default]
+    None,
+    /// One line.
+    One(HeaderValue),
+    /// Several lines, in order.
+    Many(Vec<HeaderValue>),
+}
+
+impl CookieHeaders {
+    /// The values of an `http` request's `Cookie` lines.
+    pub(crate) fn from_values<'a>(mut values: impl Iterator<Item = &'a HeaderValue>) -> Self {
+        let Some(first) = values.next() else {
+            return Self::None;
         };
-        Session::new(Arc::clone(self), incoming, client)
+        match values.next() {
+            None => Self::One(first.clone()),
+            Some(second) => {
+                let mut all = vec![first.clone(), second.clone()];
+                all.extend(values.cloned());
+                Self::Many(all)
+            }
+        }
+    }
+
+    /// The lines' bytes, in order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let (one, many): (Option<&HeaderValue>, &[HeaderValue]) = match self {
+            Self::None => (None, &[]),
+            Self::One(value) => (Some(value), &[]),
+            Self::Many(values) => (None, values),
+        };
+        one.into_iter().chain(many).map(HeaderValue::as_bytes)
     }
 }
 
