@@ -41,9 +41,10 @@
 //! Each request's session work runs in a `tracing` span named `cloakroom.session` (level
 //! `INFO`) with two fields, recorded when the session is committed: `handle`, the public
 //! handle of the session (after a rotation, the new one; never the ID), and `outcome`,
-//! one of `read`, `written`, `rotated`, `destroyed` or `failed` (the store failed). The
-//! span opens when the handler first touches its session: a request that never does has
-//! none, and costs no span. Each store operation has a `cloakroom.store` span (level
+//! one of `untouched`, `read`, `written`, `rotated`, `destroyed` or `failed` (the store
+//! failed). The span opens when the handler first touches its session, or, for a request
+//! that never does, when it finishes: without a subscriber that wants it, an untouched
+//! request costs no span. Each store operation has a `cloakroom.store` span (level
 //! `DEBUG`) with `store` and `operation`.
 //!
 //! ```

@@ -42,8 +42,10 @@ impl Session {
             ..Finish::default()
         };
         let view = match &mut slot.status {
-            // Never touched: no span was opened, there is nothing to record.
-            Status::Untouched => return finish,
+            Status::Untouched => {
+                self.span().record("outcome", "untouched");
+                return finish;
+            }
             Status::LoadFailed => {
                 let span = self.span();
                 span.record("outcome", "failed");

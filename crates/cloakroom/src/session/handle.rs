@@ -153,10 +153,12 @@ impl Session {
     /// untouched (there is nothing to commit and no header to send), `false` if
     /// [`finish`](Self::finish) must run. For integrations (see
     /// [`integration`](crate::integration)): the fast path of a request that never used its
-    /// session, one atomic operation with no lock, no span and no allocation.
+    /// session, one atomic operation with no lock and no allocation. Its span, with outcome
+    /// `untouched`, opens only now: without a subscriber that wants it, it costs nothing.
     #[doc(hidden)]
     pub fn finish_untouched(&self) -> bool {
-        self.inner
+        let untouched = self
+            .inner
             .state
             .compare_exchange(
                 FRESH,
@@ -164,7 +166,11 @@ impl Session {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
-            .is_ok()
+            .is_ok();
+        if untouched {
+            self.span().record("outcome", "untouched");
+        }
+        untouched
     }
 
     /// Checks the limits for setting `key` to `value` (or removing it) and returns the data's
