@@ -49,6 +49,10 @@ pub(crate) struct Scan {
     pub live: Vec<(StoreKey, Record)>,
     /// Members whose record does not decode: absent for `load`, removed by revocation.
     pub corrupt: Vec<StoreKey>,
+    /// Every member the scan read, before it read their records.
+    pub members: HashSet<StoreKey>,
+    /// How many shards it read (`0..shards`; shard `shards` was absent).
+    pub shards: u64,
 }
 
 /// A directory item: shards `0..shards` exist, new members go to `open`.
@@ -225,7 +229,8 @@ impl MemcachedStore {
             return Ok(Scan::default());
         }
         let indices: Vec<u64> = (0..shards).collect();
-        let (scan, _, first_open) = self.prune(set, &indices, keep).await?;
+        let (mut scan, _, first_open) = self.prune(set, &indices, keep).await?;
+        scan.shards = shards;
         let open = first_open.unwrap_or(shards);
         if open != directory.open || shards != directory.shards {
             let next = Directory { shards, open };
@@ -233,6 +238,28 @@ impl MemcachedStore {
             self.put_directory(set, next, cas).await?;
         }
         Ok(scan)
+    }
+
+    /// Whether `set` holds only members `scan` read (removals are fine): no key was added
+    /// since, so no writer that indexes before it makes a session reachable (insert, and
+    /// rename before it deletes the original) slipped between the scan's reads. A new
+    /// shard counts as a change.
+    pub(crate) async fn gained_nothing(&self, set: &str, scan: &Scan) -> Result<bool, StoreError> {
+        let items: Vec<String> = (0..=scan.shards)
+            .map(|index| Self::shard_item(set, index))
+            .collect();
+        let shards = self.get_many(&items).await?;
+        if items
+            .last()
+            .is_some_and(|beyond| shards.contains_key(beyond))
+        {
+            return Ok(false);
+        }
+        Ok(shards.values().all(|(bytes, _)| {
+            parse_members(bytes)
+                .iter()
+                .all(|k| scan.members.contains(k))
+        }))
     }
 
     /// Moves the members of a one-item index written by an earlier version (a JSON array of
@@ -277,7 +304,8 @@ impl MemcachedStore {
         for (bytes, _) in shards.values() {
             all.extend(parse_members(bytes));
         }
-        let all: Vec<StoreKey> = all.into_iter().collect();
+        let members = all;
+        let all: Vec<StoreKey> = members.iter().copied().collect();
         let states = self.states(&all, keep).await?;
         let doomed: HashSet<StoreKey> = states
             .iter()
@@ -312,6 +340,8 @@ impl MemcachedStore {
         let mut scan = Scan {
             live: revived,
             corrupt: Vec::new(),
+            members,
+            shards: 0,
         };
         for (key, state) in states {
             match state {
