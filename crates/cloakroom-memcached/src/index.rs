@@ -9,9 +9,15 @@
 //! compare-and-set on one small item.
 //!
 //! Invariants, so revocation never misses a live session:
-//! - A key joins its sets *before* its record is written, and the writer checks afterwards
-//!   that it is still there (a concurrent prune may have seen the key before its record
-//!   existed), adding it again if not.
+//! - A new session's key (insert, or a rename's copy) joins its sets *after* its record
+//!   is written and before anyone can reach it (insert returns; a rename deletes the
+//!   original). A prune only drops a key whose record it read as dead after seeing the
+//!   key, so it never drops such a key while it is live. (Joining first and checking
+//!   afterwards was not enough: a prune that read the key before its record existed could
+//!   remove it after the check, and a revocation read the index in that window.)
+//! - A session gaining an owner (an update naming a new user) joins the new owner's set
+//!   before its record names that owner, and the writer checks afterwards that it is
+//!   still there, adding it again if not.
 //! - A prune removes a key only if its record is absent, past its deadline or belongs to
 //!   another user, and loads the removed keys once more after the removal, adding back
 //!   any that came alive meanwhile.
@@ -327,7 +333,7 @@ impl MemcachedStore {
                 first_open = Some(*index);
             }
         }
-        // A key may have come alive (its writer adds it first, then writes the record)
+        // A key may have come alive (a new owner's update adds it first, then writes)
         // between our load and the removal: look again and put those back.
         let removed: Vec<StoreKey> = doomed.iter().copied().collect();
         let mut revived = Vec::new();

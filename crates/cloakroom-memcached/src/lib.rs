@@ -4,7 +4,7 @@
 //! | operation | how | round trips |
 //! |---|---|---|
 //! | `load` | `mg` | 1 |
-//! | `insert` | `ms` in add mode (`ME`): never overwrites | 1 (+3 or so per index) |
+//! | `insert` | `ms` in add mode (`ME`): never overwrites; then the key is indexed | 1 (+3 or so per index) |
 //! | `update` | `mg` with the CAS token, then `ms C<cas>` after checking the version | 2 |
 //! | `touch` | the same, writing only the activity time and idle deadline | 2 |
 //! | `rename` | copy with add mode, index the copy, then `md C<cas>` on the original | 3 (+ indexes) |
@@ -295,8 +295,8 @@ impl MemcachedStore {
     }
 
     /// Adds `key` to its user's index (if any) and its all-sessions bucket; returns what
-    /// [`Self::confirm_indexed`] checks once the record is written. Insert calls it before
-    /// writing the record, rename after writing the copy (see there).
+    /// [`Self::confirm_indexed`] checks once the record is written. Insert and rename call it
+    /// after writing the record (see rename), a new owner's update before.
     async fn index_first(
         &self,
         key: &StoreKey,
@@ -356,7 +356,10 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        let placed = self.index_first(key, record.user_id.as_deref()).await?;
+        // Written, then indexed, as rename does: indexed first, the key could be dropped
+        // from the index by a concurrent prune that read it before its record existed, so
+        // a revocation in that window missed a session already handed out. Nobody knows
+        // the ID until this returns, so the moment between the two steps is harmless.
         match self.write(key, record, "E", None).await? {
             Outcome::Done(()) => {}
             _ => match self.get(&self.session_key(key)).await? {
@@ -372,7 +375,11 @@ impl SessionStore for MemcachedStore {
                 _ => return Err(InsertError::Duplicate),
             },
         }
-        self.confirm_indexed(key, placed).await?;
+        if let Err(error) = self.index_first(key, record.user_id.as_deref()).await {
+            // Unindexed, it would escape "log out everywhere": not kept.
+            self.delete_item(&self.session_key(key), None).await?;
+            return Err(error.into());
+        }
         Ok(())
     }
 
