@@ -30,6 +30,7 @@
 //! - `purge_expired` walks the directory in batches; listing by handle or page scans the
 //!   directory (admin paths only).
 
+use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -127,6 +128,8 @@ struct UserSessions {
     live: Vec<SessionEntry>,
     /// Indexed sessions whose record does not decode.
     corrupt: Vec<StoreKey>,
+    /// Every marker the listing read, before it read their records.
+    listed: HashSet<StoreKey>,
 }
 
 /// An exclusive lock on a stripe, released when dropped.
@@ -294,6 +297,7 @@ impl Dir {
             let Some(key) = name.to_str().and_then(StoreKey::from_hex) else {
                 continue;
             };
+            found.listed.insert(key);
             match self.read_live(&key) {
                 Ok(Some(record)) if record.user_id.as_deref() == Some(user) => {
                     found.live.push(SessionEntry { key, record })
@@ -310,6 +314,26 @@ impl Dir {
             }
         }
         Ok(found)
+    }
+
+    /// Whether the user's index holds only markers in `listed` (removals are fine): no
+    /// session was indexed since, so no rename that adds its new marker before moving the
+    /// record slipped between a listing's directory read and its record reads.
+    fn gained_nothing(&self, user: &str, listed: &HashSet<StoreKey>) -> Result<bool, StoreError> {
+        let entries = match fs::read_dir(self.user_dir(user)) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(true),
+            Err(error) => return Err(io(error)),
+        };
+        for entry in entries {
+            let name = entry.map_err(io)?.file_name();
+            if let Some(key) = name.to_str().and_then(StoreKey::from_hex) {
+                if !listed.contains(&key) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// The record if live, with a corrupt one read as absent (list and admin paths).
@@ -427,8 +451,9 @@ impl SessionStore for FileStore {
         let (user, except) = (user.to_owned(), except.copied());
         self.blocking(move |dir| {
             let mut deleted = 0;
-            // A rename that completes mid-pass has already moved the marker, so the next
-            // pass sees the new key; done when a pass finds nothing left but `except`.
+            // A rename that completes mid-pass has already added the new marker, so the
+            // next pass sees the new key; done when a pass finds nothing left but `except`
+            // and no marker was added while it ran.
             for _ in 0..REVOKE_PASSES {
                 let found = dir.user_sessions(&user)?;
                 let live: Vec<StoreKey> = found
@@ -438,7 +463,13 @@ impl SessionStore for FileStore {
                     .filter(|k| Some(*k) != except)
                     .collect();
                 if live.is_empty() && found.corrupt.is_empty() {
-                    return Ok(deleted);
+                    // The listing reads the directory, then the records: a rename that
+                    // added its marker after the first and moved its record before the
+                    // second is in neither, but it added a marker: look again if so.
+                    if dir.gained_nothing(&user, &found.listed)? {
+                        return Ok(deleted);
+                    }
+                    continue;
                 }
                 for key in live {
                     let _lock = dir.lock(&key)?;

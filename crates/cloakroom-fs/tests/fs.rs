@@ -331,6 +331,27 @@ async fn revoke_others_catches_a_session_renamed_mid_revoke() {
     cloakroom::conformance::revoke_others_racing_renames(store, 200).await;
 }
 
+/// The same race with four revocations at once on one store: more renames complete
+/// between a revocation pass's directory read and its record reads, which an early
+/// version's last pass missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_catches_renames_under_contention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn cloakroom::SessionStore> =
+        std::sync::Arc::new(FileStore::open(dir.path().join("store")).unwrap());
+    let copies: Vec<_> = (0..4)
+        .map(|_| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(cloakroom::conformance::revoke_others_racing_renames(
+                store, 100,
+            ))
+        })
+        .collect();
+    for copy in copies {
+        copy.await.unwrap();
+    }
+}
+
 /// Not a test on its own: the body of the writer processes the tests above start.
 #[tokio::test]
 #[ignore = "run by the other tests as a separate process"]

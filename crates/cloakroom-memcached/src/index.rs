@@ -9,9 +9,15 @@
 //! compare-and-set on one small item.
 //!
 //! Invariants, so revocation never misses a live session:
-//! - A key joins its sets *before* its record is written, and the writer checks afterwards
-//!   that it is still there (a concurrent prune may have seen the key before its record
-//!   existed), adding it again if not.
+//! - A new session's key (insert, or a rename's copy) joins its sets *after* its record
+//!   is written and before anyone can reach it (insert returns; a rename deletes the
+//!   original). A prune only drops a key whose record it read as dead after seeing the
+//!   key, so it never drops such a key while it is live. (Joining first and checking
+//!   afterwards was not enough: a prune that read the key before its record existed could
+//!   remove it after the check, and a revocation read the index in that window.)
+//! - A session gaining an owner (an update naming a new user) joins the new owner's set
+//!   before its record names that owner, and the writer checks afterwards that it is
+//!   still there, adding it again if not.
 //! - A prune removes a key only if its record is absent, past its deadline or belongs to
 //!   another user, and loads the removed keys once more after the removal, adding back
 //!   any that came alive meanwhile.
@@ -49,6 +55,10 @@ pub(crate) struct Scan {
     pub live: Vec<(StoreKey, Record)>,
     /// Members whose record does not decode: absent for `load`, removed by revocation.
     pub corrupt: Vec<StoreKey>,
+    /// Every member the scan read, before it read their records.
+    pub members: HashSet<StoreKey>,
+    /// How many shards it read (`0..shards`; shard `shards` was absent).
+    pub shards: u64,
 }
 
 /// A directory item: shards `0..shards` exist, new members go to `open`.
@@ -225,7 +235,8 @@ impl MemcachedStore {
             return Ok(Scan::default());
         }
         let indices: Vec<u64> = (0..shards).collect();
-        let (scan, _, first_open) = self.prune(set, &indices, keep).await?;
+        let (mut scan, _, first_open) = self.prune(set, &indices, keep).await?;
+        scan.shards = shards;
         let open = first_open.unwrap_or(shards);
         if open != directory.open || shards != directory.shards {
             let next = Directory { shards, open };
@@ -233,6 +244,28 @@ impl MemcachedStore {
             self.put_directory(set, next, cas).await?;
         }
         Ok(scan)
+    }
+
+    /// Whether `set` holds only members `scan` read (removals are fine): no key was added
+    /// since, so no writer that indexes before it makes a session reachable (insert, and
+    /// rename before it deletes the original) slipped between the scan's reads. A new
+    /// shard counts as a change.
+    pub(crate) async fn gained_nothing(&self, set: &str, scan: &Scan) -> Result<bool, StoreError> {
+        let items: Vec<String> = (0..=scan.shards)
+            .map(|index| Self::shard_item(set, index))
+            .collect();
+        let shards = self.get_many(&items).await?;
+        if items
+            .last()
+            .is_some_and(|beyond| shards.contains_key(beyond))
+        {
+            return Ok(false);
+        }
+        Ok(shards.values().all(|(bytes, _)| {
+            parse_members(bytes)
+                .iter()
+                .all(|k| scan.members.contains(k))
+        }))
     }
 
     /// Moves the members of a one-item index written by an earlier version (a JSON array of
@@ -277,7 +310,8 @@ impl MemcachedStore {
         for (bytes, _) in shards.values() {
             all.extend(parse_members(bytes));
         }
-        let all: Vec<StoreKey> = all.into_iter().collect();
+        let members = all;
+        let all: Vec<StoreKey> = members.iter().copied().collect();
         let states = self.states(&all, keep).await?;
         let doomed: HashSet<StoreKey> = states
             .iter()
@@ -299,7 +333,7 @@ impl MemcachedStore {
                 first_open = Some(*index);
             }
         }
-        // A key may have come alive (its writer adds it first, then writes the record)
+        // A key may have come alive (a new owner's update adds it first, then writes)
         // between our load and the removal: look again and put those back.
         let removed: Vec<StoreKey> = doomed.iter().copied().collect();
         let mut revived = Vec::new();
@@ -312,6 +346,8 @@ impl MemcachedStore {
         let mut scan = Scan {
             live: revived,
             corrupt: Vec::new(),
+            members,
+            shards: 0,
         };
         for (key, state) in states {
             match state {

@@ -4,10 +4,10 @@
 //! | operation | how | round trips |
 //! |---|---|---|
 //! | `load` | `mg` | 1 |
-//! | `insert` | `ms` in add mode (`ME`): never overwrites | 1 (+3 or so per index) |
+//! | `insert` | `ms` in add mode (`ME`): never overwrites; then the key is indexed | 1 (+3 or so per index) |
 //! | `update` | `mg` with the CAS token, then `ms C<cas>` after checking the version | 2 |
 //! | `touch` | the same, writing only the activity time and idle deadline | 2 |
-//! | `rename` | index the new key, copy with add mode, then `md C<cas>` on the original | 3 (+ indexes) |
+//! | `rename` | copy with add mode, index the copy, then `md C<cas>` on the original | 3 (+ indexes) |
 //! | `delete` | `md` | 1 |
 //! | `list_for_user`, `delete_for_user` | read the user's index shards and records in pipelined batches | a few per 128 sessions |
 //!
@@ -294,8 +294,9 @@ impl MemcachedStore {
         format!("{}u:{}", self.prefix, StoreKey::from_bytes(hashed).to_hex())
     }
 
-    /// Adds `key` to its user's index (if any) and its all-sessions bucket, before its
-    /// record is written; returns what [`Self::confirm_indexed`] checks afterwards.
+    /// Adds `key` to its user's index (if any) and its all-sessions bucket; returns what
+    /// [`Self::confirm_indexed`] checks once the record is written. Insert and rename call it
+    /// after writing the record (see rename), a new owner's update before.
     async fn index_first(
         &self,
         key: &StoreKey,
@@ -355,7 +356,10 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        let placed = self.index_first(key, record.user_id.as_deref()).await?;
+        // Written, then indexed, as rename does: indexed first, the key could be dropped
+        // from the index by a concurrent prune that read it before its record existed, so
+        // a revocation in that window missed a session already handed out. Nobody knows
+        // the ID until this returns, so the moment between the two steps is harmless.
         match self.write(key, record, "E", None).await? {
             Outcome::Done(()) => {}
             _ => match self.get(&self.session_key(key)).await? {
@@ -371,7 +375,11 @@ impl SessionStore for MemcachedStore {
                 _ => return Err(InsertError::Duplicate),
             },
         }
-        self.confirm_indexed(key, placed).await?;
+        if let Err(error) = self.index_first(key, record.user_id.as_deref()).await {
+            // Unindexed, it would escape "log out everywhere": not kept.
+            self.delete_item(&self.session_key(key), None).await?;
+            return Err(error.into());
+        }
         Ok(())
     }
 
@@ -427,17 +435,20 @@ impl SessionStore for MemcachedStore {
     async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
         for _ in 0..8 {
             let (record, cas) = self.read(old).await?.ok_or(RenameError::Missing)?;
-            // The copy is indexed, and confirmed indexed, before the original goes: from
-            // the moment the rename takes effect, a revocation listing the user sees the
-            // new key (and one that deleted the original first makes the rename fail).
-            let placed = self.index_first(new, record.user_id.as_deref()).await?;
+            // The copy is written, then indexed, and only then is the original deleted. Its
+            // record exists before its key enters any index, so no concurrent prune can
+            // judge the key dead and drop it from the index after this rename moves on
+            // (indexing first let a prune that read the copy as absent remove it once the
+            // rename had confirmed it, and a revocation reading the index then missed
+            // it). Until the original is gone, a revocation sees the original and deletes
+            // it, and then the rename fails and removes its copy.
             if !matches!(
                 self.write(new, &record, "E", None).await?,
                 Outcome::Done(())
             ) {
                 return Err(RenameError::Duplicate);
             }
-            if let Err(error) = self.confirm_indexed(new, placed).await {
+            if let Err(error) = self.index_first(new, record.user_id.as_deref()).await {
                 self.delete_item(&self.session_key(new), None).await?;
                 return Err(error.into());
             }
@@ -473,8 +484,9 @@ impl SessionStore for MemcachedStore {
     }
 
     /// Deletes the user's sessions (and corrupt members of the index), then looks again:
-    /// a rename that completed meanwhile indexed its new key before finishing, so the next
-    /// pass sees it. Done when a pass finds nothing left but `except`.
+    /// a rename that completed meanwhile indexed its new key before deleting the original,
+    /// so the next pass sees it. Done when a pass finds nothing left but `except` and the
+    /// index gained no key while that pass read it.
     async fn delete_for_user(
         &self,
         user: &str,
@@ -485,17 +497,24 @@ impl SessionStore for MemcachedStore {
             let scan = self.scan_user(user).await?;
             let doomed: Vec<StoreKey> = scan
                 .live
-                .into_iter()
-                .map(|(key, _)| key)
+                .iter()
+                .map(|(key, _)| *key)
                 .filter(|key| Some(key) != except)
                 .collect();
             let corrupt: Vec<StoreKey> = scan
                 .corrupt
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|key| Some(key) != except)
                 .collect();
             if doomed.is_empty() && corrupt.is_empty() {
-                return Ok(deleted);
+                // A scan reads the index, then the records. A rename that indexed its copy
+                // after the first read and deleted its original before the second is
+                // invisible to this pass, but it added a key: look again if so.
+                if self.gained_nothing(&self.user_key(user), &scan).await? {
+                    return Ok(deleted);
+                }
+                continue;
             }
             for key in doomed {
                 deleted += u64::from(self.delete(&key).await?);

@@ -231,6 +231,29 @@ async fn revoke_others_catches_a_session_renamed_mid_revoke() {
     cloakroom::conformance::revoke_others_racing_renames(store, 200).await;
 }
 
+/// The same race with four revocations at once on one store, so index shards fill and are
+/// pruned by other writers while a rename is between writing its copy and deleting the
+/// original: a prune that judged the copy absent (read before it was written) removed it
+/// from the index after the rename had confirmed it, and a revocation reading the index in
+/// that window missed the renamed session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_catches_renames_under_contention() {
+    let Some(server) = start().await else { return };
+    let store: std::sync::Arc<dyn SessionStore> =
+        std::sync::Arc::new(store_on(&server, "contended:").await);
+    let copies: Vec<_> = (0..4)
+        .map(|_| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(cloakroom::conformance::revoke_others_racing_renames(
+                store, 100,
+            ))
+        })
+        .collect();
+    for copy in copies {
+        copy.await.unwrap();
+    }
+}
+
 /// A stored record nested deeper than the JSON decoder's limit (126 levels of arrays in a
 /// value): it no longer decodes.
 fn too_deep_record(user: &str) -> Vec<u8> {
