@@ -58,7 +58,11 @@ async fn untouched_and_read_requests_each_have_a_session_span_with_their_outcome
         .layer(SessionLayer::new(MemoryStore::new()));
 
     let untouched = spans_of(&app, "/untouched").await;
-    assert_eq!(untouched.matches("cloakroom.session").count(), 1, "{untouched}");
+    assert_eq!(
+        untouched.matches("cloakroom.session").count(),
+        1,
+        "{untouched}"
+    );
     assert!(untouched.contains("outcome=\"untouched\""), "{untouched}");
 
     let read = spans_of(&app, "/read").await;
