@@ -42,9 +42,7 @@
 //! `INFO`) with two fields, recorded when the session is committed: `handle`, the public
 //! handle of the session (after a rotation, the new one; never the ID), and `outcome`,
 //! one of `untouched`, `read`, `written`, `rotated`, `destroyed` or `failed` (the store
-//! failed). The span opens when the handler first touches its session, or, for a request
-//! that never does, when it finishes: without a subscriber that wants it, an untouched
-//! request costs no span. Each store operation has a `cloakroom.store` span (level
+//! failed). Each store operation has a `cloakroom.store` span (level
 //! `DEBUG`) with `store` and `operation`.
 //!
 //! ```

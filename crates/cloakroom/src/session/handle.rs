@@ -62,10 +62,8 @@ pub(super) struct Inner {
     /// [`FINISHED_UNTOUCHED`]): the layer's check after the handler is one atomic
     /// operation instead of a lock.
     state: AtomicU8,
-    /// The request's `cloakroom.session` span (see [`telemetry`](crate::telemetry)),
-    /// opened when the session is first touched: a request that never touches its session
-    /// pays for no span.
-    span: OnceLock<tracing::Span>,
+    /// The request's `cloakroom.session` span (see [`telemetry`](crate::telemetry)).
+    span: tracing::Span,
 }
 
 /// [`Inner::state`]: nothing happened yet.
@@ -96,7 +94,7 @@ impl Session {
                 client,
                 slot: Mutex::new(Slot::new()),
                 state: AtomicU8::new(FRESH),
-                span: OnceLock::new(),
+                span: session_span(),
             }),
         }
     }
@@ -108,15 +106,9 @@ impl Session {
             .get_or_init(|| self.inner.manager.incoming(self.inner.cookies.iter()))
     }
 
-    /// The request's `cloakroom.session` span, opened on first use.
+    /// The request's `cloakroom.session` span.
     pub(super) fn span(&self) -> &tracing::Span {
-        self.inner.span.get_or_init(|| {
-            tracing::info_span!(
-                "cloakroom.session",
-                handle = tracing::field::Empty,
-                outcome = tracing::field::Empty
-            )
-        })
+        &self.inner.span
     }
 
     /// Marks the session touched, before its lock is taken; `true` if it was already
@@ -153,8 +145,7 @@ impl Session {
     /// untouched (there is nothing to commit and no header to send), `false` if
     /// [`finish`](Self::finish) must run. For integrations (see
     /// [`integration`](crate::integration)): the fast path of a request that never used its
-    /// session, one atomic operation with no lock and no allocation. Its span, with outcome
-    /// `untouched`, opens only now: without a subscriber that wants it, it costs nothing.
+    /// session, one atomic operation with no lock and no allocation.
     #[doc(hidden)]
     pub fn finish_untouched(&self) -> bool {
         let untouched = self
@@ -478,4 +469,16 @@ fn deserialize<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, Sessi
         key: key.to_owned(),
         source,
     })
+}
+
+/// A request's `cloakroom.session` span, opened when the request's session is made. Opened
+/// lazily instead (at the first touch), it lost its recorded outcome in about one run of
+/// twelve of the demo's log-capture test, where each test thread has its own subscriber;
+/// without a subscriber that wants it, a span costs next to nothing.
+fn session_span() -> tracing::Span {
+    tracing::info_span!(
+        "cloakroom.session",
+        handle = tracing::field::Empty,
+        outcome = tracing::field::Empty
+    )
 }
