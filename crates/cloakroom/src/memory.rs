@@ -278,6 +278,8 @@ impl Inner {
     /// first, and evicts those past their deadline; returns how many it evicted. The
     /// position moves on, so successive sweeps go round the whole store.
     fn sweep(&mut self, now_ms: i64, max: usize) -> u64 {
+        // Once round at most: a store smaller than a sweep is not looked at twice.
+        let max = max.min(self.sessions.len());
         let mut doomed = [StoreKey::from_bytes([0; 32]); EVICT_PER_WRITE];
         let mut evicted = 0;
         let mut seen = 0;
