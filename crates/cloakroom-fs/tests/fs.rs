@@ -339,17 +339,7 @@ async fn revoke_others_catches_renames_under_contention() {
     let dir = tempfile::tempdir().unwrap();
     let store: std::sync::Arc<dyn cloakroom::SessionStore> =
         std::sync::Arc::new(FileStore::open(dir.path().join("store")).unwrap());
-    let copies: Vec<_> = (0..4)
-        .map(|_| {
-            let store = std::sync::Arc::clone(&store);
-            tokio::spawn(cloakroom::conformance::revoke_others_racing_renames(
-                store, 100,
-            ))
-        })
-        .collect();
-    for copy in copies {
-        copy.await.unwrap();
-    }
+    cloakroom::conformance::revoke_others_racing_renames_concurrently(store, 4, 100).await;
 }
 
 /// Not a test on its own: the body of the writer processes the tests above start.

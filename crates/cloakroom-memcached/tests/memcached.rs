@@ -241,17 +241,7 @@ async fn revoke_others_catches_renames_under_contention() {
     let Some(server) = start().await else { return };
     let store: std::sync::Arc<dyn SessionStore> =
         std::sync::Arc::new(store_on(&server, "contended:").await);
-    let copies: Vec<_> = (0..4)
-        .map(|_| {
-            let store = std::sync::Arc::clone(&store);
-            tokio::spawn(cloakroom::conformance::revoke_others_racing_renames(
-                store, 100,
-            ))
-        })
-        .collect();
-    for copy in copies {
-        copy.await.unwrap();
-    }
+    cloakroom::conformance::revoke_others_racing_renames_concurrently(store, 4, 100).await;
 }
 
 /// A stored record nested deeper than the JSON decoder's limit (126 levels of arrays in a

@@ -40,7 +40,7 @@ pub use app::{respond, Axum, Framework, Reply};
 pub use counting::{Counter, CountingStore, OperationCounts};
 pub use fixtures::live_record;
 pub use hooked::{HookedStore, Operation, Outage, StoreHook};
-pub use stress::revoke_others_racing_renames;
+pub use stress::{revoke_others_racing_renames, revoke_others_racing_renames_concurrently};
 
 /// A boxed future, as the cases use.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

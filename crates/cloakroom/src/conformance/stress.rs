@@ -51,3 +51,21 @@ pub async fn revoke_others_racing_renames(store: Arc<dyn SessionStore>, rounds: 
         assert!(store.load(&current).await.unwrap().is_some());
     }
 }
+
+/// [`revoke_others_racing_renames`] run by `copies` tasks at once on one store, for `rounds`
+/// rounds each: more renames complete between a revocation's index read and its record
+/// reads than with one. Panics as that function does.
+pub async fn revoke_others_racing_renames_concurrently(
+    store: Arc<dyn SessionStore>,
+    copies: usize,
+    rounds: u64,
+) {
+    let tasks: Vec<_> = (0..copies)
+        .map(|_| tokio::spawn(revoke_others_racing_renames(Arc::clone(&store), rounds)))
+        .collect();
+    for task in tasks {
+        if let Err(failure) = task.await {
+            std::panic::resume_unwind(failure.into_panic());
+        }
+    }
+}
