@@ -112,31 +112,4 @@ pub fn cloakroom_app(
         .route(routes::ROTATE, web::post().to(cloakroom_handlers::rotate))
 }
 
-/// The cloakroom axum app's handlers, on cloakroom-actix's `Session` and `SessionError`.
-mod cloakroom_handlers {
-    use super::COUNTER;
-    use cloakroom_actix::{Session, SessionError};
-
-    pub async fn seed(session: Session) -> Result<&'static str, SessionError> {
-        session.insert(COUNTER, 0_i64).await?;
-        session.insert("user", "bench").await?;
-        Ok("ok")
-    }
-
-    pub async fn read(session: Session) -> Result<String, SessionError> {
-        Ok(session.get::<i64>(COUNTER).await?.unwrap_or(0).to_string())
-    }
-
-    /// The atomic read-modify-write: re-run on a concurrent change, so no increment is lost.
-    pub async fn write(session: Session) -> Result<String, SessionError> {
-        let value = session
-            .update(COUNTER, |n: Option<i64>| n.unwrap_or(0) + 1)
-            .await?;
-        Ok(value.to_string())
-    }
-
-    pub async fn rotate(session: Session) -> Result<&'static str, SessionError> {
-        session.cycle_id().await?;
-        Ok("ok")
-    }
-}
+crate::axum_apps::cloakroom_handlers_for!(cloakroom_actix);

@@ -109,33 +109,42 @@ async fn cloakroom_app(store: StoreKind, env: &Env) -> Result<Router, BuildError
         .layer(layer))
 }
 
-mod cloakroom_handlers {
-    use super::COUNTER;
-    use cloakroom::{Session, SessionError};
+/// The cloakroom handlers over one integration crate's `Session` and `SessionError`:
+/// `cloakroom` (axum) here, `cloakroom_actix` in the actix-web apps.
+macro_rules! cloakroom_handlers_for {
+    ($krate:ident) => {
+        mod cloakroom_handlers {
+            use super::COUNTER;
+            use $krate::{Session, SessionError};
 
-    pub async fn seed(session: Session) -> Result<&'static str, SessionError> {
-        session.insert(COUNTER, 0_i64).await?;
-        session.insert("user", "bench").await?;
-        Ok("ok")
-    }
+            pub async fn seed(session: Session) -> Result<&'static str, SessionError> {
+                session.insert(COUNTER, 0_i64).await?;
+                session.insert("user", "bench").await?;
+                Ok("ok")
+            }
 
-    pub async fn read(session: Session) -> Result<String, SessionError> {
-        Ok(session.get::<i64>(COUNTER).await?.unwrap_or(0).to_string())
-    }
+            pub async fn read(session: Session) -> Result<String, SessionError> {
+                Ok(session.get::<i64>(COUNTER).await?.unwrap_or(0).to_string())
+            }
 
-    /// The atomic read-modify-write: re-run on a concurrent change, so no increment is lost.
-    pub async fn write(session: Session) -> Result<String, SessionError> {
-        let value = session
-            .update(COUNTER, |n: Option<i64>| n.unwrap_or(0) + 1)
-            .await?;
-        Ok(value.to_string())
-    }
+            /// The atomic read-modify-write: re-run on a concurrent change, so no increment is lost.
+            pub async fn write(session: Session) -> Result<String, SessionError> {
+                let value = session
+                    .update(COUNTER, |n: Option<i64>| n.unwrap_or(0) + 1)
+                    .await?;
+                Ok(value.to_string())
+            }
 
-    pub async fn rotate(session: Session) -> Result<&'static str, SessionError> {
-        session.cycle_id().await?;
-        Ok("ok")
-    }
+            pub async fn rotate(session: Session) -> Result<&'static str, SessionError> {
+                session.cycle_id().await?;
+                Ok("ok")
+            }
+        }
+    };
 }
+pub(crate) use cloakroom_handlers_for;
+
+cloakroom_handlers_for!(cloakroom);
 
 /// The same handlers for both tower-sessions versions (their `Session` types differ).
 macro_rules! tower_sessions_handlers {
