@@ -40,6 +40,16 @@ if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
   fi
   su postgres -c "createdb test" 2>/dev/null || true
 fi
+# pg_isready says yes to a server that cannot start a session (a CI run once failed on
+# "could not open shared memory segment": its dynamic shared memory had been lost), so
+# the check is a real query; a server that accepts but cannot serve is restarted.
+postgres_serves() { psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; }
+if ! postgres_serves; then
+  log "PostgreSQL accepts connections but cannot serve a query; restarting it"
+  psql -h 127.0.0.1 -U postgres -d test -c 'select 1' 2>&1 | head -n 3 >&2 || true
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main restart || true
+  wait_for "PostgreSQL (database test)" postgres_serves
+fi
 
 mariadb_up() { mariadb -h 127.0.0.1 -P 3306 -uroot -e 'select 1' >/dev/null 2>&1; }
 if ! command -v mariadb >/dev/null 2>&1 || ! mariadb_up; then
@@ -52,6 +62,7 @@ if ! command -v mariadb >/dev/null 2>&1 || ! mariadb_up; then
   wait_for MariaDB mariadb_up
 fi
 mariadb -h 127.0.0.1 -uroot -e 'CREATE DATABASE IF NOT EXISTS test' 2>/dev/null || true
+wait_for "MariaDB (database test)" mariadb -h 127.0.0.1 -uroot test -e 'select 1'
 
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
 if ! command -v redis-cli >/dev/null 2>&1 || ! redis_up; then
