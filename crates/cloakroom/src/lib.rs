@@ -70,6 +70,7 @@ pub mod record;
 pub mod sealed;
 pub mod session;
 pub mod store;
+mod store_wrapper;
 pub mod telemetry;
 
 #[cfg(feature = "axum")]

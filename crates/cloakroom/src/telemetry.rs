@@ -54,15 +54,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use tracing::Instrument;
 
-use crate::id::{SessionHandle, StoreKey};
-use crate::record::{Record, Touch};
-use crate::store::{
-    InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError, TouchError,
-    UpdateError,
-};
+use crate::store::{SessionStore, StoreError};
+use crate::store_wrapper::{forward_store, Operation, StoreFailure};
 
 /// The metric names, as recorded through the `metrics` facade.
 pub mod names {
@@ -177,54 +172,6 @@ pub struct InstrumentedStore {
     durations: [metrics::Key; Operation::ALL.len()],
 }
 
-/// The store operations timed, each with its `operation` label.
-#[derive(Clone, Copy)]
-enum Operation {
-    Load,
-    Insert,
-    Update,
-    Touch,
-    Rename,
-    Delete,
-    ListForUser,
-    DeleteForUser,
-    PurgeExpired,
-    FindByHandle,
-    ListSessions,
-}
-
-impl Operation {
-    const ALL: [Self; 11] = [
-        Self::Load,
-        Self::Insert,
-        Self::Update,
-        Self::Touch,
-        Self::Rename,
-        Self::Delete,
-        Self::ListForUser,
-        Self::DeleteForUser,
-        Self::PurgeExpired,
-        Self::FindByHandle,
-        Self::ListSessions,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Load => "load",
-            Self::Insert => "insert",
-            Self::Update => "update",
-            Self::Touch => "touch",
-            Self::Rename => "rename",
-            Self::Delete => "delete",
-            Self::ListForUser => "list_for_user",
-            Self::DeleteForUser => "delete_for_user",
-            Self::PurgeExpired => "purge_expired",
-            Self::FindByHandle => "find_by_handle",
-            Self::ListSessions => "list_sessions",
-        }
-    }
-}
-
 /// Where cloakroom's metrics say they come from.
 const METADATA: metrics::Metadata<'static> =
     metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -271,8 +218,10 @@ impl InstrumentedStore {
         &self,
         operation: Operation,
         run: impl Future<Output = Result<T, E>>,
-        store_error: impl Fn(&E) -> Option<&StoreError>,
-    ) -> Result<T, E> {
+    ) -> Result<T, E>
+    where
+        E: StoreFailure,
+    {
         let span = tracing::debug_span!(
             "cloakroom.store",
             store = self.kind,
@@ -285,7 +234,7 @@ impl InstrumentedStore {
         metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
             .record(started.elapsed().as_secs_f64());
         let operation = operation.label();
-        if let Some(error) = result.as_ref().err().and_then(store_error) {
+        if let Some(error) = result.as_ref().err().and_then(E::store_failure) {
             metrics::counter!(
                 names::STORE_ERRORS,
                 "store" => kind,
@@ -298,117 +247,8 @@ impl InstrumentedStore {
     }
 }
 
-fn plain(error: &StoreError) -> Option<&StoreError> {
-    Some(error)
-}
-
-#[async_trait]
-impl SessionStore for InstrumentedStore {
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.observe(Operation::Load, self.inner.load(key), plain)
-            .await
-    }
-    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        self.observe(
-            Operation::Insert,
-            self.inner.insert(key, record),
-            |e| match e {
-                InsertError::Store(error) => Some(error),
-                InsertError::Duplicate => None,
-            },
-        )
-        .await
-    }
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
-        let run = self.inner.update(key, record, expected_version);
-        self.observe(Operation::Update, run, |e| match e {
-            UpdateError::Store(error) => Some(error),
-            UpdateError::Conflict | UpdateError::Missing => None,
-        })
-        .await
-    }
-    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        self.observe(
-            Operation::Touch,
-            self.inner.touch(key, touch),
-            |e| match e {
-                TouchError::Store(error) => Some(error),
-                TouchError::Missing => None,
-            },
-        )
-        .await
-    }
-    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        self.observe(
-            Operation::Rename,
-            self.inner.rename(old, new),
-            |e| match e {
-                RenameError::Store(error) => Some(error),
-                RenameError::Missing | RenameError::Duplicate => None,
-            },
-        )
-        .await
-    }
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        self.observe(Operation::Delete, self.inner.delete(key), plain)
-            .await
-    }
-    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        self.observe(
-            Operation::ListForUser,
-            self.inner.list_for_user(user),
-            plain,
-        )
-        .await
-    }
-    async fn delete_for_user(
-        &self,
-        user: &str,
-        except: Option<&StoreKey>,
-    ) -> Result<u64, StoreError> {
-        let run = self.inner.delete_for_user(user, except);
-        self.observe(Operation::DeleteForUser, run, plain).await
-    }
-    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
-        self.observe(
-            Operation::PurgeExpired,
-            self.inner.purge_expired(batch),
-            plain,
-        )
-        .await
-    }
-    async fn purge_expired_with_progress(
-        &self,
-        batch: usize,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<u64, StoreError> {
-        let run = self.inner.purge_expired_with_progress(batch, progress);
-        self.observe(Operation::PurgeExpired, run, plain).await
-    }
-    async fn find_by_handle(
-        &self,
-        handle: &SessionHandle,
-    ) -> Result<Option<SessionEntry>, StoreError> {
-        self.observe(
-            Operation::FindByHandle,
-            self.inner.find_by_handle(handle),
-            plain,
-        )
-        .await
-    }
-    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        self.observe(
-            Operation::ListSessions,
-            self.inner.list_sessions(query),
-            plain,
-        )
-        .await
-    }
+forward_store! {
+    impl [] for InstrumentedStore, through observe;
     fn kind(&self) -> &'static str {
         self.kind
     }

@@ -8,40 +8,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::id::{SessionHandle, StoreKey};
-use crate::record::{Record, Touch};
-use crate::store::{
-    InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError, TouchError,
-    UpdateError,
-};
-
+use crate::store::{SessionStore, StoreError};
+use crate::store_wrapper::forward_store;
 /// A store operation, as a [`StoreHook`] sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Operation {
-    /// [`SessionStore::load`].
-    Load,
-    /// [`SessionStore::insert`].
-    Insert,
-    /// [`SessionStore::update`].
-    Update,
-    /// [`SessionStore::touch`].
-    Touch,
-    /// [`SessionStore::rename`].
-    Rename,
-    /// [`SessionStore::delete`].
-    Delete,
-    /// [`SessionStore::list_for_user`].
-    ListForUser,
-    /// [`SessionStore::delete_for_user`].
-    DeleteForUser,
-    /// [`SessionStore::purge_expired`] and its variant with progress.
-    PurgeExpired,
-    /// [`SessionStore::find_by_handle`].
-    FindByHandle,
-    /// [`SessionStore::list_sessions`].
-    ListSessions,
-}
+pub use crate::store_wrapper::Operation;
 
 impl Operation {
     /// Whether it changes what the store holds (a purge aside, which only removes the
@@ -138,72 +108,10 @@ impl<H: StoreHook> HookedStore<H> {
     }
 }
 
-#[async_trait]
-impl<H: StoreHook> SessionStore for HookedStore<H> {
+forward_store! {
+    impl [H: StoreHook] for HookedStore<H>, through around;
     fn kind(&self) -> &'static str {
         self.inner.kind()
-    }
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.around(Operation::Load, self.inner.load(key)).await
-    }
-    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        self.around(Operation::Insert, self.inner.insert(key, record))
-            .await
-    }
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected: u64,
-    ) -> Result<(), UpdateError> {
-        let call = self.inner.update(key, record, expected);
-        self.around(Operation::Update, call).await
-    }
-    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        self.around(Operation::Touch, self.inner.touch(key, touch))
-            .await
-    }
-    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        self.around(Operation::Rename, self.inner.rename(old, new))
-            .await
-    }
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        self.around(Operation::Delete, self.inner.delete(key)).await
-    }
-    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        self.around(Operation::ListForUser, self.inner.list_for_user(user))
-            .await
-    }
-    async fn delete_for_user(
-        &self,
-        user: &str,
-        except: Option<&StoreKey>,
-    ) -> Result<u64, StoreError> {
-        let call = self.inner.delete_for_user(user, except);
-        self.around(Operation::DeleteForUser, call).await
-    }
-    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
-        self.around(Operation::PurgeExpired, self.inner.purge_expired(batch))
-            .await
-    }
-    async fn purge_expired_with_progress(
-        &self,
-        batch: usize,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<u64, StoreError> {
-        let call = self.inner.purge_expired_with_progress(batch, progress);
-        self.around(Operation::PurgeExpired, call).await
-    }
-    async fn find_by_handle(
-        &self,
-        handle: &SessionHandle,
-    ) -> Result<Option<SessionEntry>, StoreError> {
-        let call = self.inner.find_by_handle(handle);
-        self.around(Operation::FindByHandle, call).await
-    }
-    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        let call = self.inner.list_sessions(query);
-        self.around(Operation::ListSessions, call).await
     }
 }
 
