@@ -11,7 +11,7 @@ use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Tr
 use actix_web::http::header::{HeaderValue, COOKIE, RETRY_AFTER, SET_COOKIE, VARY};
 use actix_web::{HttpMessage, HttpResponse};
 use cloakroom::integration::Finish;
-use cloakroom::{ConfigError, SessionConfig, SessionManager, SessionStore};
+use cloakroom::{SessionConfig, SessionManager};
 
 use crate::client::request_client;
 
@@ -58,30 +58,7 @@ pub struct SessionMiddleware {
     manager: Arc<SessionManager>,
 }
 
-impl SessionMiddleware {
-    /// Sessions in `store` with the default, secure configuration.
-    pub fn new(store: impl SessionStore) -> Self {
-        Self::try_new(store, SessionConfig::default()).expect("the default configuration is valid")
-    }
-
-    /// Sessions in `store` with `config`, or why the configuration cannot work.
-    pub fn try_new(store: impl SessionStore, config: SessionConfig) -> Result<Self, ConfigError> {
-        Ok(Self::from_manager(Arc::new(SessionManager::new(
-            store, config,
-        )?)))
-    }
-
-    /// Sessions from an existing manager: shared with a tower layer or admin code, or a
-    /// client-side one from [`SessionManager::cookie`].
-    pub fn from_manager(manager: Arc<SessionManager>) -> Self {
-        Self { manager }
-    }
-
-    /// The manager, for access to the store and configuration.
-    pub fn manager(&self) -> &Arc<SessionManager> {
-        &self.manager
-    }
-}
+cloakroom::integration_constructors!(SessionMiddleware);
 
 impl<S, B> Transform<S, ServiceRequest> for SessionMiddleware
 where

@@ -48,6 +48,46 @@ use crate::config::{OnStoreError, SessionConfig};
 #[doc(inline)]
 pub use crate::session::{Finish, RequestClient};
 
+/// Writes the constructors every integration's entry point has, the same for every
+/// framework: `new`, `try_new`, `from_manager` and `manager`, on a struct whose one field
+/// is `manager: Arc<SessionManager>`. The tower layer and the actix-web middleware use it,
+/// so both are built, and documented, alike.
+///
+/// Not a stable API: for cloakroom's own integrations.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! integration_constructors {
+    ($integration:ident) => {
+        impl $integration {
+            /// Sessions in `store` with the default, secure configuration.
+            pub fn new(store: impl $crate::SessionStore) -> Self {
+                Self::try_new(store, $crate::SessionConfig::default())
+                    .expect("the default configuration is valid")
+            }
+
+            /// Sessions in `store` with `config`, or why the configuration cannot work.
+            pub fn try_new(
+                store: impl $crate::SessionStore,
+                config: $crate::SessionConfig,
+            ) -> Result<Self, $crate::ConfigError> {
+                let manager = $crate::SessionManager::new(store, config)?;
+                Ok(Self::from_manager(::std::sync::Arc::new(manager)))
+            }
+
+            /// Sessions from an existing manager: one shared with another integration or
+            /// with admin code, or a client-side one from `SessionManager::cookie`.
+            pub fn from_manager(manager: ::std::sync::Arc<$crate::SessionManager>) -> Self {
+                Self { manager }
+            }
+
+            /// The manager, for access to the store and configuration.
+            pub fn manager(&self) -> &::std::sync::Arc<$crate::SessionManager> {
+                &self.manager
+            }
+        }
+    };
+}
+
 /// What an integration does to the handler's response once the session is committed:
 /// the failure policy's verdict and the session's headers, with no framework type in it,
 /// so every integration answers a failure the same way and only maps this to its own

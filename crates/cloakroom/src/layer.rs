@@ -12,9 +12,8 @@ use http::{HeaderValue, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config::{ClientIpSource, ConfigError, SessionConfig};
+use crate::config::{ClientIpSource, SessionConfig};
 use crate::session::{CookieHeaders, Finish, RequestClient, Session, SessionManager};
-use crate::store::SessionStore;
 
 /// Adds sessions to a tower service (an axum `Router`, for example).
 ///
@@ -36,29 +35,7 @@ pub struct SessionLayer {
     manager: Arc<SessionManager>,
 }
 
-impl SessionLayer {
-    /// A layer over `store` with the default, secure configuration.
-    pub fn new(store: impl SessionStore) -> Self {
-        Self::try_new(store, SessionConfig::default()).expect("the default configuration is valid")
-    }
-
-    /// A layer over `store` with `config`, or why the configuration cannot work.
-    pub fn try_new(store: impl SessionStore, config: SessionConfig) -> Result<Self, ConfigError> {
-        Ok(Self::from_manager(Arc::new(SessionManager::new(
-            store, config,
-        )?)))
-    }
-
-    /// A layer over an existing manager (shared with admin code, for example).
-    pub fn from_manager(manager: Arc<SessionManager>) -> Self {
-        Self { manager }
-    }
-
-    /// The manager, for access to the store and configuration.
-    pub fn manager(&self) -> &Arc<SessionManager> {
-        &self.manager
-    }
-}
+crate::integration_constructors!(SessionLayer);
 
 impl<S> Layer<S> for SessionLayer {
     type Service = SessionService<S>;
