@@ -10,7 +10,7 @@ use super::Session;
 use crate::codec;
 use crate::error::SessionError;
 use crate::id::{SessionId, StoreKey};
-use crate::record::{ClientMeta, Record};
+use crate::record::Record;
 use crate::sealed::CookieCodec;
 use crate::telemetry::{self, names, BadCookie};
 
@@ -95,14 +95,8 @@ impl Session {
                     view.pending.changes.clear();
                     return;
                 }
-                let fresh = expiry.new_record(time);
-                record.created_at = time;
-                record.idle_deadline = fresh.idle_deadline;
-                record.absolute_deadline = fresh.absolute_deadline;
+                self.start_record(record, time);
                 record.version = 0;
-                if record.client == ClientMeta::default() {
-                    record.client = self.inner.client.to_meta();
-                }
                 view.origin = Origin::Sealed {
                     key: SessionId::generate().store_key(),
                     reissue: false,

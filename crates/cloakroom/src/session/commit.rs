@@ -133,15 +133,9 @@ impl Session {
             return Ok(());
         }
         let mut record = view.record.clone();
-        let fresh = self.config().expiry.new_record(time);
-        record.created_at = time;
+        self.start_record(&mut record, time);
         record.last_active_at = time;
-        record.idle_deadline = fresh.idle_deadline;
-        record.absolute_deadline = fresh.absolute_deadline;
         record.version = 1;
-        if record.client == ClientMeta::default() {
-            record.client = self.inner.client.to_meta();
-        }
         let inserted = &record;
         let id = with_fresh_id(self.inner.manager.id_format(), |id| async move {
             match store.insert(&id.store_key(), inserted).await {
@@ -300,6 +294,19 @@ impl Session {
             };
             turn.failed(&error);
             return Err(error);
+        }
+    }
+
+    /// Makes `record` the first record of a new session at `time`, stored or sealed:
+    /// created now, deadlines from the expiry policy, and this request's client unless the
+    /// handler set one.
+    pub(super) fn start_record(&self, record: &mut Record, time: OffsetDateTime) {
+        let fresh = self.config().expiry.new_record(time);
+        record.created_at = time;
+        record.idle_deadline = fresh.idle_deadline;
+        record.absolute_deadline = fresh.absolute_deadline;
+        if record.client == ClientMeta::default() {
+            record.client = self.inner.client.to_meta();
         }
     }
 

@@ -351,15 +351,7 @@ impl Session {
             if let Backend::Cookie(sessions) = &self.inner.manager.backend {
                 self.check_cookie_size(&**sessions, &view, &candidate)?;
             }
-            if let Some(id) = view.id() {
-                let store = self.store("login")?;
-                self.traced(store.delete(&id.store_key())).await?;
-            }
-            if view.key().is_some() {
-                telemetry::count(names::SESSIONS_LOGGED_OUT);
-            }
-            self.reset_to_anonymous(&mut view);
-            view.destroyed = true;
+            self.end_session(&mut view, "login").await?;
             view.record = candidate;
         } else {
             // Made in place and taken back on failure, rather than on a clone of the record.
@@ -392,21 +384,32 @@ impl Session {
     /// removes the cookie. Writes after this start a fresh anonymous session.
     pub async fn logout(&self) -> Result<(), SessionError> {
         let mut view = self.writable().await?;
-        if let Some(id) = view.id() {
-            let store = self.store("logout")?;
-            self.traced(store.delete(&id.store_key())).await?;
-        }
-        if view.key().is_some() {
-            telemetry::count(names::SESSIONS_LOGGED_OUT);
-        }
-        self.reset_to_anonymous(&mut view);
-        view.destroyed = true;
-        Ok(())
+        self.end_session(&mut view, "logout").await
     }
 
     /// The same as [`logout`](Self::logout).
     pub async fn destroy(&self) -> Result<(), SessionError> {
         self.logout().await
+    }
+
+    /// Ends the session this request came with, as a logout does: its record deleted
+    /// from the store (`operation` names the caller when there is none), counted as logged
+    /// out, and the view anonymous and marked destroyed so the cookie is removed.
+    async fn end_session(
+        &self,
+        view: &mut View,
+        operation: &'static str,
+    ) -> Result<(), SessionError> {
+        if let Some(id) = view.id() {
+            let store = self.store(operation)?;
+            self.traced(store.delete(&id.store_key())).await?;
+        }
+        if view.key().is_some() {
+            telemetry::count(names::SESSIONS_LOGGED_OUT);
+        }
+        self.reset_to_anonymous(view);
+        view.destroyed = true;
+        Ok(())
     }
 
     pub(super) fn reset_to_anonymous(&self, view: &mut View) {
