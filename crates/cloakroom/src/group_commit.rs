@@ -339,13 +339,18 @@ mod tests {
         changes
     }
 
+    /// Two writers of one session on `turn`, in order: the first inserts `a`, the second `b`.
+    fn two_writers(turn: &CommitTurn) -> (StoreKey, Ticket<'_>, Ticket<'_>) {
+        let session = StoreKey::from_bytes([1; 32]);
+        let first = turn.offer(session, changes("a", 1));
+        (session, first, turn.offer(session, changes("b", 2)))
+    }
+
     #[test]
     fn the_writer_whose_turn_comes_takes_the_other_riders_of_its_session_in_order() {
         let turn = CommitTurn::default();
-        let session = StoreKey::from_bytes([1; 32]);
+        let (session, first, _second) = two_writers(&turn);
         let other = StoreKey::from_bytes([2; 32]);
-        let first = turn.offer(session, changes("a", 1));
-        let _second = turn.offer(session, changes("b", 2));
         let _elsewhere = turn.offer(other, changes("c", 3));
         let _third = turn.offer(session, changes("d", 4));
         let riders = commits(&turn, &session, first);
@@ -364,9 +369,7 @@ mod tests {
     #[test]
     fn a_rider_answered_by_the_writer_ahead_is_settled() {
         let turn = CommitTurn::default();
-        let session = StoreKey::from_bytes([1; 32]);
-        let first = turn.offer(session, changes("a", 1));
-        let second = turn.offer(session, changes("b", 2));
+        let (session, first, second) = two_writers(&turn);
         let mut riders = commits(&turn, &session, first);
         let mut record = Record::new(crate::record::now(), None, None);
         board(&mut record, &mut riders, &Limits::default(), &mut None);
@@ -384,9 +387,7 @@ mod tests {
     #[test]
     fn a_rider_dropped_by_a_cancelled_writer_is_reported_not_retried() {
         let turn = CommitTurn::default();
-        let session = StoreKey::from_bytes([1; 32]);
-        let first = turn.offer(session, changes("a", 1));
-        let second = turn.offer(session, changes("b", 2));
+        let (session, first, second) = two_writers(&turn);
         let riders = commits(&turn, &session, first);
         drop(riders);
         assert!(matches!(
