@@ -402,21 +402,11 @@ mod tests {
         assert!(changed > 20, "{changed} of 96 handle bits changed");
     }
 
-    struct Prefixed;
-    impl IdFormat for Prefixed {
-        fn decode<'v>(&self, value: &'v str) -> Option<std::borrow::Cow<'v, str>> {
-            value.strip_prefix("v1.").map(Into::into)
-        }
-        fn encode(&self, id: &str) -> String {
-            format!("v1.{id}")
-        }
-        fn reversible_store_keys(&self) -> bool {
-            true
-        }
-    }
-
+    // The crate's own tests always build the `testing` module (the dev-dependency on
+    // itself turns on `conformance`); the shared format keeps one copy of it.
     #[test]
     fn an_id_format_reads_and_writes_its_own_form_only() {
+        use crate::testing::PrefixedIds as Prefixed;
         let id = SessionId::generate_for(Some(&Prefixed));
         let value = id.encode_with(Some(&Prefixed));
         assert!(value.starts_with("v1."));

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cloakroom::testing::{inspect, value, SessionSeed, TestClient};
+use cloakroom::testing::{inspect, value, PrefixedIds, SessionSeed, TestClient};
 use cloakroom::{
-    generate_key, CookieSessions, IdFormat, KeyRing, MemoryStore, Session, SessionConfig,
-    SessionError, SessionLayer, SessionManager,
+    generate_key, CookieSessions, KeyRing, MemoryStore, Session, SessionConfig, SessionError,
+    SessionLayer, SessionManager,
 };
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
@@ -35,22 +35,6 @@ fn app(manager: &Arc<SessionManager>) -> Router {
         .layer(SessionLayer::from_manager(Arc::clone(manager)))
 }
 
-/// IDs written in their cookie another way and keyed reversibly, as a bridge to another
-/// app's sessions writes them: the kit must read them as the engine does.
-struct Prefixed;
-
-impl IdFormat for Prefixed {
-    fn decode<'v>(&self, value: &'v str) -> Option<std::borrow::Cow<'v, str>> {
-        value.strip_prefix("v1.").map(Into::into)
-    }
-    fn encode(&self, id: &str) -> String {
-        format!("v1.{id}")
-    }
-    fn reversible_store_keys(&self) -> bool {
-        true
-    }
-}
-
 fn managers() -> Vec<(&'static str, Arc<SessionManager>)> {
     let config = SessionConfig::default;
     let ring = || KeyRing::parse(&generate_key()).unwrap();
@@ -64,7 +48,7 @@ fn managers() -> Vec<(&'static str, Arc<SessionManager>)> {
             Arc::new(
                 SessionManager::new(MemoryStore::new(), config())
                     .unwrap()
-                    .with_id_format(Arc::new(Prefixed)),
+                    .with_id_format(Arc::new(PrefixedIds)),
             ),
         ),
         (
