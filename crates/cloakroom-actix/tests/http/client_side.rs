@@ -24,10 +24,7 @@ async fn client_side_cookie_sessions_round_trip_sealed() {
         !cookie.contains("hunter2"),
         "the value is encrypted: {cookie}"
     );
-    assert_eq!(
-        send(&app, get("/get/secret", Some(&cookie))).await.json(),
-        json!("hunter2")
-    );
+    assert_eq!(read(&app, "/get/secret", &cookie).await, json!("hunter2"));
 
     // One flipped character: the seal fails and the request is anonymous.
     let (name, value) = cookie.split_once('=').unwrap();
@@ -61,10 +58,7 @@ async fn an_epoch_bump_revokes_client_side_sessions() {
     let cookie = send(&app, post("/login/carol", None, Value::Null))
         .await
         .cookie();
-    assert_eq!(
-        send(&app, get("/whoami", Some(&cookie))).await.json(),
-        json!("carol")
-    );
+    assert_eq!(read(&app, "/whoami", &cookie).await, json!("carol"));
 
     *epochs.0.lock().unwrap() += 1;
     let revoked = send(&app, get("/whoami", Some(&cookie))).await;

@@ -36,10 +36,7 @@ async fn concurrent_increments_are_exact(store: Arc<dyn SessionStore>) {
     for reply in &replies {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     }
-    assert_eq!(
-        send(&app, get("/get/n", Some(&cookie))).await.json(),
-        json!(WRITERS + 1)
-    );
+    assert_eq!(read(&app, "/get/n", &cookie).await, json!(WRITERS + 1));
 }
 
 #[actix_web::test]
@@ -66,14 +63,8 @@ async fn logout_racing_a_slow_writer_does_not_resurrect(store: Arc<dyn SessionSt
         write.set_cookie
     );
     assert_eq!(live_sessions(&store).await, 0, "nothing came back");
-    assert_eq!(
-        send(&app, get("/get/a", Some(&cookie))).await.json(),
-        Value::Null
-    );
-    assert_eq!(
-        send(&app, get("/get/b", Some(&cookie))).await.json(),
-        Value::Null
-    );
+    assert_eq!(read(&app, "/get/a", &cookie).await, Value::Null);
+    assert_eq!(read(&app, "/get/b", &cookie).await, Value::Null);
 }
 
 /// One HTTP/1.1 request over a fresh loopback connection: (status, Set-Cookie, body).

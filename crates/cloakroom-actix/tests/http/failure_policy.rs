@@ -11,6 +11,17 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
+/// The answer to a store outage under the default policy: 503, retry in 5 seconds.
+fn assert_store_unavailable(reply: &Reply) {
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.retry_after.as_deref(), Some("5"));
+}
+
 #[actix_web::test]
 async fn a_store_outage_is_503_with_retry_after() {
     let outage = outage();
@@ -22,13 +33,7 @@ async fn a_store_outage_is_503_with_retry_after() {
         send(&app, post("/set/k", Some(&cookie), json!(2))).await,
         send(&app, post("/set/k", None, json!(2))).await,
     ] {
-        assert_eq!(
-            reply.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{}",
-            reply.body
-        );
-        assert_eq!(reply.retry_after.as_deref(), Some("5"));
+        assert_store_unavailable(&reply);
         assert!(reply.set_cookie.is_empty(), "{:?}", reply.set_cookie);
     }
     // Requests that never touch the session do not depend on the store.
@@ -37,10 +42,7 @@ async fn a_store_outage_is_503_with_retry_after() {
         StatusCode::OK
     );
     outage.hook().end();
-    assert_eq!(
-        send(&app, get("/get/k", Some(&cookie))).await.json(),
-        json!(1)
-    );
+    assert_eq!(read(&app, "/get/k", &cookie).await, json!(1));
 }
 
 #[actix_web::test]
@@ -57,18 +59,9 @@ async fn a_store_failing_at_commit_is_503_with_retry_after() {
         },
     )
     .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        reply.body
-    );
-    assert_eq!(reply.retry_after.as_deref(), Some("5"));
+    assert_store_unavailable(&reply);
     outage.hook().end();
-    assert_eq!(
-        send(&app, get("/get/k", Some(&cookie))).await.json(),
-        json!(1)
-    );
+    assert_eq!(read(&app, "/get/k", &cookie).await, json!(1));
 }
 
 #[actix_web::test]
@@ -88,10 +81,7 @@ async fn the_fail_open_policy_serves_an_outage_anonymously_and_keeps_the_cookie(
     );
     assert_eq!(reply.retry_after, None);
     outage.hook().end();
-    assert_eq!(
-        send(&app, get("/get/k", Some(&cookie))).await.json(),
-        json!(1)
-    );
+    assert_eq!(read(&app, "/get/k", &cookie).await, json!(1));
 }
 
 #[actix_web::test]
@@ -142,10 +132,7 @@ async fn a_server_error_response_discards_the_changes() {
     let cookie = send(&app, post("/set/k", None, json!(1))).await.cookie();
     let failed = send(&app, post("/fail/k", Some(&cookie), Value::Null)).await;
     assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(
-        send(&app, get("/get/k", Some(&cookie))).await.json(),
-        json!(1)
-    );
+    assert_eq!(read(&app, "/get/k", &cookie).await, json!(1));
 }
 
 #[actix_web::test]

@@ -87,22 +87,10 @@ async fn login_rotates_the_id_kills_the_old_one_and_keeps_data() {
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
     let after = login.cookie();
     assert_ne!(after, before);
-    assert_eq!(
-        send(&app, get("/get/cart", Some(&before))).await.json(),
-        Value::Null
-    );
-    assert_eq!(
-        send(&app, get("/whoami", Some(&before))).await.json(),
-        Value::Null
-    );
-    assert_eq!(
-        send(&app, get("/get/cart", Some(&after))).await.json(),
-        json!(["socks"])
-    );
-    assert_eq!(
-        send(&app, get("/whoami", Some(&after))).await.json(),
-        json!("alice")
-    );
+    assert_eq!(read(&app, "/get/cart", &before).await, Value::Null);
+    assert_eq!(read(&app, "/whoami", &before).await, Value::Null);
+    assert_eq!(read(&app, "/get/cart", &after).await, json!(["socks"]));
+    assert_eq!(read(&app, "/whoami", &after).await, json!("alice"));
 }
 
 #[actix_web::test]
@@ -121,10 +109,7 @@ async fn logout_deletes_the_session_and_removes_the_cookie() {
         removal.contains("path=/") && removal.contains("secure") && removal.contains("httponly")
     );
     assert_eq!(live_sessions(&store).await, 0);
-    assert_eq!(
-        send(&app, get("/get/k", Some(&cookie))).await.json(),
-        Value::Null
-    );
+    assert_eq!(read(&app, "/get/k", &cookie).await, Value::Null);
 }
 
 #[actix_web::test]
@@ -139,7 +124,7 @@ async fn per_user_index_lists_and_revokes_other_devices() {
                 .cookie(),
         );
     }
-    let listed = send(&app, get("/sessions", Some(&devices[0]))).await.json();
+    let listed = read(&app, "/sessions", &devices[0]).await;
     let listed = listed.as_array().expect("a list");
     assert_eq!(listed.len(), 3);
     assert_eq!(
@@ -151,15 +136,9 @@ async fn per_user_index_lists_and_revokes_other_devices() {
     );
     let revoked = send(&app, post("/revoke-others", Some(&devices[0]), Value::Null)).await;
     assert_eq!(revoked.json(), json!(2));
-    assert_eq!(
-        send(&app, get("/whoami", Some(&devices[0]))).await.json(),
-        json!("bob")
-    );
+    assert_eq!(read(&app, "/whoami", &devices[0]).await, json!("bob"));
     for other in &devices[1..] {
-        assert_eq!(
-            send(&app, get("/whoami", Some(other))).await.json(),
-            Value::Null
-        );
+        assert_eq!(read(&app, "/whoami", other).await, Value::Null);
     }
 }
 
@@ -256,10 +235,7 @@ async fn every_configured_cookie_attribute_reaches_the_response() {
     ] {
         assert!(header.contains(attribute), "{attribute} in {header}");
     }
-    assert_eq!(
-        send(&app, get("/get/k", Some(&set.cookie()))).await.json(),
-        json!(1)
-    );
+    assert_eq!(read(&app, "/get/k", &set.cookie()).await, json!(1));
     let logout = send(&app, post("/logout", Some(&set.cookie()), Value::Null)).await;
     let removal = &logout.set_cookie[0];
     for attribute in ["sid=;", "Path=/app", "Domain=example.com", "Max-Age=0"] {
@@ -280,8 +256,5 @@ async fn every_configured_cookie_attribute_reaches_the_response() {
         "{:?}",
         set.set_cookie
     );
-    assert_eq!(
-        send(&app, get("/get/k", Some(&set.cookie()))).await.json(),
-        json!(1)
-    );
+    assert_eq!(read(&app, "/get/k", &set.cookie()).await, json!(1));
 }

@@ -164,6 +164,15 @@ where
     }
 }
 
+/// The JSON a `GET uri` answers with `cookie`: what the session shows at that point.
+pub async fn read<S, B>(app: &S, uri: &str, cookie: &str) -> Value
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    send(app, get(uri, Some(cookie))).await.json()
+}
+
 pub fn get(uri: &str, cookie: Option<&str>) -> Request {
     with_cookie(test::TestRequest::get().uri(uri), cookie)
 }
