@@ -67,6 +67,11 @@ pub struct Record {
     /// The user's epoch at login, for revocation by epoch ([`EpochSource`](crate::EpochSource)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_epoch: Option<String>,
+    /// The device binding (DBSC), kept opaque here so the record's shape does not depend
+    /// on the `dbsc` feature: stores carry it like any other field, and records written
+    /// before it existed load with `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_binding: Option<Value>,
     /// Bumped by one on every successful [`update`](crate::SessionStore::update).
     pub version: u64,
 }
@@ -88,6 +93,7 @@ impl Record {
             user_id: None,
             client: ClientMeta::default(),
             auth_epoch: None,
+            device_binding: None,
             version: 1,
         }
     }

@@ -125,6 +125,10 @@ impl SessionManager {
 
     fn with_backend(backend: Backend, config: SessionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        #[cfg(feature = "dbsc")]
+        if config.device_binding.is_some() && matches!(backend, Backend::Cookie(_)) {
+            return Err(ConfigError::DeviceBindingNeedsStore);
+        }
         let commit_locks = (0..COMMIT_LOCK_STRIPES)
             .map(|_| CommitTurn::default())
             .collect();
