@@ -69,9 +69,10 @@ pub struct Record {
     pub auth_epoch: Option<String>,
     /// The device binding (DBSC), kept opaque here so the record's shape does not depend
     /// on the `dbsc` feature: stores carry it like any other field, and records written
-    /// before it existed load with `None`.
+    /// before it existed load with `None`. Boxed: it is rarely present, and the record
+    /// is moved around on every request, so it costs one pointer there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_binding: Option<Value>,
+    pub device_binding: Option<Box<Value>>,
     /// Bumped by one on every successful [`update`](crate::SessionStore::update).
     pub version: u64,
 }
