@@ -88,6 +88,10 @@ impl StoredRow {
                 user_agent: self.user_agent,
             },
             auth_epoch: self.auth_epoch,
+            // No column yet (docs/dbsc.md: a nullable text column, added like
+            // `auth_epoch`): a binding written here is not kept, so the session reads as
+            // unbound and works as without DBSC; it never locks anyone out.
+            device_binding: None,
             version: u64::try_from(self.version)
                 .map_err(|_| StoreError::Corrupt(format!("negative version {}", self.version)))?,
         })

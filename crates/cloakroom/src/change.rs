@@ -23,6 +23,9 @@ pub(crate) enum Change {
     SetPersistent(bool),
     SetClient(ClientMeta),
     SetEpoch(Option<String>),
+    /// The device binding (DBSC): offered at login, dropped with the old one.
+    #[cfg(feature = "dbsc")]
+    SetDeviceBinding(Option<Box<Value>>),
 }
 
 impl Change {
@@ -44,6 +47,8 @@ impl Change {
             Change::SetPersistent(persistent) => record.persistent = *persistent,
             Change::SetClient(client) => record.client = client.clone(),
             Change::SetEpoch(epoch) => record.auth_epoch.clone_from(epoch),
+            #[cfg(feature = "dbsc")]
+            Change::SetDeviceBinding(binding) => record.device_binding.clone_from(binding),
         }
         Ok(())
     }
@@ -74,6 +79,11 @@ impl Change {
             Change::SetEpoch(epoch) => {
                 Undo::Epoch(std::mem::replace(&mut record.auth_epoch, epoch.clone()))
             }
+            #[cfg(feature = "dbsc")]
+            Change::SetDeviceBinding(binding) => Undo::DeviceBinding(std::mem::replace(
+                &mut record.device_binding,
+                binding.clone(),
+            )),
         })
     }
 
@@ -128,6 +138,11 @@ impl Change {
                 &mut record.auth_epoch,
                 epoch.clone(),
             ))),
+            #[cfg(feature = "dbsc")]
+            Change::SetDeviceBinding(binding) => undo.push(Undo::DeviceBinding(std::mem::replace(
+                &mut record.device_binding,
+                binding.clone(),
+            ))),
         }
         Ok(())
     }
@@ -142,6 +157,8 @@ pub(crate) enum Undo {
     Persistent(bool),
     Client(ClientMeta),
     Epoch(Option<String>),
+    #[cfg(feature = "dbsc")]
+    DeviceBinding(Option<Box<Value>>),
 }
 
 impl Undo {
@@ -159,6 +176,8 @@ impl Undo {
             Undo::Persistent(persistent) => record.persistent = persistent,
             Undo::Client(client) => record.client = client,
             Undo::Epoch(epoch) => record.auth_epoch = epoch,
+            #[cfg(feature = "dbsc")]
+            Undo::DeviceBinding(binding) => record.device_binding = binding,
         }
     }
 }

@@ -254,6 +254,10 @@ pub struct SessionConfig {
     /// The most live sessions one user may have (default: no cap). See
     /// [`with_max_sessions_per_user`](Self::with_max_sessions_per_user).
     pub max_sessions_per_user: Option<usize>,
+    /// Device-bound sessions (DBSC, feature `dbsc`; default off). See
+    /// [`with_device_binding`](Self::with_device_binding).
+    #[cfg(feature = "dbsc")]
+    pub device_binding: Option<crate::dbsc::binding::DeviceBindingConfig>,
 }
 
 /// The most sessions one login revokes to enforce
@@ -262,6 +266,28 @@ pub struct SessionConfig {
 pub const MAX_CAP_REVOCATIONS_PER_LOGIN: usize = 32;
 
 impl SessionConfig {
+    /// Turns on device-bound sessions (DBSC, feature `dbsc`): logins offer the browser a
+    /// binding, the layer serves the registration and refresh endpoints, and a session
+    /// whose browser bound a key is seen as logged out on a request without a valid bound
+    /// cookie. Browsers without DBSC work as before. Needs a session store (see
+    /// `docs/dbsc.md`).
+    ///
+    /// ```
+    /// use cloakroom::dbsc::binding::DeviceBindingConfig;
+    /// use cloakroom::{generate_key, KeyRing, SessionConfig};
+    /// let keys = KeyRing::parse(&generate_key()).unwrap();
+    /// let config = SessionConfig::default().with_device_binding(DeviceBindingConfig::new(keys));
+    /// assert!(config.validate().is_ok());
+    /// ```
+    #[cfg(feature = "dbsc")]
+    pub fn with_device_binding(
+        mut self,
+        binding: crate::dbsc::binding::DeviceBindingConfig,
+    ) -> Self {
+        self.device_binding = Some(binding);
+        self
+    }
+
     /// Sets the cookie configuration.
     pub fn with_cookie(mut self, cookie: CookieConfig) -> Self {
         self.cookie = cookie;
@@ -339,6 +365,17 @@ impl SessionConfig {
         if self.max_sessions_per_user == Some(0) {
             return Err(ConfigError::ZeroSessionsPerUser);
         }
+        #[cfg(feature = "dbsc")]
+        if let Some(binding) = &self.device_binding {
+            binding.validate()?;
+            // The bound cookie is a second cookie beside the session's: the two must not
+            // share a name, or each would overwrite the other.
+            if binding.cookie_name() == self.cookie.full_name() {
+                return Err(ConfigError::DeviceBinding(
+                    crate::dbsc::binding::DeviceBindingConfigError::BadCookieName,
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -373,6 +410,15 @@ pub enum ConfigError {
     /// `max_sessions_per_user` is zero.
     #[error("max_sessions_per_user must be at least 1 (a login needs its own session)")]
     ZeroSessionsPerUser,
+    /// The device-binding configuration cannot work (feature `dbsc`).
+    #[cfg(feature = "dbsc")]
+    #[error(transparent)]
+    DeviceBinding(#[from] crate::dbsc::binding::DeviceBindingConfigError),
+    /// Device binding needs server-side sessions: a sealed cookie would carry the binding
+    /// inside the very cookie it guards.
+    #[cfg(feature = "dbsc")]
+    #[error("device binding needs a session store; client-side (cookie) sessions cannot be bound")]
+    DeviceBindingNeedsStore,
 }
 
 impl Default for SessionConfig {
@@ -388,6 +434,8 @@ impl Default for SessionConfig {
             trusted_proxy_hops: 1,
             epochs: None,
             max_sessions_per_user: None,
+            #[cfg(feature = "dbsc")]
+            device_binding: None,
         }
     }
 }

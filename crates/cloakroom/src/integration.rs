@@ -110,6 +110,9 @@ pub struct ResponseChanges {
     pub set_cookie: Option<HeaderValue>,
     /// Whether to append `Vary: cookie`.
     pub vary_cookie: bool,
+    /// Further headers to append (feature `dbsc`): the device-binding offer of a login.
+    #[cfg(feature = "dbsc")]
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Debug for ResponseChanges {
@@ -158,6 +161,8 @@ impl Finish {
             retry_after: retry_after.filter(|_| store_unavailable_response),
             set_cookie: self.set_cookie,
             vary_cookie: self.vary_cookie,
+            #[cfg(feature = "dbsc")]
+            headers: self.headers,
         };
         if let Some(error) = self.error {
             if error.is_unavailable() && retry_after.is_some() {

@@ -60,7 +60,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Default + Send + 'static,
+    ResBody: Default + EndpointBody + Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -71,6 +71,29 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        #[cfg(feature = "dbsc")]
+        if let Some(endpoint) = crate::dbsc::engine::endpoint(
+            self.manager.config(),
+            request.method(),
+            request.uri().path(),
+        ) {
+            // The device-binding endpoints are answered here; the app never sees them.
+            let manager = Arc::clone(&self.manager);
+            let headers = std::mem::take(request.headers_mut());
+            return ResponseFuture {
+                inner: None,
+                session: None,
+                committing: Some(Box::pin(async move {
+                    let reply = crate::dbsc::engine::serve(&manager, endpoint, &headers).await;
+                    let mut response = Response::new(ResBody::from(reply.body));
+                    *response.status_mut() = reply.status;
+                    for (name, value) in reply.headers {
+                        response.headers_mut().append(name, value);
+                    }
+                    response
+                })),
+            };
+        }
         let client = request_client(&request, self.manager.config());
         // Lazy: the cookie is read when the handler first touches the session, so a
         // request that never does costs no parsing.
@@ -78,20 +101,35 @@ where
         let session = self.manager.lazy_session(cookies, client);
         request.extensions_mut().insert(session.clone());
         ResponseFuture {
-            inner: self.inner.call(request),
+            inner: Some(self.inner.call(request)),
             session: Some(session),
             committing: None,
         }
     }
 }
 
+/// Response bodies the layer can answer with itself. With the `dbsc` feature the layer
+/// serves the device-binding endpoints, whose JSON body it builds from a `String` (as
+/// axum's `Body` allows); without it, every body qualifies.
+#[cfg(feature = "dbsc")]
+pub trait EndpointBody: From<String> {}
+#[cfg(feature = "dbsc")]
+impl<T: From<String>> EndpointBody for T {}
+/// Response bodies the layer can answer with itself: without the `dbsc` feature, every
+/// body.
+#[cfg(not(feature = "dbsc"))]
+pub trait EndpointBody {}
+#[cfg(not(feature = "dbsc"))]
+impl<T> EndpointBody for T {}
+
 pin_project_lite::pin_project! {
     /// The future [`SessionService`] returns: the inner service's response, then the
     /// session's commit. A request whose handler never touched the session costs no commit
     /// step at all (no lock, no allocation); only a touched one boxes its commit.
     pub struct ResponseFuture<F, B> {
+        // `None` for a device-binding endpoint (feature `dbsc`), answered without it.
         #[pin]
-        inner: F,
+        inner: Option<F>,
         session: Option<Session>,
         committing: Option<Pin<Box<dyn Future<Output = Response<B>> + Send>>>,
     }
@@ -107,7 +145,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if this.committing.is_none() {
-            let response = std::task::ready!(this.inner.poll(cx))?;
+            let inner = this
+                .inner
+                .as_pin_mut()
+                .expect("a ResponseFuture has its inner future until it commits");
+            let response = std::task::ready!(inner.poll(cx))?;
             let session = this
                 .session
                 .take()
@@ -182,6 +224,10 @@ fn apply<B: Default>(
     }
     if changes.vary_cookie {
         headers.append(VARY, HeaderValue::from_static("cookie"));
+    }
+    #[cfg(feature = "dbsc")]
+    for (name, value) in changes.headers {
+        headers.append(name, value);
     }
     response
 }

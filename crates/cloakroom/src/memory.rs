@@ -112,6 +112,11 @@ impl Stored {
                 user_agent: fields.user_agent.map(str::to_owned),
             },
             auth_epoch: fields.epoch.map(str::to_owned),
+            device_binding: fields
+                .binding
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(corrupt)?,
             version: self.version,
         })
     }
@@ -142,7 +147,7 @@ impl Stored {
 struct Packed(Box<[u8]>);
 
 const PERSISTENT: u8 = 1;
-const TEXT_BITS: [u8; 4] = [2, 4, 8, 16];
+const TEXT_BITS: [u8; 5] = [2, 4, 8, 16, 32];
 
 /// The fixed fields a [`Packed`] holds, borrowed from it.
 struct Fields<'a> {
@@ -151,15 +156,24 @@ struct Fields<'a> {
     epoch: Option<&'a str>,
     ip: Option<&'a str>,
     user_agent: Option<&'a str>,
+    /// The device binding's JSON (DBSC), rarely present.
+    binding: Option<&'a str>,
 }
 
 impl Packed {
     fn new(record: &Record) -> Result<Self, StoreError> {
+        let binding = record
+            .device_binding
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(corrupt)?;
         let texts = [
             record.user_id.as_deref(),
             record.auth_epoch.as_deref(),
             record.client.ip.as_deref(),
             record.client.user_agent.as_deref(),
+            binding.as_deref(),
         ];
         let mut flags = if record.persistent { PERSISTENT } else { 0 };
         let mut len = 1;
@@ -194,7 +208,7 @@ impl Packed {
         let bytes = &*self.0;
         let flags = *bytes.first().ok_or_else(|| corrupt("empty"))?;
         let mut at = 1;
-        let mut texts = [None; 4];
+        let mut texts = [None; 5];
         for (text, bit) in texts.iter_mut().zip(TEXT_BITS) {
             if flags & bit == 0 {
                 continue;
@@ -210,13 +224,14 @@ impl Packed {
             *text = Some(std::str::from_utf8(raw).map_err(corrupt)?);
             at += 4 + len;
         }
-        let [user, epoch, ip, user_agent] = texts;
+        let [user, epoch, ip, user_agent, binding] = texts;
         let fields = Fields {
             persistent: flags & PERSISTENT != 0,
             user,
             epoch,
             ip,
             user_agent,
+            binding,
         };
         Ok((fields, at))
     }

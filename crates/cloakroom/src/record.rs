@@ -67,6 +67,12 @@ pub struct Record {
     /// The user's epoch at login, for revocation by epoch ([`EpochSource`](crate::EpochSource)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_epoch: Option<String>,
+    /// The device binding (DBSC), kept opaque here so the record's shape does not depend
+    /// on the `dbsc` feature: stores carry it like any other field, and records written
+    /// before it existed load with `None`. Boxed: it is rarely present, and the record
+    /// is moved around on every request, so it costs one pointer there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_binding: Option<Box<Value>>,
     /// Bumped by one on every successful [`update`](crate::SessionStore::update).
     pub version: u64,
 }
@@ -88,6 +94,7 @@ impl Record {
             user_id: None,
             client: ClientMeta::default(),
             auth_epoch: None,
+            device_binding: None,
             version: 1,
         }
     }

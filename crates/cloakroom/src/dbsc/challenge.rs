@@ -189,13 +189,18 @@ mod tests {
         );
     }
 
+    /// A challenge issued at `now`, its value, and the set holding it.
+    fn one_outstanding(now: OffsetDateTime) -> (Challenge, String, Challenges) {
+        let challenge = Challenge::generate(now, MINUTE);
+        let mut outstanding = Challenges::new();
+        outstanding.push(challenge.clone());
+        (challenge.clone(), challenge.value().to_owned(), outstanding)
+    }
+
     #[test]
     fn a_challenge_is_used_once() {
         let now = crate::record::now();
-        let challenge = Challenge::generate(now, MINUTE);
-        let jti = challenge.value().to_owned();
-        let mut outstanding = Challenges::new();
-        outstanding.push(challenge);
+        let (_, jti, mut outstanding) = one_outstanding(now);
         assert_eq!(outstanding.consume(&jti, now), Ok(()));
         assert_eq!(outstanding.consume(&jti, now), Err(ChallengeError::Unknown));
     }
@@ -203,10 +208,7 @@ mod tests {
     #[test]
     fn an_expired_challenge_is_refused_and_gone() {
         let now = crate::record::now();
-        let challenge = Challenge::generate(now, MINUTE);
-        let jti = challenge.value().to_owned();
-        let mut outstanding = Challenges::new();
-        outstanding.push(challenge.clone());
+        let (challenge, jti, mut outstanding) = one_outstanding(now);
         let later = now + MINUTE;
         assert_eq!(challenge.check(&jti, later), Err(ChallengeError::Expired));
         assert_eq!(

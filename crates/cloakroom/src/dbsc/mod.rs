@@ -44,10 +44,11 @@ use serde::{Deserialize, Serialize};
 pub mod binding;
 pub mod bound_cookie;
 pub mod challenge;
+pub(crate) mod engine;
 pub mod headers;
 pub mod proof;
-#[cfg(test)]
-mod test_signer;
+#[cfg(any(test, feature = "testing"))]
+pub mod test_signer;
 
 pub use proof::{BoundKey, ProofError};
 

@@ -139,6 +139,8 @@ pub(super) fn decode(bytes: &[u8]) -> Option<(StoreKey, Record)> {
         user_id,
         client: ClientMeta { ip, user_agent },
         auth_epoch,
+        // Client-side sessions are never bound (see `docs/dbsc.md`).
+        device_binding: None,
         version,
     };
     Some((key, record))

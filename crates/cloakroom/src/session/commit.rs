@@ -60,6 +60,11 @@ impl Session {
                 finish.error = Some(error);
             }
         }
+        // A binding offer is only worth sending once the login that made it is saved.
+        #[cfg(feature = "dbsc")]
+        if finish.error.is_none() && view.pending.is_empty() && !view.degraded {
+            finish.headers = std::mem::take(&mut view.headers);
+        }
         let handle = view.key().map(|key| key.handle()).or(view.loaded_handle);
         if let Some(handle) = handle {
             span.record("handle", tracing::field::display(handle));

@@ -54,7 +54,7 @@ pub(super) struct Inner {
     pub(super) manager: Arc<SessionManager>,
     /// The request's `Cookie` header values as they came, read into `incoming` when the
     /// session is first touched: a request that never touches it parses nothing.
-    cookies: CookieHeaders,
+    pub(super) cookies: CookieHeaders,
     incoming: OnceLock<Incoming>,
     pub(super) client: RequestClient,
     pub(super) slot: Mutex<Slot>,
@@ -331,11 +331,16 @@ impl Session {
             .user_id
             .as_deref()
             .is_some_and(|previous| previous != user);
-        let changes = [
+        #[allow(unused_mut)] // Only the `dbsc` feature adds to it.
+        let mut changes = vec![
             Change::SetUser(Some(user)),
             Change::SetEpoch(epoch),
             Change::SetClient(self.inner.client.to_meta()),
         ];
+        // A login drops any binding made before it (authentication changed: a key bound
+        // then must not carry over) and offers a new one with the rotated ID.
+        #[cfg(feature = "dbsc")]
+        let offer = crate::dbsc::engine::offer_on_login(self.config(), &mut changes);
         // Another user's session (Bob logging in on the browser Alice left logged in)
         // ends as a logout would, and this user starts a fresh one: none of the previous
         // user's data, remember-me choice, creation time or deadlines pass to this one.
@@ -377,6 +382,10 @@ impl Session {
         }
         view.pending.rotate = true;
         view.pending.logging_in = true;
+        #[cfg(feature = "dbsc")]
+        if let Some(offer) = offer {
+            view.headers = vec![offer];
+        }
         Ok(())
     }
 

@@ -20,6 +20,9 @@ pub struct Finish {
     pub vary_cookie: bool,
     /// A failure to load or save, for the failure policy.
     pub error: Option<SessionError>,
+    /// Further response headers (feature `dbsc`): the device-binding offer of a login.
+    #[cfg(feature = "dbsc")]
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Debug for Finish {

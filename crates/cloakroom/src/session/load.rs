@@ -95,6 +95,19 @@ impl Session {
             _ => None,
         };
         let mut view = match found {
+            // A session bound to a device key, on a request without a valid bound cookie
+            // (a copied session cookie, say): the request starts as a new anonymous
+            // session, and the stored one is left exactly as it is.
+            #[cfg(feature = "dbsc")]
+            Some(Ok(view))
+                if crate::dbsc::engine::lacks_bound_cookie(
+                    self.config(),
+                    &view.record,
+                    self.inner.cookies.iter(),
+                ) =>
+            {
+                fresh()
+            }
             Some(Ok(mut view)) => {
                 telemetry::count(names::SESSIONS_LOADED);
                 view.loaded_handle = view.key().map(|key| key.handle());

@@ -125,6 +125,10 @@ impl SessionManager {
 
     fn with_backend(backend: Backend, config: SessionConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        #[cfg(feature = "dbsc")]
+        if config.device_binding.is_some() && matches!(backend, Backend::Cookie(_)) {
+            return Err(ConfigError::DeviceBindingNeedsStore);
+        }
         let commit_locks = (0..COMMIT_LOCK_STRIPES)
             .map(|_| CommitTurn::default())
             .collect();
@@ -176,6 +180,16 @@ impl SessionManager {
         cookie_headers: impl IntoIterator<Item = &'a [u8]>,
         client: RequestClient,
     ) -> Session {
+        #[cfg(feature = "dbsc")]
+        if self.config.device_binding.is_some() {
+            // The bound cookie is read on load, so the lines are kept (as the layer does).
+            let lines: Vec<HeaderValue> = cookie_headers
+                .into_iter()
+                .filter_map(|line| HeaderValue::from_bytes(line).ok())
+                .collect();
+            let cookies = CookieHeaders::from_values(lines.iter());
+            return Session::new(Arc::clone(self), cookies, None, client);
+        }
         let incoming = self.incoming(cookie_headers);
         Session::new(
             Arc::clone(self),

@@ -69,6 +69,10 @@ pub(super) struct View {
     pub(super) loaded_handle: Option<SessionHandle>,
     pub(super) wrote: bool,
     pub(super) rotated: bool,
+    /// Headers for the response once the session is saved (feature `dbsc`: a login's
+    /// device-binding offer).
+    #[cfg(feature = "dbsc")]
+    pub(super) headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// Where a loaded session's record lives.
@@ -112,6 +116,8 @@ impl View {
             loaded_handle: None,
             wrote: false,
             rotated: false,
+            #[cfg(feature = "dbsc")]
+            headers: Vec::new(),
         }
     }
 

@@ -1,0 +1,372 @@
+//! The engine's side of device binding: the offer a login makes, the bound-cookie check
+//! on load, and the registration and refresh endpoints the tower layer answers.
+//!
+//! Every state change goes through the store's compare-and-set `update` on a freshly
+//! loaded record, so a challenge is consumed once even when requests race: the loser
+//! reloads, finds the challenge gone, and is refused.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::binding::{BindingStatus, DeviceBinding, DeviceBindingConfig};
+use super::{headers, RETRY_CHALLENGE_LIFETIME};
+use crate::change::Change;
+use crate::codec::{self, IdCandidates};
+use crate::config::{OnStoreError, SessionConfig};
+use crate::id::StoreKey;
+use crate::record::{now, Record};
+use crate::session::SessionManager;
+use crate::store::{SessionStore, StoreError, UpdateError};
+
+/// How many times an endpoint reloads and retries after losing a compare-and-set.
+const MAX_ATTEMPTS: usize = 8;
+
+/// On login: a fresh pending binding replaces any earlier one (pushed onto `changes`),
+/// and the `Secure-Session-Registration` header that offers it. `None` when device
+/// binding is off.
+pub(crate) fn offer_on_login(
+    config: &SessionConfig,
+    changes: &mut Vec<Change>,
+) -> Option<(HeaderName, HeaderValue)> {
+    let binding_config = config.device_binding.as_ref()?;
+    match DeviceBinding::offer(binding_config, now()) {
+        Ok((binding, header)) => {
+            let value = serde_json::to_value(&binding).ok()?;
+            changes.push(Change::SetDeviceBinding(Some(Box::new(value))));
+            Some((headers::REGISTRATION, header))
+        }
+        // A validated configuration always makes a valid header; should it not, the
+        // login goes on unbound rather than fail.
+        Err(error) => {
+            tracing::warn!(%error, "device binding not offered");
+            changes.push(Change::SetDeviceBinding(None));
+            None
+        }
+    }
+}
+
+/// Whether a loaded record is bound to a device key while the request carries no valid
+/// bound cookie for it: then the request must not act as that session.
+pub(crate) fn lacks_bound_cookie<'a>(
+    config: &SessionConfig,
+    record: &Record,
+    cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+) -> bool {
+    let (Some(binding_config), Some(stored)) = (&config.device_binding, &record.device_binding)
+    else {
+        return false;
+    };
+    let Some(binding) = decode(stored) else {
+        // A binding this version cannot read is treated as no binding: never a lockout.
+        return false;
+    };
+    if !binding.is_bound() {
+        return false;
+    }
+    let values = codec::cookie_values(cookie_headers, binding_config.cookie_name());
+    let status = binding.status(
+        binding_config,
+        values.iter().map(|value| value.as_bytes()),
+        now(),
+    );
+    if status == BindingStatus::BoundCredentialMissing {
+        tracing::debug!(
+            binding = binding.id(),
+            "bound session without a valid bound cookie: treated as anonymous"
+        );
+        return true;
+    }
+    false
+}
+
+fn decode(stored: &Value) -> Option<DeviceBinding> {
+    DeviceBinding::deserialize(stored)
+        .inspect_err(|error| tracing::warn!(%error, "unreadable device binding ignored"))
+        .ok()
+}
+
+use serde::Deserialize as _;
+
+/// One of the two DBSC endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `POST <registration path>`: the browser registers its key.
+    Register,
+    /// `POST <refresh path>`: the browser proves possession for a new bound cookie.
+    Refresh,
+}
+
+/// Which endpoint, if any, a request is for.
+pub(crate) fn endpoint(config: &SessionConfig, method: &Method, path: &str) -> Option<Endpoint> {
+    let binding = config.device_binding.as_ref()?;
+    if method != Method::POST {
+        return None;
+    }
+    if path == binding.registration_path() {
+        Some(Endpoint::Register)
+    } else if path == binding.refresh_path() {
+        Some(Endpoint::Refresh)
+    } else {
+        None
+    }
+}
+
+/// An endpoint's answer, for the layer to turn into its response type.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    /// The status.
+    pub(crate) status: StatusCode,
+    /// The headers (always with `Cache-Control: no-store`).
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    /// The body: JSON or empty.
+    pub(crate) body: String,
+}
+
+impl Reply {
+    fn new(status: StatusCode) -> Self {
+        Self {
+            status,
+            headers: vec![(CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            body: String::new(),
+        }
+    }
+
+    fn json(mut self, body: String) -> Self {
+        let json = HeaderValue::from_static("application/json");
+        self.headers.push((CONTENT_TYPE, json));
+        self.body = body;
+        self
+    }
+
+    /// `200 {"continue":false}`: Chrome ends its DBSC session cleanly.
+    fn end_session() -> Self {
+        Self::new(StatusCode::OK).json(headers::END_SESSION_JSON.to_owned())
+    }
+
+    /// `503` with `Retry-After`: transient for Chrome, which keeps its session.
+    fn unavailable(config: &SessionConfig, error: &StoreError) -> Self {
+        tracing::error!(%error, "device binding endpoint: session store failed");
+        let seconds = match &config.on_store_error {
+            OnStoreError::ServiceUnavailable { retry_after } => retry_after.as_secs().max(1),
+            OnStoreError::Anonymous => 5,
+        };
+        let mut reply = Self::new(StatusCode::SERVICE_UNAVAILABLE);
+        reply
+            .headers
+            .push((RETRY_AFTER, HeaderValue::from(seconds)));
+        reply
+    }
+}
+
+/// A session as an endpoint found it: where it is, the record, and its binding.
+struct Found {
+    key: StoreKey,
+    record: Record,
+    binding: Option<DeviceBinding>,
+}
+
+/// The live session the request's session cookie names (the first one the store knows).
+async fn find(
+    manager: &SessionManager,
+    store: &dyn SessionStore,
+    request: &HeaderMap,
+    time: OffsetDateTime,
+) -> Result<Option<Found>, StoreError> {
+    let name = manager.config().cookie.full_name();
+    let lines = request.get_all(COOKIE).iter().map(HeaderValue::as_bytes);
+    let ids = IdCandidates::parse_with(lines, &name, manager.id_format());
+    for id in ids.iter() {
+        let key = id.store_key();
+        match store.load(&key).await {
+            Ok(Some(record)) if record.is_live_at(time) => {
+                let binding = record.device_binding.as_deref().and_then(decode);
+                return Ok(Some(Found {
+                    key,
+                    record,
+                    binding,
+                }));
+            }
+            Ok(_) | Err(StoreError::Corrupt(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}
+
+/// Writes `binding` into the found record with compare-and-set: `Ok(false)` when
+/// another writer came first (reload and retry).
+async fn save(
+    store: &dyn SessionStore,
+    found: &mut Found,
+    binding: &DeviceBinding,
+) -> Result<bool, SaveError> {
+    let value =
+        serde_json::to_value(binding).map_err(|e| SaveError::Store(StoreError::backend(e)))?;
+    found.record.device_binding = Some(Box::new(value));
+    match store
+        .update(&found.key, &found.record, found.record.version)
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(UpdateError::Conflict) => Ok(false),
+        Err(UpdateError::Missing) => Err(SaveError::Gone),
+        Err(UpdateError::Store(error)) => Err(SaveError::Store(error)),
+    }
+}
+
+enum SaveError {
+    /// The session was deleted (or rotated away) meanwhile.
+    Gone,
+    Store(StoreError),
+}
+
+/// Answers a request to one of the endpoints.
+pub(crate) async fn serve(
+    manager: &SessionManager,
+    endpoint: Endpoint,
+    request: &HeaderMap,
+) -> Reply {
+    let config = manager.config();
+    let (Some(binding_config), Some(store)) = (&config.device_binding, manager.store()) else {
+        return Reply::new(StatusCode::NOT_FOUND);
+    };
+    for _ in 0..MAX_ATTEMPTS {
+        let time = now();
+        let found = match find(manager, &**store, request, time).await {
+            Ok(found) => found,
+            Err(error) => return Reply::unavailable(config, &error),
+        };
+        let step = match endpoint {
+            Endpoint::Register => {
+                register(config, binding_config, &**store, found, request, time).await
+            }
+            Endpoint::Refresh => {
+                refresh(config, binding_config, &**store, found, request, time).await
+            }
+        };
+        match step {
+            Ok(Some(reply)) => return reply,
+            // Lost a compare-and-set: start over from the stored record.
+            Ok(None) => continue,
+            Err(SaveError::Gone) => {
+                return match endpoint {
+                    Endpoint::Register => Reply::new(StatusCode::BAD_REQUEST),
+                    Endpoint::Refresh => Reply::end_session(),
+                }
+            }
+            Err(SaveError::Store(error)) => return Reply::unavailable(config, &error),
+        }
+    }
+    Reply::unavailable(
+        config,
+        &StoreError::Unavailable("device binding: too many concurrent writers".into()),
+    )
+}
+
+/// The bytes of the `Secure-Session-Response` header, if sent once.
+fn proof(request: &HeaderMap) -> Option<&[u8]> {
+    let mut values = request.get_all(headers::RESPONSE).iter();
+    let first = values.next()?;
+    values.next().is_none().then_some(first.as_bytes())
+}
+
+/// Registration: a logged-in session with a pending binding, and a proof over its
+/// challenge; success binds the key and sends the configuration, the first bound cookie
+/// and the next challenge. Any refusal is a `400`: Chrome gives up and the session stays
+/// unbound.
+async fn register(
+    config: &SessionConfig,
+    binding_config: &DeviceBindingConfig,
+    store: &dyn SessionStore,
+    found: Option<Found>,
+    request: &HeaderMap,
+    time: OffsetDateTime,
+) -> Result<Option<Reply>, SaveError> {
+    let refused = || Ok(Some(Reply::new(StatusCode::BAD_REQUEST)));
+    let Some(mut found) = found.filter(|found| found.record.user_id.is_some()) else {
+        return refused();
+    };
+    let (Some(mut binding), Some(proof)) = (found.binding.take(), proof(request)) else {
+        return refused();
+    };
+    if let Err(error) = binding.register(proof, time) {
+        tracing::info!(binding = binding.id(), %error, "device binding registration refused");
+        return refused();
+    }
+    let Ok(challenge) = binding.issue_challenge(time, binding_config.bound_cookie_lifetime())
+    else {
+        return refused();
+    };
+    if !save(store, &mut found, &binding).await? {
+        return Ok(None);
+    }
+    tracing::info!(binding = binding.id(), "device bound");
+    let body = binding
+        .session_configuration(binding_config, &config.cookie)
+        .to_json();
+    let mut reply = Reply::new(StatusCode::OK).json(body);
+    reply.headers.push((
+        SET_COOKIE,
+        binding.bound_cookie(binding_config, &config.cookie, time),
+    ));
+    reply.headers.push((headers::CHALLENGE, challenge));
+    Ok(Some(reply))
+}
+
+/// Refresh: the bound session named by the cookie and `Sec-Secure-Session-Id`; no proof
+/// gets a `403` and a challenge, a good proof a new bound cookie, a bad one a `401`.
+async fn refresh(
+    config: &SessionConfig,
+    binding_config: &DeviceBindingConfig,
+    store: &dyn SessionStore,
+    found: Option<Found>,
+    request: &HeaderMap,
+    time: OffsetDateTime,
+) -> Result<Option<Reply>, SaveError> {
+    let asked = request
+        .get(headers::SESSION_ID)
+        .and_then(|value| headers::session_id(value.as_bytes()));
+    let Some(mut found) = found else {
+        return Ok(Some(Reply::end_session()));
+    };
+    let Some(mut binding) = found.binding.take() else {
+        return Ok(Some(Reply::end_session()));
+    };
+    if !binding.is_bound() || asked != Some(binding.id()) {
+        return Ok(Some(Reply::end_session()));
+    }
+    let Some(proof) = proof(request) else {
+        // Chrome signs this challenge and retries at once.
+        let Ok(challenge) = binding.issue_challenge(time, RETRY_CHALLENGE_LIFETIME) else {
+            return Ok(Some(Reply::end_session()));
+        };
+        if !save(store, &mut found, &binding).await? {
+            return Ok(None);
+        }
+        let mut reply = Reply::new(StatusCode::FORBIDDEN);
+        reply.headers.push((headers::CHALLENGE, challenge));
+        return Ok(Some(reply));
+    };
+    if let Err(error) = binding.refresh(proof, time) {
+        // Never 403 here (Chrome would retry); 401 makes it drop its session. Nothing is
+        // written: a refused proof must not cost the store a write.
+        tracing::info!(binding = binding.id(), %error, "device binding refresh refused");
+        return Ok(Some(Reply::new(StatusCode::UNAUTHORIZED)));
+    }
+    let Ok(challenge) = binding.issue_challenge(time, binding_config.bound_cookie_lifetime())
+    else {
+        return Ok(Some(Reply::new(StatusCode::UNAUTHORIZED)));
+    };
+    if !save(store, &mut found, &binding).await? {
+        return Ok(None);
+    }
+    let mut reply = Reply::new(StatusCode::OK);
+    reply.headers.push((
+        SET_COOKIE,
+        binding.bound_cookie(binding_config, &config.cookie, time),
+    ));
+    reply.headers.push((headers::CHALLENGE, challenge));
+    Ok(Some(reply))
+}

@@ -1,0 +1,585 @@
+//! Device-bound sessions (DBSC) through the tower layer, in process: a real MemoryStore,
+//! real ES256 keys, and requests shaped like the ones Chrome 156 sends
+//! (`docs/dbsc-chromium-probe.md`). Each failure the issue lists has its test.
+#![cfg(feature = "dbsc")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use cloakroom::dbsc::binding::DeviceBindingConfig;
+use cloakroom::dbsc::bound_cookie;
+use cloakroom::dbsc::test_signer::{new_key, refresh_proof, registration_proof, SigningKey};
+use cloakroom::{
+    generate_key, KeyRing, MemoryStore, Session, SessionConfig, SessionLayer, SessionManager,
+    SessionStore,
+};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const REGISTER: &str = "/.cloakroom/dbsc/register";
+const REFRESH: &str = "/.cloakroom/dbsc/refresh";
+const SESSION_COOKIE: &str = "id";
+const BOUND_COOKIE: &str = "cloakroom_bound";
+
+/// The app, its store, and the key ring bound cookies are MAC'd with.
+struct Site {
+    app: Router,
+    store: Arc<MemoryStore>,
+    keys: KeyRing,
+}
+
+fn site_with(binding: bool) -> Site {
+    let store = Arc::new(MemoryStore::new());
+    let keys = KeyRing::parse(&generate_key()).unwrap();
+    let mut config = SessionConfig::default();
+    if binding {
+        config = config.with_device_binding(DeviceBindingConfig::new(keys.clone()));
+    }
+    let manager = SessionManager::from_arc(store.clone(), config).unwrap();
+    let app = Router::new()
+        .route(
+            "/login/{user}",
+            post(
+                |session: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
+                    session.login(user).await.unwrap();
+                },
+            ),
+        )
+        .route(
+            "/whoami",
+            get(|session: Session| async move {
+                session
+                    .user()
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|| "anonymous".into())
+            }),
+        )
+        .route(
+            "/cycle",
+            post(|session: Session| async move { session.cycle_id().await.unwrap() }),
+        )
+        .route(
+            "/logout",
+            post(|session: Session| async move { session.logout().await.unwrap() }),
+        )
+        .layer(SessionLayer::from_manager(Arc::new(manager)));
+    Site { app, store, keys }
+}
+
+/// A browser's cookie jar and the last response.
+#[derive(Clone, Default)]
+struct Browser {
+    cookies: BTreeMap<String, String>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+    }
+
+    /// The value of `name="…"` in a header.
+    fn param(&self, header: &str, name: &str) -> String {
+        let text = self.header(header).unwrap();
+        let start = text.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        text[start..][..text[start..].find('"').unwrap()].to_owned()
+    }
+
+    /// The challenge of a `Secure-Session-Challenge`.
+    fn challenge(&self) -> String {
+        let text = self.header("secure-session-challenge").unwrap();
+        text.split('"').nth(1).unwrap().to_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+impl Browser {
+    async fn send(
+        &mut self,
+        site: &Site,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if !self.cookies.is_empty() {
+            let line: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            request = request.header("cookie", line.join("; "));
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let response = site
+            .app
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        for set in headers.get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || set.to_str().unwrap().contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+
+    async fn whoami(&mut self, site: &Site) -> String {
+        self.send(site, "GET", "/whoami", &[]).await.body
+    }
+
+    /// Logs in and registers `device` as Chrome would; returns the registration reply.
+    async fn login_and_register(&mut self, site: &Site, device: &SigningKey) -> Reply {
+        let login = self.login(site, "alice").await;
+        let proof = registration_proof(
+            device,
+            &login.param("secure-session-registration", "challenge"),
+            &login.param("secure-session-registration", "authorization"),
+        );
+        self.send(
+            site,
+            "POST",
+            REGISTER,
+            &[("secure-session-response", &proof)],
+        )
+        .await
+    }
+
+    async fn login(&mut self, site: &Site, user: &str) -> Reply {
+        let login = self
+            .send(site, "POST", &format!("/login/{user}"), &[])
+            .await;
+        assert_eq!(login.status, StatusCode::OK);
+        login
+    }
+
+    /// A copy of this browser holding only the session cookie (a thief's HTTP client).
+    fn session_cookie_only(&self) -> Browser {
+        let mut thief = self.clone();
+        thief.cookies.retain(|name, _| name == SESSION_COOKIE);
+        thief
+    }
+}
+
+/// The stored record of the browser's session, as JSON.
+async fn stored(site: &Site, browser: &Browser) -> Option<cloakroom::record::Record> {
+    let id = cloakroom::SessionId::parse(&browser.cookies[SESSION_COOKIE]).unwrap();
+    site.store.load(&id.store_key()).await.unwrap()
+}
+
+/// Rewrites the stored binding (to age a challenge, say), as a store would hold it.
+async fn edit_binding(site: &Site, browser: &Browser, edit: impl FnOnce(&mut Value)) {
+    let id = cloakroom::SessionId::parse(&browser.cookies[SESSION_COOKIE]).unwrap();
+    let mut record = site.store.load(&id.store_key()).await.unwrap().unwrap();
+    edit(record.device_binding.as_deref_mut().unwrap());
+    site.store
+        .update(&id.store_key(), &record, record.version)
+        .await
+        .unwrap();
+}
+
+fn past_ms() -> i64 {
+    cloakroom::record::to_unix_ms(cloakroom::record::now()) - 1_000
+}
+
+#[tokio::test]
+async fn registration_binds_and_the_bound_cookie_is_then_required() {
+    let site = site_with(true);
+    let device = new_key();
+    let mut browser = Browser::default();
+    let reply = browser.login_and_register(&site, &device).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.header("cache-control").as_deref(), Some("no-store"));
+    let config = reply.json();
+    assert_eq!(config["refresh_url"], REFRESH);
+    assert_eq!(config["credentials"][0]["name"], BOUND_COOKIE);
+    let id = config["session_identifier"].as_str().unwrap().to_owned();
+    assert_eq!(reply.param("secure-session-challenge", "id"), id);
+    assert!(browser.cookies.contains_key(BOUND_COOKIE));
+    assert_eq!(browser.whoami(&site).await, "alice");
+
+    // The session cookie alone (copied by a thief) is not logged in, and the stored
+    // session is left exactly as it was: not destroyed, not touched, not rotated.
+    let before = stored(&site, &browser).await.unwrap();
+    let mut thief = browser.session_cookie_only();
+    let seen = thief.send(&site, "GET", "/whoami", &[]).await;
+    assert_eq!(seen.body, "anonymous");
+    assert!(seen.header("set-cookie").is_none(), "no cookie for a read");
+    // Even a write by the thief (a login as someone else) leaves the bound session alone.
+    thief.login(&site, "mallory").await;
+    assert_eq!(stored(&site, &browser).await.unwrap(), before);
+    assert_eq!(browser.whoami(&site).await, "alice");
+
+    // Refresh with the pre-sent challenge: a new bound cookie and the next challenge.
+    let old_bound = browser.cookies[BOUND_COOKIE].clone();
+    let proof = refresh_proof(&device, &reply.challenge());
+    let refreshed = browser
+        .send(
+            &site,
+            "POST",
+            REFRESH,
+            &[
+                ("sec-secure-session-id", &id),
+                ("secure-session-response", &proof),
+            ],
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    assert_ne!(browser.cookies[BOUND_COOKIE], old_bound);
+    assert_eq!(refreshed.param("secure-session-challenge", "id"), id);
+    assert_eq!(browser.whoami(&site).await, "alice");
+}
+
+#[tokio::test]
+async fn refresh_without_a_proof_gets_a_challenge_then_a_cookie() {
+    let site = site_with(true);
+    let device = new_key();
+    let mut browser = Browser::default();
+    let reply = browser.login_and_register(&site, &device).await;
+    let id = reply.json()["session_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let asked = browser
+        .send(&site, "POST", REFRESH, &[("sec-secure-session-id", &id)])
+        .await;
+    assert_eq!(asked.status, StatusCode::FORBIDDEN);
+    let proof = refresh_proof(&device, &asked.challenge());
+    let refreshed = browser
+        .send(
+            &site,
+            "POST",
+            REFRESH,
+            &[
+                ("sec-secure-session-id", &id),
+                ("secure-session-response", &proof),
+            ],
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    assert!(refreshed
+        .header("set-cookie")
+        .unwrap()
+        .starts_with(BOUND_COOKIE));
+}
+
+#[tokio::test]
+async fn a_bad_signature_does_not_register() {
+    let site = site_with(true);
+    let mut browser = Browser::default();
+    let login = browser.login(&site, "alice").await;
+    let proof = registration_proof(
+        &new_key(),
+        &login.param("secure-session-registration", "challenge"),
+        &login.param("secure-session-registration", "authorization"),
+    );
+    // Flip a character of the signature.
+    let mut bytes = proof.into_bytes();
+    let at = bytes.len() - 2;
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(bytes).unwrap();
+    let reply = browser
+        .send(
+            &site,
+            "POST",
+            REGISTER,
+            &[("secure-session-response", &tampered)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(!browser.cookies.contains_key(BOUND_COOKIE));
+    // Still unbound: the session cookie alone keeps working, as without DBSC.
+    assert_eq!(browser.session_cookie_only().whoami(&site).await, "alice");
+}
+
+#[tokio::test]
+async fn a_replayed_or_foreign_refresh_proof_is_refused() {
+    let site = site_with(true);
+    let device = new_key();
+    let mut browser = Browser::default();
+    let reply = browser.login_and_register(&site, &device).await;
+    let id = reply.json()["session_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let proof = refresh_proof(&device, &reply.challenge());
+    let headers = [
+        ("sec-secure-session-id", id.as_str()),
+        ("secure-session-response", &proof),
+    ];
+    assert_eq!(
+        browser.send(&site, "POST", REFRESH, &headers).await.status,
+        StatusCode::OK
+    );
+    // The same proof again: its challenge was used.
+    let replayed = browser.send(&site, "POST", REFRESH, &headers).await;
+    assert_eq!(replayed.status, StatusCode::UNAUTHORIZED);
+    assert!(replayed.header("set-cookie").is_none());
+
+    // Another key (a thief's device) signing a live challenge.
+    let asked = browser
+        .send(&site, "POST", REFRESH, &[("sec-secure-session-id", &id)])
+        .await;
+    let stolen = refresh_proof(&new_key(), &asked.challenge());
+    let refused = browser
+        .send(
+            &site,
+            "POST",
+            REFRESH,
+            &[
+                ("sec-secure-session-id", &id),
+                ("secure-session-response", &stolen),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.header("set-cookie").is_none());
+    // A registration over the bound key is refused too.
+    let again = registration_proof(&new_key(), &asked.challenge(), "x");
+    let rebind = browser
+        .send(
+            &site,
+            "POST",
+            REGISTER,
+            &[("secure-session-response", &again)],
+        )
+        .await;
+    assert_eq!(rebind.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn expired_challenges_are_refused() {
+    let site = site_with(true);
+    let device = new_key();
+    // Registration: the offer's challenge aged past its expiry in the store.
+    let mut browser = Browser::default();
+    let login = browser.login(&site, "alice").await;
+    edit_binding(&site, &browser, |binding| {
+        binding["challenge"]["expires_at"] = past_ms().into();
+    })
+    .await;
+    let proof = registration_proof(
+        &device,
+        &login.param("secure-session-registration", "challenge"),
+        &login.param("secure-session-registration", "authorization"),
+    );
+    let reply = browser
+        .send(
+            &site,
+            "POST",
+            REGISTER,
+            &[("secure-session-response", &proof)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    // Refresh: the pre-sent challenge aged the same way.
+    let mut browser = Browser::default();
+    let reply = browser.login_and_register(&site, &device).await;
+    let id = reply.json()["session_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    edit_binding(&site, &browser, |binding| {
+        for challenge in binding["challenges"].as_array_mut().unwrap() {
+            challenge["expires_at"] = past_ms().into();
+        }
+    })
+    .await;
+    let proof = refresh_proof(&device, &reply.challenge());
+    let refused = browser
+        .send(
+            &site,
+            "POST",
+            REFRESH,
+            &[
+                ("sec-secure-session-id", &id),
+                ("secure-session-response", &proof),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_session_that_is_gone_cannot_register_or_refresh() {
+    let site = site_with(true);
+    let device = new_key();
+    let mut browser = Browser::default();
+    let login = browser.login(&site, "alice").await;
+    let kept = browser.clone();
+    browser.send(&site, "POST", "/logout", &[]).await;
+    let mut gone = kept.clone();
+    let proof = registration_proof(
+        &device,
+        &login.param("secure-session-registration", "challenge"),
+        &login.param("secure-session-registration", "authorization"),
+    );
+    let reply = gone
+        .send(
+            &site,
+            "POST",
+            REGISTER,
+            &[("secure-session-response", &proof)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    // A bound session that is then logged out: the refresh ends Chrome's session.
+    let mut browser = Browser::default();
+    let reply = browser.login_and_register(&site, &device).await;
+    let id = reply.json()["session_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before_logout = browser.clone();
+    browser.send(&site, "POST", "/logout", &[]).await;
+    let mut stale = before_logout;
+    let ended = stale
+        .send(&site, "POST", REFRESH, &[("sec-secure-session-id", &id)])
+        .await;
+    assert_eq!(ended.status, StatusCode::OK);
+    assert_eq!(ended.json(), serde_json::json!({"continue": false}));
+    // So does an identifier that is not this session's.
+    let mut browser = Browser::default();
+    browser.login_and_register(&site, &device).await;
+    let other = browser
+        .send(
+            &site,
+            "POST",
+            REFRESH,
+            &[("sec-secure-session-id", "someone-else")],
+        )
+        .await;
+    assert_eq!(other.json(), serde_json::json!({"continue": false}));
+}
+
+#[tokio::test]
+async fn a_missing_forged_or_expired_bound_cookie_is_not_logged_in() {
+    let site = site_with(true);
+    let device = new_key();
+    let mut browser = Browser::default();
+    let reply = browser.login_and_register(&site, &device).await;
+    let id = reply.json()["session_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let past = cloakroom::record::now() - Duration::from_secs(1);
+    let expired = bound_cookie::issue(&site.keys, &id, past);
+    let other_ring = KeyRing::parse(&generate_key()).unwrap();
+    let forged = bound_cookie::issue(&other_ring, &id, past + Duration::from_secs(600));
+    for value in [expired, forged, "junk".to_owned()] {
+        let mut copy = browser.clone();
+        copy.cookies.insert(BOUND_COOKIE.into(), value);
+        assert_eq!(copy.whoami(&site).await, "anonymous");
+    }
+    assert_eq!(
+        browser.session_cookie_only().whoami(&site).await,
+        "anonymous"
+    );
+    assert_eq!(browser.whoami(&site).await, "alice");
+}
+
+#[tokio::test]
+async fn clients_without_dbsc_work_as_before() {
+    // Binding on, the browser never registers: the session cookie is enough.
+    let site = site_with(true);
+    let mut browser = Browser::default();
+    let login = browser.login(&site, "alice").await;
+    assert!(login
+        .header("secure-session-registration")
+        .unwrap()
+        .starts_with("(ES256 RS256);path=\"/.cloakroom/dbsc/register\""));
+    assert_eq!(browser.whoami(&site).await, "alice");
+    browser.send(&site, "POST", "/cycle", &[]).await;
+    assert_eq!(browser.whoami(&site).await, "alice");
+    // Binding off: no offer, and the endpoints are the app's (here: none).
+    let site = site_with(false);
+    let mut browser = Browser::default();
+    let login = browser.login(&site, "alice").await;
+    assert!(login.header("secure-session-registration").is_none());
+    let reply = browser.send(&site, "POST", REGISTER, &[]).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn cycle_id_keeps_the_binding_and_login_drops_it() {
+    let site = site_with(true);
+    let device = new_key();
+    let mut browser = Browser::default();
+    browser.login_and_register(&site, &device).await;
+    let before = browser.cookies[SESSION_COOKIE].clone();
+    browser.send(&site, "POST", "/cycle", &[]).await;
+    assert_ne!(browser.cookies[SESSION_COOKIE], before, "the ID rotated");
+    assert_eq!(browser.whoami(&site).await, "alice");
+    assert_eq!(
+        browser.session_cookie_only().whoami(&site).await,
+        "anonymous",
+        "still bound after cycle_id"
+    );
+    // A new login offers a new binding and drops the old key: until the browser
+    // registers again, the session cookie alone works.
+    let login = browser.login(&site, "alice").await;
+    assert!(login.header("secure-session-registration").is_some());
+    assert_eq!(browser.session_cookie_only().whoami(&site).await, "alice");
+    let binding = stored(&site, &browser)
+        .await
+        .unwrap()
+        .device_binding
+        .unwrap();
+    assert_eq!(binding["state"], "pending");
+}
+
+#[test]
+fn records_written_before_device_binding_still_load() {
+    let old = r#"{"data":{"a":1},"created_at":0,"last_active_at":0,"version":3}"#;
+    let record: cloakroom::record::Record = serde_json::from_str(old).unwrap();
+    assert_eq!(record.device_binding, None);
+    assert!(!serde_json::to_string(&record)
+        .unwrap()
+        .contains("device_binding"));
+}
+
+#[tokio::test]
+async fn cookie_sessions_refuse_device_binding() {
+    let keys = KeyRing::parse(&generate_key()).unwrap();
+    let config =
+        SessionConfig::default().with_device_binding(DeviceBindingConfig::new(keys.clone()));
+    let sessions = cloakroom::sealed::CookieSessions::encrypted(keys);
+    assert_eq!(
+        SessionManager::cookie(sessions, config).unwrap_err(),
+        cloakroom::ConfigError::DeviceBindingNeedsStore
+    );
+}
