@@ -136,6 +136,13 @@ def table(header, align, runs, row):
     w(recorded([r for _, r in ran]))
     w("")
 
+def section(title, intro):
+    """A section's title and its opening paragraph."""
+    w(f"## {title}")
+    w("")
+    w(intro)
+    w("")
+
 def runs_of(kind, names):
     """(name, run) for each of `names`: the run in `{kind}-{name}.json`, if any."""
     return [(name, load(f"{kind}-{name}.json")) for name in names]
@@ -163,12 +170,10 @@ w(f"- Machine generating this file (earlier sections may come from another): {pl
 w(f"- Commit when generated: `{sh('git rev-parse --short HEAD')}`")
 w("")
 
-w("## Fuzzing")
-w("")
-w("`scripts/fuzz.sh SECONDS` runs each cargo-fuzz target (`fuzz/fuzz_targets/`) for SECONDS"
-  " from the committed seeds (`fuzz/seeds/`). Goal: at least 10 million executions or one"
-  " hour per target, with 0 crashes.")
-w("")
+section("Fuzzing",
+        "`scripts/fuzz.sh SECONDS` runs each cargo-fuzz target (`fuzz/fuzz_targets/`) for SECONDS"
+        " from the committed seeds (`fuzz/seeds/`). Goal: at least 10 million executions or one"
+        " hour per target, with 0 crashes.")
 what = {
     "cookie_header": "`Cookie` header parsing (`codec`), through a session manager",
     "sealed_encrypted": "opening encrypted client-side cookies (raw and validly sealed payloads)",
@@ -201,14 +206,12 @@ else:
     w("_Not run yet: `scripts/fuzz.sh 60`._")
 w("")
 
-w("## Crash safety")
-w("")
-w("A writer process inserts sessions and bumps a counter session with compare-and-set,"
-  " printing an acknowledgement after each write returns; it is SIGKILLed after a random"
-  " 0–100 ms of writing, and the store is reopened: every acknowledged write must be there,"
-  " every record must load (plus `PRAGMA integrity_check` for SQLite, every file decoding"
-  " for the file store), and the store must open. Goal: 1,000 kills each, 0 failures.")
-w("")
+section("Crash safety",
+        "A writer process inserts sessions and bumps a counter session with compare-and-set,"
+        " printing an acknowledgement after each write returns; it is SIGKILLed after a random"
+        " 0–100 ms of writing, and the store is reopened: every acknowledged write must be there,"
+        " every record must load (plus `PRAGMA integrity_check` for SQLite, every file decoding"
+        " for the file store), and the store must open. Goal: 1,000 kills each, 0 failures.")
 def crash_row(store, r):
     x = r["report"]
     return (f"| {store} | {x['kills']:,} | {x['acked_writes']:,} | {x['lost_writes']} | {x['corrupt_records']} |"
@@ -219,15 +222,13 @@ table("| store | kills | acknowledged writes | lost | corrupt | failed opens | r
 w("Command: `reliability crash STORE --kills N` (CI: `cargo test -p cloakroom-reliability --test crash_safety`, 30 kills each).")
 w("")
 
-w("## Outages under load")
-w("")
-w("Each server runs as a private instance on a spare loopback port (the shared servers are"
-  " never touched). Eight clients increment their sessions' counters through an in-process"
-  " axum app (the store behind `SessionLayer`); the server is SIGKILLed (Memcached: frozen"
-  " with SIGSTOP, since a restarted Memcached is empty by design) for 4 s and brought back."
-  " Goal: every 503 carries `Retry-After`, no request outlives the operation timeout by"
-  " much, quick recovery, 0 acknowledged writes lost.")
-w("")
+section("Outages under load",
+        "Each server runs as a private instance on a spare loopback port (the shared servers are"
+        " never touched). Eight clients increment their sessions' counters through an in-process"
+        " axum app (the store behind `SessionLayer`); the server is SIGKILLed (Memcached: frozen"
+        " with SIGSTOP, since a restarted Memcached is empty by design) for 4 s and brought back."
+        " Goal: every 503 carries `Retry-After`, no request outlives the operation timeout by"
+        " much, quick recovery, 0 acknowledged writes lost.")
 def outage_row(server, r):
     x = r["report"]
     return (f"| {server} | {x['mode']} | {x['requests']:,} | {x['ok']:,} | {x['unavailable']:,} |"
@@ -249,12 +250,10 @@ if problems:
         w(f"- {p}")
 w("")
 
-w("## Soak")
-w("")
-w("Full load (8 clients, no pause: increments, reads, and a logout every 50th request so the"
-  " store stays bounded) on SQLite and on a private Redis. Goal (10 minutes): resident memory"
-  " flat within 10% after the first window, p99 stable, 0 errors.")
-w("")
+section("Soak",
+        "Full load (8 clients, no pause: increments, reads, and a logout every 50th request so the"
+        " store stays bounded) on SQLite and on a private Redis. Goal (10 minutes): resident memory"
+        " flat within 10% after the first window, p99 stable, 0 errors.")
 def soak_row(store, r):
     x = r["report"]
     return (f"| {store} | {x['seconds']:.0f} | {x['requests']:,} | {x['throughput']:,.0f} | {x['errors']} |"
@@ -266,12 +265,10 @@ table("| store | seconds | requests | req/s | errors | RSS baseline MiB | RSS ma
 w("Command: `scripts/soak.sh SECONDS` (or `reliability soak STORE --seconds N`).")
 w("")
 
-w("## Adversarial scale")
-w("")
-w("One user with N sessions: the time to list them, revoke all but one, revoke all (after"
-  " inserting them again), and purge as many expired sessions. Every operation must finish"
-  " (batched, server-side).")
-w("")
+section("Adversarial scale",
+        "One user with N sessions: the time to list them, revoke all but one, revoke all (after"
+        " inserting them again), and purge as many expired sessions. Every operation must finish"
+        " (batched, server-side).")
 def scale_row(_, r):
     x = r["report"]
     errors = "; ".join(x["errors"]) or "0"
