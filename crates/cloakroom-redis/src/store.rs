@@ -72,8 +72,9 @@ pub use setup::{RedisConfig, SetupError};
 ///   topology refresh), and no acknowledged write was lost, with or without `WAIT`
 ///   (replication on loopback outruns a kill; over a network the window is real).
 /// - redis-rs 0.32's cluster client has been seen to stop answering for good after a
-///   primary died, on every shard; when calls stop being answered the store builds a fresh
-///   cluster connection and swaps it in (see [`connect_cluster`](RedisStore::connect_cluster)).
+///   primary died, on every shard, or on the lost shard only; while a shard's calls keep
+///   failing past a failover's length the store builds fresh cluster connections and swaps
+///   them in until it answers (see [`connect_cluster`](RedisStore::connect_cluster)).
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
@@ -140,9 +141,10 @@ impl RedisStore {
     }
 
     /// How many times this store replaced its Redis Cluster connection with a fresh one
-    /// after calls stopped being answered (see
+    /// while a shard stayed unreachable (see
     /// [`connect_cluster`](RedisStore::connect_cluster)); always 0 on a single node. Worth
-    /// a metric: a rising count means the cluster client kept stalling.
+    /// a metric: a few per failover are expected, a count rising outside failovers means
+    /// a shard stays unreachable.
     pub fn cluster_rebuilds(&self) -> u64 {
         match &self.connection {
             Connection::Single(_) => 0,

@@ -12,6 +12,7 @@ use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::FromRedisValue;
 
 use super::{store_error, RedisStore};
+use crate::connection::slot::key_slot;
 use crate::connection::Connection;
 use cloakroom::StoreError;
 
@@ -40,20 +41,6 @@ pub struct NotReplicated {
     pub timeout: Duration,
 }
 
-/// The cluster slot of a key: CRC16 (XMODEM) of its hash tag (every key this store writes
-/// has one), or of the whole key.
-fn slot(key: &str) -> u16 {
-    let bytes = key.as_bytes();
-    let tagged = key
-        .find('{')
-        .and_then(|open| {
-            let close = key[open + 1..].find('}')?;
-            (close > 0).then(|| &bytes[open + 1..open + 1 + close])
-        })
-        .unwrap_or(bytes);
-    crc16::State::<crc16::XMODEM>::calculate(tagged) % 16384
-}
-
 impl RedisStore {
     /// Waits for the replicas of the nodes holding `keys` (every primary for `None`), if
     /// this store was built [`with_wait_for_replicas`](RedisStore::with_wait_for_replicas).
@@ -73,8 +60,10 @@ impl RedisStore {
         let mut acknowledged = Vec::new();
         match (&self.connection, keys) {
             (Connection::Cluster(cluster), Some(keys)) => {
-                let mut by_slot: Vec<(u16, &str)> =
-                    keys.iter().map(|key| (slot(key), *key)).collect();
+                let mut by_slot: Vec<(u16, &str)> = keys
+                    .iter()
+                    .map(|key| (key_slot(key.as_bytes()), *key))
+                    .collect();
                 by_slot.sort_unstable();
                 by_slot.dedup_by_key(|(slot, _)| *slot);
                 for (slot, key) in by_slot {
@@ -122,18 +111,5 @@ impl RedisStore {
             }
             _ => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::slot;
-
-    #[test]
-    fn slots_match_the_cluster_spec() {
-        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
-        assert_eq!(slot("123456789"), 0x31C3);
-        assert_eq!(slot("foo"), 12182);
-        assert_eq!(slot("{user1000}.following"), slot("user1000"));
     }
 }

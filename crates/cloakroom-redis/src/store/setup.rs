@@ -94,13 +94,17 @@ impl RedisStore {
     /// Connects to a Redis Cluster through any of its nodes (`redis://HOST:PORT` each).
     ///
     /// The store keeps one cluster connection, and replaces it with a fresh one (new node
-    /// connections, the topology read again through these nodes) when calls stop being
-    /// answered: over two operation timeouts (at least a second), at least 3 calls timed
-    /// out or lost their connection and at most one call was answered for every 4 that
-    /// failed. The fresh connection is built in the background (one at a time, at most
-    /// once a second, backing off to once every 16 s while rebuilding does not help) and
-    /// serves the calls that start after it is in place; if it cannot be built, the old one
-    /// stays. A dead primary alone causes no rebuild while the other shards answer.
+    /// connections, the topology read again through these nodes) when a shard stays
+    /// unreachable: once the calls on one slot have failed for two operation timeouts (at
+    /// least a second) with none answered (timed out, lost or refused their connection, or
+    /// ran out of redirections), and then again, 0.5, 1, 2, 2... s after each rebuild,
+    /// until that slot answers. A failover's first seconds are expected to fail: the
+    /// rebuilds only make sure the client reads the topology again after the replica took
+    /// over, which redis-rs 0.32 alone was seen not to do. The fresh connection is built in
+    /// the background (one at a time) and serves the calls that start after it is in
+    /// place; if it cannot be built, the old one stays. Meanwhile every call stays bounded
+    /// by the operation timeout and fails with a [`StoreError`](cloakroom::StoreError)
+    /// (a 503 from the session layer).
     pub async fn connect_cluster(urls: &[&str], config: RedisConfig) -> Result<Self, SetupError> {
         check_prefix(&config.prefix)?;
         let seed = urls
