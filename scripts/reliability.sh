@@ -121,6 +121,32 @@ def recorded(runs):
     when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} – {dates[-1]}"
     return f"Recorded {when} UTC, {' and '.join(builds)} harness build{'s' if len(builds) > 1 else ''}."
 
+def table(header, align, runs, row):
+    """A results table: `header` and `align`, then `row(name, run)` for each (name, run)
+    pair in `runs` that has a run, or one "not run yet" row when none has; then when
+    the runs were recorded, between blank lines."""
+    ran = [(name, r) for name, r in runs if r]
+    w(header)
+    w(align)
+    for name, r in ran:
+        w(row(name, r))
+    if not ran:
+        w("| _not run yet_ " + "| " * (header.count("|") - 2) + "|")
+    w("")
+    w(recorded([r for _, r in ran]))
+    w("")
+
+def section(title, intro):
+    """A section's title and its opening paragraph."""
+    w(f"## {title}")
+    w("")
+    w(intro)
+    w("")
+
+def runs_of(kind, names):
+    """(name, run) for each of `names`: the run in `{kind}-{name}.json`, if any."""
+    return [(name, load(f"{kind}-{name}.json")) for name in names]
+
 def read(name):
     path = os.path.join(results, name)
     return open(path).read().strip() if os.path.exists(path) else "?"
@@ -144,12 +170,10 @@ w(f"- Machine generating this file (earlier sections may come from another): {pl
 w(f"- Commit when generated: `{sh('git rev-parse --short HEAD')}`")
 w("")
 
-w("## Fuzzing")
-w("")
-w("`scripts/fuzz.sh SECONDS` runs each cargo-fuzz target (`fuzz/fuzz_targets/`) for SECONDS"
-  " from the committed seeds (`fuzz/seeds/`). Goal: at least 10 million executions or one"
-  " hour per target, with 0 crashes.")
-w("")
+section("Fuzzing",
+        "`scripts/fuzz.sh SECONDS` runs each cargo-fuzz target (`fuzz/fuzz_targets/`) for SECONDS"
+        " from the committed seeds (`fuzz/seeds/`). Goal: at least 10 million executions or one"
+        " hour per target, with 0 crashes.")
 what = {
     "cookie_header": "`Cookie` header parsing (`codec`), through a session manager",
     "sealed_encrypted": "opening encrypted client-side cookies (raw and validly sealed payloads)",
@@ -182,62 +206,40 @@ else:
     w("_Not run yet: `scripts/fuzz.sh 60`._")
 w("")
 
-w("## Crash safety")
-w("")
-w("A writer process inserts sessions and bumps a counter session with compare-and-set,"
-  " printing an acknowledgement after each write returns; it is SIGKILLed after a random"
-  " 0–100 ms of writing, and the store is reopened: every acknowledged write must be there,"
-  " every record must load (plus `PRAGMA integrity_check` for SQLite, every file decoding"
-  " for the file store), and the store must open. Goal: 1,000 kills each, 0 failures.")
-w("")
-w("| store | kills | acknowledged writes | lost | corrupt | failed opens | records at end | seconds | passed |")
-w("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-any_crash = False
-for store in ["sqlite", "file"]:
-    r = load(f"crash-{store}.json")
-    if not r:
-        continue
-    any_crash = True
+section("Crash safety",
+        "A writer process inserts sessions and bumps a counter session with compare-and-set,"
+        " printing an acknowledgement after each write returns; it is SIGKILLed after a random"
+        " 0–100 ms of writing, and the store is reopened: every acknowledged write must be there,"
+        " every record must load (plus `PRAGMA integrity_check` for SQLite, every file decoding"
+        " for the file store), and the store must open. Goal: 1,000 kills each, 0 failures.")
+def crash_row(store, r):
     x = r["report"]
-    w(f"| {store} | {x['kills']:,} | {x['acked_writes']:,} | {x['lost_writes']} | {x['corrupt_records']} |"
-      f" {x['open_failures']} | {x['final_records']:,} | {x['seconds']:.0f} | {yes(r['passed'])} |")
-if not any_crash:
-    w("| _not run yet_ | | | | | | | | |")
-w("")
-w(recorded([load(f"crash-{s}.json") for s in ["sqlite", "file"]]))
-w("")
+    return (f"| {store} | {x['kills']:,} | {x['acked_writes']:,} | {x['lost_writes']} | {x['corrupt_records']} |"
+            f" {x['open_failures']} | {x['final_records']:,} | {x['seconds']:.0f} | {yes(r['passed'])} |")
+table("| store | kills | acknowledged writes | lost | corrupt | failed opens | records at end | seconds | passed |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+      runs_of("crash", ["sqlite", "file"]), crash_row)
 w("Command: `reliability crash STORE --kills N` (CI: `cargo test -p cloakroom-reliability --test crash_safety`, 30 kills each).")
 w("")
 
-w("## Outages under load")
-w("")
-w("Each server runs as a private instance on a spare loopback port (the shared servers are"
-  " never touched). Eight clients increment their sessions' counters through an in-process"
-  " axum app (the store behind `SessionLayer`); the server is SIGKILLed (Memcached: frozen"
-  " with SIGSTOP, since a restarted Memcached is empty by design) for 4 s and brought back."
-  " Goal: every 503 carries `Retry-After`, no request outlives the operation timeout by"
-  " much, quick recovery, 0 acknowledged writes lost.")
-w("")
-w("| server | outage | requests | 200 | 503 | 503 without Retry-After | other | slowest ms | operation timeout ms | down ms | recovery ms | acknowledged | lost | passed |")
-w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-problems = []
-any_outage = False
-for server in ["redis", "postgres", "mysql", "memcached"]:
-    r = load(f"outage-{server}.json")
-    if not r:
-        continue
-    any_outage = True
+section("Outages under load",
+        "Each server runs as a private instance on a spare loopback port (the shared servers are"
+        " never touched). Eight clients increment their sessions' counters through an in-process"
+        " axum app (the store behind `SessionLayer`); the server is SIGKILLed (Memcached: frozen"
+        " with SIGSTOP, since a restarted Memcached is empty by design) for 4 s and brought back."
+        " Goal: every 503 carries `Retry-After`, no request outlives the operation timeout by"
+        " much, quick recovery, 0 acknowledged writes lost.")
+def outage_row(server, r):
     x = r["report"]
-    w(f"| {server} | {x['mode']} | {x['requests']:,} | {x['ok']:,} | {x['unavailable']:,} |"
-      f" {x['unavailable_without_retry_after']} | {x['other_statuses']} | {ms(x['slowest_ms'])} |"
-      f" {ms(x['operation_timeout_ms'])} | {ms(x['down_ms'])} | {ms(x['recovery_ms'])} |"
-      f" {x['acked_increments']:,} | {x['lost_increments']} | {yes(r['passed'])} |")
-    problems += [f"{server}: {p}" for p in x.get("problems", [])]
-if not any_outage:
-    w("| _not run yet_ | | | | | | | | | | | | | |")
-w("")
-w(recorded([load(f"outage-{s}.json") for s in ["redis", "postgres", "mysql", "memcached"]]))
-w("")
+    return (f"| {server} | {x['mode']} | {x['requests']:,} | {x['ok']:,} | {x['unavailable']:,} |"
+            f" {x['unavailable_without_retry_after']} | {x['other_statuses']} | {ms(x['slowest_ms'])} |"
+            f" {ms(x['operation_timeout_ms'])} | {ms(x['down_ms'])} | {ms(x['recovery_ms'])} |"
+            f" {x['acked_increments']:,} | {x['lost_increments']} | {yes(r['passed'])} |")
+outages = runs_of("outage", ["redis", "postgres", "mysql", "memcached"])
+table("| server | outage | requests | 200 | 503 | 503 without Retry-After | other | slowest ms | operation timeout ms | down ms | recovery ms | acknowledged | lost | passed |",
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+      outages, outage_row)
+problems = [f"{server}: {p}" for server, r in outages if r for p in r["report"].get("problems", [])]
 w("Recovery: from the server answering again to the first 200 of a request sent after."
   " Command: `reliability outage SERVER` (CI: `cargo test -p cloakroom-reliability --test outage`, Redis only).")
 if problems:
@@ -248,56 +250,37 @@ if problems:
         w(f"- {p}")
 w("")
 
-w("## Soak")
-w("")
-w("Full load (8 clients, no pause: increments, reads, and a logout every 50th request so the"
-  " store stays bounded) on SQLite and on a private Redis. Goal (10 minutes): resident memory"
-  " flat within 10% after the first window, p99 stable, 0 errors.")
-w("")
-w("| store | seconds | requests | req/s | errors | RSS baseline MiB | RSS max MiB | growth % | p99 first ms | p99 last ms | p99 worst ms | passed |")
-w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-any_soak = False
-for store in ["sqlite", "redis"]:
-    r = load(f"soak-{store}.json")
-    if not r:
-        continue
-    any_soak = True
+section("Soak",
+        "Full load (8 clients, no pause: increments, reads, and a logout every 50th request so the"
+        " store stays bounded) on SQLite and on a private Redis. Goal (10 minutes): resident memory"
+        " flat within 10% after the first window, p99 stable, 0 errors.")
+def soak_row(store, r):
     x = r["report"]
-    w(f"| {store} | {x['seconds']:.0f} | {x['requests']:,} | {x['throughput']:,.0f} | {x['errors']} |"
-      f" {x['rss_baseline_kib']/1024:.1f} | {x['rss_max_kib']/1024:.1f} | {x['rss_growth_pct']:.1f} |"
-      f" {x['p99_first_ms']:.2f} | {x['p99_last_ms']:.2f} | {x['p99_max_ms']:.2f} | {yes(r['passed'])} |")
-if not any_soak:
-    w("| _not run yet_ | | | | | | | | | | | |")
-w("")
-w(recorded([load(f"soak-{s}.json") for s in ["sqlite", "redis"]]))
-w("")
+    return (f"| {store} | {x['seconds']:.0f} | {x['requests']:,} | {x['throughput']:,.0f} | {x['errors']} |"
+            f" {x['rss_baseline_kib']/1024:.1f} | {x['rss_max_kib']/1024:.1f} | {x['rss_growth_pct']:.1f} |"
+            f" {x['p99_first_ms']:.2f} | {x['p99_last_ms']:.2f} | {x['p99_max_ms']:.2f} | {yes(r['passed'])} |")
+table("| store | seconds | requests | req/s | errors | RSS baseline MiB | RSS max MiB | growth % | p99 first ms | p99 last ms | p99 worst ms | passed |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+      runs_of("soak", ["sqlite", "redis"]), soak_row)
 w("Command: `scripts/soak.sh SECONDS` (or `reliability soak STORE --seconds N`).")
 w("")
 
-w("## Adversarial scale")
-w("")
-w("One user with N sessions: the time to list them, revoke all but one, revoke all (after"
-  " inserting them again), and purge as many expired sessions. Every operation must finish"
-  " (batched, server-side).")
-w("")
-w("| store | sessions | insert s | list s | listed | revoke others s | revoke all s | purge s | purged | errors |")
-w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-any_scale = False
-for path in sorted(glob.glob(os.path.join(results, "scale-*.json"))):
-    r = json.load(open(path))
-    any_scale = True
+section("Adversarial scale",
+        "One user with N sessions: the time to list them, revoke all but one, revoke all (after"
+        " inserting them again), and purge as many expired sessions. Every operation must finish"
+        " (batched, server-side).")
+def scale_row(_, r):
     x = r["report"]
     errors = "; ".join(x["errors"]) or "0"
     name = x["store"]
     if "/tmp/" in name:
         name = name.split("://")[0] + "://(temporary)"
-    w(f"| `{name}` | {x['sessions']:,} | {x['insert_s']:.2f} | {x['list_s']:.3f} | {x['listed']:,} |"
-      f" {x['revoke_others_s']:.3f} | {x['revoke_all_s']:.3f} | {x['purge_s']:.3f} | {x['purged']:,} | {errors} |")
-if not any_scale:
-    w("| _not run yet_ | | | | | | | | | |")
-w("")
-w(recorded([json.load(open(p)) for p in glob.glob(os.path.join(results, "scale-*.json"))]))
-w("")
+    return (f"| `{name}` | {x['sessions']:,} | {x['insert_s']:.2f} | {x['list_s']:.3f} | {x['listed']:,} |"
+            f" {x['revoke_others_s']:.3f} | {x['revoke_all_s']:.3f} | {x['purge_s']:.3f} | {x['purged']:,} | {errors} |")
+table("| store | sessions | insert s | list s | listed | revoke others s | revoke all s | purge s | purged | errors |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+      [(None, json.load(open(path))) for path in sorted(glob.glob(os.path.join(results, "scale-*.json")))],
+      scale_row)
 w("Redis and Memcached expire records themselves (a TTL on every key), so their purge has"
   " nothing to delete: 0 purged is their expected figure, and their expired sessions are"
   " gone without it.")
