@@ -1,12 +1,14 @@
 //! The actix-web apps, serving [`routes`]: actix-session on its Redis and cookie stores, and
 //! cloakroom on actix-web (`cloakroom-actix`) with the handlers of the cloakroom axum app.
+//!
+//! An app is `App::new().wrap(middleware).configure(routes)`, with one of the middlewares
+//! and the routes of its library from here: each caller builds its `App` itself, since the
+//! type of an `App` with a middleware is one that only a caller's own expression can hold.
 
 use actix_session::storage::{CookieSessionStore, RedisSessionStore, SessionStore};
 use actix_session::{Session, SessionMiddleware};
-use actix_web::body::MessageBody;
 use actix_web::cookie::Key;
-use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{web, App};
+use actix_web::web;
 
 use crate::axum_apps::BuildError;
 use crate::env::Env;
@@ -30,22 +32,8 @@ pub fn middleware<S: SessionStore>(store: S, key: &Key) -> SessionMiddleware<S> 
     SessionMiddleware::new(store, key.clone())
 }
 
-/// The app, with `middleware` around the routes.
-pub fn app<S: SessionStore + 'static>(
-    middleware: SessionMiddleware<S>,
-) -> App<
-    impl ServiceFactory<
-        ServiceRequest,
-        Config = (),
-        Response = ServiceResponse<impl MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    App::new().wrap(middleware).configure(configure)
-}
-
-fn configure(config: &mut web::ServiceConfig) {
+/// The routes with actix-session's handlers, for an app wrapped in [`middleware`].
+pub fn actix_session_routes(config: &mut web::ServiceConfig) {
     config
         .route(routes::UNTOUCHED, web::get().to(untouched))
         .route(routes::SEED, web::post().to(seed))
@@ -91,25 +79,15 @@ pub async fn cloakroom_middleware(
     ))
 }
 
-/// The cloakroom-actix app, with `middleware` around the routes.
-pub fn cloakroom_app(
-    middleware: cloakroom_actix::SessionMiddleware,
-) -> App<
-    impl ServiceFactory<
-        ServiceRequest,
-        Config = (),
-        Response = ServiceResponse<impl MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    App::new()
-        .wrap(middleware)
+/// The routes with the cloakroom handlers, for an app wrapped in
+/// [`cloakroom_middleware`].
+pub fn cloakroom_routes(config: &mut web::ServiceConfig) {
+    config
         .route(routes::UNTOUCHED, web::get().to(untouched))
         .route(routes::SEED, web::post().to(cloakroom_handlers::seed))
         .route(routes::READ, web::get().to(cloakroom_handlers::read))
         .route(routes::WRITE, web::post().to(cloakroom_handlers::write))
-        .route(routes::ROTATE, web::post().to(cloakroom_handlers::rotate))
+        .route(routes::ROTATE, web::post().to(cloakroom_handlers::rotate));
 }
 
 crate::axum_apps::cloakroom_handlers_for!(cloakroom_actix);

@@ -18,7 +18,9 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use redis::aio::ConnectionManager;
 use serde_json::{json, Map, Value};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::postgres::PgQueryResult;
+use sqlx::sqlite::SqliteQueryResult;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Postgres, Sqlite, Type};
 
 use crate::axum_apps::{postgres_pool, sqlite_pool, untouched, BuildError};
 use crate::env::Env;
@@ -34,8 +36,8 @@ type Data = Map<String, Value>;
 #[derive(Clone)]
 enum Backend {
     Memory(Arc<Mutex<HashMap<String, Data>>>),
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
+    Sqlite(SqlTable<Sqlite>),
+    Postgres(SqlTable<Postgres>),
     Redis(ConnectionManager),
     Cookie(Arc<XChaCha20Poly1305>),
 }
@@ -52,7 +54,7 @@ pub async fn build(store: StoreKind, env: &Env) -> Result<Router, BuildError> {
             )
             .execute(&pool)
             .await?;
-            Backend::Sqlite(pool)
+            Backend::Sqlite(SqlTable(pool))
         }
         StoreKind::Postgres => {
             let pool = postgres_pool(env).await?;
@@ -63,7 +65,7 @@ pub async fn build(store: StoreKind, env: &Env) -> Result<Router, BuildError> {
             .execute(&pool)
             .await?;
             sqlx::query("TRUNCATE bench_floor").execute(&pool).await?;
-            Backend::Postgres(pool)
+            Backend::Postgres(SqlTable(pool))
         }
         StoreKind::Redis => {
             let client = redis::Client::open(env.redis_url.as_str())?;
@@ -124,22 +126,8 @@ impl Backend {
     async fn load(&self, id: &str) -> Result<Option<Data>, Failure> {
         let text: Option<String> = match self {
             Backend::Memory(map) => return Ok(map.lock().unwrap().get(id).cloned()),
-            Backend::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT data FROM bench_floor WHERE id = ?1 AND expires_at > ?2")
-                    .bind(id)
-                    .bind(now())
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(failed)?
-            }
-            Backend::Postgres(pool) => {
-                sqlx::query_scalar("SELECT data FROM bench_floor WHERE id = $1 AND expires_at > $2")
-                    .bind(id)
-                    .bind(now())
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(failed)?
-            }
+            Backend::Sqlite(table) => table.load(id).await?,
+            Backend::Postgres(table) => table.load(id).await?,
             Backend::Redis(connection) => redis::cmd("GET")
                 .arg(format!("floor:{id}"))
                 .query_async(&mut connection.clone())
@@ -171,30 +159,8 @@ impl Backend {
             Backend::Memory(map) => {
                 map.lock().unwrap().insert(id.to_owned(), data.clone());
             }
-            Backend::Sqlite(pool) => {
-                sqlx::query(
-                    "INSERT INTO bench_floor (id, data, expires_at) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
-                )
-                .bind(id)
-                .bind(text)
-                .bind(now() + TTL_SECONDS)
-                .execute(pool)
-                .await
-                .map_err(failed)?;
-            }
-            Backend::Postgres(pool) => {
-                sqlx::query(
-                    "INSERT INTO bench_floor (id, data, expires_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
-                )
-                .bind(id)
-                .bind(text)
-                .bind(now() + TTL_SECONDS)
-                .execute(pool)
-                .await
-                .map_err(failed)?;
-            }
+            Backend::Sqlite(table) => table.save(id, text).await?,
+            Backend::Postgres(table) => table.save(id, text).await?,
             Backend::Redis(connection) => {
                 redis::cmd("SET")
                     .arg(format!("floor:{id}"))
@@ -231,28 +197,8 @@ impl Backend {
                     None => false,
                 }
             }
-            Backend::Sqlite(pool) => {
-                sqlx::query("UPDATE bench_floor SET id = ?1 WHERE id = ?2 AND expires_at > ?3")
-                    .bind(&new)
-                    .bind(old)
-                    .bind(now())
-                    .execute(pool)
-                    .await
-                    .map_err(failed)?
-                    .rows_affected()
-                    == 1
-            }
-            Backend::Postgres(pool) => {
-                sqlx::query("UPDATE bench_floor SET id = $1 WHERE id = $2 AND expires_at > $3")
-                    .bind(&new)
-                    .bind(old)
-                    .bind(now())
-                    .execute(pool)
-                    .await
-                    .map_err(failed)?
-                    .rows_affected()
-                    == 1
-            }
+            Backend::Sqlite(table) => table.rename(old, &new).await?,
+            Backend::Postgres(table) => table.rename(old, &new).await?,
             Backend::Redis(connection) => redis::cmd("RENAMENX")
                 .arg(format!("floor:{old}"))
                 .arg(format!("floor:{new}"))
@@ -269,6 +215,85 @@ impl Backend {
             }
         };
         Ok(moved.then_some(new))
+    }
+}
+
+/// The floor's table on SQLite or PostgreSQL. Both run the same statements (SQLite takes
+/// `$N` placeholders too) through sqlx's generic API, which compiles to the same calls as
+/// the driver's own types: nothing is measured that the floor did not do before.
+struct SqlTable<DB: Database>(Pool<DB>);
+
+// By hand: a derive would ask `DB: Clone`, which the database marker types are not.
+impl<DB: Database> Clone for SqlTable<DB> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+/// How many rows a statement changed: each sqlx driver has it, but as an inherent method.
+trait RowsAffected {
+    fn rows(&self) -> u64;
+}
+
+impl RowsAffected for SqliteQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for PgQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl<DB> SqlTable<DB>
+where
+    DB: Database,
+    DB::QueryResult: RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    (String,): for<'r> FromRow<'r, DB::Row>,
+{
+    /// The live session's JSON.
+    async fn load(&self, id: &str) -> Result<Option<String>, Failure> {
+        sqlx::query_scalar("SELECT data FROM bench_floor WHERE id = $1 AND expires_at > $2")
+            .bind(id)
+            .bind(now())
+            .fetch_optional(&self.0)
+            .await
+            .map_err(failed)
+    }
+
+    /// Writes the session's JSON, new or not, with a fresh deadline.
+    async fn save(&self, id: &str, text: String) -> Result<(), Failure> {
+        sqlx::query(
+            "INSERT INTO bench_floor (id, data, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+        )
+        .bind(id)
+        .bind(text)
+        .bind(now() + TTL_SECONDS)
+        .execute(&self.0)
+        .await
+        .map_err(failed)?;
+        Ok(())
+    }
+
+    /// Moves the live session at `old` to `new`: whether there was one.
+    async fn rename(&self, old: &str, new: &str) -> Result<bool, Failure> {
+        let renamed =
+            sqlx::query("UPDATE bench_floor SET id = $1 WHERE id = $2 AND expires_at > $3")
+                .bind(new)
+                .bind(old)
+                .bind(now())
+                .execute(&self.0)
+                .await
+                .map_err(failed)?;
+        Ok(renamed.rows() == 1)
     }
 }
 

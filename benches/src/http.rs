@@ -141,9 +141,11 @@ async fn count_axum_writes(
 }
 
 async fn serve_actix(target: Target, env: Env, workers: usize, ready: Ready) {
-    use crate::actix_apps::{app, cloakroom_app, cloakroom_middleware, cookie_store, middleware};
+    use crate::actix_apps::{
+        actix_session_routes, cloakroom_middleware, cloakroom_routes, cookie_store, middleware,
+    };
     use actix_web::dev::Service;
-    use actix_web::HttpServer;
+    use actix_web::{App, HttpServer};
     use futures::FutureExt;
 
     // Every actix-web app here runs with the same server settings and the same S5 write
@@ -186,24 +188,28 @@ async fn serve_actix(target: Target, env: Env, workers: usize, ready: Ready) {
     let server = match (target.library, target.store) {
         (Library::CloakroomActix, store) => match cloakroom_middleware(store, &env).await {
             // One middleware for all workers: one store connection and one commit queue.
-            Ok(sessions) => server!(cloakroom_app(sessions.clone()))
-                .listen(listener)
-                .map(|server| server.run()),
+            Ok(sessions) => server!(App::new()
+                .wrap(sessions.clone())
+                .configure(cloakroom_routes))
+            .listen(listener)
+            .map(|server| server.run()),
             Err(error) => return fail(error.to_string()),
         },
         (Library::ActixSession, StoreKind::Redis) => {
             match crate::actix_apps::redis_store(&env).await {
-                Ok(store) => server!(app(middleware(store.clone(), &key)))
-                    .listen(listener)
-                    .map(|server| server.run()),
+                Ok(store) => server!(App::new()
+                    .wrap(middleware(store.clone(), &key))
+                    .configure(actix_session_routes))
+                .listen(listener)
+                .map(|server| server.run()),
                 Err(error) => return fail(error.to_string()),
             }
         }
-        (Library::ActixSession, StoreKind::Cookie) => {
-            server!(app(middleware(cookie_store(), &key)))
-                .listen(listener)
-                .map(|server| server.run())
-        }
+        (Library::ActixSession, StoreKind::Cookie) => server!(App::new()
+            .wrap(middleware(cookie_store(), &key))
+            .configure(actix_session_routes))
+        .listen(listener)
+        .map(|server| server.run()),
         _ => return fail("not an actix-web target".into()),
     };
     let server = match server {

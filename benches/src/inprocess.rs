@@ -383,6 +383,7 @@ async fn perform<D: Driver>(
 macro_rules! with_actix_driver {
     ($target:expr, $env:expr, |$driver:ident| $body:expr) => {{
         use crate::actix_apps;
+        use actix_web::App;
         let target: Target = $target;
         let env: &Env = $env;
         let key = actix_web::cookie::Key::generate();
@@ -391,27 +392,27 @@ macro_rules! with_actix_driver {
                 let middleware = actix_apps::cloakroom_middleware(store, env)
                     .await
                     .map_err(|error| format!("{}: {error}", target.slug()))?;
-                let $driver =
-                    ActixDriver(test::init_service(actix_apps::cloakroom_app(middleware)).await);
+                let app = App::new()
+                    .wrap(middleware)
+                    .configure(actix_apps::cloakroom_routes);
+                let $driver = ActixDriver(test::init_service(app).await);
                 $body
             }
             (Library::ActixSession, StoreKind::Redis) => {
                 let store = actix_apps::redis_store(env)
                     .await
                     .map_err(|error| error.to_string())?;
-                let $driver = ActixDriver(
-                    test::init_service(actix_apps::app(actix_apps::middleware(store, &key))).await,
-                );
+                let app = App::new()
+                    .wrap(actix_apps::middleware(store, &key))
+                    .configure(actix_apps::actix_session_routes);
+                let $driver = ActixDriver(test::init_service(app).await);
                 $body
             }
             (Library::ActixSession, StoreKind::Cookie) => {
-                let $driver = ActixDriver(
-                    test::init_service(actix_apps::app(actix_apps::middleware(
-                        actix_apps::cookie_store(),
-                        &key,
-                    )))
-                    .await,
-                );
+                let app = App::new()
+                    .wrap(actix_apps::middleware(actix_apps::cookie_store(), &key))
+                    .configure(actix_apps::actix_session_routes);
+                let $driver = ActixDriver(test::init_service(app).await);
                 $body
             }
             _ => Err(format!("{} is not an actix-web target", target.slug())),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use cloakroom_benches::inprocess::{
     run_target, seed, ActixDriver, Budget, Driver, Job, Output, Reply,
 };
+use cloakroom_benches::results::{Contended, Throughput};
 use cloakroom_benches::scenario::routes;
 use cloakroom_benches::{actix_apps, http, Env, Library, Scenario, StoreKind, Target};
 
@@ -36,46 +37,40 @@ fn redis_reachable(env: &Env) -> bool {
     up
 }
 
-#[test]
-fn every_scenario_runs_and_cloakroom_loses_no_contended_write() {
-    let (_scratch, env) = env();
-    let target = Target::new(Library::Cloakroom, StoreKind::Memory);
-    let Output::Throughput(rows) = run_target(target, &env, Job::Measure(TINY)).unwrap() else {
+/// `target` measured on the tiny budget: a row per scenario.
+fn measure(target: Target, env: &Env) -> Vec<Throughput> {
+    let Output::Throughput(rows) = run_target(target, env, Job::Measure(TINY)).unwrap() else {
         panic!("measuring gives throughput");
     };
+    rows
+}
+
+/// Every scenario ran, in order, served requests and failed none; S5 acknowledged all of
+/// its 32 writers' 10 writes. Returns what S5 counted.
+fn assert_every_scenario_ran(rows: &[Throughput], what: &str) -> Contended {
     assert_eq!(
         rows.iter().map(|row| row.scenario).collect::<Vec<_>>(),
-        Scenario::ALL
+        Scenario::ALL,
+        "{what}"
     );
-    for row in &rows {
-        assert!(row.per_second > 0.0, "{row:?}");
-        assert_eq!(row.failed, 0, "{row:?}");
+    for row in rows {
+        assert!(row.per_second > 0.0, "{what}: {row:?}");
+        assert_eq!(row.failed, 0, "{what}: {row:?}");
     }
     let contended = rows[4].contended.expect("S5 reports its writes");
-    assert_eq!(contended.acknowledged, 32 * 10);
-    assert_eq!(contended.lost(), 0, "{contended:?}");
+    assert_eq!(contended.acknowledged, 32 * 10, "{what}");
+    contended
 }
 
-#[test]
-fn the_floor_is_measured_on_every_store_without_failures() {
-    let (_scratch, env) = env();
-    for store in [StoreKind::Memory, StoreKind::Sqlite, StoreKind::Cookie] {
-        let target = Target::new(Library::Floor, store);
-        let Output::Throughput(rows) = run_target(target, &env, Job::Measure(TINY)).unwrap() else {
-            panic!("measuring gives throughput");
-        };
-        assert!(rows.iter().all(|row| row.failed == 0), "{rows:?}");
-    }
-}
-
-#[test]
-fn redis_round_trips_are_counted_per_command() {
+/// `library` on Redis makes as many Redis commands per request as cloakroom's design
+/// says, whichever framework serves it.
+fn assert_redis_commands_per_request(library: Library) {
     let _redis = redis_lock();
     let (_scratch, env) = env();
     if !redis_reachable(&env) {
         return;
     }
-    let target = Target::new(Library::Cloakroom, StoreKind::Redis);
+    let target = Target::new(library, StoreKind::Redis);
     let Output::RoundTrips(rows) = run_target(target, &env, Job::CountRoundTrips).unwrap() else {
         panic!("counting gives round trips");
     };
@@ -85,14 +80,44 @@ fn redis_round_trips_are_counted_per_command() {
             .map(|row| row.per_request)
             .unwrap()
     };
-    assert_eq!(count(Scenario::Untouched), 0.0);
-    assert_eq!(count(Scenario::Read), 1.0, "a read is one HMGET");
-    assert_eq!(count(Scenario::Write), 2.0, "a write is HMGET + EVALSHA");
+    assert_eq!(count(Scenario::Untouched), 0.0, "{library:?}");
+    assert_eq!(
+        count(Scenario::Read),
+        1.0,
+        "{library:?}: a read is one HMGET"
+    );
+    assert_eq!(
+        count(Scenario::Write),
+        2.0,
+        "{library:?}: a write is HMGET + EVALSHA"
+    );
     assert_eq!(
         count(Scenario::Login),
         2.0,
-        "a rotation of a live session is HMGET + the rename script"
+        "{library:?}: a rotation of a live session is HMGET + the rename script"
     );
+}
+
+#[test]
+fn every_scenario_runs_and_cloakroom_loses_no_contended_write() {
+    let (_scratch, env) = env();
+    let rows = measure(Target::new(Library::Cloakroom, StoreKind::Memory), &env);
+    let contended = assert_every_scenario_ran(&rows, "cloakroom/memory");
+    assert_eq!(contended.lost(), 0, "{contended:?}");
+}
+
+#[test]
+fn the_floor_is_measured_on_every_store_without_failures() {
+    let (_scratch, env) = env();
+    for store in [StoreKind::Memory, StoreKind::Sqlite, StoreKind::Cookie] {
+        let rows = measure(Target::new(Library::Floor, store), &env);
+        assert!(rows.iter().all(|row| row.failed == 0), "{rows:?}");
+    }
+}
+
+#[test]
+fn redis_round_trips_are_counted_per_command() {
+    assert_redis_commands_per_request(Library::Cloakroom);
 }
 
 /// A request over real HTTP to a server of `http::serve`, for the same checks as in process.
@@ -200,8 +225,10 @@ fn cloakroom_on_actix_answers_every_route_as_specified() {
                 env.flush_redis().await.unwrap();
             }
             let middleware = actix_apps::cloakroom_middleware(store, &env).await.unwrap();
-            let service =
-                actix_web::test::init_service(actix_apps::cloakroom_app(middleware)).await;
+            let app = actix_web::App::new()
+                .wrap(middleware)
+                .configure(actix_apps::cloakroom_routes);
+            let service = actix_web::test::init_service(app).await;
             let driver = ActixDriver(service);
             routes_answer_as_specified(&driver, &what).await;
             if store == StoreKind::Redis {
@@ -223,20 +250,8 @@ fn cloakroom_on_actix_runs_every_scenario_and_loses_no_contended_write() {
     let _redis = redis_lock();
     let (_scratch, env) = env();
     for store in stores(&env) {
-        let target = Target::new(Library::CloakroomActix, store);
-        let Output::Throughput(rows) = run_target(target, &env, Job::Measure(TINY)).unwrap() else {
-            panic!("measuring gives throughput");
-        };
-        assert_eq!(
-            rows.iter().map(|row| row.scenario).collect::<Vec<_>>(),
-            Scenario::ALL
-        );
-        for row in &rows {
-            assert!(row.per_second > 0.0, "{row:?}");
-            assert_eq!(row.failed, 0, "{row:?}");
-        }
-        let contended = rows[4].contended.expect("S5 reports its writes");
-        assert_eq!(contended.acknowledged, 32 * 10, "{store:?}");
+        let rows = measure(Target::new(Library::CloakroomActix, store), &env);
+        let contended = assert_every_scenario_ran(&rows, &format!("{store:?}"));
         if store != StoreKind::Cookie {
             assert_eq!(contended.lost(), 0, "{store:?}: {contended:?}");
         }
@@ -281,23 +296,5 @@ fn cloakroom_on_actix_loses_no_contended_write_over_http() {
 
 #[test]
 fn cloakroom_on_actix_redis_round_trips_match_axum() {
-    let _redis = redis_lock();
-    let (_scratch, env) = env();
-    if !redis_reachable(&env) {
-        return;
-    }
-    let target = Target::new(Library::CloakroomActix, StoreKind::Redis);
-    let Output::RoundTrips(rows) = run_target(target, &env, Job::CountRoundTrips).unwrap() else {
-        panic!("counting gives round trips");
-    };
-    let count = |scenario| {
-        rows.iter()
-            .find(|row| row.scenario == scenario)
-            .map(|row| row.per_request)
-            .unwrap()
-    };
-    assert_eq!(count(Scenario::Untouched), 0.0);
-    assert_eq!(count(Scenario::Read), 1.0, "a read is one HMGET");
-    assert_eq!(count(Scenario::Write), 2.0, "a write is HMGET + EVALSHA");
-    assert_eq!(count(Scenario::Login), 2.0, "HMGET + the rename script");
+    assert_redis_commands_per_request(Library::CloakroomActix);
 }

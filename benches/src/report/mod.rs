@@ -1,0 +1,59 @@
+//! `BENCHMARKS.md` and its chart, from a run's [`Results`]: the issue's targets checked
+//! ([`checks`]), the tables ([`markdown`]) and the chart ([`chart`]).
+
+mod chart;
+mod checks;
+mod markdown;
+mod tables;
+#[cfg(test)]
+mod tests;
+
+pub use chart::chart;
+pub use checks::{checks, Check};
+pub use markdown::markdown;
+
+use crate::results::Throughput;
+use crate::scenario::{Library, Scenario, StoreKind, Target};
+
+/// The libraries in table order.
+const COLUMNS: [Library; 5] = [
+    Library::Cloakroom,
+    Library::CloakroomActix,
+    Library::TowerSessions,
+    Library::ActixSession,
+    Library::Floor,
+];
+
+/// The floor for cloakroom/floor, and the bound the issue sets.
+const FLOOR_TARGET: f64 = 0.8;
+/// S1 against bare axum: within 3%.
+const UNTOUCHED_TARGET: f64 = 0.97;
+/// cloakroom on actix-web against actix-session on the same runtime.
+const ACTIX_TARGET: f64 = 1.0;
+
+fn find(
+    rows: &[Throughput],
+    library: Library,
+    store: StoreKind,
+    scenario: Scenario,
+) -> Option<&Throughput> {
+    rows.iter()
+        .find(|row| row.target == Target::new(library, store) && row.scenario == scenario)
+}
+
+fn rate(value: f64) -> String {
+    if value >= 100.0 {
+        let whole = value.round() as u64;
+        let text = whole.to_string();
+        let mut grouped = String::new();
+        for (i, digit) in text.chars().enumerate() {
+            if i > 0 && (text.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        grouped
+    } else {
+        format!("{value:.1}")
+    }
+}

@@ -1,0 +1,126 @@
+//! The targets and tables on made-up results.
+
+use super::*;
+use crate::results::{Contended, Results};
+
+fn row(library: Library, store: StoreKind, scenario: Scenario, per_second: f64) -> Throughput {
+    Throughput {
+        target: Target::new(library, store),
+        scenario,
+        per_second,
+        median_us: 1.0,
+        failed: 0,
+        contended: (scenario == Scenario::Contended).then_some(Contended {
+            acknowledged: 100,
+            survived: if library == Library::ActixSession {
+                3
+            } else {
+                100
+            },
+        }),
+        spread: 1.0,
+    }
+}
+
+/// Every library on Redis and cookie; cloakroom on actix-web is faster than
+/// actix-session everywhere but Redis S3, and loses `lost_on_actix` S5 writes on Redis.
+fn results(lost_on_actix: u64) -> Results {
+    let mut rows = Vec::new();
+    for store in [StoreKind::Redis, StoreKind::Cookie] {
+        for scenario in Scenario::ALL {
+            rows.push(row(Library::Cloakroom, store, scenario, 100.0));
+            rows.push(row(Library::ActixSession, store, scenario, 90.0));
+            let slow = store == StoreKind::Redis && scenario == Scenario::Write;
+            let mut ours = row(
+                Library::CloakroomActix,
+                store,
+                scenario,
+                if slow { 45.0 } else { 95.0 },
+            );
+            if let Some(contended) = ours.contended.as_mut() {
+                contended.survived -= lost_on_actix;
+            }
+            rows.push(ours);
+        }
+    }
+    Results {
+        in_process: rows.clone(),
+        http: rows,
+        ..Results::default()
+    }
+}
+
+fn check<'a>(checks: &'a [Check], starts: &str) -> &'a Check {
+    checks
+        .iter()
+        .find(|check| check.target.starts_with(starts))
+        .unwrap()
+}
+
+#[test]
+fn cloakroom_on_actix_is_checked_against_actix_session_only() {
+    let checks = checks(&results(0));
+    let actix = check(&checks, "cloakroom on actix-web");
+    assert_eq!(
+        actix.checked,
+        2 * 2 * 5,
+        "two modes, two stores, five scenarios"
+    );
+    assert_eq!(
+        actix.misses,
+        [
+            "in-process Redis S3 write: 0.50x",
+            "HTTP Redis S3 write: 0.50x"
+        ]
+    );
+    // The fastest-peer target is cloakroom on axum's alone: cloakroom on actix-web is
+    // neither a peer nor checked there.
+    let peer = check(&checks, "at least 1.0x the fastest peer");
+    assert_eq!(peer.checked, 20);
+    assert!(peer.misses.is_empty(), "{:?}", peer.misses);
+}
+
+#[test]
+fn lost_writes_count_on_actix_too() {
+    let clean = checks(&results(0));
+    let lost = check(&clean, "S5 contended");
+    assert_eq!(
+        lost.checked, 4,
+        "Redis on axum and on actix-web, in both modes"
+    );
+    assert!(lost.misses.is_empty());
+    let lossy = checks(&results(2));
+    assert_eq!(
+        check(&lossy, "S5 contended").misses,
+        [
+            "in-process Redis S5 contended (actix-web): 2 lost",
+            "HTTP Redis S5 contended (actix-web): 2 lost"
+        ]
+    );
+}
+
+#[test]
+fn a_run_of_the_actix_targets_alone_still_has_their_rows() {
+    let mut results = results(0);
+    results
+        .in_process
+        .retain(|row| row.target.library != Library::Cloakroom);
+    let text = markdown(&results, "chart.svg", "bench");
+    assert!(text.contains("| Redis | S3 write | - | 45.0 | - | 90.0 | - | - | - | 0.50 |"));
+}
+
+#[test]
+fn the_tables_have_the_actix_column_and_ratio() {
+    let text = markdown(&results(0), "chart.svg", "bench");
+    assert!(text.contains(
+        "| store | scenario | cloakroom | cloakroom (actix-web) | tower-sessions | actix-session | floor \
+         | peer/cloakroom | cloakroom/floor | cloakroom (actix-web)/actix-session |"
+    ));
+    assert!(
+        text.contains("| Redis | S3 write | 100 | 45.0 | - | 90.0 | - | actix 0.90 | - | 0.50 |")
+    );
+    assert!(text.contains("| Redis | cloakroom (actix-web) | 95.0 | 100 | 100 | 0 |"));
+    assert!(text.contains(
+        "| cloakroom on actix-web at least 1.0x actix-session (Redis and cookie, every scenario) | **missed** in 2 of 20"
+    ));
+}
