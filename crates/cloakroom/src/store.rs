@@ -239,60 +239,8 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 }
 
-#[async_trait]
-impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        (**self).load(key).await
-    }
-    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
-        (**self).insert(key, record).await
-    }
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
-        (**self).update(key, record, expected_version).await
-    }
-    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        (**self).touch(key, touch).await
-    }
-    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        (**self).rename(old, new).await
-    }
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        (**self).delete(key).await
-    }
-    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        (**self).list_for_user(user).await
-    }
-    async fn delete_for_user(
-        &self,
-        user: &str,
-        except: Option<&StoreKey>,
-    ) -> Result<u64, StoreError> {
-        (**self).delete_for_user(user, except).await
-    }
-    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
-        (**self).purge_expired(batch).await
-    }
-    async fn purge_expired_with_progress(
-        &self,
-        batch: usize,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<u64, StoreError> {
-        (**self).purge_expired_with_progress(batch, progress).await
-    }
-    async fn find_by_handle(
-        &self,
-        handle: &SessionHandle,
-    ) -> Result<Option<SessionEntry>, StoreError> {
-        (**self).find_by_handle(handle).await
-    }
-    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        (**self).list_sessions(query).await
-    }
+crate::store_wrapper::forward_store! {
+    impl [S: SessionStore + ?Sized] for std::sync::Arc<S>, deref;
     fn kind(&self) -> &'static str {
         (**self).kind()
     }

@@ -3,7 +3,8 @@
 //! which forwards each operation to the inner store through the wrapper's own step.
 //!
 //! The metrics wrapper ([`InstrumentedStore`](crate::telemetry::InstrumentedStore)) and
-//! the tests' `HookedStore` differ only in that step; the delegation is written once here.
+//! the tests' `HookedStore` differ only in that step, and `Arc<S>` forwards with none: the
+//! delegation is written once here.
 
 use crate::store::{InsertError, RenameError, StoreError, TouchError, UpdateError};
 
@@ -106,16 +107,19 @@ store_failure_in! {
     RenameError: Missing | Duplicate;
 }
 
-/// Writes `impl SessionStore for $store` that forwards every operation to `self.inner`
-/// (an `Arc<dyn SessionStore>`) through `self.$step(operation, call).await`, where `call`
-/// is the inner store's future: the step runs whatever goes around it. Items after the
-/// step (`kind`, for example) are added to the impl as they are.
+/// Writes `impl SessionStore for $store` that forwards every operation to another store.
+///
+/// - `through step`: to `self.inner` (an `Arc<dyn SessionStore>`) through
+///   `self.step(operation, call).await`, where `call` is the inner store's future: the
+///   step runs whatever goes around it (metrics, a test's hook).
+/// - `deref`: straight to `**self` (the store behind an `Arc`).
 ///
 /// `impl [generics] for Type`: the brackets hold the impl's generic parameters, if any.
+/// Items after the mode (`kind`, for example) are added to the impl as they are.
 macro_rules! forward_store {
-    (impl [$($generics:tt)*] for $store:ty, through $step:ident; $($item:item)*) => {
+    (impl [$($generics:tt)*] for $store:ty, $($mode:ident)+; $($item:item)*) => {
         $crate::store_wrapper::forward_store! {
-            @each [$($generics)*] $store, $step, [$($item)*],
+            @each [$($generics)*] $store, [$($mode)+], [$($item)*],
             // One line per operation: the method, its arguments, what it answers, and the
             // `Operation` it is reported as.
             load(key: &StoreKey) -> Option<Record>, StoreError as Load;
@@ -133,25 +137,34 @@ macro_rules! forward_store {
         }
     };
     (
-        @each [$($generics:tt)*] $store:ty, $step:ident, [$($item:item)*],
+        @each [$($generics:tt)*] $store:ty, $mode:tt, [$($item:item)*],
         $($method:ident($($arg:ident: $type:ty),*) -> $answer:ty, $error:ident as $operation:ident;)*
     ) => {
         // In a block of its own, so the table's short type names resolve here and do not
         // leak into the caller's module.
         const _: () = {
+            #[allow(unused_imports)]
             use $crate::store_wrapper::prelude::*;
 
             #[async_trait::async_trait]
             impl<$($generics)*> $crate::store::SessionStore for $store {
                 $(
                     async fn $method(&self, $($arg: $type),*) -> Result<$answer, $error> {
-                        let call = self.inner.$method($($arg),*);
-                        self.$step(Operation::$operation, call).await
+                        $crate::store_wrapper::forward_store!(
+                            @call $mode self.$method($($arg),*) as $operation
+                        )
                     }
                 )*
                 $($item)*
             }
         };
+    };
+    (@call [through $step:ident] $this:ident.$method:ident($($arg:ident),*) as $operation:ident) => {{
+        let call = $this.inner.$method($($arg),*);
+        $this.$step(Operation::$operation, call).await
+    }};
+    (@call [deref] $this:ident.$method:ident($($arg:ident),*) as $operation:ident) => {
+        (**$this).$method($($arg),*).await
     };
 }
 

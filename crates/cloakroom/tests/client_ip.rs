@@ -13,6 +13,8 @@ use cloakroom::{
 use serde_json::Value;
 use tower::ServiceExt;
 
+mod support;
+
 fn app(hops: usize) -> Router {
     let config = SessionConfig::default()
         .with_client_ip(ClientIpSource::TrustedHeader(
@@ -21,13 +23,7 @@ fn app(hops: usize) -> Router {
         .with_trusted_proxy_hops(hops);
     let manager = SessionManager::new(MemoryStore::new(), config).unwrap();
     Router::new()
-        .route(
-            "/put",
-            post(|s: Session| async move {
-                s.insert("a", 1).await?;
-                Ok::<_, SessionError>("ok")
-            }),
-        )
+        .route("/put", post(support::put))
         .route(
             "/ip",
             get(|s: Session| async move {

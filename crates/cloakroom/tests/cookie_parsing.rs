@@ -215,25 +215,28 @@ async fn a_tossed_live_id_in_front_wins_unless_the_host_prefix_is_on() {
             .to_owned()
     }
 
-    let app = app();
-    let victim = session_as(&app, "victim", "id").await;
-    let attacker = session_as(&app, "mallory", "id").await;
-    let tossed = format!("id={attacker}; id={victim}");
-    assert_eq!(
-        who(&app, &[tossed.as_bytes()]).await,
-        "mallory",
-        "without the prefix a planted live ID wins (documented)"
-    );
-
-    let prefixed = app_with(
-        SessionConfig::default().with_cookie(CookieConfig::default().with_host_prefix(true)),
-    );
-    let victim = session_as(&prefixed, "victim", "__Host-id").await;
-    let attacker = session_as(&prefixed, "mallory", "__Host-id").await;
-    let tossed = format!("id={attacker}; __Host-id={victim}");
-    assert_eq!(
-        who(&prefixed, &[tossed.as_bytes()]).await,
-        "victim",
-        "with __Host-, a cookie a sibling can plant is not the session cookie"
-    );
+    let host_prefix =
+        SessionConfig::default().with_cookie(CookieConfig::default().with_host_prefix(true));
+    // (app, its session cookie's name, who the tossed header is read as, why).
+    let cases = [
+        (
+            app(),
+            "id",
+            "mallory",
+            "without the prefix a planted live ID wins (documented)",
+        ),
+        (
+            app_with(host_prefix),
+            "__Host-id",
+            "victim",
+            "with __Host-, a cookie a sibling can plant is not the session cookie",
+        ),
+    ];
+    for (app, name, winner, why) in cases {
+        let victim = session_as(&app, "victim", name).await;
+        let attacker = session_as(&app, "mallory", name).await;
+        // The attacker's plain `id` cookie in front of the victim's own.
+        let tossed = format!("id={attacker}; {name}={victim}");
+        assert_eq!(who(&app, &[tossed.as_bytes()]).await, winner, "{why}");
+    }
 }

@@ -16,6 +16,8 @@ use cloakroom::{
 };
 use serde_json::Value;
 
+mod support;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn encrypted_cookie_sessions_pass_the_cases_that_apply() {
     cloakroom::conformance::run_client_side(CookieSessions::encrypted(
@@ -65,18 +67,10 @@ fn app(sessions: CookieSessions, config: SessionConfig) -> Router {
             "/login",
             post(|s: Session| async move { s.login("alice").await.map(|()| "ok") }),
         )
-        .route(
-            "/put/{size}",
-            post(
-                |s: Session, axum::extract::Path(size): axum::extract::Path<usize>| async move {
-                    s.insert("blob", "x".repeat(size)).await?;
-                    Ok::<_, SessionError>("ok")
-                },
-            ),
-        )
+        .route("/put/{size}", post(support::fill))
         .route(
             "/get",
-            get(|s: Session| async move { s.get::<String>("blob").await.map(Json) }),
+            get(|s: Session| async move { s.get::<String>("cart").await.map(Json) }),
         )
         .route(
             "/devices",

@@ -62,15 +62,7 @@ async fn a_failed_login_changes_nothing_client_side() {
     let sessions = CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap());
     let manager = Arc::new(SessionManager::cookie(sessions, SessionConfig::default()).unwrap());
     let app = Router::new()
-        .route(
-            "/fill/{n}",
-            post(
-                |s: Session, axum::extract::Path(n): axum::extract::Path<usize>| async move {
-                    s.insert("cart", "x".repeat(n)).await?;
-                    Ok::<_, SessionError>("ok")
-                },
-            ),
-        )
+        .route("/fill/{n}", post(support::fill))
         .route(
             "/login",
             post(|s: Session| async move {

@@ -127,6 +127,20 @@ impl Browser {
         self.send("POST", path, Some(body)).await
     }
 
+    /// Revokes the session whose handle is `handle` through this one: whether it was
+    /// found.
+    async fn revoke(&mut self, handle: &str) -> Value {
+        self.post(&format!("/revoke/{handle}"), json!(null))
+            .await
+            .body
+    }
+
+    /// Asserts `GET path` answers `null` (no session, no user, no such value); `why`
+    /// names the guarantee.
+    async fn assert_null(&mut self, path: &str, why: &str) {
+        assert_eq!(self.get(path).await.body, Value::Null, "{why}");
+    }
+
     fn id(&self) -> String {
         self.cookie
             .clone()
@@ -327,11 +341,7 @@ async fn cycle_id_keeps_data_and_kills_old_id(target: Target, framework: Arc<dyn
         "data survives rotation"
     );
     let mut stale = Browser::with_cookie(&app, &old);
-    assert_eq!(
-        stale.get("/get/a").await.body,
-        Value::Null,
-        "the old ID is dead"
-    );
+    stale.assert_null("/get/a", "the old ID is dead").await;
 }
 
 async fn login_rotates_and_kills_old_id(target: Target, framework: Arc<dyn Framework>) {
@@ -350,11 +360,9 @@ async fn login_rotates_and_kills_old_id(target: Target, framework: Arc<dyn Frame
         "login keeps the data"
     );
     let mut attacker = Browser::with_cookie(&app, &old);
-    assert_eq!(
-        attacker.get("/whoami").await.body,
-        Value::Null,
-        "the pre-login ID is dead at once"
-    );
+    attacker
+        .assert_null("/whoami", "the pre-login ID is dead at once")
+        .await;
 
     let mut fresh = Browser::new(&app);
     fresh.post(&format!("/login/{user}"), json!(null)).await;
@@ -391,11 +399,9 @@ async fn logout_deletes_and_removes_cookie(target: Target, framework: Arc<dyn Fr
             "logout deletes the record"
         );
         let mut replay = Browser::with_cookie(&app, &old);
-        assert_eq!(
-            replay.get("/whoami").await.body,
-            Value::Null,
-            "the logged-out ID is dead"
-        );
+        replay
+            .assert_null("/whoami", "the logged-out ID is dead")
+            .await;
     }
 }
 
@@ -463,11 +469,7 @@ async fn idle_timeout(target: Target, framework: Arc<dyn Framework>) {
         );
     }
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert_eq!(
-        b.get("/get/a").await.body,
-        Value::Null,
-        "an idle session dies"
-    );
+    b.assert_null("/get/a", "an idle session dies").await;
 }
 
 async fn absolute_timeout(target: Target, framework: Arc<dyn Framework>) {
@@ -482,11 +484,11 @@ async fn absolute_timeout(target: Target, framework: Arc<dyn Framework>) {
     tokio::time::sleep(Duration::from_millis(700)).await;
     b.get("/get/a").await;
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(
-        b.get("/get/a").await.body,
-        Value::Null,
-        "an active session still dies at its absolute deadline"
-    );
+    b.assert_null(
+        "/get/a",
+        "an active session still dies at its absolute deadline",
+    )
+    .await;
 }
 
 async fn server_error_discards_changes(target: Target, framework: Arc<dyn Framework>) {
@@ -500,11 +502,8 @@ async fn server_error_discards_changes(target: Target, framework: Arc<dyn Framew
         b.post("/fail/x", json!(null)).await.status,
         StatusCode::INTERNAL_SERVER_ERROR
     );
-    assert_eq!(
-        b.get("/get/x").await.body,
-        Value::Null,
-        "changes made while producing a 5xx are not saved"
-    );
+    b.assert_null("/get/x", "changes made while producing a 5xx are not saved")
+        .await;
 }
 
 async fn oversized_value_is_413(target: Target, framework: Arc<dyn Framework>) {
@@ -652,36 +651,20 @@ async fn user_index_list_and_revoke(target: Target, framework: Arc<dyn Framework
 
     let second = devices[1].get("/handle").await.body;
     let second = second.as_str().unwrap().to_owned();
-    assert_eq!(
-        devices[0]
-            .post(&format!("/revoke/{second}"), json!(null))
-            .await
-            .body,
-        json!(true)
-    );
-    assert_eq!(
-        devices[1].get("/whoami").await.body,
-        Value::Null,
-        "a revoked device is logged out"
-    );
+    assert_eq!(devices[0].revoke(&second).await, json!(true));
+    devices[1]
+        .assert_null("/whoami", "a revoked device is logged out")
+        .await;
     let stranger = SessionId::generate().store_key().handle();
-    assert_eq!(
-        devices[0]
-            .post(&format!("/revoke/{stranger}"), json!(null))
-            .await
-            .body,
-        json!(false)
-    );
+    assert_eq!(devices[0].revoke(&stranger.to_string()).await, json!(false));
 
     assert_eq!(
         devices[0].post("/revoke-others", json!(null)).await.body,
         json!(1)
     );
-    assert_eq!(
-        devices[2].get("/whoami").await.body,
-        Value::Null,
-        "other devices are logged out"
-    );
+    devices[2]
+        .assert_null("/whoami", "other devices are logged out")
+        .await;
     assert_eq!(
         devices[0].get("/whoami").await.body,
         json!(user),
@@ -734,11 +717,7 @@ async fn epoch_revocation_logs_out_everywhere(target: Target, framework: Arc<dyn
         "a session from an older epoch is logged out"
     );
     assert!(r.removes_cookie(), "and its cookie removed: {r:?}");
-    assert_eq!(
-        devices[1].get("/whoami").await.body,
-        Value::Null,
-        "on every device"
-    );
+    devices[1].assert_null("/whoami", "on every device").await;
     let mut replay = Browser::with_cookie(&app, &stolen);
     let r = replay.get("/whoami").await;
     assert!(
@@ -787,22 +766,19 @@ async fn login_as_another_user_clears_the_data(target: Target, framework: Arc<dy
         "Bob gets a browser-session cookie, not Alice's remember-me one: {r:?}"
     );
     assert_eq!(b.get("/whoami").await.body, json!(bob));
-    assert_eq!(
-        b.get("/get/cart").await.body,
-        Value::Null,
-        "the next user never sees the previous user's data"
-    );
+    b.assert_null(
+        "/get/cart",
+        "the next user never sees the previous user's data",
+    )
+    .await;
     assert_eq!(b.get("/get/remember").await.body, Value::Null);
     let bobs_created = b.get("/created").await.body;
     assert!(bobs_created.is_string(), "{bobs_created:?}");
     assert_ne!(bobs_created, alices_created, "Bob's session is a new one");
     if server_side {
         let mut old = Browser::with_cookie(&app, &alices_id);
-        assert_eq!(
-            old.get("/whoami").await.body,
-            Value::Null,
-            "Alice's session ended when Bob logged in"
-        );
+        old.assert_null("/whoami", "Alice's session ended when Bob logged in")
+            .await;
     }
 }
 

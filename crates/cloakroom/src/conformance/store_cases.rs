@@ -156,22 +156,14 @@ async fn update_missing_never_recreates(store: Store) {
         store.update(&k, &live(None), 1).await,
         Err(UpdateError::Missing)
     ));
-    assert_eq!(
-        store.load(&k).await.unwrap(),
-        None,
-        "update of a missing record must not create it"
-    );
+    assert_absent(&store, &k, "update of a missing record must not create it").await;
     store.insert(&k, &live(None)).await.unwrap();
     assert!(store.delete(&k).await.unwrap());
     assert!(matches!(
         store.update(&k, &live(None), 1).await,
         Err(UpdateError::Missing)
     ));
-    assert_eq!(
-        store.load(&k).await.unwrap(),
-        None,
-        "update after delete must not resurrect"
-    );
+    assert_absent(&store, &k, "update after delete must not resurrect").await;
 }
 
 async fn expired_record_is_dead_everywhere(store: Store) {
@@ -181,11 +173,7 @@ async fn expired_record_is_dead_everywhere(store: Store) {
     store.insert(&k, &short).await.unwrap();
     assert!(store.load(&k).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        store.load(&k).await.unwrap(),
-        None,
-        "a record past its deadline must not load"
-    );
+    assert_absent(&store, &k, "a record past its deadline must not load").await;
     assert!(
         matches!(
             store.update(&k, &live(Some(&user)), 1).await,
@@ -205,11 +193,7 @@ async fn expired_record_is_dead_everywhere(store: Store) {
         matches!(store.rename(&k, &key()).await, Err(RenameError::Missing)),
         "rename of an expired record must be Missing"
     );
-    assert_eq!(
-        store.load(&k).await.unwrap(),
-        None,
-        "no operation may bring an expired record back"
-    );
+    assert_absent(&store, &k, "no operation may bring an expired record back").await;
     assert!(
         store.list_for_user(&user).await.unwrap().is_empty(),
         "expired sessions are not listed"
@@ -250,11 +234,7 @@ async fn touch_moves_idle_deadline_only(store: Store) {
         store.touch(&absent, &touch).await,
         Err(TouchError::Missing)
     ));
-    assert_eq!(
-        store.load(&absent).await.unwrap(),
-        None,
-        "touch must not create a record"
-    );
+    assert_absent(&store, &absent, "touch must not create a record").await;
 }
 
 async fn touch_cannot_pass_absolute_deadline(store: Store) {
@@ -276,11 +256,18 @@ async fn touch_cannot_pass_absolute_deadline(store: Store) {
         assert!(loaded.is_some(), "the touch moved the idle deadline");
     }
     sleep_until(t + Span::milliseconds(3500)).await;
-    assert_eq!(
-        store.load(&k).await.unwrap(),
-        None,
-        "the absolute deadline wins over any touch"
-    );
+    assert_absent(&store, &k, "the absolute deadline wins over any touch").await;
+}
+
+/// Asserts no live record has `key`; `why` names the guarantee.
+async fn assert_absent(store: &Store, key: &StoreKey, why: &str) {
+    assert_eq!(store.load(key).await.unwrap(), None, "{why}");
+}
+
+/// The keys of `user`'s live sessions, in the order `list_for_user` gives them.
+async fn listed_keys(store: &Store, user: &str) -> Vec<StoreKey> {
+    let entries = store.list_for_user(user).await.unwrap();
+    entries.into_iter().map(|entry| entry.key).collect()
 }
 
 /// Sleeps until `instant` (at once if it has passed).
@@ -300,23 +287,13 @@ async fn rename_keeps_everything(store: Store) {
     store.update(&old, &r, 1).await.unwrap();
     let before = store.load(&old).await.unwrap().unwrap();
     store.rename(&old, &new).await.expect("rename");
-    assert_eq!(
-        store.load(&old).await.unwrap(),
-        None,
-        "the old key must be dead after rename"
-    );
+    assert_absent(&store, &old, "the old key must be dead after rename").await;
     assert_eq!(
         store.load(&new).await.unwrap(),
         Some(before),
         "rename keeps data, version and deadlines"
     );
-    let listed: Vec<StoreKey> = store
-        .list_for_user(&user)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
+    let listed = listed_keys(&store, &user).await;
     assert_eq!(listed, vec![new], "the user index follows the rename");
     assert!(matches!(
         store.rename(&old, &key()).await,
@@ -377,13 +354,7 @@ async fn per_user_index(store: Store) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    let mut listed: Vec<StoreKey> = store
-        .list_for_user(&user)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
+    let mut listed = listed_keys(&store, &user).await;
     listed.sort();
     let mut expected = keys.clone();
     expected.sort();
@@ -397,13 +368,7 @@ async fn per_user_index(store: Store) {
         2,
         "revoke all but one counts the others"
     );
-    let left: Vec<StoreKey> = store
-        .list_for_user(&user)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
+    let left = listed_keys(&store, &user).await;
     assert_eq!(left, vec![keys[0]], "exactly the kept session remains");
     assert!(
         store.load(&keys[1]).await.unwrap().is_none()
@@ -421,25 +386,27 @@ async fn per_user_index(store: Store) {
 async fn user_change_moves_index(store: Store) {
     let (a, b) = (unique_user("a"), unique_user("b"));
     let k = key();
-    let r = live(None);
+    let mut r = live(None);
     store.insert(&k, &r).await.unwrap();
     assert!(store.list_for_user(&a).await.unwrap().is_empty());
-    let mut as_a = r.clone();
-    as_a.user_id = Some(a.clone());
-    store.update(&k, &as_a, 1).await.unwrap();
-    assert_eq!(
-        store.list_for_user(&a).await.unwrap().len(),
-        1,
-        "an update that sets the user indexes the session"
-    );
-    let mut as_b = as_a.clone();
-    as_b.user_id = Some(b.clone());
-    store.update(&k, &as_b, 2).await.unwrap();
-    assert!(
-        store.list_for_user(&a).await.unwrap().is_empty(),
-        "the old user's index entry goes"
-    );
-    assert_eq!(store.list_for_user(&b).await.unwrap().len(), 1);
+    // Anonymous, then a, then b: each update indexes the session under its user only.
+    let mut previous: Option<&str> = None;
+    for (version, user) in [(1, &a), (2, &b)] {
+        r.user_id = Some(user.clone());
+        store.update(&k, &r, version).await.unwrap();
+        assert_eq!(
+            listed_keys(&store, user).await,
+            vec![k],
+            "an update that sets the user indexes the session"
+        );
+        if let Some(previous) = previous {
+            assert!(
+                listed_keys(&store, previous).await.is_empty(),
+                "the old user's index entry goes"
+            );
+        }
+        previous = Some(user);
+    }
 }
 
 async fn purge_expired_keeps_live(store: Store) {

@@ -1,6 +1,9 @@
-//! What the login and per-user cap tests share: the app, and one request through it.
+//! What the session tests share: the app, its write handlers, and one request through it.
+//! Each test crate uses part of it.
+#![allow(dead_code)]
 
 use axum::body::Body;
+use axum::extract::Path;
 use axum::http::{header, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -32,17 +35,23 @@ pub fn pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
 
-/// The app both test files drive: `/put` writes, `/login/{user}`, `/remember` makes the
+/// `POST /put`: writes `cart = 1`, enough to create a session.
+pub async fn put(s: Session) -> Result<&'static str, SessionError> {
+    s.insert("cart", 1).await?;
+    Ok("ok")
+}
+
+/// `POST /fill/{n}`: writes `n` bytes under `cart`, to bring a session to a size limit.
+pub async fn fill(s: Session, Path(n): Path<usize>) -> Result<&'static str, SessionError> {
+    s.insert("cart", "x".repeat(n)).await?;
+    Ok("ok")
+}
+
+/// The app the login and per-user cap tests drive: `/put` writes, `/login/{user}`, `/remember` makes the
 /// session persistent, `/meta` shows the user, the persistent flag and the creation time.
 pub fn app(store: impl SessionStore, config: SessionConfig) -> Router {
     Router::new()
-        .route(
-            "/put",
-            post(|s: Session| async move {
-                s.insert("cart", 1).await?;
-                Ok::<_, SessionError>("ok")
-            }),
-        )
+        .route("/put", post(put))
         .route(
             "/login/{user}",
             post(
