@@ -104,6 +104,23 @@ impl Reply {
         text.split('"').nth(1).unwrap().to_owned()
     }
 
+    /// A registration proof by `device` answering this login's offer.
+    fn registration_proof(&self, device: &SigningKey) -> String {
+        registration_proof(
+            device,
+            &self.param("secure-session-registration", "challenge"),
+            &self.param("secure-session-registration", "authorization"),
+        )
+    }
+
+    /// The `session_identifier` of a registration's configuration.
+    fn binding_id(&self) -> String {
+        self.json()["session_identifier"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap()
     }
@@ -156,6 +173,24 @@ impl Browser {
         }
     }
 
+    /// A refresh as Chrome sends it: the identifier, and a proof when it has one.
+    async fn refresh(&mut self, site: &Site, id: &str, proof: Option<&str>) -> Reply {
+        let mut headers = vec![("sec-secure-session-id", id)];
+        headers.extend(proof.map(|proof| ("secure-session-response", proof)));
+        self.send(site, "POST", REFRESH, &headers).await
+    }
+
+    /// A registration carrying `proof`.
+    async fn register(&mut self, site: &Site, proof: &str) -> Reply {
+        self.send(
+            site,
+            "POST",
+            REGISTER,
+            &[("secure-session-response", proof)],
+        )
+        .await
+    }
+
     async fn whoami(&mut self, site: &Site) -> String {
         self.send(site, "GET", "/whoami", &[]).await.body
     }
@@ -163,18 +198,7 @@ impl Browser {
     /// Logs in and registers `device` as Chrome would; returns the registration reply.
     async fn login_and_register(&mut self, site: &Site, device: &SigningKey) -> Reply {
         let login = self.login(site, "alice").await;
-        let proof = registration_proof(
-            device,
-            &login.param("secure-session-registration", "challenge"),
-            &login.param("secure-session-registration", "authorization"),
-        );
-        self.send(
-            site,
-            "POST",
-            REGISTER,
-            &[("secure-session-response", &proof)],
-        )
-        .await
+        self.register(site, &login.registration_proof(device)).await
     }
 
     async fn login(&mut self, site: &Site, user: &str) -> Reply {
@@ -245,17 +269,7 @@ async fn registration_binds_and_the_bound_cookie_is_then_required() {
     // Refresh with the pre-sent challenge: a new bound cookie and the next challenge.
     let old_bound = browser.cookies[BOUND_COOKIE].clone();
     let proof = refresh_proof(&device, &reply.challenge());
-    let refreshed = browser
-        .send(
-            &site,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &id),
-                ("secure-session-response", &proof),
-            ],
-        )
-        .await;
+    let refreshed = browser.refresh(&site, &id, Some(&proof)).await;
     assert_eq!(refreshed.status, StatusCode::OK);
     assert_ne!(browser.cookies[BOUND_COOKIE], old_bound);
     assert_eq!(refreshed.param("secure-session-challenge", "id"), id);
@@ -268,26 +282,11 @@ async fn refresh_without_a_proof_gets_a_challenge_then_a_cookie() {
     let device = new_key();
     let mut browser = Browser::default();
     let reply = browser.login_and_register(&site, &device).await;
-    let id = reply.json()["session_identifier"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let asked = browser
-        .send(&site, "POST", REFRESH, &[("sec-secure-session-id", &id)])
-        .await;
+    let id = reply.binding_id();
+    let asked = browser.refresh(&site, &id, None).await;
     assert_eq!(asked.status, StatusCode::FORBIDDEN);
     let proof = refresh_proof(&device, &asked.challenge());
-    let refreshed = browser
-        .send(
-            &site,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &id),
-                ("secure-session-response", &proof),
-            ],
-        )
-        .await;
+    let refreshed = browser.refresh(&site, &id, Some(&proof)).await;
     assert_eq!(refreshed.status, StatusCode::OK);
     assert!(refreshed
         .header("set-cookie")
@@ -300,24 +299,13 @@ async fn a_bad_signature_does_not_register() {
     let site = site_with(true);
     let mut browser = Browser::default();
     let login = browser.login(&site, "alice").await;
-    let proof = registration_proof(
-        &new_key(),
-        &login.param("secure-session-registration", "challenge"),
-        &login.param("secure-session-registration", "authorization"),
-    );
+    let proof = login.registration_proof(&new_key());
     // Flip a character of the signature.
     let mut bytes = proof.into_bytes();
     let at = bytes.len() - 2;
     bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(bytes).unwrap();
-    let reply = browser
-        .send(
-            &site,
-            "POST",
-            REGISTER,
-            &[("secure-session-response", &tampered)],
-        )
-        .await;
+    let reply = browser.register(&site, &tampered).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(!browser.cookies.contains_key(BOUND_COOKIE));
     // Still unbound: the session cookie alone keeps working, as without DBSC.
@@ -330,53 +318,54 @@ async fn a_replayed_or_foreign_refresh_proof_is_refused() {
     let device = new_key();
     let mut browser = Browser::default();
     let reply = browser.login_and_register(&site, &device).await;
-    let id = reply.json()["session_identifier"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = reply.binding_id();
     let proof = refresh_proof(&device, &reply.challenge());
-    let headers = [
-        ("sec-secure-session-id", id.as_str()),
-        ("secure-session-response", &proof),
-    ];
-    assert_eq!(
-        browser.send(&site, "POST", REFRESH, &headers).await.status,
-        StatusCode::OK
-    );
+    let first = browser.refresh(&site, &id, Some(&proof)).await;
+    assert_eq!(first.status, StatusCode::OK);
     // The same proof again: its challenge was used.
-    let replayed = browser.send(&site, "POST", REFRESH, &headers).await;
+    let replayed = browser.refresh(&site, &id, Some(&proof)).await;
     assert_eq!(replayed.status, StatusCode::UNAUTHORIZED);
     assert!(replayed.header("set-cookie").is_none());
 
     // Another key (a thief's device) signing a live challenge.
-    let asked = browser
-        .send(&site, "POST", REFRESH, &[("sec-secure-session-id", &id)])
-        .await;
+    let asked = browser.refresh(&site, &id, None).await;
     let stolen = refresh_proof(&new_key(), &asked.challenge());
-    let refused = browser
-        .send(
-            &site,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &id),
-                ("secure-session-response", &stolen),
-            ],
-        )
-        .await;
+    let refused = browser.refresh(&site, &id, Some(&stolen)).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert!(refused.header("set-cookie").is_none());
     // A registration over the bound key is refused too.
     let again = registration_proof(&new_key(), &asked.challenge(), "x");
-    let rebind = browser
-        .send(
-            &site,
-            "POST",
-            REGISTER,
-            &[("secure-session-response", &again)],
-        )
-        .await;
+    let rebind = browser.register(&site, &again).await;
     assert_eq!(rebind.status, StatusCode::BAD_REQUEST);
+}
+
+/// Two refreshes racing with one proof: the compare-and-set lets exactly one through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_refreshes_with_one_proof_get_one_cookie() {
+    let site = Arc::new(site_with(true));
+    let device = new_key();
+    for _ in 0..10 {
+        let mut browser = Browser::default();
+        let reply = browser.login_and_register(&site, &device).await;
+        let (id, proof) = (
+            reply.binding_id(),
+            refresh_proof(&device, &reply.challenge()),
+        );
+        let racers = (0..4).map(|_| {
+            let (site, mut browser) = (Arc::clone(&site), browser.clone());
+            let (id, proof) = (id.clone(), proof.clone());
+            tokio::spawn(async move { browser.refresh(&site, &id, Some(&proof)).await.status })
+        });
+        let mut statuses = Vec::new();
+        for racer in racers.collect::<Vec<_>>() {
+            statuses.push(racer.await.unwrap());
+        }
+        let won = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(won, 1, "{statuses:?}");
+        assert!(statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::UNAUTHORIZED));
+    }
 }
 
 #[tokio::test]
@@ -390,28 +379,14 @@ async fn expired_challenges_are_refused() {
         binding["challenge"]["expires_at"] = past_ms().into();
     })
     .await;
-    let proof = registration_proof(
-        &device,
-        &login.param("secure-session-registration", "challenge"),
-        &login.param("secure-session-registration", "authorization"),
-    );
-    let reply = browser
-        .send(
-            &site,
-            "POST",
-            REGISTER,
-            &[("secure-session-response", &proof)],
-        )
-        .await;
+    let proof = login.registration_proof(&device);
+    let reply = browser.register(&site, &proof).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 
     // Refresh: the pre-sent challenge aged the same way.
     let mut browser = Browser::default();
     let reply = browser.login_and_register(&site, &device).await;
-    let id = reply.json()["session_identifier"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = reply.binding_id();
     edit_binding(&site, &browser, |binding| {
         for challenge in binding["challenges"].as_array_mut().unwrap() {
             challenge["expires_at"] = past_ms().into();
@@ -419,17 +394,7 @@ async fn expired_challenges_are_refused() {
     })
     .await;
     let proof = refresh_proof(&device, &reply.challenge());
-    let refused = browser
-        .send(
-            &site,
-            "POST",
-            REFRESH,
-            &[
-                ("sec-secure-session-id", &id),
-                ("secure-session-response", &proof),
-            ],
-        )
-        .await;
+    let refused = browser.refresh(&site, &id, Some(&proof)).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -442,47 +407,28 @@ async fn a_session_that_is_gone_cannot_register_or_refresh() {
     let kept = browser.clone();
     browser.send(&site, "POST", "/logout", &[]).await;
     let mut gone = kept.clone();
-    let proof = registration_proof(
-        &device,
-        &login.param("secure-session-registration", "challenge"),
-        &login.param("secure-session-registration", "authorization"),
-    );
-    let reply = gone
-        .send(
-            &site,
-            "POST",
-            REGISTER,
-            &[("secure-session-response", &proof)],
-        )
-        .await;
+    let proof = login.registration_proof(&device);
+    let reply = gone.register(&site, &proof).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 
     // A bound session that is then logged out: the refresh ends Chrome's session.
     let mut browser = Browser::default();
     let reply = browser.login_and_register(&site, &device).await;
-    let id = reply.json()["session_identifier"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = reply.binding_id();
     let before_logout = browser.clone();
     browser.send(&site, "POST", "/logout", &[]).await;
+    assert!(
+        !browser.cookies.contains_key(BOUND_COOKIE),
+        "logout clears it"
+    );
     let mut stale = before_logout;
-    let ended = stale
-        .send(&site, "POST", REFRESH, &[("sec-secure-session-id", &id)])
-        .await;
+    let ended = stale.refresh(&site, &id, None).await;
     assert_eq!(ended.status, StatusCode::OK);
     assert_eq!(ended.json(), serde_json::json!({"continue": false}));
     // So does an identifier that is not this session's.
     let mut browser = Browser::default();
     browser.login_and_register(&site, &device).await;
-    let other = browser
-        .send(
-            &site,
-            "POST",
-            REFRESH,
-            &[("sec-secure-session-id", "someone-else")],
-        )
-        .await;
+    let other = browser.refresh(&site, "someone-else", None).await;
     assert_eq!(other.json(), serde_json::json!({"continue": false}));
 }
 
@@ -492,10 +438,7 @@ async fn a_missing_forged_or_expired_bound_cookie_is_not_logged_in() {
     let device = new_key();
     let mut browser = Browser::default();
     let reply = browser.login_and_register(&site, &device).await;
-    let id = reply.json()["session_identifier"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = reply.binding_id();
     let past = cloakroom::record::now() - Duration::from_secs(1);
     let expired = bound_cookie::issue(&site.keys, &id, past);
     let other_ring = KeyRing::parse(&generate_key()).unwrap();

@@ -7,6 +7,7 @@
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use serde::Deserialize as _;
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -86,8 +87,6 @@ fn decode(stored: &Value) -> Option<DeviceBinding> {
         .inspect_err(|error| tracing::warn!(%error, "unreadable device binding ignored"))
         .ok()
 }
-
-use serde::Deserialize as _;
 
 /// One of the two DBSC endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,22 +228,24 @@ pub(crate) async fn serve(
     request: &HeaderMap,
 ) -> Reply {
     let config = manager.config();
-    let (Some(binding_config), Some(store)) = (&config.device_binding, manager.store()) else {
+    let (Some(binding), Some(store)) = (&config.device_binding, manager.store()) else {
         return Reply::new(StatusCode::NOT_FOUND);
     };
     for _ in 0..MAX_ATTEMPTS {
-        let time = now();
-        let found = match find(manager, &**store, request, time).await {
+        let exchange = Exchange {
+            config,
+            binding,
+            store: &**store,
+            request,
+            time: now(),
+        };
+        let found = match find(manager, exchange.store, request, exchange.time).await {
             Ok(found) => found,
             Err(error) => return Reply::unavailable(config, &error),
         };
         let step = match endpoint {
-            Endpoint::Register => {
-                register(config, binding_config, &**store, found, request, time).await
-            }
-            Endpoint::Refresh => {
-                refresh(config, binding_config, &**store, found, request, time).await
-            }
+            Endpoint::Register => exchange.register(found).await,
+            Endpoint::Refresh => exchange.refresh(found).await,
         };
         match step {
             Ok(Some(reply)) => return reply,
@@ -272,101 +273,98 @@ fn proof(request: &HeaderMap) -> Option<&[u8]> {
     values.next().is_none().then_some(first.as_bytes())
 }
 
-/// Registration: a logged-in session with a pending binding, and a proof over its
-/// challenge; success binds the key and sends the configuration, the first bound cookie
-/// and the next challenge. Any refusal is a `400`: Chrome gives up and the session stays
-/// unbound.
-async fn register(
-    config: &SessionConfig,
-    binding_config: &DeviceBindingConfig,
-    store: &dyn SessionStore,
-    found: Option<Found>,
-    request: &HeaderMap,
+/// One attempt at an endpoint: what it needs, at one instant.
+struct Exchange<'a> {
+    config: &'a SessionConfig,
+    binding: &'a DeviceBindingConfig,
+    store: &'a dyn SessionStore,
+    request: &'a HeaderMap,
     time: OffsetDateTime,
-) -> Result<Option<Reply>, SaveError> {
-    let refused = || Ok(Some(Reply::new(StatusCode::BAD_REQUEST)));
-    let Some(mut found) = found.filter(|found| found.record.user_id.is_some()) else {
-        return refused();
-    };
-    let (Some(mut binding), Some(proof)) = (found.binding.take(), proof(request)) else {
-        return refused();
-    };
-    if let Err(error) = binding.register(proof, time) {
-        tracing::info!(binding = binding.id(), %error, "device binding registration refused");
-        return refused();
-    }
-    let Ok(challenge) = binding.issue_challenge(time, binding_config.bound_cookie_lifetime())
-    else {
-        return refused();
-    };
-    if !save(store, &mut found, &binding).await? {
-        return Ok(None);
-    }
-    tracing::info!(binding = binding.id(), "device bound");
-    let body = binding
-        .session_configuration(binding_config, &config.cookie)
-        .to_json();
-    let mut reply = Reply::new(StatusCode::OK).json(body);
-    reply.headers.push((
-        SET_COOKIE,
-        binding.bound_cookie(binding_config, &config.cookie, time),
-    ));
-    reply.headers.push((headers::CHALLENGE, challenge));
-    Ok(Some(reply))
 }
 
-/// Refresh: the bound session named by the cookie and `Sec-Secure-Session-Id`; no proof
-/// gets a `403` and a challenge, a good proof a new bound cookie, a bad one a `401`.
-async fn refresh(
-    config: &SessionConfig,
-    binding_config: &DeviceBindingConfig,
-    store: &dyn SessionStore,
-    found: Option<Found>,
-    request: &HeaderMap,
-    time: OffsetDateTime,
-) -> Result<Option<Reply>, SaveError> {
-    let asked = request
-        .get(headers::SESSION_ID)
-        .and_then(|value| headers::session_id(value.as_bytes()));
-    let Some(mut found) = found else {
-        return Ok(Some(Reply::end_session()));
-    };
-    let Some(mut binding) = found.binding.take() else {
-        return Ok(Some(Reply::end_session()));
-    };
-    if !binding.is_bound() || asked != Some(binding.id()) {
-        return Ok(Some(Reply::end_session()));
+/// What an attempt came to: a reply, `None` for a lost compare-and-set (retry), or a
+/// failure to save.
+type Step = Result<Option<Reply>, SaveError>;
+
+impl Exchange<'_> {
+    /// Registration: a logged-in session with a pending binding, and a proof over its
+    /// challenge; success binds the key and sends the configuration, the first bound
+    /// cookie and the next challenge. Any refusal is a `400`: Chrome gives up and the
+    /// session stays unbound.
+    async fn register(&self, found: Option<Found>) -> Step {
+        let refused = || Ok(Some(Reply::new(StatusCode::BAD_REQUEST)));
+        let Some(mut found) = found.filter(|found| found.record.user_id.is_some()) else {
+            return refused();
+        };
+        let (Some(mut binding), Some(proof)) = (found.binding.take(), proof(self.request)) else {
+            return refused();
+        };
+        if let Err(error) = binding.register(proof, self.time) {
+            tracing::info!(binding = binding.id(), %error, "device binding registration refused");
+            return refused();
+        }
+        let id = binding.id().to_owned();
+        let body = binding
+            .session_configuration(self.binding, &self.config.cookie)
+            .to_json();
+        let step = self
+            .renew(&mut found, binding, Reply::new(StatusCode::OK).json(body))
+            .await;
+        if matches!(step, Ok(Some(_))) {
+            tracing::info!(binding = %id, "device bound");
+        }
+        step
     }
-    let Some(proof) = proof(request) else {
-        // Chrome signs this challenge and retries at once.
-        let Ok(challenge) = binding.issue_challenge(time, RETRY_CHALLENGE_LIFETIME) else {
+
+    /// Refresh: the bound session named by the cookie and `Sec-Secure-Session-Id`; no
+    /// proof gets a `403` and a challenge, a good proof a new bound cookie, a bad one a
+    /// `401`.
+    async fn refresh(&self, found: Option<Found>) -> Step {
+        let asked = self
+            .request
+            .get(headers::SESSION_ID)
+            .and_then(|value| headers::session_id(value.as_bytes()));
+        let Some((mut found, mut binding)) = found.and_then(|mut found| {
+            let binding = found.binding.take()?;
+            (binding.is_bound() && asked == Some(binding.id())).then_some((found, binding))
+        }) else {
             return Ok(Some(Reply::end_session()));
         };
-        if !save(store, &mut found, &binding).await? {
+        let Some(proof) = proof(self.request) else {
+            // Chrome signs this challenge and retries at once.
+            let Ok(challenge) = binding.issue_challenge(self.time, RETRY_CHALLENGE_LIFETIME) else {
+                return Ok(Some(Reply::end_session()));
+            };
+            if !save(self.store, &mut found, &binding).await? {
+                return Ok(None);
+            }
+            let mut reply = Reply::new(StatusCode::FORBIDDEN);
+            reply.headers.push((headers::CHALLENGE, challenge));
+            return Ok(Some(reply));
+        };
+        if let Err(error) = binding.refresh(proof, self.time) {
+            // Never 403 here (Chrome would retry); 401 makes it drop its session. Nothing
+            // is written: a refused proof must not cost the store a write.
+            tracing::info!(binding = binding.id(), %error, "device binding refresh refused");
+            return Ok(Some(Reply::new(StatusCode::UNAUTHORIZED)));
+        }
+        self.renew(&mut found, binding, Reply::new(StatusCode::OK))
+            .await
+    }
+
+    /// After a verified proof: pre-sends the next challenge, saves the binding with
+    /// compare-and-set, and adds a new bound cookie and the challenge to `reply`.
+    async fn renew(&self, found: &mut Found, mut binding: DeviceBinding, mut reply: Reply) -> Step {
+        let lifetime = self.binding.bound_cookie_lifetime();
+        let Ok(challenge) = binding.issue_challenge(self.time, lifetime) else {
+            return Ok(Some(Reply::new(StatusCode::BAD_REQUEST)));
+        };
+        if !save(self.store, found, &binding).await? {
             return Ok(None);
         }
-        let mut reply = Reply::new(StatusCode::FORBIDDEN);
+        let cookie = binding.bound_cookie(self.binding, &self.config.cookie, self.time);
+        reply.headers.push((SET_COOKIE, cookie));
         reply.headers.push((headers::CHALLENGE, challenge));
-        return Ok(Some(reply));
-    };
-    if let Err(error) = binding.refresh(proof, time) {
-        // Never 403 here (Chrome would retry); 401 makes it drop its session. Nothing is
-        // written: a refused proof must not cost the store a write.
-        tracing::info!(binding = binding.id(), %error, "device binding refresh refused");
-        return Ok(Some(Reply::new(StatusCode::UNAUTHORIZED)));
+        Ok(Some(reply))
     }
-    let Ok(challenge) = binding.issue_challenge(time, binding_config.bound_cookie_lifetime())
-    else {
-        return Ok(Some(Reply::new(StatusCode::UNAUTHORIZED)));
-    };
-    if !save(store, &mut found, &binding).await? {
-        return Ok(None);
-    }
-    let mut reply = Reply::new(StatusCode::OK);
-    reply.headers.push((
-        SET_COOKIE,
-        binding.bound_cookie(binding_config, &config.cookie, time),
-    ));
-    reply.headers.push((headers::CHALLENGE, challenge));
-    Ok(Some(reply))
 }

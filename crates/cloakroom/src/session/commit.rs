@@ -99,6 +99,18 @@ impl Session {
             }
             _ => {}
         }
+        // A logout also clears the bound cookie (feature `dbsc`): it names a binding
+        // whose record is gone.
+        #[cfg(feature = "dbsc")]
+        if let (true, Some(binding)) = (view.destroyed, &self.config().device_binding) {
+            let lines = self.inner.cookies.iter();
+            if !codec::cookie_values(lines, binding.cookie_name()).is_empty() {
+                let bound = binding.bound_cookie_config(config);
+                finish
+                    .headers
+                    .push((http::header::SET_COOKIE, codec::removal_cookie(&bound)));
+            }
+        }
         finish
     }
 
