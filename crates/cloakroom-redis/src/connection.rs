@@ -173,9 +173,9 @@ impl Shared {
     fn failed(self: &Arc<Self>, slot: u16, started: Instant) {
         let mut health = self.health();
         self.failing.store(true, Ordering::Relaxed);
-        if !health.failed(slot, started, Instant::now()) {
+        let Some(failing_for) = health.failed(slot, started, Instant::now()) else {
             return;
-        }
+        };
         // Rebuilding needs a runtime to run on; without one (a call dropped while its
         // runtime shuts down) there is nothing left to serve.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -185,7 +185,7 @@ impl Shared {
         drop(health);
         tracing::warn!(
             slot,
-            failing_for = ?started.elapsed(),
+            ?failing_for,
             "a Redis Cluster slot stopped answering: building a fresh cluster connection"
         );
         runtime.spawn(Arc::clone(self).rebuild());

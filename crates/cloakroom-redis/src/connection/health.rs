@@ -74,12 +74,12 @@ impl Health {
         self.failing.is_empty()
     }
 
-    /// A call on `slot`, started at `started`, failed without an answer; true when the
-    /// connection is to be rebuilt now.
-    pub(super) fn failed(&mut self, slot: u16, started: Instant, now: Instant) -> bool {
+    /// A call on `slot`, started at `started`, failed without an answer. When the
+    /// connection is to be rebuilt now, how long the slot has been failing.
+    pub(super) fn failed(&mut self, slot: u16, started: Instant, now: Instant) -> Option<Duration> {
         if self.swapped_at.is_some_and(|swapped| started < swapped) {
             // It failed on the connection replaced since: nothing about this one.
-            return false;
+            return None;
         }
         self.prune(now);
         let failing = self.failing.entry(slot).or_insert(Failing {
@@ -88,10 +88,11 @@ impl Health {
         });
         failing.since = failing.since.min(started);
         failing.last = now;
-        let since = failing.since;
-        now.saturating_duration_since(since) >= self.patience
+        let failing_for = now.saturating_duration_since(failing.since);
+        (failing_for >= self.patience
             && !self.rebuilding
-            && self.next_rebuild.is_none_or(|next| now >= next)
+            && self.next_rebuild.is_none_or(|next| now >= next))
+        .then_some(failing_for)
     }
 
     /// A rebuild ended at `now`, its connection swapped in or not. The failing slots stay
@@ -143,7 +144,7 @@ mod tests {
             for other in others {
                 health.answered(*other, now);
             }
-            health.failed(slot, now, now).then_some(step * 100)
+            health.failed(slot, now, now).map(|_| step * 100)
         })
     }
 
@@ -161,17 +162,17 @@ mod tests {
         );
         // Calls that time out count from their start: 1-s timeouts started at t0.
         let mut health = Health::new(TIMEOUT);
-        assert!(health.failed(7, t0, t0 + 1000 * MS));
+        assert_eq!(health.failed(7, t0, t0 + 1000 * MS), Some(1000 * MS));
     }
 
     #[test]
     fn an_answer_on_the_slot_starts_its_patience_again() {
         let t0 = Instant::now();
         let mut health = Health::new(TIMEOUT);
-        assert!(!health.failed(7, t0, t0 + 900 * MS));
+        assert!(health.failed(7, t0, t0 + 900 * MS).is_none());
         assert!(health.answered(7, t0 + 900 * MS));
-        assert!(!health.failed(7, t0 + 950 * MS, t0 + 1500 * MS));
-        assert!(health.failed(7, t0 + 1900 * MS, t0 + 1950 * MS));
+        assert!(health.failed(7, t0 + 950 * MS, t0 + 1500 * MS).is_none());
+        assert!(health.failed(7, t0 + 1900 * MS, t0 + 1950 * MS).is_some());
     }
 
     #[test]
@@ -182,12 +183,14 @@ mod tests {
         let mut health = Health::new(Duration::from_secs(1));
         for call in 0..30u32 {
             let started = t0 + 2 * MS * call;
-            assert!(!health.failed(call as u16 % 3, started, started + 1050 * MS));
+            assert!(health
+                .failed(call as u16 % 3, started, started + 1050 * MS)
+                .is_none());
         }
         for slot in 0..3 {
             health.answered(slot, t0 + 1100 * MS);
         }
-        assert!(!health.failed(0, t0 + 1200 * MS, t0 + 2250 * MS));
+        assert!(health.failed(0, t0 + 1200 * MS, t0 + 2250 * MS).is_none());
     }
 
     #[test]
@@ -197,17 +200,17 @@ mod tests {
         assert_eq!(first_rebuild(&mut health, 7, t0, &[1]), Some(1000));
         health.rebuilding = true;
         let t1 = t0 + 1100 * MS;
-        assert!(!health.failed(7, t1, t1), "one rebuild at a time");
+        assert!(health.failed(7, t1, t1).is_none(), "one rebuild at a time");
         health.rebuilt(true, t1);
         // Calls that started on the replaced connection say nothing about the new one.
-        assert!(!health.failed(7, t1 - MS, t1 + 600 * MS));
+        assert!(health.failed(7, t1 - MS, t1 + 600 * MS).is_none());
         // Still failing on the new connection: again 500 ms later, then 1 s, then 2 s, 2 s.
         let mut at = t1;
         for pause in [500, 1000, 2000, 2000] {
-            assert!(!health.failed(7, at + MS, at + (pause - 1) * MS));
+            assert!(health.failed(7, at + MS, at + (pause - 1) * MS).is_none());
             at += pause * MS;
             assert!(
-                health.failed(7, at, at),
+                health.failed(7, at, at).is_some(),
                 "a rebuild {pause} ms after the last"
             );
             health.rebuilding = true;
@@ -220,17 +223,17 @@ mod tests {
         assert_eq!(first_rebuild(&mut health, 7, t2, &[]), Some(1000));
         health.rebuilding = true;
         health.rebuilt(false, t2 + 1000 * MS);
-        assert!(health.failed(7, t2 + 1500 * MS, t2 + 1500 * MS));
+        assert!(health.failed(7, t2 + 1500 * MS, t2 + 1500 * MS).is_some());
     }
 
     #[test]
     fn slots_nobody_calls_are_forgotten() {
         let t0 = Instant::now();
         let mut health = Health::new(TIMEOUT);
-        assert!(!health.failed(7, t0, t0 + 500 * MS));
+        assert!(health.failed(7, t0, t0 + 500 * MS).is_none());
         assert!(!health.answered(8, t0 + 1000 * MS), "slot 7 still failing");
         assert!(health.answered(8, t0 + 2600 * MS), "slot 7 forgotten");
         // Forgotten, it starts a whole patience again.
-        assert!(!health.failed(7, t0 + 2700 * MS, t0 + 3000 * MS));
+        assert!(health.failed(7, t0 + 2700 * MS, t0 + 3000 * MS).is_none());
     }
 }
