@@ -116,6 +116,9 @@ store_failure_in! {
 ///
 /// `impl [generics] for Type`: the brackets hold the impl's generic parameters, if any.
 /// Items after the mode (`kind`, for example) are added to the impl as they are.
+///
+/// A method added to the store contract goes in the table below, one line, and every
+/// wrapper forwards it; a provided method left out would silently take its default.
 macro_rules! forward_store {
     (impl [$($generics:tt)*] for $store:ty, $($mode:ident)+; $($item:item)*) => {
         $crate::store_wrapper::forward_store! {
@@ -143,6 +146,7 @@ macro_rules! forward_store {
         // In a block of its own, so the table's short type names resolve here and do not
         // leak into the caller's module.
         const _: () = {
+            // `deref` forwarding reports no `Operation`.
             #[allow(unused_imports)]
             use $crate::store_wrapper::prelude::*;
 

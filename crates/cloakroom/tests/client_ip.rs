@@ -7,11 +7,11 @@ use axum::body::Body;
 use axum::http::{header, Request};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cloakroom::testing::TestClient;
 use cloakroom::{
     ClientIpSource, MemoryStore, Session, SessionConfig, SessionError, SessionLayer, SessionManager,
 };
 use serde_json::Value;
-use tower::ServiceExt;
 
 mod support;
 
@@ -36,31 +36,14 @@ fn app(hops: usize) -> Router {
 
 /// The IP recorded for a session created with these `X-Forwarded-For` lines.
 async fn recorded_ip(app: &Router, forwarded: &[&str]) -> Value {
+    let mut browser = TestClient::new(app.clone());
     let mut request = Request::post("/put");
     for line in forwarded {
         request = request.header("x-forwarded-for", *line);
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let set = response.headers()[header::SET_COOKIE].to_str().unwrap();
-    let cookie = set.split(';').next().unwrap().to_owned();
-    let response = app
-        .clone()
-        .oneshot(
-            Request::get("/ip")
-                .header(header::COOKIE, cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
+    browser.send(request.body(Body::empty())).await;
+    assert!(browser.cookie().is_some(), "the write created a session");
+    browser.get("/ip").await.json()
 }
 
 #[tokio::test]
