@@ -46,10 +46,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 mod app;
+mod handlers;
 mod seed;
 
 use app::MAX_BODY;
 pub use app::{AppUnderTest, BoxFuture};
+pub use handlers::increment;
 pub use seed::{inspect, value, SeededSession, SessionSeed};
 
 /// An in-process client for a web app (an axum [`Router`](axum::Router), or an actix-web
