@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloakroom::conformance::{HookedStore, Operation, StoreHook};
+use cloakroom::testing::{increment, TestClient};
 use cloakroom::{Session, SessionLayer, SessionStore};
 use cloakroom_cached::CachedStore;
 use cloakroom_sqlx::SqliteStore;
@@ -30,14 +31,7 @@ async fn cached_store_passes_the_conformance_suite() {
 
 fn app(store: impl SessionStore) -> Router {
     Router::new()
-        .route(
-            "/incr",
-            post(|s: Session| async move {
-                s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
-                    .await
-                    .map(Json)
-            }),
-        )
+        .route("/incr", post(increment))
         .route(
             "/set/{key}",
             post(
@@ -71,40 +65,33 @@ fn app(store: impl SessionStore) -> Router {
         .layer(SessionLayer::new(store))
 }
 
-async fn call(
-    app: &Router,
-    method: &str,
-    path: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, Option<String>, String) {
-    let response = cloakroom::testing::request_once(app, method, path, cookie).await;
-    let cookie = response.session_cookie("id").map(str::to_owned);
-    (response.status(), cookie, response.text())
+/// Two app instances, each with its own cache and its own pool on one database, and the
+/// session cookie of a browser that called `path` on the first.
+async fn two_instances(dir: &tempfile::TempDir, path: &str) -> (Router, Router, String) {
+    let a = app(CachedStore::new(sqlite(dir, "shared.db").await));
+    let b = app(CachedStore::new(sqlite(dir, "shared.db").await));
+    let mut browser = TestClient::new(a.clone());
+    browser.post(path).await;
+    let cookie = browser.cookie().expect("a session cookie").to_owned();
+    (a, b, cookie)
 }
 
-/// Two app instances, each with its own cache and its own pool on one database.
-async fn two_instances(dir: &tempfile::TempDir) -> (Router, Router) {
-    let a = CachedStore::new(sqlite(dir, "shared.db").await);
-    let b = CachedStore::new(sqlite(dir, "shared.db").await);
-    (app(a), app(b))
+/// A browser on `app` holding the session cookie `cookie`.
+fn browser(app: &Router, cookie: &str) -> TestClient {
+    TestClient::new(app.clone()).with_cookie(cookie)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_across_instances_are_all_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_instances(&dir).await;
-    let (_, cookie, _) = call(&a, "POST", "/incr", None).await;
-    let cookie = cookie.unwrap();
+    let (a, b, cookie) = two_instances(&dir, "/incr").await;
     // Warm both caches with the same version, so every instance starts stale.
-    call(&a, "GET", "/get/n", Some(&cookie)).await;
-    call(&b, "GET", "/get/n", Some(&cookie)).await;
+    browser(&a, &cookie).get("/get/n").await;
+    browser(&b, &cookie).get("/get/n").await;
     let tasks: Vec<_> = (0..200)
         .map(|i| {
-            let (app, cookie) = (
-                if i % 2 == 0 { a.clone() } else { b.clone() },
-                cookie.clone(),
-            );
-            tokio::spawn(async move { call(&app, "POST", "/incr", Some(&cookie)).await.0 })
+            let mut client = browser(if i % 2 == 0 { &a } else { &b }, &cookie);
+            tokio::spawn(async move { client.post("/incr").await.status() })
         })
         .collect();
     for task in tasks {
@@ -112,15 +99,8 @@ async fn concurrent_writes_across_instances_are_all_kept() {
     }
     let writers: Vec<_> = (0..64)
         .map(|i| {
-            let (app, cookie) = (
-                if i % 2 == 0 { a.clone() } else { b.clone() },
-                cookie.clone(),
-            );
-            tokio::spawn(async move {
-                call(&app, "POST", &format!("/set/k{i}"), Some(&cookie))
-                    .await
-                    .0
-            })
+            let mut client = browser(if i % 2 == 0 { &a } else { &b }, &cookie);
+            tokio::spawn(async move { client.post(&format!("/set/k{i}")).await.status() })
         })
         .collect();
     for task in writers {
@@ -128,16 +108,15 @@ async fn concurrent_writes_across_instances_are_all_kept() {
     }
     tokio::time::sleep(cloakroom_cached::DEFAULT_TTL).await;
     for app in [&a, &b] {
+        let mut client = browser(app, &cookie);
         assert_eq!(
-            call(app, "GET", "/get/n", Some(&cookie)).await.2,
+            client.get("/get/n").await.text(),
             "201",
             "no increment lost across instances"
         );
         for i in 0..64 {
             assert_eq!(
-                call(app, "GET", &format!("/get/k{i}"), Some(&cookie))
-                    .await
-                    .2,
+                client.get(&format!("/get/k{i}")).await.text(),
                 "true",
                 "key k{i} lost"
             );
@@ -148,26 +127,21 @@ async fn concurrent_writes_across_instances_are_all_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_through_another_instance_shows_within_the_ttl() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_instances(&dir).await;
-    let (_, phone, _) = call(&a, "POST", "/login", None).await;
-    let phone = phone.unwrap();
-    let (_, laptop, _) = call(&b, "POST", "/login", None).await;
-    let laptop = laptop.unwrap();
+    let (a, b, phone) = two_instances(&dir, "/login").await;
+    let mut laptop = TestClient::new(b.clone());
+    laptop.post("/login").await;
     assert_eq!(
-        call(&a, "GET", "/who", Some(&phone)).await.2,
+        browser(&a, &phone).get("/who").await.text(),
         "\"alice\"",
         "cached on instance a"
     );
 
     let revoked_at = Instant::now();
-    assert_eq!(
-        call(&b, "POST", "/revoke-others", Some(&laptop)).await.2,
-        "1"
-    );
+    assert_eq!(laptop.post("/revoke-others").await.text(), "1");
     loop {
-        let (status, _, who) = call(&a, "GET", "/who", Some(&phone)).await;
-        assert_eq!(status, StatusCode::OK);
-        if who == "null" {
+        let who = browser(&a, &phone).get("/who").await;
+        assert_eq!(who.status(), StatusCode::OK);
+        if who.text() == "null" {
             break;
         }
         assert!(
@@ -180,9 +154,9 @@ async fn a_revocation_through_another_instance_shows_within_the_ttl() {
         "instance a saw the revocation after {:?}",
         revoked_at.elapsed()
     );
-    let (_, again, _) = call(&a, "POST", "/incr", Some(&phone)).await;
+    let again = browser(&a, &phone).post("/incr").await;
     assert_ne!(
-        again.as_deref(),
+        again.session_cookie("id"),
         Some(phone.as_str()),
         "the revoked session is never written back"
     );
@@ -221,11 +195,13 @@ async fn slow_store() -> (std::sync::Arc<SlowStore>, cloakroom::StoreKey) {
     (store, key)
 }
 
-/// Starts a load that has read the durable record and waits: returns its task.
-async fn load_in_flight(
+/// Runs `write` while a load of `key` has read the durable record and waits to return it,
+/// then lets the load finish; returns what `write` returned.
+async fn during_a_load<T>(
     store: &std::sync::Arc<SlowStore>,
     key: cloakroom::StoreKey,
-) -> tokio::task::JoinHandle<()> {
+    write: impl std::future::Future<Output = T>,
+) -> T {
     store.durable().hook().armed.store(true, Ordering::SeqCst);
     let loader = {
         let store = store.clone();
@@ -234,7 +210,10 @@ async fn load_in_flight(
         })
     };
     store.durable().hook().read.notified().await;
-    loader
+    let written = write.await;
+    store.durable().hook().release.notify_one();
+    loader.await.unwrap();
+    written
 }
 
 /// Issue 12, item 8: a read racing a logout through the same instance put the deleted
@@ -242,10 +221,8 @@ async fn load_in_flight(
 #[tokio::test]
 async fn a_load_in_flight_never_re_caches_a_session_deleted_meanwhile() {
     let (store, key) = slow_store().await;
-    let loader = load_in_flight(&store, key).await;
-    assert!(store.delete(&key).await.unwrap(), "logged out");
-    store.durable().hook().release.notify_one();
-    loader.await.unwrap();
+    let deleted = during_a_load(&store, key, store.delete(&key)).await;
+    assert!(deleted.unwrap(), "logged out");
     assert_eq!(
         store.load(&key).await.unwrap(),
         None,
@@ -257,11 +234,9 @@ async fn a_load_in_flight_never_re_caches_a_session_deleted_meanwhile() {
 #[tokio::test]
 async fn a_load_in_flight_never_re_caches_a_session_renamed_meanwhile() {
     let (store, key) = slow_store().await;
-    let loader = load_in_flight(&store, key).await;
     let new = cloakroom::SessionId::generate().store_key();
-    store.rename(&key, &new).await.unwrap();
-    store.durable().hook().release.notify_one();
-    loader.await.unwrap();
+    let renamed = during_a_load(&store, key, store.rename(&key, &new)).await;
+    renamed.unwrap();
     assert_eq!(
         store.load(&key).await.unwrap(),
         None,
@@ -274,12 +249,10 @@ async fn a_load_in_flight_never_re_caches_a_session_renamed_meanwhile() {
 #[tokio::test]
 async fn a_load_in_flight_never_re_caches_an_older_version() {
     let (store, key) = slow_store().await;
-    let loader = load_in_flight(&store, key).await;
     let mut record = store.durable().load(&key).await.unwrap().unwrap();
     record.data.insert("n".into(), serde_json::json!(1));
-    store.update(&key, &record, 1).await.unwrap();
-    store.durable().hook().release.notify_one();
-    loader.await.unwrap();
+    let updated = during_a_load(&store, key, store.update(&key, &record, 1)).await;
+    updated.unwrap();
     let seen = store.load(&key).await.unwrap().unwrap();
     assert_eq!(seen.version, 2, "an older version came back from the cache");
 }

@@ -5,12 +5,13 @@
 //! `CLOAKROOM_FS_ROLE`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cloakroom::{record, Record, SessionId, SessionStore, StoreKey, UpdateError};
+use cloakroom::conformance::{listings_skip_a_corrupt_record, too_deep_record};
+use cloakroom::{Record, SessionId, SessionStore, StoreKey, UpdateError};
 use cloakroom_fs::FileStore;
 use serde_json::json;
 
@@ -34,11 +35,18 @@ fn live_record(user: Option<&str>) -> Record {
     record
 }
 
-#[tokio::test]
-async fn files_are_private_and_named_only_by_hashes() {
+/// A new store in `store/` under a new temporary directory: the directory (removed when
+/// dropped), the store's root, and the store.
+fn temp_store() -> (tempfile::TempDir, PathBuf, FileStore) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = FileStore::open(&root).unwrap();
+    (dir, root, store)
+}
+
+#[tokio::test]
+async fn files_are_private_and_named_only_by_hashes() {
+    let (dir, root, store) = temp_store();
     let key = SessionId::generate().store_key();
     store
         .insert(&key, &live_record(Some("../../../etc/evil")))
@@ -185,9 +193,7 @@ async fn compare_and_set_holds_across_processes() {
 /// which sessions exist and which (hashed) users have them.
 #[tokio::test]
 async fn directories_are_private() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let store = FileStore::open(&root).unwrap();
+    let (_dir, root, store) = temp_store();
     store
         .insert(
             &SessionId::generate().store_key(),
@@ -214,23 +220,11 @@ async fn directories_are_private() {
     );
 }
 
-/// A stored record nested deeper than the JSON decoder's limit (126 levels of arrays in a
-/// value): it no longer decodes.
-fn too_deep_record(user: &str) -> Vec<u8> {
-    let valid = serde_json::to_string(&live_record(Some(user))).unwrap();
-    let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
-    let corrupt = valid.replacen("\"data\":{", &format!("\"data\":{{\"deep\":{deep},"), 1);
-    assert_ne!(corrupt, valid);
-    corrupt.into_bytes()
-}
-
 /// Issue 12, item 6: one corrupt record made the user's list and revoke answer 503 for
 /// good, and purge never removed it.
 #[tokio::test]
 async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let store = FileStore::open(&root).unwrap();
+    let (_dir, root, store) = temp_store();
     let (good, bad, other) = (
         SessionId::generate().store_key(),
         SessionId::generate().store_key(),
@@ -243,25 +237,11 @@ async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
     store.insert(&bad, &live_record(Some("eve"))).await.unwrap();
     store.insert(&other, &live_record(None)).await.unwrap();
     let bad_file = root.join("sessions").join(bad.to_hex());
-    std::fs::write(&bad_file, too_deep_record("eve")).unwrap();
+    let corrupt = || std::fs::write(&bad_file, too_deep_record("eve")).unwrap();
+    corrupt();
     assert!(store.load(&bad).await.is_err(), "the record is corrupt");
 
-    let listed: Vec<_> = store
-        .list_for_user("eve")
-        .await
-        .expect("list skips a corrupt record")
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
-    assert_eq!(listed, vec![good]);
-    let all = store
-        .list_sessions(&cloakroom::ListQuery {
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .expect("the admin listing skips a corrupt record");
-    assert_eq!(all.len(), 2);
+    listings_skip_a_corrupt_record(&store, "eve", good, bad).await;
     assert_eq!(
         store
             .delete_for_user("eve", Some(&good))
@@ -273,7 +253,7 @@ async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
     assert!(!bad_file.exists(), "revoke removed the corrupt file");
     assert!(store.load(&good).await.unwrap().is_some());
 
-    std::fs::write(&bad_file, too_deep_record("eve")).unwrap();
+    corrupt();
     store.purge_expired(10).await.expect("purge skips nothing");
     assert!(!bad_file.exists(), "purge removes the corrupt file");
     assert!(store.load(&other).await.unwrap().is_some());
@@ -282,11 +262,8 @@ async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
 /// Issue 12, item 9: an operation waited without bound on a lock another process held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_times_out_on_a_lock_held_elsewhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let store = FileStore::open(&root)
-        .unwrap()
-        .with_timeout(Duration::from_millis(300));
+    let (_dir, root, store) = temp_store();
+    let store = store.with_timeout(Duration::from_millis(300));
     let key = SessionId::generate().store_key();
     store.insert(&key, &live_record(None)).await.unwrap();
     // Another holder of the stripe's lock that never lets go (flock is per open file, so a
@@ -398,52 +375,11 @@ async fn scale_one_user_with_many_sessions() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(FileStore::open(dir.path().join("store")).unwrap());
-    let insert_many = |n: usize, ttl: time::Duration| {
-        let store = store.clone();
-        async move {
-            let keys: Vec<StoreKey> = (0..n).map(|_| SessionId::generate().store_key()).collect();
-            let writers: Vec<_> = keys
-                .chunks(n.div_ceil(4).max(1))
-                .map(|chunk| {
-                    let (store, chunk) = (store.clone(), chunk.to_vec());
-                    tokio::spawn(async move {
-                        for key in chunk {
-                            let mut record = live_record(Some("whale"));
-                            record.idle_deadline = Some(record::now() + ttl);
-                            store.insert(&key, &record).await.unwrap();
-                        }
-                    })
-                })
-                .collect();
-            for writer in writers {
-                writer.await.unwrap();
-            }
-            keys
-        }
-    };
-    let started = std::time::Instant::now();
-    let keys = insert_many(n, time::Duration::hours(1)).await;
-    println!(
-        "fs: insert {n} sessions for one user: {:?}",
-        started.elapsed()
-    );
-    let started = std::time::Instant::now();
-    assert_eq!(store.list_for_user("whale").await.unwrap().len(), n);
-    println!("fs: list_for_user ({n}): {:?}", started.elapsed());
-    let started = std::time::Instant::now();
-    let revoked = store
-        .delete_for_user("whale", Some(&keys[0]))
-        .await
-        .unwrap();
-    println!("fs: revoke-others ({n}): {:?}", started.elapsed());
-    assert_eq!(revoked as usize, n - 1);
-    insert_many(n - 1, time::Duration::hours(1)).await;
-    let started = std::time::Instant::now();
-    let revoked = store.delete_for_user("whale", None).await.unwrap();
-    println!("fs: revoke-all ({n}): {:?}", started.elapsed());
-    assert_eq!(revoked as usize, n);
-    insert_many(n, time::Duration::seconds(1)).await;
+    let store: std::sync::Arc<dyn SessionStore> =
+        std::sync::Arc::new(FileStore::open(dir.path().join("store")).unwrap());
+    cloakroom::conformance::one_user_with_many_sessions(&store, "fs", n).await;
+    let second = time::Duration::seconds(1);
+    cloakroom::conformance::insert_concurrently(&store, "whale", n, second).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = std::time::Instant::now();
     let purged = store.purge_expired(1000).await.unwrap();

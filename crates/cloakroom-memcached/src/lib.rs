@@ -45,15 +45,13 @@ use cloakroom::{
     InsertError, ListQuery, Record, RenameError, SessionEntry, SessionHandle, SessionStore,
     StoreError, StoreKey, Touch, TouchError, UpdateError,
 };
-use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+mod admin;
 mod index;
+mod per_user;
 #[cfg(feature = "testing")]
 pub mod testing;
-
-/// Passes of revoke-all/revoke-others before it gives up rather than under-revoke.
-const REVOKE_PASSES: usize = 16;
 
 /// Memcached reads an expiry above 30 days as an absolute Unix time.
 const RELATIVE_TTL_LIMIT: i64 = 30 * 24 * 3600;
@@ -126,15 +124,6 @@ impl MemcachedStore {
 
     fn session_key(&self, key: &StoreKey) -> String {
         format!("{}s:{}", self.prefix, key.to_hex())
-    }
-
-    fn user_key(&self, user: &str) -> String {
-        let hashed: [u8; 32] = Sha256::digest(user.as_bytes()).into();
-        format!(
-            "{}ui:{}",
-            self.prefix,
-            StoreKey::from_bytes(hashed).to_hex()
-        )
     }
 
     /// Runs one command on a pooled connection, reconnecting a broken one, under the
@@ -281,19 +270,6 @@ impl MemcachedStore {
             .await
     }
 
-    /// The all-sessions index bucket of `key`: one of 256, by its first byte, so admin
-    /// look-ups by handle read one bucket and no bucket draws every writer.
-    fn bucket(&self, first_byte: u8) -> String {
-        format!("{}ai:{first_byte:02x}", self.prefix)
-    }
-
-    /// Where an earlier version kept a user's index (one item, a JSON array): read once,
-    /// migrated and deleted by the next scan of the user.
-    fn legacy_user_key(&self, user: &str) -> String {
-        let hashed: [u8; 32] = Sha256::digest(user.as_bytes()).into();
-        format!("{}u:{}", self.prefix, StoreKey::from_bytes(hashed).to_hex())
-    }
-
     /// Adds `key` to its user's index (if any) and its all-sessions bucket; returns what
     /// [`Self::confirm_indexed`] checks once the record is written. Insert and rename call it
     /// after writing the record (see rename), a new owner's update before.
@@ -315,6 +291,16 @@ impl MemcachedStore {
         Ok(placed)
     }
 
+    /// Indexes `key`, whose `record` was just written and is known to nobody yet; if that
+    /// fails, deletes it again: unindexed, it would escape "log out everywhere".
+    async fn index_or_discard(&self, key: &StoreKey, record: &Record) -> Result<(), StoreError> {
+        if let Err(error) = self.index_first(key, record.user_id.as_deref()).await {
+            self.delete_item(&self.session_key(key), None).await?;
+            return Err(error);
+        }
+        Ok(())
+    }
+
     /// Once the record of `key` is written: re-adds it where a concurrent prune, which saw
     /// the key before its record existed, took it out.
     async fn confirm_indexed(
@@ -327,22 +313,6 @@ impl MemcachedStore {
             self.confirm_member(&set, shard, key, &keep).await?;
         }
         Ok(())
-    }
-
-    /// A user's live sessions (and corrupt members), pruning the index as it goes.
-    async fn scan_user(&self, user: &str) -> Result<index::Scan, StoreError> {
-        let keep = |r: &Record| r.user_id.as_deref() == Some(user);
-        self.scan(&self.user_key(user), &self.legacy_user_key(user), &keep)
-            .await
-    }
-
-    /// The live sessions of one all-sessions bucket, pruning it as it goes.
-    async fn scan_bucket(&self, first_byte: u8) -> Result<Vec<(StoreKey, Record)>, StoreError> {
-        let legacy = format!("{}all:{first_byte:02x}", self.prefix);
-        Ok(self
-            .scan(&self.bucket(first_byte), &legacy, &|_| true)
-            .await?
-            .live)
     }
 }
 
@@ -375,12 +345,7 @@ impl SessionStore for MemcachedStore {
                 _ => return Err(InsertError::Duplicate),
             },
         }
-        if let Err(error) = self.index_first(key, record.user_id.as_deref()).await {
-            // Unindexed, it would escape "log out everywhere": not kept.
-            self.delete_item(&self.session_key(key), None).await?;
-            return Err(error.into());
-        }
-        Ok(())
+        Ok(self.index_or_discard(key, record).await?)
     }
 
     async fn update(
@@ -448,10 +413,7 @@ impl SessionStore for MemcachedStore {
             ) {
                 return Err(RenameError::Duplicate);
             }
-            if let Err(error) = self.index_first(new, record.user_id.as_deref()).await {
-                self.delete_item(&self.session_key(new), None).await?;
-                return Err(error.into());
-            }
+            self.index_or_discard(new, &record).await?;
             match self.delete_item(&self.session_key(old), Some(cas)).await? {
                 Outcome::Done(()) => return Ok(()),
                 outcome => {
@@ -474,118 +436,29 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        Ok(self
-            .scan_user(user)
-            .await?
-            .live
-            .into_iter()
-            .map(|(key, record)| SessionEntry { key, record })
-            .collect())
+        self.list_user(user).await
     }
 
-    /// Deletes the user's sessions (and corrupt members of the index), then looks again:
-    /// a rename that completed meanwhile indexed its new key before deleting the original,
-    /// so the next pass sees it. Done when a pass finds nothing left but `except` and the
-    /// index gained no key while that pass read it.
     async fn delete_for_user(
         &self,
         user: &str,
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
-        let mut deleted = 0;
-        for _ in 0..REVOKE_PASSES {
-            let scan = self.scan_user(user).await?;
-            let doomed: Vec<StoreKey> = scan
-                .live
-                .iter()
-                .map(|(key, _)| *key)
-                .filter(|key| Some(key) != except)
-                .collect();
-            let corrupt: Vec<StoreKey> = scan
-                .corrupt
-                .iter()
-                .copied()
-                .filter(|key| Some(key) != except)
-                .collect();
-            if doomed.is_empty() && corrupt.is_empty() {
-                // A scan reads the index, then the records. A rename that indexed its copy
-                // after the first read and deleted its original before the second is
-                // invisible to this pass, but it added a key: look again if so.
-                if self.gained_nothing(&self.user_key(user), &scan).await? {
-                    return Ok(deleted);
-                }
-                continue;
-            }
-            for key in doomed {
-                deleted += u64::from(self.delete(&key).await?);
-            }
-            // Unreadable, so dead already: removed, not counted as revoked.
-            for key in corrupt {
-                self.delete(&key).await?;
-            }
-        }
-        Err(StoreError::backend(
-            "the user's sessions kept being created or renamed during the revocation; try again",
-        ))
+        self.revoke(user, except).await
     }
 
-    /// Memcached expires sessions natively, so there are no records to purge; this prunes
-    /// dead keys from the all-sessions index (run it periodically, as `cloakroom purge`
-    /// does). Returns 0: no record was deleted.
     async fn purge_expired(&self, _batch: usize) -> Result<u64, StoreError> {
-        for first_byte in 0..=u8::MAX {
-            self.scan_bucket(first_byte).await?;
-        }
-        Ok(0)
+        self.prune_buckets().await
     }
 
     async fn find_by_handle(
         &self,
         handle: &SessionHandle,
     ) -> Result<Option<SessionEntry>, StoreError> {
-        let entries = self.scan_bucket(handle.as_bytes()[0]).await?;
-        Ok(entries
-            .into_iter()
-            .find(|(key, _)| handle.matches(key))
-            .map(|(key, record)| SessionEntry { key, record }))
+        self.find(handle).await
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        let mut keys: Vec<StoreKey> = match &query.user {
-            Some(user) => self
-                .list_for_user(user)
-                .await?
-                .into_iter()
-                .map(|e| e.key)
-                .collect(),
-            None => {
-                let mut keys = Vec::new();
-                for first_byte in 0..=u8::MAX {
-                    keys.extend(
-                        self.scan_bucket(first_byte)
-                            .await?
-                            .into_iter()
-                            .map(|(k, _)| k),
-                    );
-                }
-                keys
-            }
-        };
-        keys.sort();
-        keys.dedup();
-        keys.retain(|k| query.after.is_none_or(|after| *k > after));
-        let mut entries = Vec::new();
-        for key in keys {
-            if entries.len() >= query.limit {
-                break;
-            }
-            match self.read(&key).await {
-                Ok(Some((record, _))) => entries.push(SessionEntry { key, record }),
-                // A corrupt record is absent (DESIGN, failure policy): skipped, not fatal.
-                Ok(None) | Err(StoreError::Corrupt(_)) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(entries)
+        self.list(query).await
     }
 }

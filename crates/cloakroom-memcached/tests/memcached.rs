@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cloakroom::conformance::live_record;
+use cloakroom::conformance::{
+    a_corrupt_record_is_skipped, insert_live, listed_keys, live_record, too_deep_record,
+};
 use cloakroom::{record, Record, SessionId, SessionStore, UpdateError};
 use cloakroom_memcached::testing::{start, start_with, TestMemcached};
 use cloakroom_memcached::MemcachedStore;
@@ -26,6 +28,14 @@ async fn memcached_store_passes_the_conformance_suite() {
         }
     })
     .await;
+}
+
+/// A store on `server` under its own key `prefix`.
+async fn store_on(server: &TestMemcached, prefix: &str) -> MemcachedStore {
+    MemcachedStore::connect(&format!("127.0.0.1:{}", server.port()))
+        .await
+        .unwrap()
+        .with_prefix(prefix)
 }
 
 #[tokio::test]
@@ -50,9 +60,7 @@ async fn long_lived_sessions_use_an_absolute_expiry() {
 #[tokio::test]
 async fn an_evicted_session_never_comes_back() {
     let Some(server) = start().await else { return };
-    let store = MemcachedStore::connect(&format!("127.0.0.1:{}", server.port()))
-        .await
-        .unwrap();
+    let store = store_on(&server, "evicted:").await;
     let record = live_record(Some("evictee"));
     let key = SessionId::generate().store_key();
     store.insert(&key, &record).await.unwrap();
@@ -76,9 +84,7 @@ async fn an_evicted_session_never_comes_back() {
 #[tokio::test]
 async fn a_session_lives_until_its_deadline_despite_memcached_s_coarse_clock() {
     let Some(server) = start().await else { return };
-    let store = MemcachedStore::connect(&format!("127.0.0.1:{}", server.port()))
-        .await
-        .unwrap();
+    let store = store_on(&server, "clock:").await;
     // Memcached's clock ticks once a second at its own phase, so a TTL without slack can
     // end up to a second early. Three sessions started at different phases of that tick,
     // each read until just before its deadline of 1.95 s.
@@ -100,13 +106,6 @@ async fn a_session_lives_until_its_deadline_despite_memcached_s_coarse_clock() {
     }
 }
 
-async fn store_on(server: &TestMemcached, prefix: &str) -> MemcachedStore {
-    MemcachedStore::connect(&format!("127.0.0.1:{}", server.port()))
-        .await
-        .unwrap()
-        .with_prefix(prefix)
-}
-
 /// Issue 12, item 2: with memcached's item size at 2 KB, one user's index of a few dozen
 /// sessions no longer fits one item; memcached dropped it and "log out other devices" left
 /// the others logged in.
@@ -116,34 +115,19 @@ async fn revoke_others_holds_when_a_user_index_outgrows_memcached_s_item_size() 
         return;
     };
     let store = store_on(&server, "big:").await;
-    let current = SessionId::generate().store_key();
-    store
-        .insert(&current, &live_record(Some("many")))
-        .await
-        .unwrap();
-    let mut others = Vec::new();
-    for _ in 0..120 {
-        let key = SessionId::generate().store_key();
-        store
-            .insert(&key, &live_record(Some("many")))
-            .await
-            .unwrap();
-        others.push(key);
-    }
+    let current = insert_live(&store, "many", 1).await[0];
+    let others = insert_live(&store, "many", 120).await;
     assert_eq!(store.list_for_user("many").await.unwrap().len(), 121);
     let revoked = store.delete_for_user("many", Some(&current)).await.unwrap();
     assert_eq!(revoked, 120);
     for key in &others {
         assert_eq!(store.load(key).await.unwrap(), None, "a session survived");
     }
-    let left: Vec<_> = store
-        .list_for_user("many")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
-    assert_eq!(left, vec![current], "exactly the current session remains");
+    assert_eq!(
+        listed_keys(&store, "many").await,
+        vec![current],
+        "exactly the current session remains"
+    );
 }
 
 /// The 64-hex-digit members in every item whose key starts with `prefix` (read with
@@ -244,96 +228,34 @@ async fn revoke_others_catches_renames_under_contention() {
     cloakroom::conformance::revoke_others_racing_renames_concurrently(store, 4, 100).await;
 }
 
-/// A stored record nested deeper than the JSON decoder's limit (126 levels of arrays in a
-/// value): it no longer decodes.
-fn too_deep_record(user: &str) -> Vec<u8> {
-    let valid = serde_json::to_string(&live_record(Some(user))).unwrap();
-    let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
-    valid
-        .replacen("\"data\":{}", &format!("\"data\":{{\"k\":{deep}}}"), 1)
-        .into_bytes()
-}
-
 /// Issue 12, item 6: a corrupt record under a user is skipped by list, removed by revoke,
 /// and never makes list, revoke, purge or the admin listing fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
+    use async_memcached::MetaProtocol;
     let Some(server) = start().await else { return };
     let store = store_on(&server, "corrupt:").await;
     let (good, bad) = (
         SessionId::generate().store_key(),
         SessionId::generate().store_key(),
     );
-    store
-        .insert(&good, &live_record(Some("mallory")))
-        .await
-        .unwrap();
-    store
-        .insert(&bad, &live_record(Some("mallory")))
-        .await
-        .unwrap();
-    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port()))
-        .await
-        .unwrap();
-    {
-        use async_memcached::MetaProtocol;
-        let item = format!("corrupt:s:{}", bad.to_hex());
-        admin
-            .meta_set(
-                &item,
-                too_deep_record("mallory").as_slice(),
-                false,
-                None,
-                Some(&["T3600"]),
-            )
+    for key in [&good, &bad] {
+        store
+            .insert(key, &live_record(Some("mallory")))
             .await
             .unwrap();
     }
-    assert!(store.load(&bad).await.is_err(), "the record is corrupt");
-    let listed: Vec<_> = store
-        .list_for_user("mallory")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.key)
-        .collect();
-    assert_eq!(listed, vec![good]);
-    let all = store
-        .list_sessions(&cloakroom::ListQuery {
-            limit: 10,
-            ..Default::default()
-        })
+    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port()))
         .await
         .unwrap();
-    assert_eq!(all.len(), 1);
-    store.purge_expired(10).await.unwrap();
-    store.delete_for_user("mallory", None).await.unwrap();
-    assert!(store.list_for_user("mallory").await.unwrap().is_empty());
-    assert_eq!(store.load(&good).await.unwrap(), None);
-}
-
-/// Inserts `n` sessions for `user`, four writers at a time; returns the keys.
-async fn insert_many(
-    store: &std::sync::Arc<MemcachedStore>,
-    user: &str,
-    n: usize,
-) -> Vec<cloakroom::StoreKey> {
-    let keys: Vec<_> = (0..n).map(|_| SessionId::generate().store_key()).collect();
-    let writers: Vec<_> = keys
-        .chunks(n.div_ceil(4).max(1))
-        .map(|chunk| {
-            let (store, chunk, user) = (store.clone(), chunk.to_vec(), user.to_owned());
-            tokio::spawn(async move {
-                for key in chunk {
-                    store.insert(&key, &live_record(Some(&user))).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    keys
+    let item = format!("corrupt:s:{}", bad.to_hex());
+    let corrupt = too_deep_record("mallory");
+    admin
+        .meta_set(&item, corrupt.as_slice(), false, None, Some(&["T3600"]))
+        .await
+        .unwrap();
+    assert!(store.load(&bad).await.is_err(), "the record is corrupt");
+    a_corrupt_record_is_skipped(&store, "mallory", good, bad).await;
 }
 
 /// The adversarial-scale figures for RELIABILITY.md: one user with `CLOAKROOM_SCALE`
@@ -349,29 +271,9 @@ async fn scale_one_user_with_many_sessions() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(100_000);
-    let store = std::sync::Arc::new(store_on(&server, "scale:").await);
-    let started = Instant::now();
-    let keys = insert_many(&store, "whale", n).await;
-    println!(
-        "memcached: insert {n} sessions for one user: {:?}",
-        started.elapsed()
-    );
-    let started = Instant::now();
-    assert_eq!(store.list_for_user("whale").await.unwrap().len(), n);
-    println!("memcached: list_for_user ({n}): {:?}", started.elapsed());
-    let started = Instant::now();
-    let revoked = store
-        .delete_for_user("whale", Some(&keys[0]))
-        .await
-        .unwrap();
-    println!("memcached: revoke-others ({n}): {:?}", started.elapsed());
-    assert_eq!(revoked as usize, n - 1);
-    assert_eq!(store.list_for_user("whale").await.unwrap().len(), 1);
-    insert_many(&store, "whale", n - 1).await;
-    let started = Instant::now();
-    let revoked = store.delete_for_user("whale", None).await.unwrap();
-    println!("memcached: revoke-all ({n}): {:?}", started.elapsed());
-    assert_eq!(revoked as usize, n);
+    let store: std::sync::Arc<dyn SessionStore> =
+        std::sync::Arc::new(store_on(&server, "scale:").await);
+    cloakroom::conformance::one_user_with_many_sessions(&store, "memcached", n).await;
     let started = Instant::now();
     store.purge_expired(1000).await.unwrap();
     println!(

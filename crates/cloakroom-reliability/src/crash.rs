@@ -228,21 +228,17 @@ fn kill_one_writer(
 
 /// Every session in the store, loaded one by one: how many, and how many failed to load.
 async fn scan(store: &Arc<dyn SessionStore>) -> Result<(u64, Vec<String>), StoreError> {
-    let mut after = None;
+    let mut query = ListQuery {
+        limit: 1000,
+        ..ListQuery::default()
+    };
     let mut seen = 0;
     let mut bad = Vec::new();
     loop {
-        let page = store
-            .list_sessions(&ListQuery {
-                user: None,
-                after,
-                limit: 1000,
-            })
-            .await?;
-        let Some(last) = page.last() else {
+        let page = store.list_sessions(&query).await?;
+        if !query.advance(&page) {
             return Ok((seen, bad));
-        };
-        after = Some(last.key);
+        }
         for entry in &page {
             seen += 1;
             match store.load(&entry.key).await {

@@ -1,45 +1,16 @@
 //! A corrupt record at rest (a damaged file, a hand-edited row) is logged and treated as
 //! absent: loading it gives `Corrupt` or nothing, and the per-user list, revoke and purge
 //! skip or remove it rather than fail (DESIGN.md, failure policy). Found by the
-//! `fs_record` fuzz target's reading of the file store.
+//! `fs_record` fuzz target's reading of the file store. The checks are the conformance
+//! suite's [`a_corrupt_record_is_skipped`], which the stores' own tests use too.
 
-use cloakroom::{ListQuery, Record, SessionId, SessionStore, StoreKey};
+use cloakroom::conformance::a_corrupt_record_is_skipped;
+use cloakroom::{Record, SessionId, SessionStore};
 
 const USER: &str = "corrupt";
 
 fn live_record() -> Record {
     cloakroom::conformance::live_record(Some(USER))
-}
-
-/// A user with one good session and one corrupt one: every per-user and admin operation
-/// must still work, and see only the good one.
-async fn skips_the_corrupt_record(store: &dyn SessionStore, good: StoreKey, bad: StoreKey) {
-    assert!(
-        !matches!(store.load(&bad).await, Ok(Some(_))),
-        "a corrupt record loaded"
-    );
-    let listed = store
-        .list_for_user(USER)
-        .await
-        .expect("list_for_user fails on a corrupt record");
-    assert_eq!(listed.iter().map(|e| e.key).collect::<Vec<_>>(), vec![good]);
-    store
-        .list_sessions(&ListQuery {
-            limit: 100,
-            ..ListQuery::default()
-        })
-        .await
-        .expect("list_sessions fails on a corrupt record");
-    store
-        .purge_expired(100)
-        .await
-        .expect("purge_expired fails on a corrupt record");
-    let revoked = store
-        .delete_for_user(USER, None)
-        .await
-        .expect("delete_for_user fails on a corrupt record");
-    assert!(revoked >= 1, "the good session was not revoked");
-    assert!(store.load(&good).await.unwrap().is_none());
 }
 
 /// Failed before issue 12's fix (seen): `FileStore`'s `list_for_user`, `list_sessions`, `purge_expired`
@@ -57,7 +28,7 @@ async fn file_store_lists_revokes_and_purges_past_a_corrupt_file() {
         br#"{"data":{"cart":["ap"#,
     )
     .unwrap();
-    skips_the_corrupt_record(&store, good, bad).await;
+    a_corrupt_record_is_skipped(&store, USER, good, bad).await;
 }
 
 /// Failed before issue 12's fix (seen): `SqliteStore::list_for_user` returns `Corrupt` for the whole call
@@ -80,5 +51,5 @@ async fn sqlite_lists_revokes_and_purges_past_a_corrupt_row() {
     .execute(store.pool())
     .await
     .unwrap();
-    skips_the_corrupt_record(&store, good, bad).await;
+    a_corrupt_record_is_skipped(&store, USER, good, bad).await;
 }

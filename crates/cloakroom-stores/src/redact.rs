@@ -138,34 +138,40 @@ mod tests {
 
     #[test]
     fn passwords_and_secret_parameters_are_redacted() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
-        assert_eq!(redact("sqlite://a.db?table=t"), "sqlite://a.db?table=t");
-        assert_eq!(redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(
-            redact("postgres://u@h/db?sslmode=disable&password=pw&table=t"),
-            "postgres://u@h/db?sslmode=disable&password=***&table=t"
-        );
-        assert_eq!(
-            redact("cached+mysql://u:pw@h/db?Auth_Token=x&p%61ss=y"),
-            "cached+mysql://u:***@h/db?Auth_Token=***&p%61ss=***"
-        );
-        // Unescaped characters in a password still leave nothing of it behind.
-        assert_eq!(redact("postgres://u:p/w?d@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u:p@w@h/db"), "postgres://u:***@h/db");
-        assert_eq!(
-            redact("postgres://u@h/db?password=p@w"),
-            "postgres://u@h/db?password=***"
-        );
-        assert_eq!(
-            redact("redis-cluster://:pw@a:1,:pw@b:2"),
-            "redis-cluster://:***@b:2"
-        );
-        assert_eq!(redact("nats:x?token=t"), "nats:x?token=***");
+        // (URL, as shown): one table, so a new case is one line.
+        let cases = [
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("sqlite://a.db", "sqlite://a.db"),
+            ("sqlite://a.db?table=t", "sqlite://a.db?table=t"),
+            ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
+            (
+                "postgres://u@h/db?sslmode=disable&password=pw&table=t",
+                "postgres://u@h/db?sslmode=disable&password=***&table=t",
+            ),
+            (
+                "cached+mysql://u:pw@h/db?Auth_Token=x&p%61ss=y",
+                "cached+mysql://u:***@h/db?Auth_Token=***&p%61ss=***",
+            ),
+            // Unescaped characters in a password still leave nothing of it behind.
+            ("postgres://u:p/w?d@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:p@w@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u@h/db?password=p@w",
+                "postgres://u@h/db?password=***",
+            ),
+            (
+                "redis-cluster://:pw@a:1,:pw@b:2",
+                "redis-cluster://:***@b:2",
+            ),
+            ("nats:x?token=t", "nats:x?token=***"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@ use async_trait::async_trait;
 use crate::id::{SessionHandle, StoreKey};
 use crate::record::{Record, Touch};
 
+mod paging;
+
 /// A boxed error from a backend.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

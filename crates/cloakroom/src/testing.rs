@@ -46,11 +46,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 mod app;
+mod handlers;
 mod id_format;
 mod seed;
 
 use app::MAX_BODY;
 pub use app::{AppUnderTest, BoxFuture};
+pub use handlers::increment;
 pub use id_format::PrefixedIds;
 pub use seed::{inspect, value, SeededSession, SessionSeed};
 

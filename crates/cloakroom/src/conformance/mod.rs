@@ -29,17 +29,21 @@ use crate::sealed::CookieSessions;
 use crate::store::SessionStore;
 
 mod app;
+mod corrupt;
 mod counting;
 mod fixtures;
 mod hooked;
 mod http;
+mod populate;
 mod store_cases;
 mod stress;
 
 pub use app::{respond, Axum, Framework, Reply};
+pub use corrupt::{a_corrupt_record_is_skipped, listings_skip_a_corrupt_record, too_deep_record};
 pub use counting::{Counter, CountingStore, OperationCounts};
 pub use fixtures::live_record;
 pub use hooked::{HookedStore, Operation, Outage, StoreHook};
+pub use populate::{insert_concurrently, insert_live, listed_keys, one_user_with_many_sessions};
 pub use stress::{revoke_others_racing_renames, revoke_others_racing_renames_concurrently};
 
 /// A boxed future, as the cases use.
