@@ -258,8 +258,24 @@ fn skip(what: &str, error: &dyn std::fmt::Display) {
     ));
 }
 
+/// A SQL server the CLI is tested on: its name, the variable that can give its URL, and
+/// its URL on the test machine otherwise.
+type SqlServer = (&'static str, &'static str, &'static str);
+
+const POSTGRES: SqlServer = (
+    "PostgreSQL",
+    "CLOAKROOM_TEST_POSTGRES_URL",
+    "postgres://postgres@127.0.0.1:5432/test",
+);
+
+const MARIADB: SqlServer = (
+    "MariaDB",
+    "CLOAKROOM_TEST_MYSQL_URL",
+    "mysql://root@127.0.0.1:3306/test",
+);
+
 /// Every command on a SQL server's store, in a table of this test run's own, dropped after.
-async fn every_command_on_sql<DB: sqlx::Database>(what: &str, variable: &str, default: &str)
+async fn every_command_on_sql<DB: sqlx::Database>((what, variable, default): SqlServer)
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
@@ -279,22 +295,12 @@ where
 
 #[tokio::test]
 async fn every_command_on_postgres() {
-    every_command_on_sql::<sqlx::Postgres>(
-        "PostgreSQL",
-        "CLOAKROOM_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    )
-    .await;
+    every_command_on_sql::<sqlx::Postgres>(POSTGRES).await;
 }
 
 #[tokio::test]
 async fn every_command_on_mariadb() {
-    every_command_on_sql::<sqlx::MySql>(
-        "MariaDB",
-        "CLOAKROOM_TEST_MYSQL_URL",
-        "mysql://root@127.0.0.1:3306/test",
-    )
-    .await;
+    every_command_on_sql::<sqlx::MySql>(MARIADB).await;
 }
 
 #[tokio::test]
