@@ -152,7 +152,8 @@ async fn page() -> HttpResponse {
         .body(crate::PAGE)
 }
 
-// The endpoints with a JSON body: the body is parsed first, and a refusal is the answer.
+// login, add_to_cart and set_pref parse their JSON body first (the `?`): a refusal of the
+// body (415, 400, 413) is the answer.
 
 async fn login(session: Session, request: HttpRequest, payload: web::Payload) -> HttpResponse {
     answer(async { api::login(&session, json_body(&request, payload).await?).await }.await)
