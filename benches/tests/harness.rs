@@ -24,17 +24,22 @@ fn env() -> (tempfile::TempDir, Env) {
     (scratch, env)
 }
 
-fn redis_reachable(env: &Env) -> bool {
-    let up = std::net::TcpStream::connect(env.redis_addr()).is_ok();
+/// Whether `what` answers at `addr`; a loud skip when not (a failure where the services
+/// are required).
+fn reachable(what: &str, addr: String) -> bool {
+    let up = std::net::TcpStream::connect(&addr).is_ok();
     if !up {
         assert!(
             std::env::var_os("CLOAKROOM_REQUIRE_SERVICES").is_none(),
-            "Redis is required but unreachable at {}",
-            env.redis_addr()
+            "{what} is required but unreachable at {addr}"
         );
-        eprintln!("SKIPPED: no Redis at {}", env.redis_addr());
+        eprintln!("SKIPPED: no {what} at {addr}");
     }
     up
+}
+
+fn redis_reachable(env: &Env) -> bool {
+    reachable("Redis", env.redis_addr())
 }
 
 /// `target` measured on the tiny budget: a row per scenario.
@@ -109,7 +114,12 @@ fn every_scenario_runs_and_cloakroom_loses_no_contended_write() {
 #[test]
 fn the_floor_is_measured_on_every_store_without_failures() {
     let (_scratch, env) = env();
-    for store in [StoreKind::Memory, StoreKind::Sqlite, StoreKind::Cookie] {
+    let mut stores = vec![StoreKind::Memory, StoreKind::Sqlite, StoreKind::Cookie];
+    // SQLite and PostgreSQL share the floor's SQL code: run both where PostgreSQL is up.
+    if reachable("PostgreSQL", env.postgres_addr()) {
+        stores.push(StoreKind::Postgres);
+    }
+    for store in stores {
         let rows = measure(Target::new(Library::Floor, store), &env);
         assert!(rows.iter().all(|row| row.failed == 0), "{rows:?}");
     }

@@ -344,3 +344,17 @@ pub async fn revoke_others(session: &Session, epochs: &DemoEpochs) -> ApiResult 
 pub fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such page")
 }
+
+/// Writes one framework's handler for each named endpoint that takes nothing but the
+/// session: `async fn NAME(session: SESSION) -> OUT { ANSWER(api::NAME(&session).await) }`,
+/// `ANSWER` turning the endpoint's result into the framework's response.
+macro_rules! session_endpoints {
+    ($session:ty, $answer:ident -> $out:ty: $($name:ident),+ $(,)?) => {
+        $(
+            async fn $name(session: $session) -> $out {
+                $answer($crate::api::$name(&session).await)
+            }
+        )+
+    };
+}
+pub(crate) use session_endpoints;

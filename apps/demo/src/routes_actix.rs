@@ -152,23 +152,11 @@ async fn page() -> HttpResponse {
         .body(crate::PAGE)
 }
 
+// login, add_to_cart and set_pref parse their JSON body first (the `?`): a refusal of the
+// body (415, 400, 413) is the answer.
+
 async fn login(session: Session, request: HttpRequest, payload: web::Payload) -> HttpResponse {
-    answer(match json_body(&request, payload).await {
-        Ok(body) => api::login(&session, body).await,
-        Err(error) => Err(error),
-    })
-}
-
-async fn logout(session: Session) -> HttpResponse {
-    answer(api::logout(&session).await)
-}
-
-async fn me(session: Session) -> HttpResponse {
-    answer(api::me(&session).await)
-}
-
-async fn cart(session: Session) -> HttpResponse {
-    answer(api::cart(&session).await)
+    answer(async { api::login(&session, json_body(&request, payload).await?).await }.await)
 }
 
 async fn add_to_cart(
@@ -176,18 +164,7 @@ async fn add_to_cart(
     request: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    answer(match json_body(&request, payload).await {
-        Ok(body) => api::add_to_cart(&session, body).await,
-        Err(error) => Err(error),
-    })
-}
-
-async fn counter(session: Session) -> HttpResponse {
-    answer(api::counter(&session).await)
-}
-
-async fn prefs(session: Session) -> HttpResponse {
-    answer(api::prefs(&session).await)
+    answer(async { api::add_to_cart(&session, json_body(&request, payload).await?).await }.await)
 }
 
 async fn set_pref(
@@ -196,14 +173,8 @@ async fn set_pref(
     request: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    answer(match json_body(&request, payload).await {
-        Ok(body) => api::set_pref(&session, name.into_inner(), body).await,
-        Err(error) => Err(error),
-    })
-}
-
-async fn sessions(session: Session) -> HttpResponse {
-    answer(api::sessions(&session).await)
+    let name = name.into_inner();
+    answer(async { api::set_pref(&session, name, json_body(&request, payload).await?).await }.await)
 }
 
 async fn revoke(session: Session, handle: web::Path<String>) -> HttpResponse {
@@ -213,6 +184,8 @@ async fn revoke(session: Session, handle: web::Path<String>) -> HttpResponse {
 async fn revoke_others(session: Session, epochs: web::Data<DemoEpochs>) -> HttpResponse {
     answer(api::revoke_others(&session, &epochs).await)
 }
+
+api::session_endpoints!(Session, answer -> HttpResponse: logout, me, cart, counter, prefs, sessions);
 
 async fn metrics() -> HttpResponse {
     match exporter::render_text() {

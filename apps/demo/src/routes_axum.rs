@@ -92,28 +92,8 @@ async fn login(session: Session, JsonBody(body): JsonBody<api::Credentials>) -> 
     Answer(api::login(&session, body).await)
 }
 
-async fn logout(session: Session) -> Answer {
-    Answer(api::logout(&session).await)
-}
-
-async fn me(session: Session) -> Answer {
-    Answer(api::me(&session).await)
-}
-
-async fn cart(session: Session) -> Answer {
-    Answer(api::cart(&session).await)
-}
-
 async fn add_to_cart(session: Session, JsonBody(body): JsonBody<api::Item>) -> Answer {
     Answer(api::add_to_cart(&session, body).await)
-}
-
-async fn counter(session: Session) -> Answer {
-    Answer(api::counter(&session).await)
-}
-
-async fn prefs(session: Session) -> Answer {
-    Answer(api::prefs(&session).await)
 }
 
 async fn set_pref(
@@ -124,10 +104,6 @@ async fn set_pref(
     Answer(api::set_pref(&session, name, body).await)
 }
 
-async fn sessions(session: Session) -> Answer {
-    Answer(api::sessions(&session).await)
-}
-
 async fn revoke(session: Session, Path(handle): Path<String>) -> Answer {
     Answer(api::revoke(&session, handle).await)
 }
@@ -135,6 +111,8 @@ async fn revoke(session: Session, Path(handle): Path<String>) -> Answer {
 async fn revoke_others(session: Session, Extension(epochs): Extension<DemoEpochs>) -> Answer {
     Answer(api::revoke_others(&session, &epochs).await)
 }
+
+api::session_endpoints!(Session, Answer -> Answer: logout, me, cart, counter, prefs, sessions);
 
 async fn metrics() -> Response {
     match exporter::render_text() {

@@ -100,30 +100,24 @@ async fn wait_count(client: &Client, css: &str, expected: usize) {
     }
 }
 
+/// Types `text` into the element with the id `id`.
+async fn type_into(client: &Client, id: &str, text: &str) {
+    let element = client.find(Locator::Id(id)).await.unwrap();
+    element.send_keys(text).await.unwrap();
+}
+
+/// Clicks the element with the id `id`.
+async fn click(client: &Client, id: &str) {
+    let element = client.find(Locator::Id(id)).await.unwrap();
+    element.click().await.unwrap();
+}
+
 async fn log_in(client: &Client, base: &str) {
     client.goto(base).await.unwrap();
     wait_text(client, "status", "Not logged in").await;
-    client
-        .find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("wonderland")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("login-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(client, "username", "alice").await;
+    type_into(client, "password", "wonderland").await;
+    click(client, "login-button").await;
     wait_text(client, "status", "Logged in as alice").await;
 }
 
@@ -171,20 +165,8 @@ async fn story(framework: &str, store: &str) {
     assert_eq!(cookie.http_only(), Some(true), "{cookie}");
 
     // 2. Add to the cart; the cart survives a reload.
-    first
-        .find(Locator::Id("item"))
-        .await
-        .unwrap()
-        .send_keys("umbrella")
-        .await
-        .unwrap();
-    first
-        .find(Locator::Id("add-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&first, "item", "umbrella").await;
+    click(&first, "add-button").await;
     wait_text(&first, "cart", "umbrella").await;
     first.refresh().await.unwrap();
     wait_text(&first, "status", "Logged in as alice").await;
@@ -217,13 +199,7 @@ async fn story(framework: &str, store: &str) {
     }
 
     // 4. The first uses "log out other devices"; the second is logged out on its next request.
-    first
-        .find(Locator::Id("revoke-others-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&first, "revoke-others-button").await;
     let message = if client_side {
         "Logged out"
     } else {
@@ -236,13 +212,7 @@ async fn story(framework: &str, store: &str) {
     wait_text(&first, "status", "Logged in as alice").await;
 
     // 5. Logout clears the cookie.
-    first
-        .find(Locator::Id("logout-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&first, "logout-button").await;
     wait_text(&first, "status", "Not logged in").await;
     assert_eq!(
         session_cookie(&first).await,
@@ -252,16 +222,6 @@ async fn story(framework: &str, store: &str) {
 
     first.close().await.unwrap();
     second.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_story_on_sqlite() {
-    story("axum", "sqlite://sessions.db").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_story_on_sqlite_on_actix() {
-    story("actix", "sqlite://sessions.db").await;
 }
 
 async fn postgres_story(framework: &str) {
@@ -279,16 +239,6 @@ async fn postgres_story(framework: &str) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_story_on_postgres() {
-    postgres_story("axum").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_story_on_postgres_on_actix() {
-    postgres_story("actix").await;
-}
-
 async fn redis_story(framework: &str) {
     if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
         return skip("Redis at 127.0.0.1:6379 is unreachable");
@@ -302,22 +252,28 @@ async fn redis_story(framework: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_story_on_redis() {
-    redis_story("axum").await;
+/// Each story as two tests, one per framework the demo runs on: the first name runs it on
+/// axum, the second on actix-web (`STORY(framework, ARGS…)`).
+macro_rules! on_both_frameworks {
+    ($($axum:ident, $actix:ident => $story:ident($($arg:expr),*);)+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $axum() {
+                $story("axum" $(, $arg)*).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $actix() {
+                $story("actix" $(, $arg)*).await;
+            }
+        )+
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_story_on_redis_on_actix() {
-    redis_story("actix").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_story_on_client_side_sessions() {
-    story("axum", "cookie://").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_story_on_client_side_sessions_on_actix() {
-    story("actix", "cookie://").await;
+on_both_frameworks! {
+    browser_story_on_sqlite, browser_story_on_sqlite_on_actix => story("sqlite://sessions.db");
+    browser_story_on_postgres, browser_story_on_postgres_on_actix => postgres_story();
+    browser_story_on_redis, browser_story_on_redis_on_actix => redis_story();
+    browser_story_on_client_side_sessions, browser_story_on_client_side_sessions_on_actix =>
+        story("cookie://");
 }

@@ -2,8 +2,9 @@
 //! API, captured at every level, holds no raw session ID; and `/metrics` counts sessions.
 //! Both on axum and on actix-web.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::sync::Arc;
 
 use axum::http::{header, Request, StatusCode};
 use cloakroom::testing::AppUnderTest;
@@ -11,32 +12,32 @@ use cloakroom_actix::testing::ActixApp;
 use cloakroom_demo::{DemoEpochs, Settings};
 use serde_json::Value;
 use tracing_subscriber::fmt::format::FmtSpan;
-use tracing_subscriber::fmt::MakeWriter;
 
-/// Everything the subscriber writes, kept in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+/// Everything the subscriber writes, kept in a scratch file: `tracing_subscriber` writes to
+/// a `File` as it is, and the handle it gets shares this one's file offset.
+struct Captured(File);
 
 impl Captured {
+    fn new() -> Self {
+        Self(tempfile::tempfile().unwrap())
+    }
+
+    /// A handle for the subscriber.
+    fn writer(&self) -> File {
+        self.0.try_clone().unwrap()
+    }
+
+    /// Forgets what was written so far.
+    fn clear(&self) {
+        self.0.set_len(0).unwrap();
+        (&self.0).rewind().unwrap();
+    }
+
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+        let mut bytes = Vec::new();
+        (&self.0).rewind().unwrap();
+        (&self.0).read_to_end(&mut bytes).unwrap();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 
@@ -226,8 +227,8 @@ async fn no_log_line_or_span_field_holds_a_session_id_on_actix() {
 }
 
 async fn no_session_id_in_the_logs(actix: bool) {
-    let captured = Captured::default();
-    let writer = captured.clone();
+    let captured = Captured::new();
+    let writer = captured.writer();
     // On the thread that serves the requests: a thread's default subscriber sees only
     // that thread's events, and actix-web serves on a thread of its own.
     let app = demo(actix, move || {
@@ -247,7 +248,7 @@ async fn no_session_id_in_the_logs(actix: bool) {
     // in place, and only the second pass is captured.
     every_api_flow(&app, &mut Ids::default()).await;
     tracing::callsite::rebuild_interest_cache();
-    captured.0.lock().unwrap().clear();
+    captured.clear();
     let mut ids = Ids::default();
     every_api_flow(&app, &mut ids).await;
 

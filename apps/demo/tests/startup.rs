@@ -1,49 +1,71 @@
 //! The demo binary as an operator starts it: what it prints and the cookies it sends.
 
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 mod support;
 use support::{free_port, wait_for_port};
 
-fn demo(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
-        .args(args)
-        .env("RUST_LOG", "debug")
-        .env_remove("CLOAKROOM_DEMO_KEY")
-        .current_dir(std::env::temp_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the demo")
+/// A demo process, everything it prints (both streams, in the order it printed them)
+/// going to one file.
+struct Demo {
+    child: Child,
+    log: File,
 }
 
-/// Waits until the demo listens (its startup line is printed by then), then stops it.
-fn serve_then_stop(mut child: Child, port: u16) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "the demo exited with {status}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        assert!(Instant::now() < deadline, "the demo never listened");
-        std::thread::sleep(Duration::from_millis(50));
+impl Demo {
+    /// Starts the demo on `127.0.0.1:port` over `store`, with `extra` flags, logging at
+    /// `level`.
+    fn start(port: u16, store: &str, extra: &[&str], level: &str) -> Self {
+        let log = tempfile::tempfile().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--store", store])
+            .args(extra)
+            .env("RUST_LOG", level)
+            .env_remove("CLOAKROOM_DEMO_KEY")
+            .current_dir(std::env::temp_dir())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log.try_clone().unwrap())
+            .spawn()
+            .expect("start the demo");
+        Self { child, log }
     }
-    child.kill().unwrap();
-    child.wait_with_output().unwrap()
-}
 
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    /// Waits for the demo to exit by itself: how it ended, and what it printed.
+    fn finish(mut self) -> (ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        (status, self.printed())
+    }
+
+    /// Stops the demo: what it printed.
+    fn stop(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.printed()
+    }
+
+    fn printed(&mut self) -> String {
+        let mut bytes = Vec::new();
+        self.log.rewind().unwrap();
+        self.log.read_to_end(&mut bytes).unwrap();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Waits until the demo listens (its startup line is printed by then), then stops it.
+    fn serve_then_stop(mut self, port: u16) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the demo exited with {status}: {}", self.printed());
+            }
+            assert!(Instant::now() < deadline, "the demo never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop()
+    }
 }
 
 #[test]
@@ -54,11 +76,7 @@ fn the_startup_log_never_shows_store_secrets() {
         "memory://localhost/?token=pw-token&prefix=x",
     ] {
         let port = free_port();
-        let output = serve_then_stop(
-            demo(&["--addr", &format!("127.0.0.1:{port}"), "--store", url]),
-            port,
-        );
-        let text = printed(&output);
+        let text = Demo::start(port, url, &[], "debug").serve_then_stop(port);
         assert!(
             text.contains("cloakroom demo on"),
             "no startup line:\n{text}"
@@ -76,12 +94,8 @@ fn store_errors_never_show_store_secrets() {
         "redis://:pw-redis@127.0.0.1:1",
         "nats://user:pw-unknown@127.0.0.1:1",
     ] {
-        let port = free_port();
-        let output = demo(&["--addr", &format!("127.0.0.1:{port}"), "--store", url])
-            .wait_with_output()
-            .unwrap();
-        assert!(!output.status.success(), "{url} opened?");
-        let text = printed(&output);
+        let (status, text) = Demo::start(free_port(), url, &[], "debug").finish();
+        assert!(!status.success(), "{url} opened?");
         assert!(!text.contains("pw-"), "{url} leaked:\n{text}");
     }
 }
@@ -104,34 +118,23 @@ fn set_cookie_of_a_write(port: u16) -> String {
         .to_owned()
 }
 
-#[test]
-fn cookies_are_secure_on_loopback_unless_insecure_cookies_is_given() {
+/// The `Set-Cookie` header of a write to the demo on the memory store, run with `flags`.
+fn set_cookie_with(flags: &[&str]) -> String {
     let port = free_port();
-    let mut child = demo(&[
-        "--addr",
-        &format!("127.0.0.1:{port}"),
-        "--store",
-        "memory://",
-    ]);
+    let demo = Demo::start(port, "memory://", flags, "debug");
     wait_for_port(port, "the demo");
     let cookie = set_cookie_of_a_write(port);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    demo.stop();
+    cookie
+}
+
+#[test]
+fn cookies_are_secure_on_loopback_unless_insecure_cookies_is_given() {
+    let cookie = set_cookie_with(&[]);
     assert!(cookie.contains("; Secure"), "{cookie}");
     assert!(cookie.contains("; HttpOnly"), "{cookie}");
 
-    let port = free_port();
-    let mut child = demo(&[
-        "--addr",
-        &format!("127.0.0.1:{port}"),
-        "--store",
-        "memory://",
-        "--insecure-cookies",
-    ]);
-    wait_for_port(port, "the demo");
-    let cookie = set_cookie_of_a_write(port);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let cookie = set_cookie_with(&["--insecure-cookies"]);
     assert!(!cookie.contains("Secure"), "{cookie}");
 }
 
@@ -161,11 +164,8 @@ fn help_documents_the_flags_and_every_store_scheme() {
 
 #[test]
 fn an_unknown_scheme_lists_every_store_scheme() {
-    let output = demo(&["--addr", "127.0.0.1:0", "--store", "carrier-pigeon://coop"])
-        .wait_with_output()
-        .unwrap();
-    assert!(!output.status.success());
-    let text = printed(&output);
+    let (status, text) = Demo::start(0, "carrier-pigeon://coop", &[], "debug").finish();
+    assert!(!status.success());
     for scheme in cloakroom_stores::SCHEMES {
         assert!(
             text.contains(scheme.usage),
@@ -197,23 +197,11 @@ async fn a_server_store_logs_nothing_secret_even_at_trace_level() {
     let secret_url =
         format!("postgres://{user}:pw-userinfo@{location}?table={table}&password=pw-query");
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
-        .args([
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--store",
-            &secret_url,
-        ])
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the demo");
-    let started = tokio::task::spawn_blocking(move || {
+    let demo = Demo::start(port, &secret_url, &[], "trace");
+    let text = tokio::task::spawn_blocking(move || {
         wait_for_port(port, "the demo");
         set_cookie_of_a_write(port);
-        child.kill().unwrap();
-        child.wait_with_output().unwrap()
+        demo.stop()
     })
     .await
     .unwrap();
@@ -221,7 +209,6 @@ async fn a_server_store_logs_nothing_secret_even_at_trace_level() {
         .execute(&pool)
         .await
         .unwrap();
-    let text = printed(&started);
     assert!(text.contains("cloakroom demo on"), "{text}");
     assert!(!text.contains("pw-"), "a secret was logged:\n{text}");
 }

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use cloakroom::{ListQuery, Record, SessionEntry, SessionHandle, SessionStore, StoreError};
+use cloakroom::{
+    ListQuery, Record, SessionEntry, SessionHandle, SessionStore, StoreError, StoreKey,
+};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -86,6 +88,55 @@ fn parse_handle(text: &str) -> Result<SessionHandle, CommandError> {
     SessionHandle::parse(text).ok_or_else(|| CommandError::BadHandle(text.to_owned()))
 }
 
+/// The live session whose handle is `text`.
+async fn find_entry(
+    store: &Arc<dyn SessionStore>,
+    text: &str,
+) -> Result<SessionEntry, CommandError> {
+    store
+        .find_by_handle(&parse_handle(text)?)
+        .await?
+        .ok_or_else(|| CommandError::NotFound(text.to_owned()))
+}
+
+/// The most sessions one `list_sessions` call asks for.
+const PAGE: usize = 1000;
+
+/// The store's live sessions (of one user, or all), a page at a time in key order: a
+/// listing never holds a whole large store at once.
+struct Pages<'a> {
+    store: &'a Arc<dyn SessionStore>,
+    user: Option<String>,
+    after: Option<StoreKey>,
+}
+
+impl<'a> Pages<'a> {
+    fn new(store: &'a Arc<dyn SessionStore>, user: Option<String>) -> Self {
+        Self {
+            store,
+            user,
+            after: None,
+        }
+    }
+
+    /// The next page of at most `limit` sessions; `None` once they are all listed.
+    async fn next(&mut self, limit: usize) -> Result<Option<Vec<SessionEntry>>, StoreError> {
+        let page = self
+            .store
+            .list_sessions(&ListQuery {
+                user: self.user.clone(),
+                after: self.after,
+                limit,
+            })
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        self.after = Some(last.key);
+        Ok(Some(page))
+    }
+}
+
 /// `list [--user U] [--limit N]`
 pub async fn list(
     store: &Arc<dyn SessionStore>,
@@ -95,17 +146,11 @@ pub async fn list(
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
     let mut entries = Vec::new();
-    let mut after = None;
+    let mut pages = Pages::new(store, user);
     while entries.len() < limit {
-        let page = store
-            .list_sessions(&ListQuery {
-                user: user.clone(),
-                after,
-                limit: (limit - entries.len()).min(1000),
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key);
+        let Some(page) = pages.next((limit - entries.len()).min(PAGE)).await? else {
+            break;
+        };
         entries.extend(page);
     }
     if format.json {
@@ -160,10 +205,7 @@ pub async fn show(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
-    let entry = store
-        .find_by_handle(&parse_handle(handle)?)
-        .await?
-        .ok_or_else(|| CommandError::NotFound(handle.to_owned()))?;
+    let entry = find_entry(store, handle).await?;
     let value = entry_json(&entry, format);
     if format.json {
         writeln!(
@@ -216,10 +258,7 @@ pub async fn revoke(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
-    let entry = store
-        .find_by_handle(&parse_handle(handle)?)
-        .await?
-        .ok_or_else(|| CommandError::NotFound(handle.to_owned()))?;
+    let entry = find_entry(store, handle).await?;
     let revoked = u64::from(store.delete(&entry.key).await?);
     report_revoked(revoked, format, out)
 }
@@ -313,17 +352,8 @@ impl Stats {
         );
         let mut stats = Self::default();
         let mut per_user: HashMap<String, u64> = HashMap::new();
-        let mut after = None;
-        loop {
-            let page = store
-                .list_sessions(&ListQuery {
-                    user: None,
-                    after,
-                    limit: 1000,
-                })
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key);
+        let mut pages = Pages::new(store, None);
+        while let Some(page) = pages.next(PAGE).await? {
             for entry in &page {
                 let record = &entry.record;
                 stats.live += 1;

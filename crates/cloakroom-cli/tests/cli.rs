@@ -40,6 +40,20 @@ async fn seed(store: &Arc<dyn SessionStore>, user: Option<&str>, secret: &str) -
     key
 }
 
+/// `SCHEME://PATH`, PATH named `name` in a fresh directory, which lives as long as the
+/// returned guard.
+fn scratch_url(scheme: &str, name: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{scheme}://{}", dir.path().join(name).display());
+    (dir, url)
+}
+
+/// Every command against a store in a fresh directory (see [`scratch_url`]).
+async fn exercise_in_scratch(scheme: &str, name: &str) {
+    let (_dir, url) = scratch_url(scheme, name);
+    exercise(&url).await;
+}
+
 /// Every command against one store URL, seeded through the library.
 async fn exercise(url: &str) {
     exercise_with(url, false).await;
@@ -181,16 +195,14 @@ async fn exercise_with(url: &str, native_expiry: bool) {
 
 #[tokio::test]
 async fn every_command_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    exercise(&format!("sqlite://{}", dir.path().join("cli.db").display())).await;
+    exercise_in_scratch("sqlite", "cli.db").await;
 }
 
 /// `list` names devices as people do, keeping the raw user agent in `--json` and `show`;
 /// `watch` refreshes the stats, with the change since the previous refresh.
 #[tokio::test]
 async fn devices_are_named_and_watch_refreshes() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("devices.db").display());
+    let (_dir, url) = scratch_url("sqlite", "devices.db");
     let store = Backend::open(&url).await.unwrap().shared();
     let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
                   Chrome/156.0.0.0 Safari/537.36";
@@ -246,8 +258,24 @@ fn skip(what: &str, error: &dyn std::fmt::Display) {
     ));
 }
 
+/// A SQL server the CLI is tested on: its name, the variable that can give its URL, and
+/// its URL on the test machine otherwise.
+type SqlServer = (&'static str, &'static str, &'static str);
+
+const POSTGRES: SqlServer = (
+    "PostgreSQL",
+    "CLOAKROOM_TEST_POSTGRES_URL",
+    "postgres://postgres@127.0.0.1:5432/test",
+);
+
+const MARIADB: SqlServer = (
+    "MariaDB",
+    "CLOAKROOM_TEST_MYSQL_URL",
+    "mysql://root@127.0.0.1:3306/test",
+);
+
 /// Every command on a SQL server's store, in a table of this test run's own, dropped after.
-async fn every_command_on_sql<DB: sqlx::Database>(what: &str, variable: &str, default: &str)
+async fn every_command_on_sql<DB: sqlx::Database>((what, variable, default): SqlServer)
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
@@ -267,22 +295,12 @@ where
 
 #[tokio::test]
 async fn every_command_on_postgres() {
-    every_command_on_sql::<sqlx::Postgres>(
-        "PostgreSQL",
-        "CLOAKROOM_TEST_POSTGRES_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    )
-    .await;
+    every_command_on_sql::<sqlx::Postgres>(POSTGRES).await;
 }
 
 #[tokio::test]
 async fn every_command_on_mariadb() {
-    every_command_on_sql::<sqlx::MySql>(
-        "MariaDB",
-        "CLOAKROOM_TEST_MYSQL_URL",
-        "mysql://root@127.0.0.1:3306/test",
-    )
-    .await;
+    every_command_on_sql::<sqlx::MySql>(MARIADB).await;
 }
 
 #[tokio::test]
@@ -297,8 +315,7 @@ async fn every_command_on_redis() {
 
 #[tokio::test]
 async fn handles_that_start_with_a_dash_are_handles() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("dash.db").display());
+    let (_dir, url) = scratch_url("sqlite", "dash.db");
     let store = Backend::open(&url).await.unwrap().shared();
     let mut record = ExpiryPolicy::default().new_record(record::now());
     record.user_id = Some("dash".into());
@@ -341,18 +358,12 @@ async fn every_command_on_memcached() {
 
 #[tokio::test]
 async fn every_command_on_files() {
-    let dir = tempfile::tempdir().unwrap();
-    exercise(&format!("file://{}", dir.path().join("sessions").display())).await;
+    exercise_in_scratch("file", "sessions").await;
 }
 
 #[tokio::test]
 async fn every_command_through_a_cache() {
-    let dir = tempfile::tempdir().unwrap();
-    exercise(&format!(
-        "cached+sqlite://{}",
-        dir.path().join("cached.db").display()
-    ))
-    .await;
+    exercise_in_scratch("cached+sqlite", "cached.db").await;
 }
 
 #[test]
@@ -360,23 +371,8 @@ fn errors_say_what_to_do() {
     let unknown = cloakroom("carrier-pigeon://coop", &["list"]);
     assert!(!unknown.status.success());
     let message = String::from_utf8_lossy(&unknown.stderr);
+    // That it lists every scheme is checked by help_and_errors_list_every_scheme_in_the_table.
     assert!(message.contains("unknown store URL scheme"), "{message}");
-    for scheme in [
-        "memory://",
-        "sqlite://PATH",
-        "postgres://",
-        "mysql://",
-        "redis://",
-        "redis-cluster://",
-        "file://",
-        "memcached://",
-        "cached+",
-    ] {
-        assert!(
-            message.contains(scheme),
-            "{scheme} is not listed: {message}"
-        );
-    }
 
     let down = cloakroom("postgres://postgres:hunter2@127.0.0.1:1/test", &["list"]);
     assert!(!down.status.success());

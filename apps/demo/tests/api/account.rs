@@ -9,19 +9,17 @@ use crate::client::*;
 #[tokio::test]
 async fn login_rotates_the_id_and_me_reports_rfc3339_times() {
     let app = app();
-    let anonymous = send(&app, "POST", "/api/cart", None, Some(r#"{"item":"tea"}"#))
+    let anonymous = post(&app, "/api/cart", None, Some(r#"{"item":"tea"}"#))
         .await
         .cookie
         .unwrap();
     let cookie = login(&app, Some(&anonymous)).await;
     assert_ne!(cookie, anonymous, "login rotates the session ID");
     assert_eq!(
-        send(&app, "GET", "/api/me", Some(&anonymous), None)
-            .await
-            .status,
+        get(&app, "/api/me", Some(&anonymous)).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let me = send(&app, "GET", "/api/me", Some(&cookie), None).await;
+    let me = get(&app, "/api/me", Some(&cookie)).await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.body["user"], "alice");
     assert_eq!(me.body["handle"].as_str().unwrap().len(), 16);
@@ -38,9 +36,7 @@ async fn login_rotates_the_id_and_me_reports_rfc3339_times() {
             .unwrap_or_else(|e| panic!("{field} is not RFC 3339: {text} ({e})"));
     }
     assert_eq!(
-        send(&app, "GET", "/api/cart", Some(&cookie), None)
-            .await
-            .body,
+        get(&app, "/api/cart", Some(&cookie)).await.body,
         json!({"items": ["tea"]})
     );
 }
@@ -49,11 +45,11 @@ async fn login_rotates_the_id_and_me_reports_rfc3339_times() {
 async fn sessions_list_revoke_and_revoke_others() {
     let app = app();
     assert_eq!(
-        send(&app, "GET", "/api/sessions", None, None).await.status,
+        get(&app, "/api/sessions", None).await.status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        send(&app, "POST", "/api/sessions/revoke-others", None, None)
+        post(&app, "/api/sessions/revoke-others", None, None)
             .await
             .status,
         StatusCode::UNAUTHORIZED
@@ -63,9 +59,7 @@ async fn sessions_list_revoke_and_revoke_others() {
         login(&app, None).await,
         login(&app, None).await,
     ];
-    let list = send(&app, "GET", "/api/sessions", Some(&devices[0]), None)
-        .await
-        .body;
+    let list = get(&app, "/api/sessions", Some(&devices[0])).await.body;
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 3);
     for entry in list {
@@ -80,39 +74,24 @@ async fn sessions_list_revoke_and_revoke_others() {
             assert!(entry.get(field).is_some(), "{field} missing in {entry}");
         }
     }
-    let second = send(&app, "GET", "/api/me", Some(&devices[1]), None)
-        .await
-        .body["handle"]
+    let second = get(&app, "/api/me", Some(&devices[1])).await.body["handle"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_eq!(
-        send(
-            &app,
-            "DELETE",
-            "/api/sessions/AAAAAAAAAAAAAAAA",
-            Some(&devices[0]),
-            None
-        )
-        .await
-        .status,
+        delete(&app, "/api/sessions/AAAAAAAAAAAAAAAA", Some(&devices[0]))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        send(
-            &app,
-            "DELETE",
-            "/api/sessions/not-a-handle",
-            Some(&devices[0]),
-            None
-        )
-        .await
-        .status,
+        delete(&app, "/api/sessions/not-a-handle", Some(&devices[0]))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
-    let bob = send(
+    let bob = post(
         &app,
-        "POST",
         "/api/login",
         None,
         Some(r#"{"username":"bob","password":"builder"}"#),
@@ -121,59 +100,34 @@ async fn sessions_list_revoke_and_revoke_others() {
     .cookie
     .unwrap();
     assert_eq!(
-        send(
-            &app,
-            "DELETE",
-            &format!("/api/sessions/{second}"),
-            Some(&bob),
-            None
-        )
-        .await
-        .status,
+        delete(&app, &format!("/api/sessions/{second}"), Some(&bob))
+            .await
+            .status,
         StatusCode::NOT_FOUND,
         "bob cannot revoke alice's session"
     );
     assert_eq!(
-        send(
-            &app,
-            "DELETE",
-            &format!("/api/sessions/{second}"),
-            Some(&devices[0]),
-            None
-        )
-        .await
-        .status,
+        delete(&app, &format!("/api/sessions/{second}"), Some(&devices[0]))
+            .await
+            .status,
         StatusCode::OK
     );
     assert_eq!(
-        send(&app, "GET", "/api/me", Some(&devices[1]), None)
-            .await
-            .status,
+        get(&app, "/api/me", Some(&devices[1])).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let reply = send(
-        &app,
-        "POST",
-        "/api/sessions/revoke-others",
-        Some(&devices[0]),
-        None,
-    )
-    .await;
+    let reply = post(&app, "/api/sessions/revoke-others", Some(&devices[0]), None).await;
     assert_eq!(reply.body, json!({"revoked": 1}));
     assert_eq!(
-        send(&app, "GET", "/api/me", Some(&devices[2]), None)
-            .await
-            .status,
+        get(&app, "/api/me", Some(&devices[2])).await.status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        send(&app, "GET", "/api/me", Some(&devices[0]), None)
-            .await
-            .status,
+        get(&app, "/api/me", Some(&devices[0])).await.status,
         StatusCode::OK
     );
     assert_eq!(
-        send(&app, "GET", "/api/me", Some(&bob), None).await.status,
+        get(&app, "/api/me", Some(&bob)).await.status,
         StatusCode::OK,
         "other users are untouched"
     );
@@ -183,13 +137,11 @@ async fn sessions_list_revoke_and_revoke_others() {
 async fn logout_deletes_the_session_and_removes_the_cookie() {
     let app = app();
     let cookie = login(&app, None).await;
-    let reply = send(&app, "POST", "/api/logout", Some(&cookie), None).await;
+    let reply = post(&app, "/api/logout", Some(&cookie), None).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.removes_cookie);
     assert_eq!(
-        send(&app, "GET", "/api/me", Some(&cookie), None)
-            .await
-            .status,
+        get(&app, "/api/me", Some(&cookie)).await.status,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -206,20 +158,16 @@ async fn the_demo_caps_live_sessions_per_user_revoking_the_oldest() {
         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
     let newest = devices.last().unwrap();
-    let list = send(&app, "GET", "/api/sessions", Some(newest), None).await;
+    let list = get(&app, "/api/sessions", Some(newest)).await;
     assert_eq!(list.body.as_array().unwrap().len(), cap, "{}", list.body);
     assert_eq!(
-        send(&app, "GET", "/api/me", Some(&devices[0]), None)
-            .await
-            .status,
+        get(&app, "/api/me", Some(&devices[0])).await.status,
         StatusCode::UNAUTHORIZED,
         "the oldest session was revoked"
     );
     for device in &devices[1..] {
         assert_eq!(
-            send(&app, "GET", "/api/me", Some(device), None)
-                .await
-                .status,
+            get(&app, "/api/me", Some(device)).await.status,
             StatusCode::OK
         );
     }

@@ -68,6 +68,26 @@ pub async fn send(
     }
 }
 
+/// `GET path` with `cookie` as the session ID.
+pub async fn get(app: &App, path: &str, cookie: Option<&str>) -> Reply {
+    send(app, "GET", path, cookie, None).await
+}
+
+/// `POST path` with `cookie` as the session ID and an optional JSON `body`.
+pub async fn post(app: &App, path: &str, cookie: Option<&str>, body: Option<&str>) -> Reply {
+    send(app, "POST", path, cookie, body).await
+}
+
+/// `PUT path` with `cookie` as the session ID and an optional JSON `body`.
+pub async fn put(app: &App, path: &str, cookie: Option<&str>, body: Option<&str>) -> Reply {
+    send(app, "PUT", path, cookie, body).await
+}
+
+/// `DELETE path` with `cookie` as the session ID.
+pub async fn delete(app: &App, path: &str, cookie: Option<&str>) -> Reply {
+    send(app, "DELETE", path, cookie, None).await
+}
+
 /// A request with an explicit (or no) `Content-Type`, as a cross-site HTML form sends it:
 /// the status, whether it set a cookie, and the body as JSON.
 pub async fn send_typed(
@@ -112,9 +132,8 @@ async fn request(
 
 /// Logs in as alice (from `cookie`'s session, if any): the new session ID.
 pub async fn login(app: &App, cookie: Option<&str>) -> String {
-    let reply = send(
+    let reply = post(
         app,
-        "POST",
         "/api/login",
         cookie,
         Some(r#"{"username":"alice","password":"wonderland"}"#),

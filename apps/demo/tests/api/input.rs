@@ -8,9 +8,8 @@ use crate::client::*;
 #[tokio::test]
 async fn bad_credentials_and_bad_bodies_are_4xx() {
     let app = app();
-    let wrong = send(
+    let wrong = post(
         &app,
-        "POST",
         "/api/login",
         None,
         Some(r#"{"username":"alice","password":"nope"}"#),
@@ -25,20 +24,18 @@ async fn bad_credentials_and_bad_bodies_are_4xx() {
         "",
         "null",
     ] {
-        let reply = send(&app, "POST", "/api/login", None, Some(body)).await;
+        let reply = post(&app, "/api/login", None, Some(body)).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "body {body:?}");
         assert!(reply.body["error"].as_str().is_some_and(|m| !m.is_empty()));
     }
     assert_eq!(
-        send(&app, "POST", "/api/cart", None, Some(r#"{"thing":1}"#))
+        post(&app, "/api/cart", None, Some(r#"{"thing":1}"#))
             .await
             .status,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        send(&app, "PUT", "/api/prefs/theme", None, Some("{}"))
-            .await
-            .status,
+        put(&app, "/api/prefs/theme", None, Some("{}")).await.status,
         StatusCode::BAD_REQUEST
     );
 }
@@ -88,7 +85,7 @@ async fn nothing_a_client_sends_is_a_5xx() {
         }
     }
     let huge = "x".repeat(100_000);
-    let reply = send(&app, "POST", "/api/cart", None, Some(&huge)).await;
+    let reply = post(&app, "/api/cart", None, Some(&huge)).await;
     assert_eq!(
         reply.status,
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -174,7 +171,7 @@ async fn a_wrong_method_is_405_and_head_answers_like_get() {
         let reply = send(&app, "HEAD", path, None, None).await;
         assert_eq!(reply.status, StatusCode::OK, "HEAD {path}");
     }
-    let reply = send(&app, "GET", "/api/cart/", None, None).await;
+    let reply = get(&app, "/api/cart/", None).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.body["error"], "no such page");
 }
