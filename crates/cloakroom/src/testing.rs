@@ -47,10 +47,14 @@ use serde::Serialize;
 
 mod app;
 mod seed;
+#[cfg(feature = "conformance")]
+mod stores;
 
 use app::MAX_BODY;
 pub use app::{AppUnderTest, BoxFuture};
 pub use seed::{inspect, value, SeededSession, SessionSeed};
+#[cfg(feature = "conformance")]
+pub use stores::{counter_app, NumberedStores, SuitePart, CONCURRENCY_ROUNDS, COUNTER_KEY};
 
 /// An in-process client for a web app (an axum [`Router`](axum::Router), or an actix-web
 /// `App` through `cloakroom_actix::testing::ActixApp`) that keeps one session cookie, the
