@@ -8,34 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use cloakroom::{Session, SessionError, SessionId, SessionLayer, SessionStore, StoreError};
+use axum::Router;
+use cloakroom::testing::counter_app;
+use cloakroom::{SessionId, SessionStore, StoreError};
 use cloakroom_redis::{RedisConfig, RedisStore};
-
-fn app(store: RedisStore) -> Router {
-    Router::new()
-        .route(
-            "/get",
-            get(|s: Session| async move { s.get::<u64>("n").await.map(Json) }),
-        )
-        .route(
-            "/set",
-            post(|s: Session| async move {
-                s.insert("n", 1).await?;
-                Ok::<_, SessionError>("ok")
-            }),
-        )
-        .route(
-            "/incr",
-            post(|s: Session| async move {
-                s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
-                    .await
-                    .map(Json)
-            }),
-        )
-        .layer(SessionLayer::new(store))
-}
 
 async fn call(
     app: &Router,
@@ -48,19 +24,9 @@ async fn call(
     (response.status(), cookie)
 }
 
-async fn private_server() -> Option<(tempfile::TempDir, support::Server)> {
-    if !support::redis_server_installed() {
-        support::skip("redis-server is not installed: run scripts/services.sh");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::Server::start(support::free_port_pair(), dir.path(), &[]).await;
-    Some((dir, server))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outage_gives_503_then_recovers_within_two_seconds() {
-    let Some((_dir, mut server)) = private_server().await else {
+    let Some((_dir, mut server)) = support::Server::private().await else {
         return;
     };
     let config = RedisConfig {
@@ -71,7 +37,7 @@ async fn outage_gives_503_then_recovers_within_two_seconds() {
     let store = RedisStore::connect_with(&server.url(), config)
         .await
         .unwrap();
-    let app = app(store.clone());
+    let app = counter_app(store.clone());
     let (status, cookie) = call(&app, "POST", "/set", None).await;
     assert_eq!(status, StatusCode::OK);
     let cookie = cookie.unwrap();
@@ -89,7 +55,7 @@ async fn outage_gives_503_then_recovers_within_two_seconds() {
         tokio::spawn(async move {
             while running.load(Ordering::SeqCst) {
                 let started = Instant::now();
-                let (status, _) = call(&app, "GET", "/get", Some(&cookie)).await;
+                let (status, _) = call(&app, "GET", "/n", Some(&cookie)).await;
                 log.lock()
                     .unwrap()
                     .push((Instant::now(), status, started.elapsed()));
@@ -184,18 +150,18 @@ async fn commands_sent(port: u16, run: impl std::future::Future<Output = ()>) ->
 
 #[tokio::test]
 async fn a_read_costs_one_round_trip_and_a_write_two() {
-    let Some((_dir, server)) = private_server().await else {
+    let Some((_dir, server)) = support::Server::private().await else {
         return;
     };
     let store = RedisStore::connect(&server.url()).await.unwrap();
-    let app = app(store);
+    let app = counter_app(store);
     let (_, cookie) = call(&app, "POST", "/incr", None).await;
     let cookie = cookie.unwrap();
     call(&app, "POST", "/incr", Some(&cookie)).await; // the scripts are now cached
 
     let reads = commands_sent(server.port, async {
         assert_eq!(
-            call(&app, "GET", "/get", Some(&cookie)).await.0,
+            call(&app, "GET", "/n", Some(&cookie)).await.0,
             StatusCode::OK
         );
     })
@@ -218,7 +184,7 @@ async fn a_read_costs_one_round_trip_and_a_write_two() {
         "a request that writes is two round trips: the read and one script"
     );
     let untouched = commands_sent(server.port, async {
-        assert_eq!(call(&app, "GET", "/get", None).await.0, StatusCode::OK);
+        assert_eq!(call(&app, "GET", "/n", None).await.0, StatusCode::OK);
     })
     .await;
     assert!(
@@ -229,11 +195,11 @@ async fn a_read_costs_one_round_trip_and_a_write_two() {
 
 #[tokio::test]
 async fn a_flushed_script_cache_falls_back_to_loading() {
-    let Some((_dir, server)) = private_server().await else {
+    let Some((_dir, server)) = support::Server::private().await else {
         return;
     };
     let store = RedisStore::connect(&server.url()).await.unwrap();
-    let app = app(store);
+    let app = counter_app(store);
     let (_, cookie) = call(&app, "POST", "/incr", None).await;
     let client = redis::Client::open(server.url()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
@@ -252,7 +218,7 @@ async fn a_flushed_script_cache_falls_back_to_loading() {
 
 #[tokio::test]
 async fn index_sets_expire_with_their_sessions() {
-    let Some((_dir, server)) = private_server().await else {
+    let Some((_dir, server)) = support::Server::private().await else {
         return;
     };
     let store = RedisStore::connect(&server.url()).await.unwrap();

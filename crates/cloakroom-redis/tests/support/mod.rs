@@ -31,6 +31,7 @@ pub fn free_port_pair() -> u16 {
     }
 }
 
+/// Whether `redis-server` is installed, for the tests that start their own.
 pub fn redis_server_installed() -> bool {
     Command::new("redis-server")
         .arg("--version")
@@ -47,6 +48,18 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server of the test's own in a new directory (keep the directory as long as the
+    /// server), or `None` (reported by [`skip`]) when `redis-server` is missing.
+    pub async fn private() -> Option<(tempfile::TempDir, Self)> {
+        if !redis_server_installed() {
+            skip("redis-server is not installed: run scripts/services.sh");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let server = Self::start(free_port_pair(), dir.path(), &[]).await;
+        Some((dir, server))
+    }
+
     pub async fn start(port: u16, dir: &Path, extra: &[&str]) -> Self {
         let mut server = Self {
             port,
@@ -117,6 +130,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A new cluster, or `None` (reported by [`skip`]) when `redis-server` is missing.
+    pub async fn start_if_installed() -> Option<Self> {
+        if !redis_server_installed() {
+            skip("redis-server is not installed: run scripts/services.sh");
+            return None;
+        }
+        Some(Self::start().await)
+    }
+
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
