@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::conformance::{concurrency_cases, run_cases_on, run_on, Framework};
-use crate::{Session, SessionError, SessionLayer, SessionStore};
+use crate::{ListQuery, Session, SessionError, SessionLayer, SessionStore, StoreKey};
 
 /// How many times store tests repeat the concurrency cases: a race that loses one run in
 /// a few shows up within this many.
@@ -68,6 +68,39 @@ async fn increment(session: Session) -> Result<Json<u64>, SessionError> {
 async fn log_in(session: Session) -> Result<&'static str, SessionError> {
     session.login("alice").await?;
     Ok("ok")
+}
+
+/// The keys of `user`'s live sessions in `store`, sorted: what a test compares with the
+/// keys it wrote.
+///
+/// # Panics
+/// When the store cannot list them.
+pub async fn user_keys(store: &impl SessionStore, user: &str) -> Vec<StoreKey> {
+    let listed = store
+        .list_for_user(user)
+        .await
+        .unwrap_or_else(|error| panic!("listing {user}'s sessions: {error}"));
+    let mut keys: Vec<StoreKey> = listed.into_iter().map(|entry| entry.key).collect();
+    keys.sort();
+    keys
+}
+
+/// The keys of the first `limit` live sessions of any user, in the admin listing's (key)
+/// order.
+///
+/// # Panics
+/// When the store cannot list them.
+pub async fn all_keys(store: &impl SessionStore, limit: usize) -> Vec<StoreKey> {
+    let query = ListQuery {
+        user: None,
+        after: None,
+        limit,
+    };
+    let listed = store
+        .list_sessions(&query)
+        .await
+        .unwrap_or_else(|error| panic!("listing every session: {error}"));
+    listed.into_iter().map(|entry| entry.key).collect()
 }
 
 /// Stores for the conformance suite on a server other tests share: `open` is handed a new
