@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, StatusCode};
 use axum::Router;
-use cloakroom::testing::{counter_app, request_once};
+use cloakroom::testing::{all_keys, counter_app, request_once, user_keys};
 use cloakroom::{record, Record, SessionId, SessionStore, StoreError};
 
 pub async fn call(
@@ -271,24 +271,12 @@ where
     }
     assert!(store.load(&good).await.unwrap().is_some());
     assert!(store.load(&nested).await.unwrap().is_some());
-    let listed = store
-        .list_for_user("carol")
-        .await
-        .expect("listing skips corrupt rows");
-    let mut keys: Vec<_> = listed.iter().map(|entry| entry.key).collect();
-    keys.sort();
     let mut readable = vec![good, nested];
     readable.sort();
-    assert_eq!(keys, readable, "only the readable sessions are listed");
-    let all = store
-        .list_sessions(&cloakroom::ListQuery {
-            user: None,
-            after: None,
-            limit: 100,
-        })
-        .await
-        .expect("the admin listing skips corrupt rows");
-    assert_eq!(all.iter().map(|e| e.key).collect::<Vec<_>>(), readable);
+    let listed = user_keys(store, "carol").await;
+    assert_eq!(listed, readable, "only the readable sessions are listed");
+    let all = all_keys(store, 100).await;
+    assert_eq!(all, readable, "the admin listing skips corrupt rows");
     assert!(matches!(
         store.find_by_handle(&deep.handle()).await,
         Ok(None)
@@ -322,16 +310,8 @@ pub async fn lists_a_user_past_one_page(store: &impl SessionStore) {
         store.insert(&key, &record).await.unwrap();
         written.push(key);
     }
-    let mut listed: Vec<_> = store
-        .list_for_user("paged")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| entry.key)
-        .collect();
-    listed.sort();
     written.sort();
-    assert_eq!(listed, written);
+    assert_eq!(user_keys(store, "paged").await, written);
 }
 
 /// Inserts `n` sessions for one user, then times listing them, revoking all but one,
@@ -383,6 +363,19 @@ pub async fn per_user_scale<S: SessionStore + Clone + 'static>(store: S, n: usiz
         "{what}: {n} sessions of one user: insert {insert:?}, list {list:?}, \
          revoke others {others:?}, revoke all {all:?}, purge {purge:?}"
     );
+}
+
+/// The table `name`, migrated (twice: it is idempotent), keeps sessions.
+pub async fn table_migrates_and_works<D: cloakroom_sqlx::Dialect>(
+    name: &str,
+    store: &cloakroom_sqlx::SqlStore<D>,
+) {
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("table {name}: {e}"));
+    store.migrate().await.expect("migrate again");
+    table_works(store).await;
 }
 
 /// Every kind of statement works on the store's table.

@@ -123,37 +123,15 @@ macro_rules! sql_store_tests {
             drop_tables(&pool, &tables).await;
         }
 
-        #[tokio::test]
-        async fn a_fast_app_clock_cannot_extend_a_session() {
-            let Some((pool, tables, store)) = fresh_store().await else { return };
-            scenarios::fast_app_clock_cannot_extend_a_session(&store).await;
-            drop_tables(&pool, &tables).await;
-        }
-
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn migrate_is_idempotent_and_safe_concurrently() {
             let Some((pool, tables, table)) = fresh_table().await else { return };
-            let (a, b) = (pool.clone(), pool.clone());
-            let (t1, t2) = (table.clone(), table.clone());
-            let (x, y) = scenarios::race_two_migrations(
-                async move {
-                    $store::from_pool(a)
-                        .with_table(None, &t1)
-                        .unwrap()
-                        .migrate()
-                        .await
-                        .is_ok()
-                },
-                async move {
-                    $store::from_pool(b)
-                        .with_table(None, &t2)
-                        .unwrap()
-                        .migrate()
-                        .await
-                        .is_ok()
-                },
-            )
-            .await;
+            // One app server's migration of the table, started on its own task.
+            let migrate = || {
+                let store = $store::from_pool(pool.clone()).with_table(None, &table).unwrap();
+                async move { store.migrate().await.is_ok() }
+            };
+            let (x, y) = scenarios::race_two_migrations(migrate(), migrate()).await;
             assert!(x && y, "two app servers migrating at once both succeed");
             store_on(&pool, &table).await.migrate().await.unwrap();
             assert!($store::from_pool(pool.clone())
@@ -171,18 +149,10 @@ macro_rules! sql_store_tests {
             assert!(error.to_string().contains("check the URL"), "{error}");
         }
 
-        #[tokio::test]
-        async fn user_ids_compare_exactly() {
-            let Some((pool, tables, store)) = fresh_store().await else { return };
-            scenarios::user_ids_compare_exactly(&store).await;
-            drop_tables(&pool, &tables).await;
-        }
-
-        #[tokio::test]
-        async fn lists_a_user_past_one_page() {
-            let Some((pool, tables, store)) = fresh_store().await else { return };
-            scenarios::lists_a_user_past_one_page(&store).await;
-            drop_tables(&pool, &tables).await;
+        fresh_store_tests! {
+            fast_app_clock_cannot_extend_a_session,
+            user_ids_compare_exactly,
+            lists_a_user_past_one_page,
         }
 
         #[tokio::test]
@@ -218,12 +188,7 @@ macro_rules! sql_store_tests {
                 let store = $store::from_pool(inside.clone())
                     .with_table(None, name)
                     .unwrap();
-                store
-                    .migrate()
-                    .await
-                    .unwrap_or_else(|e| panic!("table {name}: {e}"));
-                store.migrate().await.expect("migrate again");
-                scenarios::table_works(&store).await;
+                scenarios::table_migrates_and_works(name, &store).await;
             }
             inside.close().await;
             sqlx::query(&format!($drop_namespace, namespace = namespace))
@@ -274,4 +239,18 @@ macro_rules! sql_store_tests {
             drop_tables(&pool, &tables).await;
         }
     };
+}
+
+/// Tests that each run the scenario of their name on a fresh store of their own (see
+/// `fresh_store` in `sql_store_tests!`), then drop its table.
+#[macro_export]
+macro_rules! fresh_store_tests {
+    ($($scenario:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $scenario() {
+            let Some((pool, tables, store)) = fresh_store().await else { return };
+            scenarios::$scenario(&store).await;
+            drop_tables(&pool, &tables).await;
+        }
+    )*};
 }
