@@ -120,6 +120,13 @@ async fn outage_gives_503_then_recovers_within_two_seconds() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A store on a `redis-server` of the test's own (see `support::Server::private`).
+async fn private_store() -> Option<(tempfile::TempDir, support::Server, RedisStore)> {
+    let (dir, server) = support::Server::private().await?;
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    Some((dir, server, store))
+}
+
 /// The commands clients send while `run` runs, as MONITOR sees them: commands that
 /// scripts run inside the server are marked `[0 lua]` and do not count as round trips.
 async fn commands_sent(port: u16, run: impl std::future::Future<Output = ()>) -> Vec<String> {
@@ -148,66 +155,55 @@ async fn commands_sent(port: u16, run: impl std::future::Future<Output = ()>) ->
     sent
 }
 
+/// A request (method, path, session cookie), the commands the server should see for it,
+/// and why.
+type Cost<'a> = (&'a str, &'a str, Option<&'a str>, &'a [&'a str], &'a str);
+
 #[tokio::test]
 async fn a_read_costs_one_round_trip_and_a_write_two() {
-    let Some((_dir, server)) = support::Server::private().await else {
+    let Some((_dir, server, store)) = private_store().await else {
         return;
     };
-    let store = RedisStore::connect(&server.url()).await.unwrap();
     let app = counter_app(store);
     let (_, cookie) = call(&app, "POST", "/incr", None).await;
     let cookie = cookie.unwrap();
     call(&app, "POST", "/incr", Some(&cookie)).await; // the scripts are now cached
 
-    let reads = commands_sent(server.port, async {
-        assert_eq!(
-            call(&app, "GET", "/n", Some(&cookie)).await.0,
-            StatusCode::OK
-        );
-    })
-    .await;
-    assert_eq!(
-        reads,
-        ["HMGET"],
-        "reading an existing session is one round trip"
-    );
-    let writes = commands_sent(server.port, async {
-        assert_eq!(
-            call(&app, "POST", "/incr", Some(&cookie)).await.0,
-            StatusCode::OK
-        );
-    })
-    .await;
-    assert_eq!(
-        writes,
-        ["HMGET", "EVALSHA"],
-        "a request that writes is two round trips: the read and one script"
-    );
-    let untouched = commands_sent(server.port, async {
-        assert_eq!(call(&app, "GET", "/n", None).await.0, StatusCode::OK);
-    })
-    .await;
-    assert!(
-        untouched.is_empty(),
-        "an anonymous read costs nothing: {untouched:?}"
-    );
+    let costs: [Cost; 3] = [
+        (
+            "GET",
+            "/n",
+            Some(&cookie),
+            &["HMGET"],
+            "reading an existing session is one round trip",
+        ),
+        (
+            "POST",
+            "/incr",
+            Some(&cookie),
+            &["HMGET", "EVALSHA"],
+            "a request that writes is two round trips: the read and one script",
+        ),
+        ("GET", "/n", None, &[], "an anonymous read costs nothing"),
+    ];
+    for (method, path, cookie, expected, why) in costs {
+        let sent = commands_sent(server.port, async {
+            let (status, _) = call(&app, method, path, cookie).await;
+            assert_eq!(status, StatusCode::OK, "{method} {path}");
+        })
+        .await;
+        assert_eq!(sent, expected, "{why}");
+    }
 }
 
 #[tokio::test]
 async fn a_flushed_script_cache_falls_back_to_loading() {
-    let Some((_dir, server)) = support::Server::private().await else {
+    let Some((_dir, server, store)) = private_store().await else {
         return;
     };
-    let store = RedisStore::connect(&server.url()).await.unwrap();
     let app = counter_app(store);
     let (_, cookie) = call(&app, "POST", "/incr", None).await;
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let () = support::command(&server.url(), &["SCRIPT", "FLUSH"]).await;
     let (status, _) = call(&app, "POST", "/incr", Some(&cookie.unwrap())).await;
     assert_eq!(
         status,
@@ -218,10 +214,9 @@ async fn a_flushed_script_cache_falls_back_to_loading() {
 
 #[tokio::test]
 async fn index_sets_expire_with_their_sessions() {
-    let Some((_dir, server)) = support::Server::private().await else {
+    let Some((_dir, server, store)) = private_store().await else {
         return;
     };
-    let store = RedisStore::connect(&server.url()).await.unwrap();
     let t = cloakroom::record::now();
     let mut record = cloakroom::Record::new(
         t,
@@ -233,13 +228,7 @@ async fn index_sets_expire_with_their_sessions() {
         .insert(&SessionId::generate().store_key(), &record)
         .await
         .unwrap();
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg("cloakroom:u:{alice}")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let ttl: i64 = support::command(&server.url(), &["PTTL", "cloakroom:u:{alice}"]).await;
     assert!(
         ttl > 3_600_000 && ttl <= 7_200_000,
         "the user's set expires with the latest absolute deadline ({ttl} ms)"

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloakroom::record::{now, to_unix_ms};
-use cloakroom::{ListQuery, Record, RenameError, SessionId, SessionStore, StoreError, StoreKey};
+use cloakroom::{Record, RenameError, SessionId, SessionStore, StoreError, StoreKey};
 use cloakroom_redis::{RedisConfig, RedisStore};
 use futures_util::StreamExt;
 
@@ -185,14 +185,8 @@ async fn plant(prefix: &str, user: &str, key: &StoreKey, fields: &[(&str, String
 }
 
 async fn exists(prefix: &str, key: &StoreKey) -> bool {
-    let client = redis::Client::open(support::redis_url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("EXISTS")
-        .arg(format!("{prefix}s:{{{}}}", key.to_hex()))
-        .query_async::<i64>(&mut connection)
-        .await
-        .unwrap()
-        == 1
+    let session = format!("{prefix}s:{{{}}}", key.to_hex());
+    support::command::<i64>(&support::redis_url(), &["EXISTS", &session]).await == 1
 }
 
 fn nested(depth: usize) -> String {
@@ -278,20 +272,11 @@ async fn corrupt_records_are_skipped_by_list_and_removed_by_revoke() {
             "{what}: data was read"
         );
     }
-    let listed = store.list_for_user("mallory").await.expect("list");
-    let mut listed: Vec<StoreKey> = listed.into_iter().map(|e| e.key).collect();
-    listed.sort();
     let mut expected = good.clone();
     expected.sort();
+    let listed = cloakroom::testing::user_keys(&store, "mallory").await;
     assert_eq!(listed, expected, "list shows exactly the sound sessions");
-    let all = store
-        .list_sessions(&ListQuery {
-            user: None,
-            after: None,
-            limit: 100,
-        })
-        .await
-        .expect("admin list");
+    let all = cloakroom::testing::all_keys(&store, 100).await;
     assert_eq!(all.len(), 3);
     store.purge_expired(100).await.expect("purge");
 

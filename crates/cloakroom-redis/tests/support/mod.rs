@@ -31,6 +31,19 @@ pub fn free_port_pair() -> u16 {
     }
 }
 
+/// Runs one command (`args`, the name first) on the node at `url`, on a connection of its
+/// own: for a test's look at a server behind the store's back.
+pub async fn command<T: redis::FromRedisValue>(url: &str, args: &[&str]) -> T {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let (name, args) = args.split_first().expect("a command name");
+    redis::cmd(name)
+        .arg(args)
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_else(|error| panic!("{name} on {url}: {error}"))
+}
+
 /// Whether `redis-server` is installed, for the tests that start their own.
 pub fn redis_server_installed() -> bool {
     Command::new("redis-server")
@@ -182,13 +195,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         for node in &nodes {
             loop {
-                let client = redis::Client::open(node.url()).unwrap();
-                let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut connection)
-                    .await
-                    .unwrap();
+                let info: String = command(&node.url(), &["CLUSTER", "INFO"]).await;
                 if info.contains("cluster_state:ok") {
                     break;
                 }
