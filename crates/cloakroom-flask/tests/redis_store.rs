@@ -9,6 +9,18 @@ use cloakroom::{record, ExpiryPolicy, SessionId, SessionStore, UpdateError};
 use redis::aio::MultiplexedConnection;
 use support::redis_url;
 
+/// Flask-Session's write of a session dict: `value` as MessagePack, as [`flask_set`].
+async fn flask_set_value(
+    connection: &mut MultiplexedConnection,
+    redis_key: &str,
+    value: &rmpv::Value,
+    ttl: Duration,
+) {
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, value).unwrap();
+    flask_set(connection, redis_key, &bytes, ttl).await;
+}
+
 /// Flask-Session's write: `bytes` under `redis_key`, with a TTL.
 async fn flask_set(
     connection: &mut MultiplexedConnection,
@@ -79,12 +91,10 @@ async fn flask_writes_are_conflicts_and_keys_are_flask_sessions() {
         "n",
         5.into(),
     );
-    let mut flask_bytes = Vec::new();
-    rmpv::encode::write_value(&mut flask_bytes, &flask_value).unwrap();
-    flask_set(
+    flask_set_value(
         &mut connection,
         &redis_key,
-        &flask_bytes,
+        &flask_value,
         Duration::from_secs(600),
     )
     .await;
@@ -174,12 +184,10 @@ async fn flask_refreshes_keep_the_version_and_flask_changes_are_seen() {
     if let rmpv::Value::Map(pairs) = &mut value {
         pairs.push(("_fresh".into(), true.into()));
     }
-    let mut flask_bytes = Vec::new();
-    rmpv::encode::write_value(&mut flask_bytes, &value).unwrap();
-    flask_set(
+    flask_set_value(
         &mut connection,
         &redis_key,
-        &flask_bytes,
+        &value,
         Duration::from_secs(3600),
     )
     .await;

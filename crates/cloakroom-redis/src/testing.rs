@@ -1,6 +1,13 @@
 //! Test helpers for code that keeps sessions in the shared test Redis (feature `testing`):
-//! its URL, a loud skip when it is down, key prefixes no other test uses, and clean-up of
-//! a prefix afterwards.
+//! its URL, a loud skip when it is down, key prefixes no other test uses, clean-up of a
+//! prefix afterwards, and the conformance suite run on stores there.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cloakroom::conformance::Framework;
+use cloakroom::testing::{NumberedStores, SuitePart};
+use cloakroom::SessionStore;
 
 /// The test Redis: `CLOAKROOM_TEST_REDIS_URL`, else the machine's own on 127.0.0.1:6379.
 pub fn redis_url() -> String {
@@ -63,4 +70,26 @@ pub async fn clean(url: &str, prefix: &str) {
             .await
             .expect("DEL");
     }
+}
+
+/// Runs `part` of the conformance suite, the HTTP cases through each of `frameworks`, on
+/// stores on the shared test Redis: `open(url, prefix)` opens one whose keys all start with
+/// `prefix`, a new prefix for every store, and every key is deleted afterwards. A loud skip,
+/// as [`reachable_redis`], when Redis is unreachable.
+///
+/// # Panics
+/// As [`NumberedStores::run`], and when the clean-up fails.
+pub async fn run_conformance<S, F, Fut>(part: SuitePart, frameworks: &[Arc<dyn Framework>], open: F)
+where
+    S: SessionStore,
+    F: Fn(String, String) -> Fut,
+    Fut: Future<Output = S>,
+{
+    let Some(url) = reachable_redis().await else {
+        return;
+    };
+    let prefix = unique_prefix("conformance");
+    let stores = NumberedStores::new(|n| open(url.clone(), format!("{prefix}{n}:")));
+    stores.run(part, frameworks).await;
+    clean(&url, &prefix).await;
 }

@@ -1,86 +1,48 @@
-//! The conformance suite, unmodified, against the real Redis and a real Redis Cluster.
+//! The conformance suite, unmodified, against the real Redis and a real Redis Cluster,
+//! each store under a key prefix of its own.
 
 mod support;
 
+use cloakroom::testing::{NumberedStores, SuitePart};
+use cloakroom_actix::testing::frameworks;
 use cloakroom_redis::{RedisConfig, RedisStore};
 
-async fn single(url: &str, prefix: &str) -> RedisStore {
+async fn single(url: String, prefix: String) -> RedisStore {
     let config = RedisConfig {
-        prefix: prefix.to_owned(),
+        prefix,
         ..RedisConfig::default()
     };
-    RedisStore::connect_with(url, config)
+    RedisStore::connect_with(&url, config)
         .await
         .expect("connect to Redis")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_store_passes_the_conformance_suite() {
-    let Some(url) = support::reachable_redis().await else {
-        return;
-    };
-    let prefix = support::unique_prefix();
-    let counter = std::sync::atomic::AtomicUsize::new(0);
-    cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
-        let case_prefix = format!(
-            "{prefix}{}:",
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        );
-        let url = url.clone();
-        async move { single(&url, &case_prefix).await }
-    })
-    .await;
-    support::clean(&url, &prefix).await;
+/// `part` of the suite on the shared Redis.
+async fn on_shared_redis(part: SuitePart) {
+    cloakroom_redis::testing::run_conformance(part, &frameworks(), single).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_store_concurrency_twenty_rounds() {
-    let Some(url) = support::reachable_redis().await else {
-        return;
+cloakroom::store_conformance_tests!(redis_store, on_shared_redis);
+
+async fn cluster(urls: &[String], prefix: String) -> RedisStore {
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let config = RedisConfig {
+        prefix,
+        ..RedisConfig::default()
     };
-    let prefix = support::unique_prefix();
-    let cases = cloakroom::conformance::concurrency_cases();
-    cloakroom::conformance::run_cases_on(
-        &cases,
-        20,
-        &cloakroom_actix::testing::frameworks(),
-        || {
-            let (url, prefix) = (url.clone(), prefix.clone());
-            async move { single(&url, &prefix).await }
-        },
-    )
-    .await;
-    support::clean(&url, &prefix).await;
+    let store = RedisStore::connect_cluster(&refs, config)
+        .await
+        .expect("connect to the cluster");
+    assert!(store.is_cluster());
+    store
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_cluster_passes_the_conformance_suite() {
-    if !support::redis_server_installed() {
-        return support::skip("redis-server is not installed: run scripts/services.sh");
-    }
-    let cluster = support::Cluster::start().await;
-    let urls = cluster.urls();
-    let counter = std::sync::atomic::AtomicUsize::new(0);
-    cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
-        let prefix = format!(
-            "c{}:",
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        );
-        let urls = urls.clone();
-        async move {
-            let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
-            let store = RedisStore::connect_cluster(
-                &refs,
-                RedisConfig {
-                    prefix,
-                    ..RedisConfig::default()
-                },
-            )
-            .await
-            .expect("connect to the cluster");
-            assert!(store.is_cluster());
-            store
-        }
-    })
-    .await;
+    let Some(nodes) = support::Cluster::start_if_installed().await else {
+        return;
+    };
+    let urls = nodes.urls();
+    let stores = NumberedStores::new(|n| cluster(&urls, format!("c{n}:")));
+    stores.run(SuitePart::All, &frameworks()).await;
 }

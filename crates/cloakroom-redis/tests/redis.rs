@@ -8,34 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use cloakroom::{Session, SessionError, SessionId, SessionLayer, SessionStore, StoreError};
+use axum::Router;
+use cloakroom::testing::counter_app;
+use cloakroom::{SessionId, SessionStore, StoreError};
 use cloakroom_redis::{RedisConfig, RedisStore};
-
-fn app(store: RedisStore) -> Router {
-    Router::new()
-        .route(
-            "/get",
-            get(|s: Session| async move { s.get::<u64>("n").await.map(Json) }),
-        )
-        .route(
-            "/set",
-            post(|s: Session| async move {
-                s.insert("n", 1).await?;
-                Ok::<_, SessionError>("ok")
-            }),
-        )
-        .route(
-            "/incr",
-            post(|s: Session| async move {
-                s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
-                    .await
-                    .map(Json)
-            }),
-        )
-        .layer(SessionLayer::new(store))
-}
 
 async fn call(
     app: &Router,
@@ -48,19 +24,9 @@ async fn call(
     (response.status(), cookie)
 }
 
-async fn private_server() -> Option<(tempfile::TempDir, support::Server)> {
-    if !support::redis_server_installed() {
-        support::skip("redis-server is not installed: run scripts/services.sh");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::Server::start(support::free_port_pair(), dir.path(), &[]).await;
-    Some((dir, server))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outage_gives_503_then_recovers_within_two_seconds() {
-    let Some((_dir, mut server)) = private_server().await else {
+    let Some((_dir, mut server)) = support::Server::private().await else {
         return;
     };
     let config = RedisConfig {
@@ -71,7 +37,7 @@ async fn outage_gives_503_then_recovers_within_two_seconds() {
     let store = RedisStore::connect_with(&server.url(), config)
         .await
         .unwrap();
-    let app = app(store.clone());
+    let app = counter_app(store.clone());
     let (status, cookie) = call(&app, "POST", "/set", None).await;
     assert_eq!(status, StatusCode::OK);
     let cookie = cookie.unwrap();
@@ -89,7 +55,7 @@ async fn outage_gives_503_then_recovers_within_two_seconds() {
         tokio::spawn(async move {
             while running.load(Ordering::SeqCst) {
                 let started = Instant::now();
-                let (status, _) = call(&app, "GET", "/get", Some(&cookie)).await;
+                let (status, _) = call(&app, "GET", "/n", Some(&cookie)).await;
                 log.lock()
                     .unwrap()
                     .push((Instant::now(), status, started.elapsed()));
@@ -154,6 +120,13 @@ async fn outage_gives_503_then_recovers_within_two_seconds() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A store on a `redis-server` of the test's own (see `support::Server::private`).
+async fn private_store() -> Option<(tempfile::TempDir, support::Server, RedisStore)> {
+    let (dir, server) = support::Server::private().await?;
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    Some((dir, server, store))
+}
+
 /// The commands clients send while `run` runs, as MONITOR sees them: commands that
 /// scripts run inside the server are marked `[0 lua]` and do not count as round trips.
 async fn commands_sent(port: u16, run: impl std::future::Future<Output = ()>) -> Vec<String> {
@@ -182,66 +155,55 @@ async fn commands_sent(port: u16, run: impl std::future::Future<Output = ()>) ->
     sent
 }
 
+/// A request (method, path, session cookie), the commands the server should see for it,
+/// and why.
+type Cost<'a> = (&'a str, &'a str, Option<&'a str>, &'a [&'a str], &'a str);
+
 #[tokio::test]
 async fn a_read_costs_one_round_trip_and_a_write_two() {
-    let Some((_dir, server)) = private_server().await else {
+    let Some((_dir, server, store)) = private_store().await else {
         return;
     };
-    let store = RedisStore::connect(&server.url()).await.unwrap();
-    let app = app(store);
+    let app = counter_app(store);
     let (_, cookie) = call(&app, "POST", "/incr", None).await;
     let cookie = cookie.unwrap();
     call(&app, "POST", "/incr", Some(&cookie)).await; // the scripts are now cached
 
-    let reads = commands_sent(server.port, async {
-        assert_eq!(
-            call(&app, "GET", "/get", Some(&cookie)).await.0,
-            StatusCode::OK
-        );
-    })
-    .await;
-    assert_eq!(
-        reads,
-        ["HMGET"],
-        "reading an existing session is one round trip"
-    );
-    let writes = commands_sent(server.port, async {
-        assert_eq!(
-            call(&app, "POST", "/incr", Some(&cookie)).await.0,
-            StatusCode::OK
-        );
-    })
-    .await;
-    assert_eq!(
-        writes,
-        ["HMGET", "EVALSHA"],
-        "a request that writes is two round trips: the read and one script"
-    );
-    let untouched = commands_sent(server.port, async {
-        assert_eq!(call(&app, "GET", "/get", None).await.0, StatusCode::OK);
-    })
-    .await;
-    assert!(
-        untouched.is_empty(),
-        "an anonymous read costs nothing: {untouched:?}"
-    );
+    let costs: [Cost; 3] = [
+        (
+            "GET",
+            "/n",
+            Some(&cookie),
+            &["HMGET"],
+            "reading an existing session is one round trip",
+        ),
+        (
+            "POST",
+            "/incr",
+            Some(&cookie),
+            &["HMGET", "EVALSHA"],
+            "a request that writes is two round trips: the read and one script",
+        ),
+        ("GET", "/n", None, &[], "an anonymous read costs nothing"),
+    ];
+    for (method, path, cookie, expected, why) in costs {
+        let sent = commands_sent(server.port, async {
+            let (status, _) = call(&app, method, path, cookie).await;
+            assert_eq!(status, StatusCode::OK, "{method} {path}");
+        })
+        .await;
+        assert_eq!(sent, expected, "{why}");
+    }
 }
 
 #[tokio::test]
 async fn a_flushed_script_cache_falls_back_to_loading() {
-    let Some((_dir, server)) = private_server().await else {
+    let Some((_dir, server, store)) = private_store().await else {
         return;
     };
-    let store = RedisStore::connect(&server.url()).await.unwrap();
-    let app = app(store);
+    let app = counter_app(store);
     let (_, cookie) = call(&app, "POST", "/incr", None).await;
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let () = support::command(&server.url(), &["SCRIPT", "FLUSH"]).await;
     let (status, _) = call(&app, "POST", "/incr", Some(&cookie.unwrap())).await;
     assert_eq!(
         status,
@@ -252,10 +214,9 @@ async fn a_flushed_script_cache_falls_back_to_loading() {
 
 #[tokio::test]
 async fn index_sets_expire_with_their_sessions() {
-    let Some((_dir, server)) = private_server().await else {
+    let Some((_dir, server, store)) = private_store().await else {
         return;
     };
-    let store = RedisStore::connect(&server.url()).await.unwrap();
     let t = cloakroom::record::now();
     let mut record = cloakroom::Record::new(
         t,
@@ -267,13 +228,7 @@ async fn index_sets_expire_with_their_sessions() {
         .insert(&SessionId::generate().store_key(), &record)
         .await
         .unwrap();
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg("cloakroom:u:{alice}")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let ttl: i64 = support::command(&server.url(), &["PTTL", "cloakroom:u:{alice}"]).await;
     assert!(
         ttl > 3_600_000 && ttl <= 7_200_000,
         "the user's set expires with the latest absolute deadline ({ttl} ms)"

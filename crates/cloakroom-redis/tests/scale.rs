@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloakroom::record::{now, to_unix_ms};
-use cloakroom::{ListQuery, Record, RenameError, SessionId, SessionStore, StoreError, StoreKey};
+use cloakroom::{Record, RenameError, SessionId, SessionStore, StoreError, StoreKey};
 use cloakroom_redis::{RedisConfig, RedisStore};
 use futures_util::StreamExt;
 
@@ -185,14 +185,8 @@ async fn plant(prefix: &str, user: &str, key: &StoreKey, fields: &[(&str, String
 }
 
 async fn exists(prefix: &str, key: &StoreKey) -> bool {
-    let client = redis::Client::open(support::redis_url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("EXISTS")
-        .arg(format!("{prefix}s:{{{}}}", key.to_hex()))
-        .query_async::<i64>(&mut connection)
-        .await
-        .unwrap()
-        == 1
+    let session = format!("{prefix}s:{{{}}}", key.to_hex());
+    support::command::<i64>(&support::redis_url(), &["EXISTS", &session]).await == 1
 }
 
 fn nested(depth: usize) -> String {
@@ -268,37 +262,21 @@ async fn corrupt_records_are_skipped_by_list_and_removed_by_revoke() {
         }
     }
     // Through the session layer, a request carrying such a session's cookie is anonymous.
-    let app = axum::Router::new()
-        .route(
-            "/n",
-            axum::routing::get(|s: cloakroom::Session| async move {
-                s.get::<u64>("n").await.map(|n| format!("{n:?}"))
-            }),
-        )
-        .layer(cloakroom::SessionLayer::new(store.clone()));
+    let app = cloakroom::testing::counter_app(store.clone());
     for (cookie, (what, _)) in cookies.iter().zip(&damaged) {
-        use tower::ServiceExt;
-        let request = axum::http::Request::get("/n")
-            .header("cookie", format!("id={cookie}"))
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
+        let response = cloakroom::testing::request_once(&app, "GET", "/n", Some(cookie)).await;
         assert_eq!(response.status(), 200, "{what}: not an anonymous request");
+        assert_eq!(
+            response.json::<Option<u64>>(),
+            None,
+            "{what}: data was read"
+        );
     }
-    let listed = store.list_for_user("mallory").await.expect("list");
-    let mut listed: Vec<StoreKey> = listed.into_iter().map(|e| e.key).collect();
-    listed.sort();
     let mut expected = good.clone();
     expected.sort();
+    let listed = cloakroom::testing::user_keys(&store, "mallory").await;
     assert_eq!(listed, expected, "list shows exactly the sound sessions");
-    let all = store
-        .list_sessions(&ListQuery {
-            user: None,
-            after: None,
-            limit: 100,
-        })
-        .await
-        .expect("admin list");
+    let all = cloakroom::testing::all_keys(&store, 100).await;
     assert_eq!(all.len(), 3);
     store.purge_expired(100).await.expect("purge");
 
@@ -368,10 +346,9 @@ async fn measure_one_hundred_thousand_sessions_of_one_user() {
 /// revocation at scale, and revocation racing renames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_revoke_others_at_scale_and_racing_rename() {
-    if !support::redis_server_installed() {
-        return support::skip("redis-server is not installed: run scripts/services.sh");
-    }
-    let cluster = support::Cluster::start().await;
+    let Some(cluster) = support::Cluster::start_if_installed().await else {
+        return;
+    };
     let urls = cluster.urls();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     let store = RedisStore::connect_cluster(&urls, RedisConfig::default())

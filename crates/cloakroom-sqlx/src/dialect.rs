@@ -28,19 +28,24 @@ pub(crate) mod sealed {
         /// "Now" in Unix milliseconds: the database clock for the servers, the bound app
         /// clock (`:now`) for embedded SQLite.
         const NOW: &'static str;
-        /// The two-argument minimum function (`LEAST` or `MIN`), NULL if either is NULL
-        /// for some dialects: callers wrap it in `COALESCE`.
-        const LEAST: &'static str;
-        /// How `user_id` is selected (an expression `AS user_id` where it needs one).
-        const USER_ID: &'static str;
+        /// The two-argument minimum function, NULL if either is NULL for some dialects:
+        /// callers wrap it in `COALESCE`. The servers' `LEAST` unless a dialect says
+        /// otherwise.
+        const LEAST: &'static str = "LEAST";
+        /// How `user_id` is selected: the column itself, or an expression `AS user_id`
+        /// where it needs one.
+        const USER_ID: &'static str = "user_id";
         /// Whether `INSERT … ON CONFLICT … DO UPDATE … WHERE` may replace an expired row
-        /// in the same statement.
-        const UPSERT: bool;
+        /// in the same statement: true unless a dialect says otherwise.
+        const UPSERT: bool = true;
         /// The store kind, for metrics labels.
         const KIND: &'static str;
 
-        /// Quotes a validated identifier.
-        fn quote(name: &str) -> String;
+        /// Quotes a validated identifier: standard SQL's double quotes unless a dialect
+        /// says otherwise.
+        fn quote(name: &str) -> String {
+            format!("\"{name}\"")
+        }
 
         /// A deadline sent by the app, as the database keeps it: the servers clamp it so
         /// that, on their own clock, it lies no further ahead than the app meant

@@ -58,7 +58,6 @@ impl Sealed for MySql {
     type Db = sqlx::MySql;
     const PLACEHOLDERS: Placeholders = Placeholders::Question;
     const NOW: &'static str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
-    const LEAST: &'static str = "LEAST";
     /// `user_id` is bytes, so it is read back through a text conversion.
     const USER_ID: &'static str = "CONVERT(user_id USING utf8mb4) AS user_id";
     /// MySQL's upsert cannot be made conditional on the old row being expired.

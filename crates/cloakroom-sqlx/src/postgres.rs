@@ -48,9 +48,6 @@ impl Sealed for Postgres {
     type Db = sqlx::Postgres;
     const PLACEHOLDERS: Placeholders = Placeholders::Dollar;
     const NOW: &'static str = "(FLOOR(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT)";
-    const LEAST: &'static str = "LEAST";
-    const USER_ID: &'static str = "user_id";
-    const UPSERT: bool = true;
     const KIND: &'static str = "postgres";
 
     /// PostgreSQL folds unquoted names to lower case, so the name is folded before

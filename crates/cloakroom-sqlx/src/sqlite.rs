@@ -100,15 +100,10 @@ impl Sealed for Sqlite {
     type Db = sqlx::Sqlite;
     const PLACEHOLDERS: Placeholders = Placeholders::NumberedQuestion;
     const NOW: &'static str = ":now";
+    /// SQLite has no `LEAST`; its two-argument `MIN` is the same function.
     const LEAST: &'static str = "MIN";
-    const USER_ID: &'static str = "user_id";
-    const UPSERT: bool = true;
     const KIND: &'static str = "sqlite";
-
-    /// SQLite names ignore case, quoted or not.
-    fn quote(name: &str) -> String {
-        format!("\"{name}\"")
-    }
+    // Names are quoted the standard way; SQLite ignores their case, quoted or not.
 
     fn clamp(deadline: &str, _app_now: &str) -> String {
         deadline.to_owned()

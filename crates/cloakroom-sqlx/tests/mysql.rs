@@ -29,34 +29,17 @@ sql_store_tests! {
 /// "alice " equals "alice"; `migrate` converts it in place, keeping the rows.
 #[tokio::test]
 async fn migrate_converts_a_pad_space_user_column() {
-    let Some(pool) = pool().await else { return };
-    let tables = Tables::default();
-    let table = tables.add();
+    let Some((pool, tables, table)) = fresh_table().await else {
+        return;
+    };
+    let old = store_on(&pool, &table).await;
+    // Back to the column older versions made: PAD SPACE text.
     sqlx::query(&format!(
-        "CREATE TABLE {table} (
-            store_key BINARY(32) NOT NULL PRIMARY KEY,
-            version BIGINT NOT NULL,
-            data LONGTEXT NOT NULL,
-            created_at BIGINT NOT NULL,
-            last_active_at BIGINT NOT NULL,
-            idle_deadline BIGINT NULL,
-            absolute_deadline BIGINT NULL,
-            expires_at BIGINT NULL,
-            persistent BOOLEAN NOT NULL,
-            user_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
-            ip VARCHAR(64) NULL,
-            user_agent VARCHAR(1024) NULL,
-            auth_epoch VARCHAR(255) NULL,
-            INDEX {table}_expires_at (expires_at),
-            INDEX {table}_user_id (user_id)
-        ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
+        "ALTER TABLE {table} MODIFY user_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL"
     ))
     .execute(&pool)
     .await
     .unwrap();
-    let old = MySqlStore::from_pool(pool.clone())
-        .with_table(None, &table)
-        .unwrap();
     let kept = cloakroom::SessionId::generate().store_key();
     let record = scenarios::user_record("zoë", "old", time::Duration::hours(1));
     cloakroom::SessionStore::insert(&old, &kept, &record)

@@ -4,95 +4,48 @@
 #[macro_use]
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use axum::routing::post;
-use axum::Router;
+use axum::http::StatusCode;
 use base64::Engine;
-use cloakroom::{record, Record, Session, SessionError, SessionId, SessionLayer, SessionStore};
+use cloakroom::testing::{counter_app, request_once, NumberedStores, SuitePart, TestClient};
+use cloakroom::{record, Record, SessionId, SessionStore};
+use cloakroom_actix::testing::frameworks;
 use cloakroom_sqlx::SqliteStore;
 use support::scenarios;
-use tower::ServiceExt;
 
-async fn store_in(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
+async fn store_in(dir: &tempfile::TempDir, name: impl AsRef<Path>) -> SqliteStore {
     SqliteStore::open(dir.path().join(name))
         .await
         .expect("open sqlite")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_store_passes_the_conformance_suite() {
+/// `part` of the suite, each store in a database file of its own.
+async fn in_files(part: SuitePart) {
     let dir = tempfile::tempdir().unwrap();
-    let counter = AtomicUsize::new(0);
-    cloakroom::conformance::run_on(&cloakroom_actix::testing::frameworks(), || {
-        let name = format!("case-{}.db", counter.fetch_add(1, Ordering::SeqCst));
-        let dir = &dir;
-        async move { store_in(dir, &name).await }
-    })
-    .await;
+    let stores = NumberedStores::new(|n| store_in(&dir, format!("store-{n}.db")));
+    stores.run(part, &frameworks()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_store_concurrency_twenty_rounds() {
-    let dir = tempfile::tempdir().unwrap();
-    let counter = AtomicUsize::new(0);
-    let cases = cloakroom::conformance::concurrency_cases();
-    cloakroom::conformance::run_cases_on(
-        &cases,
-        20,
-        &cloakroom_actix::testing::frameworks(),
-        || {
-            let name = format!("round-{}.db", counter.fetch_add(1, Ordering::SeqCst));
-            let dir = &dir;
-            async move { store_in(dir, &name).await }
-        },
-    )
-    .await;
-}
+cloakroom::store_conformance_tests!(sqlite_store, in_files);
 
 #[tokio::test]
 async fn the_database_file_never_holds_a_raw_session_id() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(&dir, "sessions.db").await;
-    let app = Router::new()
-        .route(
-            "/write",
-            post(|session: Session| async move {
-                session.insert("n", 1).await?;
-                Ok::<_, SessionError>("ok")
-            }),
-        )
-        .route(
-            "/login",
-            post(|session: Session| async move { session.login("alice").await.map(|()| "ok") }),
-        )
-        .layer(SessionLayer::new(store.clone()));
+    let app = counter_app(store.clone());
     let mut ids = Vec::new();
     for _ in 0..20 {
-        let response = app
-            .clone()
-            .oneshot(Request::post("/write").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let id = cookie_id(&response);
-        let response = app
-            .clone()
-            .oneshot(
-                Request::post("/login")
-                    .header(header::COOKIE, format!("id={id}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let mut browser = TestClient::new(app.clone());
+        browser.post("/set").await;
+        ids.extend(browser.cookie().map(str::to_owned));
+        let response = browser.post("/login").await;
         assert_eq!(response.status(), StatusCode::OK);
-        ids.push(id);
-        ids.push(cookie_id(&response));
+        ids.extend(browser.cookie().map(str::to_owned));
     }
+    assert_eq!(ids.len(), 40, "every write and every login set a cookie");
     let mut bytes = Vec::new();
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
@@ -116,22 +69,6 @@ async fn the_database_file_never_holds_a_raw_session_id() {
         contains(live.as_bytes()),
         "sanity: the store key of a live session is in the file"
     );
-}
-
-fn cookie_id(response: &axum::response::Response) -> String {
-    let cookie = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .expect("set-cookie")
-        .to_str()
-        .unwrap();
-    cookie
-        .strip_prefix("id=")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 fn expiring_record(ms: i64) -> Record {
@@ -224,21 +161,8 @@ async fn a_corrupt_row_is_an_anonymous_request() {
         matches!(store.load(&id.store_key()).await, Ok(None)),
         "a corrupt record loads as absent"
     );
-    let app = Router::new()
-        .route(
-            "/read",
-            post(|s: Session| async move { s.get::<i32>("n").await.map(|v| format!("{v:?}")) }),
-        )
-        .layer(SessionLayer::new(store));
-    let response = app
-        .oneshot(
-            Request::post("/read")
-                .header(header::COOKIE, format!("id={}", id.to_cookie_value()))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let app = counter_app(store);
+    let response = request_once(&app, "GET", "/n", Some(&id.to_cookie_value())).await;
     assert_eq!(
         response.status(),
         StatusCode::OK,
@@ -288,13 +212,8 @@ async fn corrupt_rows_are_absent_and_skipped() {
             } else {
                 "UPDATE cloakroom_sessions SET data = ?1 WHERE ip = ?2"
             };
-            let done = sqlx::query(sql)
-                .bind(data)
-                .bind(tag)
-                .execute(&pool)
-                .await
-                .unwrap();
-            assert_eq!(done.rows_affected(), 1);
+            let done = sqlx::query(sql).bind(data).bind(tag).execute(&pool).await;
+            done.unwrap().rows_affected()
         }
     })
     .await;
@@ -306,12 +225,7 @@ async fn reserved_words_are_table_names() {
     let store = store_in(&dir, "reserved.db").await;
     for name in ["user", "order", "Select"] {
         let store = store.clone().with_table_name(name).unwrap();
-        store
-            .migrate()
-            .await
-            .unwrap_or_else(|e| panic!("table {name}: {e}"));
-        store.migrate().await.expect("migrate again");
-        scenarios::table_works(&store).await;
+        scenarios::table_migrates_and_works(name, &store).await;
     }
 }
 

@@ -49,12 +49,18 @@ mod app;
 mod handlers;
 mod id_format;
 mod seed;
+#[cfg(feature = "conformance")]
+mod stores;
 
 use app::MAX_BODY;
 pub use app::{AppUnderTest, BoxFuture};
 pub use handlers::increment;
 pub use id_format::PrefixedIds;
 pub use seed::{inspect, value, SeededSession, SessionSeed};
+#[cfg(feature = "conformance")]
+pub use stores::{
+    all_keys, counter_app, user_keys, NumberedStores, SuitePart, CONCURRENCY_ROUNDS, COUNTER_KEY,
+};
 
 /// An in-process client for a web app (an axum [`Router`](axum::Router), or an actix-web
 /// `App` through `cloakroom_actix::testing::ActixApp`) that keeps one session cookie, the

@@ -1,6 +1,7 @@
 //! Connecting: [`RedisConfig`], [`SetupError`], and the single-node and cluster
 //! constructors of [`RedisStore`].
 
+use std::future::Future;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -72,17 +73,11 @@ impl RedisStore {
             .set_max_delay(
                 u64::try_from(config.reconnect_max_delay.as_millis()).unwrap_or(u64::MAX),
             );
-        let manager = tokio::time::timeout(
+        let manager = connect_within(
             config.connect_timeout * 2,
             ConnectionManager::new_with_config(client, manager_config),
         )
-        .await
-        .map_err(|_| {
-            SetupError::Connect(RedisError::from(std::io::Error::from(
-                std::io::ErrorKind::TimedOut,
-            )))
-        })?
-        .map_err(SetupError::Connect)?;
+        .await?;
         Ok(Self {
             connection: Connection::Single(manager),
             config,
@@ -125,14 +120,7 @@ impl RedisStore {
             .map_err(SetupError::Url)?;
         // Bounds the connections to the nodes and the topology query that follow them.
         let connect_bound = config.connect_timeout * 2 + config.operation_timeout;
-        let connection = tokio::time::timeout(connect_bound, client.get_async_connection())
-            .await
-            .map_err(|_| {
-                SetupError::Connect(RedisError::from(std::io::Error::from(
-                    std::io::ErrorKind::TimedOut,
-                )))
-            })?
-            .map_err(SetupError::Connect)?;
+        let connection = connect_within(connect_bound, client.get_async_connection()).await?;
         let connection = Cluster::new(client, connection, connect_bound, config.operation_timeout);
         Ok(Self {
             connection: Connection::Cluster(connection),
@@ -149,5 +137,19 @@ fn check_prefix(prefix: &str) -> Result<(), SetupError> {
         Err(SetupError::Prefix(prefix.to_owned()))
     } else {
         Ok(())
+    }
+}
+
+/// Waits for a connection at most `bound`: one that takes longer fails as a connection
+/// timed out, the same setup error as one refused.
+async fn connect_within<T>(
+    bound: Duration,
+    connecting: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, SetupError> {
+    match tokio::time::timeout(bound, connecting).await {
+        Ok(connected) => connected.map_err(SetupError::Connect),
+        Err(_) => Err(SetupError::Connect(RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        )))),
     }
 }

@@ -31,6 +31,20 @@ pub fn free_port_pair() -> u16 {
     }
 }
 
+/// Runs one command (`args`, the name first) on the node at `url`, on a connection of its
+/// own: for a test's look at a server behind the store's back.
+pub async fn command<T: redis::FromRedisValue>(url: &str, args: &[&str]) -> T {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let (name, args) = args.split_first().expect("a command name");
+    redis::cmd(name)
+        .arg(args)
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_else(|error| panic!("{name} on {url}: {error}"))
+}
+
+/// Whether `redis-server` is installed, for the tests that start their own.
 pub fn redis_server_installed() -> bool {
     Command::new("redis-server")
         .arg("--version")
@@ -47,6 +61,18 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server of the test's own in a new directory (keep the directory as long as the
+    /// server), or `None` (reported by [`skip`]) when `redis-server` is missing.
+    pub async fn private() -> Option<(tempfile::TempDir, Self)> {
+        if !redis_server_installed() {
+            skip("redis-server is not installed: run scripts/services.sh");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let server = Self::start(free_port_pair(), dir.path(), &[]).await;
+        Some((dir, server))
+    }
+
     pub async fn start(port: u16, dir: &Path, extra: &[&str]) -> Self {
         let mut server = Self {
             port,
@@ -117,6 +143,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A new cluster, or `None` (reported by [`skip`]) when `redis-server` is missing.
+    pub async fn start_if_installed() -> Option<Self> {
+        if !redis_server_installed() {
+            skip("redis-server is not installed: run scripts/services.sh");
+            return None;
+        }
+        Some(Self::start().await)
+    }
+
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
@@ -160,13 +195,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         for node in &nodes {
             loop {
-                let client = redis::Client::open(node.url()).unwrap();
-                let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut connection)
-                    .await
-                    .unwrap();
+                let info: String = command(&node.url(), &["CLUSTER", "INFO"]).await;
                 if info.contains("cluster_state:ok") {
                     break;
                 }

@@ -4,38 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use cloakroom::{
-    record, Record, Session, SessionError, SessionId, SessionLayer, SessionStore, StoreError,
-};
-use tower::ServiceExt;
-
-pub fn counter_app(store: impl SessionStore) -> Router {
-    Router::new()
-        .route(
-            "/incr",
-            post(|s: Session| async move {
-                s.update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
-                    .await
-                    .map(Json)
-            }),
-        )
-        .route(
-            "/n",
-            get(|s: Session| async move { s.get::<u64>("n").await.map(Json) }),
-        )
-        .route(
-            "/set",
-            post(|s: Session| async move {
-                s.insert("x", 1).await?;
-                Ok::<_, SessionError>("ok")
-            }),
-        )
-        .layer(SessionLayer::new(store))
-}
+use axum::http::{header, StatusCode};
+use axum::Router;
+use cloakroom::testing::{all_keys, counter_app, request_once, user_keys};
+use cloakroom::{record, Record, SessionId, SessionStore, StoreError};
 
 pub async fn call(
     app: &Router,
@@ -43,7 +15,7 @@ pub async fn call(
     path: &str,
     cookie: Option<&str>,
 ) -> (StatusCode, Option<String>, axum::http::HeaderMap) {
-    let response = cloakroom::testing::request_once(app, method, path, cookie).await;
+    let response = request_once(app, method, path, cookie).await;
     let id = response.session_cookie("id").map(str::to_owned);
     (response.status(), id, response.headers().clone())
 }
@@ -69,18 +41,10 @@ pub async fn two_instances_lose_no_updates(a: impl SessionStore, b: impl Session
     for task in tasks {
         assert_eq!(task.await.unwrap(), StatusCode::OK);
     }
-    let response = app_b.clone().oneshot(
-        Request::get("/n")
-            .header(header::COOKIE, format!("id={id}"))
-            .body(Body::empty())
-            .unwrap(),
-    );
-    let bytes = axum::body::to_bytes(response.await.unwrap().into_body(), 1024)
-        .await
-        .unwrap();
+    let response = request_once(&app_b, "GET", "/n", Some(&id)).await;
     assert_eq!(
-        &bytes[..],
-        b"101",
+        response.json::<u64>(),
+        101,
         "every increment through either instance counts"
     );
 }
@@ -260,14 +224,19 @@ pub fn deeply_nested(depth: usize) -> String {
     format!("{{\"v\":{}1{}}}", "[".repeat(depth), "]".repeat(depth))
 }
 
-/// Corrupt rows written straight into the table (`corrupt(ip_tag, data)` sets the data
-/// column of the row tagged `ip_tag` to `data`) load as absent, and the per-user and
-/// admin listings, revoke and purge skip or remove them instead of failing.
-pub async fn corrupt_rows_are_absent_and_skipped<F, Fut>(store: &impl SessionStore, corrupt: F)
+/// Corrupt rows written straight into the table (`set_data(ip_tag, data)` sets the data
+/// column of the row tagged `ip_tag` to `data` and answers how many rows it changed) load
+/// as absent, and the per-user and admin listings, revoke and purge skip or remove them
+/// instead of failing.
+pub async fn corrupt_rows_are_absent_and_skipped<F, Fut>(store: &impl SessionStore, set_data: F)
 where
     F: Fn(&'static str, String) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = u64>,
 {
+    let corrupt = |tag, data| {
+        let changed = set_data(tag, data);
+        async move { assert_eq!(changed.await, 1, "one row is tagged {tag}") }
+    };
     let (hour, short) = (time::Duration::hours(1), time::Duration::milliseconds(300));
     let mut keys = Vec::new();
     for (tag, life) in [
@@ -302,24 +271,12 @@ where
     }
     assert!(store.load(&good).await.unwrap().is_some());
     assert!(store.load(&nested).await.unwrap().is_some());
-    let listed = store
-        .list_for_user("carol")
-        .await
-        .expect("listing skips corrupt rows");
-    let mut keys: Vec<_> = listed.iter().map(|entry| entry.key).collect();
-    keys.sort();
     let mut readable = vec![good, nested];
     readable.sort();
-    assert_eq!(keys, readable, "only the readable sessions are listed");
-    let all = store
-        .list_sessions(&cloakroom::ListQuery {
-            user: None,
-            after: None,
-            limit: 100,
-        })
-        .await
-        .expect("the admin listing skips corrupt rows");
-    assert_eq!(all.iter().map(|e| e.key).collect::<Vec<_>>(), readable);
+    let listed = user_keys(store, "carol").await;
+    assert_eq!(listed, readable, "only the readable sessions are listed");
+    let all = all_keys(store, 100).await;
+    assert_eq!(all, readable, "the admin listing skips corrupt rows");
     assert!(matches!(
         store.find_by_handle(&deep.handle()).await,
         Ok(None)
@@ -353,16 +310,8 @@ pub async fn lists_a_user_past_one_page(store: &impl SessionStore) {
         store.insert(&key, &record).await.unwrap();
         written.push(key);
     }
-    let mut listed: Vec<_> = store
-        .list_for_user("paged")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| entry.key)
-        .collect();
-    listed.sort();
     written.sort();
-    assert_eq!(listed, written);
+    assert_eq!(user_keys(store, "paged").await, written);
 }
 
 /// Inserts `n` sessions for one user, then times listing them, revoking all but one,
@@ -414,6 +363,19 @@ pub async fn per_user_scale<S: SessionStore + Clone + 'static>(store: S, n: usiz
         "{what}: {n} sessions of one user: insert {insert:?}, list {list:?}, \
          revoke others {others:?}, revoke all {all:?}, purge {purge:?}"
     );
+}
+
+/// The table `name`, migrated (twice: it is idempotent), keeps sessions.
+pub async fn table_migrates_and_works<D: cloakroom_sqlx::Dialect>(
+    name: &str,
+    store: &cloakroom_sqlx::SqlStore<D>,
+) {
+    store
+        .migrate()
+        .await
+        .unwrap_or_else(|e| panic!("table {name}: {e}"));
+    store.migrate().await.expect("migrate again");
+    table_works(store).await;
 }
 
 /// Every kind of statement works on the store's table.
