@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throwaway Redis Cluster on loopback: three primaries, one replica each, for the Redis
-# failover tests (crates/cloakroom-redis/tests/failover.rs). It never touches the shared
+# failover tests (crates/cloakroom-redis/tests/failover/). It never touches the shared
 # Redis on 6379: its nodes live in DIR and listen on FIRST_PORT..FIRST_PORT+5 (and their
 # cluster bus ports, +10000).
 #

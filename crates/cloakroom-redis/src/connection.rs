@@ -164,8 +164,12 @@ impl Shared {
     /// A call on `slot` got an answer (a value or a server's own error): its shard works.
     fn answered(&self, slot: u16) {
         // The hot path: one read of a flag that is false while the cluster is healthy.
-        if self.failing.load(Ordering::Relaxed) && self.health().answered(slot, Instant::now()) {
-            self.failing.store(false, Ordering::Relaxed);
+        if self.failing.load(Ordering::Relaxed) {
+            let mut health = self.health();
+            // Cleared under the lock, so a failure counted meanwhile cannot be hidden.
+            if health.answered(slot, Instant::now()) {
+                self.failing.store(false, Ordering::Relaxed);
+            }
         }
     }
 

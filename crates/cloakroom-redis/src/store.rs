@@ -66,7 +66,7 @@ pub use setup::{RedisConfig, SetupError};
 ///   would lose.
 /// - When a primary dies, its shard's sessions fail (503) until a replica takes over, in
 ///   about `cluster-node-timeout` plus an election; sessions on other shards keep working.
-///   Measured on loopback (`tests/failover.rs`, node timeout 1 s, a primary killed with
+///   Measured on loopback (`tests/failover/`, node timeout 1 s, a primary killed with
 ///   `SIGKILL` under load): its sessions wrote again after 3.2 to 3.4 s, the other shards
 ///   served thousands of writes meanwhile with about 20 failed (during the client's
 ///   topology refresh), and no acknowledged write was lost, with or without `WAIT`
