@@ -17,7 +17,8 @@ pub struct RedisConfig {
     /// Prefix of every key (default `cloakroom:`), so several apps can share a server.
     pub prefix: String,
     /// Bound on every store operation (default 2 s); past it the operation fails with
-    /// [`StoreError::Timeout`], so a dead server never hangs a request.
+    /// [`StoreError::Timeout`](cloakroom::StoreError::Timeout), so a dead server never hangs
+    /// a request.
     pub operation_timeout: Duration,
     /// Bound on establishing a connection (default 1 s).
     pub connect_timeout: Duration,
