@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use cloakroom::{record, ExpiryPolicy, SessionId, SessionStore, UpdateError};
+use cloakroom::{record, ExpiryPolicy, Record, SessionId, SessionStore, StoreKey, UpdateError};
 use redis::aio::MultiplexedConnection;
 use support::redis_url;
 
@@ -50,6 +50,17 @@ fn with_entry(mut value: rmpv::Value, key: &str, new: rmpv::Value) -> rmpv::Valu
     value
 }
 
+/// A new session keyed reversibly, as Flask-Session keys sessions by their raw ID: the ID,
+/// its key and a fresh record idle for at most `idle`.
+fn new_session(idle: Duration) -> (SessionId, StoreKey, Record) {
+    let id = SessionId::generate().with_reversible_key();
+    let key = id.store_key();
+    let record = ExpiryPolicy::default()
+        .with_idle_timeout(Some(idle))
+        .new_record(record::now());
+    (id, key, record)
+}
+
 #[tokio::test]
 async fn flask_writes_are_conflicts_and_keys_are_flask_sessions() {
     let Some(store) = support::connect().await else {
@@ -59,11 +70,7 @@ async fn flask_writes_are_conflicts_and_keys_are_flask_sessions() {
     let store = store
         .with_prefix(&prefix)
         .with_lifetime(Duration::from_secs(600));
-    let id = SessionId::generate().with_reversible_key();
-    let key = id.store_key();
-    let mut record = ExpiryPolicy::default()
-        .with_idle_timeout(Some(Duration::from_secs(600)))
-        .new_record(record::now());
+    let (id, key, mut record) = new_session(Duration::from_secs(600));
     record.data.insert("n".into(), 1.into());
     store.insert(&key, &record).await.unwrap();
 
@@ -141,11 +148,7 @@ async fn flask_refreshes_keep_the_version_and_flask_changes_are_seen() {
         .with_prefix(&prefix)
         .with_index_prefix(format!("{prefix}~user:"))
         .with_lifetime(Duration::from_secs(3600));
-    let id = SessionId::generate().with_reversible_key();
-    let key = id.store_key();
-    let mut record = ExpiryPolicy::default()
-        .with_idle_timeout(Some(Duration::from_secs(60)))
-        .new_record(record::now());
+    let (id, key, mut record) = new_session(Duration::from_secs(60));
     record.user_id = Some("alice".into());
     store.insert(&key, &record).await.unwrap();
     let loaded = store.load(&key).await.unwrap().unwrap();

@@ -127,6 +127,14 @@ async fn private_store() -> Option<(tempfile::TempDir, support::Server, RedisSto
     Some((dir, server, store))
 }
 
+/// The counter app on a private server, and the cookie of a session it has counted once.
+async fn counted_session() -> Option<(tempfile::TempDir, support::Server, Router, String)> {
+    let (dir, server, store) = private_store().await?;
+    let app = counter_app(store);
+    let (_, cookie) = call(&app, "POST", "/incr", None).await;
+    Some((dir, server, app, cookie.expect("a session cookie")))
+}
+
 /// The commands clients send while `run` runs, as MONITOR sees them: commands that
 /// scripts run inside the server are marked `[0 lua]` and do not count as round trips.
 async fn commands_sent(port: u16, run: impl std::future::Future<Output = ()>) -> Vec<String> {
@@ -161,12 +169,9 @@ type Cost<'a> = (&'a str, &'a str, Option<&'a str>, &'a [&'a str], &'a str);
 
 #[tokio::test]
 async fn a_read_costs_one_round_trip_and_a_write_two() {
-    let Some((_dir, server, store)) = private_store().await else {
+    let Some((_dir, server, app, cookie)) = counted_session().await else {
         return;
     };
-    let app = counter_app(store);
-    let (_, cookie) = call(&app, "POST", "/incr", None).await;
-    let cookie = cookie.unwrap();
     call(&app, "POST", "/incr", Some(&cookie)).await; // the scripts are now cached
 
     let costs: [Cost; 3] = [
@@ -198,13 +203,11 @@ async fn a_read_costs_one_round_trip_and_a_write_two() {
 
 #[tokio::test]
 async fn a_flushed_script_cache_falls_back_to_loading() {
-    let Some((_dir, server, store)) = private_store().await else {
+    let Some((_dir, server, app, cookie)) = counted_session().await else {
         return;
     };
-    let app = counter_app(store);
-    let (_, cookie) = call(&app, "POST", "/incr", None).await;
     let () = support::command(&server.url(), &["SCRIPT", "FLUSH"]).await;
-    let (status, _) = call(&app, "POST", "/incr", Some(&cookie.unwrap())).await;
+    let (status, _) = call(&app, "POST", "/incr", Some(&cookie)).await;
     assert_eq!(
         status,
         StatusCode::OK,
