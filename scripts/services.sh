@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the test servers run on loopback: PostgreSQL (5432, database test), MariaDB
-# (3306, root without password, database test) and Redis (6379). Starts a server that is
-# installed but stopped, installs (apt-get) one that is missing. Safe to run repeatedly.
+# (3306, root without password, database test) and Redis (6379), and the tools the tests
+# run (memcached, wrk). Starts a server that is installed but stopped, installs (apt-get)
+# one that is missing. Safe to run repeatedly.
 set -euo pipefail
 
 log() { echo "services: $*" >&2; }
@@ -79,4 +80,9 @@ fi
 # Memcached: the tests start their own instances on spare ports; only the binary is needed.
 if ! command -v memcached >/dev/null 2>&1; then
   log "installing memcached"; apt_install memcached
+fi
+
+# wrk: the benchmark harness's HTTP tests drive the apps with it.
+if ! command -v wrk >/dev/null 2>&1; then
+  log "installing wrk"; apt_install wrk
 fi
