@@ -131,9 +131,11 @@ async fn cluster_primary_failover_under_load() {
         .collect();
     let waited = kill_under_load(cluster, &durable, &alive, ports[1], false).await;
     eprintln!(
-        "with WAIT 1: {} of {} acknowledged writes lost, other shards {} ok / {} failed after the kill",
-        waited.lost, waited.acknowledged, waited.other_successes, waited.other_failures
+        "with WAIT 1: {} of {} acknowledged writes lost, other shards {} ok / {} failed after the kill, \
+         slowest call {:?}",
+        waited.lost, waited.acknowledged, waited.other_successes, waited.other_failures, waited.slowest
     );
+    assert_bounded(&waited, "with WAIT 1");
     assert_eq!(
         waited.lost, 0,
         "a write a replica acknowledged survives its primary"
@@ -188,8 +190,8 @@ async fn expect_recovery(
 ) {
     eprintln!(
         "{label}: lost shard writing again after {:?} (first session) .. {:?} (last; {} of {} back), \
-         other shards {} ok / {} failed after the kill, {} of {} acknowledged writes lost; \
-         cluster connection rebuilt {} times so far",
+         other shards {} ok / {} failed after the kill, {} of {} acknowledged writes lost, \
+         slowest call {:?}; cluster connection rebuilt {} times so far",
         outcome.first_back,
         outcome.last_back,
         outcome.back,
@@ -198,6 +200,7 @@ async fn expect_recovery(
         outcome.other_failures,
         outcome.lost,
         outcome.acknowledged,
+        outcome.slowest,
         fixture.store.cluster_rebuilds()
     );
     if outcome.back < outcome.on_victim {
@@ -215,5 +218,18 @@ async fn expect_recovery(
     assert!(
         outcome.other_successes > 100,
         "{label}: the other shards kept working"
+    );
+    assert_bounded(outcome, label);
+}
+
+/// Every store call ends within the operation timeout (1 s here), answered or not: a
+/// failover gives callers errors, never a hang. The margin is for a busy machine's
+/// scheduling.
+fn assert_bounded(outcome: &Outcome, label: &str) {
+    let bound = cluster::config().operation_timeout * 2;
+    assert!(
+        outcome.slowest < bound,
+        "{label}: a store call took {:?}, past {bound:?}",
+        outcome.slowest
     );
 }

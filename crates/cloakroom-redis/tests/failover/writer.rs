@@ -25,6 +25,18 @@ struct Tally {
     successes_after_kill: u64,
     events: Vec<(Instant, bool)>,
     last_error: Option<String>,
+    /// The longest any one store call took, answered or failed.
+    slowest: Duration,
+}
+
+impl Tally {
+    /// Runs one store call, keeping the longest.
+    async fn timed<T>(&mut self, call: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = call.await;
+        self.slowest = self.slowest.max(started.elapsed());
+        result
+    }
 }
 
 /// The value of the counter the writer keeps in `record`.
@@ -51,7 +63,9 @@ async fn writer(store: RedisStore, key: StoreKey, shared: Arc<Shared>) -> Tally 
         let next = acked + 1;
         let mut record = current.clone();
         record.data.insert("n".into(), next.into());
-        let outcome = store.update(&key, &record, current.version).await;
+        let outcome = tally
+            .timed(store.update(&key, &record, current.version))
+            .await;
         // Judged when the answer comes: a write in flight at the kill belongs to after it.
         let killed = shared.killed_at.lock().unwrap().is_some();
         tally.events.push((Instant::now(), outcome.is_ok()));
@@ -70,7 +84,7 @@ async fn writer(store: RedisStore, key: StoreKey, shared: Arc<Shared>) -> Tally 
                 if shared.stop.load(Ordering::SeqCst) {
                     return tally;
                 }
-                match store.load(&key).await {
+                match tally.timed(store.load(&key)).await {
                     Ok(Some(found)) => {
                         tally.lost += acked.saturating_sub(counter(&found));
                         acked = counter(&found);
@@ -121,6 +135,8 @@ pub struct Outcome {
     pub acknowledged: u64,
     pub other_failures: u64,
     pub other_successes: u64,
+    /// The longest any one store call took.
+    pub slowest: Duration,
 }
 
 /// Kills the primary `victim` while writers hammer `sessions` (each with its primary's
@@ -180,6 +196,7 @@ pub async fn kill_under_load(
         }
         outcome.lost += tally.lost;
         outcome.acknowledged += tally.acknowledged;
+        outcome.slowest = outcome.slowest.max(tally.slowest);
         if !lost_shard {
             outcome.other_failures += tally.failures_after_kill;
             outcome.other_successes += tally.successes_after_kill;
