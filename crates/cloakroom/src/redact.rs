@@ -6,7 +6,8 @@
 /// printing (a store behind an `Arc`): naming what is shown, rather than what is hidden,
 /// means a field added later stays out of logs until someone decides it is safe.
 ///
-/// `debug_showing!(SessionManager { config })` prints `SessionManager { config: .., .. }`.
+/// `debug_showing!(SessionManager { config })` prints the config's own `Debug`, then `..`:
+/// `SessionManager { config: SessionConfig { … }, .. }`.
 macro_rules! debug_showing {
     ($ty:ident { $($field:ident),* $(,)? }) => {
         impl ::std::fmt::Debug for $ty {
