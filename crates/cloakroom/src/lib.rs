@@ -67,6 +67,7 @@ pub mod keys;
 pub mod memory;
 pub mod purge;
 pub mod record;
+mod redact;
 pub mod sealed;
 pub mod session;
 pub mod store;

@@ -56,6 +56,7 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
+use crate::redact::debug_showing;
 use crate::store::{SessionStore, StoreError};
 use crate::store_wrapper::{forward_store, Operation, StoreFailure};
 
@@ -176,13 +177,7 @@ pub struct InstrumentedStore {
 const METADATA: metrics::Metadata<'static> =
     metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-impl std::fmt::Debug for InstrumentedStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InstrumentedStore")
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(InstrumentedStore { kind });
 
 impl InstrumentedStore {
     /// Instruments `inner`, unless it already is (then it is returned as it is).

@@ -5,28 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{header, StatusCode};
-use axum::Router;
 use cloakroom::testing::{all_keys, counter_app, request_once, user_keys};
 use cloakroom::{record, Record, SessionId, SessionStore, StoreError};
-
-pub async fn call(
-    app: &Router,
-    method: &str,
-    path: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, Option<String>, axum::http::HeaderMap) {
-    let response = request_once(app, method, path, cookie).await;
-    let id = response.session_cookie("id").map(str::to_owned);
-    (response.status(), id, response.headers().clone())
-}
 
 /// Two app instances with separate pools share one table: concurrent increments through
 /// both are all counted.
 pub async fn two_instances_lose_no_updates(a: impl SessionStore, b: impl SessionStore) {
     let (app_a, app_b) = (counter_app(a), counter_app(b));
-    let (status, id, _) = call(&app_a, "POST", "/incr", None).await;
-    assert_eq!(status, StatusCode::OK);
-    let id = id.expect("a session");
+    let first = request_once(&app_a, "POST", "/incr", None).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let id = first.session_cookie("id").expect("a session").to_owned();
     let tasks: Vec<_> = (0..100)
         .map(|i| {
             let app = if i % 2 == 0 {
@@ -35,7 +23,11 @@ pub async fn two_instances_lose_no_updates(a: impl SessionStore, b: impl Session
                 app_b.clone()
             };
             let id = id.clone();
-            tokio::spawn(async move { call(&app, "POST", "/incr", Some(&id)).await.0 })
+            tokio::spawn(async move {
+                request_once(&app, "POST", "/incr", Some(&id))
+                    .await
+                    .status()
+            })
         })
         .collect();
     for task in tasks {
@@ -53,9 +45,9 @@ pub async fn two_instances_lose_no_updates(a: impl SessionStore, b: impl Session
 /// from the layer, nothing hangs; afterwards it recovers by itself.
 pub async fn outage_and_recovery(store: impl SessionStore + Clone, proxy: &super::Proxy) {
     let app = counter_app(store.clone());
-    let (status, id, _) = call(&app, "POST", "/set", None).await;
-    assert_eq!(status, StatusCode::OK);
-    let id = id.unwrap();
+    let first = request_once(&app, "POST", "/set", None).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let id = first.session_cookie("id").unwrap().to_owned();
 
     proxy.cut();
     let started = Instant::now();
@@ -66,15 +58,15 @@ pub async fn outage_and_recovery(store: impl SessionStore + Clone, proxy: &super
             panic!("expected a typed unavailable error while the database is down, got {other:?}")
         }
     }
-    let (status, _, headers) = call(&app, "GET", "/n", Some(&id)).await;
+    let down = request_once(&app, "GET", "/n", Some(&id)).await;
     assert_eq!(
-        status,
+        down.status(),
         StatusCode::SERVICE_UNAVAILABLE,
         "the layer answers 503 while the store is down"
     );
-    assert!(headers.contains_key(header::RETRY_AFTER));
-    let (status, _, _) = call(&app, "POST", "/set", None).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(down.headers().contains_key(header::RETRY_AFTER));
+    let fresh = request_once(&app, "POST", "/set", None).await;
+    assert_eq!(fresh.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "nothing hangs: {:?}",
@@ -84,8 +76,7 @@ pub async fn outage_and_recovery(store: impl SessionStore + Clone, proxy: &super
     proxy.restore().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, _, _) = call(&app, "GET", "/n", Some(&id)).await;
-        if status == StatusCode::OK {
+        if request_once(&app, "GET", "/n", Some(&id)).await.status() == StatusCode::OK {
             break;
         }
         assert!(
@@ -94,9 +85,9 @@ pub async fn outage_and_recovery(store: impl SessionStore + Clone, proxy: &super
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (status, _, _) = call(&app, "POST", "/incr", Some(&id)).await;
+    let after = request_once(&app, "POST", "/incr", Some(&id)).await;
     assert_eq!(
-        status,
+        after.status(),
         StatusCode::OK,
         "the session written before the outage is intact"
     );

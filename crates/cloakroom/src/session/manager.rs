@@ -14,6 +14,7 @@ use crate::group_commit::CommitTurn;
 use crate::id::IdFormat;
 use crate::id::StoreKey;
 use crate::record::ClientMeta;
+use crate::redact::debug_showing;
 use crate::sealed::{CookieCodec, CookieSessions};
 use crate::store::SessionStore;
 use crate::telemetry::InstrumentedStore;
@@ -69,13 +70,8 @@ impl Incoming {
     }
 }
 
-impl std::fmt::Debug for SessionManager {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionManager")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
+// The backend (a store, or the cookie codec and its keys) stays out of logs.
+debug_showing!(SessionManager { config });
 
 impl SessionManager {
     /// A manager over `store`, after checking `config`.

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::integration::RequestClient;
 use crate::record::Record;
+use crate::redact::debug_showing;
 use crate::session::SessionManager;
 use crate::store::{InsertError, StoreError};
 use crate::{SessionError, SessionId};
@@ -203,13 +204,7 @@ pub struct SeededSession {
     value: String,
 }
 
-impl std::fmt::Debug for SeededSession {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeededSession")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
+debug_showing!(SeededSession { name });
 
 impl SeededSession {
     /// The cookie's name (prefix included).
