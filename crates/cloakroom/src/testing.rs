@@ -1,6 +1,6 @@
 //! Testing handlers that use sessions, in process (feature `testing`).
 //!
-//! [`TestClient`] is a browser in miniature for an axum [`Router`](axum::Router) (or an
+//! [`TestClient`] is a browser in miniature for an axum [`Router`] (or an
 //! actix-web `App`, with `cloakroom_actix::testing`): it sends requests through the app
 //! without a network, keeps the session cookie the app hands out, sends
 //! it back on the next request and forgets it when the app removes it. [`TestResponse`]
@@ -62,7 +62,7 @@ pub use stores::{
     all_keys, counter_app, user_keys, NumberedStores, SuitePart, CONCURRENCY_ROUNDS, COUNTER_KEY,
 };
 
-/// An in-process client for a web app (an axum [`Router`](axum::Router), or an actix-web
+/// An in-process client for a web app (an axum [`Router`], or an actix-web
 /// `App` through `cloakroom_actix::testing::ActixApp`) that keeps one session cookie, the
 /// way a browser would.
 ///

@@ -198,6 +198,7 @@ impl SessionManager {
     /// The same, with the `Cookie` header values kept as they are and read only when the
     /// handler first touches the session: what the tower layer uses, so a request that
     /// never touches its session does not parse its cookies.
+    #[cfg(feature = "tower")]
     pub(crate) fn lazy_session(
         self: &Arc<Self>,
         cookies: CookieHeaders,
@@ -239,6 +240,8 @@ impl SessionManager {
 /// A request's `Cookie` header values, kept until its session is first touched. Cloning a
 /// header value shares its bytes; most requests have one `Cookie` line or none.
 #[derive(Debug, Default)]
+// Without the tower layer or DBSC, nothing keeps header lines: only `None` is made.
+#[cfg_attr(not(any(feature = "tower", feature = "dbsc")), allow(dead_code))]
 pub(crate) enum CookieHeaders {
     /// No `Cookie` header.
     #[default]
@@ -251,6 +254,7 @@ pub(crate) enum CookieHeaders {
 
 impl CookieHeaders {
     /// The values of an `http` request's `Cookie` lines.
+    #[cfg(any(feature = "tower", feature = "dbsc"))]
     pub(crate) fn from_values<'a>(mut values: impl Iterator<Item = &'a HeaderValue>) -> Self {
         let Some(first) = values.next() else {
             return Self::None;

@@ -12,6 +12,7 @@ mod state;
 
 pub use handle::Session;
 pub use info::{SessionMetadata, SessionSummary};
+#[cfg(feature = "tower")]
 pub(crate) use manager::CookieHeaders;
 pub use manager::SessionManager;
 // Plumbing for framework integrations, documented in `crate::integration`.
