@@ -1,4 +1,4 @@
-//! `BENCHMARKS.md` and its chart, from a run's [`Results`]: the targets checked
+//! `BENCHMARKS.md` and its chart, from a run's [`Results`](crate::results::Results): the targets checked
 //! ([`checks`]), the tables ([`markdown`]) and the chart ([`chart`]).
 
 mod chart;

@@ -105,6 +105,10 @@ where
     forward_ready!(service);
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
+        #[cfg(feature = "dbsc")]
+        if let Some(answer) = dbsc::answer(&self.manager, &request) {
+            return answer;
+        }
         let client = request_client(&request, self.manager.config());
         let session = self.manager.session(
             request.headers().get_all(COOKIE).map(HeaderValue::as_bytes),
@@ -167,5 +171,77 @@ fn apply<B>(
     if changes.vary_cookie {
         headers.append(VARY, HeaderValue::from_static("cookie"));
     }
+    #[cfg(feature = "dbsc")]
+    for (name, value) in changes.headers {
+        dbsc::append(headers, &name, &value);
+    }
     response
+}
+
+/// Device-bound sessions (feature `dbsc`): the endpoints answered before the app, as the
+/// tower layer does. actix-web speaks another version of the `http` crate, so names and
+/// values cross as bytes.
+#[cfg(feature = "dbsc")]
+mod dbsc {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use actix_web::body::EitherBody;
+    use actix_web::dev::{ServiceRequest, ServiceResponse};
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+    use actix_web::HttpResponse;
+    use cloakroom::integration::{dbsc_endpoint, serve_dbsc};
+    use cloakroom::SessionManager;
+
+    type Answer<B> =
+        Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>>>;
+
+    /// The answer to a request for one of the endpoints; `None` for any other request.
+    pub(super) fn answer<B: 'static>(
+        manager: &Arc<SessionManager>,
+        request: &ServiceRequest,
+    ) -> Option<Answer<B>> {
+        let method = http::Method::from_bytes(request.method().as_str().as_bytes()).ok()?;
+        let endpoint = dbsc_endpoint(manager.config(), &method, request.path())?;
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in request.headers() {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_str().as_bytes()),
+                http::HeaderValue::from_bytes(value.as_bytes()),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        let manager = Arc::clone(manager);
+        let request = request.request().clone();
+        Some(Box::pin(async move {
+            let reply = serve_dbsc(&manager, endpoint, &headers).await;
+            let status = actix_web::http::StatusCode::from_u16(reply.status.as_u16())
+                .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = HttpResponse::build(status).body(reply.body);
+            for (name, value) in &reply.headers {
+                append(response.headers_mut(), name, value);
+            }
+            Ok(ServiceResponse::new(
+                request,
+                response.map_into_right_body(),
+            ))
+        }))
+    }
+
+    /// Appends a header given in cloakroom's `http` types.
+    pub(super) fn append(
+        headers: &mut HeaderMap,
+        name: &http::HeaderName,
+        value: &http::HeaderValue,
+    ) {
+        match (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            (Ok(name), Ok(value)) => headers.append(name, value),
+            _ => tracing::error!("a device-binding header could not be converted"),
+        }
+    }
 }

@@ -45,6 +45,9 @@ struct Meta {
     ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ua: Option<String>,
+    /// The device binding (DBSC), as the record keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    b: Option<Box<Value>>,
 }
 
 /// The session dict for `record` (`key` names a client-side session).
@@ -79,6 +82,7 @@ pub(crate) fn to_dict(
         e: record.auth_epoch.clone(),
         ip: record.client.ip.clone(),
         ua: record.client.user_agent.clone(),
+        b: record.device_binding.clone(),
     };
     dict.insert(META_KEY.to_owned(), serde_json::to_value(meta)?);
     Ok(dict)
@@ -121,6 +125,7 @@ pub(crate) fn from_dict(
     record.persistent = persistent;
     record.user_id = user_id;
     record.auth_epoch = meta.e;
+    record.device_binding = meta.b;
     record.client = ClientMeta::new(meta.ip, meta.ua.as_deref());
     record.version = meta.v.unwrap_or(1);
     let key = meta.k.as_deref().and_then(StoreKey::from_hex);

@@ -94,6 +94,7 @@ impl Sealed for MySql {
                 ip VARCHAR(64) NULL,
                 user_agent VARCHAR(1024) NULL,
                 auth_epoch VARCHAR(255) NULL,
+                device_binding TEXT NULL,
                 INDEX by_expiry (expires_at),
                 -- ordered by (user, key): InnoDB ends a secondary index with the primary key
                 INDEX by_user (user_id)
@@ -120,6 +121,10 @@ impl Sealed for MySql {
         // Tables created before revocation by epoch lack its column.
         if type_of("auth_epoch").is_none() {
             changes.push("ADD COLUMN auth_epoch VARCHAR(255) NULL".to_owned());
+        }
+        // ... and before device-bound sessions, the binding's.
+        if type_of("device_binding").is_none() {
+            changes.push("ADD COLUMN device_binding TEXT NULL".to_owned());
         }
         // Tables created before user ids compared exactly hold them as PAD SPACE text.
         if type_of("user_id").is_some_and(|kind| kind != "varbinary") {

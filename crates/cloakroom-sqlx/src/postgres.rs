@@ -96,11 +96,14 @@ impl Sealed for Postgres {
                     user_id TEXT,
                     ip TEXT,
                     user_agent TEXT,
-                    auth_epoch TEXT
+                    auth_epoch TEXT,
+                    device_binding TEXT
                 )"
             ),
             // Tables created before revocation by epoch lack its column.
             format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS auth_epoch TEXT"),
+            // ... and before device-bound sessions, the binding's.
+            format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS device_binding TEXT"),
             format!("CREATE INDEX IF NOT EXISTS {by_expiry} ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
             format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id, store_key) WHERE user_id IS NOT NULL"),
             format!("DROP INDEX IF EXISTS {old_by_user}"),

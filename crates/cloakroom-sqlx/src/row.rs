@@ -9,7 +9,7 @@ use crate::errors::store_error;
 /// The columns every SELECT returns, in this order; the dialect may read `user_id`
 /// through an expression (see `Dialect::USER_ID`).
 pub fn selected(user_id: &str) -> String {
-    format!("store_key, version, data, created_at, last_active_at, idle_deadline, absolute_deadline, persistent, {user_id}, ip, user_agent, auth_epoch")
+    format!("store_key, version, data, created_at, last_active_at, idle_deadline, absolute_deadline, persistent, {user_id}, ip, user_agent, auth_epoch, device_binding")
 }
 
 /// The columns a record is stored in, as plain values ready to bind.
@@ -25,6 +25,8 @@ pub struct Columns {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub auth_epoch: Option<String>,
+    /// The device binding (DBSC) as JSON text.
+    pub device_binding: Option<String>,
 }
 
 impl Columns {
@@ -41,6 +43,12 @@ impl Columns {
             ip: record.client.ip.clone(),
             user_agent: record.client.user_agent.clone(),
             auth_epoch: record.auth_epoch.clone(),
+            device_binding: record
+                .device_binding
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(StoreError::backend)?,
         })
     }
 }
@@ -63,6 +71,7 @@ struct StoredRow {
     ip: Option<String>,
     user_agent: Option<String>,
     auth_epoch: Option<String>,
+    device_binding: Option<String>,
 }
 
 impl StoredRow {
@@ -88,10 +97,11 @@ impl StoredRow {
                 user_agent: self.user_agent,
             },
             auth_epoch: self.auth_epoch,
-            // No column yet (docs/dbsc.md: a nullable text column, added like
-            // `auth_epoch`): a binding written here is not kept, so the session reads as
-            // unbound and works as without DBSC; it never locks anyone out.
-            device_binding: None,
+            device_binding: self
+                .device_binding
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("device binding is not JSON: {e}")))?,
             version: u64::try_from(self.version)
                 .map_err(|_| StoreError::Corrupt(format!("negative version {}", self.version)))?,
         })
@@ -128,6 +138,7 @@ where
             ip: row.try_get("ip")?,
             user_agent: row.try_get("user_agent")?,
             auth_epoch: row.try_get("auth_epoch")?,
+            device_binding: row.try_get("device_binding")?,
         })
     };
     let record = stored()

@@ -132,7 +132,8 @@ impl Sealed for Sqlite {
                     user_id TEXT,
                     ip TEXT,
                     user_agent TEXT,
-                    auth_epoch TEXT
+                    auth_epoch TEXT,
+                    device_binding TEXT
                 ) WITHOUT ROWID"
             ),
             format!("CREATE INDEX IF NOT EXISTS {by_expiry} ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
@@ -140,16 +141,20 @@ impl Sealed for Sqlite {
             format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id) WHERE user_id IS NOT NULL"),
         ];
         run_schema(pool, &statements).await?;
-        // Tables created before revocation by epoch lack its column.
-        let (has_epoch,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = 'auth_epoch'")
-                .bind(&table.unqualified)
-                .fetch_one(pool)
-                .await
-                .map_err(SetupError::Migrate)?;
+        // Tables created before revocation by epoch, or before device-bound sessions,
+        // lack their column.
         statements.clear();
-        if has_epoch == 0 {
-            statements.push(format!("ALTER TABLE {t} ADD COLUMN auth_epoch TEXT"));
+        for column in ["auth_epoch", "device_binding"] {
+            let (present,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2")
+                    .bind(&table.unqualified)
+                    .bind(column)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(SetupError::Migrate)?;
+            if present == 0 {
+                statements.push(format!("ALTER TABLE {t} ADD COLUMN {column} TEXT"));
+            }
         }
         run_schema(pool, &statements).await
     }

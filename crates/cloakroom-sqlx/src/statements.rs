@@ -25,6 +25,7 @@ pub enum Param {
     Ip,
     UserAgent,
     AuthEpoch,
+    DeviceBinding,
     /// The app's clock (SQLite judges liveness by it; the servers use their own).
     Now,
     User,
@@ -50,6 +51,7 @@ const NAMES: &[(&str, Param)] = &[
     ("ip", Param::Ip),
     ("user_agent", Param::UserAgent),
     ("auth_epoch", Param::AuthEpoch),
+    ("device_binding", Param::DeviceBinding),
     ("now", Param::Now),
     ("user", Param::User),
     ("except", Param::Except),
@@ -189,6 +191,7 @@ impl<'a> Args<'a> {
             Param::Ip => text(|c| &c.ip),
             Param::UserAgent => text(|c| &c.user_agent),
             Param::AuthEpoch => text(|c| &c.auth_epoch),
+            Param::DeviceBinding => text(|c| &c.device_binding),
         }
     }
 }
@@ -230,7 +233,8 @@ impl Statements {
                    last_active_at = excluded.last_active_at, idle_deadline = excluded.idle_deadline,
                    absolute_deadline = excluded.absolute_deadline, persistent = excluded.persistent,
                    user_id = excluded.user_id, ip = excluded.ip, user_agent = excluded.user_agent,
-                   auth_epoch = excluded.auth_epoch, expires_at = excluded.expires_at
+                   auth_epoch = excluded.auth_epoch, device_binding = excluded.device_binding,
+                   expires_at = excluded.expires_at
                  WHERE cur.expires_at IS NOT NULL AND cur.expires_at <= {now}"
             )
         } else {
@@ -250,9 +254,10 @@ impl Statements {
             insert: sql(format!(
                 "INSERT INTO {t}{alias} (store_key, version, data, created_at, last_active_at,
                    idle_deadline, absolute_deadline, persistent, user_id, ip, user_agent,
-                   auth_epoch, expires_at)
+                   auth_epoch, device_binding, expires_at)
                  VALUES (:key, :version, :data, :created_at, :last_active, {idle}, {absolute},
-                   :persistent, :user_id, :ip, :user_agent, :auth_epoch, {expiry}){upsert}"
+                   :persistent, :user_id, :ip, :user_agent, :auth_epoch, :device_binding,
+                   {expiry}){upsert}"
             )),
             upsert: D::UPSERT,
             clear_expired: sql(format!(
@@ -262,7 +267,8 @@ impl Statements {
             update: sql(format!(
                 "UPDATE {t} SET version = version + 1, data = :data, {refreshed},
                    persistent = :persistent, user_id = :user_id, ip = :ip,
-                   user_agent = :user_agent, auth_epoch = :auth_epoch
+                   user_agent = :user_agent, auth_epoch = :auth_epoch,
+                   device_binding = :device_binding
                  WHERE store_key = :key AND version = :expected AND {live}"
             )),
             is_live: sql(format!(

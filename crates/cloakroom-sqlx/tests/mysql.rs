@@ -41,10 +41,22 @@ async fn migrate_converts_a_pad_space_user_column() {
     .await
     .unwrap();
     let kept = cloakroom::SessionId::generate().store_key();
-    let record = scenarios::user_record("zoë", "old", time::Duration::hours(1));
-    cloakroom::SessionStore::insert(&old, &kept, &record)
-        .await
-        .unwrap();
+    // A row as that older version wrote it: the columns of its time only.
+    let now = cloakroom::record::to_unix_ms(cloakroom::record::now());
+    let hour = 3_600_000;
+    sqlx::query(&format!(
+        "INSERT INTO {table} (store_key, version, data, created_at, last_active_at,
+           absolute_deadline, expires_at, persistent, user_id)
+         VALUES (?, 1, '{{}}', ?, ?, ?, ?, false, 'zoë')"
+    ))
+    .bind(kept.as_bytes().as_slice())
+    .bind(now)
+    .bind(now)
+    .bind(now + hour)
+    .bind(now + hour)
+    .execute(&pool)
+    .await
+    .unwrap();
     old.migrate().await.expect("migrate converts the column");
     old.migrate().await.expect("and is idempotent");
     let loaded = cloakroom::SessionStore::load(&old, &kept).await.unwrap();

@@ -88,6 +88,14 @@ macro_rules! integration_constructors {
     };
 }
 
+/// The device-binding endpoints (feature `dbsc`), for integrations other than the tower
+/// layer: ask [`dbsc_endpoint`] whether a request is for one, answer it with
+/// [`serve_dbsc`] instead of the app, and append [`Finish::headers`] to every response.
+#[cfg(feature = "dbsc")]
+pub use crate::dbsc::engine::{
+    endpoint as dbsc_endpoint, serve as serve_dbsc, Endpoint as DbscEndpoint, Reply as DbscReply,
+};
+
 /// What an integration does to the handler's response once the session is committed:
 /// the failure policy's verdict and the session's headers, with no framework type in it,
 /// so every integration answers a failure the same way and only maps this to its own

@@ -71,6 +71,10 @@ async fn insert_load_round_trip(store: Store) {
     r.persistent = true;
     r.client = ClientMeta::new(Some("2001:db8::1".into()), Some("Agent/1.0"));
     r.auth_epoch = Some("epoch-7".into());
+    // A device binding (DBSC) as the engine stores it: opaque JSON every store keeps.
+    r.device_binding = Some(Box::new(
+        json!({"id": "b-1", "state": "bound", "key": {"alg": "ES256", "kty": "EC"}}),
+    ));
     r.version = 7;
     store.insert(&k, &r).await.expect("insert");
     assert_eq!(

@@ -90,15 +90,15 @@ fn decode(stored: &Value) -> Option<DeviceBinding> {
 
 /// One of the two DBSC endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Endpoint {
+pub enum Endpoint {
     /// `POST <registration path>`: the browser registers its key.
     Register,
     /// `POST <refresh path>`: the browser proves possession for a new bound cookie.
     Refresh,
 }
 
-/// Which endpoint, if any, a request is for.
-pub(crate) fn endpoint(config: &SessionConfig, method: &Method, path: &str) -> Option<Endpoint> {
+/// Which endpoint, if any, a request is for (`None` when device binding is off).
+pub fn endpoint(config: &SessionConfig, method: &Method, path: &str) -> Option<Endpoint> {
     let binding = config.device_binding.as_ref()?;
     if method != Method::POST {
         return None;
@@ -112,15 +112,15 @@ pub(crate) fn endpoint(config: &SessionConfig, method: &Method, path: &str) -> O
     }
 }
 
-/// An endpoint's answer, for the layer to turn into its response type.
+/// An endpoint's answer, for the layer (or an integration) to turn into its response.
 #[derive(Debug)]
-pub(crate) struct Reply {
+pub struct Reply {
     /// The status.
-    pub(crate) status: StatusCode,
+    pub status: StatusCode,
     /// The headers (always with `Cache-Control: no-store`).
-    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The body: JSON or empty.
-    pub(crate) body: String,
+    pub body: String,
 }
 
 impl Reply {
@@ -221,12 +221,8 @@ enum SaveError {
     Store(StoreError),
 }
 
-/// Answers a request to one of the endpoints.
-pub(crate) async fn serve(
-    manager: &SessionManager,
-    endpoint: Endpoint,
-    request: &HeaderMap,
-) -> Reply {
+/// Answers a request to one of the endpoints, given its headers.
+pub async fn serve(manager: &SessionManager, endpoint: Endpoint, request: &HeaderMap) -> Reply {
     let config = manager.config();
     let (Some(binding), Some(store)) = (&config.device_binding, manager.store()) else {
         return Reply::new(StatusCode::NOT_FOUND);
