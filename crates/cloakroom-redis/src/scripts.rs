@@ -69,6 +69,12 @@ return 1
 /// KEYS: session [, user set]. ARGV: now, expected version, r, la, i, u, member.
 /// Returns {1, previous user} on success, {0, ''} on a version conflict, {-1, ''} if the
 /// session is gone. The absolute deadline stays as inserted.
+///
+/// The index entry is added only when the user changes: a live session of a user is
+/// always in that user's set already (insert, rename and earlier updates put it there,
+/// listings prune only dead members, revocation deletes the session with its member), and
+/// the set outlives the session's absolute deadline, which an update never moves. That
+/// skips four of the script's seven commands on every write of a logged-in session.
 pub static UPDATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -78,7 +84,7 @@ if h[1] ~= ARGV[2] then return {0, ''} end
 local x = earliest(ARGV[5], h[3])
 redis.call('HSET', KEYS[1], 'v', tostring(tonumber(ARGV[2]) + 1), 'r', ARGV[3], 'la', ARGV[4], 'i', ARGV[5], 'x', x, 'u', ARGV[6])
 expire(KEYS[1], x)
-if KEYS[2] then index_add(KEYS[2], ARGV[7], h[3]) end
+if KEYS[2] and h[4] ~= ARGV[6] then index_add(KEYS[2], ARGV[7], h[3]) end
 return {1, h[4] or ''}
 ",
     )
