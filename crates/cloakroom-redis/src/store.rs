@@ -336,8 +336,6 @@ impl SessionStore for RedisStore {
             if single && !user.is_empty() {
                 invocation.key(self.user_key(&user));
             }
-            // The script trusts this expiry only if the stored absolute deadline is this
-            // record's, which spares it converting timestamps to numbers (see UPDATE).
             invocation
                 .arg(to_unix_ms(now()))
                 .arg(expected_version)
@@ -345,8 +343,6 @@ impl SessionStore for RedisStore {
                 .arg(encode(record).map_err(UpdateError::Store)?)
                 .arg(to_unix_ms(record.last_active_at))
                 .arg(ms(record.idle_deadline))
-                .arg(ms(record.expires_at()))
-                .arg(ms(record.absolute_deadline))
                 .arg(&user);
             let mut connection = self.connection.clone();
             let status: i64 = invocation
