@@ -94,14 +94,19 @@ pub static UPDATE: LazyLock<Script> = LazyLock::new(|| {
 local h = redis.call('HMGET', KEYS[1], 'v', 'x', 'a', 'u')
 local x = h[2]
 if not x then return -1 end
+-- Two timestamps of as many digits compare as strings, which spares a tonumber() (two
+-- strtod()s) per operand on every write; Unix milliseconds all have 13 digits from 2001 to
+-- 2286. A deadline that is not a number (a damaged hash) still counts as dead.
 if x ~= '' then
   local n = tonumber(x)
-  if n == nil or n <= tonumber(ARGV[1]) then return -1 end
+  if n == nil then return -1 end
+  local now = ARGV[1]
+  if #x == #now then
+    if x <= now then return -1 end
+  elseif n <= tonumber(now) then return -1 end
 end
 if h[1] ~= ARGV[2] then return 0 end
--- The earlier deadline. Two deadlines of as many digits compare as strings, which spares
--- the two tonumber()s (each two strtod()s) on every write; Unix milliseconds all have 13
--- digits from 2001 to 2286.
+-- The earlier deadline, compared as above.
 local a, i = h[3], ARGV[6]
 x = i
 if i == '' then x = a

@@ -269,3 +269,26 @@ async fn an_update_expires_the_key_at_the_stored_deadlines() {
         );
     }
 }
+
+/// The update script compares deadlines as strings when they have as many digits, but a
+/// deadline that is not a number still counts as dead, whatever its length.
+#[tokio::test]
+async fn an_update_finds_no_session_behind_a_damaged_deadline() {
+    let Some((_dir, server, store)) = private_store().await else {
+        return;
+    };
+    let t = cloakroom::record::now();
+    let record = cloakroom::Record::new(t, Some(t + time::Duration::hours(1)), None);
+    // The second sorts after every 13-digit deadline.
+    for x in ["soon", "zzzzzzzzzzzzz"] {
+        let key = SessionId::generate().store_key();
+        store.insert(&key, &record).await.unwrap();
+        let session = format!("cloakroom:s:{{{}}}", key.to_hex());
+        let () = support::command(&server.url(), &["HSET", &session, "x", x]).await;
+        let outcome = store.update(&key, &record, record.version).await;
+        assert!(
+            matches!(outcome, Err(cloakroom::UpdateError::Missing)),
+            "deadline {x:?}: {outcome:?}"
+        );
+    }
+}
