@@ -40,7 +40,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for counter in 1..=updates {
         let expected = record.version;
         record.data.insert("counter".into(), counter.into());
-        record.last_active_at = now();
+        // Each write moves the idle deadline, as writes a request apart do: thousands of
+        // these fall in one millisecond, and a deadline that did not move would spare the
+        // script its PEXPIREAT.
+        let counter_ms = i64::try_from(counter)?;
+        record.last_active_at = start + time::Duration::milliseconds(counter_ms);
         record.idle_deadline = Some(record.last_active_at + time::Duration::minutes(30));
         store.update(&key, &record, expected).await?;
         record.version += 1;
