@@ -8,9 +8,18 @@
 //! redis-cli -p 7399 INFO commandstats
 //! ```
 //!
-//! `UPDATES` (default 20000) sets N; `USER_ID` gives the session a user, so every write runs
-//! the user-index part of the script too (the user never changes between writes). The
-//! session holds a counter and a short string, like the benchmark's S3 session.
+//! `UPDATES` (default 20000) sets N; `USER_ID` gives the session a user (who never changes
+//! between writes, so the script never needs to touch the user's index). The session holds
+//! a counter and a short string, like the benchmark's S3 session.
+//!
+//! Wall-clock µs swing by half on a loaded machine; instruction counts do not. For those,
+//! run the server under callgrind, counting only inside `EVALSHA`, and divide by its calls:
+//!
+//! ```text
+//! valgrind --tool=callgrind --toggle-collect=evalShaCommand redis-server --port 7398 --save ""
+//! callgrind_control -z; (run this example against port 7398); callgrind_control -d
+//! callgrind_annotate callgrind.out.PID.1 | grep 'PROGRAM TOTALS'
+//! ```
 
 use cloakroom::record::now;
 use cloakroom::{Record, SessionId, SessionStore};
