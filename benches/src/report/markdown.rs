@@ -133,6 +133,24 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
          11.8 µs of Redis CPU per `EVALSHA`, of which the commands it runs are 2 µs and Lua's fixed cost the \
          rest (a script that only returns 1 costs 2 µs), against 0.9 µs per blind `SET`. On two cores shared \
          by the load generator, the app and Redis, that CPU is the gap to the peers' blind overwrites.\n\
+         - **Redis writes, after the update script's cuts.** Measured with `cargo run -p cloakroom-redis \
+         --example update_cost` (20,000 compare-and-set updates of one session, each moving its idle \
+         deadline) against a `redis-server` of its own: instructions per `EVALSHA` from callgrind on the \
+         server (`--toggle-collect=evalShaCommand`), µs from `INFO commandstats` (medians of five \
+         interleaved runs on the loaded machine). Before → after: 70,400 → 52,500 instructions and 13.2 \
+         → 8.6 µs for an anonymous session, 87,500 → 54,800 instructions and 16.4 → 9.5 µs for a \
+         logged-in one. What each cut bought (instructions, anonymous / logged in): the user index \
+         maintained only when the user changes, 0 / 14,800; the new version computed by the caller, an \
+         integer reply instead of a table (Redis probes a returned table for error and RESP3 fields), \
+         `u` and the TTL rewritten only when they change, 12,200 / 12,800; helpers inline and the caller's \
+         expiry and absolute deadline no longer sent (seven arguments again, where a ninth grows `ARGV` \
+         from 8 slots to 16), 4,100 / 3,600; deadlines \
+         of as many digits compared as strings instead of through `tonumber` (two `strtod`s each), 1,600 \
+         / 1,600. The 5 µs target stays missed: what is left is Redis 7.0's price of a script and of \
+         each `redis.call`. `EVALSHA` of `return 1` with the same eight arguments is 14,500 instructions \
+         (1.8–2.2 µs), and the three commands a compare-and-set needs (`HMGET` of 4 fields, `HSET` of 5, \
+         `PEXPIREAT`) add 10,900, 9,300 and 4,900 with their replies converted to Lua: about 40,000 \
+         before the script compares anything. Going lower takes another mechanism than a Lua script.\n\
          - **Redis reads.** One `HMGET` like the peers' one `GET`, but redis-rs parses each bulk reply \
          through its combinator parser (about 1,500 instructions a field), and the record is JSON with its \
          deadlines and client metadata. `load` now asks for five fields instead of seven.\n\

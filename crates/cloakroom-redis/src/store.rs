@@ -339,19 +339,21 @@ impl SessionStore for RedisStore {
             invocation
                 .arg(to_unix_ms(now()))
                 .arg(expected_version)
+                .arg(expected_version + 1)
                 .arg(encode(record).map_err(UpdateError::Store)?)
                 .arg(to_unix_ms(record.last_active_at))
                 .arg(ms(record.idle_deadline))
-                .arg(&user)
-                .arg(key.to_hex());
+                .arg(&user);
             let mut connection = self.connection.clone();
-            let (status, previous_user): (i64, String) = invocation
+            let status: i64 = invocation
                 .invoke_async(&mut connection)
                 .await
                 .map_err(store_error)?;
             match status {
-                1 => {
-                    if !single && !user.is_empty() && previous_user != user {
+                1 | 2 => {
+                    // 2: the user changed, so (in a cluster, where the script cannot reach
+                    // the user's set) the session joins its new user's index here.
+                    if !single && !user.is_empty() && status == 2 {
                         self.index(&user, key, record.absolute_deadline).await?;
                     }
                     let user = Some(user.as_str()).filter(|user| !user.is_empty());

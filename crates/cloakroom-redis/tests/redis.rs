@@ -237,3 +237,61 @@ async fn index_sets_expire_with_their_sessions() {
         "the user's set expires with the latest absolute deadline ({ttl} ms)"
     );
 }
+
+/// The update script takes the caller's expiry only when the caller's absolute deadline is
+/// the stored one; a caller that moved it gets the expiry from the stored deadline.
+#[tokio::test]
+async fn an_update_expires_the_key_at_the_stored_deadlines() {
+    let Some((_dir, server, store)) = private_store().await else {
+        return;
+    };
+    let t = cloakroom::record::now();
+    let hours = time::Duration::hours;
+    let mut record = cloakroom::Record::new(t, Some(t + hours(1)), Some(t + hours(2)));
+    let key = SessionId::generate().store_key();
+    store.insert(&key, &record).await.unwrap();
+    let session = format!("cloakroom:s:{{{}}}", key.to_hex());
+
+    // (idle deadline, absolute deadline the caller sends, expected expiry in hours, why)
+    let steps = [
+        (3, 2, 2, "the absolute deadline comes first"),
+        (1, 2, 1, "the idle deadline comes first"),
+        (1, 500, 1, "a moved absolute deadline is ignored"),
+        (3, 500, 2, "the stored absolute deadline still comes first"),
+    ];
+    for (idle, absolute, expected, why) in steps {
+        record.idle_deadline = Some(t + hours(idle));
+        record.absolute_deadline = Some(t + hours(absolute));
+        store.update(&key, &record, record.version).await.unwrap();
+        record.version += 1;
+        let ttl: i64 = support::command(&server.url(), &["PTTL", &session]).await;
+        let expected = expected * 3_600_000;
+        assert!(
+            ttl <= expected && ttl > expected - 60_000,
+            "{why}: {ttl} ms, not {expected}"
+        );
+    }
+}
+
+/// The update script compares deadlines as strings when they have as many digits, but a
+/// deadline that is not a number still counts as dead, whatever its length.
+#[tokio::test]
+async fn an_update_finds_no_session_behind_a_damaged_deadline() {
+    let Some((_dir, server, store)) = private_store().await else {
+        return;
+    };
+    let t = cloakroom::record::now();
+    let record = cloakroom::Record::new(t, Some(t + time::Duration::hours(1)), None);
+    // The second sorts after every 13-digit deadline.
+    for x in ["soon", "zzzzzzzzzzzzz"] {
+        let key = SessionId::generate().store_key();
+        store.insert(&key, &record).await.unwrap();
+        let session = format!("cloakroom:s:{{{}}}", key.to_hex());
+        let () = support::command(&server.url(), &["HSET", &session, "x", x]).await;
+        let outcome = store.update(&key, &record, record.version).await;
+        assert!(
+            matches!(outcome, Err(cloakroom::UpdateError::Missing)),
+            "deadline {x:?}: {outcome:?}"
+        );
+    }
+}
