@@ -5,6 +5,7 @@
 
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
+use cloakroom::record::DeviceBindingState;
 use cloakroom::{Session, SessionError, SessionHandle};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -170,6 +171,11 @@ pub async fn logout(session: &Session) -> ApiResult {
 }
 
 pub async fn me(session: &Session) -> ApiResult {
+    // A session loaded as bound came with a valid bound cookie: this is the device.
+    let device_bound = matches!(
+        session.device_binding().await?,
+        Some(DeviceBindingState::Bound { .. })
+    );
     match session.metadata().await? {
         Some(meta) if meta.user.is_some() => Ok(json!({
             "user": meta.user,
@@ -178,6 +184,7 @@ pub async fn me(session: &Session) -> ApiResult {
             "last_active_at": rfc3339(Some(meta.last_active_at)),
             "idle_expires_at": rfc3339(meta.idle_deadline),
             "absolute_expires_at": rfc3339(meta.absolute_deadline),
+            "device_bound": device_bound,
         })),
         _ => Err(unauthorized()),
     }

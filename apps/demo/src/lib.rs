@@ -25,9 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use cloakroom::dbsc::binding::DeviceBindingConfig;
 use cloakroom::{
-    BoxError, ConfigError, CookieConfig, EpochSource, ExpiryPolicy, SessionConfig, SessionManager,
-    SessionStore,
+    BoxError, ConfigError, CookieConfig, EpochSource, ExpiryPolicy, KeyRing, SessionConfig,
+    SessionManager, SessionStore,
 };
 
 /// The seeded users and their passwords.
@@ -77,6 +78,10 @@ pub struct Settings {
     /// How many live sessions one user may have: a login past it revokes the user's
     /// oldest session. `0` turns the cap off.
     pub max_sessions_per_user: usize,
+    /// Device-bound sessions (DBSC), on by default: logins offer the browser a binding,
+    /// with bound cookies MAC'd with this key ring. `None` turns it off (client-side
+    /// sessions cannot have it). Browsers without DBSC work exactly as without it.
+    pub device_binding: Option<KeyRing>,
 }
 
 impl Default for Settings {
@@ -86,6 +91,11 @@ impl Default for Settings {
             absolute_timeout: None,
             secure_cookies: true,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+            // A fresh ring: bound cookies then last until the demo restarts, after which
+            // bound sessions read as logged out (the binary takes CLOAKROOM_DEMO_KEY).
+            device_binding: Some(
+                KeyRing::parse(&cloakroom::generate_key()).expect("a generated key parses"),
+            ),
         }
     }
 }
@@ -101,9 +111,13 @@ impl Settings {
                     .with_idle_timeout(self.idle_timeout.or(defaults.idle_timeout()))
                     .with_absolute_timeout(self.absolute_timeout.or(defaults.absolute_timeout())),
             );
-        match self.max_sessions_per_user {
+        let config = match self.max_sessions_per_user {
             0 => config,
             cap => config.with_max_sessions_per_user(cap),
+        };
+        match &self.device_binding {
+            Some(keys) => config.with_device_binding(DeviceBindingConfig::new(keys.clone())),
+            None => config,
         }
     }
 }

@@ -42,6 +42,13 @@ struct Args {
     /// oldest session. 0 turns the cap off.
     #[arg(long, default_value_t = cloakroom_demo::DEFAULT_MAX_SESSIONS_PER_USER)]
     max_sessions_per_user: usize,
+    /// Turn device-bound sessions (DBSC) off. They are on for server-side stores: a
+    /// login offers the browser a binding, and a browser that registers a key must then
+    /// refresh a short-lived bound cookie to stay logged in; browsers without DBSC are not
+    /// affected. Bound cookies are MAC'd with CLOAKROOM_DEMO_KEY when set, otherwise with
+    /// a key made at startup (bound sessions then read as logged out after a restart).
+    #[arg(long)]
+    no_device_binding: bool,
 }
 
 /// The web frameworks the demo runs on.
@@ -68,11 +75,19 @@ async fn main() {
 
 async fn run(args: Args) -> Result<(), String> {
     let epochs = DemoEpochs::default();
+    let device_binding = if args.no_device_binding {
+        None
+    } else if std::env::var_os("CLOAKROOM_DEMO_KEY").is_some() {
+        Some(KeyRing::from_env("CLOAKROOM_DEMO_KEY").map_err(|e| e.to_string())?)
+    } else {
+        Settings::default().device_binding
+    };
     let settings = Settings {
         idle_timeout: args.idle_timeout,
         absolute_timeout: args.absolute_timeout,
         secure_cookies: !args.insecure_cookies,
         max_sessions_per_user: args.max_sessions_per_user,
+        device_binding,
     };
     if settings.secure_cookies && !args.addr.ip().is_loopback() {
         tracing::warn!(
@@ -82,11 +97,21 @@ async fn run(args: Args) -> Result<(), String> {
         );
     }
     let config = settings.session_config().with_epochs(epochs.clone());
+    // Client-side sessions cannot be device-bound (the key would ride in the very cookie
+    // it guards, and the manager refuses the combination): they run without it.
+    let client_side_config = Settings {
+        device_binding: None,
+        ..settings.clone()
+    }
+    .session_config()
+    .with_epochs(epochs.clone());
     let manager = if args.store == "cookie://" {
         // Client-side sessions, encrypted with the key ring in CLOAKROOM_DEMO_KEY.
         let ring = KeyRing::from_env("CLOAKROOM_DEMO_KEY").map_err(|e| e.to_string())?;
-        SessionManager::cookie(CookieSessions::encrypted(ring), config)
-    } else if let Some(manager) = cloakroom_stores::open_client_side(&args.store, config.clone()) {
+        SessionManager::cookie(CookieSessions::encrypted(ring), client_side_config)
+    } else if let Some(manager) =
+        cloakroom_stores::open_client_side(&args.store, client_side_config)
+    {
         // flask-cookie://: a Flask app's own cookie, keys in FLASK_SECRET_KEY.
         Ok(manager.map_err(|e| e.to_string())?)
     } else {

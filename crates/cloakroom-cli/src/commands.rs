@@ -206,7 +206,13 @@ pub async fn show(
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
     let entry = find_entry(store, handle).await?;
-    let value = entry_json(&entry, format);
+    let mut value = entry_json(&entry, format);
+    // Only for sessions that have a binding, so the output for every other session (what
+    // scripts parse) stays exactly as it was.
+    let binding = entry.record.device_binding_state();
+    if let Some(state) = &binding {
+        value["device_binding"] = json!(state.to_string());
+    }
     if format.json {
         writeln!(
             out,
@@ -234,10 +240,13 @@ pub async fn show(
         "user_agent",
         "keys",
     ];
-    let rows: Vec<Vec<String>> = fields
+    let mut rows: Vec<Vec<String>> = fields
         .iter()
         .map(|f| vec![(*f).to_owned(), text(&value[*f])])
         .collect();
+    if let Some(state) = binding {
+        rows.push(vec!["device_binding".to_owned(), state.to_string()]);
+    }
     write_table(out, &["FIELD", "VALUE"], &rows)?;
     if format.show_data {
         writeln!(

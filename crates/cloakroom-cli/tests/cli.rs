@@ -198,6 +198,55 @@ async fn every_command_on_sqlite() {
     exercise_in_scratch("sqlite", "cli.db").await;
 }
 
+/// `show` says whether a session is bound to a device key (DBSC), in the table and in
+/// `--json`, and prints nothing new for a session without a binding.
+#[tokio::test]
+async fn show_says_whether_a_session_is_device_bound() {
+    let (_dir, url) = scratch_url("sqlite", "bound.db");
+    let store = Backend::open(&url).await.unwrap().shared();
+    // The stored shape of `cloakroom::dbsc::binding::DeviceBinding` (the CLI reads it
+    // without the dbsc feature).
+    let bound = json!({"id": "b1", "state": "bound", "challenges": [],
+        "key": {"alg": "ES256", "kty": "EC", "point": "BAAA", "thumbprint": "t"}});
+    let pending = json!({"id": "p1", "state": "pending", "authorization": "a",
+        "algorithms": ["ES256", "RS256"],
+        "challenge": {"value": "c", "expires_at": 0}});
+    let mut handles = Vec::new();
+    for binding in [Some(bound), Some(pending), None] {
+        let mut record = ExpiryPolicy::default().new_record(record::now());
+        record.user_id = Some("alice".into());
+        record.device_binding = binding.map(Box::new);
+        let key = SessionId::generate().store_key();
+        store.insert(&key, &record).await.unwrap();
+        handles.push(key.handle().to_string());
+    }
+
+    let shown = ok(&cloakroom(&url, &["show", &handles[0]]));
+    assert!(
+        shown
+            .lines()
+            .any(|line| line.starts_with("device_binding")
+                && line.trim_end().ends_with("bound (ES256)")),
+        "{shown}"
+    );
+    let shown = json_of(&cloakroom(&url, &["show", &handles[0], "--json"]));
+    assert_eq!(shown["device_binding"], "bound (ES256)");
+    let shown = ok(&cloakroom(&url, &["show", &handles[1]]));
+    assert!(
+        shown
+            .lines()
+            .any(|line| line.starts_with("device_binding") && line.trim_end().ends_with("pending")),
+        "{shown}"
+    );
+    let shown = json_of(&cloakroom(&url, &["show", &handles[1], "--json"]));
+    assert_eq!(shown["device_binding"], "pending");
+    // Unbound: no new line, no new field.
+    let shown = ok(&cloakroom(&url, &["show", &handles[2]]));
+    assert!(!shown.contains("device_binding"), "{shown}");
+    let shown = json_of(&cloakroom(&url, &["show", &handles[2], "--json"]));
+    assert!(shown.get("device_binding").is_none(), "{shown}");
+}
+
 /// `list` names devices as people do, keeping the raw user agent in `--json` and `show`;
 /// `watch` refreshes the stats, with the change since the previous refresh.
 #[tokio::test]

@@ -114,6 +114,62 @@ impl Record {
         self.last_active_at = touch.last_active_at;
         self.idle_deadline = touch.idle_deadline;
     }
+
+    /// Where the session's device binding (DBSC) stands, read from the opaque
+    /// [`device_binding`](Self::device_binding) value. Works without the `dbsc` feature,
+    /// so an admin tool can show it without the signature crates. `None`: no binding, or
+    /// a value this version cannot read.
+    ///
+    /// ```
+    /// use cloakroom::record::{now, DeviceBindingState, Record};
+    /// let mut record = Record::new(now(), None, None);
+    /// assert_eq!(record.device_binding_state(), None);
+    /// record.device_binding = Some(Box::new(serde_json::json!(
+    ///     {"id": "a", "state": "bound", "key": {"alg": "ES256", "kty": "EC"}}
+    /// )));
+    /// assert_eq!(
+    ///     record.device_binding_state(),
+    ///     Some(DeviceBindingState::Bound { algorithm: "ES256".into() })
+    /// );
+    /// ```
+    pub fn device_binding_state(&self) -> Option<DeviceBindingState> {
+        let binding = self.device_binding.as_deref()?;
+        // The shape `dbsc::binding::DeviceBinding` serialises to: an internally tagged
+        // `state`, and for a bound key its JOSE `alg` (checked against the real type in
+        // the dbsc tests).
+        match binding.get("state")?.as_str()? {
+            "pending" => Some(DeviceBindingState::Pending),
+            "bound" => Some(DeviceBindingState::Bound {
+                algorithm: binding.get("key")?.get("alg")?.as_str()?.to_owned(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Where a session's device binding (DBSC) stands: see
+/// [`Record::device_binding_state`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceBindingState {
+    /// A binding was offered at login; the browser has not registered a key (a browser
+    /// without DBSC never does). The session works as an unbound one.
+    Pending,
+    /// The browser registered a key: requests need a valid bound cookie.
+    Bound {
+        /// The key's JOSE algorithm: `ES256` or `RS256`.
+        algorithm: String,
+    },
+}
+
+impl std::fmt::Display for DeviceBindingState {
+    /// `pending`, or `bound (ES256)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pending => f.write_str("pending"),
+            Self::Bound { algorithm } => write!(f, "bound ({algorithm})"),
+        }
+    }
 }
 
 /// The new activity time and idle deadline that [`touch`](crate::SessionStore::touch) writes.

@@ -61,6 +61,15 @@ fn site_with(binding: bool) -> Site {
             }),
         )
         .route(
+            "/binding",
+            get(|session: Session| async move {
+                match session.device_binding().await.unwrap() {
+                    Some(state) => state.to_string(),
+                    None => "none".into(),
+                }
+            }),
+        )
+        .route(
             "/cycle",
             post(|session: Session| async move { session.cycle_id().await.unwrap() }),
         )
@@ -253,6 +262,8 @@ async fn registration_binds_and_the_bound_cookie_is_then_required() {
     assert_eq!(reply.param("secure-session-challenge", "id"), id);
     assert!(browser.cookies.contains_key(BOUND_COOKIE));
     assert_eq!(browser.whoami(&site).await, "alice");
+    let binding = browser.send(&site, "GET", "/binding", &[]).await.body;
+    assert_eq!(binding, "bound (ES256)");
 
     // The session cookie alone (copied by a thief) is not logged in, and the stored
     // session is left exactly as it was: not destroyed, not touched, not rotated.
@@ -466,6 +477,8 @@ async fn clients_without_dbsc_work_as_before() {
         .unwrap()
         .starts_with("(ES256 RS256);path=\"/.cloakroom/dbsc/register\""));
     assert_eq!(browser.whoami(&site).await, "alice");
+    let binding = browser.send(&site, "GET", "/binding", &[]).await.body;
+    assert_eq!(binding, "pending");
     browser.send(&site, "POST", "/cycle", &[]).await;
     assert_eq!(browser.whoami(&site).await, "alice");
     // Binding off: no offer, and the endpoints are the app's (here: none).
@@ -473,6 +486,8 @@ async fn clients_without_dbsc_work_as_before() {
     let mut browser = Browser::default();
     let login = browser.login(&site, "alice").await;
     assert!(login.header("secure-session-registration").is_none());
+    let binding = browser.send(&site, "GET", "/binding", &[]).await.body;
+    assert_eq!(binding, "none");
     let reply = browser.send(&site, "POST", REGISTER, &[]).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }

@@ -194,3 +194,68 @@ async fn a_store_outage_is_503_with_retry_after() {
         Some("5")
     );
 }
+
+/// The value of `name="…"` in a DBSC header.
+fn param(value: &str, name: &str) -> String {
+    let start = value.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+    value[start..][..value[start..].find('"').unwrap()].to_owned()
+}
+
+/// Device-bound sessions are on by default: a client without DBSC gets the offer header on
+/// login and `device_bound: false`, and otherwise works as before; a browser that registers
+/// a key sees `device_bound: true`, and its session cookie copied alone is not logged in.
+#[tokio::test]
+async fn me_says_whether_the_device_is_bound() {
+    use cloakroom::dbsc::test_signer::{new_key, registration_proof};
+
+    let app = app();
+    let json = ("content-type", "application/json");
+    let credentials = r#"{"username":"alice","password":"wonderland"}"#;
+    let login = send_headers(&app, "POST", "/api/login", &[json], credentials).await;
+    assert_eq!(login.status(), StatusCode::OK);
+    let offer = login.headers()["secure-session-registration"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(offer.starts_with("(ES256 RS256);path=\"/.cloakroom/dbsc/register\""));
+    let session = login.session_cookie("id").unwrap().to_owned();
+    let me = get(&app, "/api/me", Some(&session)).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["device_bound"], false);
+
+    // The browser registers a key: it gets the bound cookie, and `/api/me` says so.
+    let device = new_key();
+    let proof = registration_proof(
+        &device,
+        &param(&offer, "challenge"),
+        &param(&offer, "authorization"),
+    );
+    let session_cookie = format!("id={session}");
+    let registered = send_headers(
+        &app,
+        "POST",
+        "/.cloakroom/dbsc/register",
+        &[
+            ("cookie", &session_cookie),
+            ("secure-session-response", &proof),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(registered.status(), StatusCode::OK, "{}", registered.text());
+    let bound = registered
+        .session_cookie("cloakroom_bound")
+        .expect("a bound cookie")
+        .to_owned();
+    let both = format!("id={session}; cloakroom_bound={bound}");
+    let me = send_headers(&app, "GET", "/api/me", &[("cookie", &both)], "").await;
+    assert_eq!(me.status(), StatusCode::OK);
+    let me: serde_json::Value = me.json();
+    assert_eq!(me["user"], "alice");
+    assert_eq!(me["device_bound"], true);
+    // The session cookie alone (a copy) is no longer logged in.
+    assert_eq!(
+        get(&app, "/api/me", Some(&session)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -110,6 +110,23 @@ pub async fn get_response(app: &App, path: &str, cookie: &str) -> TestResponse {
     request(app, "GET", path, Some(cookie), None, "").await
 }
 
+/// `method path` with exactly these headers (cookies included): the whole response.
+pub async fn send_headers(
+    app: &App,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> TestResponse {
+    let mut request = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    TestClient::shared(Arc::clone(app))
+        .send(request.body(Body::from(body.to_owned())))
+        .await
+}
+
 async fn request(
     app: &App,
     method: &str,

@@ -462,6 +462,17 @@ impl Session {
         }))
     }
 
+    /// Where this session's device binding (DBSC) stands; `None` when it has none.
+    ///
+    /// A session loaded as [`Bound`](crate::record::DeviceBindingState::Bound) came with a
+    /// valid bound cookie (one without it is loaded as a new anonymous session), so this
+    /// request comes from the device that holds the key.
+    pub async fn device_binding(
+        &self,
+    ) -> Result<Option<crate::record::DeviceBindingState>, SessionError> {
+        Ok(self.loaded().await?.record.device_binding_state())
+    }
+
     /// When the session dies unless used again (the earlier deadline).
     pub async fn expires_at(&self) -> Result<Option<OffsetDateTime>, SessionError> {
         Ok(self.loaded().await?.record.expires_at())

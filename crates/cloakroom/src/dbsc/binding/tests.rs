@@ -191,11 +191,25 @@ fn bindings_round_trip_through_json() {
     let (binding, next) = registered(&config, &device, now);
     let stored = serde_json::to_value(&binding).unwrap();
     assert_eq!(stored["state"], "bound");
+    // The feature-independent reader (`cloakroom show`) sees the same state.
+    let mut record = crate::Record::new(now, None, None);
+    record.device_binding = Some(Box::new(stored.clone()));
+    assert_eq!(
+        record.device_binding_state(),
+        Some(crate::record::DeviceBindingState::Bound {
+            algorithm: "ES256".into()
+        })
+    );
     let mut loaded: DeviceBinding = serde_json::from_value(stored).unwrap();
     assert_eq!(loaded, binding);
     let proof = refresh_proof(&device, &challenge_of(&next));
     assert_eq!(loaded.refresh(proof.as_bytes(), now), Ok(()));
     let (pending, _) = DeviceBinding::offer(&config, now).unwrap();
+    record.device_binding = Some(Box::new(serde_json::to_value(&pending).unwrap()));
+    assert_eq!(
+        record.device_binding_state(),
+        Some(crate::record::DeviceBindingState::Pending)
+    );
     let stored = serde_json::to_string(&pending).unwrap();
     assert_eq!(
         serde_json::from_str::<DeviceBinding>(&stored).unwrap(),
