@@ -138,6 +138,47 @@ fn cookies_are_secure_on_loopback_unless_insecure_cookies_is_given() {
     assert!(!cookie.contains("Secure"), "{cookie}");
 }
 
+/// The response headers of a login as alice to the demo on the memory store, run with
+/// `flags`.
+fn login_headers_with(flags: &[&str]) -> String {
+    let port = free_port();
+    let demo = Demo::start(port, "memory://", flags, "info");
+    wait_for_port(port, "the demo");
+    let body = r#"{"username":"alice","password":"wonderland"}"#;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    demo.stop();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase()
+}
+
+#[test]
+fn logins_offer_device_binding_unless_no_device_binding_is_given() {
+    let headers = login_headers_with(&[]);
+    assert!(
+        headers.contains("\r\nsecure-session-registration: (es256 rs256);"),
+        "{headers}"
+    );
+    let headers = login_headers_with(&["--no-device-binding"]);
+    assert!(
+        !headers.contains("secure-session-registration"),
+        "{headers}"
+    );
+    assert!(headers.contains("set-cookie: id="), "{headers}");
+}
+
 #[test]
 fn help_documents_the_flags_and_every_store_scheme() {
     let output = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
@@ -150,6 +191,7 @@ fn help_documents_the_flags_and_every_store_scheme() {
         "--max-sessions-per-user",
         "--store",
         "--framework",
+        "--no-device-binding",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
