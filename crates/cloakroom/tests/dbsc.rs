@@ -210,6 +210,23 @@ impl Browser {
         self.register(site, &login.registration_proof(device)).await
     }
 
+    /// A new browser logged in as alice, and the login's reply (which offers a binding
+    /// when the site has it on).
+    async fn logged_in(site: &Site) -> (Browser, Reply) {
+        let mut browser = Browser::default();
+        let login = browser.login(site, "alice").await;
+        (browser, login)
+    }
+
+    /// A new browser logged in with `device` registered: the registration reply and the
+    /// binding's identifier, which most tests start from.
+    async fn registered(site: &Site, device: &SigningKey) -> (Browser, Reply, String) {
+        let mut browser = Browser::default();
+        let reply = browser.login_and_register(site, device).await;
+        let id = reply.binding_id();
+        (browser, reply, id)
+    }
+
     async fn login(&mut self, site: &Site, user: &str) -> Reply {
         let login = self
             .send(site, "POST", &format!("/login/{user}"), &[])
@@ -291,9 +308,7 @@ async fn registration_binds_and_the_bound_cookie_is_then_required() {
 async fn refresh_without_a_proof_gets_a_challenge_then_a_cookie() {
     let site = site_with(true);
     let device = new_key();
-    let mut browser = Browser::default();
-    let reply = browser.login_and_register(&site, &device).await;
-    let id = reply.binding_id();
+    let (mut browser, _, id) = Browser::registered(&site, &device).await;
     let asked = browser.refresh(&site, &id, None).await;
     assert_eq!(asked.status, StatusCode::FORBIDDEN);
     let proof = refresh_proof(&device, &asked.challenge());
@@ -308,8 +323,7 @@ async fn refresh_without_a_proof_gets_a_challenge_then_a_cookie() {
 #[tokio::test]
 async fn a_bad_signature_does_not_register() {
     let site = site_with(true);
-    let mut browser = Browser::default();
-    let login = browser.login(&site, "alice").await;
+    let (mut browser, login) = Browser::logged_in(&site).await;
     let proof = login.registration_proof(&new_key());
     // Flip a character of the signature.
     let mut bytes = proof.into_bytes();
@@ -327,9 +341,7 @@ async fn a_bad_signature_does_not_register() {
 async fn a_replayed_or_foreign_refresh_proof_is_refused() {
     let site = site_with(true);
     let device = new_key();
-    let mut browser = Browser::default();
-    let reply = browser.login_and_register(&site, &device).await;
-    let id = reply.binding_id();
+    let (mut browser, reply, id) = Browser::registered(&site, &device).await;
     let proof = refresh_proof(&device, &reply.challenge());
     let first = browser.refresh(&site, &id, Some(&proof)).await;
     assert_eq!(first.status, StatusCode::OK);
@@ -356,12 +368,8 @@ async fn racing_refreshes_with_one_proof_get_one_cookie() {
     let site = Arc::new(site_with(true));
     let device = new_key();
     for _ in 0..10 {
-        let mut browser = Browser::default();
-        let reply = browser.login_and_register(&site, &device).await;
-        let (id, proof) = (
-            reply.binding_id(),
-            refresh_proof(&device, &reply.challenge()),
-        );
+        let (browser, reply, id) = Browser::registered(&site, &device).await;
+        let proof = refresh_proof(&device, &reply.challenge());
         let racers = (0..4).map(|_| {
             let (site, mut browser) = (Arc::clone(&site), browser.clone());
             let (id, proof) = (id.clone(), proof.clone());
@@ -384,8 +392,7 @@ async fn expired_challenges_are_refused() {
     let site = site_with(true);
     let device = new_key();
     // Registration: the offer's challenge aged past its expiry in the store.
-    let mut browser = Browser::default();
-    let login = browser.login(&site, "alice").await;
+    let (mut browser, login) = Browser::logged_in(&site).await;
     edit_binding(&site, &browser, |binding| {
         binding["challenge"]["expires_at"] = past_ms().into();
     })
@@ -395,9 +402,7 @@ async fn expired_challenges_are_refused() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 
     // Refresh: the pre-sent challenge aged the same way.
-    let mut browser = Browser::default();
-    let reply = browser.login_and_register(&site, &device).await;
-    let id = reply.binding_id();
+    let (mut browser, reply, id) = Browser::registered(&site, &device).await;
     edit_binding(&site, &browser, |binding| {
         for challenge in binding["challenges"].as_array_mut().unwrap() {
             challenge["expires_at"] = past_ms().into();
@@ -413,8 +418,7 @@ async fn expired_challenges_are_refused() {
 async fn a_session_that_is_gone_cannot_register_or_refresh() {
     let site = site_with(true);
     let device = new_key();
-    let mut browser = Browser::default();
-    let login = browser.login(&site, "alice").await;
+    let (mut browser, login) = Browser::logged_in(&site).await;
     let kept = browser.clone();
     browser.send(&site, "POST", "/logout", &[]).await;
     let mut gone = kept.clone();
@@ -423,9 +427,7 @@ async fn a_session_that_is_gone_cannot_register_or_refresh() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 
     // A bound session that is then logged out: the refresh ends Chrome's session.
-    let mut browser = Browser::default();
-    let reply = browser.login_and_register(&site, &device).await;
-    let id = reply.binding_id();
+    let (mut browser, _, id) = Browser::registered(&site, &device).await;
     let before_logout = browser.clone();
     browser.send(&site, "POST", "/logout", &[]).await;
     assert!(
@@ -437,8 +439,7 @@ async fn a_session_that_is_gone_cannot_register_or_refresh() {
     assert_eq!(ended.status, StatusCode::OK);
     assert_eq!(ended.json(), serde_json::json!({"continue": false}));
     // So does an identifier that is not this session's.
-    let mut browser = Browser::default();
-    browser.login_and_register(&site, &device).await;
+    let (mut browser, _, _) = Browser::registered(&site, &device).await;
     let other = browser.refresh(&site, "someone-else", None).await;
     assert_eq!(other.json(), serde_json::json!({"continue": false}));
 }
@@ -447,9 +448,7 @@ async fn a_session_that_is_gone_cannot_register_or_refresh() {
 async fn a_missing_forged_or_expired_bound_cookie_is_not_logged_in() {
     let site = site_with(true);
     let device = new_key();
-    let mut browser = Browser::default();
-    let reply = browser.login_and_register(&site, &device).await;
-    let id = reply.binding_id();
+    let (mut browser, _, id) = Browser::registered(&site, &device).await;
     let past = cloakroom::record::now() - Duration::from_secs(1);
     let expired = bound_cookie::issue(&site.keys, &id, past);
     let other_ring = KeyRing::parse(&generate_key()).unwrap();
@@ -470,8 +469,7 @@ async fn a_missing_forged_or_expired_bound_cookie_is_not_logged_in() {
 async fn clients_without_dbsc_work_as_before() {
     // Binding on, the browser never registers: the session cookie is enough.
     let site = site_with(true);
-    let mut browser = Browser::default();
-    let login = browser.login(&site, "alice").await;
+    let (mut browser, login) = Browser::logged_in(&site).await;
     assert!(login
         .header("secure-session-registration")
         .unwrap()
@@ -483,8 +481,7 @@ async fn clients_without_dbsc_work_as_before() {
     assert_eq!(browser.whoami(&site).await, "alice");
     // Binding off: no offer, and the endpoints are the app's (here: none).
     let site = site_with(false);
-    let mut browser = Browser::default();
-    let login = browser.login(&site, "alice").await;
+    let (mut browser, login) = Browser::logged_in(&site).await;
     assert!(login.header("secure-session-registration").is_none());
     let binding = browser.send(&site, "GET", "/binding", &[]).await.body;
     assert_eq!(binding, "none");
@@ -496,8 +493,7 @@ async fn clients_without_dbsc_work_as_before() {
 async fn cycle_id_keeps_the_binding_and_login_drops_it() {
     let site = site_with(true);
     let device = new_key();
-    let mut browser = Browser::default();
-    browser.login_and_register(&site, &device).await;
+    let (mut browser, _, _) = Browser::registered(&site, &device).await;
     let before = browser.cookies[SESSION_COOKIE].clone();
     browser.send(&site, "POST", "/cycle", &[]).await;
     assert_ne!(browser.cookies[SESSION_COOKIE], before, "the ID rotated");
