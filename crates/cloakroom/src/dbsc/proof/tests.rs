@@ -37,60 +37,81 @@ impl Offer {
     }
 }
 
-/// A refresh proof by `key` over `jti`, checked against `bound`.
-fn refresh(
-    key: &SigningKey,
-    jti: &str,
-    bound: &BoundKey,
-    challenges: &mut Challenges,
+/// A key bound through a good registration, and its outstanding refresh challenges:
+/// what most refresh tests start from.
+struct Bound {
+    key: BoundKey,
+    challenges: Challenges,
+    /// The one challenge issued with the binding.
+    challenge: Challenge,
     now: OffsetDateTime,
-) -> Result<(), ProofError> {
-    verify_refresh(refresh_proof(key, jti).as_bytes(), bound, challenges, now)
 }
 
-/// A key bound through a good registration, and outstanding refresh challenges.
-fn bound(key: &SigningKey) -> (BoundKey, Challenges, Challenge, OffsetDateTime) {
-    let offer = Offer::new();
-    let bound = offer
-        .verify(&registration_proof(key, offer.challenge.value(), "auth-1"))
-        .unwrap();
-    let challenge = Challenge::generate(offer.now, FIVE_MINUTES);
-    let mut challenges = Challenges::new();
-    challenges.push(challenge.clone());
-    (bound, challenges, challenge, offer.now)
+impl Bound {
+    fn new(key: &SigningKey) -> Self {
+        let offer = Offer::new();
+        let bound = offer
+            .verify(&registration_proof(key, offer.challenge.value(), "auth-1"))
+            .unwrap();
+        let challenge = Challenge::generate(offer.now, FIVE_MINUTES);
+        let mut challenges = Challenges::new();
+        challenges.push(challenge.clone());
+        Self {
+            key: bound,
+            challenges,
+            challenge,
+            now: offer.now,
+        }
+    }
+
+    /// `proof` checked as a refresh of this binding.
+    fn verify(&mut self, proof: &[u8]) -> Result<(), ProofError> {
+        verify_refresh(proof, &self.key, &mut self.challenges, self.now)
+    }
+
+    /// A refresh proof by `signer` over `jti`, checked as a refresh of this binding.
+    fn refresh(&mut self, signer: &SigningKey, jti: &str) -> Result<(), ProofError> {
+        self.verify(refresh_proof(signer, jti).as_bytes())
+    }
+
+    /// A refresh proof by `signer` answering the challenge issued with the binding.
+    fn answer(&mut self, signer: &SigningKey) -> Result<(), ProofError> {
+        let jti = self.challenge.value().to_owned();
+        self.refresh(signer, &jti)
+    }
+
+    /// A refresh answering the binding's challenge, signed by `signer` under `header`
+    /// (to break the header's rules).
+    fn answer_signed(&mut self, signer: &SigningKey, header: &Value) -> Result<(), ProofError> {
+        let proof = sign(signer, header, &json!({"jti": self.challenge.value()}));
+        self.verify(proof.as_bytes())
+    }
 }
 
 #[test]
 fn good_registration_and_refresh() {
     let key = new_key();
-    let (bound, mut challenges, challenge, now) = bound(&key);
-    assert_eq!(bound.alg(), Algorithm::Es256);
-    assert_eq!(
-        refresh(&key, challenge.value(), &bound, &mut challenges, now),
-        Ok(())
-    );
+    let mut bound = Bound::new(&key);
+    assert_eq!(bound.key.alg(), Algorithm::Es256);
+    assert_eq!(bound.answer(&key), Ok(()));
     // Quoted as a structured-field string works the same (with a new challenge).
-    let next = Challenge::generate(now, FIVE_MINUTES);
-    challenges.push(next.clone());
+    let next = Challenge::generate(bound.now, FIVE_MINUTES);
+    bound.challenges.push(next.clone());
     let quoted = format!("\"{}\"", refresh_proof(&key, next.value()));
-    assert_eq!(
-        verify_refresh(quoted.as_bytes(), &bound, &mut challenges, now),
-        Ok(())
-    );
+    assert_eq!(bound.verify(quoted.as_bytes()), Ok(()));
 }
 
 #[test]
 fn the_bound_key_survives_a_store_round_trip() {
     let key = new_key();
-    let (bound, mut challenges, challenge, now) = bound(&key);
-    let stored = serde_json::to_string(&bound).unwrap();
+    let mut bound = Bound::new(&key);
+    let stored = serde_json::to_string(&bound.key).unwrap();
     assert!(stored.contains(r#""kty":"EC""#) && stored.contains(r#""alg":"ES256""#));
     let loaded: BoundKey = serde_json::from_str(&stored).unwrap();
-    assert_eq!(loaded, bound);
-    assert_eq!(
-        refresh(&key, challenge.value(), &loaded, &mut challenges, now),
-        Ok(())
-    );
+    assert_eq!(loaded, bound.key);
+    // The refresh is checked against the loaded key, not the original.
+    bound.key = loaded;
+    assert_eq!(bound.answer(&key), Ok(()));
 }
 
 #[test]
@@ -104,8 +125,10 @@ fn thumbprint_follows_rfc_7638() {
         jwk["x"].as_str().unwrap(),
         jwk["y"].as_str().unwrap()
     );
-    let (bound, ..) = bound(&key);
-    assert_eq!(bound.thumbprint(), b64(Sha256::digest(canonical)));
+    assert_eq!(
+        Bound::new(&key).key.thumbprint(),
+        b64(Sha256::digest(canonical))
+    );
 }
 
 #[test]
@@ -140,32 +163,24 @@ fn a_key_that_did_not_sign_is_refused() {
     );
     assert_eq!(offer.verify(&proof), Err(ProofError::BadSignature));
     // Refresh: signed with a key other than the bound one.
-    let (bound, mut challenges, challenge, now) = bound(&key);
-    assert_eq!(
-        refresh(&thief, challenge.value(), &bound, &mut challenges, now),
-        Err(ProofError::BadSignature)
-    );
+    let mut bound = Bound::new(&key);
+    assert_eq!(bound.answer(&thief), Err(ProofError::BadSignature));
     // ... and the challenge was not burnt by the failed attempt.
-    assert_eq!(
-        refresh(&key, challenge.value(), &bound, &mut challenges, now),
-        Ok(())
-    );
+    assert_eq!(bound.answer(&key), Ok(()));
 }
 
 #[test]
 fn replayed_challenge_is_refused() {
     let key = new_key();
-    let (bound, mut challenges, challenge, now) = bound(&key);
+    let mut bound = Bound::new(&key);
     // The very same bytes, sent twice.
-    let proof = refresh_proof(&key, challenge.value());
-    let twice: Vec<_> = (0..2)
-        .map(|_| verify_refresh(proof.as_bytes(), &bound, &mut challenges, now))
-        .collect();
+    let proof = refresh_proof(&key, bound.challenge.value());
+    let twice: Vec<_> = (0..2).map(|_| bound.verify(proof.as_bytes())).collect();
     let unknown = Err(ProofError::Challenge(ChallengeError::Unknown));
     assert_eq!(twice, [Ok(()), unknown]);
     // A challenge never issued is refused the same way.
     assert_eq!(
-        refresh(&key, "made-up", &bound, &mut challenges, now),
+        bound.refresh(&key, "made-up"),
         Err(ProofError::Challenge(ChallengeError::Unknown))
     );
 }
@@ -180,15 +195,10 @@ fn expired_challenge_is_refused() {
         verify_registration(proof.as_bytes(), &offer.registration(), late),
         Err(ProofError::Challenge(ChallengeError::Expired))
     );
-    let (bound, mut challenges, challenge, _) = bound(&key);
-    let proof = refresh_proof(&key, challenge.value());
+    let mut bound = Bound::new(&key);
+    bound.now = bound.challenge.expires_at();
     assert_eq!(
-        verify_refresh(
-            proof.as_bytes(),
-            &bound,
-            &mut challenges,
-            challenge.expires_at()
-        ),
+        bound.answer(&key),
         Err(ProofError::Challenge(ChallengeError::Expired))
     );
 }
@@ -276,14 +286,9 @@ fn alg_confusion_is_refused() {
         Err(ProofError::BadKey("RS256 needs an RSA key"))
     );
     // At refresh, an algorithm other than the bound one.
-    let (bound, mut challenges, challenge, now) = bound(&key);
-    let rs_refresh = sign(
-        &key,
-        &json!({"alg": "RS256", "typ": "dbsc+jwt"}),
-        &json!({"jti": challenge.value()}),
-    );
+    let mut bound = Bound::new(&key);
     assert_eq!(
-        verify_refresh(rs_refresh.as_bytes(), &bound, &mut challenges, now),
+        bound.answer_signed(&key, &json!({"alg": "RS256", "typ": "dbsc+jwt"})),
         Err(ProofError::AlgorithmNotAllowed)
     );
 }
@@ -305,34 +310,23 @@ fn typ_and_key_rules() {
     }
     let no_key = sign(&key, &json!({"alg": "ES256", "typ": "dbsc+jwt"}), &claims);
     assert_eq!(offer.verify(&no_key), Err(ProofError::KeyMissing));
-    let mut private = jwk(&key);
-    private["d"] = json!(b64(key.to_bytes()));
-    let leaked = sign(
-        &key,
-        &json!({"alg": "ES256", "jwk": private, "typ": "dbsc+jwt"}),
-        &claims,
-    );
+    // A registration by the key whose jwk was edited as `edit` does.
+    let edited_jwk = |edit: &dyn Fn(&mut Value)| {
+        let mut edited = jwk(&key);
+        edit(&mut edited);
+        let header = json!({"alg": "ES256", "jwk": edited, "typ": "dbsc+jwt"});
+        offer.verify(&sign(&key, &header, &claims))
+    };
     assert_eq!(
-        offer.verify(&leaked),
+        edited_jwk(&|private| private["d"] = json!(b64(key.to_bytes()))),
         Err(ProofError::BadKey("private key material"))
     );
-    let mut other_curve = jwk(&key);
-    other_curve["crv"] = json!("P-384");
-    let proof = sign(
-        &key,
-        &json!({"alg": "ES256", "jwk": other_curve, "typ": "dbsc+jwt"}),
-        &claims,
-    );
-    assert!(matches!(offer.verify(&proof), Err(ProofError::BadKey(_))));
-    let mut off_curve = jwk(&key);
-    off_curve["y"] = off_curve["x"].clone();
-    let proof = sign(
-        &key,
-        &json!({"alg": "ES256", "jwk": off_curve, "typ": "dbsc+jwt"}),
-        &claims,
-    );
+    assert!(matches!(
+        edited_jwk(&|other_curve| other_curve["crv"] = json!("P-384")),
+        Err(ProofError::BadKey(_))
+    ));
     assert_eq!(
-        offer.verify(&proof),
+        edited_jwk(&|off_curve| off_curve["y"] = off_curve["x"].clone()),
         Err(ProofError::BadKey("not a point on P-256"))
     );
     let critical = sign(
@@ -349,14 +343,10 @@ fn typ_and_key_rules() {
 #[test]
 fn a_key_in_a_refresh_is_refused() {
     let key = new_key();
-    let (bound, mut challenges, challenge, now) = bound(&key);
-    let proof = sign(
-        &key,
-        &json!({"alg": "ES256", "jwk": jwk(&key), "typ": "dbsc+jwt"}),
-        &json!({"jti": challenge.value()}),
-    );
+    let mut bound = Bound::new(&key);
+    let header = json!({"alg": "ES256", "jwk": jwk(&key), "typ": "dbsc+jwt"});
     assert_eq!(
-        verify_refresh(proof.as_bytes(), &bound, &mut challenges, now),
+        bound.answer_signed(&key, &header),
         Err(ProofError::KeyNotAllowed)
     );
 }
@@ -365,8 +355,8 @@ fn a_key_in_a_refresh_is_refused() {
 fn high_s_signatures_verify() {
     // Chrome's (BoringSSL's) ECDSA signatures are not normalised to low S.
     let key = new_key();
-    let (bound, mut challenges, challenge, now) = bound(&key);
-    let proof = refresh_proof(&key, challenge.value());
+    let mut bound = Bound::new(&key);
+    let proof = refresh_proof(&key, bound.challenge.value());
     let (input, signature) = proof.rsplit_once('.').unwrap();
     let signature =
         p256::ecdsa::Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).unwrap()).unwrap();
@@ -374,10 +364,7 @@ fn high_s_signatures_verify() {
     let flipped = p256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
     assert_ne!(flipped, signature);
     let high = format!("{input}.{}", b64(flipped.to_bytes()));
-    assert_eq!(
-        verify_refresh(high.as_bytes(), &bound, &mut challenges, now),
-        Ok(())
-    );
+    assert_eq!(bound.verify(high.as_bytes()), Ok(()));
 }
 
 #[test]
@@ -434,7 +421,7 @@ fn rs256_registration_and_refresh() {
 fn malformed_and_oversized_proofs_are_errors_not_panics() {
     let offer = Offer::new();
     let key = new_key();
-    let (bound, mut challenges, _, now) = bound(&key);
+    let mut bound = Bound::new(&key);
     let long = "a".repeat(MAX_PROOF_LEN + 1);
     let header = b64(json!({"alg": "ES256", "typ": "dbsc+jwt"}).to_string());
     let cases: Vec<Vec<u8>> = vec![
@@ -465,10 +452,7 @@ fn malformed_and_oversized_proofs_are_errors_not_panics() {
             verify_registration(case, &offer.registration(), offer.now).is_err(),
             "{case:?}"
         );
-        assert!(
-            verify_refresh(case, &bound, &mut challenges, now).is_err(),
-            "{case:?}"
-        );
+        assert!(bound.verify(case).is_err(), "{case:?}");
     }
     assert_eq!(
         verify_registration(&cases[8], &offer.registration(), offer.now),
@@ -481,7 +465,7 @@ fn malformed_and_oversized_proofs_are_errors_not_panics() {
     .unwrap();
     let proof = refresh_proof(&key, "x");
     assert!(matches!(
-        verify_refresh(proof.as_bytes(), &corrupt, &mut challenges, now),
+        verify_refresh(proof.as_bytes(), &corrupt, &mut bound.challenges, bound.now),
         Err(ProofError::BadKey(_))
     ));
     let mismatched: BoundKey = serde_json::from_value(
@@ -489,7 +473,12 @@ fn malformed_and_oversized_proofs_are_errors_not_panics() {
     )
     .unwrap();
     assert!(matches!(
-        verify_refresh(proof.as_bytes(), &mismatched, &mut challenges, now),
+        verify_refresh(
+            proof.as_bytes(),
+            &mismatched,
+            &mut bound.challenges,
+            bound.now
+        ),
         Err(ProofError::BadKey(_))
     ));
 }
