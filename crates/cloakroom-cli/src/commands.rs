@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cloakroom::{
     ListQuery, Record, SessionEntry, SessionHandle, SessionStore, StoreError, StoreKey,
 };
+use serde::Serialize;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -155,12 +156,7 @@ pub async fn list(
     }
     if format.json {
         let list: Vec<Value> = entries.iter().map(|e| entry_json(e, format)).collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        )?;
-        return Ok(());
+        return write_pretty(out, &list);
     }
     let mut headers = vec![
         "HANDLE",
@@ -214,12 +210,7 @@ pub async fn show(
         value["device_binding"] = json!(state.to_string());
     }
     if format.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        )?;
-        return Ok(());
+        return write_pretty(out, &value);
     }
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
@@ -294,6 +285,17 @@ pub async fn revoke_user(
     };
     let revoked = store.delete_for_user(user, except.as_ref()).await?;
     report_revoked(revoked, format, out)
+}
+
+/// Writes `document` as indented JSON: the `--json` output of the commands that print
+/// one document rather than a line per event.
+fn write_pretty(out: &mut dyn Write, document: &impl Serialize) -> Result<(), CommandError> {
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(document).unwrap_or_default()
+    )?;
+    Ok(())
 }
 
 fn report_revoked(revoked: u64, format: Format, out: &mut dyn Write) -> Result<(), CommandError> {
@@ -473,12 +475,7 @@ pub async fn stats(
 ) -> Result<(), CommandError> {
     let stats = Stats::gather(store, top).await?;
     if format.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&stats.json()).unwrap_or_default()
-        )?;
-        return Ok(());
+        return write_pretty(out, &stats.json());
     }
     stats.write_tables(None, out)
 }
