@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod report;
 pub mod results;
 pub mod scenario;
+pub mod script_cost;
 pub mod wire;
 
 pub use env::Env;

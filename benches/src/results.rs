@@ -21,6 +21,21 @@ pub struct Results {
     pub round_trips: Vec<RoundTrips>,
     /// Memory per session in the memory stores.
     pub memory: Vec<MemoryUse>,
+    /// Redis's own CPU for cloakroom's update script (absent when Redis was not run).
+    #[serde(default)]
+    pub redis_script: Option<ScriptCost>,
+}
+
+/// What Redis reports (`INFO commandstats`) for the `EVALSHA` calls of a run of
+/// cloakroom's S3 writes: the server-side CPU of the compare-and-set script.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScriptCost {
+    /// Write requests made.
+    pub requests: u64,
+    /// `EVALSHA` calls Redis counted.
+    pub calls: u64,
+    /// Redis's microseconds per call.
+    pub usec_per_call: f64,
 }
 
 /// The machine a run is on.

@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use cloakroom_benches::inprocess::{self, Budget, Job, Output};
 use cloakroom_benches::results::{combine_rounds, Machine, MemoryUse, Results};
-use cloakroom_benches::{http, report, Env, StoreKind, Target};
+use cloakroom_benches::{http, report, Env, Library, StoreKind, Target};
 
 #[derive(Parser)]
 #[command(about = "Benchmarks cloakroom against tower-sessions, actix-session and the bare store")]
@@ -146,6 +146,10 @@ fn run(
             Output::Throughput(_) => unreachable!("counting"),
         }
     }
+    if targets.contains(&Target::new(Library::Cloakroom, StoreKind::Redis)) {
+        let requests = if quick { 5_000 } else { 20_000 };
+        results.redis_script = Some(cloakroom_benches::script_cost::measure(&env, requests)?);
+    }
     if !no_http {
         let load = if quick {
             http::Load::QUICK
@@ -276,12 +280,18 @@ fn write_report(
     std::fs::write(markdown, report::markdown(&results, &relative, command))
         .map_err(|error| format!("writing {}: {error}", markdown.display()))?;
     for check in report::checks(&results) {
-        let verdict = if check.misses.is_empty() {
+        let verdict = if check.checked == 0 {
+            "UNMEASURED"
+        } else if check.misses.is_empty() {
             "met"
         } else {
             "MISSED"
         };
-        eprintln!("{verdict:>6}: {} {}", check.target, check.misses.join("; "));
+        eprintln!(
+            "{verdict:>10}: {} {}",
+            check.target,
+            check.misses.join("; ")
+        );
     }
     Ok(())
 }

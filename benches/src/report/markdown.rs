@@ -118,61 +118,10 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
          statement. On Redis, S5's 32 concurrent requests share pipelined round trips.\n\n",
     );
     round_trip_table(&mut out, &results.round_trips);
-    out.push_str(
-        "\n## Why the misses are where they are\n\n\
-         Instruction counts below are per request, from `valgrind --tool=callgrind target/release/bench \
-         profile TARGET SCENARIO --requests N` at two values of N, differenced (so setup cancels out).\n\n\
-         - **S1 against bare axum, in process.** Any tower layer on an axum router costs a boxed route \
-         service, a request extension and a response future; a bare in-process request is about 1 µs, so \
-         that is tens of percent there and a few percent over HTTP, where the socket dominates. Measured: \
-         8,985 instructions against bare axum's 6,378; of the 2,600 more, the request extension that hands \
-         the handler its `Session` is 550 and the rest is the session handle's allocation, the cookie scan \
-         and the response future. No store call, lock wait or commit step runs for an untouched request.\n\
-         - **Redis writes.** cloakroom's write is a compare-and-set Lua script (that is what keeps S5 at zero \
-         lost writes). `redis-cli INFO commandstats` after `bench profile cloakroom/Redis 3 --requests 20000`: \
-         11.8 µs of Redis CPU per `EVALSHA`, of which the commands it runs are 2 µs and Lua's fixed cost the \
-         rest (a script that only returns 1 costs 2 µs), against 0.9 µs per blind `SET`. On two cores shared \
-         by the load generator, the app and Redis, that CPU is the gap to the peers' blind overwrites.\n\
-         - **Redis writes, after the update script's cuts.** Measured with `cargo run -p cloakroom-redis \
-         --example update_cost` (20,000 compare-and-set updates of one session, each moving its idle \
-         deadline) against a `redis-server` of its own: instructions per `EVALSHA` from callgrind on the \
-         server (`--toggle-collect=evalShaCommand`), µs from `INFO commandstats` (medians of five \
-         interleaved runs on the loaded machine). Before → after: 70,400 → 52,500 instructions and 13.2 \
-         → 8.6 µs for an anonymous session, 87,500 → 54,800 instructions and 16.4 → 9.5 µs for a \
-         logged-in one. What each cut bought (instructions, anonymous / logged in): the user index \
-         maintained only when the user changes, 0 / 14,800; the new version computed by the caller, an \
-         integer reply instead of a table (Redis probes a returned table for error and RESP3 fields), \
-         `u` and the TTL rewritten only when they change, 12,200 / 12,800; helpers inline and the caller's \
-         expiry and absolute deadline no longer sent (seven arguments again, where a ninth grows `ARGV` \
-         from 8 slots to 16), 4,100 / 3,600; deadlines \
-         of as many digits compared as strings instead of through `tonumber` (two `strtod`s each), 1,600 \
-         / 1,600. The 5 µs target stays missed: what is left is Redis 7.0's price of a script and of \
-         each `redis.call`. `EVALSHA` of `return 1` with the same eight arguments is 14,500 instructions \
-         (1.8–2.2 µs), and the three commands a compare-and-set needs (`HMGET` of 4 fields, `HSET` of 5, \
-         `PEXPIREAT`) add 10,900, 9,300 and 4,900 with their replies converted to Lua: about 40,000 \
-         before the script compares anything. Going lower takes another mechanism than a Lua script.\n\
-         - **Redis reads.** One `HMGET` like the peers' one `GET`, but redis-rs parses each bulk reply \
-         through its combinator parser (about 1,500 instructions a field), and the record is JSON with its \
-         deadlines and client metadata. `load` now asks for five fields instead of seven.\n\
-         - **SQL reads and writes.** One statement like tower-sessions', but cloakroom's row has eleven \
-         columns read by name (deadlines, user, device, epoch: what the per-user index, the admin CLI and \
-         server-side expiry need) where tower-sessions reads one blob, and liveness is judged by the \
-         database clock in the statement.\n\
-         - **S4 login.** The floor renames blindly (`RENAMENX`, one command). cloakroom loads the session \
-         first (the handler's `cycle_id` needs it live) and renames in a script that checks both keys' \
-         liveness and moves the user-index entry: 2 commands, where the peers need 3.\n\
-         - **S5.** Where the peers are faster, they overwrite: see the lost writes above. cloakroom's \
-         writers to one session take turns in-process, and the writer whose turn comes commits the change \
-         sets queued behind it in one compare-and-set (group commit), so 32 contended writers cost a few \
-         store round trips, not 32, and every increment counts. What remains is the re-application of each \
-         change set and, on Redis, the script's CPU.\n\
-         - **Cookie sessions against actix-session.** For S3, cloakroom runs 71,000 instructions against \
-         the floor's 34,000 with the same cipher: opening the cookie (decrypt, then JSON of the whole \
-         record) is 23,000, sealing it 19,000, rendering the `Set-Cookie` 3,500, and checking the new \
-         cookie's size before the write is accepted (so an oversized session is a 413 at `insert`, never a \
-         silently dropped cookie) 3,500. The record's deadlines, client metadata and key travel in the \
-         cookie, which is what makes idle and absolute expiry enforceable client-side; actix-session's cookie carries the bare map.\n",
-    );
+    // The explanations are prose kept beside the code, measured by hand (callgrind,
+    // INFO commandstats) and revised when a lever lands.
+    out.push('\n');
+    out.push_str(include_str!("why.md"));
     out.push_str("\n## Memory per session\n\ncloakroom's `MemoryStore` keeps each record packed (values in a boxed slice, not a B-tree node with \
          room for eleven entries) beside an expiry index, so expired sessions are evicted, and a per-user index; \
          tower-sessions' keeps expired records until something deletes them.\n\n| store | sessions | heap bytes/session | RSS bytes/session | vs cloakroom (heap) |\n|---|---:|---:|---:|---:|\n");

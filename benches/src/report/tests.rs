@@ -1,7 +1,7 @@
 //! The targets and tables on made-up results.
 
 use super::*;
-use crate::results::{Contended, Results};
+use crate::results::{Contended, MemoryUse, Results, ScriptCost};
 
 fn row(library: Library, store: StoreKind, scenario: Scenario, per_second: f64) -> Throughput {
     Throughput {
@@ -75,7 +75,7 @@ fn cloakroom_on_actix_is_checked_against_actix_session_only() {
     );
     // The fastest-peer target is cloakroom on axum's alone: cloakroom on actix-web is
     // neither a peer nor checked there.
-    let peer = check(&checks, "at least 1.0x the fastest peer");
+    let peer = check(&checks, "1. at least 1.0x the fastest peer");
     assert_eq!(peer.checked, 20);
     assert!(peer.misses.is_empty(), "{:?}", peer.misses);
 }
@@ -123,4 +123,59 @@ fn the_tables_have_the_actix_column_and_ratio() {
     assert!(text.contains(
         "| cloakroom on actix-web at least 1.0x actix-session (Redis and cookie, every scenario) | **missed** in 2 of 20"
     ));
+}
+
+#[test]
+fn the_performance_targets_are_checked_as_numbered() {
+    let mut results = results(0);
+    // Redis S2 is slower than tower-sessions only: "both peers" names which one won.
+    results.in_process.push(row(
+        Library::TowerSessions,
+        StoreKind::Redis,
+        Scenario::Read,
+        125.0,
+    ));
+    results.in_process.push(row(
+        Library::BareAxum,
+        StoreKind::None,
+        Scenario::Untouched,
+        125.0,
+    ));
+    results.redis_script = Some(ScriptCost {
+        requests: 10,
+        calls: 10,
+        usec_per_call: 8.6,
+    });
+    results.memory.push(MemoryUse {
+        library: Library::Cloakroom,
+        sessions: 1_000_000,
+        heap_bytes: 162.0,
+        rss_bytes: 200.0,
+    });
+    let checks = checks(&results);
+    let cookie = check(&checks, "2. cookie sessions");
+    assert_eq!((cookie.checked, cookie.misses.len()), (8, 0));
+    let both = check(&checks, "3. Redis: S2 read and S3 write");
+    assert_eq!(both.checked, 4);
+    assert_eq!(
+        both.misses,
+        ["in-process Redis S2 read: 0.80x vs tower-sessions"]
+    );
+    assert_eq!(
+        check(&checks, "3. Redis: Redis CPU").misses,
+        ["cloakroom Redis S3 write: 8.6 µs"]
+    );
+    let untouched = check(&checks, "5. S1 untouched, in process");
+    assert_eq!(
+        untouched.misses,
+        [
+            "in-process Redis S1 untouched: 0.800x",
+            "in-process cookie S1 untouched: 0.800x"
+        ]
+    );
+    assert!(untouched.target.contains("0.87x"));
+    assert_eq!(check(&checks, "5. S1 untouched, over HTTP").checked, 0);
+    let memory = check(&checks, "6. memory");
+    assert_eq!((memory.checked, memory.misses.len()), (1, 0));
+    assert_eq!(check(&checks, "7. S4 login").checked, 4);
 }
