@@ -177,19 +177,14 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
         Ok(())
     }
 
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
         let since = Instant::now();
         let previous = self.fresh(key).await;
-        match self.durable.update(key, record, expected_version).await {
+        match self.durable.update(key, record).await {
             Ok(()) => {
                 let generation = self.changed(key);
                 let mut stored = record.clone();
-                stored.version = expected_version + 1;
+                stored.version = record.version + 1;
                 // The durable store keeps the absolute deadline it was inserted with.
                 match previous {
                     Some(previous) => stored.absolute_deadline = previous.absolute_deadline,

@@ -251,7 +251,7 @@ async fn a_load_in_flight_never_re_caches_an_older_version() {
     let (store, key) = slow_store().await;
     let mut record = store.durable().load(&key).await.unwrap().unwrap();
     record.data.insert("n".into(), serde_json::json!(1));
-    let updated = during_a_load(&store, key, store.update(&key, &record, 1)).await;
+    let updated = during_a_load(&store, key, store.update(&key, &record)).await;
     updated.unwrap();
     let seen = store.load(&key).await.unwrap().unwrap();
     assert_eq!(seen.version, 2, "an older version came back from the cache");

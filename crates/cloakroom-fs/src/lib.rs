@@ -138,15 +138,9 @@ impl SessionStore for FileStore {
         self.blocking(move |dir| dir.insert(&key, &record)).await
     }
 
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
         let (key, record) = (*key, record.clone());
-        self.blocking(move |dir| dir.update(&key, record, expected_version))
-            .await
+        self.blocking(move |dir| dir.update(&key, record)).await
     }
 
     async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {

@@ -28,20 +28,15 @@ impl Dir {
         Ok(())
     }
 
-    /// `SessionStore::update`: compare-and-set on the version, keeping the absolute
-    /// deadline as inserted.
-    pub(crate) fn update(
-        &self,
-        key: &StoreKey,
-        mut record: Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
+    /// `SessionStore::update`: compare-and-set on the record's version, keeping the
+    /// absolute deadline as inserted.
+    pub(crate) fn update(&self, key: &StoreKey, mut record: Record) -> Result<(), UpdateError> {
         let _lock = self.lock(key)?;
         let stored = self.read_live(key)?.ok_or(UpdateError::Missing)?;
-        if stored.version != expected_version {
+        if stored.version != record.version {
             return Err(UpdateError::Conflict);
         }
-        record.version = expected_version + 1;
+        record.version += 1;
         record.absolute_deadline = stored.absolute_deadline;
         if let Some(user) = &record.user_id {
             self.add_marker(user, key)?;

@@ -279,7 +279,7 @@ async fn an_operation_times_out_on_a_lock_held_elsewhere() {
     let started = std::time::Instant::now();
     let outcome = tokio::time::timeout(
         Duration::from_secs(10),
-        store.update(&key, &live_record(None), 1),
+        store.update(&key, &live_record(None)),
     )
     .await
     .expect("the store answered instead of hanging");
@@ -296,7 +296,7 @@ async fn an_operation_times_out_on_a_lock_held_elsewhere() {
         started.elapsed()
     );
     drop(lock);
-    store.update(&key, &live_record(None), 1).await.unwrap();
+    store.update(&key, &live_record(None)).await.unwrap();
 }
 
 /// Issue 12, item 15d: an ID rotation racing "log out other devices" must not leave the
@@ -353,7 +353,7 @@ async fn writer_process() {
                 };
                 record.data.insert("n".into(), json!(n));
                 record.data.insert("pad".into(), json!("x".repeat(2000)));
-                match store.update(key, &record, expected).await {
+                match store.update(key, &record).await {
                     Ok(()) => break,
                     Err(UpdateError::Conflict) => continue,
                     Err(error) => panic!("writer: {error}"),

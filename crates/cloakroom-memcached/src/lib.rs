@@ -348,18 +348,13 @@ impl SessionStore for MemcachedStore {
         Ok(self.index_or_discard(key, record).await?)
     }
 
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
         let (stored, cas) = self.read(key).await?.ok_or(UpdateError::Missing)?;
-        if stored.version != expected_version {
+        if stored.version != record.version {
             return Err(UpdateError::Conflict);
         }
         let mut next = record.clone();
-        next.version = expected_version + 1;
+        next.version = record.version + 1;
         next.absolute_deadline = stored.absolute_deadline;
         // A new owner's index gains the key before the record names that owner.
         let new_owner = next

@@ -70,7 +70,7 @@ async fn an_evicted_session_never_comes_back() {
         .unwrap();
     admin.flush_all().await.unwrap();
     assert!(matches!(
-        store.update(&key, &record, 1).await,
+        store.update(&key, &record).await,
         Err(UpdateError::Missing)
     ));
     assert_eq!(

@@ -47,7 +47,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.insert(&key, &record).await?;
 
     for counter in 1..=updates {
-        let expected = record.version;
         record.data.insert("counter".into(), counter.into());
         // Each write moves the idle deadline, as writes a request apart do: thousands of
         // these fall in one millisecond, and a deadline that did not move would spare the
@@ -55,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let counter_ms = i64::try_from(counter)?;
         record.last_active_at = start + time::Duration::milliseconds(counter_ms);
         record.idle_deadline = Some(record.last_active_at + time::Duration::minutes(30));
-        store.update(&key, &record, expected).await?;
+        store.update(&key, &record).await?;
         record.version += 1;
     }
     let loaded = store.load(&key).await?.ok_or("the session is gone")?;

@@ -322,12 +322,7 @@ impl SessionStore for RedisStore {
         .await
     }
 
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
         self.bounded(async {
             let single = !self.is_cluster();
             let user = record.user_id.clone().unwrap_or_default();
@@ -338,8 +333,8 @@ impl SessionStore for RedisStore {
             }
             invocation
                 .arg(to_unix_ms(now()))
-                .arg(expected_version)
-                .arg(expected_version + 1)
+                .arg(record.version)
+                .arg(record.version + 1)
                 .arg(encode(record).map_err(UpdateError::Store)?)
                 .arg(to_unix_ms(record.last_active_at))
                 .arg(ms(record.idle_deadline))

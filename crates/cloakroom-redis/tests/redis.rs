@@ -262,7 +262,7 @@ async fn an_update_expires_the_key_at_the_stored_deadlines() {
     for (idle, absolute, expected, why) in steps {
         record.idle_deadline = Some(t + hours(idle));
         record.absolute_deadline = Some(t + hours(absolute));
-        store.update(&key, &record, record.version).await.unwrap();
+        store.update(&key, &record).await.unwrap();
         record.version += 1;
         let ttl: i64 = support::command(&server.url(), &["PTTL", &session]).await;
         let expected = expected * 3_600_000;
@@ -288,7 +288,7 @@ async fn an_update_finds_no_session_behind_a_damaged_deadline() {
         store.insert(&key, &record).await.unwrap();
         let session = format!("cloakroom:s:{{{}}}", key.to_hex());
         let () = support::command(&server.url(), &["HSET", &session, "x", x]).await;
-        let outcome = store.update(&key, &record, record.version).await;
+        let outcome = store.update(&key, &record).await;
         assert!(
             matches!(outcome, Err(cloakroom::UpdateError::Missing)),
             "deadline {x:?}: {outcome:?}"

@@ -102,9 +102,8 @@ pub async fn write_forever(store: DiskStore, dir: &Path, run: u64) -> Result<(),
             .ok_or("the counter session vanished")?;
         let n = current.data.get("n").and_then(|n| n.as_u64()).unwrap_or(0) + 1;
         current.data.insert("n".into(), n.into());
-        let version = current.version;
         store
-            .update(&counter, &current, version)
+            .update(&counter, &current)
             .await
             .map_err(|e| e.to_string())?;
         ack(&mut out, format!("counter {n}"))?;

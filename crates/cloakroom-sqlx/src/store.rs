@@ -16,7 +16,7 @@ use sqlx::Pool;
 use crate::dialect::Dialect;
 use crate::driver::Driver;
 use crate::errors::{bounded, is_unique_violation, store_error, DEFAULT_OPERATION_TIMEOUT};
-use crate::row::{readable, version_param, Columns};
+use crate::row::{readable, Columns};
 use crate::statements::{Args, Statement, Statements};
 use crate::table::TableName;
 use crate::SetupError;
@@ -177,16 +177,11 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         .await
     }
 
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
         bounded(self.timeout, async {
             let columns = Columns::of(record)?;
             let args = Args {
-                expected: Some(version_param(expected_version)?),
+                expected: Some(columns.version),
                 ..Args::record(key.as_bytes(), &columns)
             };
             // One statement on success. Telling Conflict from Missing in the same

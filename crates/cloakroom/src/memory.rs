@@ -403,23 +403,18 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
         // Packed before the lock is taken, so writers hold it for as short as possible.
-        let mut record = Stored::new(record)?;
+        let mut next = Stored::new(record)?;
         let t = now_ms();
         let mut inner = self.write(t);
         let stored = inner.live(key, t).ok_or(UpdateError::Missing)?;
-        if stored.version != expected_version {
+        if stored.version != record.version {
             return Err(UpdateError::Conflict);
         }
-        record.version = expected_version + 1;
-        record.absolute_ms = stored.absolute_ms;
-        inner.put(*key, record);
+        next.version = record.version + 1;
+        next.absolute_ms = stored.absolute_ms;
+        inner.put(*key, next);
         Ok(())
     }
 

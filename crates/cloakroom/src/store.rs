@@ -134,7 +134,7 @@ pub struct ListQuery {
 /// |---|---|
 /// | `load` | the record, or `None` if absent **or past its deadline** |
 /// | `insert` | create; `Duplicate` if a live record has the key, never overwrites |
-/// | `update` | compare-and-set on `expected_version`; the stored version becomes `expected_version + 1`; the absolute deadline stays as inserted; `Conflict` / `Missing`; never recreates |
+/// | `update` | compare-and-set on `record.version` (the version it was read at); the stored version becomes `record.version + 1`; the absolute deadline stays as inserted; `Conflict` / `Missing`; never recreates |
 /// | `touch` | write [`Touch`] only; version unchanged; `Missing` if gone |
 /// | `rename` | atomic move to a new key keeping everything; `Missing` / `Duplicate` |
 /// | `delete` | remove the record and its index entry; `true` if a record was removed |
@@ -170,16 +170,19 @@ pub trait SessionStore: Send + Sync + 'static {
     /// key may be replaced.
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError>;
 
-    /// Replaces the record if its stored version is `expected_version`; the stored
-    /// version becomes `expected_version + 1` whatever `record.version` says. The absolute
-    /// deadline is fixed at insert: no update moves it, so no write can extend a session's
-    /// life past its absolute timeout.
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError>;
+    /// Replaces the record if its stored version is `record.version`, the version it was
+    /// read at (optimistic locking: the record carries its own expectation, so a caller
+    /// cannot pass one version and a record of another); the stored version becomes
+    /// `record.version + 1`. The absolute deadline is fixed at insert: no update moves it,
+    /// so no write can extend a session's life past its absolute timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`UpdateError::Conflict`] if the stored version is not `record.version` (another
+    /// writer came first: reload and re-apply); [`UpdateError::Missing`] if no live record
+    /// has the key, in which case nothing is written (a deleted session stays deleted);
+    /// [`UpdateError::Store`] if the backend failed.
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError>;
 
     /// Moves the activity time and idle deadline; the version is unchanged.
     async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError>;

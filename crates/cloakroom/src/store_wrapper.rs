@@ -127,7 +127,7 @@ macro_rules! forward_store {
             // `Operation` it is reported as.
             load(key: &StoreKey) -> Option<Record>, StoreError as Load;
             insert(key: &StoreKey, record: &Record) -> (), InsertError as Insert;
-            update(key: &StoreKey, record: &Record, expected_version: u64) -> (), UpdateError as Update;
+            update(key: &StoreKey, record: &Record) -> (), UpdateError as Update;
             touch(key: &StoreKey, touch: &Touch) -> (), TouchError as Touch;
             rename(old: &StoreKey, new: &StoreKey) -> (), RenameError as Rename;
             delete(key: &StoreKey) -> bool, StoreError as Delete;

@@ -254,10 +254,7 @@ async fn edit_binding(site: &Site, browser: &Browser, edit: impl FnOnce(&mut Val
     let id = cloakroom::SessionId::parse(&browser.cookies[SESSION_COOKIE]).unwrap();
     let mut record = site.store.load(&id.store_key()).await.unwrap().unwrap();
     edit(record.device_binding.as_deref_mut().unwrap());
-    site.store
-        .update(&id.store_key(), &record, record.version)
-        .await
-        .unwrap();
+    site.store.update(&id.store_key(), &record).await.unwrap();
 }
 
 fn past_ms() -> i64 {

@@ -231,18 +231,13 @@ impl SessionStore for Contended {
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), cloakroom::InsertError> {
         self.inner.insert(key, record).await
     }
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        version: u64,
-    ) -> Result<(), UpdateError> {
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
         let left = self.conflicts.load(Ordering::SeqCst);
         if left > 0 {
             self.conflicts.store(left - 1, Ordering::SeqCst);
             return Err(UpdateError::Conflict);
         }
-        self.inner.update(key, record, version).await
+        self.inner.update(key, record).await
     }
     async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
         self.inner.touch(key, touch).await
@@ -351,7 +346,7 @@ impl SessionStore for Down {
     async fn insert(&self, _: &StoreKey, _: &Record) -> Result<(), cloakroom::InsertError> {
         Err(StoreError::Timeout(Duration::from_secs(5)).into())
     }
-    async fn update(&self, _: &StoreKey, _: &Record, _: u64) -> Result<(), UpdateError> {
+    async fn update(&self, _: &StoreKey, _: &Record) -> Result<(), UpdateError> {
         Err(StoreError::unavailable("down").into())
     }
     async fn touch(&self, _: &StoreKey, _: &Touch) -> Result<(), TouchError> {

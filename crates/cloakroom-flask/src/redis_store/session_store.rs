@@ -42,12 +42,7 @@ impl SessionStore for FlaskRedisStore {
         }
     }
 
-    async fn update(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        expected_version: u64,
-    ) -> Result<(), UpdateError> {
+    async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
         // Read, check the version, then write only if the bytes are still the ones read:
         // the value holds the version and the absolute deadline, so the decision is made
         // on them, and a touch in between only costs another round.
@@ -56,12 +51,12 @@ impl SessionStore for FlaskRedisStore {
             let Some((sha, stored)) = self.read_live(key, time).await? else {
                 return Err(UpdateError::Missing);
             };
-            if stored.version != expected_version {
+            if stored.version != record.version {
                 return Err(UpdateError::Conflict);
             }
             let mut next = record.clone();
             next.absolute_deadline = stored.absolute_deadline;
-            next.version = expected_version.wrapping_add(1);
+            next.version = record.version.wrapping_add(1);
             let bytes = self.encode(&next)?;
             let old_set = self.user_set_of(&stored);
             let new_set = self.user_set_of(&next);

@@ -377,7 +377,7 @@ pub async fn table_works(store: &impl SessionStore) {
     assert!(store.load(&key).await.unwrap().is_some());
     let mut newer = record.clone();
     newer.data.insert("n".into(), 1.into());
-    store.update(&key, &newer, record.version).await.unwrap();
+    store.update(&key, &newer).await.unwrap();
     let renamed = SessionId::generate().store_key();
     store.rename(&key, &renamed).await.unwrap();
     assert_eq!(store.list_for_user("u").await.unwrap().len(), 1);

@@ -113,23 +113,20 @@ async fn update_compare_and_set(store: Store) {
     let mut next = r.clone();
     next.data.insert("a".into(), json!(1));
     store
-        .update(&k, &next, 1)
+        .update(&k, &next)
         .await
         .expect("update at the right version");
     let loaded = store.load(&k).await.unwrap().unwrap();
     assert_eq!(
         loaded.version, 2,
-        "update must bump the version to expected + 1"
+        "update must bump the version to the record's + 1"
     );
     assert_eq!(loaded.data.get("a"), Some(&json!(1)));
 
     let mut stale = r.clone();
     stale.data.insert("a".into(), json!("stale"));
     assert!(
-        matches!(
-            store.update(&k, &stale, 1).await,
-            Err(UpdateError::Conflict)
-        ),
+        matches!(store.update(&k, &stale).await, Err(UpdateError::Conflict)),
         "a stale version must be Conflict"
     );
     assert_eq!(
@@ -139,13 +136,22 @@ async fn update_compare_and_set(store: Store) {
     );
 
     let mut third = loaded.clone();
-    third.version = 999; // the store sets the version, not the caller
     third.data.insert("b".into(), json!(2));
     third.absolute_deadline = third.absolute_deadline.map(|at| at + Span::days(365));
-    store
-        .update(&k, &third, 2)
-        .await
-        .expect("update at version 2");
+    // Only the exact stored version writes: a store comparing with `<=` or not at all
+    // would take this one.
+    let mut ahead = third.clone();
+    ahead.version = 999;
+    assert!(
+        matches!(store.update(&k, &ahead).await, Err(UpdateError::Conflict)),
+        "a version ahead of the stored one must be Conflict"
+    );
+    assert_eq!(
+        store.load(&k).await.unwrap().unwrap(),
+        loaded,
+        "a conflicting update must not write"
+    );
+    store.update(&k, &third).await.expect("update at version 2");
     let loaded = store.load(&k).await.unwrap().unwrap();
     assert_eq!(loaded.version, 3);
     assert_eq!(
@@ -157,14 +163,14 @@ async fn update_compare_and_set(store: Store) {
 async fn update_missing_never_recreates(store: Store) {
     let k = key();
     assert!(matches!(
-        store.update(&k, &live(None), 1).await,
+        store.update(&k, &live(None)).await,
         Err(UpdateError::Missing)
     ));
     assert_absent(&store, &k, "update of a missing record must not create it").await;
     store.insert(&k, &live(None)).await.unwrap();
     assert!(store.delete(&k).await.unwrap());
     assert!(matches!(
-        store.update(&k, &live(None), 1).await,
+        store.update(&k, &live(None)).await,
         Err(UpdateError::Missing)
     ));
     assert_absent(&store, &k, "update after delete must not resurrect").await;
@@ -180,7 +186,7 @@ async fn expired_record_is_dead_everywhere(store: Store) {
     assert_absent(&store, &k, "a record past its deadline must not load").await;
     assert!(
         matches!(
-            store.update(&k, &live(Some(&user)), 1).await,
+            store.update(&k, &live(Some(&user))).await,
             Err(UpdateError::Missing)
         ),
         "update of an expired record must be Missing"
@@ -230,7 +236,7 @@ async fn touch_moves_idle_deadline_only(store: Store) {
         "touch changes the activity time and idle deadline only"
     );
     store
-        .update(&k, &r, 1)
+        .update(&k, &r)
         .await
         .expect("touch must not change the version");
     let absent = key();
@@ -288,7 +294,7 @@ async fn rename_keeps_everything(store: Store) {
     let mut r = live(Some(&user));
     r.data.insert("cart".into(), json!(["apple"]));
     store.insert(&old, &r).await.unwrap();
-    store.update(&old, &r, 1).await.unwrap();
+    store.update(&old, &r).await.unwrap();
     let before = store.load(&old).await.unwrap().unwrap();
     store.rename(&old, &new).await.expect("rename");
     assert_absent(&store, &old, "the old key must be dead after rename").await;
@@ -397,7 +403,8 @@ async fn user_change_moves_index(store: Store) {
     let mut previous: Option<&str> = None;
     for (version, user) in [(1, &a), (2, &b)] {
         r.user_id = Some(user.clone());
-        store.update(&k, &r, version).await.unwrap();
+        r.version = version;
+        store.update(&k, &r).await.unwrap();
         assert_eq!(
             listed_keys(&store, user).await,
             vec![k],
@@ -543,7 +550,7 @@ async fn concurrent_updates_have_one_winner(store: Store) {
             tokio::spawn(async move {
                 let mut r = live(None);
                 r.data.insert("winner".into(), json!(i));
-                store.update(&k, &r, 1).await
+                store.update(&k, &r).await
             })
         })
         .collect();

@@ -204,10 +204,7 @@ async fn save(
     let value =
         serde_json::to_value(binding).map_err(|e| SaveError::Store(StoreError::backend(e)))?;
     found.record.device_binding = Some(Box::new(value));
-    match store
-        .update(&found.key, &found.record, found.record.version)
-        .await
-    {
+    match store.update(&found.key, &found.record).await {
         Ok(()) => Ok(true),
         Err(UpdateError::Conflict) => Ok(false),
         Err(UpdateError::Missing) => Err(SaveError::Gone),

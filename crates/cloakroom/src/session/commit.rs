@@ -236,13 +236,13 @@ impl Session {
         // committed and this request gets the error.
         let limits = &self.config().limits;
         let changes = &view.pending.changes;
-        let mut base_version = view.stored_version();
         let mut own_error = None;
         // The size of the candidate's data: this request's own when it is the candidate.
         let mut total = view.pending.data_size;
-        let mut candidate = match turn.committed_since(&key, base_version) {
+        // The candidate carries the version it was read at: `update` compares that with
+        // the stored one, and it moves on only once a write has succeeded.
+        let mut candidate = match turn.committed_since(&key, view.stored_version()) {
             Some(committed) => {
-                base_version = committed.version;
                 total = None;
                 rebased(
                     committed.clone(),
@@ -252,7 +252,10 @@ impl Session {
                     &mut own_error,
                 )
             }
-            None => view.record.clone(),
+            None => Record {
+                version: view.stored_version(),
+                ..view.record.clone()
+            },
         };
         turn.board(&mut candidate, limits, &mut total);
         let max_attempts = self.config().max_commit_attempts;
@@ -266,9 +269,9 @@ impl Session {
             }
             candidate.last_active_at = time;
             candidate.idle_deadline = expiry.idle_deadline(time);
-            let error = match store.update(&key, &candidate, base_version).await {
+            let error = match store.update(&key, &candidate).await {
                 Ok(()) => {
-                    candidate.version = base_version + 1;
+                    candidate.version += 1;
                     turn.committed(key, &candidate);
                     if let Some(error) = own_error {
                         return Err(error);
@@ -290,7 +293,6 @@ impl Session {
                     }
                     match store.load(&key).await {
                         Ok(Some(fresh)) => {
-                            base_version = fresh.version;
                             total = None;
                             candidate = rebased(fresh, changes, limits, &mut total, &mut own_error);
                             turn.board(&mut candidate, limits, &mut total);
