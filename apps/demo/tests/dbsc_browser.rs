@@ -109,9 +109,9 @@ fn certificate() -> (
     )
 }
 
-/// Serves TLS on a loopback port, forwarding each connection to the demo on `upstream`;
-/// returns the port and the SPKI hash of its certificate.
-async fn tls_proxy(upstream: u16, seen: Arc<Seen>) -> (u16, String) {
+/// Serves TLS on `listener`, forwarding each connection to the demo on `upstream`;
+/// returns the SPKI hash of its certificate.
+fn tls_proxy(listener: TcpListener, upstream: u16, seen: Arc<Seen>) -> String {
     let (cert, key, spki) = certificate();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -121,8 +121,6 @@ async fn tls_proxy(upstream: u16, seen: Arc<Seen>) -> (u16, String) {
         .with_single_cert(vec![cert], key)
         .expect("a TLS server configuration");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let (acceptor, seen) = (acceptor.clone(), Arc::clone(&seen));
@@ -162,7 +160,7 @@ async fn tls_proxy(upstream: u16, seen: Arc<Seen>) -> (u16, String) {
             });
         }
     });
-    (port, spki)
+    spki
 }
 
 fn start_demo(port: u16, framework: &str, dir: &Path) -> Running {
@@ -280,8 +278,12 @@ async fn story(framework: &str) {
         return skip("Chromium or chromedriver is not installed: run scripts/browser.sh");
     }
     let dir = tempfile::tempdir().unwrap();
+    // Bound before the other ports are picked, so that it cannot take one of them (the
+    // other framework's story picks its ports at the same time).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_port = listener.local_addr().unwrap().port();
     let (app_port, driver_port) = (free_port(), free_port());
-    let _demo = start_demo(app_port, framework, dir.path());
+    let mut demo = start_demo(app_port, framework, dir.path());
     let _driver = Running(
         Command::new(CHROMEDRIVER)
             .arg(format!("--port={driver_port}"))
@@ -292,8 +294,14 @@ async fn story(framework: &str) {
     );
     wait_for_port(app_port, "the demo");
     wait_for_port(driver_port, "chromedriver");
+    // Something else could have taken the port between free_port and the demo's bind.
+    assert!(
+        demo.0.try_wait().unwrap().is_none(),
+        "the demo exited at startup (was port {app_port} taken?)"
+    );
+    assert_eq!(thief_me(app_port, &[]).await, 401, "the demo, anonymous");
     let seen = Arc::new(Seen::default());
-    let (tls_port, spki) = tls_proxy(app_port, Arc::clone(&seen)).await;
+    let spki = tls_proxy(listener, app_port, Arc::clone(&seen));
     let base = format!("https://localhost:{tls_port}/");
     let client = browser(driver_port, &dir.path().join("profile"), &spki).await;
     let flags = format!("{DBSC_FEATURES} --ignore-certificate-errors-spki-list=<the proxy's>");
