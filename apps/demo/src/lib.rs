@@ -82,6 +82,11 @@ pub struct Settings {
     /// with bound cookies MAC'd with this key ring. `None` turns it off (client-side
     /// sessions cannot have it). Browsers without DBSC work exactly as without it.
     pub device_binding: Option<KeyRing>,
+    /// How long a bound cookie lives before the browser must prove its key again (the
+    /// library's default, 5 minutes, when `None`). The configuration refuses lifetimes
+    /// below [`cloakroom::dbsc::MIN_BOUND_COOKIE_LIFETIME`]; an end-to-end test shortens
+    /// it to watch a copied cookie die within its run.
+    pub bound_cookie_lifetime: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -96,6 +101,7 @@ impl Default for Settings {
             device_binding: Some(
                 KeyRing::parse(&cloakroom::generate_key()).expect("a generated key parses"),
             ),
+            bound_cookie_lifetime: None,
         }
     }
 }
@@ -116,7 +122,14 @@ impl Settings {
             cap => config.with_max_sessions_per_user(cap),
         };
         match &self.device_binding {
-            Some(keys) => config.with_device_binding(DeviceBindingConfig::new(keys.clone())),
+            Some(keys) => {
+                let binding = DeviceBindingConfig::new(keys.clone());
+                let binding = match self.bound_cookie_lifetime {
+                    Some(lifetime) => binding.with_bound_cookie_lifetime(lifetime),
+                    None => binding,
+                };
+                config.with_device_binding(binding)
+            }
             None => config,
         }
     }

@@ -49,6 +49,11 @@ struct Args {
     /// a key made at startup (bound sessions then read as logged out after a restart).
     #[arg(long)]
     no_device_binding: bool,
+    /// How long a bound cookie lives, such as `5m` or `180s` (default 5m, at least 151s:
+    /// Chrome refreshes once less than 120s are left). A copied session cookie stops
+    /// working when the bound cookie copied with it expires.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    bound_cookie_lifetime: Option<Duration>,
 }
 
 /// The web frameworks the demo runs on.
@@ -75,6 +80,10 @@ async fn main() {
 
 async fn run(args: Args) -> Result<(), String> {
     let epochs = DemoEpochs::default();
+    if let Some(lifetime) = args.bound_cookie_lifetime {
+        // Refused up front with the library's reason, before any store is opened.
+        cloakroom::dbsc::check_bound_cookie_lifetime(lifetime).map_err(|e| e.to_string())?;
+    }
     let device_binding = if args.no_device_binding {
         None
     } else if std::env::var_os("CLOAKROOM_DEMO_KEY").is_some() {
@@ -88,6 +97,7 @@ async fn run(args: Args) -> Result<(), String> {
         secure_cookies: !args.insecure_cookies,
         max_sessions_per_user: args.max_sessions_per_user,
         device_binding,
+        bound_cookie_lifetime: args.bound_cookie_lifetime,
     };
     if settings.secure_cookies && !args.addr.ip().is_loopback() {
         tracing::warn!(

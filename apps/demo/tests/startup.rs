@@ -180,6 +180,23 @@ fn logins_offer_device_binding_unless_no_device_binding_is_given() {
 }
 
 #[test]
+fn a_bound_cookie_lifetime_below_the_minimum_is_refused_with_the_reason() {
+    let flags = ["--bound-cookie-lifetime", "150s"];
+    let (status, text) = Demo::start(free_port(), "memory://", &flags, "info").finish();
+    assert!(!status.success(), "150s was accepted:\n{text}");
+    assert!(
+        text.contains("a bound cookie lifetime of 150s is too short")
+            && text.contains("at least 151s"),
+        "{text}"
+    );
+    // The minimum itself is served.
+    let port = free_port();
+    let flags = ["--bound-cookie-lifetime", "151s"];
+    let text = Demo::start(port, "memory://", &flags, "info").serve_then_stop(port);
+    assert!(text.contains("cloakroom demo on"), "{text}");
+}
+
+#[test]
 fn help_documents_the_flags_and_every_store_scheme() {
     let output = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
         .arg("--help")
@@ -192,6 +209,7 @@ fn help_documents_the_flags_and_every_store_scheme() {
         "--store",
         "--framework",
         "--no-device-binding",
+        "--bound-cookie-lifetime",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
