@@ -407,12 +407,42 @@ impl CookieSessions {
     }
 }
 
-fn associated_data(header: &[u8], name: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(header.len() + 2 + name.len());
+/// Cookie names up to this length have their associated data built on the stack.
+const INLINE_NAME: usize = 64;
+
+/// The authenticated data: the header, then the cookie name with its length. Built on every
+/// open and seal, so it stays off the heap for any name up to [`INLINE_NAME`] bytes, which
+/// is every name in practice (`__Host-` and a word).
+enum AssociatedData {
+    Inline([u8; HEADER + 2 + INLINE_NAME], usize),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for AssociatedData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Inline(bytes, len) => &bytes[..*len],
+            Self::Heap(bytes) => bytes,
+        }
+    }
+}
+
+fn associated_data(header: &[u8], name: &str) -> AssociatedData {
+    let length = u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes();
+    let len = header.len() + 2 + name.len();
+    if header.len() == HEADER && name.len() <= INLINE_NAME {
+        let mut bytes = [0; HEADER + 2 + INLINE_NAME];
+        bytes[..HEADER].copy_from_slice(header);
+        bytes[HEADER..HEADER + 2].copy_from_slice(&length);
+        bytes[HEADER + 2..len].copy_from_slice(name.as_bytes());
+        return AssociatedData::Inline(bytes, len);
+    }
+    let mut aad = Vec::with_capacity(len);
     aad.extend_from_slice(header);
-    aad.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
+    aad.extend_from_slice(&length);
     aad.extend_from_slice(name.as_bytes());
-    aad
+    AssociatedData::Heap(aad)
 }
 
 fn mac(key: &[u8; 32], aad: &[u8], payload: &[u8]) -> [u8; MAC_TAG] {
