@@ -39,8 +39,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -57,8 +55,8 @@ const FORMAT_JSON: u8 = 1;
 const ENCRYPTED: u8 = 0b01;
 const COMPRESSED: u8 = 0b10;
 const HEADER: usize = 6;
-const NONCE: usize = 24;
-const AEAD_TAG: usize = 16;
+const NONCE: usize = xchacha::NONCE;
+const AEAD_TAG: usize = xchacha::TAG;
 const MAC_TAG: usize = 32;
 /// Payloads larger than this are tried compressed. Below it deflate saves a few hundred
 /// bytes at most, at the cost of its 300 KB working state on every write.
@@ -298,10 +296,8 @@ impl CookieSessions {
         if encrypted {
             let (nonce, payload) = body.split_at_mut(NONCE);
             getrandom::fill(nonce).expect("the OS random number generator failed");
-            let tag = XChaCha20Poly1305::new(current.encryption_key().into())
-                .encrypt_in_place_detached(XNonce::from_slice(nonce), &aad, payload)
-                // Encryption with a valid key and nonce cannot fail.
-                .expect("XChaCha20-Poly1305 encryption");
+            let nonce: &[u8; NONCE] = (&*nonce).try_into().expect("split at NONCE");
+            let tag = xchacha::seal(current.encryption_key(), nonce, &aad, payload);
             out.extend_from_slice(&tag);
         } else {
             let tag = mac(current.signing_key(), &aad, body);
@@ -350,13 +346,9 @@ impl CookieSessions {
             }
             let (nonce, sealed) = body.split_at_mut(NONCE);
             let (ciphertext, tag) = sealed.split_at_mut(sealed.len() - AEAD_TAG);
-            XChaCha20Poly1305::new(key.encryption_key().into())
-                .decrypt_in_place_detached(
-                    XNonce::from_slice(nonce),
-                    &aad,
-                    ciphertext,
-                    Tag::from_slice(tag),
-                )
+            let nonce: &[u8; NONCE] = (&*nonce).try_into().map_err(|_| Malformed)?;
+            let tag: &[u8; AEAD_TAG] = (&*tag).try_into().map_err(|_| Malformed)?;
+            xchacha::open(key.encryption_key(), nonce, &aad, ciphertext, tag)
                 .map_err(|_| Tampered)?;
             ciphertext
         } else {
@@ -415,12 +407,42 @@ impl CookieSessions {
     }
 }
 
-fn associated_data(header: &[u8], name: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(header.len() + 2 + name.len());
+/// Cookie names up to this length have their associated data built on the stack.
+const INLINE_NAME: usize = 64;
+
+/// The authenticated data: the header, then the cookie name with its length. Built on every
+/// open and seal, so it stays off the heap for any name up to [`INLINE_NAME`] bytes, which
+/// is every name in practice (`__Host-` and a word).
+enum AssociatedData {
+    Inline([u8; HEADER + 2 + INLINE_NAME], usize),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for AssociatedData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Inline(bytes, len) => &bytes[..*len],
+            Self::Heap(bytes) => bytes,
+        }
+    }
+}
+
+fn associated_data(header: &[u8], name: &str) -> AssociatedData {
+    let length = u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes();
+    let len = header.len() + 2 + name.len();
+    if header.len() == HEADER && name.len() <= INLINE_NAME {
+        let mut bytes = [0; HEADER + 2 + INLINE_NAME];
+        bytes[..HEADER].copy_from_slice(header);
+        bytes[HEADER..HEADER + 2].copy_from_slice(&length);
+        bytes[HEADER + 2..len].copy_from_slice(name.as_bytes());
+        return AssociatedData::Inline(bytes, len);
+    }
+    let mut aad = Vec::with_capacity(len);
     aad.extend_from_slice(header);
-    aad.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
+    aad.extend_from_slice(&length);
     aad.extend_from_slice(name.as_bytes());
-    aad
+    AssociatedData::Heap(aad)
 }
 
 fn mac(key: &[u8; 32], aad: &[u8], payload: &[u8]) -> [u8; MAC_TAG] {
@@ -431,6 +453,7 @@ fn mac(key: &[u8; 32], aad: &[u8], payload: &[u8]) -> [u8; MAC_TAG] {
 }
 
 mod payload;
+mod xchacha;
 
 #[cfg(test)]
 mod tests;

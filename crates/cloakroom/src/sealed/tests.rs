@@ -51,6 +51,30 @@ fn every_mode_round_trips_and_length_is_exact() {
 }
 
 #[test]
+fn long_cookie_names_are_bound_like_short_ones() {
+    // Past the inline associated data (64 bytes of name), the heap path must bind the
+    // name the same way: the same bytes, and a cookie moved to another name refused.
+    for len in [INLINE_NAME - 1, INLINE_NAME, INLINE_NAME + 1, 300] {
+        let name = "n".repeat(len);
+        let header = [FORMAT_VERSION, ENCRYPTED, 1, 2, 3, 4];
+        let mut expected = header.to_vec();
+        expected.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        expected.extend_from_slice(name.as_bytes());
+        assert_eq!(&*associated_data(&header, &name), &expected[..], "{len}");
+        for sessions in [
+            CookieSessions::encrypted(ring()),
+            CookieSessions::signed(ring()),
+        ] {
+            let (key, record) = sample(Default::default());
+            let value = sessions.seal(&name, &key, &record).unwrap();
+            assert!(sessions.open(&name, &value).is_some(), "{len}");
+            let other = format!("{}m", &name[1..]);
+            assert!(sessions.open(&other, &value).is_none(), "{len}");
+        }
+    }
+}
+
+#[test]
 fn tampering_truncation_and_foreign_keys_are_rejected() {
     let sessions = CookieSessions::encrypted(ring());
     let value = seal_empty(&sessions);
