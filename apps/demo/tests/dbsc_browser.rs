@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use cloakroom::dbsc::binding::DEFAULT_REGISTRATION_GRACE;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -361,7 +362,9 @@ async fn story(framework: &str) {
         .to_owned();
     // The copy works at first (or the checks below could not fail)...
     assert_eq!(thief_me(app_port, &copied).await, 200, "the fresh copy");
-    // ...but never without the bound cookie.
+    // ...but never without the bound cookie, once the registration grace (the moments
+    // in which the first bound cookie may still be on its way to the browser) is over.
+    tokio::time::sleep(DEFAULT_REGISTRATION_GRACE).await;
     assert_eq!(thief_me(app_port, &session_only).await, 401, "session only");
 
     // 4. The browser keeps using the page past the copied bound cookie's lifetime.

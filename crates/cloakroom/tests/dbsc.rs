@@ -34,11 +34,19 @@ struct Site {
 }
 
 fn site_with(binding: bool) -> Site {
+    // No registration grace, so a request right after registration already needs the
+    // bound cookie; `the_first_bound_cookie_gets_a_grace_after_registration` covers it.
+    site_with_grace(binding, Duration::ZERO)
+}
+
+fn site_with_grace(binding: bool, grace: Duration) -> Site {
     let store = Arc::new(MemoryStore::new());
     let keys = KeyRing::parse(&generate_key()).unwrap();
     let mut config = SessionConfig::default();
     if binding {
-        config = config.with_device_binding(DeviceBindingConfig::new(keys.clone()));
+        config = config.with_device_binding(
+            DeviceBindingConfig::new(keys.clone()).with_registration_grace(grace),
+        );
     }
     let manager = SessionManager::from_arc(store.clone(), config).unwrap();
     let app = Router::new()
@@ -460,6 +468,44 @@ async fn a_missing_forged_or_expired_bound_cookie_is_not_logged_in() {
         "anonymous"
     );
     assert_eq!(browser.whoami(&site).await, "alice");
+}
+
+#[tokio::test]
+async fn the_first_bound_cookie_gets_a_grace_after_registration() {
+    // Chrome registers in the background right after the login response, while the page
+    // asks the server who is logged in: that request can land after the key is stored and
+    // before the browser holds the first bound cookie. It must not read as logged out.
+    let site = site_with_grace(
+        true,
+        DeviceBindingConfig::new(site_keys()).registration_grace(),
+    );
+    let device = new_key();
+    let (browser, _, _) = Browser::registered(&site, &device).await;
+    let mut in_flight = browser.session_cookie_only();
+    assert_eq!(in_flight.whoami(&site).await, "alice");
+    // Once the grace is over, the session cookie alone is anonymous again.
+    edit_binding(&site, &browser, |binding| {
+        binding["bound_at"] = serde_json::json!(past_ms() - 10_000);
+    })
+    .await;
+    assert_eq!(in_flight.whoami(&site).await, "anonymous");
+    let mut browser = browser;
+    assert_eq!(browser.whoami(&site).await, "alice");
+}
+
+#[test]
+fn the_registration_grace_is_bounded() {
+    let config = DeviceBindingConfig::new(site_keys());
+    assert_eq!(config.registration_grace(), Duration::from_secs(10));
+    let long = config.with_registration_grace(Duration::from_secs(61));
+    assert_eq!(
+        long.validate(),
+        Err(cloakroom::dbsc::binding::DeviceBindingConfigError::GraceTooLong)
+    );
+}
+
+fn site_keys() -> KeyRing {
+    KeyRing::parse(&generate_key()).unwrap()
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ pub struct DeviceBindingConfig {
     refresh_path: String,
     cookie_name: String,
     lifetime: Duration,
+    registration_grace: Duration,
     algorithms: Vec<Algorithm>,
 }
 
@@ -60,7 +61,22 @@ pub enum DeviceBindingConfigError {
     /// The bound cookie's name is empty or not a cookie name.
     #[error("the bound cookie name must be a non-empty token")]
     BadCookieName,
+    /// A registration grace longer than [`MAX_REGISTRATION_GRACE`].
+    #[error("the registration grace may be at most {}s", MAX_REGISTRATION_GRACE.as_secs())]
+    GraceTooLong,
 }
+
+/// How long after a key is registered a request without the bound cookie still counts as
+/// the bound session, by default. The registration's response carries the first bound
+/// cookie, and the page's own requests (Chrome registers in the background, right after
+/// the login response) can reach the server after the key is stored but before the
+/// browser holds that cookie; without a grace they would read as logged out.
+pub const DEFAULT_REGISTRATION_GRACE: Duration = Duration::from_secs(10);
+
+/// The longest registration grace allowed: far below any bound cookie's lifetime, so a
+/// session cookie copied during the grace stops working sooner than a copied bound cookie
+/// would anyway.
+pub const MAX_REGISTRATION_GRACE: Duration = Duration::from_secs(60);
 
 impl DeviceBindingConfig {
     /// Defaults: registration at `/.cloakroom/dbsc/register`, refresh at
@@ -74,6 +90,7 @@ impl DeviceBindingConfig {
             refresh_path: "/.cloakroom/dbsc/refresh".to_owned(),
             cookie_name: "cloakroom_bound".to_owned(),
             lifetime: DEFAULT_BOUND_COOKIE_LIFETIME,
+            registration_grace: DEFAULT_REGISTRATION_GRACE,
             algorithms: Algorithm::ALL.to_vec(),
         }
     }
@@ -102,6 +119,21 @@ impl DeviceBindingConfig {
     pub fn with_bound_cookie_lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetime = lifetime;
         self
+    }
+
+    /// Sets how long after registration a request without the bound cookie still counts
+    /// as the bound session ([`DEFAULT_REGISTRATION_GRACE`]; at most
+    /// [`MAX_REGISTRATION_GRACE`], checked by [`validate`](Self::validate)). Zero makes the
+    /// bound cookie required from the moment the key is stored, at the price of a page
+    /// that asks the server right after login sometimes reading as logged out.
+    pub fn with_registration_grace(mut self, grace: Duration) -> Self {
+        self.registration_grace = grace;
+        self
+    }
+
+    /// The registration grace.
+    pub fn registration_grace(&self) -> Duration {
+        self.registration_grace
     }
 
     /// Sets the algorithms offered, in order of preference.
@@ -144,6 +176,9 @@ impl DeviceBindingConfig {
     /// Checks that the configuration can work.
     pub fn validate(&self) -> Result<(), DeviceBindingConfigError> {
         check_bound_cookie_lifetime(self.lifetime)?;
+        if self.registration_grace > MAX_REGISTRATION_GRACE {
+            return Err(DeviceBindingConfigError::GraceTooLong);
+        }
         if self.algorithms.is_empty() {
             return Err(DeviceBindingConfigError::NoAlgorithm);
         }
@@ -227,7 +262,8 @@ pub enum BindingStatus {
     /// No key is bound (no binding, or registration pending): the session works as
     /// without DBSC.
     Unbound,
-    /// A key is bound and the request carries a valid bound cookie.
+    /// A key is bound and the request carries a valid bound cookie, or the key was
+    /// registered less than the configured registration grace ago.
     Bound,
     /// A key is bound but the bound cookie is missing, forged or expired: treat the
     /// request as not logged in (and leave the record alone).
@@ -410,7 +446,11 @@ impl DeviceBinding {
             .into_iter()
             .take(crate::codec::MAX_CANDIDATES)
             .any(|value| bound_cookie::verify(&config.keys, value, &self.id, now).is_ok());
-        if valid {
+        // Just registered: the bound cookie may still be on its way to the browser.
+        let in_grace = self
+            .bound_at
+            .is_some_and(|bound_at| now < bound_at + config.registration_grace);
+        if valid || in_grace {
             BindingStatus::Bound
         } else {
             BindingStatus::BoundCredentialMissing

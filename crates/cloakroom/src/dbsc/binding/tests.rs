@@ -77,9 +77,20 @@ fn registration_refresh_and_a_stolen_cookie() {
         binding.status(&config, [&bound[..]], now),
         BindingStatus::Bound
     );
+    // Right after registration the first bound cookie may still be on its way: the
+    // registration grace covers that window, and only that window.
     assert_eq!(
         binding.status(&config, std::iter::empty(), now),
+        BindingStatus::Bound
+    );
+    let after_grace = now + config.registration_grace();
+    assert_eq!(
+        binding.status(&config, std::iter::empty(), after_grace),
         BindingStatus::BoundCredentialMissing
+    );
+    assert_eq!(
+        binding.status(&config, [&bound[..]], after_grace),
+        BindingStatus::Bound
     );
     let later = now + config.bound_cookie_lifetime();
     assert_eq!(
