@@ -54,6 +54,7 @@ pub async fn sqlite_pool(env: &Env, name: &str) -> Result<SqlitePool, BuildError
         .busy_timeout(Duration::from_secs(5));
     Ok(SqlitePoolOptions::new()
         .max_connections(8)
+        .test_before_acquire(false)
         .connect_with(options)
         .await?)
 }

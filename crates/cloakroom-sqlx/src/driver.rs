@@ -7,7 +7,9 @@ use std::time::Duration;
 use sqlx::pool::{Pool, PoolConnectionMetadata, PoolOptions};
 
 use crate::errors::DEFAULT_OPERATION_TIMEOUT;
-use crate::row::{decode, Decoded};
+use cloakroom::{Record, StoreError};
+
+use crate::row::{decode, decode_record, Decoded};
 
 /// A pooled connection idle for at least this long is pinged before it is handed out by
 /// the stores' default pools (see `PostgresStore::pool_options`).
@@ -71,6 +73,15 @@ pub trait Driver: sqlx::Database {
         args: &'a [Bound<'a>],
     ) -> impl Future<Output = Result<Vec<Decoded>, sqlx::Error>> + Send + 'a;
 
+    /// Runs a query selecting at most one row of record columns alone (no key): the
+    /// record, why it is unreadable, or none. The request path's load: no key column,
+    /// and no vectors of rows or entries for the one row it reads.
+    fn fetch_record<'a>(
+        pool: &'a Pool<Self>,
+        sql: &'a str,
+        args: &'a [Bound<'a>],
+    ) -> impl Future<Output = Result<Option<Result<Record, StoreError>>, sqlx::Error>> + Send + 'a;
+
     /// The stores' default pool settings: 16 connections, a 5 s acquire timeout, and a
     /// connection idle for longer than [`IDLE_CHECK_AFTER`] pinged before use.
     fn default_pool() -> PoolOptions<Self> {
@@ -125,7 +136,7 @@ where
     for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    &'static str: sqlx::ColumnIndex<DB::Row>,
+    usize: sqlx::ColumnIndex<DB::Row>,
     for<'r> Vec<u8>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
     for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
     for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
@@ -156,6 +167,15 @@ where
     ) -> Result<Vec<Decoded>, sqlx::Error> {
         let rows = bind_all::<DB>(sql, args).fetch_all(pool).await?;
         Ok(rows.iter().map(decode).collect())
+    }
+
+    async fn fetch_record<'a>(
+        pool: &'a Pool<Self>,
+        sql: &'a str,
+        args: &'a [Bound<'a>],
+    ) -> Result<Option<Result<Record, StoreError>>, sqlx::Error> {
+        let row = bind_all::<DB>(sql, args).fetch_optional(pool).await?;
+        Ok(row.as_ref().map(|row| decode_record(row, 0)))
     }
 }
 

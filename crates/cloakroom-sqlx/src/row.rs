@@ -6,10 +6,16 @@ use cloakroom::{ClientMeta, Record, SessionEntry, StoreError, StoreKey};
 
 use crate::errors::store_error;
 
-/// The columns every SELECT returns, in this order; the dialect may read `user_id`
-/// through an expression (see `Dialect::USER_ID`).
+/// The columns a record is read from, in the order [`decode_record`] reads them by
+/// position; the dialect may read `user_id` through an expression (see
+/// `Dialect::USER_ID`).
+pub fn record_columns(user_id: &str) -> String {
+    format!("version, data, created_at, last_active_at, idle_deadline, absolute_deadline, persistent, {user_id}, ip, user_agent, auth_epoch, device_binding")
+}
+
+/// The columns a listing SELECT returns: the store key, then the record's.
 pub fn selected(user_id: &str) -> String {
-    format!("store_key, version, data, created_at, last_active_at, idle_deadline, absolute_deadline, persistent, {user_id}, ip, user_agent, auth_epoch, device_binding")
+    format!("store_key, {}", record_columns(user_id))
 }
 
 /// The columns a record is stored in, as plain values ready to bind.
@@ -112,39 +118,20 @@ impl StoredRow {
 /// what is wrong with it.
 pub type Decoded = Result<SessionEntry, (Option<StoreKey>, StoreError)>;
 
-/// Reads a session entry from a row of any backend: [`StoreError::Corrupt`] if a column
-/// holds what no record can, with the row's key (if readable) for the log.
+/// Reads a session entry from a row of [`selected`] columns: [`StoreError::Corrupt`] if a
+/// column holds what no record can, with the row's key (if readable) for the log.
 pub fn decode<'r, R>(row: &'r R) -> Decoded
 where
     R: sqlx::Row,
-    &'static str: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<R>,
     Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let key: Option<Vec<u8>> = row.try_get("store_key").ok();
+    let key: Option<Vec<u8>> = row.try_get(0).ok();
     let key = key.as_deref().and_then(StoreKey::from_slice);
-    let stored = || {
-        Ok::<_, sqlx::Error>(StoredRow {
-            version: row.try_get("version")?,
-            data: row.try_get("data")?,
-            created_at: row.try_get("created_at")?,
-            last_active_at: row.try_get("last_active_at")?,
-            idle_deadline: row.try_get("idle_deadline")?,
-            absolute_deadline: row.try_get("absolute_deadline")?,
-            persistent: row.try_get("persistent")?,
-            user_id: row.try_get("user_id")?,
-            ip: row.try_get("ip")?,
-            user_agent: row.try_get("user_agent")?,
-            auth_epoch: row.try_get("auth_epoch")?,
-            device_binding: row.try_get("device_binding")?,
-        })
-    };
-    let record = stored()
-        .map_err(store_error)
-        .and_then(StoredRow::into_record);
-    match (key, record) {
+    match (key, decode_record(row, 1)) {
         (Some(key), Ok(record)) => Ok(SessionEntry { key, record }),
         (None, Ok(_)) => Err((
             None,
@@ -152,6 +139,34 @@ where
         )),
         (key, Err(error)) => Err((key, error)),
     }
+}
+
+/// Reads a record from the [`record_columns`] of a row, starting at column `first`.
+/// By position, not by name: a name is a hash lookup per column on every load, and the
+/// order is fixed by [`record_columns`], which every SELECT is built from.
+pub fn decode_record<'r, R>(row: &'r R, first: usize) -> Result<Record, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let stored = StoredRow {
+        version: row.try_get(first).map_err(store_error)?,
+        data: row.try_get(first + 1).map_err(store_error)?,
+        created_at: row.try_get(first + 2).map_err(store_error)?,
+        last_active_at: row.try_get(first + 3).map_err(store_error)?,
+        idle_deadline: row.try_get(first + 4).map_err(store_error)?,
+        absolute_deadline: row.try_get(first + 5).map_err(store_error)?,
+        persistent: row.try_get(first + 6).map_err(store_error)?,
+        user_id: row.try_get(first + 7).map_err(store_error)?,
+        ip: row.try_get(first + 8).map_err(store_error)?,
+        user_agent: row.try_get(first + 9).map_err(store_error)?,
+        auth_epoch: row.try_get(first + 10).map_err(store_error)?,
+        device_binding: row.try_get(first + 11).map_err(store_error)?,
+    };
+    stored.into_record()
 }
 
 /// The readable entries; a corrupt row is logged (by handle, never raw) and skipped, so

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use crate::dialect::Dialect;
 use crate::driver::Bound;
-use crate::row::{selected, Columns};
+use crate::row::{record_columns, selected, Columns};
 
 /// A named parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,8 +248,10 @@ impl Statements {
         );
         let sql = |template: String| Statement::compile(&template, D::PLACEHOLDERS);
         Self {
+            // The caller knows the key: a load reads the record's columns alone.
             load: sql(format!(
-                "SELECT {cols} FROM {t} WHERE store_key = :key AND {live}"
+                "SELECT {} FROM {t} WHERE store_key = :key AND {live}",
+                record_columns(D::USER_ID)
             )),
             insert: sql(format!(
                 "INSERT INTO {t}{alias} (store_key, version, data, created_at, last_active_at,

@@ -151,8 +151,20 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
     }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         bounded(self.timeout, async {
-            let entries = self.entries(&self.sql.load, &key_args(key)).await?;
-            Ok(entries.into_iter().next().map(|entry| entry.record))
+            let statement = &self.sql.load;
+            let args = statement.bind(&key_args(key));
+            let found = D::Db::fetch_record(&self.pool, &statement.sql, &args).await;
+            match found.map_err(store_error)? {
+                Some(Ok(record)) => Ok(Some(record)),
+                // A corrupt record is logged (by handle, never raw) and treated as absent.
+                Some(Err(StoreError::Corrupt(reason))) => {
+                    let handle = key.handle();
+                    tracing::warn!(%handle, %reason, "corrupt session record treated as absent");
+                    Ok(None)
+                }
+                Some(Err(error)) => Err(error),
+                None => Ok(None),
+            }
         })
         .await
     }
