@@ -5,83 +5,17 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/browser.sh` installs them).
 //! Without them the tests skip loudly, unless `CLOAKROOM_REQUIRE_SERVICES=1`.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use fantoccini::{Client, Locator};
 
 mod support;
+use support::chromium::{browser, installed, start_chromedriver, start_demo, wait_text};
 use support::{free_port, skip, wait_for_port};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_demo(port: u16, framework: &str, store: &str, dir: &Path) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--store", store])
-        .args(["--framework", framework])
-        .env("CLOAKROOM_DEMO_KEY", cloakroom::generate_key())
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the demo");
-    Running(child)
-}
-
-async fn browser(driver: u16, profile: &Path) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1200,900",
-                format!("--user-data-dir={}", profile.display()),
-            ]
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{driver}"))
-        .await
-        .expect("a Chromium session over WebDriver")
-}
-
-async fn text(client: &Client, id: &str) -> String {
-    match client.find(Locator::Id(id)).await {
-        Ok(element) => element.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
-async fn wait_text(client: &Client, id: &str, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = text(client, id).await;
-        if now.contains(expected) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "#{id} never showed {expected:?}; it shows {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits for the page to show `expected` in the element `id`.
+async fn shows(client: &Client, id: &str, expected: &str) {
+    wait_text(client, id, expected, "the story", Duration::from_secs(10)).await;
 }
 
 async fn count(client: &Client, css: &str) -> usize {
@@ -114,11 +48,11 @@ async fn click(client: &Client, id: &str) {
 
 async fn log_in(client: &Client, base: &str) {
     client.goto(base).await.unwrap();
-    wait_text(client, "status", "Not logged in").await;
+    shows(client, "status", "Not logged in").await;
     type_into(client, "username", "alice").await;
     type_into(client, "password", "wonderland").await;
     click(client, "login-button").await;
-    wait_text(client, "status", "Logged in as alice").await;
+    shows(client, "status", "Logged in as alice").await;
 }
 
 async fn session_cookie(client: &Client) -> Option<String> {
@@ -131,26 +65,19 @@ async fn session_cookie(client: &Client) -> Option<String> {
 
 /// The five steps of the demo's end-to-end story, on `framework` (`axum` or `actix`).
 async fn story(framework: &str, store: &str) {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+    if !installed() {
         return skip("Chromium or chromedriver is not installed: run scripts/browser.sh");
     }
     let dir = tempfile::tempdir().unwrap();
     let (app_port, driver_port) = (free_port(), free_port());
-    let _demo = start_demo(app_port, framework, store, dir.path());
-    let _driver = Running(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
+    let _demo = start_demo(app_port, framework, store, &[], dir.path());
+    let _driver = start_chromedriver(driver_port);
     wait_for_port(app_port, "the demo");
     wait_for_port(driver_port, "chromedriver");
     let base = format!("http://127.0.0.1:{app_port}/");
     let (first_profile, second_profile) = (dir.path().join("first"), dir.path().join("second"));
-    let first = browser(driver_port, &first_profile).await;
-    let second = browser(driver_port, &second_profile).await;
+    let first = browser(driver_port, &first_profile, &[]).await;
+    let second = browser(driver_port, &second_profile, &[]).await;
 
     // 1. Log in as alice.
     log_in(&first, &base).await;
@@ -167,10 +94,10 @@ async fn story(framework: &str, store: &str) {
     // 2. Add to the cart; the cart survives a reload.
     type_into(&first, "item", "umbrella").await;
     click(&first, "add-button").await;
-    wait_text(&first, "cart", "umbrella").await;
+    shows(&first, "cart", "umbrella").await;
     first.refresh().await.unwrap();
-    wait_text(&first, "status", "Logged in as alice").await;
-    wait_text(&first, "cart", "umbrella").await;
+    shows(&first, "status", "Logged in as alice").await;
+    shows(&first, "cart", "umbrella").await;
 
     // 3. A second, separate browser profile logs in as alice.
     log_in(&second, &base).await;
@@ -205,15 +132,15 @@ async fn story(framework: &str, store: &str) {
     } else {
         "Logged out 1 other device"
     };
-    wait_text(&first, "error", message).await;
+    shows(&first, "error", message).await;
     wait_count(&first, "#devices tr", 1).await;
     second.refresh().await.unwrap();
-    wait_text(&second, "status", "Not logged in").await;
-    wait_text(&first, "status", "Logged in as alice").await;
+    shows(&second, "status", "Not logged in").await;
+    shows(&first, "status", "Logged in as alice").await;
 
     // 5. Logout clears the cookie.
     click(&first, "logout-button").await;
-    wait_text(&first, "status", "Not logged in").await;
+    shows(&first, "status", "Not logged in").await;
     assert_eq!(
         session_cookie(&first).await,
         None,

@@ -17,27 +17,23 @@
 //! Without them the test skips loudly, unless `CLOAKROOM_REQUIRE_SERVICES=1`. It takes about
 //! 3.5 minutes: the bound cookie has to expire, and the core refuses lifetimes under 151 s.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cloakroom::dbsc::binding::DEFAULT_REGISTRATION_GRACE;
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{json, Value};
+use fantoccini::{Client, Locator};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
 
 mod support;
+use support::chromium::{browser, installed, start_chromedriver, start_demo, wait_text};
 use support::{free_port, skip, wait_for_port};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-/// Both are needed: DBSC itself, and software keys (Linux has no TPM-backed provider).
 const DBSC_FEATURES: &str =
     "--enable-features=DeviceBoundSessions,EnableBoundSessionCredentialsSoftwareKeysForManualTesting";
 /// Well above Chrome's 120 s proactive-refresh threshold, so that Chrome refreshes about
@@ -45,20 +41,12 @@ const DBSC_FEATURES: &str =
 const BOUND_COOKIE_LIFETIME: Duration = Duration::from_secs(180);
 /// How often the browser uses the page while the bound cookie ages.
 const POLL: Duration = Duration::from_secs(20);
+/// How long the page may take to show a step's outcome.
+const WAIT: Duration = Duration::from_secs(15);
 const SESSION_COOKIE: &str = "id";
 const BOUND_COOKIE: &str = "cloakroom_bound";
 const REGISTER: &[u8] = b"POST /.cloakroom/dbsc/register ";
 const REFRESH: &[u8] = b"POST /.cloakroom/dbsc/refresh ";
-
-/// A child process killed when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The DBSC requests the proxy saw go from the browser to the demo.
 #[derive(Default)]
@@ -164,67 +152,6 @@ fn tls_proxy(listener: TcpListener, upstream: u16, seen: Arc<Seen>) -> String {
     spki
 }
 
-fn start_demo(port: u16, framework: &str, dir: &Path) -> Running {
-    let lifetime = format!("{}s", BOUND_COOKIE_LIFETIME.as_secs());
-    let child = Command::new(env!("CARGO_BIN_EXE_cloakroom-demo"))
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .args(["--store", "sqlite://sessions.db", "--framework", framework])
-        .args(["--bound-cookie-lifetime", &lifetime])
-        .env("CLOAKROOM_DEMO_KEY", cloakroom::generate_key())
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the demo");
-    Running(child)
-}
-
-async fn browser(driver: u16, profile: &Path, spki: &str) -> Client {
-    let mut caps = serde_json::Map::new();
-    // No `acceptInsecureCerts`: an ignored certificate error turns DBSC off in Chrome.
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1200,900",
-                DBSC_FEATURES,
-                format!("--ignore-certificate-errors-spki-list={spki}"),
-                format!("--user-data-dir={}", profile.display()),
-            ]
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{driver}"))
-        .await
-        .expect("a Chromium session over WebDriver")
-}
-
-async fn text(client: &Client, id: &str) -> String {
-    match client.find(Locator::Id(id)).await {
-        Ok(element) => element.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
-async fn wait_text(client: &Client, id: &str, expected: &str, why: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = text(client, id).await;
-        if now.contains(expected) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "#{id} never showed {expected:?} ({why}); it shows {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// `GET /api/me` from inside the page, as the page's own script asks: its status and body.
 async fn me_in_browser(client: &Client) -> (u64, Value) {
     let script = r#"
@@ -275,7 +202,7 @@ async fn thief_me(port: u16, cookies: &[(String, String)]) -> u16 {
 }
 
 async fn story(framework: &str) {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+    if !installed() {
         return skip("Chromium or chromedriver is not installed: run scripts/browser.sh");
     }
     let dir = tempfile::tempdir().unwrap();
@@ -284,15 +211,11 @@ async fn story(framework: &str) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls_port = listener.local_addr().unwrap().port();
     let (app_port, driver_port) = (free_port(), free_port());
-    let mut demo = start_demo(app_port, framework, dir.path());
-    let _driver = Running(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
+    let lifetime = format!("{}s", BOUND_COOKIE_LIFETIME.as_secs());
+    let store = "sqlite://sessions.db";
+    let extra = ["--bound-cookie-lifetime", lifetime.as_str()];
+    let mut demo = start_demo(app_port, framework, store, &extra, dir.path());
+    let _driver = start_chromedriver(driver_port);
     wait_for_port(app_port, "the demo");
     wait_for_port(driver_port, "chromedriver");
     // Something else could have taken the port between free_port and the demo's bind.
@@ -304,12 +227,24 @@ async fn story(framework: &str) {
     let seen = Arc::new(Seen::default());
     let spki = tls_proxy(listener, app_port, Arc::clone(&seen));
     let base = format!("https://localhost:{tls_port}/");
-    let client = browser(driver_port, &dir.path().join("profile"), &spki).await;
+    // No `acceptInsecureCerts`: an ignored certificate error turns DBSC off in Chrome.
+    let flags = [
+        DBSC_FEATURES.to_owned(),
+        format!("--ignore-certificate-errors-spki-list={spki}"),
+    ];
+    let client = browser(driver_port, &dir.path().join("profile"), &flags).await;
     let flags = format!("{DBSC_FEATURES} --ignore-certificate-errors-spki-list=<the proxy's>");
 
     // 1. Log in through the page, as a user would.
     client.goto(&base).await.unwrap();
-    wait_text(&client, "status", "Not logged in", "the page over TLS").await;
+    wait_text(
+        &client,
+        "status",
+        "Not logged in",
+        "the page over TLS",
+        WAIT,
+    )
+    .await;
     let username = client.find(Locator::Id("username")).await.unwrap();
     username.send_keys("alice").await.unwrap();
     let password = client.find(Locator::Id("password")).await.unwrap();
@@ -321,7 +256,7 @@ async fn story(framework: &str) {
         .click()
         .await
         .unwrap();
-    wait_text(&client, "status", "Logged in as alice", "the login").await;
+    wait_text(&client, "status", "Logged in as alice", "the login", WAIT).await;
 
     // 2. Chrome registers a key: the session reads as bound, and the page says so.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -345,6 +280,7 @@ async fn story(framework: &str) {
         "bound",
         "This device is bound",
         "after registration",
+        WAIT,
     )
     .await;
     let registered = Instant::now();
@@ -423,6 +359,7 @@ async fn story(framework: &str) {
         "status",
         "Logged in as alice",
         "after the refreshes",
+        WAIT,
     )
     .await;
     wait_text(
@@ -430,6 +367,7 @@ async fn story(framework: &str) {
         "bound",
         "This device is bound",
         "after the refreshes",
+        WAIT,
     )
     .await;
     let item = client.find(Locator::Id("item")).await.unwrap();
@@ -441,7 +379,14 @@ async fn story(framework: &str) {
         .click()
         .await
         .unwrap();
-    wait_text(&client, "cart", "umbrella", "a write after the refreshes").await;
+    wait_text(
+        &client,
+        "cart",
+        "umbrella",
+        "a write after the refreshes",
+        WAIT,
+    )
+    .await;
     eprintln!(
         "dbsc_browser on {framework}: {registrations} registration(s), {refreshes} refresh(es) \
          in {}s; the copy last worked {}s after registration",

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 pub use cloakroom::testing::skip;
 
+pub mod chromium;
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
