@@ -2,6 +2,8 @@
 //! tower layer, checked end to end with a real ES256 key.
 #![cfg(feature = "dbsc")]
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App};
 use cloakroom::dbsc::binding::DeviceBindingConfig;
@@ -36,7 +38,10 @@ fn cookie_pair<B>(response: &actix_web::dev::ServiceResponse<B>, name: &str) -> 
 #[actix_web::test]
 async fn registration_refresh_and_the_bound_cookie_through_actix() {
     let keys = KeyRing::parse(&generate_key()).unwrap();
-    let config = SessionConfig::default().with_device_binding(DeviceBindingConfig::new(keys));
+    // No registration grace: the session cookie alone is refused as soon as the key is
+    // stored (the grace is the core's, tested through the tower layer).
+    let binding = DeviceBindingConfig::new(keys).with_registration_grace(Duration::ZERO);
+    let config = SessionConfig::default().with_device_binding(binding);
     let sessions = SessionMiddleware::try_new(MemoryStore::new(), config).unwrap();
     let app = test::init_service(
         App::new()

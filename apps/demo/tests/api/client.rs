@@ -3,9 +3,11 @@
 //! `cloakroom::testing::TestClient` that read back status, cookie and JSON.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use cloakroom::dbsc::binding::DeviceBindingConfig;
 use cloakroom::testing::{AppUnderTest, TestClient, TestResponse};
 use cloakroom_demo::{DemoEpochs, Settings};
 use serde_json::{json, Value};
@@ -28,8 +30,17 @@ pub fn app() -> App {
 /// The demo app with its default settings, on `store`.
 pub fn app_on(store: impl cloakroom::SessionStore) -> App {
     let epochs = DemoEpochs::default();
-    let config = Settings::default()
+    let settings = Settings::default();
+    let keys = settings
+        .device_binding
+        .clone()
+        .expect("binding is on by default");
+    // The demo's settings with no registration grace, so a copied session cookie is
+    // refused the moment a key is stored (the grace itself is the core's, tested there).
+    let binding = DeviceBindingConfig::new(keys).with_registration_grace(Duration::ZERO);
+    let config = settings
         .session_config()
+        .with_device_binding(binding)
         .with_epochs(epochs.clone());
     let manager = Arc::new(cloakroom::SessionManager::new(store, config).unwrap());
     match crate::FRAMEWORK {
