@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, Locator};
 
 mod support;
-use support::chromium::{browser, installed, start_chromedriver, start_demo, wait_text};
+use support::chromium::{
+    browser, click, installed, log_in, start_chromedriver, start_demo, type_into, wait_text,
+};
 use support::{free_port, skip, wait_for_port};
 
 /// Waits for the page to show `expected` in the element `id`.
@@ -32,27 +34,6 @@ async fn wait_count(client: &Client, css: &str, expected: usize) {
         assert!(Instant::now() < deadline, "{css} never counted {expected}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Types `text` into the element with the id `id`.
-async fn type_into(client: &Client, id: &str, text: &str) {
-    let element = client.find(Locator::Id(id)).await.unwrap();
-    element.send_keys(text).await.unwrap();
-}
-
-/// Clicks the element with the id `id`.
-async fn click(client: &Client, id: &str) {
-    let element = client.find(Locator::Id(id)).await.unwrap();
-    element.click().await.unwrap();
-}
-
-async fn log_in(client: &Client, base: &str) {
-    client.goto(base).await.unwrap();
-    shows(client, "status", "Not logged in").await;
-    type_into(client, "username", "alice").await;
-    type_into(client, "password", "wonderland").await;
-    click(client, "login-button").await;
-    shows(client, "status", "Logged in as alice").await;
 }
 
 async fn session_cookie(client: &Client) -> Option<String> {

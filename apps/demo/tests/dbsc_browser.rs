@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cloakroom::dbsc::binding::DEFAULT_REGISTRATION_GRACE;
-use fantoccini::{Client, Locator};
+use fantoccini::Client;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,7 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
 
 mod support;
-use support::chromium::{browser, installed, start_chromedriver, start_demo, wait_text};
+use support::chromium::{
+    browser, click, installed, log_in, start_chromedriver, start_demo, type_into, wait_text,
+};
 use support::{free_port, skip, wait_for_port};
 
 const DBSC_FEATURES: &str =
@@ -236,27 +238,7 @@ async fn story(framework: &str) {
     let flags = format!("{DBSC_FEATURES} --ignore-certificate-errors-spki-list=<the proxy's>");
 
     // 1. Log in through the page, as a user would.
-    client.goto(&base).await.unwrap();
-    wait_text(
-        &client,
-        "status",
-        "Not logged in",
-        "the page over TLS",
-        WAIT,
-    )
-    .await;
-    let username = client.find(Locator::Id("username")).await.unwrap();
-    username.send_keys("alice").await.unwrap();
-    let password = client.find(Locator::Id("password")).await.unwrap();
-    password.send_keys("wonderland").await.unwrap();
-    client
-        .find(Locator::Id("login-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_text(&client, "status", "Logged in as alice", "the login", WAIT).await;
+    log_in(&client, &base).await;
 
     // 2. Chrome registers a key: the session reads as bound, and the page says so.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -370,15 +352,8 @@ async fn story(framework: &str) {
         WAIT,
     )
     .await;
-    let item = client.find(Locator::Id("item")).await.unwrap();
-    item.send_keys("umbrella").await.unwrap();
-    client
-        .find(Locator::Id("add-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&client, "item", "umbrella").await;
+    click(&client, "add-button").await;
     wait_text(
         &client,
         "cart",

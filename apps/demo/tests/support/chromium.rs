@@ -110,3 +110,26 @@ pub async fn wait_text(client: &Client, id: &str, expected: &str, why: &str, wit
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Types `text` into the element with the id `id`.
+pub async fn type_into(client: &Client, id: &str, text: &str) {
+    let element = client.find(Locator::Id(id)).await.unwrap();
+    element.send_keys(text).await.unwrap();
+}
+
+/// Clicks the element with the id `id`.
+pub async fn click(client: &Client, id: &str) {
+    let element = client.find(Locator::Id(id)).await.unwrap();
+    element.click().await.unwrap();
+}
+
+/// Opens the page at `base` and logs in as alice through its form, as a user would.
+pub async fn log_in(client: &Client, base: &str) {
+    let within = Duration::from_secs(15);
+    client.goto(base).await.unwrap();
+    wait_text(client, "status", "Not logged in", "the page", within).await;
+    type_into(client, "username", "alice").await;
+    type_into(client, "password", "wonderland").await;
+    click(client, "login-button").await;
+    wait_text(client, "status", "Logged in as alice", "the login", within).await;
+}
