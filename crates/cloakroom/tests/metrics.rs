@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::routing::{get, post};
 use axum::Router;
-use cloakroom::conformance::CountingStore;
+use cloakroom::conformance::{CountingStore, HookedStore, Operation, StoreHook};
 use cloakroom::telemetry::names;
 use cloakroom::testing::TestClient;
 use cloakroom::{
@@ -216,93 +216,67 @@ fn a_scripted_day_of_sessions_is_counted_exactly() {
         .all(|name| !name.starts_with(names::STORE_ERRORS)));
 }
 
-/// A memory store whose `update` answers `Conflict` while `conflicts` lasts, as if another
-/// process wrote first each time.
-struct Contended {
-    inner: MemoryStore,
+/// Another writer that, while `conflicts` lasts, saves the session just before each of
+/// the app's `update`s reach the store: the app's compare-and-set then meets a real
+/// version conflict in the memory store, as when another process wrote first.
+struct Contender {
+    store: Arc<MemoryStore>,
     conflicts: AtomicU32,
 }
 
 #[async_trait]
-impl SessionStore for Contended {
-    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.inner.load(key).await
-    }
-    async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), cloakroom::InsertError> {
-        self.inner.insert(key, record).await
-    }
-    async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
+impl StoreHook for Contender {
+    async fn before(&self, operation: Operation) -> Result<(), StoreError> {
         let left = self.conflicts.load(Ordering::SeqCst);
-        if left > 0 {
-            self.conflicts.store(left - 1, Ordering::SeqCst);
-            return Err(UpdateError::Conflict);
+        if operation != Operation::Update || left == 0 {
+            return Ok(());
         }
-        self.inner.update(key, record).await
-    }
-    async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
-        self.inner.touch(key, touch).await
-    }
-    async fn rename(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
-        self.inner.rename(old, new).await
-    }
-    async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        self.inner.list_for_user(user).await
-    }
-    async fn delete_for_user(
-        &self,
-        user: &str,
-        except: Option<&StoreKey>,
-    ) -> Result<u64, StoreError> {
-        self.inner.delete_for_user(user, except).await
-    }
-    async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
-        self.inner.purge_expired(batch).await
-    }
-    async fn find_by_handle(
-        &self,
-        handle: &SessionHandle,
-    ) -> Result<Option<SessionEntry>, StoreError> {
-        self.inner.find_by_handle(handle).await
-    }
-    async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        self.inner.list_sessions(query).await
+        self.conflicts.store(left - 1, Ordering::SeqCst);
+        let everything = ListQuery {
+            limit: usize::MAX,
+            ..ListQuery::default()
+        };
+        for entry in self.store.list_sessions(&everything).await? {
+            self.store
+                .update(&entry.key, &entry.record)
+                .await
+                .expect("the other writer saves first");
+        }
+        Ok(())
     }
 }
 
 #[test]
 fn conflicts_retried_and_commits_that_gave_up_are_counted() {
     let recorded = record(|| async {
-        let store = Arc::new(Contended {
-            inner: MemoryStore::new(),
+        let memory = Arc::new(MemoryStore::new());
+        let contender = Arc::new(Contender {
+            store: Arc::clone(&memory),
             conflicts: AtomicU32::new(0),
         });
+        let store = HookedStore::with_hook(memory, Arc::clone(&contender));
         let config = SessionConfig::default().with_max_commit_attempts(3);
-        let app = routes().layer(SessionLayer::from_manager(Arc::new(
-            SessionManager::from_arc(store.clone(), config).unwrap(),
-        )));
+        let app = routes().layer(SessionLayer::try_new(store, config).unwrap());
         let mut browser = TestClient::new(app);
         browser.post("/write").await;
         // Two conflicts, then success: two retries.
-        store.conflicts.store(2, Ordering::SeqCst);
+        contender.conflicts.store(2, Ordering::SeqCst);
         assert!(browser.post("/write").await.status().is_success());
         // Conflicts without end: two retries, then the third attempt gives up.
-        store.conflicts.store(u32::MAX, Ordering::SeqCst);
+        contender.conflicts.store(u32::MAX, Ordering::SeqCst);
         assert_eq!(browser.post("/write").await.status(), 503);
     });
     let counters = recorded.session_counters();
     assert_eq!(counters[names::COMMIT_CONFLICTS], 4);
     assert_eq!(counters[names::COMMIT_CONFLICTS_EXHAUSTED], 1);
-    // A conflict is the store's answer, not its failure, and the store is "custom".
+    // A conflict is the store's answer, not its failure; the store is the memory store.
     assert!(recorded
         .counters
         .keys()
         .all(|name| !name.starts_with(names::STORE_ERRORS)));
     assert!(recorded
         .histograms
-        .contains_key("cloakroom_store_operation_duration_seconds{operation=update,store=custom}"));
+        .contains_key("cloakroom_store_operation_duration_seconds{operation=update,store=memory}"));
 }
 
 #[test]
