@@ -5,6 +5,7 @@ use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
@@ -100,14 +101,19 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = actix_web::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+    type Future = SessionFuture<S::Future, B>;
 
     forward_ready!(service);
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
         #[cfg(feature = "dbsc")]
         if let Some(answer) = dbsc::answer(&self.manager, &request) {
-            return answer;
+            return SessionFuture {
+                inner: None,
+                session: None,
+                manager: Arc::clone(&self.manager),
+                committing: Some(answer),
+            };
         }
         let client = request_client(&request, self.manager.config());
         let session = self.manager.session(
@@ -115,31 +121,92 @@ where
             client,
         );
         request.extensions_mut().insert(session.clone());
-        let response = self.service.call(request);
-        let manager = Arc::clone(&self.manager);
-        Box::pin(async move {
-            let response = response.await?;
+        SessionFuture {
+            inner: Some(self.service.call(request)),
+            session: Some(session),
+            manager: Arc::clone(&self.manager),
+            committing: None,
+        }
+    }
+}
+
+/// The commit of a touched session (or a device-binding endpoint's answer): boxed, since
+/// its future has no name to put in a type.
+type Committing<B> =
+    Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>>>;
+
+pin_project_lite::pin_project! {
+    /// The future [`SessionService`] returns: the wrapped service's response, then the
+    /// session's commit. Only a touched session boxes its commit: a request whose handler
+    /// never used its session costs no allocation here, as with the tower layer.
+    pub struct SessionFuture<F, B> {
+        // `None` for a device-binding endpoint (feature `dbsc`), answered without the app.
+        #[pin]
+        inner: Option<F>,
+        session: Option<cloakroom::Session>,
+        manager: Arc<SessionManager>,
+        committing: Option<Committing<B>>,
+    }
+}
+
+impl<F, B> std::fmt::Debug for SessionFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionFuture")
+            .field("session", &self.session)
+            .field("committing", &self.committing.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B> Future for SessionFuture<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+    B: MessageBody + 'static,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.committing.is_none() {
+            let inner = this
+                .inner
+                .as_pin_mut()
+                .expect("a SessionFuture has its inner future until it commits");
+            let response = std::task::ready!(inner.poll(cx))?;
+            let session = this
+                .session
+                .take()
+                .expect("a SessionFuture is not polled after completion");
             // An untouched session returns at once: no lock, no commit, no store I/O, and
             // no header to change unless the handler answered a store failure, whose
             // Retry-After the failure policy sets.
-            let finish = if session.finish_untouched() {
+            if session.finish_untouched() {
+                let response = response.map_into_left_body();
                 if !store_unavailable(&response) {
-                    return Ok(response.map_into_left_body());
+                    return Poll::Ready(Ok(response));
                 }
-                Finish::default()
-            } else {
+                return Poll::Ready(Ok(apply(
+                    Finish::default(),
+                    response,
+                    this.manager.config(),
+                )));
+            }
+            let manager = Arc::clone(this.manager);
+            *this.committing = Some(Box::pin(async move {
                 // actix-web and cloakroom speak different versions of the `http` crate;
                 // every actix status is a valid `http` 1 status.
                 let status = http::StatusCode::from_u16(response.status().as_u16())
                     .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-                session.finish(status).await
-            };
-            Ok(apply(
-                finish,
-                response.map_into_left_body(),
-                manager.config(),
-            ))
-        })
+                let finish = session.finish(status).await;
+                Ok(apply(
+                    finish,
+                    response.map_into_left_body(),
+                    manager.config(),
+                ))
+            }));
+        }
+        let committing = this.committing.as_mut().expect("set above");
+        committing.as_mut().poll(cx)
     }
 }
 
