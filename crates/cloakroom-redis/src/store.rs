@@ -181,6 +181,11 @@ impl RedisStore {
         sessions: &[&StoreKey],
         user: Option<&str>,
     ) -> Result<(), StoreError> {
+        // Without `WAIT` nothing is sent, so the keys are not worth building: this runs
+        // after every write.
+        if self.wait.is_none() {
+            return Ok(());
+        }
         let mut keys: Vec<String> = sessions.iter().map(|key| self.session_key(key)).collect();
         keys.extend(user.map(|user| self.user_key(user)));
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
