@@ -117,13 +117,17 @@ fn store_error(error: RedisError) -> StoreError {
 /// machinery (and the intermediate hex string) cost about 1,800 instructions a key.
 fn session_key(prefix: &str, key: &StoreKey) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // The digits go into a fixed array first: pushing them one by one onto the string
+    // checks its capacity 64 times.
+    let mut digits = [0u8; 64];
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(key.as_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
+    }
     let mut text = Vec::with_capacity(prefix.len() + 3 + 64 + 1);
     text.extend_from_slice(prefix.as_bytes());
     text.extend_from_slice(b"s:{");
-    for byte in key.as_bytes() {
-        text.push(HEX[usize::from(byte >> 4)]);
-        text.push(HEX[usize::from(byte & 0x0f)]);
-    }
+    text.extend_from_slice(&digits);
     text.push(b'}');
     // The prefix is a string and the rest ASCII, so this never fails.
     String::from_utf8(text).unwrap_or_default()
