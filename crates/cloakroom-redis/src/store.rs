@@ -112,22 +112,15 @@ fn store_error(error: RedisError) -> StoreError {
     }
 }
 
-/// `PREFIX s:{HEX}`, the key of a session's hash. Written byte by byte rather than with
-/// `format!` and [`StoreKey::to_hex`]: every operation builds one, and the formatting
-/// machinery (and the intermediate hex string) cost about 1,800 instructions a key.
+/// `PREFIX s:{HEX}`, the key of a session's hash. Written from the key's hex digits rather
+/// than with `format!` and [`StoreKey::to_hex`]: every operation builds one, and the
+/// formatting machinery (and the intermediate hex string) cost about 1,800 instructions a
+/// key.
 fn session_key(prefix: &str, key: &StoreKey) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // The digits go into a fixed array first: pushing them one by one onto the string
-    // checks its capacity 64 times.
-    let mut digits = [0u8; 64];
-    for (pair, byte) in digits.chunks_exact_mut(2).zip(key.as_bytes()) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0x0f)];
-    }
     let mut text = Vec::with_capacity(prefix.len() + 3 + 64 + 1);
     text.extend_from_slice(prefix.as_bytes());
     text.extend_from_slice(b"s:{");
-    text.extend_from_slice(&digits);
+    text.extend_from_slice(&key.hex_digits());
     text.push(b'}');
     // The prefix is a string and the rest ASCII, so this never fails.
     String::from_utf8(text).unwrap_or_default()

@@ -240,13 +240,27 @@ impl StoreKey {
 
     /// Lowercase hex, for stores that key by text (Redis, files).
     pub fn to_hex(&self) -> String {
+        // Every byte is an ASCII hex digit.
+        String::from_utf8(self.hex_digits().to_vec()).unwrap_or_default()
+    }
+
+    /// The 64 lowercase hex digits of [`to_hex`](Self::to_hex) as ASCII bytes, for a store
+    /// that writes them into a longer key without an intermediate `String`.
+    ///
+    /// ```
+    /// use cloakroom::StoreKey;
+    ///
+    /// let key = StoreKey::from_bytes([0xab; 32]);
+    /// assert_eq!(&key.hex_digits()[..4], b"abab");
+    /// assert_eq!(key.hex_digits().as_slice(), key.to_hex().as_bytes());
+    /// ```
+    pub fn hex_digits(&self) -> [u8; 64] {
         let mut digits = [0u8; 64];
         for (pair, byte) in digits.chunks_exact_mut(2).zip(self.0) {
             pair[0] = HEX[usize::from(byte >> 4)];
             pair[1] = HEX[usize::from(byte & 0x0f)];
         }
-        // Every byte is an ASCII hex digit.
-        String::from_utf8(digits.to_vec()).unwrap_or_default()
+        digits
     }
 
     /// Parses 64 hex digits (either case).
