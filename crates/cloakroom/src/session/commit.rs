@@ -135,7 +135,7 @@ impl Session {
                     Err(error) => finish.error = Some(error),
                 }
             }
-            _ if view.destroyed && self.incoming().is_present() => {
+            _ if view.destroyed && self.cookie_present() => {
                 finish.set_cookie = Some(codec::removal_cookie(config));
             }
             _ => {}

@@ -107,7 +107,7 @@ impl Session {
     pub(super) fn incoming(&self) -> &Incoming {
         self.inner
             .incoming
-            .get_or_init(|| self.inner.manager.incoming(self.inner.cookies.iter()))
+            .get_or_init(|| self.inner.manager.incoming_in(&self.inner.cookies))
     }
 
     /// The request's `cloakroom.session` span.
