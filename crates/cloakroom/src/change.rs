@@ -33,7 +33,7 @@ impl Change {
     pub(crate) fn apply(&self, record: &mut Record) -> Result<(), SessionError> {
         match self {
             Change::Insert(key, value) => {
-                record.data.insert(key.clone(), value.clone());
+                replace_value(&mut record.data, key, value.clone());
             }
             Change::Remove(key) => {
                 record.data.remove(key);
@@ -41,7 +41,7 @@ impl Change {
             Change::Clear => record.data.clear(),
             Change::Update(key, f) => {
                 let value = f(record.data.get(key))?;
-                record.data.insert(key.clone(), value);
+                replace_value(&mut record.data, key, value);
             }
             Change::SetUser(user) => record.user_id.clone_from(user),
             Change::SetPersistent(persistent) => record.persistent = *persistent,
@@ -58,12 +58,13 @@ impl Change {
     /// cheaper than trying it on a clone of the whole record.
     pub(crate) fn apply_undoable(&self, record: &mut Record) -> Result<Undo, SessionError> {
         Ok(match self {
-            Change::Insert(key, value) => {
-                Undo::Value(key.clone(), record.data.insert(key.clone(), value.clone()))
-            }
+            Change::Insert(key, value) => Undo::Value(
+                key.clone(),
+                replace_value(&mut record.data, key, value.clone()),
+            ),
             Change::Update(key, f) => {
                 let value = f(record.data.get(key))?;
-                Undo::Value(key.clone(), record.data.insert(key.clone(), value))
+                Undo::Value(key.clone(), replace_value(&mut record.data, key, value))
             }
             Change::Remove(key) => Undo::Value(key.clone(), record.data.remove(key)),
             Change::Clear => Undo::Data(std::mem::take(&mut record.data)),
@@ -100,7 +101,7 @@ impl Change {
             let before = *total.get_or_insert_with(|| data_size(&record.data));
             let after = check_write(limits, key, record.data.get(key), Some(&value), before)?;
             *total = Some(after);
-            let old = record.data.insert(key.to_owned(), value);
+            let old = replace_value(&mut record.data, key, value);
             undo.push(Undo::Value(key.to_owned(), old));
             Ok(())
         };
@@ -145,6 +146,15 @@ impl Change {
             ))),
         }
         Ok(())
+    }
+}
+
+/// Sets `key` to `value` in `data` and returns the value it replaces. The key is copied
+/// only when it is new: most writes overwrite a key the session already has.
+pub(crate) fn replace_value(data: &mut Data, key: &str, value: Value) -> Option<Value> {
+    match data.get_mut(key) {
+        Some(slot) => Some(std::mem::replace(slot, value)),
+        None => data.insert(key.to_owned(), value),
     }
 }
 

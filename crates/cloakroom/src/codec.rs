@@ -158,21 +158,42 @@ pub fn find_session_id<'h>(
 /// assert_eq!(cookie_values([&b"id=a; x=\xff; id=\"b\"; id=a; id="[..]], "id"), ["a", "b"]);
 /// ```
 pub fn cookie_values<'h>(headers: impl IntoIterator<Item = &'h [u8]>, name: &str) -> Vec<String> {
-    let mut values: Vec<String> = Vec::new();
+    let mut values = Vec::new();
+    find_cookie_value(headers, name, |value| {
+        values.push(value.to_owned());
+        None::<()>
+    });
+    values
+}
+
+/// The first `Some` that `try_value` answers for the values [`cookie_values`] would
+/// return, tried in the same order, without collecting them: a client-side session is
+/// opened straight from the header's bytes, with no copy of its value.
+pub(crate) fn find_cookie_value<'h, T>(
+    headers: impl IntoIterator<Item = &'h [u8]>,
+    name: &str,
+    mut try_value: impl FnMut(&'h str) -> Option<T>,
+) -> Option<T> {
+    let mut seen = [""; MAX_CANDIDATES];
+    let mut tried = 0;
+    let mut found = None;
     each_value(headers, name, |value| {
         let text = std::str::from_utf8(value)
             .ok()
             .filter(|text| !text.is_empty());
-        if let Some(text) = text.filter(|text| !values.iter().any(|seen| seen == text)) {
-            values.push(text.to_owned());
-        }
-        if values.len() == MAX_CANDIDATES {
+        let Some(text) = text.filter(|text| !seen[..tried].contains(text)) else {
+            return ControlFlow::Continue(());
+        };
+        seen[tried] = text;
+        tried += 1;
+        found = try_value(text);
+        if found.is_some() || tried == MAX_CANDIDATES {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
     });
-    values
+    found
 }
 
 /// A `Set-Cookie` header for `Debug` output: its attributes, with the cookie's value (a

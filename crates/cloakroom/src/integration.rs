@@ -11,7 +11,9 @@
 //!    (`503` with `Retry-After`, `413`), which `Set-Cookie` to add, whether to add
 //!    `Vary: Cookie`. A request that never touched its session can skip that step:
 //!    `Session::finish_untouched` answers `true`, without waiting, when there is nothing
-//!    to commit and no header to send.
+//!    to commit and no header to send; and `Session::finish_now` gives the `Finish` without
+//!    waiting when the commit writes no store (a client-side session), so the caller need
+//!    not keep a commit future.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -125,7 +125,8 @@ impl<T> EndpointBody for T {}
 pin_project_lite::pin_project! {
     /// The future [`SessionService`] returns: the inner service's response, then the
     /// session's commit. A request whose handler never touched the session costs no commit
-    /// step at all (no lock, no allocation); only a touched one boxes its commit.
+    /// step at all (no lock, no allocation), nor does a client-side session's commit; only
+    /// a touched server-side session boxes its commit.
     pub struct ResponseFuture<F, B> {
         // `None` for a device-binding endpoint (feature `dbsc`), answered without it.
         #[pin]
@@ -156,6 +157,10 @@ where
                 .expect("a ResponseFuture is not polled after completion");
             if session.finish_untouched() {
                 return Poll::Ready(Ok(response));
+            }
+            // A cookie session commits without waiting: no future to box.
+            if let Some(finish) = session.finish_now(response.status()) {
+                return Poll::Ready(Ok(apply(finish, response, session.config())));
             }
             *this.committing = Some(Box::pin(async move {
                 let finish = session.finish(response.status()).await;

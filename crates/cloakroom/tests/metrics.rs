@@ -445,3 +445,33 @@ fn client_side_cookies_tampered_expired_and_revoked_by_epoch_are_counted() {
         "client-side sessions touch no store"
     );
 }
+
+#[test]
+fn client_side_requests_without_our_cookie_count_no_bad_cookie_and_remove_nothing() {
+    let recorded = record(|| async {
+        let ring = KeyRing::parse(&cloakroom::generate_key()).unwrap();
+        let manager =
+            SessionManager::cookie(CookieSessions::encrypted(ring), SessionConfig::default())
+                .unwrap();
+        let app = routes().layer(SessionLayer::from_manager(Arc::new(manager)));
+        // Only another cookie: the session's cookie is looked for in the header and not
+        // found, which is no bad cookie, and a logout has nothing to remove.
+        let mut other = TestClient::new(app.clone())
+            .with_cookie_name("theme")
+            .with_cookie("dark");
+        assert_eq!(other.get("/read").await.text(), "0");
+        let logout = other.post("/logout").await;
+        assert_eq!(logout.set_cookie("id"), None);
+        // Junk under our name: a malformed cookie, which a logout does remove.
+        let mut junk = TestClient::new(app).with_cookie("junk");
+        assert_eq!(junk.get("/read").await.text(), "0");
+        let logout = junk.post("/logout").await;
+        assert!(logout
+            .set_cookie("id")
+            .is_some_and(|cookie| cookie.contains("Max-Age=0")));
+    });
+    assert_eq!(
+        recorded.session_counters(),
+        expected(&[("cloakroom_bad_cookies_total{reason=malformed}", 2)]),
+    );
+}

@@ -5,44 +5,60 @@ use std::time::Duration;
 use http::HeaderValue;
 use time::OffsetDateTime;
 
+use super::manager::Incoming;
 use super::state::{Origin, View};
 use super::Session;
 use crate::codec;
 use crate::error::SessionError;
 use crate::id::{SessionId, StoreKey};
 use crate::record::Record;
-use crate::sealed::CookieCodec;
+use crate::sealed::{CookieCodec, OpenedCookie};
 use crate::telemetry::{self, names, BadCookie};
 
 /// The largest `Set-Cookie` value browsers keep.
 const MAX_SET_COOKIE: usize = 4096;
 
 impl Session {
-    /// The session in the first of `values` that opens, if it is still live; otherwise
-    /// why there is none.
+    /// The session in the first of the cookie's values (`incoming`, or the header lines
+    /// the session keeps) that opens, if it is still live; otherwise why there is none.
+    /// `None` when the request brought no value of our cookie at all.
     pub(super) fn open_cookie(
         &self,
         sessions: &dyn CookieCodec,
-        values: &[String],
+        incoming: &Incoming,
         time: OffsetDateTime,
-    ) -> Result<View, BadCookie> {
+    ) -> Option<Result<View, BadCookie>> {
         let name = self.config().cookie.full_name();
-        let mut reason = BadCookie::Malformed;
+        let mut reason = None;
         // Duplicates: the first value that verifies wins; the rest are ignored.
-        let opened = values
-            .iter()
-            .find_map(|value| match sessions.open_checked(&name, value) {
-                Ok(opened) => Some(opened),
-                Err(why) => {
-                    // One value that is a sealed session under a wrong key says more than
-                    // junk beside it.
-                    if why == BadCookie::Tampered {
-                        reason = why;
-                    }
-                    None
+        let mut open = |value: &str| match sessions.open_checked(&name, value) {
+            Ok(opened) => Some(opened),
+            Err(why) => {
+                // One value that is a sealed session under a wrong key says more than
+                // junk beside it.
+                if why == BadCookie::Tampered {
+                    reason = Some(why);
+                } else if reason.is_none() {
+                    reason = Some(BadCookie::Malformed);
                 }
-            })
-            .ok_or(reason)?;
+                None
+            }
+        };
+        let opened = match incoming {
+            Incoming::Sealed(values) => values.iter().find_map(|value| open(value)),
+            Incoming::SealedInLines => {
+                codec::find_cookie_value(self.inner.cookies.iter(), &name, open)
+            }
+            Incoming::None | Incoming::Malformed | Incoming::Ids(_) => None,
+        };
+        Some(match opened {
+            Some(opened) => self.live_view(opened, time),
+            None => Err(reason?),
+        })
+    }
+
+    /// The view of a session its cookie brought, if it is still live.
+    fn live_view(&self, opened: OpenedCookie, time: OffsetDateTime) -> Result<View, BadCookie> {
         if !opened.record.is_live_at(time) {
             return Err(BadCookie::Expired);
         }
@@ -52,6 +68,19 @@ impl Session {
             reissue: opened.under_fallback,
         };
         Ok(view)
+    }
+
+    /// Whether the request brought a cookie a removal cookie should clear: one that could
+    /// name a session. Junk is left alone, as it always was.
+    pub(super) fn cookie_present(&self) -> bool {
+        match self.incoming() {
+            Incoming::SealedInLines => {
+                let name = self.config().cookie.full_name();
+                codec::find_cookie_value(self.inner.cookies.iter(), &name, |_| Some(())).is_some()
+            }
+            Incoming::None | Incoming::Malformed => false,
+            Incoming::Ids(_) | Incoming::Sealed(_) => true,
+        }
     }
 
     /// Fails a write, before it happens, if its cookie would not fit.

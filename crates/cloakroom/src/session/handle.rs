@@ -107,7 +107,7 @@ impl Session {
     pub(super) fn incoming(&self) -> &Incoming {
         self.inner
             .incoming
-            .get_or_init(|| self.inner.manager.incoming(self.inner.cookies.iter()))
+            .get_or_init(|| self.inner.manager.incoming_in(&self.inner.cookies))
     }
 
     /// The request's `cloakroom.session` span.
@@ -194,7 +194,7 @@ impl Session {
         data_size: Option<usize>,
     ) -> Result<(), SessionError> {
         let undo = change.apply_undoable(&mut view.record)?;
-        self.check_cookie_or_revert(view, undo)?;
+        self.check_cookie_or_revert(view, || undo)?;
         if data_size.is_some() {
             view.pending.data_size = data_size;
         }
@@ -204,11 +204,15 @@ impl Session {
 
     /// Client-side: takes back the write `undo` records if the cookie no longer fits. The
     /// write was made in place: trying it on a clone of the whole record cost more than the
-    /// check itself.
-    fn check_cookie_or_revert(&self, view: &mut View, undo: Undo) -> Result<(), SessionError> {
+    /// check itself. The undo is only built when it is needed: it can copy the key.
+    fn check_cookie_or_revert(
+        &self,
+        view: &mut View,
+        undo: impl FnOnce() -> Undo,
+    ) -> Result<(), SessionError> {
         if let Backend::Cookie(sessions) = &self.inner.manager.backend {
             if let Err(error) = self.check_cookie_size(&**sessions, view, &view.record) {
-                undo.revert(&mut view.record);
+                undo().revert(&mut view.record);
                 return Err(error);
             }
         }
@@ -274,8 +278,8 @@ impl Session {
         let value = func(view.record.data.get(key))?;
         let size = self.check_size(&mut view, key, Some(&value))?;
         let result = deserialize(key, &value)?;
-        let old = view.record.data.insert(key.to_owned(), value);
-        self.check_cookie_or_revert(&mut view, Undo::Value(key.to_owned(), old))?;
+        let old = change::replace_value(&mut view.record.data, key, value);
+        self.check_cookie_or_revert(&mut view, || Undo::Value(key.to_owned(), old))?;
         view.pending.data_size = Some(size);
         view.pending
             .changes

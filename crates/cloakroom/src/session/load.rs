@@ -88,9 +88,10 @@ impl Session {
                 }
                 Some(found)
             }
-            (Backend::Cookie(sessions), Incoming::Sealed(values)) => {
-                Some(self.open_cookie(&**sessions, values, time))
-            }
+            (
+                Backend::Cookie(sessions),
+                sealed @ (Incoming::Sealed(_) | Incoming::SealedInLines),
+            ) => self.open_cookie(&**sessions, sealed, time),
             (Backend::Store(_), Incoming::Malformed) => Some(Err(BadCookie::Malformed)),
             _ => None,
         };

@@ -60,14 +60,9 @@ pub(super) enum Incoming {
     Ids(IdCandidates),
     /// Client-side: every value of our cookie, tried in order when first needed.
     Sealed(Vec<String>),
-}
-
-impl Incoming {
-    /// Whether the request brought a cookie a removal cookie should clear: one that could
-    /// name a session. Junk is left alone, as it always was.
-    pub(super) fn is_present(&self) -> bool {
-        !matches!(self, Self::None | Self::Malformed)
-    }
+    /// Client-side: the header lines the session keeps, where the values of our cookie
+    /// (if any) are read when first needed, not copied.
+    SealedInLines,
 }
 
 // The backend (a store, or the cookie codec and its keys) stays out of logs.
@@ -205,6 +200,17 @@ impl SessionManager {
         client: RequestClient,
     ) -> Session {
         Session::new(Arc::clone(self), cookies, None, client)
+    }
+
+    /// What the header lines a session keeps bring for this manager's cookie. A
+    /// client-side session's values stay in `lines`, and are only looked for when
+    /// [`open_cookie`](Session::open_cookie) reads them: one pass over the header.
+    pub(super) fn incoming_in(&self, lines: &CookieHeaders) -> Incoming {
+        match (&self.backend, lines) {
+            (Backend::Cookie(_), CookieHeaders::None) => Incoming::None,
+            (Backend::Cookie(_), _) => Incoming::SealedInLines,
+            (Backend::Store(_), _) => self.incoming(lines.iter()),
+        }
     }
 
     /// What the request's `Cookie` header values bring for this manager's cookie.
