@@ -259,8 +259,6 @@ fn apply<B>(
 /// values cross as bytes.
 #[cfg(feature = "dbsc")]
 mod dbsc {
-    use std::future::Future;
-    use std::pin::Pin;
     use std::sync::Arc;
 
     use actix_web::body::EitherBody;
@@ -270,14 +268,11 @@ mod dbsc {
     use cloakroom::integration::{dbsc_endpoint, serve_dbsc};
     use cloakroom::SessionManager;
 
-    type Answer<B> =
-        Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>>>;
-
     /// The answer to a request for one of the endpoints; `None` for any other request.
     pub(super) fn answer<B: 'static>(
         manager: &Arc<SessionManager>,
         request: &ServiceRequest,
-    ) -> Option<Answer<B>> {
+    ) -> Option<super::Committing<B>> {
         let method = http::Method::from_bytes(request.method().as_str().as_bytes()).ok()?;
         let endpoint = dbsc_endpoint(manager.config(), &method, request.path())?;
         let mut headers = http::HeaderMap::new();

@@ -12,8 +12,9 @@
 //!    `Vary: Cookie`. A request that never touched its session can skip that step:
 //!    `Session::finish_untouched` answers `true`, without waiting, when there is nothing
 //!    to commit and no header to send; and `Session::finish_now` gives the `Finish` without
-//!    waiting when the commit writes no store (a client-side session), so the caller need
-//!    not keep a commit future.
+//!    waiting when the commit writes no store (a client-side session) and its lock is free,
+//!    so the caller need not keep a commit future; when it answers `None`, the caller
+//!    awaits `Session::finish`.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -125,8 +125,9 @@ impl<T> EndpointBody for T {}
 pin_project_lite::pin_project! {
     /// The future [`SessionService`] returns: the inner service's response, then the
     /// session's commit. A request whose handler never touched the session costs no commit
-    /// step at all (no lock, no allocation), nor does a client-side session's commit; only
-    /// a touched server-side session boxes its commit.
+    /// step at all (no lock, no allocation); a client-side session commits in place, unless
+    /// its lock is held elsewhere (a task the handler spawned), when it waits like a
+    /// touched server-side session, whose commit is boxed.
     pub struct ResponseFuture<F, B> {
         // `None` for a device-binding endpoint (feature `dbsc`), answered without it.
         #[pin]

@@ -204,7 +204,8 @@ impl Session {
 
     /// Client-side: takes back the write `undo` records if the cookie no longer fits. The
     /// write was made in place: trying it on a clone of the whole record cost more than the
-    /// check itself. The undo is only built when it is needed: it can copy the key.
+    /// check itself. `undo` is called only when the write must be taken back, so a caller
+    /// that can build its undo lazily (as `update` does) copies nothing in the common case.
     fn check_cookie_or_revert(
         &self,
         view: &mut View,
