@@ -261,7 +261,6 @@ fn apply<B>(
 mod dbsc {
     use std::sync::Arc;
 
-    use actix_web::body::EitherBody;
     use actix_web::dev::{ServiceRequest, ServiceResponse};
     use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
     use actix_web::HttpResponse;
