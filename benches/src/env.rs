@@ -1,6 +1,8 @@
 //! Where the store servers are, and resetting them between targets.
 
-use std::path::PathBuf;
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 /// The store servers and scratch space a run uses.
 #[derive(Clone, Debug)]
@@ -12,6 +14,9 @@ pub struct Env {
     pub redis_url: String,
     /// Where SQLite files go.
     pub scratch: PathBuf,
+    /// This process's claim on the Redis database, taken at the first flush and held
+    /// until the process ends (shared by clones of this `Env`).
+    redis_claim: Arc<OnceLock<File>>,
 }
 
 impl Env {
@@ -23,6 +28,7 @@ impl Env {
             redis_url: std::env::var("CLOAKROOM_BENCH_REDIS_URL")
                 .unwrap_or_else(|_| "redis://127.0.0.1:6379/15".to_owned()),
             scratch,
+            redis_claim: Arc::default(),
         }
     }
 
@@ -33,6 +39,7 @@ impl Env {
             postgres_url: replace_port(&self.postgres_url, postgres_port),
             redis_url: replace_port(&self.redis_url, redis_port),
             scratch: self.scratch.clone(),
+            redis_claim: Arc::clone(&self.redis_claim),
         }
     }
 
@@ -55,13 +62,63 @@ impl Env {
         host_port(&self.redis_url, 6379)
     }
 
-    /// Empties the benchmark's Redis database.
-    pub async fn flush_redis(&self) -> Result<(), redis::RedisError> {
-        let client = redis::Client::open(self.redis_url.as_str())?;
-        let mut connection = client.get_multiplexed_async_connection().await?;
+    /// Empties the benchmark's Redis database, first claiming it for this process.
+    ///
+    /// # Errors
+    /// When another bench process holds the database (its flushes would empty this run's
+    /// sessions in mid-measurement, and make reads look cheap), or Redis fails.
+    pub async fn flush_redis(&self) -> Result<(), String> {
+        if self.redis_claim.get().is_none() {
+            let lock = std::env::temp_dir().join(lock_file_name(&self.redis_url));
+            // A race between clones of one Env only opens the file twice; the loser's
+            // handle is dropped and the winner's lock holds.
+            let _ = self.redis_claim.set(claim(&lock)?);
+        }
+        let client =
+            redis::Client::open(self.redis_url.as_str()).map_err(|error| error.to_string())?;
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|error| error.to_string())?;
         redis::cmd("FLUSHDB")
             .query_async::<()>(&mut connection)
             .await
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// One lock file per Redis database: the URL past any credentials, with everything but
+/// letters and digits turned into `_`.
+fn lock_file_name(redis_url: &str) -> String {
+    let rest = redis_url
+        .split_once("://")
+        .map_or(redis_url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    let name: String = rest
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("cloakroom-bench-redis-{name}.lock")
+}
+
+/// Takes the exclusive lock on `path`, held while the returned file is open. The
+/// operating system drops it when the process ends, however it ends.
+fn claim(path: &Path) -> Result<File, String> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|error| format!("opening {}: {error}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(format!(
+            "another bench process is using this Redis database (lock {}); wait for it to \
+             finish, or give this one its own database: \
+             CLOAKROOM_BENCH_REDIS_URL=redis://127.0.0.1:6379/4",
+            path.display()
+        )),
+        Err(TryLockError::Error(error)) => Err(format!("locking {}: {error}", path.display())),
     }
 }
 
@@ -94,6 +151,31 @@ fn replace_port(url: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_database_is_claimed_by_one_process_at_a_time() {
+        let dir = tempfile::tempdir().expect("a scratch dir");
+        let path = dir.path().join(lock_file_name("redis://127.0.0.1:6379/15"));
+        let first = claim(&path).expect("the first claim");
+        // A second open file description stands for a second process: flock-style locks
+        // belong to the open file, not the process.
+        let second = claim(&path).expect_err("a second claim while the first is held");
+        assert!(second.contains("CLOAKROOM_BENCH_REDIS_URL"), "{second}");
+        drop(first);
+        claim(&path).expect("a claim after the first is released");
+    }
+
+    #[test]
+    fn every_redis_database_has_its_own_lock() {
+        assert_ne!(
+            lock_file_name("redis://127.0.0.1:6379/15"),
+            lock_file_name("redis://127.0.0.1:6379/4")
+        );
+        assert_eq!(
+            lock_file_name("redis://user:secret@localhost:6379/4"),
+            "cloakroom-bench-redis-localhost_6379_4.lock"
+        );
+    }
 
     #[test]
     fn ports_are_found_and_replaced() {

@@ -97,7 +97,7 @@ type Ready = mpsc::Sender<Result<(SocketAddr, Box<dyn FnOnce() + Send>), String>
 async fn serve_axum(target: Target, env: Env, ready: Ready) {
     let started = async {
         if target.store == StoreKind::Redis {
-            env.flush_redis().await.map_err(|error| error.to_string())?;
+            env.flush_redis().await?;
         }
         let router = crate::axum_apps::build(target, &env)
             .await
@@ -181,7 +181,7 @@ async fn serve_actix(target: Target, env: Env, workers: usize, ready: Ready) {
     let addr = listener.local_addr().expect("bound");
     if target.store == StoreKind::Redis {
         if let Err(error) = env.flush_redis().await {
-            return fail(error.to_string());
+            return fail(error);
         }
     }
     let key = actix_web::cookie::Key::generate();

@@ -451,7 +451,7 @@ async fn prepare(
     job: Job,
 ) -> Result<(Env, Option<CountingProxy>), String> {
     if target.store == StoreKind::Redis {
-        env.flush_redis().await.map_err(|error| error.to_string())?;
+        env.flush_redis().await?;
     }
     if !matches!(job, Job::CountRoundTrips) {
         return Ok((env.clone(), None));
