@@ -14,12 +14,12 @@ use axum::Router;
 use cloakroom::dbsc::binding::DeviceBindingConfig;
 use cloakroom::dbsc::bound_cookie;
 use cloakroom::dbsc::test_signer::{new_key, refresh_proof, registration_proof, SigningKey};
+use cloakroom::testing::TestClient;
 use cloakroom::{
     generate_key, KeyRing, MemoryStore, Session, SessionConfig, SessionLayer, SessionManager,
     SessionStore,
 };
 use serde_json::Value;
-use tower::ServiceExt;
 
 const REGISTER: &str = "/.cloakroom/dbsc/register";
 const REFRESH: &str = "/.cloakroom/dbsc/refresh";
@@ -163,30 +163,24 @@ impl Browser {
         for (name, value) in extra {
             request = request.header(*name, *value);
         }
-        let response = site
-            .app
-            .clone()
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        for set in headers.get_all("set-cookie") {
-            let pair = set.to_str().unwrap().split(';').next().unwrap();
+        // The jar is this test's own (a session and a bound cookie), so the shared client
+        // is used without a session cookie of its own.
+        let response = TestClient::new(site.app.clone())
+            .send(request.body(Body::empty()))
+            .await;
+        for set in response.set_cookies() {
+            let pair = set.split(';').next().unwrap();
             let (name, value) = pair.split_once('=').unwrap();
-            if value.is_empty() || set.to_str().unwrap().contains("Max-Age=0") {
+            if value.is_empty() || set.contains("Max-Age=0") {
                 self.cookies.remove(name);
             } else {
                 self.cookies.insert(name.to_owned(), value.to_owned());
             }
         }
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
         Reply {
-            status,
-            headers,
-            body: String::from_utf8(body.to_vec()).unwrap(),
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.text(),
         }
     }
 
