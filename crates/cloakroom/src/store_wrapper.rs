@@ -164,7 +164,9 @@ macro_rules! forward_store {
         };
     };
     (@call [through $step:ident] $this:ident.$method:ident($($arg:ident),*) as $operation:ident) => {{
-        let call = $this.inner.$method($($arg),*);
+        // Through the store itself, not its `Arc`: method lookup would pick `Arc<S>`'s own
+        // impl first, one more boxed future and poll layer on every operation.
+        let call = (*$this.inner).$method($($arg),*);
         $this.$step(Operation::$operation, call).await
     }};
     (@call [deref] $this:ident.$method:ident($($arg:ident),*) as $operation:ident) => {
