@@ -2,7 +2,8 @@
 //! user's index set), so every atomic operation is one round trip. `redis::Script` sends
 //! EVALSHA and falls back to loading the script when the server does not have it cached.
 //!
-//! A session is a hash: `v` version, `r` the record as JSON, `la` last activity, `i` idle
+//! A session is a hash: `v` version, `r` the rest of the record as JSON (`store/hash.rs`;
+//! older records repeat `v`, `la`, `i`, `a` in it), `la` last activity, `i` idle
 //! deadline, `a` absolute deadline, `x` expiry (the earlier deadline), `u` user. Times are
 //! Unix milliseconds; an empty string means "none". The key expires natively at `x`.
 
