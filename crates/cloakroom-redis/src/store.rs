@@ -208,8 +208,13 @@ impl RedisStore {
 
     async fn read(&self, key: &StoreKey) -> Result<Vec<Option<String>>, StoreError> {
         let mut connection = self.connection.clone();
-        redis::cmd("HMGET")
-            .arg(self.session_key(key))
+        let session = self.session_key(key);
+        // Sized up front: grown argument by argument, the command's buffers were
+        // reallocated several times on every read.
+        let mut command = redis::Cmd::with_capacity(1 + 1 + FIELDS.len(), 16 + session.len());
+        command
+            .arg("HMGET")
+            .arg(session)
             .arg(&FIELDS)
             .query_async(&mut connection)
             .await
