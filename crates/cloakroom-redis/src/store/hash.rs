@@ -3,13 +3,31 @@
 
 use cloakroom::record::{from_unix_ms, now, to_unix_ms, unix_ms, ClientMeta, Data};
 use cloakroom::{Record, StoreError, StoreKey};
+use redis::{RedisWrite, ToRedisArgs};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
 /// A deadline as the scripts read it: milliseconds since the epoch, empty for none.
-pub(super) fn ms(at: Option<OffsetDateTime>) -> String {
-    at.map(|at| to_unix_ms(at).to_string()).unwrap_or_default()
+pub(super) fn ms(at: Option<OffsetDateTime>) -> Ms {
+    Ms(at)
+}
+
+/// [`ms`]'s value, written straight into a command: formatted on the stack, where a
+/// `String` per deadline cost an allocation and the formatting machinery on every write.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Ms(Option<OffsetDateTime>);
+
+impl ToRedisArgs for Ms {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + RedisWrite,
+    {
+        match self.0 {
+            Some(at) => to_unix_ms(at).write_redis_args(out),
+            None => out.write_arg(b""),
+        }
+    }
 }
 
 fn parse_ms(text: &str) -> Result<Option<OffsetDateTime>, StoreError> {
@@ -141,6 +159,21 @@ mod tests {
 
     /// Every part of a record survives `r` and the hash fields, and `r` no longer repeats
     /// what the fields carry.
+    /// A deadline as [`Ms`] writes it into a command.
+    fn text(at: Option<OffsetDateTime>) -> String {
+        let mut args: Vec<Vec<u8>> = Vec::new();
+        ms(at).write_redis_args(&mut args);
+        let [arg] = <[Vec<u8>; 1]>::try_from(args).unwrap();
+        String::from_utf8(arg).unwrap()
+    }
+
+    #[test]
+    fn deadlines_are_unix_milliseconds_or_empty() {
+        assert_eq!(text(None), "");
+        assert_eq!(text(from_unix_ms(1_700_000_000_123)), "1700000000123");
+        assert_eq!(text(from_unix_ms(-5)), "-5");
+    }
+
     #[test]
     fn records_round_trip_through_the_hash_layout() {
         let t = now();
@@ -172,8 +205,8 @@ mod tests {
             Some(record.version.to_string()),
             Some(r),
             Some(to_unix_ms(record.last_active_at).to_string()),
-            Some(ms(record.idle_deadline)),
-            Some(ms(record.absolute_deadline)),
+            Some(text(record.idle_deadline)),
+            Some(text(record.absolute_deadline)),
         ];
         assert_eq!(decode(fields).unwrap(), Some(record));
     }
