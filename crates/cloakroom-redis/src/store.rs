@@ -12,7 +12,7 @@ use redis::{AsyncCommands, ConnectionInfo, RedisError};
 use time::OffsetDateTime;
 
 use crate::connection::Connection;
-use crate::scripts;
+use crate::scripts::{self, Call};
 
 mod admin;
 mod hash;
@@ -208,8 +208,13 @@ impl RedisStore {
 
     async fn read(&self, key: &StoreKey) -> Result<Vec<Option<String>>, StoreError> {
         let mut connection = self.connection.clone();
-        redis::cmd("HMGET")
-            .arg(self.session_key(key))
+        let session = self.session_key(key);
+        // Sized up front: grown argument by argument, the command's buffers were
+        // reallocated several times on every read.
+        let mut command = redis::Cmd::with_capacity(1 + 1 + FIELDS.len(), 16 + session.len());
+        command
+            .arg("HMGET")
+            .arg(session)
             .arg(&FIELDS)
             .query_async(&mut connection)
             .await
@@ -239,27 +244,24 @@ impl RedisStore {
         record: &Record,
         with_index: bool,
     ) -> Result<bool, StoreError> {
-        let mut invocation = scripts::INSERT.prepare_invoke();
-        invocation.key(self.session_key(key));
-        let user = record.user_id.clone().unwrap_or_default();
-        if with_index && !user.is_empty() {
-            invocation.key(self.user_key(&user));
-        }
-        invocation
-            .arg(to_unix_ms(now()))
+        let session = self.session_key(key);
+        let user = record.user_id.as_deref().unwrap_or_default();
+        let set = (with_index && !user.is_empty()).then(|| self.user_key(user));
+        let mut call = match &set {
+            Some(set) => Call::new(&scripts::INSERT, &[&session, set]),
+            None => Call::new(&scripts::INSERT, &[&session]),
+        };
+        call.arg(to_unix_ms(now()))
             .arg(record.version)
             .arg(encode(record)?)
             .arg(to_unix_ms(record.last_active_at))
             .arg(ms(record.idle_deadline))
             .arg(ms(record.absolute_deadline))
             .arg(ms(record.expires_at()))
-            .arg(&user)
+            .arg(user)
             .arg(key.to_hex());
         let mut connection = self.connection.clone();
-        let created: i64 = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(store_error)?;
+        let created: i64 = call.invoke(&mut connection).await.map_err(store_error)?;
         Ok(created == 1)
     }
 
@@ -344,33 +346,30 @@ impl SessionStore for RedisStore {
     async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
         self.bounded(async {
             let single = !self.is_cluster();
-            let user = record.user_id.clone().unwrap_or_default();
-            let mut invocation = scripts::UPDATE.prepare_invoke();
-            invocation.key(self.session_key(key));
-            if single && !user.is_empty() {
-                invocation.key(self.user_key(&user));
-            }
-            invocation
-                .arg(to_unix_ms(now()))
+            let user = record.user_id.as_deref().unwrap_or_default();
+            let session = self.session_key(key);
+            let set = (single && !user.is_empty()).then(|| self.user_key(user));
+            let mut call = match &set {
+                Some(set) => Call::new(&scripts::UPDATE, &[&session, set]),
+                None => Call::new(&scripts::UPDATE, &[&session]),
+            };
+            call.arg(to_unix_ms(now()))
                 .arg(record.version)
                 .arg(record.version + 1)
                 .arg(encode(record).map_err(UpdateError::Store)?)
                 .arg(to_unix_ms(record.last_active_at))
                 .arg(ms(record.idle_deadline))
-                .arg(&user);
+                .arg(user);
             let mut connection = self.connection.clone();
-            let status: i64 = invocation
-                .invoke_async(&mut connection)
-                .await
-                .map_err(store_error)?;
+            let status: i64 = call.invoke(&mut connection).await.map_err(store_error)?;
             match status {
                 1 | 2 => {
                     // 2: the user changed, so (in a cluster, where the script cannot reach
                     // the user's set) the session joins its new user's index here.
                     if !single && !user.is_empty() && status == 2 {
-                        self.index(&user, key, record.absolute_deadline).await?;
+                        self.index(user, key, record.absolute_deadline).await?;
                     }
-                    let user = Some(user.as_str()).filter(|user| !user.is_empty());
+                    let user = Some(user).filter(|user| !user.is_empty());
                     self.replicated_keys(&[key], user).await?;
                     Ok(())
                 }
@@ -384,12 +383,11 @@ impl SessionStore for RedisStore {
     async fn touch(&self, key: &StoreKey, touch: &Touch) -> Result<(), TouchError> {
         self.bounded(async {
             let mut connection = self.connection.clone();
-            let touched: i64 = scripts::TOUCH
-                .key(self.session_key(key))
+            let touched: i64 = Call::new(&scripts::TOUCH, &[&self.session_key(key)])
                 .arg(to_unix_ms(now()))
                 .arg(to_unix_ms(touch.last_active_at))
                 .arg(ms(touch.idle_deadline))
-                .invoke_async(&mut connection)
+                .invoke(&mut connection)
                 .await
                 .map_err(store_error)?;
             if touched == 1 {

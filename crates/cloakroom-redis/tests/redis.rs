@@ -295,3 +295,60 @@ async fn an_update_finds_no_session_behind_a_damaged_deadline() {
         );
     }
 }
+
+/// A session hash as earlier versions wrote it: the record's JSON carries the version, the
+/// last activity and the deadlines too, stale ones after an update (it encodes the version
+/// before the bump) or a touch (which rewrites only the hash fields). It still loads, is
+/// listed, and takes an update, with the hash fields winning as they always did.
+#[tokio::test]
+async fn sessions_stored_in_the_earlier_layout_still_load() {
+    let Some((_dir, server, store)) = private_store().await else {
+        return;
+    };
+    let t = cloakroom::record::now();
+    let minutes = time::Duration::minutes;
+    let mut stale = cloakroom::Record::new(t - minutes(30), Some(t + minutes(1)), None);
+    stale.version = 2;
+    stale.user_id = Some("zoe".into());
+    stale.persistent = true;
+    stale.auth_epoch = Some("e7".into());
+    stale.client = cloakroom::ClientMeta::new(Some("192.0.2.1".into()), Some("agent"));
+    stale.device_binding = Some(Box::new(serde_json::json!({"id": "b", "state": "pending"})));
+    stale
+        .data
+        .insert("n".into(), serde_json::json!([1, "two", {"x": null}]));
+    // Exactly what `serde_json::to_string(&record)` wrote into `r` before.
+    let old_json = serde_json::to_string(&stale).unwrap();
+    assert!(old_json.contains("\"version\":2") && old_json.contains("\"last_active_at\""));
+
+    let mut expected = stale.clone();
+    expected.version = 3;
+    expected.last_active_at = t;
+    expected.idle_deadline = Some(t + minutes(20));
+    expected.absolute_deadline = Some(t + minutes(60));
+    let ms = |at: time::OffsetDateTime| cloakroom::record::to_unix_ms(at).to_string();
+    let key = SessionId::generate().store_key();
+    let session = format!("cloakroom:s:{{{}}}", key.to_hex());
+    let (la, i, a) = (ms(t), ms(t + minutes(20)), ms(t + minutes(60)));
+    let () = support::command(
+        &server.url(),
+        &[
+            "HSET", &session, "v", "3", "r", &old_json, "la", &la, "i", &i, "a", &a, "x", &i, "u",
+            "zoe",
+        ],
+    )
+    .await;
+    let () = support::command(&server.url(), &["PEXPIREAT", &session, &i]).await;
+    let () = support::command(&server.url(), &["SADD", "cloakroom:u:{zoe}", &key.to_hex()]).await;
+
+    assert_eq!(store.load(&key).await.unwrap(), Some(expected.clone()));
+    let listed = store.list_for_user("zoe").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].record, expected);
+
+    let mut next = expected.clone();
+    next.data.insert("m".into(), serde_json::json!(1));
+    store.update(&key, &next).await.unwrap();
+    next.version = 4;
+    assert_eq!(store.load(&key).await.unwrap(), Some(next));
+}

@@ -13,14 +13,19 @@ impl RedisStore {
         let mut keys = Vec::new();
         match &self.connection {
             Connection::Single(manager) => {
-                scan_node(&mut manager.clone(), pattern, &mut keys).await?
+                self.scan_node(&mut manager.clone(), pattern, &mut keys)
+                    .await?
             }
             Connection::Cluster(cluster) => {
-                let nodes: String = redis::cmd("CLUSTER")
-                    .arg("NODES")
-                    .query_async(&mut cluster.clone())
-                    .await
-                    .map_err(store_error)?;
+                let nodes: String = self
+                    .bounded(async {
+                        redis::cmd("CLUSTER")
+                            .arg("NODES")
+                            .query_async(&mut cluster.clone())
+                            .await
+                            .map_err(store_error)
+                    })
+                    .await?;
                 for line in nodes.lines() {
                     let fields: Vec<&str> = line.split_whitespace().collect();
                     let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
@@ -40,11 +45,15 @@ impl RedisStore {
                             .map_err(|_| StoreError::backend("bad node address"))?,
                     );
                     let client = redis::Client::open(info).map_err(store_error)?;
-                    let mut node = client
-                        .get_multiplexed_async_connection()
-                        .await
-                        .map_err(store_error)?;
-                    scan_node(&mut node, pattern, &mut keys).await?;
+                    let mut node = self
+                        .bounded(async {
+                            client
+                                .get_multiplexed_async_connection()
+                                .await
+                                .map_err(store_error)
+                        })
+                        .await?;
+                    self.scan_node(&mut node, pattern, &mut keys).await?;
                 }
             }
         }
@@ -69,7 +78,7 @@ impl RedisStore {
             if entries.len() >= limit {
                 break;
             }
-            if let Some(record) = decode_listed(&key, self.read(&key).await?) {
+            if let Some(record) = decode_listed(&key, self.bounded(self.read(&key)).await?) {
                 entries.push(SessionEntry { key, record });
             }
         }
@@ -117,28 +126,36 @@ impl RedisStore {
         keys.retain(|k| query.after.is_none_or(|after| *k > after));
         self.entries(keys, query.limit).await
     }
-}
 
-async fn scan_node(
-    connection: &mut impl redis::aio::ConnectionLike,
-    pattern: &str,
-    keys: &mut Vec<String>,
-) -> Result<(), StoreError> {
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(connection)
-            .await
-            .map_err(store_error)?;
-        keys.extend(batch);
-        if next == 0 {
-            return Ok(());
+    /// One node's keys matching `pattern`, each `SCAN` batch under the operation
+    /// timeout, the bound every call on the store's connections relies on (a single
+    /// node's connection has no response timeout of its own).
+    async fn scan_node(
+        &self,
+        connection: &mut impl redis::aio::ConnectionLike,
+        pattern: &str,
+        keys: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .bounded(async {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut *connection)
+                        .await
+                        .map_err(store_error)
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
         }
-        cursor = next;
     }
 }
