@@ -137,8 +137,9 @@ type Committing<B> =
 
 pin_project_lite::pin_project! {
     /// The future [`SessionService`] returns: the wrapped service's response, then the
-    /// session's commit. Only a touched session boxes its commit: a request whose handler
-    /// never used its session costs no allocation here, as with the tower layer.
+    /// session's commit. Only a touched server-side session boxes its commit: a request
+    /// whose handler never used its session costs no allocation here, and a client-side
+    /// session commits in place unless its lock is held elsewhere, as with the tower layer.
     pub struct SessionFuture<F, B> {
         // `None` for a device-binding endpoint (feature `dbsc`), answered without the app.
         #[pin]
@@ -191,12 +192,21 @@ where
                     this.manager.config(),
                 )));
             }
+            // actix-web and cloakroom speak different versions of the `http` crate;
+            // every actix status is a valid `http` 1 status.
+            let status = http::StatusCode::from_u16(response.status().as_u16())
+                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+            // A cookie session commits without waiting: no future to box (it was 1,288
+            // bytes, past the allocator's per-thread cache).
+            if let Some(finish) = session.finish_now(status) {
+                return Poll::Ready(Ok(apply(
+                    finish,
+                    response.map_into_left_body(),
+                    this.manager.config(),
+                )));
+            }
             let manager = Arc::clone(this.manager);
             *this.committing = Some(Box::pin(async move {
-                // actix-web and cloakroom speak different versions of the `http` crate;
-                // every actix status is a valid `http` 1 status.
-                let status = http::StatusCode::from_u16(response.status().as_u16())
-                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
                 let finish = session.finish(status).await;
                 Ok(apply(
                     finish,

@@ -1,6 +1,6 @@
 //! The cookie codec: finding the session ID in `Cookie` headers and writing `Set-Cookie`.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -254,52 +254,97 @@ pub fn removal_cookie(config: &CookieConfig) -> HeaderValue {
     render(config, "", Some(None))
 }
 
+/// The `Set-Cookie` of a removal: `Max-Age=0` and an `Expires` in the past.
+const REMOVAL: &str = "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT";
+
 /// `max_age`: `None` no Max-Age; `Some(None)` removal; `Some(Some(d))` persistent.
 ///
-/// Written straight into one `String`, attributes in the order the `cookie` crate writes
-/// them: building a `cookie::Cookie` took an owned copy of every part and formatted it
-/// back, a few thousand instructions on every response that sets a cookie.
+/// Written straight into one buffer of exactly the header's length, attributes in the
+/// order the `cookie` crate writes them: building a `cookie::Cookie` took an owned copy of
+/// every part and formatted it back, a few thousand instructions on every response that
+/// sets a cookie. Exactly sized, the buffer becomes the `HeaderValue`'s bytes as it is;
+/// with spare capacity `bytes` would allocate a second block to share it.
 fn render(config: &CookieConfig, value: &str, max_age: Option<Option<Duration>>) -> HeaderValue {
     let name = config.full_name();
     let path = config.path();
     let domain = config
         .domain()
         .map(|domain| domain.strip_prefix('.').unwrap_or(domain));
-    let mut out = String::with_capacity(
-        name.len() + value.len() + path.len() + domain.map_or(0, str::len) + 112,
-    );
-    out.push_str(&name);
-    out.push('=');
-    out.push_str(value);
-    if config.http_only() {
-        out.push_str("; HttpOnly");
-    }
-    out.push_str("; SameSite=");
-    out.push_str(match config.same_site() {
+    let same_site = match config.same_site() {
         SameSite::Strict => "Strict",
         SameSite::Lax => "Lax",
         SameSite::None => "None",
-    });
-    if config.secure() {
-        out.push_str("; Secure");
-    }
-    out.push_str("; Path=");
-    out.push_str(path);
-    if let Some(domain) = domain {
-        out.push_str("; Domain=");
-        out.push_str(domain);
-    }
-    match max_age {
-        None => {}
-        Some(None) => out.push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
-        Some(Some(age)) => {
+    };
+    let max_age = max_age.map(|age| {
+        age.map(|age| {
             let secs = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
-            // Writing to a String cannot fail.
-            let _ = write!(out, "; Max-Age={secs}");
+            let mut digits = [0; 20];
+            let len = decimal(secs.unsigned_abs(), &mut digits);
+            (digits, len)
+        })
+    });
+    let len = name.len()
+        + 1
+        + value.len()
+        + if config.http_only() {
+            "; HttpOnly".len()
+        } else {
+            0
+        }
+        + "; SameSite=".len()
+        + same_site.len()
+        + if config.secure() { "; Secure".len() } else { 0 }
+        + "; Path=".len()
+        + path.len()
+        + domain.map_or(0, |domain| "; Domain=".len() + domain.len())
+        + match &max_age {
+            None => 0,
+            Some(None) => REMOVAL.len(),
+            Some(Some((_, digits))) => "; Max-Age=".len() + digits,
+        };
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(value.as_bytes());
+    if config.http_only() {
+        out.extend_from_slice(b"; HttpOnly");
+    }
+    out.extend_from_slice(b"; SameSite=");
+    out.extend_from_slice(same_site.as_bytes());
+    if config.secure() {
+        out.extend_from_slice(b"; Secure");
+    }
+    out.extend_from_slice(b"; Path=");
+    out.extend_from_slice(path.as_bytes());
+    if let Some(domain) = domain {
+        out.extend_from_slice(b"; Domain=");
+        out.extend_from_slice(domain.as_bytes());
+    }
+    match &max_age {
+        None => {}
+        Some(None) => out.extend_from_slice(REMOVAL.as_bytes()),
+        Some(Some((digits, len))) => {
+            out.extend_from_slice(b"; Max-Age=");
+            out.extend_from_slice(&digits[digits.len() - len..]);
         }
     }
+    debug_assert_eq!(out.len(), out.capacity(), "the length is counted exactly");
     // Name, path and domain were validated as header-safe; the value is base64url or empty.
     HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Writes `n` in decimal at the end of `out`; returns how many digits.
+fn decimal(mut n: u64, out: &mut [u8; 20]) -> usize {
+    let mut at = out.len();
+    loop {
+        at -= 1;
+        // A digit: the cast loses nothing.
+        out[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return out.len() - at;
+        }
+    }
 }
 
 #[cfg(test)]

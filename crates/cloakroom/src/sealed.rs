@@ -43,6 +43,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use self::scratch::Scratch;
 use crate::id::StoreKey;
 use crate::keys::KeyRing;
 use crate::record::Record;
@@ -65,6 +66,11 @@ const COMPRESS_ABOVE: usize = 1024;
 const MAX_VALUE_CHARS: usize = 4096;
 /// Decoded cookie values up to this many bytes are opened in a buffer on the stack.
 const INLINE_DECODED: usize = 768;
+/// Sealed cookies up to this many bytes (a value of 1,024 characters) are sealed and
+/// encoded on the stack.
+const INLINE_SEALED: usize = 768;
+/// Room for the base64 text of [`INLINE_SEALED`] bytes.
+const INLINE_TEXT: usize = INLINE_SEALED / 3 * 4;
 /// A deflated payload may not inflate past this (no decompression bombs).
 const MAX_PAYLOAD: usize = 64 * 1024;
 
@@ -133,6 +139,21 @@ pub trait CookieCodec: Send + Sync + 'static {
         record: &Record,
     ) -> Result<String, serde_json::Error>;
 
+    /// [`seal`](Self::seal), handing the value to `write` instead of returning it: the
+    /// engine copies it straight into the `Set-Cookie` header it builds, so a format that
+    /// can produce the value without a `String` of its own saves that allocation on every
+    /// response that sets the cookie. The default calls `seal`.
+    fn seal_with(
+        &self,
+        name: &str,
+        key: &StoreKey,
+        record: &Record,
+        write: &mut dyn FnMut(&str),
+    ) -> Result<(), serde_json::Error> {
+        write(&self.seal(name, key, record)?);
+        Ok(())
+    }
+
     /// Opens a cookie value; `None` for anything that does not verify.
     fn open(&self, name: &str, value: &str) -> Option<OpenedCookie>;
 
@@ -167,6 +188,16 @@ impl CookieCodec for CookieSessions {
         record: &Record,
     ) -> Result<String, serde_json::Error> {
         CookieSessions::seal(self, name, key, record)
+    }
+
+    fn seal_with(
+        &self,
+        name: &str,
+        key: &StoreKey,
+        record: &Record,
+        write: &mut dyn FnMut(&str),
+    ) -> Result<(), serde_json::Error> {
+        CookieSessions::seal_with(self, name, key, record, |value| write(value))
     }
 
     fn open(&self, name: &str, value: &str) -> Option<OpenedCookie> {
@@ -232,7 +263,7 @@ impl CookieSessions {
 
     /// Deflates the payload in `out[start..]` if compression is on and it pays; the flag
     /// to set if it did.
-    fn compress_in_place(&self, out: &mut Vec<u8>, start: usize) -> u8 {
+    fn compress_in_place(&self, out: &mut Scratch<INLINE_SEALED>, start: usize) -> u8 {
         let payload = &out[start..];
         if self.compress && payload.len() > COMPRESS_ABOVE {
             let deflated = miniz_oxide::deflate::compress_to_vec(payload, 6);
@@ -267,7 +298,7 @@ impl CookieSessions {
         if plain <= budget || !self.compress {
             return Ok(plain);
         }
-        let mut out = Vec::with_capacity(plain);
+        let mut out = Scratch::new();
         payload::encode(key, record, &mut out)?;
         self.compress_in_place(&mut out, 0);
         Ok(self.value_len(out.len()))
@@ -280,19 +311,52 @@ impl CookieSessions {
         key: &StoreKey,
         record: &Record,
     ) -> Result<String, serde_json::Error> {
+        let mut sealed = Scratch::new();
+        self.seal_bytes(name, key, record, &mut sealed)?;
+        Ok(URL_SAFE_NO_PAD.encode(&*sealed))
+    }
+
+    /// [`seal`](Self::seal), handing the value to `write`: sealed and encoded on the stack
+    /// (up to [`INLINE_SEALED`] bytes), so that the only allocation is the caller's copy.
+    pub(crate) fn seal_with<T>(
+        &self,
+        name: &str,
+        key: &StoreKey,
+        record: &Record,
+        write: impl FnOnce(&str) -> T,
+    ) -> Result<T, serde_json::Error> {
+        let mut sealed = Scratch::new();
+        self.seal_bytes(name, key, record, &mut sealed)?;
+        let mut text = Scratch::<INLINE_TEXT>::new();
+        let room = text.extend_zeroed((sealed.len() * 4).div_ceil(3));
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(&*sealed, room)
+            .expect("the buffer is sized for the encoding");
+        text.truncate(written);
+        let value = std::str::from_utf8(&text).expect("base64 is ASCII");
+        Ok(write(value))
+    }
+
+    /// Writes the sealed value's bytes, before base64, to `out` (empty).
+    fn seal_bytes(
+        &self,
+        name: &str,
+        key: &StoreKey,
+        record: &Record,
+        out: &mut Scratch<INLINE_SEALED>,
+    ) -> Result<(), serde_json::Error> {
         let current = self.ring.current();
         let encrypted = self.mode == CookieMode::Encrypted;
         // One buffer from header to tag: the payload is written in place, encrypted in
         // place, and the tag appended, with no copy between the steps.
-        let mut out = Vec::with_capacity(HEADER + NONCE + 256 + MAC_TAG);
         out.extend_from_slice(&[FORMAT_VERSION, 0]);
         out.extend_from_slice(&current.id());
         if encrypted {
-            out.extend_from_slice(&[0; NONCE]);
+            out.extend_zeroed(NONCE);
         }
         let start = out.len();
-        payload::encode(key, record, &mut out)?;
-        out[1] = self.compress_in_place(&mut out, start) | if encrypted { ENCRYPTED } else { 0 };
+        payload::encode(key, record, out)?;
+        out[1] = self.compress_in_place(out, start) | if encrypted { ENCRYPTED } else { 0 };
         let (header, body) = out.split_at_mut(HEADER);
         let aad = associated_data(header, name);
         if encrypted {
@@ -305,7 +369,7 @@ impl CookieSessions {
             let tag = mac(current.signing_key(), &aad, body);
             out.extend_from_slice(&tag);
         }
-        Ok(URL_SAFE_NO_PAD.encode(out))
+        Ok(())
     }
 
     /// Opens a cookie value; `None` for anything that does not verify under a key of the
@@ -468,6 +532,7 @@ fn mac(key: &[u8; 32], aad: &[u8], payload: &[u8]) -> [u8; MAC_TAG] {
 }
 
 mod payload;
+mod scratch;
 mod xchacha;
 
 #[cfg(test)]

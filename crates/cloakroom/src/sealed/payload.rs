@@ -23,6 +23,8 @@
 //! Everything here is read after the MAC or AEAD tag verified, but the decoder still
 //! trusts nothing: every length is checked, and it returns `None` rather than panic.
 
+use std::io::Write;
+
 use time::OffsetDateTime;
 
 use crate::id::StoreKey;
@@ -30,6 +32,8 @@ use crate::record::{from_unix_ms, json_len, to_unix_ms, ClientMeta, Data, Record
 
 const KEY: usize = 32;
 const TIME: usize = 8;
+/// The longest LEB128 of a `u64`.
+const MAX_VARINT: usize = 10;
 
 const IDLE_DEADLINE: u8 = 1;
 const ABSOLUTE_DEADLINE: u8 = 1 << 1;
@@ -69,14 +73,17 @@ fn presence(record: &Record) -> u8 {
     bits
 }
 
-/// Appends the payload for `key` and `record` to `out`.
-pub(super) fn encode(
+/// Appends the payload for `key` and `record` to `out` (a `Vec`, or the sealing buffer on
+/// the stack).
+pub(super) fn encode<W: Write>(
     key: &StoreKey,
     record: &Record,
-    out: &mut Vec<u8>,
+    out: &mut W,
 ) -> Result<(), serde_json::Error> {
-    out.extend_from_slice(key.as_bytes());
-    out.push(presence(record));
+    let mut fixed = [0; KEY + 1 + 4 * TIME + MAX_VARINT];
+    fixed[..KEY].copy_from_slice(key.as_bytes());
+    fixed[KEY] = presence(record);
+    let mut len = KEY + 1;
     let times = [
         Some(record.created_at),
         Some(record.last_active_at),
@@ -84,12 +91,20 @@ pub(super) fn encode(
         record.absolute_deadline,
     ];
     for at in times.into_iter().flatten() {
-        out.extend_from_slice(&to_unix_ms(at).to_be_bytes());
+        fixed[len..len + TIME].copy_from_slice(&to_unix_ms(at).to_be_bytes());
+        len += TIME;
     }
-    put_varint(out, record.version);
+    len += put_varint(&mut fixed[len..], record.version);
+    // The fixed fields in one write: the sealing buffer checks its room once, not per
+    // field.
+    out.write_all(&fixed[..len])
+        .map_err(serde_json::Error::io)?;
     for text in strings(record).into_iter().filter_map(|(_, text)| text) {
-        put_varint(out, text.len() as u64);
-        out.extend_from_slice(text.as_bytes());
+        let mut prefix = [0; MAX_VARINT];
+        let prefix_len = put_varint(&mut prefix, text.len() as u64);
+        out.write_all(&prefix[..prefix_len])
+            .and_then(|()| out.write_all(text.as_bytes()))
+            .map_err(serde_json::Error::io)?;
     }
     serde_json::to_writer(out, &record.data)
 }
@@ -146,15 +161,19 @@ pub(super) fn decode(bytes: &[u8]) -> Option<(StoreKey, Record)> {
     Some((key, record))
 }
 
-/// Appends `value` as LEB128: seven bits a byte, low bits first, high bit set on all but
-/// the last.
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+/// Writes `value` as LEB128 (seven bits a byte, low bits first, high bit set on all but
+/// the last) at the start of `out`, which has room for [`MAX_VARINT`] bytes; returns its
+/// length.
+fn put_varint(out: &mut [u8], mut value: u64) -> usize {
+    let mut len = 0;
     while value >= 0x80 {
         // The mask keeps the low seven bits, so the cast loses nothing.
-        out.push((value & 0x7f) as u8 | 0x80);
+        out[len] = (value & 0x7f) as u8 | 0x80;
         value >>= 7;
+        len += 1;
     }
-    out.push(value as u8);
+    out[len] = value as u8;
+    len + 1
 }
 
 fn varint_len(value: u64) -> usize {
@@ -239,10 +258,11 @@ mod tests {
             u64::from(u32::MAX),
             u64::MAX,
         ] {
-            let mut out = Vec::new();
-            put_varint(&mut out, value);
-            assert_eq!(out.len(), varint_len(value), "{value}");
-            let mut input = Reader(&out);
+            let mut out = [0; MAX_VARINT];
+            let len = put_varint(&mut out, value);
+            assert_eq!(len, varint_len(value), "{value}");
+            let out = &out[..len];
+            let mut input = Reader(out);
             assert_eq!(input.varint(), Some(value));
             assert!(input.0.is_empty());
         }

@@ -51,6 +51,35 @@ fn every_mode_round_trips_and_length_is_exact() {
 }
 
 #[test]
+fn seal_with_hands_over_what_seal_returns_at_every_size() {
+    // Either side of the stack buffers (768 sealed bytes, 1,024 characters): the value
+    // handed over opens, has the counted length, and the trait's default agrees.
+    for sessions in [
+        CookieSessions::encrypted(ring()),
+        CookieSessions::signed(ring()),
+    ] {
+        for len in [0, 600, 650, 700, 760, 800, 2500] {
+            let mut data = serde_json::Map::new();
+            data.insert("note".into(), serde_json::Value::from("x".repeat(len)));
+            let (key, record) = sample(data);
+            let value = sessions
+                .seal_with("id", &key, &record, str::to_owned)
+                .unwrap();
+            assert_eq!(value.len(), sessions.sealed_len(&key, &record, 0).unwrap());
+            let opened = sessions.open("id", &value).expect("opens");
+            assert_eq!((opened.key, opened.record), (key, record.clone()));
+            let mut through_trait = String::new();
+            CookieCodec::seal_with(&sessions, "id", &key, &record, &mut |value| {
+                through_trait = value.to_owned();
+            })
+            .unwrap();
+            assert!(sessions.open("id", &through_trait).is_some());
+            assert_eq!(through_trait.len(), value.len());
+        }
+    }
+}
+
+#[test]
 fn long_cookie_names_are_bound_like_short_ones() {
     // Past the inline associated data (64 bytes of name), the heap path must bind the
     // name the same way: the same bytes, and a cookie moved to another name refused.

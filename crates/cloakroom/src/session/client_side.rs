@@ -158,9 +158,23 @@ impl Session {
         max_age: Option<Duration>,
     ) -> Result<HeaderValue, SessionError> {
         let config = &self.config().cookie;
-        let value = sessions
-            .seal(&config.full_name(), key, record)
+        let name = config.full_name();
+        // The value goes from the codec's buffer straight into the header's.
+        let mut cookie = None;
+        sessions
+            .seal_with(&name, key, record, &mut |value| {
+                cookie = Some(codec::value_cookie(config, value, max_age));
+            })
             .map_err(SessionError::Serialize)?;
-        Ok(codec::value_cookie(config, &value, max_age))
+        match cookie {
+            Some(cookie) => Ok(cookie),
+            // A codec whose `seal_with` wrote nothing: its `seal` is the contract.
+            None => {
+                let value = sessions
+                    .seal(&name, key, record)
+                    .map_err(SessionError::Serialize)?;
+                Ok(codec::value_cookie(config, &value, max_age))
+            }
+        }
     }
 }

@@ -67,26 +67,16 @@ impl Session {
 
     /// The session the request's cookie names, or a new anonymous one; an error only when
     /// the store (or the epoch source) failed.
+    ///
+    /// Every handler that touches its session awaits this future inside its own, and
+    /// frameworks box the handler's: so no `View` (360 bytes) is held across an await
+    /// here. Holding two or three made the future 1,300 bytes and every boxed handler
+    /// future too big for the allocator's per-thread cache (1,032 bytes).
     async fn load(&self) -> Result<View, SessionError> {
         let time = now();
-        let fresh = || View::new(self.config().expiry.new_record(time));
         let found = match (&self.inner.manager.backend, self.incoming()) {
             (Backend::Store(store), Incoming::Ids(ids)) => {
-                // Duplicates (a cookie planted from a sibling domain, say): the first ID
-                // the store knows wins; unknown ones are never adopted. A planted live ID
-                // (the attacker's own session) wins too: only `__Host-` prevents that.
-                let mut found = Err(BadCookie::Unknown);
-                for id in ids.iter() {
-                    match load_stored(&**store, id, time).await? {
-                        Ok(view) => {
-                            found = Ok(view);
-                            break;
-                        }
-                        Err(BadCookie::Expired) => found = Err(BadCookie::Expired),
-                        Err(_) => {}
-                    }
-                }
-                Some(found)
+                Some(find_stored(&**store, ids.iter(), time).await?)
             }
             (
                 Backend::Cookie(sessions),
@@ -95,7 +85,25 @@ impl Session {
             (Backend::Store(_), Incoming::Malformed) => Some(Err(BadCookie::Malformed)),
             _ => None,
         };
-        let mut view = match found {
+        let view = self.adopt(found, time);
+        if self.config().epochs.is_none() || view.record.user_id.is_none() {
+            return Ok(view);
+        }
+        // Boxed, so that only sessions with an epoch to check carry the view across the
+        // epoch source's await.
+        Box::pin(async move {
+            let mut view = view;
+            self.check_epoch(&mut view).await?;
+            Ok(view)
+        })
+        .await
+    }
+
+    /// The view for what the request's cookie brought: the session found, or a fresh
+    /// anonymous one (after counting why there was none).
+    fn adopt(&self, found: Option<Result<View, BadCookie>>, time: OffsetDateTime) -> View {
+        let fresh = || View::new(self.config().expiry.new_record(time));
+        match found {
             // A session bound to a device key, on a request without a valid bound cookie
             // (a copied session cookie, say): the request starts as a new anonymous
             // session, and the stored one is left exactly as it is.
@@ -119,9 +127,7 @@ impl Session {
                 fresh()
             }
             None => fresh(),
-        };
-        self.check_epoch(&mut view).await?;
-        Ok(view)
+        }
     }
 
     /// Revocation by epoch: a logged-in session whose epoch is no longer the user's
@@ -155,6 +161,28 @@ impl Session {
         view.destroyed = true;
         Ok(())
     }
+}
+
+/// The first live session among `ids` the store knows, or why there is none.
+///
+/// Duplicates (a cookie planted from a sibling domain, say): the first ID the store knows
+/// wins; unknown ones are never adopted. A planted live ID (the attacker's own session)
+/// wins too: only `__Host-` prevents that.
+async fn find_stored<'a>(
+    store: &dyn SessionStore,
+    ids: impl Iterator<Item = &'a SessionId>,
+    time: OffsetDateTime,
+) -> Result<Result<View, BadCookie>, SessionError> {
+    let mut reason = BadCookie::Unknown;
+    for id in ids {
+        // The view is returned as soon as it is found, never kept across the next await.
+        match load_stored(store, id, time).await? {
+            Ok(view) => return Ok(Ok(view)),
+            Err(BadCookie::Expired) => reason = BadCookie::Expired,
+            Err(_) => {}
+        }
+    }
+    Ok(Err(reason))
 }
 
 /// The live session stored under `id`, or why there is none; a corrupt record is logged
