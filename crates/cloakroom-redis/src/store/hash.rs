@@ -64,6 +64,14 @@ struct Body<'a> {
     auth_epoch: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     device_binding: Option<&'a Value>,
+    /// Placeholders for earlier versions, which require these two in the JSON and then
+    /// put the hash fields' values over them: during a rolling deploy, or after a
+    /// rollback, they still read every session this version writes. Constant, so they
+    /// cost no formatting and cannot go stale.
+    #[serde(rename = "last_active_at")]
+    for_earlier_versions_last_active_at: u8,
+    #[serde(rename = "version")]
+    for_earlier_versions_version: u8,
 }
 
 /// [`Body`] as read back. Records written before it still carry `version`,
@@ -149,6 +157,8 @@ pub(super) fn encode(record: &Record) -> Result<String, StoreError> {
         client,
         auth_epoch: auth_epoch.as_deref(),
         device_binding: device_binding.as_deref(),
+        for_earlier_versions_last_active_at: 0,
+        for_earlier_versions_version: 0,
     })
     .map_err(StoreError::backend)
 }
@@ -157,8 +167,6 @@ pub(super) fn encode(record: &Record) -> Result<String, StoreError> {
 mod tests {
     use super::*;
 
-    /// Every part of a record survives `r` and the hash fields, and `r` no longer repeats
-    /// what the fields carry.
     /// A deadline as [`Ms`] writes it into a command.
     fn text(at: Option<OffsetDateTime>) -> String {
         let mut args: Vec<Vec<u8>> = Vec::new();
@@ -174,6 +182,9 @@ mod tests {
         assert_eq!(text(from_unix_ms(-5)), "-5");
     }
 
+    /// Every part of a record survives `r` and the hash fields; `r` does not repeat the
+    /// deadlines the fields carry, and still parses as the whole `Record` that earlier
+    /// versions read it as (they then take version, activity and deadlines from the hash).
     #[test]
     fn records_round_trip_through_the_hash_layout() {
         let t = now();
@@ -193,14 +204,13 @@ mod tests {
             .data
             .insert("k".into(), serde_json::json!({"a": [1.5, null]}));
         let r = encode(&record).unwrap();
-        for repeated in [
-            "version",
-            "last_active_at",
-            "idle_deadline",
-            "absolute_deadline",
-        ] {
+        for repeated in ["idle_deadline", "absolute_deadline"] {
             assert!(!r.contains(repeated), "{repeated} in {r}");
         }
+        let as_earlier_versions_read_it: Record =
+            serde_json::from_str(&r).expect("r parses as a whole Record, as before");
+        assert_eq!(as_earlier_versions_read_it.data, record.data);
+        assert_eq!(as_earlier_versions_read_it.user_id, record.user_id);
         let fields = vec![
             Some(record.version.to_string()),
             Some(r),
