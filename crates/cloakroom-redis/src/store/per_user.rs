@@ -26,13 +26,36 @@ fn round_limit(left_after_first: u64) -> u64 {
     2 * left_after_first.div_ceil(BATCH as u64) + 16
 }
 
+/// A listing of one user's sessions in progress, across its batches.
+struct Listing<'a> {
+    user: &'a str,
+    /// The user's index set.
+    set: String,
+    /// Members already listed: an `SSCAN` may return a member more than once.
+    seen: HashSet<StoreKey>,
+    live: Vec<SessionEntry>,
+}
+
 impl RedisStore {
-    /// The live sessions of `user`, pruning index members that name none.
+    /// The live sessions of `user`, pruning index members that name none: the index is
+    /// walked a batch at a time with an `SSCAN` cursor, until it comes back to `"0"`.
     pub(super) async fn list_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        if self.is_cluster() {
-            self.list_user_across_slots(user).await
-        } else {
-            self.list_user_scripted(user).await
+        let mut listing = Listing {
+            user,
+            set: self.user_key(user),
+            seen: HashSet::new(),
+            live: Vec::new(),
+        };
+        let mut cursor = "0".to_owned();
+        loop {
+            cursor = if self.is_cluster() {
+                self.list_batch_across_slots(&mut listing, &cursor).await?
+            } else {
+                self.list_batch_scripted(&mut listing, &cursor).await?
+            };
+            if cursor == "0" {
+                return Ok(listing.live);
+            }
         }
     }
 
@@ -49,45 +72,42 @@ impl RedisStore {
         }
     }
 
-    async fn list_user_scripted(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        let set = self.user_key(user);
-        let mut cursor = "0".to_owned();
-        let mut seen = HashSet::new();
-        let mut live = Vec::new();
-        loop {
-            let mut connection = self.connection.clone();
-            let reply: Vec<Option<String>> = self
-                .bounded(async {
-                    scripts::LIST_BATCH
-                        .key(&set)
-                        .arg(to_unix_ms(now()))
-                        .arg(user)
-                        .arg(&self.config.prefix)
-                        .arg(&cursor)
-                        .arg(BATCH)
-                        .invoke_async(&mut connection)
-                        .await
-                        .map_err(store_error)
-                })
-                .await?;
-            let mut reply = reply.into_iter();
-            cursor = reply
-                .next()
-                .flatten()
-                .ok_or_else(|| StoreError::backend("the listing script returned no cursor"))?;
-            let rest: Vec<Option<String>> = reply.collect();
-            for session in rest.chunks_exact(6) {
-                let Some(key) = session[0].as_deref().and_then(StoreKey::from_hex) else {
-                    continue;
-                };
-                if seen.insert(key) {
-                    self.keep_live(user, key, session[1..].to_vec(), &mut live);
-                }
-            }
-            if cursor == "0" {
-                return Ok(live);
+    /// One batch of the listing: one script, from `cursor`; returns the next cursor.
+    async fn list_batch_scripted(
+        &self,
+        listing: &mut Listing<'_>,
+        cursor: &str,
+    ) -> Result<String, StoreError> {
+        let mut connection = self.connection.clone();
+        let reply: Vec<Option<String>> = self
+            .bounded(async {
+                scripts::LIST_BATCH
+                    .key(&listing.set)
+                    .arg(to_unix_ms(now()))
+                    .arg(listing.user)
+                    .arg(&self.config.prefix)
+                    .arg(cursor)
+                    .arg(BATCH)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(store_error)
+            })
+            .await?;
+        let mut reply = reply.into_iter();
+        let next = reply
+            .next()
+            .flatten()
+            .ok_or_else(|| StoreError::backend("the listing script returned no cursor"))?;
+        let rest: Vec<Option<String>> = reply.collect();
+        for session in rest.chunks_exact(6) {
+            let Some(key) = session[0].as_deref().and_then(StoreKey::from_hex) else {
+                continue;
+            };
+            if listing.seen.insert(key) {
+                self.keep_live(listing.user, key, session[1..].to_vec(), &mut listing.live);
             }
         }
+        Ok(next)
     }
 
     fn keep_live(
@@ -139,79 +159,75 @@ impl RedisStore {
         Ok(deleted)
     }
 
-    /// In a cluster the index and the sessions live in different slots, so a batch reads
-    /// members, reads their sessions on their own nodes (all at once), then prunes.
-    async fn list_user_across_slots(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        let set = self.user_key(user);
-        let mut cursor = "0".to_owned();
-        let mut seen = HashSet::new();
-        let mut live = Vec::new();
-        loop {
-            let mut connection = self.connection.clone();
-            let (next, members): (String, Vec<String>) = self
-                .bounded(async {
-                    redis::cmd("SSCAN")
-                        .arg(&set)
-                        .arg(&cursor)
-                        .arg("COUNT")
-                        .arg(BATCH)
-                        .query_async(&mut connection)
-                        .await
-                        .map_err(store_error)
-                })
-                .await?;
-            cursor = next;
-            let mut dead = Vec::new();
-            let mut keys = Vec::new();
-            for member in members {
-                match StoreKey::from_hex(&member) {
-                    Some(key) if seen.insert(key) => keys.push(key),
-                    Some(_) => {}
-                    None => dead.push(member),
-                }
-            }
-            let reads = self
-                .bounded(async {
-                    let reads = join_all(keys.iter().map(|key| {
-                        let mut connection = self.connection.clone();
-                        let command = redis::cmd("HMGET")
-                            .arg(self.session_key(key))
-                            .arg(&["v", "r", "la", "i", "a", "u"])
-                            .clone();
-                        async move {
-                            command
-                                .query_async::<Vec<Option<String>>>(&mut connection)
-                                .await
-                        }
-                    }))
-                    .await;
-                    reads
-                        .into_iter()
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(store_error)
-                })
-                .await?;
-            for (key, mut fields) in keys.into_iter().zip(reads) {
-                let owner = fields.pop().flatten();
-                match decode(fields) {
-                    Ok(Some(record)) if owner.as_deref() == Some(user) => {
-                        live.push(SessionEntry { key, record })
-                    }
-                    // Gone, expired or someone else's now.
-                    Ok(_) => dead.push(key.to_hex()),
-                    // Left indexed, so that a revocation finds and removes it.
-                    Err(error) => {
-                        tracing::warn!(handle = %key.handle(), %error, "corrupt session record skipped");
-                    }
-                }
-            }
-            if !dead.is_empty() {
-                self.remove_members(&set, &dead).await?;
-            }
-            if cursor == "0" {
-                return Ok(live);
+    /// One batch of the listing in a cluster, where the index and the sessions live in
+    /// different slots: reads members from `cursor`, reads their sessions on their own
+    /// nodes (all at once), then prunes; returns the next cursor.
+    async fn list_batch_across_slots(
+        &self,
+        listing: &mut Listing<'_>,
+        cursor: &str,
+    ) -> Result<String, StoreError> {
+        let mut connection = self.connection.clone();
+        let (next, members): (String, Vec<String>) = self
+            .bounded(async {
+                redis::cmd("SSCAN")
+                    .arg(&listing.set)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(store_error)
+            })
+            .await?;
+        let mut dead = Vec::new();
+        let mut keys = Vec::new();
+        for member in members {
+            match StoreKey::from_hex(&member) {
+                Some(key) if listing.seen.insert(key) => keys.push(key),
+                Some(_) => {}
+                None => dead.push(member),
             }
         }
+        let reads = self
+            .bounded(async {
+                let reads = join_all(keys.iter().map(|key| {
+                    let mut connection = self.connection.clone();
+                    let command = redis::cmd("HMGET")
+                        .arg(self.session_key(key))
+                        .arg(&["v", "r", "la", "i", "a", "u"])
+                        .clone();
+                    async move {
+                        command
+                            .query_async::<Vec<Option<String>>>(&mut connection)
+                            .await
+                    }
+                }))
+                .await;
+                reads
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(store_error)
+            })
+            .await?;
+        for (key, mut fields) in keys.into_iter().zip(reads) {
+            let owner = fields.pop().flatten();
+            match decode(fields) {
+                Ok(Some(record)) if owner.as_deref() == Some(listing.user) => {
+                    listing.live.push(SessionEntry { key, record })
+                }
+                // Gone, expired or someone else's now.
+                Ok(_) => dead.push(key.to_hex()),
+                // Left indexed, so that a revocation finds and removes it.
+                Err(error) => {
+                    tracing::warn!(handle = %key.handle(), %error, "corrupt session record skipped");
+                }
+            }
+        }
+        if !dead.is_empty() {
+            self.remove_members(&listing.set, &dead).await?;
+        }
+        Ok(next)
     }
 
     /// Samples members, deletes their sessions on their own nodes, then drops them from
