@@ -74,14 +74,21 @@ impl Env {
             // handle is dropped and the winner's lock holds.
             let _ = self.redis_claim.set(claim(&lock)?);
         }
+        redis::cmd("FLUSHDB")
+            .query_async::<()>(&mut self.redis_connection().await?)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    /// A connection to the benchmark's Redis database, for the harness's own commands.
+    ///
+    /// # Errors
+    /// When the URL is not a Redis URL or the server does not answer.
+    pub async fn redis_connection(&self) -> Result<redis::aio::MultiplexedConnection, String> {
         let client =
             redis::Client::open(self.redis_url.as_str()).map_err(|error| error.to_string())?;
-        let mut connection = client
+        client
             .get_multiplexed_async_connection()
-            .await
-            .map_err(|error| error.to_string())?;
-        redis::cmd("FLUSHDB")
-            .query_async::<()>(&mut connection)
             .await
             .map_err(|error| error.to_string())
     }

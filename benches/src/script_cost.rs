@@ -36,12 +36,7 @@ fn command_stats(env: &Env, what: &str) -> Result<String, String> {
         .build()
         .map_err(|error| error.to_string())?;
     runtime.block_on(async {
-        let client =
-            redis::Client::open(env.redis_url.as_str()).map_err(|error| error.to_string())?;
-        let mut connection = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|error| error.to_string())?;
+        let mut connection = env.redis_connection().await?;
         let command = if what == "RESETSTAT" {
             redis::cmd("CONFIG").arg("RESETSTAT").clone()
         } else {

@@ -340,19 +340,17 @@ fn machine(env: &Env) -> Machine {
                 servers.push(format!("PostgreSQL {version}"));
             }
         }
-        if let Ok(client) = redis::Client::open(env.redis_url.as_str()) {
-            if let Ok(mut connection) = client.get_multiplexed_async_connection().await {
-                if let Ok(info) = redis::cmd("INFO")
-                    .arg("server")
-                    .query_async::<String>(&mut connection)
-                    .await
+        if let Ok(mut connection) = env.redis_connection().await {
+            if let Ok(info) = redis::cmd("INFO")
+                .arg("server")
+                .query_async::<String>(&mut connection)
+                .await
+            {
+                if let Some(version) = info
+                    .lines()
+                    .find_map(|line| line.strip_prefix("redis_version:"))
                 {
-                    if let Some(version) = info
-                        .lines()
-                        .find_map(|line| line.strip_prefix("redis_version:"))
-                    {
-                        servers.push(format!("Redis {}", version.trim()));
-                    }
+                    servers.push(format!("Redis {}", version.trim()));
                 }
             }
         }
