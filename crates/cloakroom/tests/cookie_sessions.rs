@@ -441,3 +441,44 @@ async fn a_write_refused_for_the_cookie_size_leaves_the_session_size_as_it_was()
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert!(reply.cookie.is_some());
 }
+
+/// `SessionManager::session` (what integrations on other frameworks call) keeps a single
+/// `Cookie` line and reads it when first touched, and parses several lines at once: the
+/// session opens either way, behind junk and in any line.
+#[tokio::test]
+async fn integrations_open_the_cookie_from_one_line_or_several() {
+    let sessions = CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap());
+    let app = app(sessions.clone(), SessionConfig::default());
+    let cookie = format!("id={}", logged_in(&app).await);
+    let manager = Arc::new(SessionManager::cookie(sessions, SessionConfig::default()).unwrap());
+    let junk_first = format!("theme=dark; id=junk; {cookie}");
+    let cases: [(&str, Vec<&[u8]>); 4] = [
+        ("one line", vec![cookie.as_bytes()]),
+        ("one line, junk first", vec![junk_first.as_bytes()]),
+        ("second of two lines", vec![b"id=junk", cookie.as_bytes()]),
+        (
+            "first of three lines",
+            vec![cookie.as_bytes(), b"x=1", b"id=junk"],
+        ),
+    ];
+    for (what, lines) in cases {
+        let session = manager.session(lines, Default::default());
+        assert_eq!(
+            session.user().await.unwrap().as_deref(),
+            Some("alice"),
+            "{what}"
+        );
+    }
+    let session = manager.session([&b"id=junk"[..]], Default::default());
+    assert_eq!(
+        session.user().await.unwrap(),
+        None,
+        "junk alone is anonymous"
+    );
+    let session = manager.session(std::iter::empty(), Default::default());
+    assert_eq!(
+        session.user().await.unwrap(),
+        None,
+        "no cookie is anonymous"
+    );
+}

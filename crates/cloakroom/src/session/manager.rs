@@ -181,6 +181,9 @@ impl SessionManager {
             let cookies = CookieHeaders::from_values(lines.iter());
             return Session::new(Arc::clone(self), cookies, None, client);
         }
+        if matches!(self.backend, Backend::Cookie(_)) {
+            return self.session_keeping_lines(cookie_headers, client);
+        }
         let incoming = self.incoming(cookie_headers);
         Session::new(
             Arc::clone(self),
@@ -188,6 +191,39 @@ impl SessionManager {
             Some(incoming),
             client,
         )
+    }
+
+    /// A client-side session that keeps a copy of its request's `Cookie` line, as the
+    /// tower layer keeps the line itself, and reads its cookie from it when first
+    /// touched: one exactly sized copy instead of a `String` per value and a `Vec` of them,
+    /// and no parsing for a request that never touches its session. Several lines (rare)
+    /// are parsed at once, as before.
+    fn session_keeping_lines<'a>(
+        self: &Arc<Self>,
+        cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+        client: RequestClient,
+    ) -> Session {
+        let mut lines = cookie_headers.into_iter();
+        let Some(first) = lines.next() else {
+            return Session::new(Arc::clone(self), CookieHeaders::None, None, client);
+        };
+        match lines.next() {
+            None => Session::new(
+                Arc::clone(self),
+                CookieHeaders::Copied(first.into()),
+                None,
+                client,
+            ),
+            Some(second) => {
+                let incoming = self.incoming([first, second].into_iter().chain(lines));
+                Session::new(
+                    Arc::clone(self),
+                    CookieHeaders::None,
+                    Some(incoming),
+                    client,
+                )
+            }
+        }
     }
 
     /// The same, with the `Cookie` header values kept as they are and read only when the
@@ -246,7 +282,8 @@ impl SessionManager {
 /// A request's `Cookie` header values, kept until its session is first touched. Cloning a
 /// header value shares its bytes; most requests have one `Cookie` line or none.
 #[derive(Debug, Default)]
-// Without the tower layer or DBSC, nothing keeps header lines: only `None` is made.
+// Without the tower layer or DBSC, nothing keeps `http` header lines: `One` and `Many`
+// are never made.
 #[cfg_attr(not(any(feature = "tower", feature = "dbsc")), allow(dead_code))]
 pub(crate) enum CookieHeaders {
     /// No `Cookie` header.
@@ -256,6 +293,8 @@ pub(crate) enum CookieHeaders {
     One(HeaderValue),
     /// Several lines, in order.
     Many(Vec<HeaderValue>),
+    /// A copy of the one line, from a framework whose header type is not `http`'s.
+    Copied(Box<[u8]>),
 }
 
 impl CookieHeaders {
@@ -277,12 +316,14 @@ impl CookieHeaders {
 
     /// The lines' bytes, in order.
     pub(super) fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let (one, many): (Option<&HeaderValue>, &[HeaderValue]) = match self {
+        let (one, many): (Option<&[u8]>, &[HeaderValue]) = match self {
             Self::None => (None, &[]),
-            Self::One(value) => (Some(value), &[]),
+            Self::One(value) => (Some(value.as_bytes()), &[]),
             Self::Many(values) => (None, values),
+            Self::Copied(line) => (Some(line), &[]),
         };
-        one.into_iter().chain(many).map(HeaderValue::as_bytes)
+        one.into_iter()
+            .chain(many.iter().map(HeaderValue::as_bytes))
     }
 }
 
