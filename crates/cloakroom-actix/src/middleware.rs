@@ -2,17 +2,17 @@
 //! request extensions, and commits it when the response is ready.
 
 use std::future::{ready, Future, Ready};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{HeaderValue, COOKIE, RETRY_AFTER, SET_COOKIE, VARY};
 use actix_web::{HttpMessage, HttpResponse};
-use cloakroom::integration::Finish;
-use cloakroom::{SessionConfig, SessionManager};
+use cloakroom::integration::{CommitFuture, Finish, Integration};
+use cloakroom::{Session, SessionConfig, SessionManager};
 
 use crate::client::request_client;
 
@@ -108,12 +108,7 @@ where
     fn call(&self, request: ServiceRequest) -> Self::Future {
         #[cfg(feature = "dbsc")]
         if let Some(answer) = dbsc::answer(&self.manager, &request) {
-            return SessionFuture {
-                inner: None,
-                session: None,
-                manager: Arc::clone(&self.manager),
-                committing: Some(answer),
-            };
+            return CommitFuture::answered(answer);
         }
         let client = request_client(&request, self.manager.config());
         let session = self.manager.session(
@@ -121,102 +116,63 @@ where
             client,
         );
         request.extensions_mut().insert(session.clone());
-        SessionFuture {
-            inner: Some(self.service.call(request)),
-            session: Some(session),
-            manager: Arc::clone(&self.manager),
-            committing: None,
-        }
+        CommitFuture::new(self.service.call(request), session)
     }
 }
 
-/// The commit of a touched session (or a device-binding endpoint's answer): boxed, since
-/// its future has no name to put in a type.
-type Committing<B> =
-    Pin<Box<dyn Future<Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>>>;
+/// The future [`SessionService`] returns: the wrapped service's response, then the
+/// session's commit (see [`CommitFuture`]).
+pub type SessionFuture<F, B> = CommitFuture<F, ActixWeb<B>>;
 
-pin_project_lite::pin_project! {
-    /// The future [`SessionService`] returns: the wrapped service's response, then the
-    /// session's commit. Only a touched server-side session boxes its commit: a request
-    /// whose handler never used its session costs no allocation here, and a client-side
-    /// session commits in place unless its lock is held elsewhere, as with the tower layer.
-    pub struct SessionFuture<F, B> {
-        // `None` for a device-binding endpoint (feature `dbsc`), answered without the app.
-        #[pin]
-        inner: Option<F>,
-        session: Option<cloakroom::Session>,
-        manager: Arc<SessionManager>,
-        committing: Option<Committing<B>>,
-    }
-}
+/// A response still to come: a commit that waits, or a device-binding endpoint's answer.
+type Boxed<B> = Pin<Box<dyn Future<Output = ServiceResponse<EitherBody<B>>>>>;
 
-impl<F, B> std::fmt::Debug for SessionFuture<F, B> {
+/// actix-web's side of [`CommitFuture`]: service responses, whose body becomes an
+/// [`EitherBody`] (the app's, or the empty one of a `503` or `413` the failure policy
+/// answers), and commits boxed without `Send`, as actix-web runs them on one thread.
+pub struct ActixWeb<B>(PhantomData<fn() -> B>);
+
+impl<B> std::fmt::Debug for ActixWeb<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionFuture")
-            .field("session", &self.session)
-            .field("committing", &self.committing.is_some())
-            .finish_non_exhaustive()
+        f.write_str("ActixWeb")
     }
 }
 
-impl<F, B> Future for SessionFuture<F, B>
-where
-    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
-    B: MessageBody + 'static,
-{
-    type Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+impl<B: MessageBody + 'static> Integration for ActixWeb<B> {
+    type Response = ServiceResponse<B>;
+    type Output = ServiceResponse<EitherBody<B>>;
+    type Deferred = Boxed<B>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if this.committing.is_none() {
-            let inner = this
-                .inner
-                .as_pin_mut()
-                .expect("a SessionFuture has its inner future until it commits");
-            let response = std::task::ready!(inner.poll(cx))?;
-            let session = this
-                .session
-                .take()
-                .expect("a SessionFuture is not polled after completion");
-            // An untouched session returns at once: no lock, no commit, no store I/O, and
-            // no header to change unless the handler answered a store failure, whose
-            // Retry-After the failure policy sets.
-            if session.finish_untouched() {
-                let response = response.map_into_left_body();
-                if !store_unavailable(&response) {
-                    return Poll::Ready(Ok(response));
-                }
-                return Poll::Ready(Ok(apply(
-                    Finish::default(),
-                    response,
-                    this.manager.config(),
-                )));
-            }
-            // actix-web and cloakroom speak different versions of the `http` crate;
-            // every actix status is a valid `http` 1 status.
-            let status = http::StatusCode::from_u16(response.status().as_u16())
-                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-            // A cookie session commits without waiting: no future to box (it was 1,288
-            // bytes, past the allocator's per-thread cache).
-            if let Some(finish) = session.finish_now(status) {
-                return Poll::Ready(Ok(apply(
-                    finish,
-                    response.map_into_left_body(),
-                    this.manager.config(),
-                )));
-            }
-            let manager = Arc::clone(this.manager);
-            *this.committing = Some(Box::pin(async move {
-                let finish = session.finish(status).await;
-                Ok(apply(
-                    finish,
-                    response.map_into_left_body(),
-                    manager.config(),
-                ))
-            }));
+    fn status(response: &ServiceResponse<B>) -> http::StatusCode {
+        // actix-web and cloakroom speak different versions of the `http` crate; every
+        // actix status is a valid `http` 1 status.
+        http::StatusCode::from_u16(response.status().as_u16())
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// No header to change unless the handler answered a store failure, whose
+    /// Retry-After the failure policy sets.
+    fn untouched(response: ServiceResponse<B>, session: &Session) -> Self::Output {
+        let response = response.map_into_left_body();
+        if store_unavailable(&response) {
+            return apply(Finish::default(), response, session.config());
         }
-        let committing = this.committing.as_mut().expect("set above");
-        committing.as_mut().poll(cx)
+        response
+    }
+
+    fn committed(response: ServiceResponse<B>, finish: Finish, session: &Session) -> Self::Output {
+        apply(finish, response.map_into_left_body(), session.config())
+    }
+
+    fn defer(
+        response: ServiceResponse<B>,
+        session: Session,
+        status: http::StatusCode,
+    ) -> Self::Deferred {
+        Box::pin(async move {
+            let finish = session.finish(status).await;
+            apply(finish, response.map_into_left_body(), session.config())
+        })
     }
 }
 
@@ -281,7 +237,7 @@ mod dbsc {
     pub(super) fn answer<B: 'static>(
         manager: &Arc<SessionManager>,
         request: &ServiceRequest,
-    ) -> Option<super::Committing<B>> {
+    ) -> Option<super::Boxed<B>> {
         let method = http::Method::from_bytes(request.method().as_str().as_bytes()).ok()?;
         let endpoint = dbsc_endpoint(manager.config(), &method, request.path())?;
         let mut headers = http::HeaderMap::new();
@@ -303,10 +259,7 @@ mod dbsc {
             for (name, value) in &reply.headers {
                 append(response.headers_mut(), name, value);
             }
-            Ok(ServiceResponse::new(
-                request,
-                response.map_into_right_body(),
-            ))
+            ServiceResponse::new(request, response.map_into_right_body())
         }))
     }
 

@@ -9,12 +9,12 @@
 //!    [`Finish`] it returns, passed through [`Finish::response_changes`] (the failure
 //!    policy, shared by every integration), says what to do to the response: replace it
 //!    (`503` with `Retry-After`, `413`), which `Set-Cookie` to add, whether to add
-//!    `Vary: Cookie`. A request that never touched its session can skip that step:
-//!    `Session::finish_untouched` answers `true`, without waiting, when there is nothing
-//!    to commit and no header to send; and `Session::finish_now` gives the `Finish` without
-//!    waiting when the commit writes no store (a client-side session) and its lock is free,
-//!    so the caller need not keep a commit future; when it answers `None`, the caller
-//!    awaits `Session::finish`.
+//!    `Vary: Cookie`.
+//!
+//! Step 3 is written once, as [`CommitFuture`]: an integration returns it from its service,
+//! and implements [`Integration`] to say how its responses are read and changed. It skips
+//! the commit of a request that never touched its session, and commits a client-side
+//! session without waiting when its lock is free, so neither costs an allocation.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -50,6 +50,10 @@ use crate::codec::RedactedSetCookie;
 use crate::config::{OnStoreError, SessionConfig};
 #[doc(inline)]
 pub use crate::session::{Finish, RequestClient};
+
+mod commit;
+
+pub use commit::{CommitFuture, Integration};
 
 /// Writes the constructors every integration's entry point has, the same for every
 /// framework: `new`, `try_new`, `from_manager` and `manager`, on a struct whose one field

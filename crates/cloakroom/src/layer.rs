@@ -2,17 +2,19 @@
 //! through request extensions, and commits it when the response is ready.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{COOKIE, RETRY_AFTER, SET_COOKIE, USER_AGENT, VARY};
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::{ClientIpSource, SessionConfig};
+use crate::integration::{CommitFuture, Integration};
 use crate::session::{CookieHeaders, Finish, RequestClient, Session, SessionManager};
 
 /// Adds sessions to a tower service (an axum `Router`, for example).
@@ -80,19 +82,16 @@ where
             // The device-binding endpoints are answered here; the app never sees them.
             let manager = Arc::clone(&self.manager);
             let headers = std::mem::take(request.headers_mut());
-            return ResponseFuture {
-                inner: None,
-                session: None,
-                committing: Some(Box::pin(async move {
-                    let reply = crate::dbsc::engine::serve(&manager, endpoint, &headers).await;
-                    let mut response = Response::new(ResBody::from(reply.body));
-                    *response.status_mut() = reply.status;
-                    for (name, value) in reply.headers {
-                        response.headers_mut().append(name, value);
-                    }
-                    response
-                })),
-            };
+            let answer: Boxed<ResBody> = Box::pin(async move {
+                let reply = crate::dbsc::engine::serve(&manager, endpoint, &headers).await;
+                let mut response = Response::new(ResBody::from(reply.body));
+                *response.status_mut() = reply.status;
+                for (name, value) in reply.headers {
+                    response.headers_mut().append(name, value);
+                }
+                response
+            });
+            return CommitFuture::answered(answer);
         }
         let client = request_client(&request, self.manager.config());
         // Lazy: the cookie is read when the handler first touches the session, so a
@@ -100,11 +99,7 @@ where
         let cookies = CookieHeaders::from_values(request.headers().get_all(COOKIE).iter());
         let session = self.manager.lazy_session(cookies, client);
         request.extensions_mut().insert(session.clone());
-        ResponseFuture {
-            inner: Some(self.inner.call(request)),
-            session: Some(session),
-            committing: None,
-        }
+        CommitFuture::new(self.inner.call(request), session)
     }
 }
 
@@ -122,54 +117,45 @@ pub trait EndpointBody {}
 #[cfg(not(feature = "dbsc"))]
 impl<T> EndpointBody for T {}
 
-pin_project_lite::pin_project! {
-    /// The future [`SessionService`] returns: the inner service's response, then the
-    /// session's commit. A request whose handler never touched the session costs no commit
-    /// step at all (no lock, no allocation); a client-side session commits in place, unless
-    /// its lock is held elsewhere (a task the handler spawned), when it waits like a
-    /// touched server-side session, whose commit is boxed.
-    pub struct ResponseFuture<F, B> {
-        // `None` for a device-binding endpoint (feature `dbsc`), answered without it.
-        #[pin]
-        inner: Option<F>,
-        session: Option<Session>,
-        committing: Option<Pin<Box<dyn Future<Output = Response<B>> + Send>>>,
+/// The future [`SessionService`] returns: the inner service's response, then the
+/// session's commit (see [`CommitFuture`]).
+pub type ResponseFuture<F, B> = CommitFuture<F, Tower<B>>;
+
+/// A response still to come: a commit that waits, or a device-binding endpoint's answer.
+type Boxed<B> = Pin<Box<dyn Future<Output = Response<B>> + Send>>;
+
+/// The tower layer's side of [`CommitFuture`]: `http` responses, and commits boxed as
+/// `Send` futures, as tower services need.
+pub struct Tower<B>(PhantomData<fn() -> B>);
+
+impl<B> std::fmt::Debug for Tower<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tower")
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: Default + Send + 'static,
-{
-    type Output = Result<Response<B>, E>;
+impl<B: Default + Send + 'static> Integration for Tower<B> {
+    type Response = Response<B>;
+    type Output = Response<B>;
+    type Deferred = Boxed<B>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if this.committing.is_none() {
-            let inner = this
-                .inner
-                .as_pin_mut()
-                .expect("a ResponseFuture has its inner future until it commits");
-            let response = std::task::ready!(inner.poll(cx))?;
-            let session = this
-                .session
-                .take()
-                .expect("a ResponseFuture is not polled after completion");
-            if session.finish_untouched() {
-                return Poll::Ready(Ok(response));
-            }
-            // A cookie session commits without waiting: no future to box.
-            if let Some(finish) = session.finish_now(response.status()) {
-                return Poll::Ready(Ok(apply(finish, response, session.config())));
-            }
-            *this.committing = Some(Box::pin(async move {
-                let finish = session.finish(response.status()).await;
-                apply(finish, response, session.config())
-            }));
-        }
-        let committing = this.committing.as_mut().expect("set above");
-        committing.as_mut().poll(cx).map(Ok)
+    fn status(response: &Response<B>) -> StatusCode {
+        response.status()
+    }
+
+    fn untouched(response: Response<B>, _session: &Session) -> Response<B> {
+        response
+    }
+
+    fn committed(response: Response<B>, finish: Finish, session: &Session) -> Response<B> {
+        apply(finish, response, session.config())
+    }
+
+    fn defer(response: Response<B>, session: Session, status: StatusCode) -> Self::Deferred {
+        Box::pin(async move {
+            let finish = session.finish(status).await;
+            apply(finish, response, session.config())
+        })
     }
 }
 

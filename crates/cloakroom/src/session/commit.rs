@@ -47,10 +47,10 @@ impl Session {
 
     /// [`finish`](Self::finish) without waiting, when nothing needs to: a client-side
     /// session (its commit writes no store) whose lock is free. `None` when `finish` must
-    /// run. For integrations: the layer answers without boxing a commit future, which for
-    /// a cookie session was a 1,280-byte allocation on every request that touched it.
-    #[doc(hidden)]
-    pub fn finish_now(&self, status: StatusCode) -> Option<Finish> {
+    /// run. [`CommitFuture`](crate::integration::CommitFuture) then answers without boxing a
+    /// commit future, which for a cookie session was a 1,280-byte allocation on every
+    /// request that touched it.
+    pub(crate) fn finish_now(&self, status: StatusCode) -> Option<Finish> {
         if !matches!(self.inner.manager.backend, Backend::Cookie(_)) {
             return None;
         }

@@ -136,7 +136,8 @@ impl Session {
         }
     }
 
-    pub(crate) fn config(&self) -> &SessionConfig {
+    /// The configuration of the manager this session came from.
+    pub fn config(&self) -> &SessionConfig {
         &self.inner.manager.config
     }
 
@@ -147,11 +148,10 @@ impl Session {
 
     /// Finishes a session its request never touched, without waiting: `true` if it was
     /// untouched (there is nothing to commit and no header to send), `false` if
-    /// [`finish`](Self::finish) must run. For integrations (see
-    /// [`integration`](crate::integration)): the fast path of a request that never used its
+    /// [`finish`](Self::finish) must run: the fast path of
+    /// [`CommitFuture`](crate::integration::CommitFuture) for a request that never used its
     /// session, one atomic operation with no lock and no allocation.
-    #[doc(hidden)]
-    pub fn finish_untouched(&self) -> bool {
+    pub(crate) fn finish_untouched(&self) -> bool {
         let untouched = self
             .inner
             .state
