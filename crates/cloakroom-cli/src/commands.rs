@@ -89,11 +89,13 @@ fn parse_handle(text: &str) -> Result<SessionHandle, CommandError> {
     SessionHandle::parse(text).ok_or_else(|| CommandError::BadHandle(text.to_owned()))
 }
 
-/// The live session whose handle is `text`.
-async fn find_entry(
-    store: &Arc<dyn SessionStore>,
-    text: &str,
-) -> Result<SessionEntry, CommandError> {
+/// The live session whose handle is `text`, for [`show`] and [`revoke`].
+///
+/// # Errors
+///
+/// [`CommandError::BadHandle`] if `text` is not a handle, [`CommandError::NotFound`] if no
+/// live session has it, [`CommandError::Store`] if the store failed.
+pub async fn find(store: &Arc<dyn SessionStore>, text: &str) -> Result<SessionEntry, CommandError> {
     store
         .find_by_handle(&parse_handle(text)?)
         .await?
@@ -194,15 +196,10 @@ pub async fn list(
     Ok(())
 }
 
-/// `show HANDLE`
-pub async fn show(
-    store: &Arc<dyn SessionStore>,
-    handle: &str,
-    format: Format,
-    out: &mut dyn Write,
-) -> Result<(), CommandError> {
-    let entry = find_entry(store, handle).await?;
-    let mut value = entry_json(&entry, format);
+/// `show HANDLE`: the session [`find`] found, field by field. It reads no store, so what
+/// it prints is exactly the entry given.
+pub fn show(entry: &SessionEntry, format: Format, out: &mut dyn Write) -> Result<(), CommandError> {
+    let mut value = entry_json(entry, format);
     // Only for sessions that have a binding, so the output for every other session (what
     // scripts parse) stays exactly as it was.
     let binding = entry.record.device_binding_state();
@@ -251,14 +248,14 @@ pub async fn show(
     Ok(())
 }
 
-/// `revoke HANDLE`
+/// `revoke HANDLE`: deletes the session [`find`] found (a session that ended meanwhile
+/// counts 0).
 pub async fn revoke(
     store: &Arc<dyn SessionStore>,
-    handle: &str,
+    entry: &SessionEntry,
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CommandError> {
-    let entry = find_entry(store, handle).await?;
     let revoked = u64::from(store.delete(&entry.key).await?);
     report_revoked(revoked, format, out)
 }

@@ -144,11 +144,16 @@ async fn run(cli: Cli) -> Result<(), String> {
             writeln!(out, "{message}").map_err(CommandError::from)
         }
         Command::List { user, limit } => commands::list(&store, user, limit, format, out).await,
-        Command::Show { handle } => commands::show(&store, &handle, format, out).await,
+        Command::Show { handle } => commands::find(&store, &handle)
+            .await
+            .and_then(|entry| commands::show(&entry, format, out)),
         Command::Revoke {
             handle: Some(handle),
             ..
-        } => commands::revoke(&store, &handle, format, out).await,
+        } => match commands::find(&store, &handle).await {
+            Ok(entry) => commands::revoke(&store, &entry, format, out).await,
+            Err(error) => Err(error),
+        },
         Command::Revoke {
             user: Some(user),
             except,
