@@ -162,11 +162,12 @@ fn a_scripted_day_of_sessions_is_counted_exactly() {
         laptop.post("/login").await; // loaded 1, rotated 1
         laptop.get("/read").await; // loaded 2
         laptop.post("/rotate").await; // loaded 3, rotated 2
-                                      // Three more of Alice's devices log in with no session first: each is a created
-                                      // session (no rotation: there was no ID to rotate). The third goes past the cap of
-                                      // 3 and revokes her least recently active session: the laptop, last written at
-                                      // its login (its rotation since wrote no activity time).
-                                      // (Apart in time, so that "least recently active" is unambiguous.)
+
+        // Three more of Alice's devices log in with no session first: each is a created
+        // session (no rotation: there was no ID to rotate). The third goes past the cap of
+        // 3 and revokes her least recently active session: the laptop, last written at
+        // its login (its rotation since wrote no activity time).
+        // (Apart in time, so that "least recently active" is unambiguous.)
         let pause = || tokio::time::sleep(Duration::from_millis(5));
         pause().await;
         let mut phone = visit(None);
@@ -178,13 +179,16 @@ fn a_scripted_day_of_sessions_is_counted_exactly() {
         let mut desktop = visit(None);
         desktop.post("/login").await; // created 4, revoked by cap 1
         assert_eq!(laptop.get("/read").await.text(), "0"); // bad cookie: unknown 1
-                                                           // The desktop revokes one other session, then all the others.
+
+        // The desktop revokes one other session, then all the others.
         assert_eq!(desktop.post("/revoke-one").await.text(), "true"); // loaded 4, by user 1
         assert_eq!(desktop.post("/revoke-others").await.text(), "1"); // loaded 5, by user 2
-                                                                      // Bob logs in on the desktop over Alice's session: hers ends as a logout would.
+
+        // Bob logs in on the desktop over Alice's session: hers ends as a logout would.
         desktop.post("/login-bob").await; // loaded 6, logged out 1, created 5
         desktop.post("/logout").await; // loaded 7, logged out 2
-                                       // A cookie that is not an ID at all.
+
+        // A cookie that is not an ID at all.
         assert_eq!(visit(Some("garbage")).get("/read").await.text(), "0"); // malformed 1
         let _ = (phone, tablet);
     });
@@ -424,7 +428,8 @@ fn client_side_cookies_tampered_expired_and_revoked_by_epoch_are_counted() {
         browser.get("/read").await; // loaded 1
         epochs.0.fetch_add(1, Ordering::SeqCst);
         browser.get("/read").await; // loaded 2, revoked by epoch 1
-                                    // The sealed cookie from before, after its idle timeout.
+
+        // The sealed cookie from before, after its idle timeout.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         TestClient::new(app).with_cookie(sealed).get("/read").await; // expired 1
     });
