@@ -2,16 +2,18 @@
 //! own cache and pool) over one durable store.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use cloakroom::conformance::{HookedStore, Operation, StoreHook};
-use cloakroom::testing::{increment, TestClient};
-use cloakroom::{Session, SessionLayer, SessionStore};
+use cloakroom::conformance::{Axum, Framework, HookedStore, Operation, StoreHook};
+use cloakroom::testing::{AppUnderTest, TestClient};
+use cloakroom::{SessionConfig, SessionManager, SessionStore};
 use cloakroom_cached::CachedStore;
 use cloakroom_sqlx::SqliteStore;
+
+/// An app instance, as the shared test kit serves it.
+type App = Arc<dyn AppUnderTest>;
 
 async fn sqlite(dir: &tempfile::TempDir, name: &str) -> SqliteStore {
     SqliteStore::open(dir.path().join(name)).await.unwrap()
@@ -29,69 +31,41 @@ async fn cached_store_passes_the_conformance_suite() {
     .await;
 }
 
-fn app(store: impl SessionStore) -> Router {
-    Router::new()
-        .route("/incr", post(increment))
-        .route(
-            "/set/{key}",
-            post(
-                |s: Session, axum::extract::Path(key): axum::extract::Path<String>| async move {
-                    s.get::<u64>("n").await?;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    s.insert(&key, true).await.map(|()| "ok")
-                },
-            ),
-        )
-        .route(
-            "/get/{key}",
-            get(
-                |s: Session, axum::extract::Path(key): axum::extract::Path<String>| async move {
-                    s.get::<serde_json::Value>(&key).await.map(Json)
-                },
-            ),
-        )
-        .route(
-            "/login",
-            post(|s: Session| async move { s.login("alice").await.map(|()| "ok") }),
-        )
-        .route(
-            "/who",
-            get(|s: Session| async move { s.user().await.map(Json) }),
-        )
-        .route(
-            "/revoke-others",
-            post(|s: Session| async move { s.revoke_other_sessions().await.map(Json) }),
-        )
-        .layer(SessionLayer::new(store))
+/// The conformance suite's own app over `store`: the routes these tests drive (`/incr/n`,
+/// `/set/{key}?delay_ms=N`, `/get/{key}`, `/login/{user}`, `/whoami`, `/revoke-others`)
+/// are the ones every store is already held to.
+fn app(store: impl SessionStore) -> App {
+    let manager = SessionManager::new(store, SessionConfig::default()).unwrap();
+    Axum.serve(Arc::new(manager))
 }
 
 /// Two app instances, each with its own cache and its own pool on one database, and the
 /// session cookie of a browser that called `path` on the first.
-async fn two_instances(dir: &tempfile::TempDir, path: &str) -> (Router, Router, String) {
+async fn two_instances(dir: &tempfile::TempDir, path: &str) -> (App, App, String) {
     let a = app(CachedStore::new(sqlite(dir, "shared.db").await));
     let b = app(CachedStore::new(sqlite(dir, "shared.db").await));
-    let mut browser = TestClient::new(a.clone());
+    let mut browser = TestClient::shared(a.clone());
     browser.post(path).await;
     let cookie = browser.cookie().expect("a session cookie").to_owned();
     (a, b, cookie)
 }
 
 /// A browser on `app` holding the session cookie `cookie`.
-fn browser(app: &Router, cookie: &str) -> TestClient {
-    TestClient::new(app.clone()).with_cookie(cookie)
+fn browser(app: &App, cookie: &str) -> TestClient {
+    TestClient::shared(app.clone()).with_cookie(cookie)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_across_instances_are_all_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, cookie) = two_instances(&dir, "/incr").await;
+    let (a, b, cookie) = two_instances(&dir, "/incr/n").await;
     // Warm both caches with the same version, so every instance starts stale.
     browser(&a, &cookie).get("/get/n").await;
     browser(&b, &cookie).get("/get/n").await;
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let mut client = browser(if i % 2 == 0 { &a } else { &b }, &cookie);
-            tokio::spawn(async move { client.post("/incr").await.status() })
+            tokio::spawn(async move { client.post("/incr/n").await.status() })
         })
         .collect();
     for task in tasks {
@@ -100,7 +74,12 @@ async fn concurrent_writes_across_instances_are_all_kept() {
     let writers: Vec<_> = (0..64)
         .map(|i| {
             let mut client = browser(if i % 2 == 0 { &a } else { &b }, &cookie);
-            tokio::spawn(async move { client.post(&format!("/set/k{i}")).await.status() })
+            tokio::spawn(async move {
+                client
+                    .post_json(&format!("/set/k{i}?delay_ms=10"), &true)
+                    .await
+                    .status()
+            })
         })
         .collect();
     for task in writers {
@@ -127,11 +106,11 @@ async fn concurrent_writes_across_instances_are_all_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_through_another_instance_shows_within_the_ttl() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, phone) = two_instances(&dir, "/login").await;
-    let mut laptop = TestClient::new(b.clone());
-    laptop.post("/login").await;
+    let (a, b, phone) = two_instances(&dir, "/login/alice").await;
+    let mut laptop = TestClient::shared(b.clone());
+    laptop.post("/login/alice").await;
     assert_eq!(
-        browser(&a, &phone).get("/who").await.text(),
+        browser(&a, &phone).get("/whoami").await.text(),
         "\"alice\"",
         "cached on instance a"
     );
@@ -139,7 +118,7 @@ async fn a_revocation_through_another_instance_shows_within_the_ttl() {
     let revoked_at = Instant::now();
     assert_eq!(laptop.post("/revoke-others").await.text(), "1");
     loop {
-        let who = browser(&a, &phone).get("/who").await;
+        let who = browser(&a, &phone).get("/whoami").await;
         assert_eq!(who.status(), StatusCode::OK);
         if who.text() == "null" {
             break;
@@ -154,7 +133,7 @@ async fn a_revocation_through_another_instance_shows_within_the_ttl() {
         "instance a saw the revocation after {:?}",
         revoked_at.elapsed()
     );
-    let again = browser(&a, &phone).post("/incr").await;
+    let again = browser(&a, &phone).post("/incr/n").await;
     assert_ne!(
         again.session_cookie("id"),
         Some(phone.as_str()),

@@ -97,30 +97,6 @@ impl FileStore {
             .await
             .map_err(|error| StoreError::backend(error.to_string()))?
     }
-
-    /// Purges expired (and corrupt) records, one blocking task per batch of keys, so a
-    /// long purge never holds a blocking thread for the whole directory, reporting each
-    /// batch's count to `progress`.
-    async fn purge_in_batches(
-        &self,
-        batch: usize,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<u64, StoreError> {
-        let keys = self
-            .blocking(|dir| {
-                dir.remove_stale_tmp()?;
-                dir.keys()
-            })
-            .await?;
-        let mut total = 0;
-        for chunk in keys.chunks(batch.max(1)) {
-            let chunk = chunk.to_vec();
-            let purged = self.blocking(move |dir| dir.purge(&chunk)).await?;
-            total += purged;
-            progress(purged);
-        }
-        Ok(total)
-    }
 }
 
 #[async_trait]
@@ -173,15 +149,30 @@ impl SessionStore for FileStore {
     }
 
     async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {
-        self.purge_in_batches(batch, &mut |_| {}).await
+        self.purge_expired_with_progress(batch, &mut |_| {}).await
     }
 
+    /// Purges expired (and corrupt) records, one blocking task per batch of keys, so a
+    /// long purge never holds a blocking thread for the whole directory.
     async fn purge_expired_with_progress(
         &self,
         batch: usize,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, StoreError> {
-        self.purge_in_batches(batch, progress).await
+        let keys = self
+            .blocking(|dir| {
+                dir.remove_stale_tmp()?;
+                dir.keys()
+            })
+            .await?;
+        let mut total = 0;
+        for chunk in keys.chunks(batch.max(1)) {
+            let chunk = chunk.to_vec();
+            let purged = self.blocking(move |dir| dir.purge(&chunk)).await?;
+            total += purged;
+            progress(purged);
+        }
+        Ok(total)
     }
 
     async fn find_by_handle(

@@ -1,7 +1,7 @@
 //! The sessions table's columns: a record as values to bind, and a row read back into a
 //! record, with corrupt rows told apart from failures.
 
-use cloakroom::record::{from_unix_ms, to_unix_ms, Data};
+use cloakroom::record::{stored_unix_ms, to_unix_ms, Data};
 use cloakroom::{ClientMeta, Record, SessionEntry, StoreError, StoreKey};
 
 use crate::errors::store_error;
@@ -83,19 +83,14 @@ struct StoredRow {
 impl StoredRow {
     /// The record, or [`StoreError::Corrupt`] if a column holds nonsense.
     fn into_record(self) -> Result<Record, StoreError> {
-        let time = |ms: i64| {
-            from_unix_ms(ms)
-                .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
-        };
-        let optional = |ms: Option<i64>| ms.map(time).transpose();
         let data: Data = serde_json::from_str(&self.data)
             .map_err(|e| StoreError::Corrupt(format!("session data is not a JSON object: {e}")))?;
         Ok(Record {
             data,
-            created_at: time(self.created_at)?,
-            last_active_at: time(self.last_active_at)?,
-            idle_deadline: optional(self.idle_deadline)?,
-            absolute_deadline: optional(self.absolute_deadline)?,
+            created_at: stored_unix_ms(self.created_at)?,
+            last_active_at: stored_unix_ms(self.last_active_at)?,
+            idle_deadline: self.idle_deadline.map(stored_unix_ms).transpose()?,
+            absolute_deadline: self.absolute_deadline.map(stored_unix_ms).transpose()?,
             persistent: self.persistent,
             user_id: self.user_id,
             client: ClientMeta {

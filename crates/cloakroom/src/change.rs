@@ -19,13 +19,40 @@ pub(crate) enum Change {
     Remove(String),
     Clear,
     Update(String, UpdateFn),
-    SetUser(Option<String>),
-    SetPersistent(bool),
-    SetClient(ClientMeta),
-    SetEpoch(Option<String>),
+    Set(Field),
+}
+
+/// A field of the record outside the data map, with a value for it: what a write sets, or
+/// what it replaced. One type for both, so that setting a field and taking the write back
+/// are the same swap.
+#[derive(Clone)]
+pub(crate) enum Field {
+    User(Option<String>),
+    Persistent(bool),
+    Client(ClientMeta),
+    Epoch(Option<String>),
     /// The device binding (DBSC): offered at login, dropped with the old one.
     #[cfg(feature = "dbsc")]
-    SetDeviceBinding(Option<Box<Value>>),
+    DeviceBinding(Option<Box<Value>>),
+}
+
+impl Field {
+    /// Puts this value in its field of `record`; returns the value it replaced.
+    fn replace(self, record: &mut Record) -> Field {
+        use std::mem::replace;
+        match self {
+            Field::User(user) => Field::User(replace(&mut record.user_id, user)),
+            Field::Persistent(persistent) => {
+                Field::Persistent(replace(&mut record.persistent, persistent))
+            }
+            Field::Client(client) => Field::Client(replace(&mut record.client, client)),
+            Field::Epoch(epoch) => Field::Epoch(replace(&mut record.auth_epoch, epoch)),
+            #[cfg(feature = "dbsc")]
+            Field::DeviceBinding(binding) => {
+                Field::DeviceBinding(replace(&mut record.device_binding, binding))
+            }
+        }
+    }
 }
 
 impl Change {
@@ -43,12 +70,9 @@ impl Change {
                 let value = f(record.data.get(key))?;
                 replace_value(&mut record.data, key, value);
             }
-            Change::SetUser(user) => record.user_id.clone_from(user),
-            Change::SetPersistent(persistent) => record.persistent = *persistent,
-            Change::SetClient(client) => record.client = client.clone(),
-            Change::SetEpoch(epoch) => record.auth_epoch.clone_from(epoch),
-            #[cfg(feature = "dbsc")]
-            Change::SetDeviceBinding(binding) => record.device_binding.clone_from(binding),
+            Change::Set(field) => {
+                field.clone().replace(record);
+            }
         }
         Ok(())
     }
@@ -68,23 +92,7 @@ impl Change {
             }
             Change::Remove(key) => Undo::Value(key.clone(), record.data.remove(key)),
             Change::Clear => Undo::Data(std::mem::take(&mut record.data)),
-            Change::SetUser(user) => {
-                Undo::User(std::mem::replace(&mut record.user_id, user.clone()))
-            }
-            Change::SetPersistent(persistent) => {
-                Undo::Persistent(std::mem::replace(&mut record.persistent, *persistent))
-            }
-            Change::SetClient(client) => {
-                Undo::Client(std::mem::replace(&mut record.client, client.clone()))
-            }
-            Change::SetEpoch(epoch) => {
-                Undo::Epoch(std::mem::replace(&mut record.auth_epoch, epoch.clone()))
-            }
-            #[cfg(feature = "dbsc")]
-            Change::SetDeviceBinding(binding) => Undo::DeviceBinding(std::mem::replace(
-                &mut record.device_binding,
-                binding.clone(),
-            )),
+            Change::Set(field) => Undo::Field(field.clone().replace(record)),
         })
     }
 
@@ -123,27 +131,7 @@ impl Change {
                 undo.push(Undo::Data(std::mem::take(&mut record.data)));
                 *total = Some(0);
             }
-            Change::SetUser(user) => undo.push(Undo::User(std::mem::replace(
-                &mut record.user_id,
-                user.clone(),
-            ))),
-            Change::SetPersistent(persistent) => undo.push(Undo::Persistent(std::mem::replace(
-                &mut record.persistent,
-                *persistent,
-            ))),
-            Change::SetClient(client) => undo.push(Undo::Client(std::mem::replace(
-                &mut record.client,
-                client.clone(),
-            ))),
-            Change::SetEpoch(epoch) => undo.push(Undo::Epoch(std::mem::replace(
-                &mut record.auth_epoch,
-                epoch.clone(),
-            ))),
-            #[cfg(feature = "dbsc")]
-            Change::SetDeviceBinding(binding) => undo.push(Undo::DeviceBinding(std::mem::replace(
-                &mut record.device_binding,
-                binding.clone(),
-            ))),
+            Change::Set(field) => undo.push(Undo::Field(field.clone().replace(record))),
         }
         Ok(())
     }
@@ -163,12 +151,7 @@ pub(crate) fn replace_value(data: &mut Data, key: &str, value: Value) -> Option<
 pub(crate) enum Undo {
     Value(String, Option<Value>),
     Data(Data),
-    User(Option<String>),
-    Persistent(bool),
-    Client(ClientMeta),
-    Epoch(Option<String>),
-    #[cfg(feature = "dbsc")]
-    DeviceBinding(Option<Box<Value>>),
+    Field(Field),
 }
 
 impl Undo {
@@ -182,12 +165,9 @@ impl Undo {
                 record.data.remove(&key);
             }
             Undo::Data(data) => record.data = data,
-            Undo::User(user) => record.user_id = user,
-            Undo::Persistent(persistent) => record.persistent = persistent,
-            Undo::Client(client) => record.client = client,
-            Undo::Epoch(epoch) => record.auth_epoch = epoch,
-            #[cfg(feature = "dbsc")]
-            Undo::DeviceBinding(binding) => record.device_binding = binding,
+            Undo::Field(field) => {
+                field.replace(record);
+            }
         }
     }
 }

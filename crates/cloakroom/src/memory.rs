@@ -7,7 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use async_trait::async_trait;
 
 use crate::id::{SessionHandle, StoreKey};
-use crate::record::{from_unix_ms, now, to_unix_ms, ClientMeta, Data, Record, Touch};
+use crate::record::{now, stored_unix_ms, to_unix_ms, ClientMeta, Data, Record, Touch};
 use crate::store::{
     InsertError, ListQuery, RenameError, SessionEntry, SessionStore, StoreError, TouchError,
     UpdateError,
@@ -96,13 +96,12 @@ impl Stored {
     /// The record back, or why it cannot be read (a timestamp out of range: never written
     /// by this store, but a corrupt record is treated as absent rather than panic).
     fn to_record(&self) -> Result<Record, StoreError> {
-        let time = |ms: i64| from_unix_ms(ms).ok_or_else(|| corrupt("a timestamp out of range"));
-        let deadline = |ms: i64| (ms != NEVER).then(|| time(ms)).transpose();
+        let deadline = |ms: i64| (ms != NEVER).then(|| stored_unix_ms(ms)).transpose();
         let (fields, data) = self.packed.unpack()?;
         Ok(Record {
             data,
-            created_at: time(self.created_ms)?,
-            last_active_at: time(self.last_active_ms)?,
+            created_at: stored_unix_ms(self.created_ms)?,
+            last_active_at: stored_unix_ms(self.last_active_ms)?,
             idle_deadline: deadline(self.idle_ms)?,
             absolute_deadline: deadline(self.absolute_ms)?,
             persistent: fields.persistent,

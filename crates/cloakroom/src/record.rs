@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::store::StoreError;
+
 /// The session data: string keys to JSON values.
 pub type Data = serde_json::Map<String, Value>;
 
@@ -218,6 +220,20 @@ pub fn from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
         .ok()?
         .replace_millisecond(millisecond)
         .ok()
+}
+
+/// Reads a timestamp a store kept as Unix milliseconds back into a record's time:
+/// [`StoreError::Corrupt`] for one `time` cannot represent, so the store treats the record
+/// as absent (as it does any corrupt record) instead of failing the request.
+///
+/// ```
+/// use cloakroom::record::{stored_unix_ms, to_unix_ms, now};
+/// let at = now();
+/// assert_eq!(stored_unix_ms(to_unix_ms(at)).unwrap(), at);
+/// assert!(stored_unix_ms(i64::MAX).is_err());
+/// ```
+pub fn stored_unix_ms(ms: i64) -> Result<OffsetDateTime, StoreError> {
+    from_unix_ms(ms).ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
 }
 
 /// The length of `value` as JSON, counted without building the text.

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use super::binding::{BindingStatus, DeviceBinding, DeviceBindingConfig};
 use super::{headers, RETRY_CHALLENGE_LIFETIME};
-use crate::change::Change;
+use crate::change::{Change, Field};
 use crate::codec::{self, IdCandidates};
 use crate::config::{OnStoreError, SessionConfig};
 use crate::id::StoreKey;
@@ -35,14 +35,14 @@ pub(crate) fn offer_on_login(
     match DeviceBinding::offer(binding_config, now()) {
         Ok((binding, header)) => {
             let value = serde_json::to_value(&binding).ok()?;
-            changes.push(Change::SetDeviceBinding(Some(Box::new(value))));
+            changes.push(Change::Set(Field::DeviceBinding(Some(Box::new(value)))));
             Some((headers::REGISTRATION, header))
         }
         // A validated configuration always makes a valid header; should it not, the
         // login goes on unbound rather than fail.
         Err(error) => {
             tracing::warn!(%error, "device binding not offered");
-            changes.push(Change::SetDeviceBinding(None));
+            changes.push(Change::Set(Field::DeviceBinding(None)));
             None
         }
     }

@@ -13,7 +13,7 @@ use tracing::instrument::{Instrument, Instrumented};
 use super::info::SessionMetadata;
 use super::manager::{Backend, CookieHeaders, Incoming, RequestClient, SessionManager};
 use super::state::{Slot, View};
-use crate::change::{self, Change, Undo, UpdateFn};
+use crate::change::{self, Change, Field, Undo, UpdateFn};
 use crate::config::SessionConfig;
 use crate::error::SessionError;
 use crate::id::SessionHandle;
@@ -342,9 +342,9 @@ impl Session {
             .is_some_and(|previous| previous != user);
         #[allow(unused_mut)] // Only the `dbsc` feature adds to it.
         let mut changes = vec![
-            Change::SetUser(Some(user)),
-            Change::SetEpoch(epoch),
-            Change::SetClient(self.inner.client.to_meta()),
+            Change::Set(Field::User(Some(user))),
+            Change::Set(Field::Epoch(epoch)),
+            Change::Set(Field::Client(self.inner.client.to_meta())),
         ];
         // A login drops any binding made before it (authentication changed: a key bound
         // then must not carry over) and offers a new one with the rotated ID.
@@ -439,7 +439,7 @@ impl Session {
     pub async fn set_persistent(&self, persistent: bool) -> Result<(), SessionError> {
         let mut view = self.writable().await?;
         if view.record.persistent != persistent {
-            self.record_change(&mut view, Change::SetPersistent(persistent), None)?;
+            self.record_change(&mut view, Change::Set(Field::Persistent(persistent)), None)?;
             view.send_cookie = true;
         }
         Ok(())
