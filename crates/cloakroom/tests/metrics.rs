@@ -10,16 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::routing::{get, post};
-use axum::Router;
-use cloakroom::conformance::{CountingStore, HookedStore, Operation, StoreHook};
+use cloakroom::conformance::{Axum, CountingStore, Framework, HookedStore, Operation, StoreHook};
 use cloakroom::telemetry::names;
-use cloakroom::testing::TestClient;
+use cloakroom::testing::{AppUnderTest, TestClient};
 use cloakroom::{
     BoxError, CookieSessions, EpochSource, ExpiryPolicy, KeyRing, ListQuery, MemoryStore,
-    OnStoreError, Record, RenameError, Session, SessionConfig, SessionEntry, SessionError,
-    SessionHandle, SessionLayer, SessionManager, SessionStore, StoreError, StoreKey, Touch,
-    TouchError, UpdateError,
+    OnStoreError, Record, RenameError, SessionConfig, SessionEntry, SessionHandle, SessionManager,
+    SessionStore, StoreError, StoreKey, Touch, TouchError, UpdateError,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
@@ -87,81 +84,43 @@ fn expected(counts: &[(&str, u64)]) -> BTreeMap<String, u64> {
         .collect()
 }
 
-async fn write(session: Session) -> Result<(), SessionError> {
-    session
-        .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
-        .await
-        .map(drop)
+/// An app instance, as the shared test kit serves it.
+type App = Arc<dyn AppUnderTest>;
+
+/// The conformance suite's own app over `manager`: the routes these scenarios drive
+/// (`/incr/n`, `/get/n`, `/login/{user}`, `/cycle`, `/logout`, `/sessions`,
+/// `/revoke/{handle}`, `/revoke-others`) are the ones every store is already held to.
+fn serve(manager: SessionManager) -> App {
+    Axum.serve(Arc::new(manager))
 }
 
-async fn read(session: Session) -> Result<String, SessionError> {
-    Ok(session.get::<u64>("n").await?.unwrap_or(0).to_string())
-}
-
-async fn login(session: Session) -> Result<(), SessionError> {
-    session.login("alice").await
-}
-
-async fn login_bob(session: Session) -> Result<(), SessionError> {
-    session.login("bob").await
-}
-
-async fn rotate(session: Session) -> Result<(), SessionError> {
-    session.cycle_id().await
-}
-
-async fn logout(session: Session) -> Result<(), SessionError> {
-    session.logout().await
-}
-
-async fn revoke_others(session: Session) -> Result<String, SessionError> {
-    Ok(session.revoke_other_sessions().await?.to_string())
-}
-
-async fn revoke_first_other(session: Session) -> Result<String, SessionError> {
-    let others = session.list_user_sessions().await?;
-    let other = others.iter().find(|s| !s.current).expect("another session");
-    Ok(session
-        .revoke_user_session(&other.handle)
-        .await?
-        .to_string())
-}
-
-fn routes() -> Router {
-    Router::new()
-        .route("/write", post(write))
-        .route("/read", get(read))
-        .route("/login", post(login))
-        .route("/login-bob", post(login_bob))
-        .route("/rotate", post(rotate))
-        .route("/logout", post(logout))
-        .route("/revoke-others", post(revoke_others))
-        .route("/revoke-one", post(revoke_first_other))
-}
-
-fn app(config: SessionConfig) -> Router {
-    routes().layer(SessionLayer::try_new(MemoryStore::new(), config).unwrap())
+/// [`serve`] with sessions in `store` under `config`.
+fn app(store: impl SessionStore, config: SessionConfig) -> App {
+    serve(SessionManager::new(store, config).unwrap())
 }
 
 #[test]
 fn a_scripted_day_of_sessions_is_counted_exactly() {
     let recorded = record(|| async {
-        let app = app(SessionConfig::default().with_max_sessions_per_user(3));
+        let app = app(
+            MemoryStore::new(),
+            SessionConfig::default().with_max_sessions_per_user(3),
+        );
         let visit = |cookie: Option<&str>| {
-            let client = TestClient::new(app.clone());
+            let client = TestClient::shared(app.clone());
             match cookie {
                 Some(cookie) => client.with_cookie(cookie),
                 None => client,
             }
         };
         // A visitor who never writes: no session, nothing counted but the request.
-        assert_eq!(visit(None).get("/read").await.text(), "0");
+        assert_eq!(visit(None).get("/get/n").await.text(), "null");
         // Alice's laptop: a cart, then login (rotation), a read, a rotation.
         let mut laptop = visit(None);
-        laptop.post("/write").await; // created 1
-        laptop.post("/login").await; // loaded 1, rotated 1
-        laptop.get("/read").await; // loaded 2
-        laptop.post("/rotate").await; // loaded 3, rotated 2
+        laptop.post("/incr/n").await; // created 1
+        laptop.post("/login/alice").await; // loaded 1, rotated 1
+        laptop.get("/get/n").await; // loaded 2
+        laptop.post("/cycle").await; // loaded 3, rotated 2
 
         // Three more of Alice's devices log in with no session first: each is a created
         // session (no rotation: there was no ID to rotate). The third goes past the cap of
@@ -171,32 +130,39 @@ fn a_scripted_day_of_sessions_is_counted_exactly() {
         let pause = || tokio::time::sleep(Duration::from_millis(5));
         pause().await;
         let mut phone = visit(None);
-        phone.post("/login").await; // created 2
+        phone.post("/login/alice").await; // created 2
         pause().await;
         let mut tablet = visit(None);
-        tablet.post("/login").await; // created 3
+        tablet.post("/login/alice").await; // created 3
         pause().await;
         let mut desktop = visit(None);
-        desktop.post("/login").await; // created 4, revoked by cap 1
-        assert_eq!(laptop.get("/read").await.text(), "0"); // bad cookie: unknown 1
+        desktop.post("/login/alice").await; // created 4, revoked by cap 1
+        assert_eq!(laptop.get("/get/n").await.text(), "null"); // bad cookie: unknown 1
 
-        // The desktop revokes one other session, then all the others.
-        assert_eq!(desktop.post("/revoke-one").await.text(), "true"); // loaded 4, by user 1
-        assert_eq!(desktop.post("/revoke-others").await.text(), "1"); // loaded 5, by user 2
+        // The desktop revokes one other session, picked from its device list (a request
+        // of its own, so one more load), then all the others.
+        let listed: Vec<serde_json::Value> = desktop.get("/sessions").await.json(); // loaded 4
+        let other = listed
+            .iter()
+            .find(|session| session["current"] == false)
+            .expect("another session");
+        let revoke_one = format!("/revoke/{}", other["handle"].as_str().unwrap());
+        assert_eq!(desktop.post(&revoke_one).await.text(), "true"); // loaded 5, by user 1
+        assert_eq!(desktop.post("/revoke-others").await.text(), "1"); // loaded 6, by user 2
 
         // Bob logs in on the desktop over Alice's session: hers ends as a logout would.
-        desktop.post("/login-bob").await; // loaded 6, logged out 1, created 5
-        desktop.post("/logout").await; // loaded 7, logged out 2
+        desktop.post("/login/bob").await; // loaded 7, logged out 1, created 5
+        desktop.post("/logout").await; // loaded 8, logged out 2
 
         // A cookie that is not an ID at all.
-        assert_eq!(visit(Some("garbage")).get("/read").await.text(), "0"); // malformed 1
+        assert_eq!(visit(Some("garbage")).get("/get/n").await.text(), "null"); // malformed 1
         let _ = (phone, tablet);
     });
     assert_eq!(
         recorded.session_counters(),
         expected(&[
             (names::SESSIONS_CREATED, 5),
-            (names::SESSIONS_LOADED, 7),
+            (names::SESSIONS_LOADED, 8),
             (names::SESSIONS_ROTATED, 2),
             (names::SESSIONS_LOGGED_OUT, 2),
             ("cloakroom_sessions_revoked_total{by=cap}", 1),
@@ -208,7 +174,7 @@ fn a_scripted_day_of_sessions_is_counted_exactly() {
     // Every store operation was timed, under the memory store's kind.
     let loads = &recorded.histograms
         ["cloakroom_store_operation_duration_seconds{operation=load,store=memory}"];
-    assert_eq!(loads.len(), 8, "one load per request with a cookie");
+    assert_eq!(loads.len(), 9, "one load per request with a cookie");
     assert!(recorded
         .histograms
         .keys()
@@ -260,15 +226,14 @@ fn conflicts_retried_and_commits_that_gave_up_are_counted() {
         });
         let store = HookedStore::with_hook(memory, Arc::clone(&contender));
         let config = SessionConfig::default().with_max_commit_attempts(3);
-        let app = routes().layer(SessionLayer::try_new(store, config).unwrap());
-        let mut browser = TestClient::new(app);
-        browser.post("/write").await;
+        let mut browser = TestClient::shared(app(store, config));
+        browser.post("/incr/n").await;
         // Two conflicts, then success: two retries.
         contender.conflicts.store(2, Ordering::SeqCst);
-        assert!(browser.post("/write").await.status().is_success());
+        assert!(browser.post("/incr/n").await.status().is_success());
         // Conflicts without end: two retries, then the third attempt gives up.
         contender.conflicts.store(u32::MAX, Ordering::SeqCst);
-        assert_eq!(browser.post("/write").await.status(), 503);
+        assert_eq!(browser.post("/incr/n").await.status(), 503);
     });
     let counters = recorded.session_counters();
     assert_eq!(counters[names::COMMIT_CONFLICTS], 4);
@@ -289,20 +254,20 @@ fn queued_writers_are_one_group_commit_batch() {
     let recorded = record(|| async {
         let store = CountingStore::new(Arc::new(MemoryStore::new()))
             .with_update_delay(Duration::from_millis(100));
-        let app = routes().layer(SessionLayer::new(store));
-        let mut first = TestClient::new(app.clone());
-        first.post("/write").await;
+        let app = app(store, SessionConfig::default());
+        let mut first = TestClient::shared(app.clone());
+        first.post("/incr/n").await;
         let cookie = first.cookie().unwrap().to_owned();
         let writers: Vec<_> = (0..WRITERS)
             .map(|_| {
-                let mut client = TestClient::new(app.clone()).with_cookie(cookie.clone());
-                tokio::spawn(async move { client.post("/write").await.status() })
+                let mut client = TestClient::shared(app.clone()).with_cookie(cookie.clone());
+                tokio::spawn(async move { client.post("/incr/n").await.status() })
             })
             .collect();
         for writer in writers {
             assert!(writer.await.unwrap().is_success());
         }
-        assert_eq!(first.get("/read").await.text(), (WRITERS + 1).to_string());
+        assert_eq!(first.get("/get/n").await.text(), (WRITERS + 1).to_string());
     });
     // The first writer commits alone while the other seven queue; the next whose turn
     // comes commits all seven in one compare-and-set.
@@ -359,17 +324,20 @@ impl SessionStore for Down {
 #[test]
 fn store_failures_are_counted_by_store_operation_and_kind() {
     let recorded = record(|| async {
-        let app = routes().layer(SessionLayer::new(Down));
+        let down = app(Down, SessionConfig::default());
         let id = cloakroom::SessionId::generate().to_cookie_value();
-        let mut known = TestClient::new(app.clone()).with_cookie(id);
-        assert_eq!(known.get("/read").await.status(), 503);
-        assert_eq!(known.get("/read").await.status(), 503);
-        assert_eq!(TestClient::new(app).post("/write").await.status(), 503);
+        let mut known = TestClient::shared(down.clone()).with_cookie(id);
+        assert_eq!(known.get("/get/n").await.status(), 503);
+        assert_eq!(known.get("/get/n").await.status(), 503);
+        assert_eq!(TestClient::shared(down).post("/incr/n").await.status(), 503);
         // Anonymous on failure: the load fails, and nothing is written.
         let config = SessionConfig::default().with_on_store_error(OnStoreError::Anonymous);
-        let app = routes().layer(SessionLayer::try_new(Down, config).unwrap());
+        let anonymous = app(Down, config);
         let id = cloakroom::SessionId::generate().to_cookie_value();
-        TestClient::new(app).with_cookie(id).post("/write").await;
+        TestClient::shared(anonymous)
+            .with_cookie(id)
+            .post("/incr/n")
+            .await;
     });
     assert_eq!(
         recorded.counters,
@@ -408,30 +376,33 @@ fn client_side_cookies_tampered_expired_and_revoked_by_epoch_are_counted() {
             .with_expiry(expiry)
             .with_epochs(epochs.clone());
         let manager = SessionManager::cookie(CookieSessions::encrypted(ring), config).unwrap();
-        let app = routes().layer(SessionLayer::from_manager(Arc::new(manager)));
-        let mut browser = TestClient::new(app.clone());
-        browser.post("/login").await; // created 1
+        let app = serve(manager);
+        let mut browser = TestClient::shared(app.clone());
+        browser.post("/login/alice").await; // created 1
         let sealed = browser.cookie().unwrap().to_owned();
         // One character changed in the ciphertext: it no longer verifies.
         let mut tampered = sealed.clone().into_bytes();
         let last = tampered.len() - 5;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
-        TestClient::new(app.clone())
+        TestClient::shared(app.clone())
             .with_cookie(tampered)
-            .get("/read")
+            .get("/get/n")
             .await; // tampered 1
-        TestClient::new(app.clone())
+        TestClient::shared(app.clone())
             .with_cookie("not-base64!")
-            .get("/read")
+            .get("/get/n")
             .await; // malformed 1
-        browser.get("/read").await; // loaded 1
+        browser.get("/get/n").await; // loaded 1
         epochs.0.fetch_add(1, Ordering::SeqCst);
-        browser.get("/read").await; // loaded 2, revoked by epoch 1
+        browser.get("/get/n").await; // loaded 2, revoked by epoch 1
 
         // The sealed cookie from before, after its idle timeout.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        TestClient::new(app).with_cookie(sealed).get("/read").await; // expired 1
+        TestClient::shared(app)
+            .with_cookie(sealed)
+            .get("/get/n")
+            .await; // expired 1
     });
     assert_eq!(
         recorded.session_counters(),
@@ -458,18 +429,18 @@ fn client_side_requests_without_our_cookie_count_no_bad_cookie_and_remove_nothin
         let manager =
             SessionManager::cookie(CookieSessions::encrypted(ring), SessionConfig::default())
                 .unwrap();
-        let app = routes().layer(SessionLayer::from_manager(Arc::new(manager)));
+        let app = serve(manager);
         // Only another cookie: the session's cookie is looked for in the header and not
         // found, which is no bad cookie, and a logout has nothing to remove.
-        let mut other = TestClient::new(app.clone())
+        let mut other = TestClient::shared(app.clone())
             .with_cookie_name("theme")
             .with_cookie("dark");
-        assert_eq!(other.get("/read").await.text(), "0");
+        assert_eq!(other.get("/get/n").await.text(), "null");
         let logout = other.post("/logout").await;
         assert_eq!(logout.set_cookie("id"), None);
         // Junk under our name: a malformed cookie, which a logout does remove.
-        let mut junk = TestClient::new(app).with_cookie("junk");
-        assert_eq!(junk.get("/read").await.text(), "0");
+        let mut junk = TestClient::shared(app).with_cookie("junk");
+        assert_eq!(junk.get("/get/n").await.text(), "null");
         let logout = junk.post("/logout").await;
         assert!(logout
             .set_cookie("id")
