@@ -449,7 +449,11 @@ impl SessionStore for RedisStore {
         user: &str,
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
-        self.revoke_user(user, except).await
+        if self.is_cluster() {
+            self.revoke_user_across_slots(user, except).await
+        } else {
+            self.revoke_user_scripted(user, except).await
+        }
     }
 
     /// Redis expires sessions natively: nothing to purge.

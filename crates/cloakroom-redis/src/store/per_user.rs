@@ -59,19 +59,6 @@ impl RedisStore {
         }
     }
 
-    /// Revokes `user`'s sessions but `except`; returns how many live ones it deleted.
-    pub(super) async fn revoke_user(
-        &self,
-        user: &str,
-        except: Option<&StoreKey>,
-    ) -> Result<u64, StoreError> {
-        if self.is_cluster() {
-            self.revoke_user_across_slots(user, except).await
-        } else {
-            self.revoke_user_scripted(user, except).await
-        }
-    }
-
     /// One batch of the listing: one script, from `cursor`; returns the next cursor.
     async fn list_batch_scripted(
         &self,
@@ -124,7 +111,9 @@ impl RedisStore {
         }
     }
 
-    async fn revoke_user_scripted(
+    /// Revokes `user`'s sessions but `except` on a single node, a batch per script;
+    /// returns how many live ones it deleted.
+    pub(super) async fn revoke_user_scripted(
         &self,
         user: &str,
         except: Option<&StoreKey>,
@@ -234,7 +223,7 @@ impl RedisStore {
     /// the index, until the index holds nothing but the kept session. A rename in a
     /// cluster indexes the new key before it deletes the old one, so a session renamed
     /// while this runs is sampled by a later batch.
-    async fn revoke_user_across_slots(
+    pub(super) async fn revoke_user_across_slots(
         &self,
         user: &str,
         except: Option<&StoreKey>,
