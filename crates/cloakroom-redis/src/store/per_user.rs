@@ -156,18 +156,14 @@ impl RedisStore {
         listing: &mut Listing<'_>,
         cursor: &str,
     ) -> Result<String, StoreError> {
-        let mut connection = self.connection.clone();
         let (next, members): (String, Vec<String>) = self
-            .bounded(async {
+            .query(
                 redis::cmd("SSCAN")
                     .arg(&listing.set)
                     .arg(cursor)
                     .arg("COUNT")
-                    .arg(BATCH)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(store_error)
-            })
+                    .arg(BATCH),
+            )
             .await?;
         let mut dead = Vec::new();
         let mut keys = Vec::new();
@@ -230,29 +226,12 @@ impl RedisStore {
     ) -> Result<u64, StoreError> {
         let set = self.user_key(user);
         let kept = except.map(StoreKey::to_hex);
-        let mut connection = self.connection.clone();
-        let members: u64 = self
-            .bounded(async {
-                redis::cmd("SCARD")
-                    .arg(&set)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(store_error)
-            })
-            .await?;
+        let members: u64 = self.query(redis::cmd("SCARD").arg(&set)).await?;
         let limit = round_limit(members);
         let mut deleted = 0;
         for round in 0.. {
-            let mut connection = self.connection.clone();
             let sample: Vec<String> = self
-                .bounded(async {
-                    redis::cmd("SRANDMEMBER")
-                        .arg(&set)
-                        .arg(BATCH + 1)
-                        .query_async(&mut connection)
-                        .await
-                        .map_err(store_error)
-                })
+                .query(redis::cmd("SRANDMEMBER").arg(&set).arg(BATCH + 1))
                 .await?;
             let batch: Vec<String> = sample
                 .into_iter()
@@ -293,12 +272,15 @@ impl RedisStore {
     }
 
     async fn remove_members(&self, set: &str, members: &[String]) -> Result<(), StoreError> {
+        self.query(redis::cmd("SREM").arg(set).arg(members)).await
+    }
+
+    /// Runs one command under the operation timeout, each batch's bound.
+    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
         let mut connection = self.connection.clone();
         self.bounded(async {
-            redis::cmd("SREM")
-                .arg(set)
-                .arg(members)
-                .query_async::<()>(&mut connection)
+            command
+                .query_async(&mut connection)
                 .await
                 .map_err(store_error)
         })
