@@ -2,7 +2,7 @@
 //! look-up by handle in the store itself): memcached cannot enumerate its keys reliably, so
 //! these read the buckets (admin tools only, never the request path).
 
-use cloakroom::{ListQuery, Record, SessionEntry, StoreError, StoreKey};
+use cloakroom::{ListQuery, SessionEntry, StoreError};
 
 use crate::MemcachedStore;
 
@@ -17,7 +17,7 @@ impl MemcachedStore {
     pub(crate) async fn scan_bucket(
         &self,
         first_byte: u8,
-    ) -> Result<Vec<(StoreKey, Record)>, StoreError> {
+    ) -> Result<Vec<SessionEntry>, StoreError> {
         let legacy = format!("{}all:{first_byte:02x}", self.prefix);
         Ok(self
             .scan(&self.bucket(first_byte), &legacy, &|_| true)
@@ -39,11 +39,17 @@ impl MemcachedStore {
     pub(crate) async fn list(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
         let mut keys = Vec::new();
         match &query.user {
-            Some(user) => keys.extend(self.scan_user(user).await?.live.into_iter().map(|(k, _)| k)),
+            Some(user) => keys.extend(
+                self.scan_user(user)
+                    .await?
+                    .live
+                    .iter()
+                    .map(|entry| entry.key),
+            ),
             None => {
                 for first_byte in 0..=u8::MAX {
                     let bucket = self.scan_bucket(first_byte).await?;
-                    keys.extend(bucket.into_iter().map(|(key, _)| key));
+                    keys.extend(bucket.iter().map(|entry| entry.key));
                 }
             }
         }

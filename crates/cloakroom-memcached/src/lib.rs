@@ -431,12 +431,7 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        let scan = self.scan_user(user).await?;
-        Ok(scan
-            .live
-            .into_iter()
-            .map(|(key, record)| SessionEntry { key, record })
-            .collect())
+        Ok(self.scan_user(user).await?.live)
     }
 
     async fn delete_for_user(
@@ -457,10 +452,7 @@ impl SessionStore for MemcachedStore {
     ) -> Result<Option<SessionEntry>, StoreError> {
         // A bucket holds every key of one first byte: the handle's is the only one to read.
         let bucket = self.scan_bucket(handle.as_bytes()[0]).await?;
-        Ok(bucket
-            .into_iter()
-            .find(|(key, _)| handle.matches(key))
-            .map(|(key, record)| SessionEntry { key, record }))
+        Ok(bucket.into_iter().find(|entry| handle.matches(&entry.key)))
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {

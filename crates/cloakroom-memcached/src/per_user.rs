@@ -49,7 +49,7 @@ impl MemcachedStore {
             let doomed: Vec<StoreKey> = scan
                 .live
                 .iter()
-                .map(|(key, _)| *key)
+                .map(|entry| entry.key)
                 .filter(|key| Some(key) != except)
                 .collect();
             let corrupt: Vec<StoreKey> = scan
