@@ -1,8 +1,8 @@
-//! The admin operations (purge, look-up by handle, listing), on the 256 all-sessions
-//! buckets: memcached cannot enumerate its keys reliably, so these read the buckets (admin
-//! tools only, never the request path).
+//! The 256 all-sessions buckets and the admin operations on them (purge, listing, and the
+//! look-up by handle in the store itself): memcached cannot enumerate its keys reliably, so
+//! these read the buckets (admin tools only, never the request path).
 
-use cloakroom::{ListQuery, Record, SessionEntry, SessionHandle, StoreError, StoreKey};
+use cloakroom::{ListQuery, SessionEntry, StoreError};
 
 use crate::MemcachedStore;
 
@@ -14,7 +14,10 @@ impl MemcachedStore {
     }
 
     /// The live sessions of one all-sessions bucket, pruning it as it goes.
-    async fn scan_bucket(&self, first_byte: u8) -> Result<Vec<(StoreKey, Record)>, StoreError> {
+    pub(crate) async fn scan_bucket(
+        &self,
+        first_byte: u8,
+    ) -> Result<Vec<SessionEntry>, StoreError> {
         let legacy = format!("{}all:{first_byte:02x}", self.prefix);
         Ok(self
             .scan(&self.bucket(first_byte), &legacy, &|_| true)
@@ -32,27 +35,21 @@ impl MemcachedStore {
         Ok(0)
     }
 
-    /// `SessionStore::find_by_handle`: reads the one bucket the handle's key is in.
-    pub(crate) async fn find(
-        &self,
-        handle: &SessionHandle,
-    ) -> Result<Option<SessionEntry>, StoreError> {
-        let entries = self.scan_bucket(handle.as_bytes()[0]).await?;
-        Ok(entries
-            .into_iter()
-            .find(|(key, _)| handle.matches(key))
-            .map(|(key, record)| SessionEntry { key, record }))
-    }
-
     /// `SessionStore::list_sessions`: the user's index, or every bucket.
     pub(crate) async fn list(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
         let mut keys = Vec::new();
         match &query.user {
-            Some(user) => keys.extend(self.list_user(user).await?.into_iter().map(|e| e.key)),
+            Some(user) => keys.extend(
+                self.scan_user(user)
+                    .await?
+                    .live
+                    .iter()
+                    .map(|entry| entry.key),
+            ),
             None => {
                 for first_byte in 0..=u8::MAX {
                     let bucket = self.scan_bucket(first_byte).await?;
-                    keys.extend(bucket.into_iter().map(|(key, _)| key));
+                    keys.extend(bucket.iter().map(|entry| entry.key));
                 }
             }
         }

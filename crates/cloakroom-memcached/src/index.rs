@@ -34,7 +34,7 @@
 use std::collections::{HashMap, HashSet};
 
 use cloakroom::record::now;
-use cloakroom::{Record, StoreError, StoreKey};
+use cloakroom::{Record, SessionEntry, StoreError, StoreKey};
 
 use crate::{MemcachedStore, Outcome};
 
@@ -52,7 +52,7 @@ pub(crate) type Keep<'a> = &'a (dyn Fn(&Record) -> bool + Send + Sync);
 #[derive(Default)]
 pub(crate) struct Scan {
     /// Live members the set keeps, with their records.
-    pub live: Vec<(StoreKey, Record)>,
+    pub live: Vec<SessionEntry>,
     /// Members whose record does not decode: absent for `load`, removed by revocation.
     pub corrupt: Vec<StoreKey>,
     /// Every member the scan read, before it read their records.
@@ -342,7 +342,7 @@ impl MemcachedStore {
         for (key, state) in self.states(&removed, keep).await? {
             if let State::Kept(record) = state {
                 Box::pin(self.add_member(set, &key, keep)).await?;
-                revived.push((key, record));
+                revived.push(SessionEntry { key, record });
             }
         }
         let mut scan = Scan {
@@ -353,7 +353,7 @@ impl MemcachedStore {
         };
         for (key, state) in states {
             match state {
-                State::Kept(record) => scan.live.push((key, record)),
+                State::Kept(record) => scan.live.push(SessionEntry { key, record }),
                 State::Corrupt => scan.corrupt.push(key),
                 State::Gone => {}
             }

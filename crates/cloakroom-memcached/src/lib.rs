@@ -431,7 +431,7 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        self.list_user(user).await
+        Ok(self.scan_user(user).await?.live)
     }
 
     async fn delete_for_user(
@@ -450,7 +450,9 @@ impl SessionStore for MemcachedStore {
         &self,
         handle: &SessionHandle,
     ) -> Result<Option<SessionEntry>, StoreError> {
-        self.find(handle).await
+        // A bucket holds every key of one first byte: the handle's is the only one to read.
+        let bucket = self.scan_bucket(handle.as_bytes()[0]).await?;
+        Ok(bucket.into_iter().find(|entry| handle.matches(&entry.key)))
     }
 
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {

@@ -1,6 +1,6 @@
 //! The per-user operations: a user's index set, listing it, and revoking its sessions.
 
-use cloakroom::{Record, SessionEntry, SessionStore, StoreError, StoreKey};
+use cloakroom::{Record, SessionStore, StoreError, StoreKey};
 use sha2::{Digest, Sha256};
 
 use crate::index::Scan;
@@ -28,21 +28,10 @@ impl MemcachedStore {
     }
 
     /// A user's live sessions (and corrupt members), pruning the index as it goes.
-    async fn scan_user(&self, user: &str) -> Result<Scan, StoreError> {
+    pub(crate) async fn scan_user(&self, user: &str) -> Result<Scan, StoreError> {
         let keep = |r: &Record| r.user_id.as_deref() == Some(user);
         self.scan(&self.user_key(user), &self.legacy_user_key(user), &keep)
             .await
-    }
-
-    /// `SessionStore::list_for_user`.
-    pub(crate) async fn list_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
-        Ok(self
-            .scan_user(user)
-            .await?
-            .live
-            .into_iter()
-            .map(|(key, record)| SessionEntry { key, record })
-            .collect())
     }
 
     /// `SessionStore::delete_for_user`: deletes the user's sessions (and corrupt members
@@ -60,7 +49,7 @@ impl MemcachedStore {
             let doomed: Vec<StoreKey> = scan
                 .live
                 .iter()
-                .map(|(key, _)| *key)
+                .map(|entry| entry.key)
                 .filter(|key| Some(key) != except)
                 .collect();
             let corrupt: Vec<StoreKey> = scan

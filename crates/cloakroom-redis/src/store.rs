@@ -238,27 +238,41 @@ impl RedisStore {
             .map_err(store_error)
     }
 
+    /// A call of a writing script (insert or update) on the session of `key`, and on its
+    /// user's index set when `with_index` and the record has a user (a script reaches the
+    /// set only on a single node, where both keys share the node), with the arguments
+    /// every writing script starts with: the time now and the record's version.
+    fn write_call(
+        &self,
+        script: &'static redis::Script,
+        key: &StoreKey,
+        record: &Record,
+        with_index: bool,
+    ) -> Call {
+        let session = self.session_key(key);
+        let user = record.user_id.as_deref().unwrap_or_default();
+        let set = (with_index && !user.is_empty()).then(|| self.user_key(user));
+        let mut call = match &set {
+            Some(set) => Call::new(script, &[&session, set]),
+            None => Call::new(script, &[&session]),
+        };
+        call.arg(to_unix_ms(now())).arg(record.version);
+        call
+    }
+
     async fn insert_script(
         &self,
         key: &StoreKey,
         record: &Record,
         with_index: bool,
     ) -> Result<bool, StoreError> {
-        let session = self.session_key(key);
-        let user = record.user_id.as_deref().unwrap_or_default();
-        let set = (with_index && !user.is_empty()).then(|| self.user_key(user));
-        let mut call = match &set {
-            Some(set) => Call::new(&scripts::INSERT, &[&session, set]),
-            None => Call::new(&scripts::INSERT, &[&session]),
-        };
-        call.arg(to_unix_ms(now()))
-            .arg(record.version)
-            .arg(encode(record)?)
+        let mut call = self.write_call(&scripts::INSERT, key, record, with_index);
+        call.arg(encode(record)?)
             .arg(to_unix_ms(record.last_active_at))
             .arg(ms(record.idle_deadline))
             .arg(ms(record.absolute_deadline))
             .arg(ms(record.expires_at()))
-            .arg(user)
+            .arg(record.user_id.as_deref().unwrap_or_default())
             .arg(key.to_hex());
         let mut connection = self.connection.clone();
         let created: i64 = call.invoke(&mut connection).await.map_err(store_error)?;
@@ -347,15 +361,8 @@ impl SessionStore for RedisStore {
         self.bounded(async {
             let single = !self.is_cluster();
             let user = record.user_id.as_deref().unwrap_or_default();
-            let session = self.session_key(key);
-            let set = (single && !user.is_empty()).then(|| self.user_key(user));
-            let mut call = match &set {
-                Some(set) => Call::new(&scripts::UPDATE, &[&session, set]),
-                None => Call::new(&scripts::UPDATE, &[&session]),
-            };
-            call.arg(to_unix_ms(now()))
-                .arg(record.version)
-                .arg(record.version + 1)
+            let mut call = self.write_call(&scripts::UPDATE, key, record, single);
+            call.arg(record.version + 1)
                 .arg(encode(record).map_err(UpdateError::Store)?)
                 .arg(to_unix_ms(record.last_active_at))
                 .arg(ms(record.idle_deadline))
@@ -442,7 +449,11 @@ impl SessionStore for RedisStore {
         user: &str,
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
-        self.revoke_user(user, except).await
+        if self.is_cluster() {
+            self.revoke_user_across_slots(user, except).await
+        } else {
+            self.revoke_user_scripted(user, except).await
+        }
     }
 
     /// Redis expires sessions natively: nothing to purge.

@@ -59,19 +59,6 @@ impl RedisStore {
         }
     }
 
-    /// Revokes `user`'s sessions but `except`; returns how many live ones it deleted.
-    pub(super) async fn revoke_user(
-        &self,
-        user: &str,
-        except: Option<&StoreKey>,
-    ) -> Result<u64, StoreError> {
-        if self.is_cluster() {
-            self.revoke_user_across_slots(user, except).await
-        } else {
-            self.revoke_user_scripted(user, except).await
-        }
-    }
-
     /// One batch of the listing: one script, from `cursor`; returns the next cursor.
     async fn list_batch_scripted(
         &self,
@@ -124,7 +111,9 @@ impl RedisStore {
         }
     }
 
-    async fn revoke_user_scripted(
+    /// Revokes `user`'s sessions but `except` on a single node, a batch per script;
+    /// returns how many live ones it deleted.
+    pub(super) async fn revoke_user_scripted(
         &self,
         user: &str,
         except: Option<&StoreKey>,
@@ -167,18 +156,14 @@ impl RedisStore {
         listing: &mut Listing<'_>,
         cursor: &str,
     ) -> Result<String, StoreError> {
-        let mut connection = self.connection.clone();
         let (next, members): (String, Vec<String>) = self
-            .bounded(async {
+            .query(
                 redis::cmd("SSCAN")
                     .arg(&listing.set)
                     .arg(cursor)
                     .arg("COUNT")
-                    .arg(BATCH)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(store_error)
-            })
+                    .arg(BATCH),
+            )
             .await?;
         let mut dead = Vec::new();
         let mut keys = Vec::new();
@@ -234,36 +219,19 @@ impl RedisStore {
     /// the index, until the index holds nothing but the kept session. A rename in a
     /// cluster indexes the new key before it deletes the old one, so a session renamed
     /// while this runs is sampled by a later batch.
-    async fn revoke_user_across_slots(
+    pub(super) async fn revoke_user_across_slots(
         &self,
         user: &str,
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
         let set = self.user_key(user);
         let kept = except.map(StoreKey::to_hex);
-        let mut connection = self.connection.clone();
-        let members: u64 = self
-            .bounded(async {
-                redis::cmd("SCARD")
-                    .arg(&set)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(store_error)
-            })
-            .await?;
+        let members: u64 = self.query(redis::cmd("SCARD").arg(&set)).await?;
         let limit = round_limit(members);
         let mut deleted = 0;
         for round in 0.. {
-            let mut connection = self.connection.clone();
             let sample: Vec<String> = self
-                .bounded(async {
-                    redis::cmd("SRANDMEMBER")
-                        .arg(&set)
-                        .arg(BATCH + 1)
-                        .query_async(&mut connection)
-                        .await
-                        .map_err(store_error)
-                })
+                .query(redis::cmd("SRANDMEMBER").arg(&set).arg(BATCH + 1))
                 .await?;
             let batch: Vec<String> = sample
                 .into_iter()
@@ -304,12 +272,15 @@ impl RedisStore {
     }
 
     async fn remove_members(&self, set: &str, members: &[String]) -> Result<(), StoreError> {
+        self.query(redis::cmd("SREM").arg(set).arg(members)).await
+    }
+
+    /// Runs one command under the operation timeout, each batch's bound.
+    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
         let mut connection = self.connection.clone();
         self.bounded(async {
-            redis::cmd("SREM")
-                .arg(set)
-                .arg(members)
-                .query_async::<()>(&mut connection)
+            command
+                .query_async(&mut connection)
                 .await
                 .map_err(store_error)
         })
