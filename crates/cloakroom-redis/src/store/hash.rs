@@ -1,7 +1,7 @@
 //! How a record is laid out in a Redis hash: one field per part the scripts compare or
 //! expire on (version, deadlines, user), the rest of the record as JSON.
 
-use cloakroom::record::{from_unix_ms, now, to_unix_ms, unix_ms, ClientMeta, Data};
+use cloakroom::record::{now, stored_unix_ms, to_unix_ms, unix_ms, ClientMeta, Data};
 use cloakroom::{Record, StoreError, StoreKey};
 use redis::{RedisWrite, ToRedisArgs};
 use serde::{Deserialize, Serialize};
@@ -37,9 +37,7 @@ fn parse_ms(text: &str) -> Result<Option<OffsetDateTime>, StoreError> {
     let value: i64 = text
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("bad timestamp {text:?}")))?;
-    from_unix_ms(value)
-        .map(Some)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {value} out of range")))
+    stored_unix_ms(value).map(Some)
 }
 
 /// What `load` reads of a session hash. `x` (the earlier deadline, for the server's own
@@ -166,6 +164,7 @@ pub(super) fn encode(record: &Record) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloakroom::record::from_unix_ms;
 
     /// A deadline as [`Ms`] writes it into a command.
     fn text(at: Option<OffsetDateTime>) -> String {
