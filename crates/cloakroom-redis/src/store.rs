@@ -228,11 +228,9 @@ impl RedisStore {
         absolute: Option<OffsetDateTime>,
     ) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
-        scripts::INDEX_ADD
-            .key(self.user_key(user))
-            .arg(key.to_hex())
-            .arg(ms(absolute))
-            .invoke_async::<i64>(&mut connection)
+        let mut call = Call::new(&scripts::INDEX_ADD, &[&self.user_key(user)]);
+        call.arg(key.to_hex()).arg(ms(absolute));
+        call.invoke::<i64>(&mut connection)
             .await
             .map(drop)
             .map_err(store_error)
@@ -281,14 +279,11 @@ impl RedisStore {
 
     async fn delete_key(&self, key: &StoreKey) -> Result<bool, StoreError> {
         let mut connection = self.connection.clone();
-        let deleted: i64 = scripts::DELETE
-            .key(self.session_key(key))
-            .arg(&self.config.prefix)
+        let mut call = Call::new(&scripts::DELETE, &[&self.session_key(key)]);
+        call.arg(&self.config.prefix)
             .arg(key.to_hex())
-            .arg(if self.is_cluster() { "0" } else { "1" })
-            .invoke_async(&mut connection)
-            .await
-            .map_err(store_error)?;
+            .arg(if self.is_cluster() { "0" } else { "1" });
+        let deleted: i64 = call.invoke(&mut connection).await.map_err(store_error)?;
         Ok(deleted > 0)
     }
 
@@ -308,12 +303,9 @@ impl RedisStore {
                 self.index(user, new, record.absolute_deadline).await?;
             }
             let mut connection = self.connection.clone();
-            let outcome: i64 = scripts::DELETE_AT_VERSION
-                .key(self.session_key(old))
-                .arg(record.version)
-                .invoke_async(&mut connection)
-                .await
-                .map_err(store_error)?;
+            let mut call = Call::new(&scripts::DELETE_AT_VERSION, &[&self.session_key(old)]);
+            call.arg(record.version);
+            let outcome: i64 = call.invoke(&mut connection).await.map_err(store_error)?;
             if outcome == 1 {
                 self.replicated_keys(&[new, old], record.user_id.as_deref())
                     .await?;
@@ -412,16 +404,13 @@ impl SessionStore for RedisStore {
                 return self.rename_across_slots(old, new).await;
             }
             let mut connection = self.connection.clone();
-            let outcome: i64 = scripts::RENAME
-                .key(self.session_key(old))
-                .key(self.session_key(new))
-                .arg(to_unix_ms(now()))
+            let keys = [self.session_key(old), self.session_key(new)];
+            let mut call = Call::new(&scripts::RENAME, &[&keys[0], &keys[1]]);
+            call.arg(to_unix_ms(now()))
                 .arg(&self.config.prefix)
                 .arg(new.to_hex())
-                .arg(old.to_hex())
-                .invoke_async(&mut connection)
-                .await
-                .map_err(store_error)?;
+                .arg(old.to_hex());
+            let outcome: i64 = call.invoke(&mut connection).await.map_err(store_error)?;
             match outcome {
                 1 => Ok(self.replicated(None).await?),
                 2 => Err(RenameError::Duplicate),

@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use super::hash::{decode, decode_listed};
 use super::{store_error, RedisStore};
 use crate::connection::Connection;
-use crate::scripts;
+use crate::scripts::{self, Call};
 
 /// Index members handled per round trip: small enough that one batch never holds the
 /// server (single-threaded) for long, large enough that 100,000 sessions take a few
@@ -68,16 +68,13 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         let reply: Vec<Option<String>> = self
             .bounded(async {
-                scripts::LIST_BATCH
-                    .key(&listing.set)
-                    .arg(to_unix_ms(now()))
+                let mut call = Call::new(&scripts::LIST_BATCH, &[&listing.set]);
+                call.arg(to_unix_ms(now()))
                     .arg(listing.user)
                     .arg(&self.config.prefix)
                     .arg(cursor)
-                    .arg(BATCH)
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(store_error)
+                    .arg(BATCH);
+                call.invoke(&mut connection).await.map_err(store_error)
             })
             .await?;
         let mut reply = reply.into_iter();
@@ -126,16 +123,13 @@ impl RedisStore {
             let mut connection = self.connection.clone();
             let (batch_deleted, left): (u64, u64) = self
                 .bounded(async {
-                    let outcome = scripts::REVOKE_BATCH
-                        .key(&set)
-                        .arg(to_unix_ms(now()))
+                    let mut call = Call::new(&scripts::REVOKE_BATCH, &[&set]);
+                    call.arg(to_unix_ms(now()))
                         .arg(user)
                         .arg(&self.config.prefix)
                         .arg(BATCH)
-                        .arg(&kept)
-                        .invoke_async(&mut connection)
-                        .await
-                        .map_err(store_error)?;
+                        .arg(&kept);
+                    let outcome = call.invoke(&mut connection).await.map_err(store_error)?;
                     self.replicated(None).await?;
                     Ok(outcome)
                 })
@@ -250,9 +244,10 @@ impl RedisStore {
                             .filter_map(|member| StoreKey::from_hex(member))
                             .map(|key| {
                                 let mut connection: Connection = self.connection.clone();
-                                let mut invocation = scripts::DELETE_IF_USER.prepare_invoke();
-                                invocation.key(self.session_key(&key)).arg(at).arg(user);
-                                async move { invocation.invoke_async::<u64>(&mut connection).await }
+                                let mut call =
+                                    Call::new(&scripts::DELETE_IF_USER, &[&self.session_key(&key)]);
+                                call.arg(at).arg(user);
+                                async move { call.invoke::<u64>(&mut connection).await }
                             }),
                     )
                     .await;
