@@ -150,14 +150,12 @@ impl<B: MessageBody + 'static> Integration for ActixWeb<B> {
             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    /// No header to change unless the handler answered a store failure, whose
-    /// Retry-After the failure policy sets.
-    fn untouched(response: ServiceResponse<B>, session: &Session) -> Self::Output {
-        let response = response.map_into_left_body();
-        if store_unavailable(&response) {
-            return apply(Finish::default(), response, session.config());
-        }
-        response
+    fn store_unavailable(response: &ServiceResponse<B>) -> bool {
+        store_unavailable(response)
+    }
+
+    fn untouched(response: ServiceResponse<B>) -> Self::Output {
+        response.map_into_left_body()
     }
 
     fn committed(response: ServiceResponse<B>, finish: Finish, session: &Session) -> Self::Output {

@@ -143,7 +143,11 @@ impl<B: Default + Send + 'static> Integration for Tower<B> {
         response.status()
     }
 
-    fn untouched(response: Response<B>, _session: &Session) -> Response<B> {
+    fn store_unavailable(response: &Response<B>) -> bool {
+        store_unavailable(response)
+    }
+
+    fn untouched(response: Response<B>) -> Response<B> {
         response
     }
 
@@ -191,6 +195,15 @@ fn connect_info_ip<B>(_request: &Request<B>) -> Option<IpAddr> {
     None
 }
 
+/// Whether the handler answered a store failure: [`SessionError`](crate::SessionError)'s
+/// `503` marks itself so.
+fn store_unavailable<B>(response: &Response<B>) -> bool {
+    response
+        .extensions()
+        .get::<crate::error::StoreUnavailableResponse>()
+        .is_some()
+}
+
 /// Maps the failure policy's [`ResponseChanges`](crate::integration::ResponseChanges)
 /// onto an `http` response.
 fn apply<B: Default>(
@@ -198,11 +211,7 @@ fn apply<B: Default>(
     mut response: Response<B>,
     config: &SessionConfig,
 ) -> Response<B> {
-    let store_unavailable = response
-        .extensions()
-        .get::<crate::error::StoreUnavailableResponse>()
-        .is_some();
-    let changes = finish.response_changes(config, store_unavailable);
+    let changes = finish.response_changes(config, store_unavailable(&response));
     if let Some(status) = changes.replace_with {
         response = Response::new(B::default());
         *response.status_mut() = status;

@@ -115,6 +115,32 @@ async fn a_handlers_store_error_503_has_the_configured_retry_after() {
     assert_eq!(retry_after.as_deref(), Some("17"));
 }
 
+/// The same when the handler never touched its session (it failed on a store of its own,
+/// say): the failure policy's Retry-After holds for every store-failure 503, on every
+/// integration, not only for requests that committed.
+#[tokio::test]
+async fn an_untouched_sessions_store_error_503_has_the_configured_retry_after() {
+    use axum::routing::post;
+    use cloakroom::{
+        MemoryStore, OnStoreError, SessionConfig, SessionError, SessionLayer, StoreError,
+    };
+
+    let config = SessionConfig::default().with_on_store_error(OnStoreError::ServiceUnavailable {
+        retry_after: std::time::Duration::from_secs(17),
+    });
+    let app = axum::Router::new()
+        .route(
+            "/",
+            post(|| async {
+                Err::<&str, _>(SessionError::from(StoreError::unavailable("timed out")))
+            }),
+        )
+        .layer(SessionLayer::try_new(MemoryStore::new(), config).unwrap());
+    let (status, retry_after) = status_and_retry_after(app).await;
+    assert_eq!(status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after.as_deref(), Some("17"));
+}
+
 /// An app over `store` with `limits`: `POST /set/{key}` (JSON body) and
 /// `POST /remove/{key}`.
 fn limited_app(store: std::sync::Arc<MemoryStore>, limits: cloakroom::Limits) -> axum::Router {

@@ -28,9 +28,14 @@ pub trait Integration {
     /// [`Session::finish`]).
     fn status(response: &Self::Response) -> StatusCode;
 
-    /// The response of a request that never touched its session: nothing was committed
-    /// and no session header is sent.
-    fn untouched(response: Self::Response, session: &Session) -> Self::Output;
+    /// Whether the handler answered a store failure: a `503` it built from a
+    /// [`SessionError`](crate::SessionError), which the failure policy gives the
+    /// configured `Retry-After` whether or not the session was touched.
+    fn store_unavailable(response: &Self::Response) -> bool;
+
+    /// The response of a request that never touched its session and did not answer a
+    /// store failure: nothing was committed, nothing changes.
+    fn untouched(response: Self::Response) -> Self::Output;
 
     /// The response once `finish` is known: the failure policy applied and the session's
     /// headers added ([`Finish::response_changes`]).
@@ -108,7 +113,11 @@ where
                 .take()
                 .expect("a CommitFuture is not polled after completion");
             if session.finish_untouched() {
-                return Poll::Ready(Ok(I::untouched(response, &session)));
+                if I::store_unavailable(&response) {
+                    let finish = Finish::default();
+                    return Poll::Ready(Ok(I::committed(response, finish, &session)));
+                }
+                return Poll::Ready(Ok(I::untouched(response)));
             }
             let status = I::status(&response);
             // A cookie session commits without waiting: no future to box.
