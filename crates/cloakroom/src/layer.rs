@@ -196,12 +196,14 @@ fn connect_info_ip<B>(_request: &Request<B>) -> Option<IpAddr> {
 }
 
 /// Whether the handler answered a store failure: [`SessionError`](crate::SessionError)'s
-/// `503` marks itself so.
+/// `503` marks itself so. The status is compared first: every request pays this check,
+/// and an extension lookup hashes a type ID.
 fn store_unavailable<B>(response: &Response<B>) -> bool {
-    response
-        .extensions()
-        .get::<crate::error::StoreUnavailableResponse>()
-        .is_some()
+    response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && response
+            .extensions()
+            .get::<crate::error::StoreUnavailableResponse>()
+            .is_some()
 }
 
 /// Maps the failure policy's [`ResponseChanges`](crate::integration::ResponseChanges)
