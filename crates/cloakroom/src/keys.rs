@@ -29,6 +29,8 @@ pub struct Key {
     id: [u8; 4],
     signing: [u8; 32],
     encryption: [u8; 32],
+    /// BLAKE3 keyed with the nonce subkey.
+    nonces: blake3::Hasher,
 }
 
 impl fmt::Debug for Key {
@@ -70,6 +72,7 @@ impl Key {
             ],
             signing: derive(secret, b"cloakroom signing v1"),
             encryption: derive(secret, b"cloakroom encryption v1"),
+            nonces: blake3::Hasher::new_keyed(&derive(secret, b"cloakroom nonce v1")),
         })
     }
 
@@ -94,6 +97,23 @@ impl Key {
 
     pub(crate) fn encryption_key(&self) -> &[u8; 32] {
         &self.encryption
+    }
+
+    /// The nonce to encrypt `plaintext` under, with `aad` (self-delimiting: the fixed
+    /// header, then the length-prefixed cookie name): keyed BLAKE3 of both, under a subkey
+    /// of its own. Distinct cookies get distinct nonces (a PRF's output), an identical one
+    /// the same nonce and so the same ciphertext, which tells an observer only that the
+    /// two are equal. No randomness is drawn: no system call on the request path, and
+    /// nothing a `fork()` could copy into two processes. BLAKE3 rather than HMAC-SHA256:
+    /// as fast where the CPU has SHA extensions (about 240 ns against 210 for a cookie's
+    /// 150 bytes), several times faster where it has not.
+    pub(crate) fn nonce_for<const N: usize>(&self, aad: &[u8], plaintext: &[u8]) -> [u8; N] {
+        let mut prf = self.nonces.clone();
+        prf.update(aad);
+        prf.update(plaintext);
+        let mut nonce = [0; N];
+        prf.finalize_xof().fill(&mut nonce);
+        nonce
     }
 }
 

@@ -138,6 +138,50 @@ fn tampering_truncation_and_foreign_keys_are_rejected() {
     );
 }
 
+/// The nonce bytes of an encrypted cookie value (after the 6-byte header).
+fn nonce_of(value: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(value).unwrap()[HEADER..HEADER + NONCE].to_vec()
+}
+
+/// Nonces are a keyed function of everything sealed, not drawn from the OS: a change
+/// anywhere in the cookie (its data, its timestamps, its name, its key) gives another
+/// nonce, and the same cookie sealed again is the same value.
+#[test]
+fn nonces_are_derived_from_what_is_sealed() {
+    let sessions = CookieSessions::encrypted(ring());
+    let (key, mut record) = sample(Default::default());
+    let first = sessions.seal("id", &key, &record).unwrap();
+    assert_eq!(
+        first,
+        sessions.seal("id", &key, &record).unwrap(),
+        "the same content seals to the same value"
+    );
+    let mut nonces = vec![nonce_of(&first)];
+    nonces.push(nonce_of(&sessions.seal("sid", &key, &record).unwrap()));
+    nonces.push(nonce_of(
+        &CookieSessions::encrypted(ring())
+            .seal("id", &key, &record)
+            .unwrap(),
+    ));
+    nonces.push(nonce_of(
+        &sessions
+            .seal("id", &SessionId::generate().store_key(), &record)
+            .unwrap(),
+    ));
+    record.last_active_at += time::Duration::milliseconds(1);
+    nonces.push(nonce_of(&sessions.seal("id", &key, &record).unwrap()));
+    record.data.insert("n".into(), 1.into());
+    nonces.push(nonce_of(&sessions.seal("id", &key, &record).unwrap()));
+    for (i, a) in nonces.iter().enumerate() {
+        for b in &nonces[i + 1..] {
+            assert_ne!(a, b, "a change in what is sealed changes the nonce");
+        }
+    }
+    // Each of these still opens.
+    let value = sessions.seal("id", &key, &record).unwrap();
+    assert_eq!(sessions.open("id", &value).unwrap().record, record);
+}
+
 #[test]
 fn new_cookies_use_the_current_key_whatever_the_order_given() {
     let keys: Vec<String> = (0..3).map(|_| generate_key()).collect();
