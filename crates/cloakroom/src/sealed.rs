@@ -13,13 +13,15 @@
 //! cookie name or have its flags changed. Anything that does not verify is an anonymous
 //! request.
 //!
-//! The nonce is derived, not drawn: keyed BLAKE3, under a subkey of its own, of the header,
-//! the cookie name and the plaintext, 24 bytes of its output. Distinct cookies get distinct nonces
-//! (the chance of two alike is that of a 192-bit PRF collision), and a cookie sealed twice
-//! with the same content is the same value, which tells an observer nothing beyond that
-//! equality. Drawing 24 bytes from the operating system cost a system call on every
-//! cookie write, about a microsecond on a virtual machine, and a user-space generator
-//! would not be safe across `fork()`: parent and child would seal with the same nonces.
+//! The nonce is derived, not drawn: keyed BLAKE3, under a subkey of its own, of the
+//! associated data (header and cookie name, length first) and the plaintext, 24 bytes of
+//! its output. Distinct cookies get distinct nonces except with a PRF collision's
+//! negligible chance. Sealing is deterministic: the same record sealed again (same session
+//! key, version and millisecond of activity, as two responses of one request can be) gives
+//! the same value, so an observer can tell those two apart from a fresh write, and nothing
+//! more. Drawing 24 bytes from the operating system cost a system call on every cookie
+//! write, about a microsecond on a virtual machine; a user-space generator instead would
+//! not be safe across `fork()`, where parent and child would seal with the same nonces.
 //! Opening does not care how a nonce was made, so cookies sealed with random nonces by
 //! earlier versions still open, and earlier versions open these.
 //!

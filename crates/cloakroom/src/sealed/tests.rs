@@ -177,9 +177,22 @@ fn nonces_are_derived_from_what_is_sealed() {
             assert_ne!(a, b, "a change in what is sealed changes the nonce");
         }
     }
-    // Each of these still opens.
     let value = sessions.seal("id", &key, &record).unwrap();
     assert_eq!(sessions.open("id", &value).unwrap().record, record);
+}
+
+/// The nonce's input starts with the associated data's length, so a long cookie name
+/// cannot trade bytes with the plaintext: the header's own name length stops at
+/// `u16::MAX`, and without the prefix these two would share a nonce.
+#[test]
+fn the_nonce_input_is_unambiguous_whatever_the_name_length() {
+    let key = Key::parse(&generate_key()).unwrap();
+    let aad = vec![b'a'; 70_000];
+    let mut longer = aad.clone();
+    longer.push(b'p');
+    let split_one_way: [u8; NONCE] = key.nonce_for(&aad, b"plaintext");
+    let split_the_other: [u8; NONCE] = key.nonce_for(&longer, b"laintext");
+    assert_ne!(split_one_way, split_the_other);
 }
 
 #[test]
