@@ -174,11 +174,17 @@ impl<B: MessageBody + 'static> Integration for ActixWeb<B> {
     }
 }
 
-/// Whether the handler answered a store failure: a 503 built by `SessionError` is the only
-/// one that carries Retry-After before the middleware.
+/// Whether the handler answered a store failure: a `503` that actix-web built from a
+/// [`SessionError`](crate::SessionError), as the tower layer recognises its own by a
+/// marker. A handler's own `503` keeps the `Retry-After` it chose. The status is compared
+/// first: every request pays this check.
 fn store_unavailable<B>(response: &ServiceResponse<B>) -> bool {
     response.status() == actix_web::http::StatusCode::SERVICE_UNAVAILABLE
-        && response.headers().contains_key(RETRY_AFTER)
+        && response
+            .response()
+            .error()
+            .and_then(|error| error.as_error::<crate::SessionError>())
+            .is_some()
 }
 
 /// Maps the failure policy's [`ResponseChanges`](cloakroom::integration::ResponseChanges)

@@ -64,6 +64,79 @@ async fn a_store_failing_at_commit_is_503_with_retry_after() {
     assert_eq!(read(&app, "/get/k", &cookie).await, json!(1));
 }
 
+/// A handler's own 503 (maintenance, an upstream of its own) is not a store failure: it
+/// keeps the Retry-After it set. Only a 503 built from a `SessionError` gets the
+/// configured delay. It got 17 here, taken for a store failure because it had a
+/// Retry-After at all.
+#[actix_web::test]
+async fn a_handlers_own_503_keeps_its_retry_after() {
+    use actix_web::{web, HttpResponse};
+    let config =
+        SessionConfig::default().with_on_store_error(cloakroom::OnStoreError::ServiceUnavailable {
+            retry_after: Duration::from_secs(17),
+        });
+    let app = actix_web::test::init_service(
+        actix_web::App::new()
+            .wrap(cloakroom_actix::SessionMiddleware::from_manager(manager(
+                memory(),
+                config,
+            )))
+            .route(
+                "/maintenance",
+                web::get().to(|| async {
+                    HttpResponse::ServiceUnavailable()
+                        .insert_header(("Retry-After", "3600"))
+                        .body("down for maintenance")
+                }),
+            ),
+    )
+    .await;
+    let reply = send(&app, get("/maintenance", None)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.retry_after.as_deref(), Some("3600"));
+    assert_eq!(reply.body, "down for maintenance");
+}
+
+/// A store-failure 503 gets the configured Retry-After, whether the session's own load
+/// failed or the handler answered a `SessionError` of its own without touching the session.
+#[actix_web::test]
+async fn a_store_failure_503_gets_the_configured_retry_after() {
+    use actix_web::web;
+    let config = || {
+        SessionConfig::default().with_on_store_error(cloakroom::OnStoreError::ServiceUnavailable {
+            retry_after: Duration::from_secs(17),
+        })
+    };
+    let outage = outage();
+    let app = app!(manager(outage.clone(), config()));
+    let cookie = send(&app, post("/set/k", None, json!(1))).await.cookie();
+    outage.hook().start();
+    let reply = send(&app, get("/get/k", Some(&cookie))).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.retry_after.as_deref(), Some("17"));
+    outage.hook().end();
+
+    let app = actix_web::test::init_service(
+        actix_web::App::new()
+            .wrap(cloakroom_actix::SessionMiddleware::from_manager(manager(
+                memory(),
+                config(),
+            )))
+            .route(
+                "/",
+                web::get().to(|| async {
+                    Err::<&str, _>(SessionError::from(cloakroom::SessionError::from(
+                        StoreError::unavailable("timed out"),
+                    )))
+                }),
+            ),
+    )
+    .await;
+    let reply = send(&app, get("/", None)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.retry_after.as_deref(), Some("17"));
+}
+
 #[actix_web::test]
 async fn the_fail_open_policy_serves_an_outage_anonymously_and_keeps_the_cookie() {
     let outage = outage();
