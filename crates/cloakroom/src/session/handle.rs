@@ -62,7 +62,7 @@ pub(super) struct Inner {
     /// [`FINISHED_UNTOUCHED`]): the layer's check after the handler is one atomic
     /// operation instead of a lock.
     state: AtomicU8,
-    /// The request's `cloakroom.session` span (see [`telemetry`](crate::telemetry)).
+    /// The request's `cloakroom.session` span (see [`telemetry`]).
     span: tracing::Span,
 }
 

@@ -77,9 +77,8 @@ impl SessionManager {
     /// The same, for a store that is already shared.
     ///
     /// The manager records store metrics and spans (see [`telemetry`](crate::telemetry)):
-    /// it keeps the store wrapped in an
-    /// [`InstrumentedStore`](crate::telemetry::InstrumentedStore), which
-    /// [`store`](Self::store) returns.
+    /// it keeps the store wrapped in an [`InstrumentedStore`], which [`store`](Self::store)
+    /// returns.
     pub fn from_arc(
         store: Arc<dyn SessionStore>,
         config: SessionConfig,
