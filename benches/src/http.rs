@@ -374,86 +374,121 @@ fn wrk(
     serde_json::from_str(line).map_err(|error| error.to_string())
 }
 
-/// Serves `target` and loads each of its scenarios with wrk.
-pub fn run_target(target: Target, env: &Env, load: Load) -> Result<Vec<Throughput>, String> {
-    let server = serve(target, env, load.workers)?;
-    let result = load_scenarios(target, env, load, server.addr);
-    server.stop();
-    result
+/// Loads every scenario on `targets` (one store's libraries) over HTTP, side by side: all
+/// their servers up at once, and each scenario's wrk runs taken one library after
+/// another, so the machine's drift falls on every library alike. `round` rotates who
+/// goes first.
+pub fn run_together(
+    targets: &[Target],
+    env: &Env,
+    load: Load,
+    round: usize,
+) -> Result<Vec<Throughput>, String> {
+    let mut servers = Vec::with_capacity(targets.len());
+    for &target in targets {
+        match serve(target, env, load.workers) {
+            Ok(server) => servers.push((target, server)),
+            Err(error) => {
+                servers.into_iter().for_each(|(_, server)| server.stop());
+                return Err(error);
+            }
+        }
+    }
+    let results = load_side_by_side(&servers, env, load, round);
+    servers.into_iter().for_each(|(_, server)| server.stop());
+    results
 }
 
-fn load_scenarios(
+fn load_side_by_side(
+    servers: &[(Target, Server)],
+    env: &Env,
+    load: Load,
+    round: usize,
+) -> Result<Vec<Throughput>, String> {
+    let mut results = Vec::new();
+    for &scenario in &Scenario::ALL {
+        let lanes: Vec<&(Target, Server)> = servers
+            .iter()
+            .filter(|(target, _)| target.scenarios().contains(&scenario))
+            .collect();
+        for k in 0..lanes.len() {
+            let (target, server) = lanes[(k + round) % lanes.len()];
+            results.push(load_scenario(*target, env, load, server.addr, scenario)?);
+        }
+    }
+    Ok(results)
+}
+
+/// One wrk run of `scenario` on the server at `addr`.
+fn load_scenario(
     target: Target,
     env: &Env,
     load: Load,
     addr: SocketAddr,
-) -> Result<Vec<Throughput>, String> {
-    let mut results = Vec::new();
-    for &scenario in target.scenarios() {
-        let (threads, connections, sessions) = match scenario {
-            Scenario::Untouched => (load.connections, load.connections, 0),
-            Scenario::Contended => (4, crate::inprocess::WRITERS, 1),
-            _ => (load.connections, load.connections, load.connections),
-        };
-        let cookies = (0..sessions)
-            .map(|_| seed(addr))
-            .collect::<Result<Vec<_>, _>>()?;
-        let acknowledged_before = ACKNOWLEDGED_WRITES.load(Ordering::SeqCst);
-        let summary = wrk(
-            addr,
-            scenario,
-            &cookies,
-            threads,
-            connections,
-            load.seconds,
-            &env.scratch,
-        )?;
-        let contended = if scenario == Scenario::Contended {
-            // Let requests wrk abandoned at its deadline finish before counting.
-            let mut acknowledged = ACKNOWLEDGED_WRITES.load(Ordering::SeqCst);
-            loop {
-                std::thread::sleep(Duration::from_millis(200));
-                let now = ACKNOWLEDGED_WRITES.load(Ordering::SeqCst);
-                if now == acknowledged {
-                    break;
-                }
-                acknowledged = now;
+    scenario: Scenario,
+) -> Result<Throughput, String> {
+    let (threads, connections, sessions) = match scenario {
+        Scenario::Untouched => (load.connections, load.connections, 0),
+        Scenario::Contended => (4, crate::inprocess::WRITERS, 1),
+        _ => (load.connections, load.connections, load.connections),
+    };
+    let cookies = (0..sessions)
+        .map(|_| seed(addr))
+        .collect::<Result<Vec<_>, _>>()?;
+    let acknowledged_before = ACKNOWLEDGED_WRITES.load(Ordering::SeqCst);
+    let summary = wrk(
+        addr,
+        scenario,
+        &cookies,
+        threads,
+        connections,
+        load.seconds,
+        &env.scratch,
+    )?;
+    let contended = if scenario == Scenario::Contended {
+        // Let requests wrk abandoned at its deadline finish before counting.
+        let mut acknowledged = ACKNOWLEDGED_WRITES.load(Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = ACKNOWLEDGED_WRITES.load(Ordering::SeqCst);
+            if now == acknowledged {
+                break;
             }
-            let (status, _, body) = request(addr, false, READ, Some(&cookies[0]))?;
-            let survived = body
-                .trim()
-                .parse()
-                .map_err(|_| format!("reading the counter failed: {status} {body:?}"))?;
-            Some(Contended {
-                acknowledged: acknowledged - acknowledged_before,
-                survived,
-            })
+            acknowledged = now;
+        }
+        let (status, _, body) = request(addr, false, READ, Some(&cookies[0]))?;
+        let survived = body
+            .trim()
+            .parse()
+            .map_err(|_| format!("reading the counter failed: {status} {body:?}"))?;
+        Some(Contended {
+            acknowledged: acknowledged - acknowledged_before,
+            survived,
+        })
+    } else {
+        None
+    };
+    let result = Throughput {
+        target,
+        scenario,
+        per_second: summary.requests as f64 / (summary.duration_us as f64 / 1e6),
+        median_us: summary.p50_us,
+        failed: summary.status + summary.socket,
+        contended,
+        spread: 1.0,
+    };
+    eprintln!(
+        "  http       {:<32} {:<13} {:>10.0}/s{}",
+        target.slug(),
+        scenario.label(),
+        result.per_second,
+        if result.failed > 0 {
+            format!("  ({} failed)", result.failed)
         } else {
-            None
-        };
-        let result = Throughput {
-            target,
-            scenario,
-            per_second: summary.requests as f64 / (summary.duration_us as f64 / 1e6),
-            median_us: summary.p50_us,
-            failed: summary.status + summary.socket,
-            contended,
-            spread: 1.0,
-        };
-        eprintln!(
-            "  http       {:<32} {:<13} {:>10.0}/s{}",
-            target.slug(),
-            scenario.label(),
-            result.per_second,
-            if result.failed > 0 {
-                format!("  ({} failed)", result.failed)
-            } else {
-                String::new()
-            }
-        );
-        results.push(result);
-    }
-    Ok(results)
+            String::new()
+        }
+    );
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! In-process mode: requests through tower's `oneshot` (axum apps) or actix-web's test
 //! service, on one thread, timed in samples after a warm-up; the median sample counts.
+//! One store's apps are measured together, their samples taking turns.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request};
 use axum::Router;
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 use tower::ServiceExt;
 
 use crate::env::Env;
@@ -135,6 +137,43 @@ where
     }
 }
 
+/// A [`Driver`] of any type, so that one store's axum and actix-web apps can be held
+/// together and measured side by side. Every library pays its one boxed future alike.
+pub struct AnyDriver(Box<dyn DynDriver>);
+
+impl AnyDriver {
+    /// Wraps `driver`.
+    pub fn new<D: Driver + 'static>(driver: D) -> Self {
+        Self(Box::new(driver))
+    }
+}
+
+trait DynDriver {
+    fn call_boxed<'a>(
+        &'a self,
+        post: bool,
+        path: &'a str,
+        cookie: Option<&'a str>,
+    ) -> LocalBoxFuture<'a, Reply>;
+}
+
+impl<D: Driver> DynDriver for D {
+    fn call_boxed<'a>(
+        &'a self,
+        post: bool,
+        path: &'a str,
+        cookie: Option<&'a str>,
+    ) -> LocalBoxFuture<'a, Reply> {
+        Box::pin(self.call(post, path, cookie))
+    }
+}
+
+impl Driver for AnyDriver {
+    async fn call(&self, post: bool, path: &str, cookie: Option<&str>) -> Reply {
+        self.0.call_boxed(post, path, cookie).await
+    }
+}
+
 fn set_cookie(value: Option<&axum::http::HeaderValue>) -> Option<String> {
     value.and_then(|value| value.to_str().ok()).map(cookie_pair)
 }
@@ -185,65 +224,122 @@ pub async fn measure_all<D: Driver>(
     target: Target,
     budget: Budget,
 ) -> Result<Vec<Throughput>, String> {
+    measure_side_by_side(&[(target, driver)], budget, 0).await
+}
+
+/// Runs every scenario on every one of `apps` (one store's libraries), side by side: a
+/// sequential scenario's timed samples take turns between the apps, sample by sample, so
+/// the machine's drift over seconds and minutes falls on every library alike and their
+/// ratio is measured at the same moments. `round` rotates who goes first.
+async fn measure_side_by_side<D: Driver>(
+    apps: &[(Target, &D)],
+    budget: Budget,
+    round: usize,
+) -> Result<Vec<Throughput>, String> {
     let mut results = Vec::new();
-    for &scenario in target.scenarios() {
-        let result = if scenario == Scenario::Contended {
-            contended(driver, target, budget).await?
+    for &scenario in &Scenario::ALL {
+        let lanes: Vec<(Target, &D)> = apps
+            .iter()
+            .filter(|(target, _)| target.scenarios().contains(&scenario))
+            .copied()
+            .collect();
+        let measured = if scenario == Scenario::Contended {
+            let mut measured = Vec::new();
+            for k in 0..lanes.len() {
+                let (target, driver) = lanes[(k + round) % lanes.len()];
+                measured.push(contended(driver, target, budget).await?);
+            }
+            measured
         } else {
-            sequential(driver, target, scenario, budget).await?
+            interleaved(&lanes, scenario, budget, round).await?
         };
-        eprintln!(
-            "  in-process {:<32} {:<13} {:>10.0}/s",
-            target.slug(),
-            scenario.label(),
-            result.per_second
-        );
-        results.push(result);
+        for result in &measured {
+            eprintln!(
+                "  in-process {:<32} {:<13} {:>10.0}/s",
+                result.target.slug(),
+                scenario.label(),
+                result.per_second
+            );
+        }
+        results.extend(measured);
     }
     Ok(results)
 }
 
-async fn sequential<D: Driver>(
-    driver: &D,
+/// One app's share of an [`interleaved`] measurement.
+struct Lane<'a, D> {
     target: Target,
+    driver: &'a D,
+    cookie: Option<String>,
+    batch: u32,
+    samples: Vec<f64>,
+    failed: u64,
+}
+
+impl<D: Driver> Lane<'_, D> {
+    async fn one(&mut self, scenario: Scenario) {
+        if !step(self.driver, scenario, &mut self.cookie).await.ok() {
+            self.failed += 1;
+        }
+    }
+}
+
+/// Times `scenario` on every lane: each warmed up and its sample sized from what its
+/// warm-up saw, then the samples taken in turns.
+async fn interleaved<D: Driver>(
+    apps: &[(Target, &D)],
     scenario: Scenario,
     budget: Budget,
-) -> Result<Throughput, String> {
-    let mut cookie = starting_cookie(driver, scenario).await?;
-    let mut failed = 0_u64;
-    let mut one = async |cookie: &mut Option<String>| {
-        if !step(driver, scenario, cookie).await.ok() {
-            failed += 1;
-        }
-    };
-    // Warm up, and size the samples from what the warm-up saw.
-    let started = Instant::now();
-    let mut warm = 0_u32;
-    while started.elapsed() < budget.warm_up || warm < 10 {
-        one(&mut cookie).await;
-        warm += 1;
-    }
-    let per_request = started.elapsed() / warm;
-    let batch = (budget.sample.as_nanos() / per_request.as_nanos().max(1)).max(5) as u32;
-    let mut samples = Vec::with_capacity(budget.samples);
-    for _ in 0..budget.samples {
+    round: usize,
+) -> Result<Vec<Throughput>, String> {
+    let mut lanes = Vec::with_capacity(apps.len());
+    for &(target, driver) in apps {
+        let mut lane = Lane {
+            target,
+            driver,
+            cookie: starting_cookie(driver, scenario).await?,
+            batch: 0,
+            samples: Vec::with_capacity(budget.samples),
+            failed: 0,
+        };
         let started = Instant::now();
-        for _ in 0..batch {
-            one(&mut cookie).await;
+        let mut warm = 0_u32;
+        while started.elapsed() < budget.warm_up || warm < 10 {
+            lane.one(scenario).await;
+            warm += 1;
         }
-        samples.push(started.elapsed().as_nanos() as f64 / f64::from(batch));
+        let per_request = started.elapsed() / warm;
+        lane.batch = (budget.sample.as_nanos() / per_request.as_nanos().max(1)).max(5) as u32;
+        lanes.push(lane);
     }
-    samples.sort_by(f64::total_cmp);
-    let median_ns = samples[samples.len() / 2];
-    Ok(Throughput {
-        target,
-        scenario,
-        per_second: 1e9 / median_ns,
-        median_us: median_ns / 1e3,
-        failed,
-        contended: None,
-        spread: 1.0,
-    })
+    let count = lanes.len();
+    for sample in 0..budget.samples {
+        for k in 0..count {
+            let lane = &mut lanes[(sample + round + k) % count];
+            let started = Instant::now();
+            for _ in 0..lane.batch {
+                lane.one(scenario).await;
+            }
+            let per_request = started.elapsed().as_nanos() as f64 / f64::from(lane.batch);
+            lane.samples.push(per_request);
+        }
+    }
+    Ok(lanes
+        .into_iter()
+        .map(|mut lane| {
+            lane.samples.sort_by(f64::total_cmp);
+            let median_ns = lane.samples[lane.samples.len() / 2];
+            Throughput {
+                target: lane.target,
+                scenario,
+                per_second: 1e9 / median_ns,
+                median_us: median_ns / 1e3,
+                failed: lane.failed,
+                contended: None,
+                spread: 1.0,
+            }
+        })
+        .collect())
 }
 
 async fn contended<D: Driver>(
@@ -442,6 +538,46 @@ pub fn run_target(target: Target, env: &Env, job: Job) -> Result<Output, String>
             .map_err(|error| format!("{}: {error}", target.slug()))?;
         perform(&AxumDriver(router), target, job, proxy.as_ref()).await
     })
+}
+
+/// Measures every scenario on `targets` (one store's libraries) side by side, in one
+/// single-threaded runtime (actix-web's, where axum apps run as well): their sequential
+/// samples take turns, so the ratios between them are measured at the same moments.
+/// `round` rotates who goes first.
+pub fn measure_together(
+    targets: &[Target],
+    env: &Env,
+    budget: Budget,
+    round: usize,
+) -> Result<Vec<Throughput>, String> {
+    actix_web::rt::System::new().block_on(async {
+        if targets
+            .iter()
+            .any(|target| target.store == StoreKind::Redis)
+        {
+            env.flush_redis().await?;
+        }
+        let mut apps = Vec::with_capacity(targets.len());
+        for &target in targets {
+            apps.push((target, build_driver(target, env).await?));
+        }
+        let apps: Vec<(Target, &AnyDriver)> = apps
+            .iter()
+            .map(|(target, driver)| (*target, driver))
+            .collect();
+        measure_side_by_side(&apps, budget, round).await
+    })
+}
+
+/// `target`'s app as an [`AnyDriver`]; must run on actix-web's runtime.
+async fn build_driver(target: Target, env: &Env) -> Result<AnyDriver, String> {
+    if target.library.on_actix() {
+        return with_actix_driver!(target, env, |driver| Ok(AnyDriver::new(driver)));
+    }
+    let router = crate::axum_apps::build(target, env)
+        .await
+        .map_err(|error| format!("{}: {error}", target.slug()))?;
+    Ok(AnyDriver::new(AxumDriver(router)))
 }
 
 /// Flushes Redis, and for counting puts a proxy in front of the target's store.

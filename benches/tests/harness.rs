@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cloakroom_benches::inprocess::{
-    run_target, seed, ActixDriver, Budget, Driver, Job, Output, Reply,
+    measure_together, run_target, seed, ActixDriver, Budget, Driver, Job, Output, Reply,
 };
 use cloakroom_benches::results::{Contended, Throughput};
 use cloakroom_benches::scenario::routes;
@@ -109,6 +109,31 @@ fn every_scenario_runs_and_cloakroom_loses_no_contended_write() {
     let rows = measure(Target::new(Library::Cloakroom, StoreKind::Memory), &env);
     let contended = assert_every_scenario_ran(&rows, "cloakroom/memory");
     assert_eq!(contended.lost(), 0, "{contended:?}");
+}
+
+/// A store's libraries measured together, their samples taking turns (cloakroom on axum
+/// and the floor in a tokio runtime's place, inside actix-web's): a row for every library
+/// and scenario, none failed, and cloakroom still loses no contended write.
+#[test]
+fn one_stores_libraries_are_measured_side_by_side() {
+    let (_scratch, env) = env();
+    let libraries = [Library::Cloakroom, Library::TowerSessions, Library::Floor];
+    let targets = libraries.map(|library| Target::new(library, StoreKind::Memory));
+    for round in 0..2 {
+        let rows = measure_together(&targets, &env, TINY, round).unwrap();
+        for target in targets {
+            let own: Vec<Throughput> = rows
+                .iter()
+                .filter(|row| row.target == target)
+                .cloned()
+                .collect();
+            let contended = assert_every_scenario_ran(&own, &target.slug());
+            if target.library == Library::Cloakroom {
+                assert_eq!(contended.lost(), 0, "{contended:?}");
+            }
+        }
+        assert_eq!(rows.len(), targets.len() * Scenario::ALL.len());
+    }
 }
 
 #[test]
@@ -294,7 +319,7 @@ fn cloakroom_on_actix_loses_no_contended_write_over_http() {
         connections: 2,
     };
     let target = Target::new(Library::CloakroomActix, StoreKind::Redis);
-    let rows = http::run_target(target, &env, load).unwrap();
+    let rows = http::run_together(&[target], &env, load, 0).unwrap();
     let contended = rows
         .iter()
         .find_map(|row| row.contended)

@@ -125,15 +125,13 @@ fn run(
     };
     let budget = if quick { Budget::QUICK } else { Budget::FULL };
     // Rounds in rotated order, combined by median: the machine's speed drifts, and
-    // each library should meet that drift alike.
+    // each library should meet that drift alike. Within a round one store's libraries
+    // are measured together, their samples taking turns.
     let rounds = if quick { 2 } else { 5 };
     let mut rows = Vec::new();
     for round in 0..rounds {
-        for target in rotated(&targets, round) {
-            match inprocess::run_target(target, &env, Job::Measure(budget))? {
-                Output::Throughput(measured) => rows.extend(measured),
-                Output::RoundTrips(_) => unreachable!("measuring"),
-            }
+        for together in by_store(&targets, round) {
+            rows.extend(inprocess::measure_together(&together, &env, budget, round)?);
         }
     }
     results.in_process = combine_rounds(rows);
@@ -158,8 +156,8 @@ fn run(
         };
         let mut rows = Vec::new();
         for round in 0..load.rounds {
-            for target in rotated(&targets, round) {
-                rows.extend(http::run_target(target, &env, load)?);
+            for together in by_store(&targets, round) {
+                rows.extend(http::run_together(&together, &env, load, round)?);
             }
         }
         results.http = combine_rounds(rows);
@@ -225,9 +223,27 @@ fn profile(slug: &str, scenario: usize, requests: u64) -> Result<(), String> {
     )
 }
 
-/// `targets`, starting `round` places in, so no library always runs first.
-fn rotated(targets: &[Target], round: usize) -> Vec<Target> {
-    let mut order = targets.to_vec();
+/// `targets` grouped by store, to be measured side by side, the stores in [`rotated`]
+/// order.
+fn by_store(targets: &[Target], round: usize) -> Vec<Vec<Target>> {
+    let mut stores = Vec::new();
+    for target in targets {
+        if !stores.contains(&target.store) {
+            stores.push(target.store);
+        }
+    }
+    rotated(&stores, round)
+        .into_iter()
+        .map(|store| {
+            let on_store = targets.iter().filter(|target| target.store == store);
+            on_store.copied().collect()
+        })
+        .collect()
+}
+
+/// `items`, starting `round` places in, so none always runs first.
+fn rotated<T: Clone>(items: &[T], round: usize) -> Vec<T> {
+    let mut order = items.to_vec();
     if round % 2 == 1 {
         order.reverse();
     }

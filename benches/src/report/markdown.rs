@@ -76,8 +76,10 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
          cloakroom uses (redis-rs `ConnectionManager`); XChaCha20-Poly1305 sealing of the JSON (cookie). The floor \
          does no expiry bookkeeping, no rotation safety and no concurrency control, so it loses S5 writes by design.\n\n\
          - **In process**: axum apps through tower `oneshot`, actix-web through `actix_web::test::call_service`, \
-         each on one thread; a warm-up, then timed samples, the median sample reported. S5 runs 32 concurrent \
-         writers on that thread, interleaving at every store await.\n\
+         all of one store's apps on one thread, each warmed up, then their timed samples taken in turns \
+         (a sample of one, then one of the next, rotating who goes first), so the machine's drift falls on \
+         every library alike; the median sample reported. S5 runs 32 concurrent writers on that thread, \
+         interleaving at every store await, one app after another.\n\
          - **Over HTTP**: each app served on loopback (axum on a 2-worker tokio runtime, actix-web with 2 \
          workers, one cloakroom-actix middleware shared by both), loaded by wrk for a fixed time: S1-S4 with 8 connections, each on its own wrk thread with its own \
          session; S5 with 32 connections on one session. S5's acknowledged writes are counted by the server, \
