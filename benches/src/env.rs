@@ -1,4 +1,4 @@
-//! Where the store servers are, and resetting them between targets.
+//! Where the store servers are, and resetting them before a store's apps start.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ pub struct Env {
     /// PostgreSQL (`CLOAKROOM_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`).
     pub postgres_url: String,
     /// Redis (`CLOAKROOM_BENCH_REDIS_URL`, default database 15 of `127.0.0.1:6379`, flushed
-    /// before each target so runs never see each other's keys).
+    /// before the apps of a measurement start, never while one runs).
     pub redis_url: String,
     /// Where SQLite files go.
     pub scratch: PathBuf,

@@ -18,15 +18,19 @@ use crate::scenario::routes::{READ, SEED, WRITE};
 use crate::scenario::{Library, Scenario, StoreKind, Target};
 
 /// Write requests a server answered 2xx (S5's acknowledged writes, counted server-side
-/// so requests still in flight when wrk stops are not missed).
-static ACKNOWLEDGED_WRITES: AtomicU64 = AtomicU64::new(0);
+/// so requests still in flight when wrk stops are not missed). One per server: a store's
+/// servers are up together, and a late write must not count for the next one's run.
+/// Leaked, a few bytes per server, so that counting takes no reference-count traffic
+/// between the server's worker threads on every request.
+type Acknowledged = &'static AtomicU64;
 
 /// How hard and how long to load each scenario.
 #[derive(Clone, Copy, Debug)]
 pub struct Load {
     /// Seconds per wrk run.
     pub seconds: u32,
-    /// Runs per target and scenario (in rotated target order), combined by median.
+    /// Runs per target and scenario (one store's targets side by side, in turns that
+    /// vary by round and scenario), combined by median.
     pub rounds: usize,
     /// Server worker threads.
     pub workers: usize,
@@ -55,6 +59,7 @@ impl Load {
 pub struct Server {
     /// Where it listens.
     pub addr: SocketAddr,
+    acknowledged: Acknowledged,
     stop: Box<dyn FnOnce() + Send>,
     thread: JoinHandle<()>,
 }
@@ -72,9 +77,12 @@ pub fn serve(target: Target, env: &Env, workers: usize) -> Result<Server, String
     let (ready_tx, ready_rx) =
         mpsc::channel::<Result<(SocketAddr, Box<dyn FnOnce() + Send>), String>>();
     let env = env.clone();
+    let acknowledged: Acknowledged = Box::leak(Box::default());
+    let counter = acknowledged;
     let thread = if target.library.on_actix() {
         std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(serve_actix(target, env, workers, ready_tx))
+            let serving = serve_actix(target, env, workers, counter, ready_tx);
+            actix_web::rt::System::new().block_on(serving)
         })
     } else {
         std::thread::spawn(move || {
@@ -83,18 +91,23 @@ pub fn serve(target: Target, env: &Env, workers: usize) -> Result<Server, String
                 .enable_all()
                 .build()
                 .expect("a runtime");
-            runtime.block_on(serve_axum(target, env, ready_tx));
+            runtime.block_on(serve_axum(target, env, counter, ready_tx));
         })
     };
     let (addr, stop) = ready_rx
         .recv()
         .map_err(|_| format!("{}: the server thread died", target.slug()))??;
-    Ok(Server { addr, stop, thread })
+    Ok(Server {
+        addr,
+        acknowledged,
+        stop,
+        thread,
+    })
 }
 
 type Ready = mpsc::Sender<Result<(SocketAddr, Box<dyn FnOnce() + Send>), String>>;
 
-async fn serve_axum(target: Target, env: Env, ready: Ready) {
+async fn serve_axum(target: Target, env: Env, acknowledged: Acknowledged, ready: Ready) {
     let started = async {
         if target.store == StoreKind::Redis {
             env.flush_redis().await?;
@@ -102,7 +115,10 @@ async fn serve_axum(target: Target, env: Env, ready: Ready) {
         let router = crate::axum_apps::build(target, &env)
             .await
             .map_err(|error| format!("{}: {error}", target.slug()))?
-            .layer(axum::middleware::from_fn(count_axum_writes));
+            .layer(axum::middleware::from_fn_with_state(
+                acknowledged,
+                count_axum_writes,
+            ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|error| error.to_string())?;
@@ -129,18 +145,25 @@ async fn serve_axum(target: Target, env: Env, ready: Ready) {
 }
 
 async fn count_axum_writes(
+    axum::extract::State(acknowledged): axum::extract::State<Acknowledged>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let write = request.method() == Method::POST && request.uri().path() == WRITE;
     let response = next.run(request).await;
     if write && response.status().is_success() {
-        ACKNOWLEDGED_WRITES.fetch_add(1, Ordering::SeqCst);
+        acknowledged.fetch_add(1, Ordering::SeqCst);
     }
     response
 }
 
-async fn serve_actix(target: Target, env: Env, workers: usize, ready: Ready) {
+async fn serve_actix(
+    target: Target,
+    env: Env,
+    workers: usize,
+    acknowledged: Acknowledged,
+    ready: Ready,
+) {
     use crate::actix_apps::{
         actix_session_routes, cloakroom_middleware, cloakroom_routes, cookie_store, middleware,
     };
@@ -153,13 +176,13 @@ async fn serve_actix(target: Target, env: Env, workers: usize, ready: Ready) {
     macro_rules! server {
         ($app:expr) => {{
             HttpServer::new(move || {
-                $app.wrap_fn(|request, service| {
+                $app.wrap_fn(move |request, service| {
                     let write = request.method() == actix_web::http::Method::POST
                         && request.path() == WRITE;
                     service.call(request).map(move |response| {
                         if let Ok(response) = &response {
                             if write && response.status().is_success() {
-                                ACKNOWLEDGED_WRITES.fetch_add(1, Ordering::SeqCst);
+                                acknowledged.fetch_add(1, Ordering::SeqCst);
                             }
                         }
                         response
@@ -406,14 +429,14 @@ fn load_side_by_side(
     round: usize,
 ) -> Result<Vec<Throughput>, String> {
     let mut results = Vec::new();
-    for &scenario in &Scenario::ALL {
+    for (number, &scenario) in Scenario::ALL.iter().enumerate() {
         let lanes: Vec<&(Target, Server)> = servers
             .iter()
             .filter(|(target, _)| target.scenarios().contains(&scenario))
             .collect();
         for k in 0..lanes.len() {
-            let (target, server) = lanes[(k + round) % lanes.len()];
-            results.push(load_scenario(*target, env, load, server.addr, scenario)?);
+            let (target, server) = lanes[crate::inprocess::turn(k, lanes.len(), round + number)];
+            results.push(load_scenario(*target, env, load, server, scenario)?);
         }
     }
     Ok(results)
@@ -424,9 +447,10 @@ fn load_scenario(
     target: Target,
     env: &Env,
     load: Load,
-    addr: SocketAddr,
+    server: &Server,
     scenario: Scenario,
 ) -> Result<Throughput, String> {
+    let (addr, acknowledged_writes) = (server.addr, server.acknowledged);
     let (threads, connections, sessions) = match scenario {
         Scenario::Untouched => (load.connections, load.connections, 0),
         Scenario::Contended => (4, crate::inprocess::WRITERS, 1),
@@ -435,7 +459,7 @@ fn load_scenario(
     let cookies = (0..sessions)
         .map(|_| seed(addr))
         .collect::<Result<Vec<_>, _>>()?;
-    let acknowledged_before = ACKNOWLEDGED_WRITES.load(Ordering::SeqCst);
+    let acknowledged_before = acknowledged_writes.load(Ordering::SeqCst);
     let summary = wrk(
         addr,
         scenario,
@@ -447,10 +471,10 @@ fn load_scenario(
     )?;
     let contended = if scenario == Scenario::Contended {
         // Let requests wrk abandoned at its deadline finish before counting.
-        let mut acknowledged = ACKNOWLEDGED_WRITES.load(Ordering::SeqCst);
+        let mut acknowledged = acknowledged_writes.load(Ordering::SeqCst);
         loop {
             std::thread::sleep(Duration::from_millis(200));
-            let now = ACKNOWLEDGED_WRITES.load(Ordering::SeqCst);
+            let now = acknowledged_writes.load(Ordering::SeqCst);
             if now == acknowledged {
                 break;
             }

@@ -138,12 +138,14 @@ where
 }
 
 /// A [`Driver`] of any type, so that one store's axum and actix-web apps can be held
-/// together and measured side by side. Every library pays its one boxed future alike.
-pub struct AnyDriver(Box<dyn DynDriver>);
+/// together and measured side by side. Timed work goes through it a whole sample at a
+/// time ([`steps`], [`contended`]), each compiled for the concrete app as before: the one
+/// boxed future per sample, not per request, costs every library the same nothing.
+pub struct AnyDriver<'a>(Box<dyn DynDriver + 'a>);
 
-impl AnyDriver {
+impl<'a> AnyDriver<'a> {
     /// Wraps `driver`.
-    pub fn new<D: Driver + 'static>(driver: D) -> Self {
+    pub fn new<D: Driver + 'a>(driver: D) -> Self {
         Self(Box::new(driver))
     }
 }
@@ -155,6 +157,19 @@ trait DynDriver {
         path: &'a str,
         cookie: Option<&'a str>,
     ) -> LocalBoxFuture<'a, Reply>;
+
+    fn steps_boxed<'a>(
+        &'a self,
+        scenario: Scenario,
+        cookie: &'a mut Option<String>,
+        requests: u32,
+    ) -> LocalBoxFuture<'a, u64>;
+
+    fn contended_boxed(
+        &self,
+        target: Target,
+        budget: Budget,
+    ) -> LocalBoxFuture<'_, Result<Throughput, String>>;
 }
 
 impl<D: Driver> DynDriver for D {
@@ -166,11 +181,36 @@ impl<D: Driver> DynDriver for D {
     ) -> LocalBoxFuture<'a, Reply> {
         Box::pin(self.call(post, path, cookie))
     }
+
+    fn steps_boxed<'a>(
+        &'a self,
+        scenario: Scenario,
+        cookie: &'a mut Option<String>,
+        requests: u32,
+    ) -> LocalBoxFuture<'a, u64> {
+        Box::pin(steps(self, scenario, cookie, requests))
+    }
+
+    fn contended_boxed(
+        &self,
+        target: Target,
+        budget: Budget,
+    ) -> LocalBoxFuture<'_, Result<Throughput, String>> {
+        Box::pin(contended(self, target, budget))
+    }
 }
 
-impl Driver for AnyDriver {
+/// Untimed calls only (seeding, reading a counter): timed ones go through
+/// [`steps`] and [`contended`] whole.
+impl Driver for AnyDriver<'_> {
     async fn call(&self, post: bool, path: &str, cookie: Option<&str>) -> Reply {
         self.0.call_boxed(post, path, cookie).await
+    }
+}
+
+impl<D: Driver> Driver for &D {
+    async fn call(&self, post: bool, path: &str, cookie: Option<&str>) -> Reply {
+        (**self).call(post, path, cookie).await
     }
 }
 
@@ -218,27 +258,43 @@ async fn step<D: Driver>(driver: &D, scenario: Scenario, cookie: &mut Option<Str
     reply
 }
 
+/// `requests` requests of `scenario`; how many failed.
+async fn steps<D: Driver>(
+    driver: &D,
+    scenario: Scenario,
+    cookie: &mut Option<String>,
+    requests: u32,
+) -> u64 {
+    let mut failed = 0;
+    for _ in 0..requests {
+        if !step(driver, scenario, cookie).await.ok() {
+            failed += 1;
+        }
+    }
+    failed
+}
+
 /// Runs every scenario of `target` on `driver`.
 pub async fn measure_all<D: Driver>(
     driver: &D,
     target: Target,
     budget: Budget,
 ) -> Result<Vec<Throughput>, String> {
-    measure_side_by_side(&[(target, driver)], budget, 0).await
+    measure_side_by_side(&[(target, &AnyDriver::new(driver))], budget, 0).await
 }
 
 /// Runs every scenario on every one of `apps` (one store's libraries), side by side: a
 /// sequential scenario's timed samples take turns between the apps, sample by sample, so
 /// the machine's drift over seconds and minutes falls on every library alike and their
-/// ratio is measured at the same moments. `round` rotates who goes first.
-async fn measure_side_by_side<D: Driver>(
-    apps: &[(Target, &D)],
+/// ratio is measured at the same moments. `round` varies who goes first (see [`turn`]).
+async fn measure_side_by_side(
+    apps: &[(Target, &AnyDriver<'_>)],
     budget: Budget,
     round: usize,
 ) -> Result<Vec<Throughput>, String> {
     let mut results = Vec::new();
     for &scenario in &Scenario::ALL {
-        let lanes: Vec<(Target, &D)> = apps
+        let lanes: Vec<(Target, &AnyDriver)> = apps
             .iter()
             .filter(|(target, _)| target.scenarios().contains(&scenario))
             .copied()
@@ -246,8 +302,8 @@ async fn measure_side_by_side<D: Driver>(
         let measured = if scenario == Scenario::Contended {
             let mut measured = Vec::new();
             for k in 0..lanes.len() {
-                let (target, driver) = lanes[(k + round) % lanes.len()];
-                measured.push(contended(driver, target, budget).await?);
+                let (target, driver) = lanes[turn(k, lanes.len(), round)];
+                measured.push(driver.0.contended_boxed(target, budget).await?);
             }
             measured
         } else {
@@ -266,60 +322,71 @@ async fn measure_side_by_side<D: Driver>(
     Ok(results)
 }
 
+/// Which of `count` lanes goes `k`-th in turn `turn_number`: rotated by the turn and
+/// reversed on odd turns, so no lane always follows the same neighbour.
+pub fn turn(k: usize, count: usize, turn_number: usize) -> usize {
+    let k = if turn_number % 2 == 1 {
+        count - 1 - k
+    } else {
+        k
+    };
+    (k + turn_number) % count
+}
+
 /// One app's share of an [`interleaved`] measurement.
-struct Lane<'a, D> {
+struct Lane<'a> {
     target: Target,
-    driver: &'a D,
+    driver: &'a AnyDriver<'a>,
     cookie: Option<String>,
     batch: u32,
     samples: Vec<f64>,
     failed: u64,
 }
 
-impl<D: Driver> Lane<'_, D> {
-    async fn one(&mut self, scenario: Scenario) {
-        if !step(self.driver, scenario, &mut self.cookie).await.ok() {
-            self.failed += 1;
-        }
-    }
-}
-
-/// Times `scenario` on every lane: each warmed up and its sample sized from what its
-/// warm-up saw, then the samples taken in turns.
-async fn interleaved<D: Driver>(
-    apps: &[(Target, &D)],
+/// Times `scenario` on every lane: each warmed up (in turn order) and its sample sized
+/// from what its warm-up saw, then the samples taken in turns.
+async fn interleaved<'a>(
+    apps: &[(Target, &'a AnyDriver<'a>)],
     scenario: Scenario,
     budget: Budget,
     round: usize,
 ) -> Result<Vec<Throughput>, String> {
     let mut lanes = Vec::with_capacity(apps.len());
     for &(target, driver) in apps {
-        let mut lane = Lane {
+        lanes.push(Lane {
             target,
             driver,
             cookie: starting_cookie(driver, scenario).await?,
             batch: 0,
             samples: Vec::with_capacity(budget.samples),
             failed: 0,
-        };
+        });
+    }
+    let count = lanes.len();
+    for k in 0..count {
+        let lane = &mut lanes[turn(k, count, round)];
         let started = Instant::now();
         let mut warm = 0_u32;
         while started.elapsed() < budget.warm_up || warm < 10 {
-            lane.one(scenario).await;
-            warm += 1;
+            lane.failed += lane
+                .driver
+                .0
+                .steps_boxed(scenario, &mut lane.cookie, 10)
+                .await;
+            warm += 10;
         }
         let per_request = started.elapsed() / warm;
         lane.batch = (budget.sample.as_nanos() / per_request.as_nanos().max(1)).max(5) as u32;
-        lanes.push(lane);
     }
-    let count = lanes.len();
     for sample in 0..budget.samples {
         for k in 0..count {
-            let lane = &mut lanes[(sample + round + k) % count];
+            let lane = &mut lanes[turn(k, count, sample + round)];
             let started = Instant::now();
-            for _ in 0..lane.batch {
-                lane.one(scenario).await;
-            }
+            let failed = lane
+                .driver
+                .0
+                .steps_boxed(scenario, &mut lane.cookie, lane.batch);
+            lane.failed += failed.await;
             let per_request = started.elapsed().as_nanos() as f64 / f64::from(lane.batch);
             lane.samples.push(per_request);
         }
@@ -570,7 +637,7 @@ pub fn measure_together(
 }
 
 /// `target`'s app as an [`AnyDriver`]; must run on actix-web's runtime.
-async fn build_driver(target: Target, env: &Env) -> Result<AnyDriver, String> {
+async fn build_driver(target: Target, env: &Env) -> Result<AnyDriver<'static>, String> {
     if target.library.on_actix() {
         return with_actix_driver!(target, env, |driver| Ok(AnyDriver::new(driver)));
     }

@@ -224,24 +224,33 @@ fn profile(slug: &str, scenario: usize, requests: u64) -> Result<(), String> {
 }
 
 /// `targets` grouped by store, to be measured side by side, the stores in [`rotated`]
-/// order.
+/// order. Bare axum (no store) joins every group, recorded under that group's store: the
+/// S1 targets read each store's cloakroom against the bare axum measured beside it.
 fn by_store(targets: &[Target], round: usize) -> Vec<Vec<Target>> {
+    let (bare, stored): (Vec<Target>, Vec<Target>) = targets
+        .iter()
+        .partition(|target| target.store == StoreKind::None);
     let mut stores = Vec::new();
-    for target in targets {
+    for target in &stored {
         if !stores.contains(&target.store) {
             stores.push(target.store);
         }
     }
+    if stores.is_empty() {
+        return vec![bare];
+    }
     rotated(&stores, round)
         .into_iter()
         .map(|store| {
-            let on_store = targets.iter().filter(|target| target.store == store);
-            on_store.copied().collect()
+            let on_store = stored.iter().filter(|target| target.store == store);
+            let beside = bare.iter().map(|target| Target::new(target.library, store));
+            on_store.copied().chain(beside).collect()
         })
         .collect()
 }
 
-/// `items`, starting `round` places in, so none always runs first.
+/// `items` in round `round`'s order: reversed on odd rounds, then rotated, so none always
+/// runs first.
 fn rotated<T: Clone>(items: &[T], round: usize) -> Vec<T> {
     let mut order = items.to_vec();
     if round % 2 == 1 {

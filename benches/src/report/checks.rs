@@ -6,8 +6,8 @@ use crate::results::{Results, Throughput};
 use crate::scenario::{Library, Scenario, StoreKind, Target};
 
 use super::{
-    find, ACTIX_TARGET, COLUMNS, FLOOR_TARGET, MEMORY_TARGET_BYTES, REDIS_SCRIPT_TARGET_US,
-    UNTOUCHED_HTTP_TARGET, UNTOUCHED_IN_PROCESS_TARGET,
+    bare_axum_beside, find, ACTIX_TARGET, COLUMNS, FLOOR_TARGET, MEMORY_TARGET_BYTES,
+    REDIS_SCRIPT_TARGET_US, UNTOUCHED_HTTP_TARGET, UNTOUCHED_IN_PROCESS_TARGET,
 };
 
 /// A check against one of the targets.
@@ -234,16 +234,10 @@ fn untouched(results: &Results) -> [Check; 2] {
                 "in process"
             }
         ));
-        let bare = find(
-            rows,
-            Library::BareAxum,
-            StoreKind::None,
-            Scenario::Untouched,
-        );
         for store in StoreKind::ALL {
             if let (Some(ours), Some(bare)) = (
                 find(rows, Library::Cloakroom, store, Scenario::Untouched),
-                bare,
+                bare_axum_beside(rows, store),
             ) {
                 let ratio = ours.per_second / bare.per_second;
                 check.at_least(

@@ -76,13 +76,15 @@ pub fn markdown(results: &Results, chart: &str, command: &str) -> String {
          cloakroom uses (redis-rs `ConnectionManager`); XChaCha20-Poly1305 sealing of the JSON (cookie). The floor \
          does no expiry bookkeeping, no rotation safety and no concurrency control, so it loses S5 writes by design.\n\n\
          - **In process**: axum apps through tower `oneshot`, actix-web through `actix_web::test::call_service`, \
-         all of one store's apps on one thread, each warmed up, then their timed samples taken in turns \
-         (a sample of one, then one of the next, rotating who goes first), so the machine's drift falls on \
-         every library alike; the median sample reported. S5 runs 32 concurrent writers on that thread, \
+         all of one store's apps (and bare axum, for S1) on one thread of actix-web's runtime, each \
+         warmed up, then their timed samples taken in turns (a sample of one, then one of the next, the \
+         order rotated and reversed from turn to turn), so the machine's drift falls on every library \
+         alike; the median sample reported. S5 runs 32 concurrent writers on that thread, \
          interleaving at every store await, one app after another.\n\
          - **Over HTTP**: each app served on loopback (axum on a 2-worker tokio runtime, actix-web with 2 \
          workers, one cloakroom-actix middleware shared by both), loaded by wrk for a fixed time: S1-S4 with 8 connections, each on its own wrk thread with its own \
-         session; S5 with 32 connections on one session. S5's acknowledged writes are counted by the server, \
+         session; S5 with 32 connections on one session. One store's servers are up together and each \
+         scenario's wrk runs go one library after another, in an order that varies by round and scenario. S5's acknowledged writes are counted by the server, \
          so requests still in flight when wrk stops are not miscounted.\n\
          - **Round trips**: the store connection goes through a counting TCP proxy that parses the client's half \
          of the protocol: Redis commands (RESP arrays; commands a Lua script runs inside the server are not \

@@ -47,6 +47,19 @@ fn find(
         .find(|row| row.target == Target::new(library, store) && row.scenario == scenario)
 }
 
+/// Bare axum's S1 as measured beside `store`'s apps, or, in results from before bare axum
+/// was measured beside each store, its one row.
+fn bare_axum_beside(rows: &[Throughput], store: StoreKind) -> Option<&Throughput> {
+    find(rows, Library::BareAxum, store, Scenario::Untouched).or_else(|| {
+        find(
+            rows,
+            Library::BareAxum,
+            StoreKind::None,
+            Scenario::Untouched,
+        )
+    })
+}
+
 fn rate(value: f64) -> String {
     if value >= 100.0 {
         let whole = value.round() as u64;

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use crate::results::{RoundTrips, Throughput};
 use crate::scenario::{Library, Scenario, StoreKind, Target};
 
-use super::{find, rate, COLUMNS};
+use super::{bare_axum_beside, find, rate, COLUMNS};
 
 /// `| a | b |` and its alignment line, the first `left` columns left-aligned.
 pub(super) fn header(out: &mut String, columns: &[&str], left: usize) {
@@ -74,25 +74,26 @@ pub(super) fn throughput_table(out: &mut String, rows: &[Throughput]) {
             out.push_str(&line);
         }
     }
-    if let Some(bare) = find(
-        rows,
-        Library::BareAxum,
-        StoreKind::None,
-        Scenario::Untouched,
-    ) {
+    let beside: Vec<String> = StoreKind::ALL
+        .iter()
+        .filter_map(|&store| {
+            let ours = find(rows, Library::Cloakroom, store, Scenario::Untouched)?;
+            let bare = bare_axum_beside(rows, store)?;
+            Some(format!(
+                "{} {} req/s, cloakroom {:.3}",
+                store.name(),
+                rate(bare.per_second),
+                ours.per_second / bare.per_second
+            ))
+        })
+        .collect();
+    if !beside.is_empty() {
         let _ = writeln!(
             out,
-            "\nBare axum, no session layer, S1: {} req/s. cloakroom's S1 against it:",
-            rate(bare.per_second)
+            "\nBare axum, no session layer, S1, measured beside each store's apps, and cloakroom's \
+             S1 against it: {}.",
+            beside.join("; ")
         );
-        let ratios: Vec<String> = StoreKind::ALL
-            .iter()
-            .filter_map(|&store| {
-                find(rows, Library::Cloakroom, store, Scenario::Untouched)
-                    .map(|row| format!("{} {:.3}", store.name(), row.per_second / bare.per_second))
-            })
-            .collect();
-        let _ = writeln!(out, "{}.", ratios.join(", "));
     }
     out.push_str("\nS5 contended (32 writers incrementing one counter of one session):\n\n");
     out.push_str("| store | library | req/s | writes acknowledged | counter afterwards | lost |\n|---|---|---:|---:|---:|---:|\n");
