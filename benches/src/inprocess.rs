@@ -138,9 +138,9 @@ where
 }
 
 /// A [`Driver`] of any type, so that one store's axum and actix-web apps can be held
-/// together and measured side by side. Timed work goes through it a whole sample at a
-/// time ([`steps`], [`contended`]), each compiled for the concrete app as before: the one
-/// boxed future per sample, not per request, costs every library the same nothing.
+/// together and measured side by side. Timed work goes through it a whole sample (or a
+/// whole S5 run) at a time, compiled for the concrete app as before: one boxed future
+/// per sample, not per request, so the type erasure costs no library anything measurable.
 pub struct AnyDriver<'a>(Box<dyn DynDriver + 'a>);
 
 impl<'a> AnyDriver<'a> {
@@ -200,8 +200,8 @@ impl<D: Driver> DynDriver for D {
     }
 }
 
-/// Untimed calls only (seeding, reading a counter): timed ones go through
-/// [`steps`] and [`contended`] whole.
+/// Untimed calls only (seeding, reading a counter): timed ones go through a whole sample
+/// at a time.
 impl Driver for AnyDriver<'_> {
     async fn call(&self, post: bool, path: &str, cookie: Option<&str>) -> Reply {
         self.0.call_boxed(post, path, cookie).await
