@@ -78,10 +78,9 @@ pub fn serve(target: Target, env: &Env, workers: usize) -> Result<Server, String
         mpsc::channel::<Result<(SocketAddr, Box<dyn FnOnce() + Send>), String>>();
     let env = env.clone();
     let acknowledged: Acknowledged = Box::leak(Box::default());
-    let counter = acknowledged;
     let thread = if target.library.on_actix() {
         std::thread::spawn(move || {
-            let serving = serve_actix(target, env, workers, counter, ready_tx);
+            let serving = serve_actix(target, env, workers, acknowledged, ready_tx);
             actix_web::rt::System::new().block_on(serving)
         })
     } else {
@@ -91,7 +90,7 @@ pub fn serve(target: Target, env: &Env, workers: usize) -> Result<Server, String
                 .enable_all()
                 .build()
                 .expect("a runtime");
-            runtime.block_on(serve_axum(target, env, counter, ready_tx));
+            runtime.block_on(serve_axum(target, env, acknowledged, ready_tx));
         })
     };
     let (addr, stop) = ready_rx

@@ -223,9 +223,10 @@ fn profile(slug: &str, scenario: usize, requests: u64) -> Result<(), String> {
     )
 }
 
-/// `targets` grouped by store, to be measured side by side, the stores in [`rotated`]
-/// order. Bare axum (no store) joins every group, recorded under that group's store: the
-/// S1 targets read each store's cloakroom against the bare axum measured beside it.
+/// `targets` grouped by store, to be measured side by side, the stores in round `round`'s
+/// [`turn`](inprocess::turn) order. Bare axum (no store) joins every group, recorded under
+/// that group's store: the S1 targets read each store's cloakroom against the bare axum
+/// measured beside it.
 fn by_store(targets: &[Target], round: usize) -> Vec<Vec<Target>> {
     let (bare, stored): (Vec<Target>, Vec<Target>) = targets
         .iter()
@@ -239,28 +240,14 @@ fn by_store(targets: &[Target], round: usize) -> Vec<Vec<Target>> {
     if stores.is_empty() {
         return vec![bare];
     }
-    rotated(&stores, round)
-        .into_iter()
+    (0..stores.len())
+        .map(|k| stores[inprocess::turn(k, stores.len(), round)])
         .map(|store| {
             let on_store = stored.iter().filter(|target| target.store == store);
             let beside = bare.iter().map(|target| Target::new(target.library, store));
             on_store.copied().chain(beside).collect()
         })
         .collect()
-}
-
-/// `items` in round `round`'s order: reversed on odd rounds, then rotated, so none always
-/// runs first.
-fn rotated<T: Clone>(items: &[T], round: usize) -> Vec<T> {
-    let mut order = items.to_vec();
-    if round % 2 == 1 {
-        order.reverse();
-    }
-    if !order.is_empty() {
-        let len = order.len();
-        order.rotate_left(round * 7 % len);
-    }
-    order
 }
 
 /// Runs the `bench-memory` binary beside this one: a fresh process per library, so one
