@@ -1,5 +1,5 @@
 //! What differs between the SQL databases, and nothing else: placeholders, the clock,
-//! clamping, upsert, purge, quoting and the schema.
+//! clamping, integer division, upsert, batches, quoting and the schema.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -38,6 +38,10 @@ pub(crate) mod sealed {
         /// Whether `INSERT … ON CONFLICT … DO UPDATE … WHERE` may replace an expired row
         /// in the same statement: true unless a dialect says otherwise.
         const UPSERT: bool = true;
+        /// Whether a trigger (made by `migrate`) moves the purge mark when an update moves
+        /// `expires_at`, rather than the update itself: false unless a dialect says
+        /// otherwise.
+        const TRIGGER_MOVES_MARK: bool = false;
         /// The store kind, for metrics labels.
         const KIND: &'static str;
 
@@ -57,8 +61,12 @@ pub(crate) mod sealed {
             )
         }
 
-        /// Deletes at most `:limit` expired rows of `table` in one short statement.
-        fn purge(table: &str) -> String;
+        /// Integer division of two `BIGINT`s: `/` unless a dialect says otherwise.
+        const DIV: &'static str = "/";
+
+        /// `statement` (a `DELETE FROM` or an `UPDATE … SET` of `table`) applied to at
+        /// most `:limit` rows matching `condition`, in one short statement.
+        fn limited(statement: &str, table: &str, condition: &str) -> String;
 
         /// Creates the table and indexes if missing and upgrades older tables.
         fn migrate<'a>(

@@ -7,7 +7,7 @@
 //! [`SqliteStore`], [`PostgresStore`] and [`MySqlStore`] name it for each database.
 //!
 //! Every store keeps one row per session keyed by the 32-byte SHA-256 store key (never the
-//! session ID), with indexes on the expiry and the user, and runs the conformance suite
+//! session ID), with indexes on a purge mark and the user, and runs the conformance suite
 //! unchanged. Queries are built at run time, once per store: no database is needed to
 //! compile. A corrupt row is logged and treated as absent; listings skip it, revoke and
 //! purge remove it.

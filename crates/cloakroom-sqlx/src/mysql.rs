@@ -9,7 +9,7 @@
 //! | `update` (compare-and-set) | 1 on success; a failed one pays a second query to tell `Conflict` from `Missing` |
 //! | `touch`, `rename`, `delete` | 1 |
 //! | `list_for_user`, `delete_for_user`, `find_by_handle`, `list_sessions` | 1 |
-//! | `purge_expired` | 1 per batch (`DELETE … ORDER BY expires_at LIMIT n`) |
+//! | `purge_expired` | 1 per batch (`DELETE … ORDER BY purge_at LIMIT n`), and 1 more to mend stale purge marks |
 //!
 //! MySQL has no `INSERT … RETURNING` nor a data-modifying CTE, hence the extra query on
 //! the failure paths; the success paths are one statement each.
@@ -68,15 +68,14 @@ impl Sealed for MySql {
         format!("`{name}`")
     }
 
-    fn purge(t: &str) -> String {
-        format!(
-            "DELETE FROM {t} WHERE expires_at <= {} ORDER BY expires_at LIMIT :limit",
-            Self::NOW
-        )
+    const DIV: &'static str = "DIV";
+
+    fn limited(statement: &str, _t: &str, condition: &str) -> String {
+        format!("{statement} WHERE {condition} ORDER BY purge_at LIMIT :limit")
     }
 
-    /// Also brings a table an older version made up to date: the `auth_epoch` column,
-    /// and `user_id` as exact bytes. Idempotent.
+    /// Also brings a table an older version made up to date: the `auth_epoch`,
+    /// `device_binding` and `purge_at` columns, and `user_id` as exact bytes. Idempotent.
     async fn migrate(pool: &MySqlPool, table: &TableName) -> Result<(), SetupError> {
         let t = &table.sql;
         let create = format!(
@@ -95,7 +94,8 @@ impl Sealed for MySql {
                 user_agent VARCHAR(1024) NULL,
                 auth_epoch VARCHAR(255) NULL,
                 device_binding TEXT NULL,
-                INDEX by_expiry (expires_at),
+                purge_at BIGINT NOT NULL DEFAULT 0,
+                INDEX by_purge (purge_at),
                 -- ordered by (user, key): InnoDB ends a secondary index with the primary key
                 INDEX by_user (user_id)
             ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
@@ -129,6 +129,24 @@ impl Sealed for MySql {
         // Tables created before user ids compared exactly hold them as PAD SPACE text.
         if type_of("user_id").is_some_and(|kind| kind != "varbinary") {
             changes.push(format!("MODIFY user_id {USER_ID_TYPE} NULL"));
+        }
+        // Before purge marks, the purge used an index on the expiry (a mark of 0 is a
+        // purge candidate until mended).
+        if type_of("purge_at").is_none() {
+            changes.push("ADD COLUMN purge_at BIGINT NOT NULL DEFAULT 0".to_owned());
+            changes.push("ADD INDEX by_purge (purge_at)".to_owned());
+        }
+        let (has_old_index,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM information_schema.statistics
+             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND index_name = 'by_expiry'",
+        )
+        .bind(table.schema.as_deref())
+        .bind(&table.unqualified)
+        .fetch_one(pool)
+        .await
+        .map_err(SetupError::Migrate)?;
+        if has_old_index > 0 {
+            changes.push("DROP INDEX by_expiry".to_owned());
         }
         if changes.is_empty() {
             return Ok(());

@@ -9,7 +9,7 @@
 //! | `update` (compare-and-set) | 1; a failed one pays a second to tell `Conflict` from `Missing` |
 //! | `touch`, `rename`, `delete` | 1 |
 //! | `list_for_user`, `delete_for_user`, `find_by_handle`, `list_sessions` | 1 |
-//! | `purge_expired` | 1 per batch (`FOR UPDATE SKIP LOCKED`, so it never blocks requests for long) |
+//! | `purge_expired` | 1 per batch (`FOR UPDATE SKIP LOCKED`, so it never blocks requests for long), and 1 more to mend stale purge marks |
 //!
 //! ## Clocks
 //!
@@ -56,11 +56,10 @@ impl Sealed for Postgres {
         format!("\"{}\"", name.to_ascii_lowercase())
     }
 
-    fn purge(t: &str) -> String {
+    fn limited(statement: &str, t: &str, condition: &str) -> String {
         format!(
-            "DELETE FROM {t} WHERE store_key IN (
-               SELECT store_key FROM {t} WHERE expires_at <= {} LIMIT :limit FOR UPDATE SKIP LOCKED)",
-            Self::NOW
+            "{statement} WHERE store_key IN (
+               SELECT store_key FROM {t} WHERE {condition} LIMIT :limit FOR UPDATE SKIP LOCKED)"
         )
     }
 
@@ -69,12 +68,14 @@ impl Sealed for Postgres {
     async fn migrate(pool: &PgPool, table: &TableName) -> Result<(), SetupError> {
         let t = &table.sql;
         let index = |what: &str| Self::quote(&format!("{}_{what}", table.index_prefix));
-        let (by_expiry, by_user) = (index("expires_at"), index("user_key"));
-        // Before per-user listings were paged, the user index held the user alone.
-        let old_by_user = match &table.schema {
-            Some(schema) => format!("{}.{}", Self::quote(schema), index("user_id")),
-            None => index("user_id"),
+        let (by_mark, by_user) = (index("purge_at"), index("user_key"));
+        let qualified = |what: &str| match &table.schema {
+            Some(schema) => format!("{}.{}", Self::quote(schema), index(what)),
+            None => index(what),
         };
+        // Before per-user listings were paged, the user index held the user alone; before
+        // purge marks, the purge used an index on the expiry.
+        let (old_by_user, old_by_expiry) = (qualified("user_id"), qualified("expires_at"));
         let mut tx = pool.begin().await.map_err(SetupError::Migrate)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("cloakroom:{}", table.plain))
@@ -97,16 +98,20 @@ impl Sealed for Postgres {
                     ip TEXT,
                     user_agent TEXT,
                     auth_epoch TEXT,
-                    device_binding TEXT
+                    device_binding TEXT,
+                    purge_at BIGINT NOT NULL DEFAULT 0
                 )"
             ),
             // Tables created before revocation by epoch lack its column.
             format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS auth_epoch TEXT"),
             // ... and before device-bound sessions, the binding's.
             format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS device_binding TEXT"),
-            format!("CREATE INDEX IF NOT EXISTS {by_expiry} ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
+            // ... and before purge marks, the mark's (0: a purge candidate until mended).
+            format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS purge_at BIGINT NOT NULL DEFAULT 0"),
+            format!("CREATE INDEX IF NOT EXISTS {by_mark} ON {t} (purge_at)"),
             format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id, store_key) WHERE user_id IS NOT NULL"),
             format!("DROP INDEX IF EXISTS {old_by_user}"),
+            format!("DROP INDEX IF EXISTS {old_by_expiry}"),
         ];
         for statement in statements {
             sqlx::query(&statement)

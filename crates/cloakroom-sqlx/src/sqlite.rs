@@ -1,7 +1,7 @@
 //! The SQLite store: the embedded default.
 //!
-//! One table, `WITHOUT ROWID`, keyed by the 32-byte store key, with indexes on the expiry
-//! and the user. WAL journaling lets readers run beside the writer. Every operation is one
+//! One table, `WITHOUT ROWID`, keyed by the 32-byte store key, with indexes on the purge
+//! mark and the user. WAL journaling lets readers run beside the writer. Every operation is one
 //! statement (an insert replaces an expired row with an upsert); compare-and-set is
 //! `UPDATE … WHERE store_key = ? AND version = ?`, and only a failed one costs a second
 //! query to tell `Conflict` from `Missing`.
@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use crate::dialect::sealed::Sealed;
 use crate::driver::run_schema;
 use crate::errors::DEFAULT_OPERATION_TIMEOUT;
-use crate::statements::Placeholders;
+use crate::statements::{purge_mark, Placeholders, NEVER, PURGE_STEP_MS};
 use crate::table::{TableName, DEFAULT_TABLE};
 use crate::{SetupError, SqlStore};
 
@@ -107,6 +107,10 @@ impl Sealed for Sqlite {
     const NOW: &'static str = ":now";
     /// SQLite has no `LEAST`; its two-argument `MIN` is the same function.
     const LEAST: &'static str = "MIN";
+    /// SQLite rewrites the entry of every index whose column an `UPDATE` assigns, even to
+    /// the value it had: assigning the mark on every write would write the mark index's
+    /// page to the WAL on every write. A trigger assigns it only when it must move.
+    const TRIGGER_MOVES_MARK: bool = true;
     const KIND: &'static str = "sqlite";
     // Names are quoted the standard way; SQLite ignores their case, quoted or not.
 
@@ -114,17 +118,18 @@ impl Sealed for Sqlite {
         deadline.to_owned()
     }
 
-    fn purge(t: &str) -> String {
-        format!("DELETE FROM {t} WHERE store_key IN (SELECT store_key FROM {t} WHERE expires_at <= :now LIMIT :limit)")
+    fn limited(statement: &str, t: &str, condition: &str) -> String {
+        format!("{statement} WHERE store_key IN (SELECT store_key FROM {t} WHERE {condition} LIMIT :limit)")
     }
 
     async fn migrate(pool: &SqlitePool, table: &TableName) -> Result<(), SetupError> {
         let t = &table.sql;
         let index = |what: &str| Self::quote(&format!("{}_{what}", table.index_prefix));
-        let (by_expiry, by_user) = (index("expires_at"), index("user_id"));
-        let mut statements = vec![
-            format!(
-                "CREATE TABLE IF NOT EXISTS {t} (
+        let (by_mark, by_user) = (index("purge_at"), index("user_id"));
+        let (old_by_expiry, moves_mark) = (index("expires_at"), index("moves_purge_at"));
+        let mark = purge_mark("NEW.expires_at", Self::DIV);
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (
                     store_key BLOB PRIMARY KEY NOT NULL,
                     version INTEGER NOT NULL,
                     data TEXT NOT NULL,
@@ -138,18 +143,20 @@ impl Sealed for Sqlite {
                     ip TEXT,
                     user_agent TEXT,
                     auth_epoch TEXT,
-                    device_binding TEXT
+                    device_binding TEXT,
+                    purge_at INTEGER NOT NULL DEFAULT 0
                 ) WITHOUT ROWID"
-            ),
-            format!("CREATE INDEX IF NOT EXISTS {by_expiry} ON {t} (expires_at) WHERE expires_at IS NOT NULL"),
-            // Ordered by (user, key): a WITHOUT ROWID index ends with the primary key.
-            format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id) WHERE user_id IS NOT NULL"),
-        ];
-        run_schema(pool, &statements).await?;
-        // Tables created before revocation by epoch, or before device-bound sessions,
-        // lack their column.
-        statements.clear();
-        for column in ["auth_epoch", "device_binding"] {
+        );
+        run_schema(pool, &[create]).await?;
+        // Tables created before revocation by epoch, before device-bound sessions or
+        // before purge marks lack their column (a mark of 0 is a purge candidate until
+        // mended).
+        let mut statements = Vec::new();
+        for (column, kind) in [
+            ("auth_epoch", "TEXT"),
+            ("device_binding", "TEXT"),
+            ("purge_at", "INTEGER NOT NULL DEFAULT 0"),
+        ] {
             let (present,): (i64,) =
                 sqlx::query_as("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2")
                     .bind(&table.unqualified)
@@ -158,9 +165,26 @@ impl Sealed for Sqlite {
                     .await
                     .map_err(SetupError::Migrate)?;
             if present == 0 {
-                statements.push(format!("ALTER TABLE {t} ADD COLUMN {column} TEXT"));
+                statements.push(format!("ALTER TABLE {t} ADD COLUMN {column} {kind}"));
             }
         }
+        statements.extend([
+            format!("CREATE INDEX IF NOT EXISTS {by_mark} ON {t} (purge_at)"),
+            // Ordered by (user, key): a WITHOUT ROWID index ends with the primary key.
+            format!(
+                "CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id) WHERE user_id IS NOT NULL"
+            ),
+            format!("DROP INDEX IF EXISTS {old_by_expiry}"),
+            // The mark moves when the deadline reaches it or falls a step short of it, as
+            // the servers' update statement moves it.
+            format!(
+                "CREATE TRIGGER IF NOT EXISTS {moves_mark} AFTER UPDATE OF expires_at ON {t}
+                 WHEN CASE WHEN NEW.expires_at IS NULL THEN NEW.purge_at <> {NEVER}
+                   ELSE NOT (NEW.purge_at > NEW.expires_at
+                     AND NEW.purge_at <= NEW.expires_at + {PURGE_STEP_MS}) END
+                 BEGIN UPDATE {t} SET purge_at = {mark} WHERE store_key = NEW.store_key; END"
+            ),
+        ]);
         run_schema(pool, &statements).await
     }
 }

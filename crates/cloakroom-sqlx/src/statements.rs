@@ -196,6 +196,27 @@ impl<'a> Args<'a> {
     }
 }
 
+/// How far past a session's expiry its purge mark may lie, in milliseconds.
+///
+/// Liveness is judged by `expires_at`, which moves on every write. If the purge index
+/// covered that column, every write would rewrite the index entry, and PostgreSQL could
+/// never update a row in place (a HOT update): each write would add entries to all of the
+/// table's indexes. So the index covers `purge_at` instead, a mark on a five-minute grid
+/// that moves only when the expiry passes it. Five minutes of writes to one session move
+/// it at most once.
+pub const PURGE_STEP_MS: i64 = 300_000;
+
+/// The purge mark of a session that never expires.
+pub const NEVER: i64 = i64::MAX;
+
+/// The purge mark for the deadline `expiry` (SQL, in milliseconds, NULL for never): the
+/// first grid point strictly after it, so a purge never takes a row early. `div` is the
+/// dialect's integer division.
+pub fn purge_mark(expiry: &str, div: &str) -> String {
+    let step = PURGE_STEP_MS;
+    format!("COALESCE((({expiry}) {div} {step}) * {step} + {step}, {NEVER})")
+}
+
 /// Every statement of one store, built for its dialect and table.
 #[derive(Debug)]
 pub struct Statements {
@@ -212,7 +233,11 @@ pub struct Statements {
     pub delete: Statement,
     pub list_for_user: Statement,
     pub delete_for_user: Statement,
+    /// Deletes a batch of expired rows.
     pub purge: Statement,
+    /// Moves a batch of stale purge marks (set by a version before the mark existed, or
+    /// left behind by one that did not move it) to where they belong.
+    pub mend_marks: Statement,
     pub find_by_handle: Statement,
     pub list_sessions: Statement,
 }
@@ -226,6 +251,8 @@ impl Statements {
         let absolute = D::clamp(":absolute", ":created_at");
         let earliest = |a: &str, b: &str| format!("COALESCE({}({a}, {b}), {a}, {b})", D::LEAST);
         let expiry = earliest(&idle, &absolute);
+        let step = PURGE_STEP_MS;
+        let mark = |expiry: &str| purge_mark(expiry, D::DIV);
         let upsert = if D::UPSERT {
             format!(
                 " ON CONFLICT (store_key) DO UPDATE SET version = excluded.version,
@@ -234,18 +261,33 @@ impl Statements {
                    absolute_deadline = excluded.absolute_deadline, persistent = excluded.persistent,
                    user_id = excluded.user_id, ip = excluded.ip, user_agent = excluded.user_agent,
                    auth_epoch = excluded.auth_epoch, device_binding = excluded.device_binding,
-                   expires_at = excluded.expires_at
+                   expires_at = excluded.expires_at, purge_at = excluded.purge_at
                  WHERE cur.expires_at IS NOT NULL AND cur.expires_at <= {now}"
             )
         } else {
             String::new()
         };
         let alias = if D::UPSERT { " AS cur" } else { "" };
+        let moved = earliest(&idle, "absolute_deadline");
+        // The mark stays put while the expiry moves within its step, so the indexed
+        // column keeps its value and the row can be updated in place. MySQL assigns left
+        // to right, so nothing here reads a column this statement has already set. Where
+        // a trigger moves the mark, the statement leaves it out.
+        let remark = if D::TRIGGER_MOVES_MARK {
+            String::new()
+        } else {
+            format!(
+                ", purge_at = CASE WHEN purge_at > ({moved}) AND purge_at <= ({moved}) + {step}
+                   THEN purge_at ELSE {} END",
+                mark(&moved)
+            )
+        };
         let refreshed = format!(
-            "last_active_at = :last_active, idle_deadline = {idle},
-             expires_at = {}",
-            earliest(&idle, "absolute_deadline")
+            "last_active_at = :last_active, idle_deadline = {idle}, expires_at = {moved}{remark}"
         );
+        // A row can be due only if its mark lies within a step of now; its own expiry
+        // decides.
+        let due = format!("purge_at <= {now} + {step}");
         let sql = |template: String| Statement::compile(&template, D::PLACEHOLDERS);
         Self {
             // The caller knows the key: a load reads the record's columns alone.
@@ -256,10 +298,11 @@ impl Statements {
             insert: sql(format!(
                 "INSERT INTO {t}{alias} (store_key, version, data, created_at, last_active_at,
                    idle_deadline, absolute_deadline, persistent, user_id, ip, user_agent,
-                   auth_epoch, device_binding, expires_at)
+                   auth_epoch, device_binding, expires_at, purge_at)
                  VALUES (:key, :version, :data, :created_at, :last_active, {idle}, {absolute},
                    :persistent, :user_id, :ip, :user_agent, :auth_epoch, :device_binding,
-                   {expiry}){upsert}"
+                   {expiry}, {}){upsert}",
+                mark(&expiry)
             )),
             upsert: D::UPSERT,
             clear_expired: sql(format!(
@@ -294,7 +337,18 @@ impl Statements {
                 "DELETE FROM {t} WHERE user_id = :user AND {live}
                  AND (:except IS NULL OR store_key <> :except)"
             )),
-            purge: sql(D::purge(t)),
+            purge: sql(D::limited(
+                &format!("DELETE FROM {t}"),
+                t,
+                &format!("{due} AND NOT {live}"),
+            )),
+            // A mark at or before its row's expiry (or short of never, for a row that
+            // never expires) is stale.
+            mend_marks: sql(D::limited(
+                &format!("UPDATE {t} SET purge_at = {}", mark("expires_at")),
+                t,
+                &format!("{due} AND (expires_at IS NULL OR purge_at <= expires_at)"),
+            )),
             find_by_handle: sql(format!(
                 "SELECT {cols} FROM {t} WHERE store_key BETWEEN :low AND :high AND {live} LIMIT 1"
             )),

@@ -26,8 +26,25 @@ use crate::SetupError;
 /// [`MySqlStore`](crate::MySqlStore).
 ///
 /// One row per session, keyed by the 32-byte SHA-256 store key (never the session ID),
-/// with indexes on the expiry and the user. Every statement is built once, when the store
-/// is made or its table is chosen.
+/// with indexes on the purge mark and the user. Every statement is built once, when the
+/// store is made or its table is chosen.
+///
+/// # Purge marks
+///
+/// A row's `expires_at` is its exact deadline, and liveness is judged by it alone. It
+/// moves on every write, so it has no index: the purge finds its candidates by
+/// `purge_at`, a mark on a five-minute grid, strictly after the deadline, that a write
+/// moves only when the deadline passes it. A write that leaves every indexed column as it
+/// was lets PostgreSQL update the row in place (a HOT update) and InnoDB leave its
+/// secondary indexes alone. The purge deletes rows whose mark is due within one step and
+/// whose deadline has passed, so it still takes every expired row and never a live one.
+///
+/// Rolling upgrades: [`migrate`](Self::migrate) adds the column with the mark 0 and drops
+/// the old expiry index. Rows that older instances still write keep judging liveness by
+/// `expires_at` exactly as before; their marks are stale (early), which makes them purge
+/// candidates that the deadline check keeps, until [`purge_expired`](SessionStore::purge_expired)
+/// mends the marks after each purge. An older instance's own purge, meanwhile, runs
+/// without its index.
 pub struct SqlStore<D: Dialect> {
     pool: Pool<D::Db>,
     table: TableName,
@@ -122,6 +139,15 @@ impl<D: Dialect> SqlStore<D> {
             .await
             .map_err(store_error)?;
         readable(rows)
+    }
+
+    /// Runs one batch of a purge-like statement under its own time bound.
+    async fn batch(&self, statement: &Statement, args: &Args<'_>) -> Result<u64, StoreError> {
+        bounded(self.timeout, async {
+            let changed = self.execute(statement, args).await;
+            changed.map_err(store_error)
+        })
+        .await
     }
 
     /// Inserts unless the key is taken; `Ok(false)` if it is.
@@ -315,7 +341,9 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
 
     /// Deletes expired rows a batch at a time until a batch comes back short, each batch
     /// one short statement under its own time bound, so writers never wait behind a
-    /// long lock.
+    /// long lock. Then it mends stale purge marks the same way (see
+    /// [`SqlStore`]'s "Purge marks"), so that rows an older version wrote stop coming up
+    /// as candidates.
     async fn purge_expired_with_progress(
         &self,
         batch: usize,
@@ -328,17 +356,15 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         };
         let mut total = 0;
         loop {
-            let deleted = bounded(self.timeout, async {
-                let deleted = self.execute(&self.sql.purge, &args).await;
-                deleted.map_err(store_error)
-            })
-            .await?;
+            let deleted = self.batch(&self.sql.purge, &args).await?;
             total += deleted;
             progress(deleted);
             if deleted < batch as u64 {
-                return Ok(total);
+                break;
             }
         }
+        while self.batch(&self.sql.mend_marks, &args).await? == batch as u64 {}
+        Ok(total)
     }
 
     async fn find_by_handle(

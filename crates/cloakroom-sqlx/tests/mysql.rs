@@ -21,6 +21,8 @@ sql_store_tests! {
     bulk_insert: "INSERT INTO {table} (store_key, version, data, created_at, last_active_at, idle_deadline, expires_at, persistent)
                   SELECT UNHEX(SHA2(seq, 256)), 1, '{{}}', 0, 0, 1, 1, false FROM seq_1_to_200000",
     set_data: "UPDATE {table} SET data = ? WHERE ip = ?",
+    marks: "SELECT expires_at, purge_at FROM {table} WHERE store_key = ?",
+    make_stale: "UPDATE {table} SET purge_at = 0 WHERE store_key = ?",
     create_namespace: "CREATE DATABASE {namespace}",
     drop_namespace: "DROP DATABASE {namespace}",
 }

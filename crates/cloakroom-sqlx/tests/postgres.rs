@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use cloakroom::SessionStore;
 use cloakroom_sqlx::PostgresStore;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use support::{scenarios, Proxy, Tables};
@@ -21,6 +22,66 @@ sql_store_tests! {
     bulk_insert: "INSERT INTO {table} (store_key, version, data, created_at, last_active_at, idle_deadline, expires_at, persistent)
                   SELECT sha256(i::text::bytea), 1, '{{}}', 0, 0, 1, 1, false FROM generate_series(1, 200000) AS i",
     set_data: "UPDATE {table} SET data = $1 WHERE ip = $2",
+    marks: "SELECT expires_at, purge_at FROM {table} WHERE store_key = $1",
+    make_stale: "UPDATE {table} SET purge_at = 0 WHERE store_key = $1",
     create_namespace: "CREATE SCHEMA {namespace}",
     drop_namespace: "DROP SCHEMA {namespace} CASCADE",
+}
+
+/// A write that moves a session's deadline within its purge mark's step changes no
+/// indexed column, so PostgreSQL updates the row in place (HOT): no new entry in any
+/// index, for every write. Before purge marks, the expiry index made every write a
+/// non-HOT update.
+#[tokio::test]
+async fn writes_update_rows_in_place() {
+    let url = support::postgres_url();
+    let pool = match PostgresStore::pool_options()
+        .max_connections(1)
+        .connect(&url)
+        .await
+    {
+        Ok(pool) => pool,
+        Err(error) => return support::unreachable("PostgreSQL", &url, &error),
+    };
+    let tables = Tables::default();
+    let table = tables.add();
+    let store = PostgresStore::from_pool(pool.clone())
+        .with_table(None, &table)
+        .unwrap();
+    store.migrate().await.unwrap();
+    let key = cloakroom::SessionId::generate().store_key();
+    let start = cloakroom::record::now();
+    let mut record = cloakroom::Record::new(start, Some(start + time::Duration::hours(1)), None);
+    store.insert(&key, &record).await.unwrap();
+    // Few enough writes that every version fits the row's page without pruning, so the
+    // count does not depend on other tests' snapshots.
+    let writes = 30;
+    for n in 1..=writes {
+        record.data.insert("n".to_owned(), serde_json::json!(n));
+        record.last_active_at = cloakroom::record::now();
+        record.idle_deadline =
+            Some(start + time::Duration::hours(1) + time::Duration::milliseconds(n));
+        store.update(&key, &record).await.unwrap();
+        record.version += 1;
+    }
+    // Each backend reports its counts to the statistics when idle, within seconds.
+    let counts = "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = $1";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (updated, hot) = loop {
+        let (updated, hot): (i64, i64) = sqlx::query_as(counts)
+            .bind(&table)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if updated >= writes || std::time::Instant::now() > deadline {
+            break (updated, hot);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(updated, writes, "every write was counted");
+    assert_eq!(hot, writes, "every write updated its row in place");
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&pool)
+        .await
+        .unwrap();
 }

@@ -328,3 +328,34 @@ async fn an_in_memory_store_is_one_database() {
         }
     }
 }
+
+#[tokio::test]
+async fn purge_marks_stay_put_and_stale_ones_are_mended() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir, "marks.db").await;
+    let pool = store.pool().clone();
+    scenarios::purge_marks(
+        &store,
+        |key| {
+            let pool = pool.clone();
+            async move {
+                let sql =
+                    "SELECT expires_at, purge_at FROM cloakroom_sessions WHERE store_key = ?1";
+                sqlx::query_as(sql)
+                    .bind(key)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        },
+        |key| {
+            let pool = pool.clone();
+            async move {
+                let sql = "UPDATE cloakroom_sessions SET purge_at = 0 WHERE store_key = ?1";
+                let done = sqlx::query(sql).bind(key).execute(&pool).await;
+                done.unwrap().rows_affected()
+            }
+        },
+    )
+    .await;
+}

@@ -390,3 +390,63 @@ pub async fn table_works(store: &impl SessionStore) {
     assert_eq!(store.delete_for_user("u", None).await.unwrap(), 1);
     assert!(!store.delete(&renamed).await.unwrap());
 }
+
+/// The purge-mark grid's step (`cloakroom_sqlx`'s `PURGE_STEP_MS`): five minutes.
+const MARK_STEP_MS: i64 = 300_000;
+
+/// Purge marks: a write whose deadline stays within the mark's step leaves the mark, the
+/// one indexed column a write would otherwise move, as it was; a write past it moves it
+/// to the next grid point; a stale mark (as an older version leaves it) makes its live
+/// row a purge candidate that the purge keeps, then mends. `marks(key)` reads the row's
+/// `(expires_at, purge_at)`; `make_stale(key)` sets its mark to 0 and answers how many
+/// rows it changed.
+pub async fn purge_marks<M, MF, S, SF>(store: &impl SessionStore, marks: M, make_stale: S)
+where
+    M: Fn(Vec<u8>) -> MF,
+    MF: std::future::Future<Output = (Option<i64>, i64)>,
+    S: Fn(Vec<u8>) -> SF,
+    SF: std::future::Future<Output = u64>,
+{
+    let key = SessionId::generate().store_key();
+    let raw = || key.as_bytes().to_vec();
+    let at = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap()
+    };
+    // A deadline a minute past a grid point, an hour ahead.
+    let now = record::now();
+    let grid = (record::to_unix_ms(now) + 3_600_000) / MARK_STEP_MS * MARK_STEP_MS;
+    let mut record = Record::new(now, Some(at(grid + 60_000)), None);
+    store.insert(&key, &record).await.unwrap();
+    let mark = grid + MARK_STEP_MS;
+    assert_eq!(marks(raw()).await, (Some(grid + 60_000), mark));
+    for moved in 1..=5 {
+        record.last_active_at = record::now();
+        record.idle_deadline = Some(at(grid + 60_000 + moved * 1_000));
+        store.update(&key, &record).await.unwrap();
+        record.version += 1;
+        assert_eq!(
+            marks(raw()).await,
+            (Some(grid + 60_000 + moved * 1_000), mark),
+            "a write within the step moves the deadline, not the mark"
+        );
+    }
+    record.last_active_at = record::now();
+    record.idle_deadline = Some(at(mark));
+    store.update(&key, &record).await.unwrap();
+    assert_eq!(
+        marks(raw()).await,
+        (Some(mark), mark + MARK_STEP_MS),
+        "a deadline that reaches the mark moves it a step on"
+    );
+    assert_eq!(make_stale(raw()).await, 1);
+    assert_eq!(store.purge_expired(10).await.unwrap(), 0);
+    assert!(
+        store.load(&key).await.unwrap().is_some(),
+        "a live row with a stale mark is kept"
+    );
+    assert_eq!(
+        marks(raw()).await,
+        (Some(mark), mark + MARK_STEP_MS),
+        "the purge mends the stale mark"
+    );
+}

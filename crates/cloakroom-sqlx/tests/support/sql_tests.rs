@@ -14,6 +14,8 @@ macro_rules! sql_store_tests {
         unreachable: $unreachable:literal,
         bulk_insert: $bulk_insert:literal,
         set_data: $set_data:literal,
+        marks: $marks:literal,
+        make_stale: $make_stale:literal,
         create_namespace: $create_namespace:literal,
         drop_namespace: $drop_namespace:literal $(,)?
     ) => {
@@ -153,6 +155,26 @@ macro_rules! sql_store_tests {
             fast_app_clock_cannot_extend_a_session,
             user_ids_compare_exactly,
             lists_a_user_past_one_page,
+        }
+
+        #[tokio::test]
+        async fn purge_marks_stay_put_and_stale_ones_are_mended() {
+            let Some((pool, tables, store)) = fresh_store().await else { return };
+            let table = &tables.names()[0];
+            let (marks, make_stale) = (format!($marks, table = table), format!($make_stale, table = table));
+            scenarios::purge_marks(
+                &store,
+                |key| {
+                    let (pool, sql) = (pool.clone(), marks.clone());
+                    async move { sqlx::query_as(&sql).bind(key).fetch_one(&pool).await.unwrap() }
+                },
+                |key| {
+                    let (pool, sql) = (pool.clone(), make_stale.clone());
+                    async move { sqlx::query(&sql).bind(key).execute(&pool).await.unwrap().rows_affected() }
+                },
+            )
+            .await;
+            drop_tables(&pool, &tables).await;
         }
 
         #[tokio::test]
