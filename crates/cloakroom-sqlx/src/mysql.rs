@@ -9,7 +9,7 @@
 //! | `update` (compare-and-set) | 1 on success; a failed one pays a second query to tell `Conflict` from `Missing` |
 //! | `touch`, `rename`, `delete` | 1 |
 //! | `list_for_user`, `delete_for_user`, `find_by_handle`, `list_sessions` | 1 |
-//! | `purge_expired` | 1 per batch (`DELETE … ORDER BY purge_at LIMIT n`), and 1 more to mend stale purge marks |
+//! | `purge_expired` | 1 per batch (`DELETE … ORDER BY purge_at, store_key LIMIT n`), and 1 per batch of stale purge marks mended |
 //!
 //! MySQL has no `INSERT … RETURNING` nor a data-modifying CTE, hence the extra query on
 //! the failure paths; the success paths are one statement each.
@@ -70,12 +70,15 @@ impl Sealed for MySql {
 
     const DIV: &'static str = "DIV";
 
+    /// Ordered by the whole mark index (InnoDB ends it with the primary key), so that
+    /// the rows a batch takes are determined, as statement-based replication requires.
     fn limited(statement: &str, _t: &str, condition: &str) -> String {
-        format!("{statement} WHERE {condition} ORDER BY purge_at LIMIT :limit")
+        format!("{statement} WHERE {condition} ORDER BY purge_at, store_key LIMIT :limit")
     }
 
     /// Also brings a table an older version made up to date: the `auth_epoch`,
-    /// `device_binding` and `purge_at` columns, and `user_id` as exact bytes. Idempotent.
+    /// `device_binding` and `purge_at` columns, and `user_id` as exact bytes. Idempotent,
+    /// and safe when several app servers start at once (a named lock serialises them).
     async fn migrate(pool: &MySqlPool, table: &TableName) -> Result<(), SetupError> {
         let t = &table.sql;
         let create = format!(
@@ -101,56 +104,85 @@ impl Sealed for MySql {
             ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4"
         );
         run_schema(pool, &[create]).await?;
-        // MySQL has no ADD COLUMN IF NOT EXISTS: look at what the table has.
-        let columns: Vec<(String, String)> = sqlx::query_as(
-            "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns
-             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
-        )
-        .bind(table.schema.as_deref())
-        .bind(&table.unqualified)
-        .fetch_all(pool)
-        .await
-        .map_err(SetupError::Migrate)?;
-        let type_of = |name: &str| {
-            columns
-                .iter()
-                .find(|(column, _)| column.eq_ignore_ascii_case(name))
-                .map(|(_, kind)| kind.to_ascii_lowercase())
-        };
-        let mut changes = Vec::new();
-        // Tables created before revocation by epoch lack its column.
-        if type_of("auth_epoch").is_none() {
-            changes.push("ADD COLUMN auth_epoch VARCHAR(255) NULL".to_owned());
-        }
-        // ... and before device-bound sessions, the binding's.
-        if type_of("device_binding").is_none() {
-            changes.push("ADD COLUMN device_binding TEXT NULL".to_owned());
-        }
-        // Tables created before user ids compared exactly hold them as PAD SPACE text.
-        if type_of("user_id").is_some_and(|kind| kind != "varbinary") {
-            changes.push(format!("MODIFY user_id {USER_ID_TYPE} NULL"));
-        }
-        // Before purge marks, the purge used an index on the expiry (a mark of 0 is a
-        // purge candidate until mended).
-        if type_of("purge_at").is_none() {
-            changes.push("ADD COLUMN purge_at BIGINT NOT NULL DEFAULT 0".to_owned());
-            changes.push("ADD INDEX by_purge (purge_at)".to_owned());
-        }
-        let (has_old_index,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM information_schema.statistics
-             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND index_name = 'by_expiry'",
-        )
-        .bind(table.schema.as_deref())
-        .bind(&table.unqualified)
-        .fetch_one(pool)
-        .await
-        .map_err(SetupError::Migrate)?;
-        if has_old_index > 0 {
-            changes.push("DROP INDEX by_expiry".to_owned());
-        }
-        if changes.is_empty() {
-            return Ok(());
-        }
-        run_schema(pool, &[format!("ALTER TABLE {t} {}", changes.join(", "))]).await
+        // Several app servers may upgrade one table at once: a named lock serialises them,
+        // and each looks at the table only once it holds it. The lock is the
+        // connection's, so everything runs on one.
+        let mut conn = pool.acquire().await.map_err(SetupError::Migrate)?;
+        let lock: String = format!("cloakroom:{}", table.plain)
+            .chars()
+            .take(64)
+            .collect();
+        sqlx::query("SELECT GET_LOCK(?, 60)")
+            .bind(&lock)
+            .execute(&mut *conn)
+            .await
+            .map_err(SetupError::Migrate)?;
+        let upgraded = upgrade(&mut conn, table).await;
+        let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(&lock)
+            .execute(&mut *conn)
+            .await;
+        upgraded?;
+        released.map(drop).map_err(SetupError::Migrate)
     }
+}
+
+/// Brings a table an older version made up to date (MySQL has no `ADD COLUMN IF NOT
+/// EXISTS`: it looks at what the table has).
+async fn upgrade(conn: &mut sqlx::MySqlConnection, table: &TableName) -> Result<(), SetupError> {
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CAST(column_name AS CHAR), CAST(data_type AS CHAR) FROM information_schema.columns
+         WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
+    )
+    .bind(table.schema.as_deref())
+    .bind(&table.unqualified)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(SetupError::Migrate)?;
+    let type_of = |name: &str| {
+        columns
+            .iter()
+            .find(|(column, _)| column.eq_ignore_ascii_case(name))
+            .map(|(_, kind)| kind.to_ascii_lowercase())
+    };
+    let (has_mark_index,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM information_schema.statistics
+         WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? AND index_name = 'by_purge'",
+    )
+    .bind(table.schema.as_deref())
+    .bind(&table.unqualified)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(SetupError::Migrate)?;
+    let mut changes = Vec::new();
+    // Tables created before revocation by epoch lack its column.
+    if type_of("auth_epoch").is_none() {
+        changes.push("ADD COLUMN auth_epoch VARCHAR(255) NULL".to_owned());
+    }
+    // ... and before device-bound sessions, the binding's.
+    if type_of("device_binding").is_none() {
+        changes.push("ADD COLUMN device_binding TEXT NULL".to_owned());
+    }
+    // Tables created before user ids compared exactly hold them as PAD SPACE text.
+    if type_of("user_id").is_some_and(|kind| kind != "varbinary") {
+        changes.push(format!("MODIFY user_id {USER_ID_TYPE} NULL"));
+    }
+    // ... and before purge marks, the mark and its index (a mark of 0 is a purge
+    // candidate until mended). An older version's index on the expiry stays: its purge
+    // needs it while it runs beside this one (see `SqlStore`'s "Upgrading").
+    if type_of("purge_at").is_none() {
+        changes.push("ADD COLUMN purge_at BIGINT NOT NULL DEFAULT 0".to_owned());
+    }
+    if has_mark_index == 0 {
+        changes.push("ADD INDEX by_purge (purge_at)".to_owned());
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let alter = format!("ALTER TABLE {} {}", table.sql, changes.join(", "));
+    sqlx::query(&alter)
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+        .map_err(SetupError::Migrate)
 }

@@ -9,7 +9,7 @@
 //! | `update` (compare-and-set) | 1; a failed one pays a second to tell `Conflict` from `Missing` |
 //! | `touch`, `rename`, `delete` | 1 |
 //! | `list_for_user`, `delete_for_user`, `find_by_handle`, `list_sessions` | 1 |
-//! | `purge_expired` | 1 per batch (`FOR UPDATE SKIP LOCKED`, so it never blocks requests for long), and 1 more to mend stale purge marks |
+//! | `purge_expired` | 1 per batch (`FOR UPDATE SKIP LOCKED`, so it never blocks requests for long), and 1 per batch of stale purge marks mended |
 //!
 //! ## Clocks
 //!
@@ -73,9 +73,10 @@ impl Sealed for Postgres {
             Some(schema) => format!("{}.{}", Self::quote(schema), index(what)),
             None => index(what),
         };
-        // Before per-user listings were paged, the user index held the user alone; before
-        // purge marks, the purge used an index on the expiry.
-        let (old_by_user, old_by_expiry) = (qualified("user_id"), qualified("expires_at"));
+        // An older version's index on the expiry stays: its purge needs it while it runs
+        // beside this one (see `SqlStore`'s "Upgrading").
+        // Before per-user listings were paged, the user index held the user alone.
+        let old_by_user = qualified("user_id");
         let mut tx = pool.begin().await.map_err(SetupError::Migrate)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("cloakroom:{}", table.plain))
@@ -111,7 +112,6 @@ impl Sealed for Postgres {
             format!("CREATE INDEX IF NOT EXISTS {by_mark} ON {t} (purge_at)"),
             format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id, store_key) WHERE user_id IS NOT NULL"),
             format!("DROP INDEX IF EXISTS {old_by_user}"),
-            format!("DROP INDEX IF EXISTS {old_by_expiry}"),
         ];
         for statement in statements {
             sqlx::query(&statement)

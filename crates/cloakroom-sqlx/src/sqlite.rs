@@ -126,7 +126,7 @@ impl Sealed for Sqlite {
         let t = &table.sql;
         let index = |what: &str| Self::quote(&format!("{}_{what}", table.index_prefix));
         let (by_mark, by_user) = (index("purge_at"), index("user_id"));
-        let (old_by_expiry, moves_mark) = (index("expires_at"), index("moves_purge_at"));
+        let moves_mark = index("moves_purge_at");
         let mark = purge_mark("NEW.expires_at", Self::DIV);
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {t} (
@@ -174,7 +174,8 @@ impl Sealed for Sqlite {
             format!(
                 "CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id) WHERE user_id IS NOT NULL"
             ),
-            format!("DROP INDEX IF EXISTS {old_by_expiry}"),
+            // An older version's index on the expiry stays: its purge needs it while it
+            // runs beside this one (see `SqlStore`'s "Upgrading").
             // The mark moves when the deadline reaches it or falls a step short of it, as
             // the servers' update statement moves it.
             format!(

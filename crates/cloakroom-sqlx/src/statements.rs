@@ -202,8 +202,8 @@ impl<'a> Args<'a> {
 /// covered that column, every write would rewrite the index entry, and PostgreSQL could
 /// never update a row in place (a HOT update): each write would add entries to all of the
 /// table's indexes. So the index covers `purge_at` instead, a mark on a five-minute grid
-/// that moves only when the expiry passes it. Five minutes of writes to one session move
-/// it at most once.
+/// that moves only when the expiry reaches it (or falls more than a step short of it).
+/// Five minutes of writes to one session move it at most once.
 pub const PURGE_STEP_MS: i64 = 300_000;
 
 /// The purge mark of a session that never expires.

@@ -32,19 +32,31 @@ use crate::SetupError;
 /// # Purge marks
 ///
 /// A row's `expires_at` is its exact deadline, and liveness is judged by it alone. It
-/// moves on every write, so it has no index: the purge finds its candidates by
-/// `purge_at`, a mark on a five-minute grid, strictly after the deadline, that a write
-/// moves only when the deadline passes it. A write that leaves every indexed column as it
-/// was lets PostgreSQL update the row in place (a HOT update) and InnoDB leave its
-/// secondary indexes alone. The purge deletes rows whose mark is due within one step and
-/// whose deadline has passed, so it still takes every expired row and never a live one.
+/// moves on every write, so the purge does not find its candidates by it: it finds them
+/// by `purge_at`, a mark on a five-minute grid strictly after the deadline, which a write
+/// moves only when the deadline reaches it or falls more than a step short of it. A write
+/// that leaves every indexed column as it was lets PostgreSQL update the row in place (a
+/// HOT update) and InnoDB leave its secondary indexes alone. The purge deletes rows whose
+/// mark is due within one step and whose deadline has passed, so it still takes every
+/// expired row and never a live one.
 ///
-/// Rolling upgrades: [`migrate`](Self::migrate) adds the column with the mark 0 and drops
-/// the old expiry index. Rows that older instances still write keep judging liveness by
-/// `expires_at` exactly as before; their marks are stale (early), which makes them purge
-/// candidates that the deadline check keeps, until [`purge_expired`](SessionStore::purge_expired)
-/// mends the marks after each purge. An older instance's own purge, meanwhile, runs
-/// without its index.
+/// ## Upgrading from a version without marks
+///
+/// [`migrate`](Self::migrate) adds the column (every existing row's mark 0) and its
+/// index. Liveness is judged exactly as before, so instances of the older version can run
+/// beside this one during a rolling upgrade. Rows they write keep an early mark (a purge
+/// candidate the deadline check keeps), which [`purge_expired`](SessionStore::purge_expired)
+/// mends; a mark they leave late (by shortening a deadline) waits for the row's next
+/// write. `migrate` keeps the older version's index on `expires_at`, which that
+/// version's purge needs; once every instance runs this version, drop it (`DROP INDEX
+/// cloakroom_sessions_expires_at`, on MySQL `ALTER TABLE cloakroom_sessions DROP INDEX
+/// by_expiry`, for the default table) so that writes stop rewriting it.
+///
+/// On PostgreSQL, `migrate` builds the new index while it holds the table's lock; on a
+/// large table, build it beforehand without blocking requests:
+/// `ALTER TABLE cloakroom_sessions ADD COLUMN IF NOT EXISTS purge_at BIGINT NOT NULL
+/// DEFAULT 0` then `CREATE INDEX CONCURRENTLY cloakroom_sessions_purge_at ON
+/// cloakroom_sessions (purge_at)`.
 pub struct SqlStore<D: Dialect> {
     pool: Pool<D::Db>,
     table: TableName,
@@ -341,7 +353,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
 
     /// Deletes expired rows a batch at a time until a batch comes back short, each batch
     /// one short statement under its own time bound, so writers never wait behind a
-    /// long lock. Then it mends stale purge marks the same way (see
+    /// long lock. Before that it mends stale purge marks the same way (see
     /// [`SqlStore`]'s "Purge marks"), so that rows an older version wrote stop coming up
     /// as candidates.
     async fn purge_expired_with_progress(
@@ -354,17 +366,20 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             limit: Some(i64::try_from(batch).unwrap_or(i64::MAX)),
             ..Args::default()
         };
+        // Stale marks first: right after an upgrade every row's mark is 0, and each would
+        // be a purge candidate for the deadline check to keep, read (and on MySQL locked)
+        // by every purge batch. Mending comes first in the mark's index order, so each of
+        // its batches is short.
+        while self.batch(&self.sql.mend_marks, &args).await? == batch as u64 {}
         let mut total = 0;
         loop {
             let deleted = self.batch(&self.sql.purge, &args).await?;
             total += deleted;
             progress(deleted);
             if deleted < batch as u64 {
-                break;
+                return Ok(total);
             }
         }
-        while self.batch(&self.sql.mend_marks, &args).await? == batch as u64 {}
-        Ok(total)
     }
 
     async fn find_by_handle(

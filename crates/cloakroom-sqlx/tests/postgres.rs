@@ -51,7 +51,13 @@ async fn writes_update_rows_in_place() {
     store.migrate().await.unwrap();
     let key = cloakroom::SessionId::generate().store_key();
     let start = cloakroom::record::now();
-    let mut record = cloakroom::Record::new(start, Some(start + time::Duration::hours(1)), None);
+    // A deadline a minute past a point of the marks' five-minute grid, an hour ahead, so
+    // that no write below moves the mark.
+    let grid = (cloakroom::record::to_unix_ms(start) + 3_600_000) / 300_000 * 300_000;
+    let deadline =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(grid + 60_000) * 1_000_000)
+            .unwrap();
+    let mut record = cloakroom::Record::new(start, Some(deadline), None);
     store.insert(&key, &record).await.unwrap();
     // Few enough writes that every version fits the row's page without pruning, so the
     // count does not depend on other tests' snapshots.
@@ -59,8 +65,7 @@ async fn writes_update_rows_in_place() {
     for n in 1..=writes {
         record.data.insert("n".to_owned(), serde_json::json!(n));
         record.last_active_at = cloakroom::record::now();
-        record.idle_deadline =
-            Some(start + time::Duration::hours(1) + time::Duration::milliseconds(n));
+        record.idle_deadline = Some(deadline + time::Duration::milliseconds(n));
         store.update(&key, &record).await.unwrap();
         record.version += 1;
     }

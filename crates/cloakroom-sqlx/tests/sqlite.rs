@@ -359,3 +359,83 @@ async fn purge_marks_stay_put_and_stale_ones_are_mended() {
     )
     .await;
 }
+
+/// A table an earlier version made (no purge marks, the purge index on the expiry) is
+/// upgraded in place: its rows keep their liveness, the purge takes the expired one, and
+/// the marks of the others are mended (never-expiring rows get the "never" mark). The
+/// earlier version's index stays for its purge.
+#[tokio::test]
+async fn a_table_from_before_purge_marks_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let old = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+    let now = record::to_unix_ms(record::now());
+    let (live, expired, never) = (
+        SessionId::generate().store_key(),
+        SessionId::generate().store_key(),
+        SessionId::generate().store_key(),
+    );
+    for statement in [
+        "CREATE TABLE cloakroom_sessions (store_key BLOB PRIMARY KEY NOT NULL,
+           version INTEGER NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL,
+           last_active_at INTEGER NOT NULL, idle_deadline INTEGER, absolute_deadline INTEGER,
+           expires_at INTEGER, persistent INTEGER NOT NULL, user_id TEXT, ip TEXT,
+           user_agent TEXT, auth_epoch TEXT, device_binding TEXT) WITHOUT ROWID",
+        "CREATE INDEX cloakroom_sessions_expires_at ON cloakroom_sessions (expires_at)
+           WHERE expires_at IS NOT NULL",
+    ] {
+        sqlx::query(statement).execute(&old).await.unwrap();
+    }
+    for (key, deadline) in [
+        (&live, Some(now + 3_600_000)),
+        (&expired, Some(now - 1)),
+        (&never, None),
+    ] {
+        sqlx::query(
+            "INSERT INTO cloakroom_sessions (store_key, version, data, created_at,
+               last_active_at, idle_deadline, expires_at, persistent)
+             VALUES (?1, 1, '{}', ?2, ?2, ?3, ?3, 0)",
+        )
+        .bind(key.as_bytes().as_slice())
+        .bind(now - 10)
+        .bind(deadline)
+        .execute(&old)
+        .await
+        .unwrap();
+    }
+    old.close().await;
+
+    let store = store_in(&dir, "old.db").await;
+    assert!(store.load(&live).await.unwrap().is_some());
+    assert!(store.load(&never).await.unwrap().is_some());
+    assert!(store.load(&expired).await.unwrap().is_none());
+    assert_eq!(store.purge_expired(100).await.unwrap(), 1);
+    let mark = |key: &cloakroom::StoreKey| {
+        let sql = "SELECT purge_at FROM cloakroom_sessions WHERE store_key = ?1";
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(key.as_bytes().to_vec())
+            .fetch_one(store.pool())
+    };
+    let step = 300_000;
+    assert_eq!(
+        mark(&live).await.unwrap(),
+        (now + 3_600_000) / step * step + step
+    );
+    assert_eq!(mark(&never).await.unwrap(), i64::MAX);
+    assert!(store.load(&live).await.unwrap().is_some());
+    let (indexes,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'
+           AND name IN ('cloakroom_sessions_expires_at', 'cloakroom_sessions_purge_at')",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(indexes, 2, "the mark's index is made, the earlier one kept");
+}
