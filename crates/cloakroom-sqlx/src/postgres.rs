@@ -69,14 +69,11 @@ impl Sealed for Postgres {
         let t = &table.sql;
         let index = |what: &str| Self::quote(&format!("{}_{what}", table.index_prefix));
         let (by_mark, by_user) = (index("purge_at"), index("user_key"));
-        let qualified = |what: &str| match &table.schema {
-            Some(schema) => format!("{}.{}", Self::quote(schema), index(what)),
-            None => index(what),
-        };
-        // An older version's index on the expiry stays: its purge needs it while it runs
-        // beside this one (see `SqlStore`'s "Upgrading").
         // Before per-user listings were paged, the user index held the user alone.
-        let old_by_user = qualified("user_id");
+        let old_by_user = match &table.schema {
+            Some(schema) => format!("{}.{}", Self::quote(schema), index("user_id")),
+            None => index("user_id"),
+        };
         let mut tx = pool.begin().await.map_err(SetupError::Migrate)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("cloakroom:{}", table.plain))
@@ -108,6 +105,8 @@ impl Sealed for Postgres {
             // ... and before device-bound sessions, the binding's.
             format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS device_binding TEXT"),
             // ... and before purge marks, the mark's (0: a purge candidate until mended).
+            // An older version's index on the expiry stays: its purge needs it while it
+            // runs beside this one (see `SqlStore`'s "Upgrading").
             format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS purge_at BIGINT NOT NULL DEFAULT 0"),
             format!("CREATE INDEX IF NOT EXISTS {by_mark} ON {t} (purge_at)"),
             format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id, store_key) WHERE user_id IS NOT NULL"),

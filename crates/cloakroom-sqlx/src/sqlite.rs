@@ -168,16 +168,16 @@ impl Sealed for Sqlite {
                 statements.push(format!("ALTER TABLE {t} ADD COLUMN {column} {kind}"));
             }
         }
+        // An older version's index on the expiry stays: its purge needs it while it runs
+        // beside this one (see `SqlStore`'s "Upgrading").
         statements.extend([
             format!("CREATE INDEX IF NOT EXISTS {by_mark} ON {t} (purge_at)"),
             // Ordered by (user, key): a WITHOUT ROWID index ends with the primary key.
             format!(
                 "CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id) WHERE user_id IS NOT NULL"
             ),
-            // An older version's index on the expiry stays: its purge needs it while it
-            // runs beside this one (see `SqlStore`'s "Upgrading").
-            // The mark moves when the deadline reaches it or falls a step short of it, as
-            // the servers' update statement moves it.
+            // The mark moves when the deadline reaches it or falls more than a step short
+            // of it, as the servers' update statement moves it.
             format!(
                 "CREATE TRIGGER IF NOT EXISTS {moves_mark} AFTER UPDATE OF expires_at ON {t}
                  WHEN CASE WHEN NEW.expires_at IS NULL THEN NEW.purge_at <> {NEVER}
