@@ -343,11 +343,12 @@ impl Statements {
                 &format!("{due} AND NOT {live}"),
             )),
             // A mark at or before its row's expiry (or short of never, for a row that
-            // never expires) is stale.
+            // never expires) is stale. Only live rows are mended: the purge deletes the
+            // others, and mending them first would write every expired row twice.
             mend_marks: sql(D::limited(
                 &format!("UPDATE {t} SET purge_at = {}", mark("expires_at")),
                 t,
-                &format!("{due} AND (expires_at IS NULL OR purge_at <= expires_at)"),
+                &format!("{due} AND {live} AND (expires_at IS NULL OR purge_at <= expires_at)"),
             )),
             find_by_handle: sql(format!(
                 "SELECT {cols} FROM {t} WHERE store_key BETWEEN :low AND :high AND {live} LIMIT 1"
