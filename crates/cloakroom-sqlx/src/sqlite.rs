@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use crate::dialect::sealed::Sealed;
 use crate::driver::run_schema;
 use crate::errors::DEFAULT_OPERATION_TIMEOUT;
-use crate::statements::{purge_mark, Placeholders, NEVER, PURGE_STEP_MS};
+use crate::statements::{mark_fits, purge_mark, Placeholders, NEVER};
 use crate::table::{TableName, DEFAULT_TABLE};
 use crate::{SetupError, SqlStore};
 
@@ -128,6 +128,7 @@ impl Sealed for Sqlite {
         let (by_mark, by_user) = (index("purge_at"), index("user_id"));
         let moves_mark = index("moves_purge_at");
         let mark = purge_mark("NEW.expires_at", Self::DIV);
+        let fits = mark_fits("NEW.purge_at", "NEW.expires_at");
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {t} (
                     store_key BLOB PRIMARY KEY NOT NULL,
@@ -181,8 +182,7 @@ impl Sealed for Sqlite {
             format!(
                 "CREATE TRIGGER IF NOT EXISTS {moves_mark} AFTER UPDATE OF expires_at ON {t}
                  WHEN CASE WHEN NEW.expires_at IS NULL THEN NEW.purge_at <> {NEVER}
-                   ELSE NOT (NEW.purge_at > NEW.expires_at
-                     AND NEW.purge_at <= NEW.expires_at + {PURGE_STEP_MS}) END
+                   ELSE NOT ({fits}) END
                  BEGIN UPDATE {t} SET purge_at = {mark} WHERE store_key = NEW.store_key; END"
             ),
         ]);

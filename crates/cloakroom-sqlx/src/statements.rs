@@ -217,6 +217,13 @@ pub fn purge_mark(expiry: &str, div: &str) -> String {
     format!("COALESCE((({expiry}) {div} {step}) * {step} + {step}, {NEVER})")
 }
 
+/// Whether the purge mark `mark` still fits the deadline `expiry` (SQL; NULL when
+/// `expiry` is): after it, by at most one step. A write keeps a mark that fits and moves
+/// one that does not; the store's update and SQLite's trigger both ask this.
+pub fn mark_fits(mark: &str, expiry: &str) -> String {
+    format!("{mark} > ({expiry}) AND {mark} <= ({expiry}) + {PURGE_STEP_MS}")
+}
+
 /// Every statement of one store, built for its dialect and table.
 #[derive(Debug)]
 pub struct Statements {
@@ -277,8 +284,8 @@ impl Statements {
             String::new()
         } else {
             format!(
-                ", purge_at = CASE WHEN purge_at > ({moved}) AND purge_at <= ({moved}) + {step}
-                   THEN purge_at ELSE {} END",
+                ", purge_at = CASE WHEN {} THEN purge_at ELSE {} END",
+                mark_fits("purge_at", &moved),
                 mark(&moved)
             )
         };

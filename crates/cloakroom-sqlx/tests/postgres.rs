@@ -53,7 +53,8 @@ async fn writes_update_rows_in_place() {
     let start = cloakroom::record::now();
     // A deadline a minute past a point of the marks' five-minute grid, an hour ahead, so
     // that no write below moves the mark.
-    let grid = (cloakroom::record::to_unix_ms(start) + 3_600_000) / 300_000 * 300_000;
+    let step = scenarios::MARK_STEP_MS;
+    let grid = (cloakroom::record::to_unix_ms(start) + 3_600_000) / step * step;
     let deadline =
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(grid + 60_000) * 1_000_000)
             .unwrap();

@@ -392,7 +392,7 @@ pub async fn table_works(store: &impl SessionStore) {
 }
 
 /// The purge-mark grid's step (`cloakroom_sqlx`'s `PURGE_STEP_MS`): five minutes.
-const MARK_STEP_MS: i64 = 300_000;
+pub const MARK_STEP_MS: i64 = 300_000;
 
 /// Purge marks: a write whose deadline stays within the mark's step leaves the mark, the
 /// one indexed column a write would otherwise move, as it was; a write past it moves it
