@@ -207,3 +207,36 @@ async fn merged_writes_keep_within_the_size_limits() {
         "the cart grew to {cart} items"
     );
 }
+
+/// A read whose idle refresh is not due has nothing to commit, so it takes no turn on the
+/// session's commit lock: it answers while a writer of the same session is still waiting
+/// on the store, instead of queueing behind that write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_does_not_queue_behind_a_slow_write() {
+    const WRITE: Duration = Duration::from_secs(3);
+    let counting = CountingStore::new(Arc::new(MemoryStore::new())).with_update_delay(WRITE);
+    let app = Router::new()
+        .route("/incr", post(increment))
+        .route("/read", post(read))
+        .layer(SessionLayer::new(counting));
+    let (_, _, cookie) = call(&app, "/incr", None).await;
+    let cookie = cookie.expect("the first write creates the session");
+
+    let writer = {
+        let (app, cookie) = (app.clone(), cookie.clone());
+        tokio::spawn(async move { call(&app, "/incr", Some(&cookie)).await })
+    };
+    // Let the write reach the store and hold its turn.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (status, value, set_cookie) = call(&app, "/read", Some(&cookie)).await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(value, "1", "the slow write is not saved yet");
+    assert_eq!(set_cookie, None, "a read sends no cookie");
+    assert!(
+        took < WRITE / 3,
+        "the read took {took:?}, as if it waited for the write's turn"
+    );
+    assert_eq!(writer.await.unwrap().1, "2");
+}

@@ -50,9 +50,10 @@ pin_project_lite::pin_project! {
     /// the session's commit.
     ///
     /// A request whose handler never touched its session costs no commit step at all (no
-    /// lock, no allocation). A client-side session commits in place, unless its lock is
-    /// held elsewhere (a task the handler spawned); then it waits like a touched
-    /// server-side session, whose commit is boxed ([`Integration::defer`]).
+    /// lock, no allocation). A client-side session commits in place, and so does a
+    /// server-side one whose commit calls no store (a read with no idle refresh due),
+    /// unless its lock is held elsewhere (a task the handler spawned). Any other commit
+    /// waits, boxed ([`Integration::defer`]).
     pub struct CommitFuture<F, I: Integration> {
         // `None` for an answer given without the app (the device-binding endpoints).
         #[pin]
@@ -120,7 +121,7 @@ where
                 return Poll::Ready(Ok(I::untouched(response)));
             }
             let status = I::status(&response);
-            // A cookie session commits without waiting: no future to box.
+            // A cookie session, or a read, commits without waiting: no future to box.
             if let Some(finish) = session.finish_now(status) {
                 return Poll::Ready(Ok(I::committed(response, finish, &session)));
             }

@@ -46,25 +46,49 @@ impl Session {
     }
 
     /// [`finish`](Self::finish) without waiting, when nothing needs to: a client-side
-    /// session (its commit writes no store) whose lock is free. `None` when `finish` must
-    /// run. [`CommitFuture`](crate::integration::CommitFuture) then answers without boxing a
-    /// commit future, which for a cookie session was a 1,280-byte allocation on every
-    /// request that touched it.
+    /// session (its commit writes no store), or a server-side one whose commit would call
+    /// no store (see [`saves_nothing`](Self::saves_nothing)), when its lock is free. `None`
+    /// when `finish` must run. [`CommitFuture`](crate::integration::CommitFuture) then
+    /// answers without boxing a commit future: for a cookie session that was a 1,280-byte
+    /// allocation on every request that touched it, and for a read of a stored session a
+    /// boxed future and a turn on its commit lock, for a commit that writes nothing.
     pub(crate) fn finish_now(&self, status: StatusCode) -> Option<Finish> {
-        if !matches!(self.inner.manager.backend, Backend::Cookie(_)) {
-            return None;
-        }
         let mut slot = self.inner.slot.try_lock().ok()?;
+        let cookie = matches!(self.inner.manager.backend, Backend::Cookie(_));
+        if !cookie && self.commits_for(status) {
+            if let Some(view) = slot.view() {
+                if !self.saves_nothing(view, now()) {
+                    return None;
+                }
+            }
+        }
         let (finish, view) = match self.start_finish(&mut slot) {
             Ok(started) => started,
             Err(done) => return Some(done),
         };
-        if self.commits_for(status) && !view.degraded {
+        if cookie && self.commits_for(status) && !view.degraded {
             // As `commit` would, inside the request's span.
             let _entered = self.span().enter();
             self.commit_cookie(view, now());
         }
         Some(self.end_finish(view, finish))
+    }
+
+    /// Whether committing a server-side session's `view` at `time` calls no store: it is
+    /// degraded, or it has no changes, rotation or login pending and is either a stored
+    /// session whose idle refresh is not due yet or a visitor with nothing worth a record.
+    fn saves_nothing(&self, view: &View, time: OffsetDateTime) -> bool {
+        if view.degraded {
+            return true;
+        }
+        if !view.pending.is_empty() || view.pending.logging_in {
+            return false;
+        }
+        match view.origin {
+            Origin::Stored { .. } => self.config().expiry.touch_due(&view.record, time).is_none(),
+            Origin::New => view.record.data.is_empty() && view.record.user_id.is_none(),
+            Origin::Sealed { .. } => false,
+        }
     }
 
     /// Whether a response with `status` saves the request's changes.
@@ -169,6 +193,10 @@ impl Session {
                 return Ok(());
             }
         };
+        // A read whose idle refresh is not due takes no turn on the commit lock.
+        if self.saves_nothing(view, time) {
+            return Ok(());
+        }
         match view.id().cloned() {
             None => self.commit_new(store, view, time).await?,
             Some(id) => self.commit_existing(store, view, id, time).await?,
