@@ -215,19 +215,23 @@ async fn merged_writes_keep_within_the_size_limits() {
 async fn a_read_does_not_queue_behind_a_slow_write() {
     const WRITE: Duration = Duration::from_secs(3);
     let counting = CountingStore::new(Arc::new(MemoryStore::new())).with_update_delay(WRITE);
+    let counts = counting.counts();
     let app = Router::new()
         .route("/incr", post(increment))
         .route("/read", post(read))
         .layer(SessionLayer::new(counting));
     let (_, _, cookie) = call(&app, "/incr", None).await;
     let cookie = cookie.expect("the first write creates the session");
+    let (_, writes_before, _) = counts.snapshot();
 
     let writer = {
         let (app, cookie) = (app.clone(), cookie.clone());
         tokio::spawn(async move { call(&app, "/incr", Some(&cookie)).await })
     };
-    // Let the write reach the store and hold its turn.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The update is counted before its delay: from then on the writer holds its turn.
+    while counts.snapshot().1 == writes_before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let started = std::time::Instant::now();
     let (status, value, set_cookie) = call(&app, "/read", Some(&cookie)).await;
     let took = started.elapsed();
@@ -238,5 +242,6 @@ async fn a_read_does_not_queue_behind_a_slow_write() {
         took < WRITE / 3,
         "the read took {took:?}, as if it waited for the write's turn"
     );
+    assert!(!writer.is_finished(), "the write is still in the store");
     assert_eq!(writer.await.unwrap().1, "2");
 }

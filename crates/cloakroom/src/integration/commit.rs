@@ -51,9 +51,9 @@ pin_project_lite::pin_project! {
     ///
     /// A request whose handler never touched its session costs no commit step at all (no
     /// lock, no allocation). A client-side session commits in place, and so does a
-    /// server-side one whose commit calls no store (a read with no idle refresh due),
-    /// unless its lock is held elsewhere (a task the handler spawned). Any other commit
-    /// waits, boxed ([`Integration::defer`]).
+    /// server-side one whose commit calls no store (a read with no idle refresh due, a
+    /// logout, an error response that saves nothing), unless its lock is held elsewhere (a
+    /// task the handler spawned). Any other commit waits, boxed ([`Integration::defer`]).
     pub struct CommitFuture<F, I: Integration> {
         // `None` for an answer given without the app (the device-binding endpoints).
         #[pin]

@@ -47,7 +47,8 @@ impl Session {
 
     /// [`finish`](Self::finish) without waiting, when nothing needs to: a client-side
     /// session (its commit writes no store), or a server-side one whose commit would call
-    /// no store (see [`saves_nothing`](Self::saves_nothing)), when its lock is free. `None`
+    /// no store (see [`saves_nothing`](Self::saves_nothing): a read with no idle refresh
+    /// due, a logout, a response that saves nothing), when its lock is free. `None`
     /// when `finish` must run. [`CommitFuture`](crate::integration::CommitFuture) then
     /// answers without boxing a commit future: for a cookie session that was a 1,280-byte
     /// allocation on every request that touched it, and for a read of a stored session a
@@ -193,10 +194,6 @@ impl Session {
                 return Ok(());
             }
         };
-        // A read whose idle refresh is not due takes no turn on the commit lock.
-        if self.saves_nothing(view, time) {
-            return Ok(());
-        }
         match view.id().cloned() {
             None => self.commit_new(store, view, time).await?,
             Some(id) => self.commit_existing(store, view, id, time).await?,
@@ -248,6 +245,11 @@ impl Session {
         mut id: SessionId,
         time: OffsetDateTime,
     ) -> Result<(), SessionError> {
+        // A read whose idle refresh is not due has nothing to save: it takes no turn.
+        let expiry = &self.config().expiry;
+        if view.pending.is_empty() && expiry.touch_due(&view.record, time).is_none() {
+            return Ok(());
+        }
         let stripe = self.inner.manager.commit_lock(&id.store_key());
         // A plain write that has to wait offers its changes to the writers ahead of it,
         // one of which may commit them with its own; a rotation or a touch commits alone.
@@ -282,7 +284,6 @@ impl Session {
             view.pending.rotate = false;
         }
         let key = id.store_key();
-        let expiry = &self.config().expiry;
         if view.pending.changes.is_empty() {
             if let Some(touch) = expiry.touch_due(&view.record, time) {
                 match store.touch(&key, &touch).await {
