@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use cloakroom::conformance::CountingStore;
+use cloakroom::conformance::{CountingStore, OperationCounts};
 use cloakroom::testing::TestClient;
 use cloakroom::{MemoryStore, Session, SessionError, SessionLayer};
 
@@ -43,11 +43,10 @@ async fn call(
     (response.status(), response.text(), set_cookie)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn queued_writers_share_compare_and_sets_and_none_is_lost() {
-    const WRITERS: u64 = 32;
-    let counting = CountingStore::new(Arc::new(MemoryStore::new()))
-        .with_update_delay(Duration::from_millis(50));
+/// `/incr` and `/read` over a memory store whose updates each take `update_delay`, with
+/// one session written (`n = 1`): the app, the store's counters and the session's cookie.
+async fn app_with_a_session(update_delay: Duration) -> (Router, Arc<OperationCounts>, String) {
+    let counting = CountingStore::new(Arc::new(MemoryStore::new())).with_update_delay(update_delay);
     let counts = counting.counts();
     let app = Router::new()
         .route("/incr", post(increment))
@@ -55,6 +54,13 @@ async fn queued_writers_share_compare_and_sets_and_none_is_lost() {
         .layer(SessionLayer::new(counting));
     let (_, _, cookie) = call(&app, "/incr", None).await;
     let cookie = cookie.expect("the first write creates the session");
+    (app, counts, cookie)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_writers_share_compare_and_sets_and_none_is_lost() {
+    const WRITERS: u64 = 32;
+    let (app, counts, cookie) = app_with_a_session(Duration::from_millis(50)).await;
 
     let (_, writes_before, _) = counts.snapshot();
     let tasks: Vec<_> = (0..WRITERS)
@@ -214,14 +220,7 @@ async fn merged_writes_keep_within_the_size_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_does_not_queue_behind_a_slow_write() {
     const WRITE: Duration = Duration::from_secs(3);
-    let counting = CountingStore::new(Arc::new(MemoryStore::new())).with_update_delay(WRITE);
-    let counts = counting.counts();
-    let app = Router::new()
-        .route("/incr", post(increment))
-        .route("/read", post(read))
-        .layer(SessionLayer::new(counting));
-    let (_, _, cookie) = call(&app, "/incr", None).await;
-    let cookie = cookie.expect("the first write creates the session");
+    let (app, counts, cookie) = app_with_a_session(WRITE).await;
     let (_, writes_before, _) = counts.snapshot();
 
     let writer = {
