@@ -58,7 +58,7 @@ impl Session {
         let cookie = matches!(self.inner.manager.backend, Backend::Cookie(_));
         if !cookie && self.commits_for(status) {
             if let Some(view) = slot.view() {
-                if !self.saves_nothing(view, now()) {
+                if !self.saves_nothing(view) {
                     return None;
                 }
             }
@@ -75,10 +75,11 @@ impl Session {
         Some(self.end_finish(view, finish))
     }
 
-    /// Whether committing a server-side session's `view` at `time` calls no store: it is
+    /// Whether committing a server-side session's `view` now calls no store: it is
     /// degraded, or it has no changes, rotation or login pending and is either a stored
     /// session whose idle refresh is not due yet or a visitor with nothing worth a record.
-    fn saves_nothing(&self, view: &View, time: OffsetDateTime) -> bool {
+    /// The clock is read only for a read of a stored session: a write pays nothing here.
+    fn saves_nothing(&self, view: &View) -> bool {
         if view.degraded {
             return true;
         }
@@ -86,7 +87,11 @@ impl Session {
             return false;
         }
         match view.origin {
-            Origin::Stored { .. } => self.config().expiry.touch_due(&view.record, time).is_none(),
+            Origin::Stored { .. } => self
+                .config()
+                .expiry
+                .touch_due(&view.record, now())
+                .is_none(),
             Origin::New => view.record.data.is_empty() && view.record.user_id.is_none(),
             Origin::Sealed { .. } => false,
         }
