@@ -251,10 +251,10 @@ impl Session {
         time: OffsetDateTime,
     ) -> Result<(), SessionError> {
         // A read whose idle refresh is not due has nothing to save: it takes no turn.
-        let expiry = &self.config().expiry;
-        if view.pending.is_empty() && expiry.touch_due(&view.record, time).is_none() {
+        if self.saves_nothing(view) {
             return Ok(());
         }
+        let expiry = &self.config().expiry;
         let stripe = self.inner.manager.commit_lock(&id.store_key());
         // A plain write that has to wait offers its changes to the writers ahead of it,
         // one of which may commit them with its own; a rotation or a touch commits alone.
