@@ -67,19 +67,48 @@ impl Sealed for Postgres {
     /// serialises them).
     async fn migrate(pool: &PgPool, table: &TableName) -> Result<(), SetupError> {
         let t = &table.sql;
-        let index = |what: &str| Self::quote(&format!("{}_{what}", table.index_prefix));
-        let (by_mark, by_user) = (index("purge_at"), index("user_key"));
-        // Before per-user listings were paged, the user index held the user alone.
-        let old_by_user = match &table.schema {
-            Some(schema) => format!("{}.{}", Self::quote(schema), index("user_id")),
-            None => index("user_id"),
-        };
+        let prefix = &table.index_prefix;
+        let (by_mark, by_user) = (
+            index_name(prefix, "purge_at"),
+            index_name(prefix, "user_key"),
+        );
+        // Indexes this table may have from earlier versions, as PostgreSQL named them:
+        // before per-user listings were paged, the user index held the user alone; and
+        // before `index_name`, a name longer than 63 bytes was cut short.
+        let retired: Vec<String> = ["user_id", "purge_at", "user_key"]
+            .iter()
+            .map(|what| {
+                let mut name = format!("{prefix}_{what}");
+                name.truncate(MAX_IDENTIFIER);
+                name
+            })
+            .filter(|name| *name != by_mark && *name != by_user)
+            .collect();
         let mut tx = pool.begin().await.map_err(SetupError::Migrate)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("cloakroom:{}", table.plain))
             .execute(&mut *tx)
             .await
             .map_err(SetupError::Migrate)?;
+        // A cut name can be another table's (past 63 bytes of `schema_table`), so only
+        // this table's own indexes are retired.
+        let existing: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = to_regclass($1)",
+        )
+        .bind(t)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(SetupError::Migrate)?;
+        let schema = match &table.schema {
+            Some(schema) => format!("{}.", Self::quote(schema)),
+            None => String::new(),
+        };
+        let drops = existing
+            .iter()
+            .filter(|name| retired.contains(name))
+            .map(|name| format!("DROP INDEX IF EXISTS {schema}{}", Self::quote(name)));
+        let (by_mark, by_user) = (Self::quote(&by_mark), Self::quote(&by_user));
         let statements = [
             format!(
                 "CREATE TABLE IF NOT EXISTS {t} (
@@ -108,10 +137,13 @@ impl Sealed for Postgres {
             // An older version's index on the expiry stays: its purge needs it while it
             // runs beside this one (see `SqlStore`'s "Upgrading").
             format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS purge_at BIGINT NOT NULL DEFAULT 0"),
+        ]
+        .into_iter()
+        .chain(drops)
+        .chain([
             format!("CREATE INDEX IF NOT EXISTS {by_mark} ON {t} (purge_at)"),
             format!("CREATE INDEX IF NOT EXISTS {by_user} ON {t} (user_id, store_key) WHERE user_id IS NOT NULL"),
-            format!("DROP INDEX IF EXISTS {old_by_user}"),
-        ];
+        ]);
         for statement in statements {
             sqlx::query(&statement)
                 .execute(&mut *tx)
@@ -119,5 +151,61 @@ impl Sealed for Postgres {
                 .map_err(SetupError::Migrate)?;
         }
         tx.commit().await.map_err(SetupError::Migrate)
+    }
+}
+
+/// PostgreSQL's longest identifier, in bytes (`NAMEDATALEN` - 1): it cuts longer ones
+/// short, with only a notice.
+const MAX_IDENTIFIER: usize = 63;
+
+/// The name of index `what` of the table with `prefix` (`table` or `schema_table`, ASCII):
+/// `prefix_what` when that fits in 63 bytes. A longer one would be cut short by PostgreSQL,
+/// and the cut names of one table's indexes can be the same (`…_user_key` and `…_user_id`
+/// past 56 bytes of prefix, every name past 61), so that creating the second finds the
+/// first already there. So a longer name keeps as much of the prefix as fits, then a hash
+/// of the whole prefix, then `what`: distinct per table and index, and the same on every
+/// run.
+fn index_name(prefix: &str, what: &str) -> String {
+    let name = format!("{prefix}_{what}");
+    if name.len() <= MAX_IDENTIFIER {
+        return name;
+    }
+    // FNV-1a: stable across versions and platforms, which a name in a schema must be; it
+    // separates tables, it does not defend against anyone.
+    let hash = prefix.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    let keep = MAX_IDENTIFIER - what.len() - "_01234567_".len();
+    format!("{}_{hash:08x}_{what}", &prefix[..keep])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_fit_and_stay_distinct() {
+        assert_eq!(
+            index_name("cloakroom_sessions", "purge_at"),
+            "cloakroom_sessions_purge_at",
+            "names that fit are the ones earlier versions made"
+        );
+        for length in 1..=127 {
+            let prefix = "p".repeat(length);
+            let names: Vec<String> = ["purge_at", "user_key", "user_id"]
+                .iter()
+                .map(|what| index_name(&prefix, what))
+                .collect();
+            for name in &names {
+                assert!(name.len() <= MAX_IDENTIFIER, "{length}: {name}");
+            }
+            assert!(names[0] != names[1] && names[1] != names[2] && names[0] != names[2]);
+        }
+        let long = |last: char| format!("{}{last}", "t".repeat(70));
+        assert_ne!(
+            index_name(&long('a'), "purge_at"),
+            index_name(&long('b'), "purge_at"),
+            "tables whose names differ past the cut get their own indexes"
+        );
     }
 }

@@ -91,3 +91,99 @@ async fn writes_update_rows_in_place() {
         .await
         .unwrap();
 }
+
+/// PostgreSQL cuts names longer than 63 bytes short, with only a notice. Index names were
+/// the table's name (`schema_table` in a schema) plus a suffix, so a long table name gave
+/// indexes whose cut names came out the same: migrating then dropped the user index
+/// (prefixes of 57 to 61 bytes), or left the table with one index of two (62 and 63),
+/// and a second long table in the schema could find "its" index already made on the first.
+/// Nothing failed; per-user operations and the purge scanned the table instead.
+#[tokio::test]
+async fn long_table_names_keep_every_index() {
+    let url = support::postgres_url();
+    let pool = match PgPool::connect(&url).await {
+        Ok(pool) => pool,
+        Err(error) => return support::unreachable("PostgreSQL", &url, &error),
+    };
+    let schema = support::unique_table();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let padded = |length: usize, last: char| {
+        let mut name = format!("{}_", support::unique_table());
+        name.extend(std::iter::repeat_n('x', length - name.len() - 1));
+        name.push(last);
+        name
+    };
+    let mut tables: Vec<(Option<&str>, String)> = [50, 54, 55, 56, 57, 60, 61, 62, 63]
+        .into_iter()
+        .map(|length| (None, padded(length, 'a')))
+        .collect();
+    // In a schema the prefix is `schema_table`: past 63 bytes, two tables that differ
+    // only at the end.
+    tables.push((Some(&schema), padded(63, 'a')));
+    tables.push((Some(&schema), padded(63, 'b')));
+    for (in_schema, table) in &tables {
+        let store = PostgresStore::from_pool(pool.clone())
+            .with_table(*in_schema, table)
+            .unwrap();
+        store.migrate().await.unwrap();
+        // The indexes an earlier version left, named as it named them (PostgreSQL cuts
+        // them as it did then; a name that comes out taken is skipped, as it was then):
+        // a second migration retires them and keeps its own.
+        let qualified = match in_schema {
+            Some(schema) => format!("{schema}.{table}"),
+            None => table.clone(),
+        };
+        for (what, columns) in [("purge_at", "purge_at"), ("user_key", "user_id, store_key")] {
+            let prefix = match in_schema {
+                Some(schema) => format!("{schema}_{table}"),
+                None => table.clone(),
+            };
+            sqlx::query(&format!(
+                "CREATE INDEX IF NOT EXISTS \"{prefix}_{what}\" ON {qualified} ({columns})"
+            ))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        store.migrate().await.unwrap();
+    }
+    for (in_schema, table) in &tables {
+        let qualified = match in_schema {
+            Some(schema) => format!("{schema}.{table}"),
+            None => table.clone(),
+        };
+        let definitions: Vec<String> = sqlx::query_scalar(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = to_regclass($1)",
+        )
+        .bind(&qualified)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let has = |columns: &str| {
+            definitions
+                .iter()
+                .any(|definition| definition.contains(columns))
+        };
+        assert!(
+            has("(store_key)") && has("(purge_at)") && has("(user_id, store_key)"),
+            "{qualified} ({} bytes): {definitions:#?}",
+            table.len()
+        );
+        assert_eq!(definitions.len(), 3, "{qualified}: {definitions:#?}");
+    }
+    for (in_schema, table) in &tables {
+        if in_schema.is_none() {
+            sqlx::query(&format!("DROP TABLE {table}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
