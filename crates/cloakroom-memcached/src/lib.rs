@@ -240,21 +240,27 @@ impl MemcachedStore {
     }
 
     /// The memcached expiry for a deadline: seconds from now up to 30 days, an absolute
-    /// Unix time beyond, 0 for none.
+    /// Unix time beyond, 0 (none) for no deadline or one past what memcached can hold.
     ///
     /// Memcached's clock ticks once a second at its own phase, so an item given `T` seconds
     /// can vanish after only `T - 1`. Two seconds of slack on top of the whole seconds left
     /// keep an item at least until its deadline; `load` checks the deadline itself, so the
-    /// slack never lets a dead session be read.
+    /// slack never lets a dead session be read, nor does leaving a deadline to `load`.
     fn ttl(record: &Record) -> i64 {
         let Some(deadline) = record.expires_at() else {
             return 0;
         };
         let seconds = (deadline - now()).whole_seconds() + 2;
-        if seconds > RELATIVE_TTL_LIMIT {
-            deadline.unix_timestamp() + 2
+        if seconds <= RELATIVE_TTL_LIMIT {
+            return seconds.max(1);
+        }
+        let at = deadline.unix_timestamp() + 2;
+        // Memcached keeps absolute times in 32 bits: one past 2038-01-19 expires the item
+        // at once, and 2^32 wraps round to "never", both answering the write with success.
+        if at > i64::from(i32::MAX) {
+            0
         } else {
-            seconds.max(1)
+            at
         }
     }
 

@@ -57,6 +57,35 @@ async fn long_lived_sessions_use_an_absolute_expiry() {
     assert_eq!(store.load(&key).await.unwrap(), Some(record));
 }
 
+/// Memcached keeps an absolute expiry in 32 bits: an item set to expire after
+/// 2038-01-19 is gone at once, although the write succeeds. A session with a long enough
+/// timeout (or none, which the core keeps as the year 9999) was lost on insert, and
+/// destroyed by the rename of its login.
+#[tokio::test]
+async fn sessions_ending_after_2038_are_kept() {
+    let Some(server) = start().await else { return };
+    let store = store_on(&server, "y2038:").await;
+    let t = record::now();
+    let far = time::OffsetDateTime::from_unix_timestamp(253_402_300_799).unwrap();
+    for (idle, absolute) in [
+        (None, Some(t + time::Duration::days(20 * 365))),
+        (Some(far), Some(far)),
+        (Some(t + time::Duration::days(40)), Some(far)),
+    ] {
+        let record = Record::new(t, idle, absolute);
+        let key = SessionId::generate().store_key();
+        store.insert(&key, &record).await.unwrap();
+        assert_eq!(
+            store.load(&key).await.unwrap(),
+            Some(record.clone()),
+            "{idle:?} {absolute:?}"
+        );
+        let renamed = SessionId::generate().store_key();
+        store.rename(&key, &renamed).await.unwrap();
+        assert_eq!(store.load(&renamed).await.unwrap(), Some(record), "renamed");
+    }
+}
+
 #[tokio::test]
 async fn an_evicted_session_never_comes_back() {
     let Some(server) = start().await else { return };
