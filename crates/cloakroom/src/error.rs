@@ -86,6 +86,22 @@ pub enum SessionError {
     /// The epoch hook failed.
     #[error("the epoch source failed: {0}")]
     Epoch(#[source] crate::store::BoxError),
+    /// [`login`](crate::Session::login) was given a user id no store could keep: empty,
+    /// longer than [`MAX_USER_ID_BYTES`](crate::record::MAX_USER_ID_BYTES), or holding a
+    /// NUL character. Nothing changed.
+    #[error("the user id cannot be stored ({reason}): log in with a key of at most {} bytes, such as the user's database id", crate::record::MAX_USER_ID_BYTES)]
+    InvalidUserId {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The [`EpochSource`](crate::EpochSource) gave an epoch no store could keep at
+    /// login: longer than [`MAX_EPOCH_BYTES`](crate::record::MAX_EPOCH_BYTES), or
+    /// holding a NUL character. Nothing changed.
+    #[error("the user's epoch cannot be stored ({reason}): return a short version string from the epoch source, such as a counter or a timestamp")]
+    InvalidEpoch {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A write after the session was committed for this response.
     #[error(
         "the session was already committed for this response; write before the handler returns"

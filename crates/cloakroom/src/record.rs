@@ -9,6 +9,29 @@ use crate::store::StoreError;
 /// The session data: string keys to JSON values.
 pub type Data = serde_json::Map<String, Value>;
 
+/// The longest user id [`Session::login`](crate::Session::login) takes, in bytes. Every
+/// store keeps ids up to it (MySQL's column holds 1,020 bytes, and PostgreSQL indexes a
+/// few thousand), so a user's sessions are listed and revoked alike on every store. A
+/// database key, an email address or a UUID fits many times over.
+pub const MAX_USER_ID_BYTES: usize = 512;
+
+/// The longest epoch an [`EpochSource`](crate::EpochSource) may give at login, in bytes
+/// (MySQL's column holds 255).
+pub const MAX_EPOCH_BYTES: usize = 255;
+
+/// Why a user id or epoch cannot be stored, if it cannot: longer than `max` bytes, or
+/// holding a NUL character (PostgreSQL's text refuses it). Checked at login, so that no
+/// store answers such a value with an error of its own on every request of that user.
+pub(crate) fn unstorable(value: &str, max: usize) -> Option<&'static str> {
+    if value.len() > max {
+        Some("it is too long")
+    } else if value.contains('\0') {
+        Some("it holds a NUL character")
+    } else {
+        None
+    }
+}
+
 /// Client metadata recorded when a session is created or logs in, shown in device lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientMeta {

@@ -143,3 +143,97 @@ async fn a_failed_login_over_another_users_session_changes_nothing() {
     assert_eq!(seen["user"], "alice", "{seen}");
     assert_eq!(memory.list_for_user("bob").await.unwrap().len(), 0);
 }
+
+/// An epoch source giving the same epoch to everyone.
+struct FixedEpoch(String);
+
+#[async_trait::async_trait]
+impl cloakroom::EpochSource for FixedEpoch {
+    async fn current_epoch(&self, _user: &str) -> Result<Option<String>, cloakroom::BoxError> {
+        Ok(Some(self.0.clone()))
+    }
+}
+
+/// A user id or epoch that some store cannot keep is refused by `login` itself, with a
+/// typed error and nothing changed. Before, PostgreSQL refused a NUL and MySQL an id over
+/// 1,020 bytes, and each answered every login of that user with a 503 (a store error);
+/// Redis took an empty id for no user and left the session out of the index, so that
+/// revoking the user missed it.
+#[tokio::test]
+async fn logins_no_store_could_keep_are_refused() {
+    let login_as = |config: SessionConfig| {
+        Router::new()
+            .route("/put", post(support::put))
+            .route(
+                "/login",
+                post(|s: Session, user: String| async move {
+                    match s.login(user).await {
+                        Ok(()) => Ok(String::from("ok")),
+                        Err(error @ SessionError::InvalidUserId { .. })
+                        | Err(error @ SessionError::InvalidEpoch { .. }) => {
+                            Ok(format!("refused: {error}"))
+                        }
+                        Err(error) => Err(error),
+                    }
+                }),
+            )
+            .route(
+                "/who",
+                get(|s: Session| async move { s.user().await.map(Json) }),
+            )
+            .layer(SessionLayer::try_new(MemoryStore::new(), config).unwrap())
+    };
+    let login = |app: Router, cookie: String, user: String| async move {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/login")
+            .header(header::COOKIE, &cookie)
+            .body(Body::from(user));
+        let response = TestClient::new(app.clone()).send(request).await;
+        let set = response.set_cookies().first().map(|v| pair(v));
+        let who = call(&app, "GET", "/who", Some(set.as_deref().unwrap_or(&cookie)))
+            .await
+            .2;
+        (response.text(), set, who)
+    };
+
+    let app = login_as(SessionConfig::default());
+    let visitor = pair(&call(&app, "POST", "/put", None).await.1.unwrap());
+    let longest = "x".repeat(cloakroom::record::MAX_USER_ID_BYTES);
+    for user in [
+        String::new(),
+        "a\0b".to_owned(),
+        format!("{longest}y"),
+        "é".repeat(cloakroom::record::MAX_USER_ID_BYTES / 2 + 1),
+    ] {
+        let (body, set, who) = login(app.clone(), visitor.clone(), user.clone()).await;
+        assert!(
+            body.starts_with("refused: the user id cannot be stored"),
+            "{user:?}: {body}"
+        );
+        assert_eq!(set, None, "{user:?}: no new cookie");
+        assert_eq!(who, serde_json::Value::Null, "{user:?}: still a visitor");
+    }
+    let (body, set, who) = login(app.clone(), visitor.clone(), longest.clone()).await;
+    assert_eq!(body, "ok");
+    assert!(set.is_some(), "the login rotated the ID");
+    assert_eq!(
+        who,
+        serde_json::Value::String(longest),
+        "the longest id logs in"
+    );
+
+    let epoch = |epoch: String| SessionConfig::default().with_epochs(FixedEpoch(epoch));
+    let too_long = login_as(epoch("7".repeat(cloakroom::record::MAX_EPOCH_BYTES + 1)));
+    let visitor = pair(&call(&too_long, "POST", "/put", None).await.1.unwrap());
+    let (body, set, who) = login(too_long, visitor, "alice".into()).await;
+    assert!(
+        body.starts_with("refused: the user's epoch cannot be stored"),
+        "{body}"
+    );
+    assert_eq!((set, who), (None, serde_json::Value::Null));
+    let longest = login_as(epoch("7".repeat(cloakroom::record::MAX_EPOCH_BYTES)));
+    let visitor = pair(&call(&longest, "POST", "/put", None).await.1.unwrap());
+    let (body, _, who) = login(longest, visitor, "alice".into()).await;
+    assert_eq!((body.as_str(), who), ("ok", serde_json::json!("alice")));
+}

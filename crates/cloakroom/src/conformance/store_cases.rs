@@ -8,7 +8,7 @@ use time::Duration as Span;
 
 use super::{unique_user, Case, Run};
 use crate::id::{SessionId, StoreKey};
-use crate::record::{now, ClientMeta, Record, Touch};
+use crate::record::{now, ClientMeta, Record, Touch, MAX_EPOCH_BYTES, MAX_USER_ID_BYTES};
 use crate::store::{InsertError, ListQuery, RenameError, SessionStore, TouchError, UpdateError};
 
 type Store = Arc<dyn SessionStore>;
@@ -34,6 +34,7 @@ pub(super) fn cases() -> Vec<Case> {
         per_user_index,
         user_change_moves_index,
         user_ids_are_case_sensitive,
+        user_ids_and_epochs_at_their_limits_are_kept,
         purge_expired_keeps_live,
         find_by_handle,
         list_sessions_pages_in_key_order,
@@ -613,4 +614,52 @@ async fn user_ids_are_case_sensitive(store: Store) {
         store.load(&theirs).await.unwrap().is_some(),
         "revoking one user never touches another"
     );
+}
+
+/// Every user id `login` takes (up to `MAX_USER_ID_BYTES`, any character but NUL) and
+/// every epoch (up to `MAX_EPOCH_BYTES`) is kept as given, indexed, listed and revoked.
+async fn user_ids_and_epochs_at_their_limits_are_kept(store: Store) {
+    // Hex digits, which compress poorly: a store that compresses cannot hide a column too
+    // short for them.
+    let digits = |label: &str, length: usize| {
+        let mut text = unique_user(label);
+        while text.len() < length {
+            text.push_str(&key().to_hex());
+        }
+        text.truncate(length);
+        text
+    };
+    let mut wide = unique_user("wide");
+    while wide.len() + 'é'.len_utf8() <= MAX_USER_ID_BYTES {
+        wide.push('é');
+    }
+    let users = [
+        digits("long", MAX_USER_ID_BYTES),
+        wide,
+        format!("{} \u{1}\t\u{7f}trailing ", unique_user("odd")),
+    ];
+    for user in &users {
+        let k = key();
+        let mut record = live(Some(user));
+        record.auth_epoch = Some(digits("epoch", MAX_EPOCH_BYTES));
+        store.insert(&k, &record).await.unwrap();
+        assert_eq!(
+            store.load(&k).await.unwrap(),
+            Some(record),
+            "{} bytes of user id come back as given",
+            user.len()
+        );
+        assert_eq!(
+            listed_keys(&store, user).await,
+            vec![k],
+            "{user:?} is indexed"
+        );
+        let shorter = &user[..user.char_indices().last().map_or(0, |(at, _)| at)];
+        assert!(
+            listed_keys(&store, shorter).await.is_empty(),
+            "a user whose id is a prefix of another's is another user"
+        );
+        assert_eq!(store.delete_for_user(user, None).await.unwrap(), 1);
+        assert_absent(&store, &k, "revoked").await;
+    }
 }

@@ -17,7 +17,7 @@ use crate::change::{self, Change, Field, Undo, UpdateFn};
 use crate::config::SessionConfig;
 use crate::error::SessionError;
 use crate::id::SessionHandle;
-use crate::record::now;
+use crate::record::{now, unstorable, MAX_EPOCH_BYTES, MAX_USER_ID_BYTES};
 use crate::store::SessionStore;
 use crate::telemetry::{self, names};
 
@@ -321,11 +321,22 @@ impl Session {
     /// browser never sees the previous user's values, nor inherits their remember-me
     /// cookie, creation time or deadlines.
     ///
-    /// If it fails (for a client-side session, [`SessionError::CookieTooLarge`] when the
-    /// user and client details would not fit in the cookie), nothing changed: the session
-    /// is exactly as before the call.
+    /// If it fails, nothing changed: the session is exactly as before the call. It fails
+    /// with [`SessionError::InvalidUserId`] for a user id no store could keep (empty,
+    /// over [`MAX_USER_ID_BYTES`](crate::record::MAX_USER_ID_BYTES), or holding a NUL),
+    /// and for a client-side session with [`SessionError::CookieTooLarge`] when the user
+    /// and client details would not fit in the cookie.
     pub async fn login(&self, user: impl Into<String>) -> Result<(), SessionError> {
         let user = user.into();
+        // Empty, it would be no user to Redis, which would leave it out of the index.
+        let invalid = if user.is_empty() {
+            Some("it is empty")
+        } else {
+            unstorable(&user, MAX_USER_ID_BYTES)
+        };
+        if let Some(reason) = invalid {
+            return Err(SessionError::InvalidUserId { reason });
+        }
         let epoch = match &self.config().epochs {
             Some(epochs) => epochs
                 .0
@@ -334,6 +345,12 @@ impl Session {
                 .map_err(SessionError::Epoch)?,
             None => None,
         };
+        if let Some(reason) = epoch
+            .as_deref()
+            .and_then(|e| unstorable(e, MAX_EPOCH_BYTES))
+        {
+            return Err(SessionError::InvalidEpoch { reason });
+        }
         let mut view = self.writable().await?;
         let switching = view
             .record
