@@ -65,8 +65,18 @@ pub(crate) mod sealed {
         const DIV: &'static str = "/";
 
         /// `statement` (a `DELETE FROM` or an `UPDATE … SET` of `table`) applied to at
-        /// most `:limit` rows matching `condition`, in one short statement.
+        /// most `:limit` rows matching `condition`, in one short statement. For the purge:
+        /// it may pass over rows another writer holds, which a later purge takes.
         fn limited(statement: &str, table: &str, condition: &str) -> String;
+
+        /// `DELETE FROM table` of at most `:limit` rows matching `condition`, waiting for
+        /// rows another writer holds: for revocations, which must not pass over a session.
+        fn batch_of(table: &str, condition: &str) -> String {
+            format!(
+                "DELETE FROM {table} WHERE store_key IN (
+                   SELECT store_key FROM {table} WHERE {condition} LIMIT :limit)"
+            )
+        }
 
         /// Creates the table and indexes if missing and upgrades older tables.
         fn migrate<'a>(

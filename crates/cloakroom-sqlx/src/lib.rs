@@ -54,7 +54,7 @@ pub use postgres::PostgresStore;
 pub use server::Server;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
-pub use store::SqlStore;
+pub use store::{SqlStore, REVOKE_BATCH};
 pub use table::DEFAULT_TABLE;
 
 /// The README's examples, run as doc tests.

@@ -8,7 +8,8 @@
 //! | `insert` | 1 (2–3 only when the key is taken: to replace an expired row or report `Duplicate`) |
 //! | `update` (compare-and-set) | 1 on success; a failed one pays a second query to tell `Conflict` from `Missing` |
 //! | `touch`, `rename`, `delete` | 1 |
-//! | `list_for_user`, `delete_for_user`, `find_by_handle`, `list_sessions` | 1 |
+//! | `list_for_user`, `find_by_handle`, `list_sessions` | 1 |
+//! | `delete_for_user` | 1 per batch of [`REVOKE_BATCH`](crate::REVOKE_BATCH) sessions, and 1 to find none left |
 //! | `purge_expired` | 1 per batch (`DELETE … ORDER BY purge_at, store_key LIMIT n`), and 1 per batch of stale purge marks mended |
 //!
 //! MySQL has no `INSERT … RETURNING` nor a data-modifying CTE, hence the extra query on
@@ -74,6 +75,13 @@ impl Sealed for MySql {
     /// the rows a batch takes are determined, as statement-based replication requires.
     fn limited(statement: &str, _t: &str, condition: &str) -> String {
         format!("{statement} WHERE {condition} ORDER BY purge_at, store_key LIMIT :limit")
+    }
+
+    /// MySQL refuses a `LIMIT` in a subquery of `IN`, and needs none: its `DELETE` takes
+    /// one. No `ORDER BY`, which MySQL would answer with a sort of all the user's rows on
+    /// every batch.
+    fn batch_of(table: &str, condition: &str) -> String {
+        format!("DELETE FROM {table} WHERE {condition} LIMIT :limit")
     }
 
     /// Also brings a table an older version made up to date: the `auth_epoch`,

@@ -8,7 +8,8 @@
 //! | `insert` (replacing only an expired row) | 1 |
 //! | `update` (compare-and-set) | 1; a failed one pays a second to tell `Conflict` from `Missing` |
 //! | `touch`, `rename`, `delete` | 1 |
-//! | `list_for_user`, `delete_for_user`, `find_by_handle`, `list_sessions` | 1 |
+//! | `list_for_user`, `find_by_handle`, `list_sessions` | 1 |
+//! | `delete_for_user` | 1 per batch of [`REVOKE_BATCH`](crate::REVOKE_BATCH) sessions, and 1 to find none left |
 //! | `purge_expired` | 1 per batch (`FOR UPDATE SKIP LOCKED`, so it never blocks requests for long), and 1 per batch of stale purge marks mended |
 //!
 //! ## Clocks

@@ -2,7 +2,8 @@
 //!
 //! One table, `WITHOUT ROWID`, keyed by the 32-byte store key, with indexes on the purge
 //! mark and the user. WAL journaling lets readers run beside the writer. Every operation is one
-//! statement (an insert replaces an expired row with an upsert); compare-and-set is
+//! statement (an insert replaces an expired row with an upsert), but for the purge and
+//! revoking a user's sessions, which go in batches; compare-and-set is
 //! `UPDATE … WHERE store_key = ? AND version = ?`, and only a failed one costs a second
 //! query to tell `Conflict` from `Missing`.
 //!

@@ -239,6 +239,7 @@ pub struct Statements {
     pub rename: Statement,
     pub delete: Statement,
     pub list_for_user: Statement,
+    /// Deletes a batch of a user's live sessions.
     pub delete_for_user: Statement,
     /// Deletes a batch of expired rows.
     pub purge: Statement,
@@ -340,9 +341,11 @@ impl Statements {
                 "SELECT {cols} FROM {t} WHERE user_id = :user AND store_key > :after AND {live}
                  ORDER BY store_key LIMIT :limit"
             )),
-            delete_for_user: sql(format!(
-                "DELETE FROM {t} WHERE user_id = :user AND {live}
-                 AND (:except IS NULL OR store_key <> :except)"
+            delete_for_user: sql(D::batch_of(
+                t,
+                &format!(
+                    "user_id = :user AND {live} AND (:except IS NULL OR store_key <> :except)"
+                ),
             )),
             purge: sql(D::limited(
                 &format!("DELETE FROM {t}"),

@@ -175,6 +175,13 @@ impl<D: Dialect> SqlStore<D> {
 /// How many sessions one page of a per-user listing reads.
 const USER_PAGE: usize = 1000;
 
+/// How many of a user's sessions one statement of [`delete_for_user`] deletes, each batch
+/// under its own operation timeout: revoking a user with a million sessions finishes as
+/// surely as one with three (which costs a second statement, to find none left).
+///
+/// [`delete_for_user`]: cloakroom::SessionStore::delete_for_user
+pub const REVOKE_BATCH: u32 = 1000;
+
 fn key_args(key: &StoreKey) -> Args<'_> {
     Args {
         key: Some(key.as_bytes().as_slice()),
@@ -338,13 +345,19 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         let args = Args {
             user: Some(user),
             except: except.map(|key| key.as_bytes().as_slice()),
+            limit: Some(i64::from(REVOKE_BATCH)),
             ..Args::default()
         };
-        bounded(self.timeout, async {
-            let deleted = self.execute(&self.sql.delete_for_user, &args).await;
-            deleted.map_err(store_error)
-        })
-        .await
+        // Until a batch finds none, not until one comes back short: a session renamed
+        // while its batch ran is missed by that batch, under its new key, and found by the
+        // next.
+        let mut total = 0;
+        loop {
+            match self.batch(&self.sql.delete_for_user, &args).await? {
+                0 => return Ok(total),
+                deleted => total += deleted,
+            }
+        }
     }
 
     async fn purge_expired(&self, batch: usize) -> Result<u64, StoreError> {

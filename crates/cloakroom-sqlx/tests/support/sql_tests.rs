@@ -125,6 +125,39 @@ macro_rules! sql_store_tests {
             drop_tables(&pool, &tables).await;
         }
 
+        /// Revoking a user's sessions finishes whatever their number: it deletes them in
+        /// batches, each under its own operation timeout. One statement for all of them ran
+        /// past the timeout, so the caller got a store error, and the count was lost,
+        /// while the server went on to delete them anyway.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn revokes_200_000_sessions_of_one_user_in_batches() {
+            use cloakroom::SessionStore as _;
+            let Some((pool, tables, table)) = fresh_table().await else { return };
+            let store = store_on(&pool, &table)
+                .await
+                .with_operation_timeout(Duration::from_millis(400));
+            sqlx::query(&format!($bulk_insert, table = table))
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query(&format!(
+                "UPDATE {table} SET user_id = 'crowd', idle_deadline = NULL, expires_at = NULL"
+            ))
+            .execute(&pool)
+            .await
+            .unwrap();
+            let first = cloakroom::ListQuery { limit: 1, ..Default::default() };
+            let kept = store.list_sessions(&first).await.unwrap();
+            let kept = &kept.first().expect("sessions were made").key;
+            assert_eq!(
+                store.delete_for_user("crowd", Some(kept)).await.unwrap(),
+                199_999
+            );
+            let left = store.list_for_user("crowd").await.unwrap();
+            assert_eq!(left.iter().map(|entry| entry.key).collect::<Vec<_>>(), vec![*kept]);
+            drop_tables(&pool, &tables).await;
+        }
+
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn migrate_is_idempotent_and_safe_concurrently() {
             let Some((pool, tables, table)) = fresh_table().await else { return };
