@@ -65,6 +65,15 @@ pub struct SetupError {
     source: McError,
 }
 
+/// The longest key prefix: memcached refuses keys over 250 bytes, and the store's longest
+/// key (a user's index shard) adds about 90 to the prefix.
+pub const MAX_PREFIX_BYTES: usize = 150;
+
+/// A key prefix memcached could not take as part of a key, with what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("memcached key prefix {0:?} is not allowed: use at most 150 printable ASCII characters, with no spaces")]
+pub struct InvalidPrefix(pub String);
+
 /// A session store on memcached.
 pub struct MemcachedStore {
     address: String,
@@ -117,9 +126,18 @@ impl MemcachedStore {
     }
 
     /// Uses another key prefix (default `cloakroom:`), so several apps share a server.
-    pub fn with_prefix(mut self, prefix: &str) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidPrefix`] if memcached could not take it in a key: longer than
+    /// [`MAX_PREFIX_BYTES`], or holding a space, a control character or a non-ASCII one
+    /// (memcached's keys end at the first space, so every request would fail).
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self, InvalidPrefix> {
+        if prefix.len() > MAX_PREFIX_BYTES || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidPrefix(prefix.to_owned()));
+        }
         prefix.clone_into(&mut self.prefix);
-        self
+        Ok(self)
     }
 
     fn session_key(&self, key: &StoreKey) -> String {

@@ -25,6 +25,7 @@ async fn memcached_store_passes_the_conformance_suite() {
                 .await
                 .unwrap()
                 .with_prefix(&prefix)
+                .unwrap()
         }
     })
     .await;
@@ -36,6 +37,7 @@ async fn store_on(server: &TestMemcached, prefix: &str) -> MemcachedStore {
         .await
         .unwrap()
         .with_prefix(prefix)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -84,6 +86,48 @@ async fn sessions_ending_after_2038_are_kept() {
         store.rename(&key, &renamed).await.unwrap();
         assert_eq!(store.load(&renamed).await.unwrap(), Some(record), "renamed");
     }
+}
+
+/// Memcached refuses keys over 250 bytes, and its keys end at the first space: a prefix
+/// that made either failed every request with a store error. It is refused when the store
+/// is made, and the longest one allowed works through every kind of key.
+#[tokio::test]
+async fn key_prefixes_memcached_cannot_take_are_refused() {
+    let Some(server) = start().await else { return };
+    let address = format!("127.0.0.1:{}", server.port());
+    let connect = || MemcachedStore::connect(&address);
+    let longest = "p".repeat(cloakroom_memcached::MAX_PREFIX_BYTES);
+    for bad in [
+        format!("{longest}p"),
+        "my app:".to_owned(),
+        "new\nline".to_owned(),
+        "é:".to_owned(),
+    ] {
+        let error = connect().await.unwrap().with_prefix(&bad).unwrap_err();
+        assert!(
+            error.to_string().contains("is not allowed"),
+            "{bad:?}: {error}"
+        );
+    }
+    let store = connect().await.unwrap().with_prefix(&longest).unwrap();
+    let user = format!("user-{}", SessionId::generate().store_key().to_hex());
+    let key = SessionId::generate().store_key();
+    let record = live_record(Some(&user));
+    store.insert(&key, &record).await.unwrap();
+    assert_eq!(store.load(&key).await.unwrap(), Some(record));
+    assert_eq!(listed_keys(&store, &user).await, vec![key]);
+    let page = cloakroom::ListQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store
+        .list_sessions(&page)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.key == key));
+    assert_eq!(store.delete_for_user(&user, None).await.unwrap(), 1);
+    assert_eq!(store.load(&key).await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -317,7 +317,9 @@ fn memcached(target: &Target) -> BoxFuture<'_, Result<Backend, OpenError>> {
             .await
             .map_err(|e| target.invalid(e.to_string()))?;
         let store = match &target.prefix {
-            Some(prefix) => store.with_prefix(prefix),
+            Some(prefix) => store
+                .with_prefix(prefix)
+                .map_err(|e| target.invalid(e.to_string()))?,
             None => store,
         };
         Ok(Backend::new(Arc::new(store), None))
