@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use cloakroom::record::saturating_add;
 use cloakroom::{CookieCodec, OpenedCookie, Record, SessionConfig, StoreKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -225,7 +226,7 @@ impl CookieCodec for FlaskCookie {
         let (session, stamp, under_fallback) = self.decode_at(value, cloakroom::record::now())?;
         // Flask accepts an age equal to the lifetime, in whole seconds: live until the
         // second after.
-        let deadline = stamp + self.lifetime + Duration::from_secs(1);
+        let deadline = saturating_add(stamp, self.lifetime.saturating_add(Duration::from_secs(1)));
         let (key, record) = dict::from_dict(session, &self.user_key, stamp, Some(deadline))?;
         // A session Flask made has no key of ours: name it after its signature, so its
         // handle stays put until cloakroom first writes it.
@@ -236,5 +237,28 @@ impl CookieCodec for FlaskCookie {
             record,
             under_fallback,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lifetime that puts a cookie's deadline past the year 9999 means "never": opening a
+    /// cookie under it added the lifetime to its time stamp and panicked.
+    #[test]
+    fn huge_lifetimes_open_cookies_instead_of_panicking() {
+        let mut session = Map::new();
+        session.insert("_user_id".into(), "alice".into());
+        for lifetime in [Duration::MAX, Duration::from_secs(10_000 * 365 * 86_400)] {
+            let codec = FlaskCookie::new("a secret key").with_lifetime(lifetime);
+            let value = codec.encode_at(&session, cloakroom::record::now()).unwrap();
+            let opened = codec.open("session", &value).expect("a live cookie");
+            assert_eq!(opened.record.user_id.as_deref(), Some("alice"));
+            assert_eq!(
+                opened.record.idle_deadline,
+                Some(time::PrimitiveDateTime::MAX.assume_utc())
+            );
+        }
     }
 }

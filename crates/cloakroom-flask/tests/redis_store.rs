@@ -213,3 +213,47 @@ async fn flask_refreshes_keep_the_version_and_flask_changes_are_seen() {
     assert_eq!(store.list_for_user("bob").await.unwrap().len(), 1);
     assert_eq!(store.delete_for_user("bob", None).await.unwrap(), 1);
 }
+
+/// Times past the year 9999 saturate instead of panicking: a key Redis gives a TTL of
+/// thousands of years (any client may set one), and a store whose lifetime is huge, whose
+/// saved deadlines reach the last instant a timestamp holds. Each overflowed a date sum
+/// in `load` (and in the listings and revocations that read the same way) and panicked.
+#[tokio::test]
+async fn extreme_ttls_and_lifetimes_load_without_panicking() {
+    let Some(store) = support::connect().await else {
+        return;
+    };
+    let prefix = format!("{}:", support::unique_prefix());
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+
+    // Flask's own write, then a TTL of 9,500 years.
+    let store = store.with_prefix(&prefix);
+    let (id, key, _) = new_session(Duration::from_secs(600));
+    let dict = rmpv::Value::Map(vec![("_user_id".into(), "alice".into())]);
+    let redis_key = format!("{prefix}{}", id.to_cookie_value());
+    flask_set_value(&mut connection, &redis_key, &dict, Duration::from_secs(600)).await;
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&redis_key)
+        .arg(300_000_000_000_000_u64)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let loaded = store.load(&key).await.unwrap().expect("still live");
+    assert_eq!(loaded.user_id.as_deref(), Some("alice"));
+    let alice = key;
+
+    // A lifetime as long as a `Duration` holds: cloakroom saves deadlines at the end of
+    // the year 9999, and reads them back.
+    let forever = store.with_lifetime(Duration::MAX);
+    let (_, key, mut record) = new_session(Duration::MAX);
+    record.user_id = Some("bob".into());
+    forever.insert(&key, &record).await.unwrap();
+    let loaded = forever.load(&key).await.unwrap().expect("still live");
+    assert_eq!(loaded.user_id.as_deref(), Some("bob"));
+    assert_eq!(forever.delete_for_user("bob", None).await.unwrap(), 1);
+    // Flask's session under that lifetime: its last activity is taken as the lifetime
+    // before the TTL's deadline.
+    let loaded = forever.load(&alice).await.unwrap().expect("still live");
+    assert_eq!(loaded.user_id.as_deref(), Some("alice"));
+}

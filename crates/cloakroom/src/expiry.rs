@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::record::{Record, Touch};
+use crate::record::{saturating_add as add, Record, Touch};
 
 /// When sessions die, enforced on the server.
 ///
@@ -113,11 +113,6 @@ impl ExpiryPolicy {
             idle_deadline: self.idle_deadline(now),
         })
     }
-}
-
-fn add(at: OffsetDateTime, duration: Duration) -> OffsetDateTime {
-    at.checked_add(time::Duration::try_from(duration).unwrap_or(time::Duration::MAX))
-        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
 }
 
 #[cfg(test)]

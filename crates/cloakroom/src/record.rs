@@ -32,6 +32,21 @@ pub(crate) fn unstorable(value: &str, max: usize) -> Option<&'static str> {
     }
 }
 
+/// `at` plus `duration`, or the last instant a timestamp can hold (the end of the year
+/// 9999) if the sum lies past it: a huge timeout, or a corrupt stored time, means "never"
+/// rather than a panic.
+pub fn saturating_add(at: OffsetDateTime, duration: std::time::Duration) -> OffsetDateTime {
+    at.checked_add(time::Duration::try_from(duration).unwrap_or(time::Duration::MAX))
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+}
+
+/// `at` minus `duration`, or the first instant a timestamp can hold if the difference
+/// lies before it.
+pub fn saturating_sub(at: OffsetDateTime, duration: std::time::Duration) -> OffsetDateTime {
+    at.checked_sub(time::Duration::try_from(duration).unwrap_or(time::Duration::MAX))
+        .unwrap_or(time::PrimitiveDateTime::MIN.assume_utc())
+}
+
 /// Client metadata recorded when a session is created or logs in, shown in device lists.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientMeta {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cloakroom::record::{from_unix_ms, to_unix_ms};
+use cloakroom::record::{from_unix_ms, saturating_add, saturating_sub, to_unix_ms};
 use cloakroom::{Record, StoreError};
 use serde_json::{Map, Value};
 use sha1::{Digest, Sha1};
@@ -78,10 +78,11 @@ impl FlaskRedisStore {
             Some(Value::Object(meta)) => (ms(meta, "l"), ms(meta, "i"), ms(meta, "a")),
             _ => (None, None, None),
         };
-        let ttl_deadline = (pttl >= 0).then(|| time + Duration::from_millis(pttl.unsigned_abs()));
+        let ttl_deadline =
+            (pttl >= 0).then(|| saturating_add(time, Duration::from_millis(pttl.unsigned_abs())));
         // Flask-Session re-sets the TTL to the lifetime on every write: the last activity
         // is that far before the deadline.
-        let from_ttl = |deadline: OffsetDateTime| (deadline - self.lifetime).min(time);
+        let from_ttl = |deadline: OffsetDateTime| saturating_sub(deadline, self.lifetime).min(time);
         let (last_active, idle_deadline) = match (sealed, last) {
             (true, Some(last)) => {
                 let written = match (idle, absolute) {
@@ -90,7 +91,7 @@ impl FlaskRedisStore {
                 };
                 match (ttl_deadline, written) {
                     // Flask saved the unchanged dict again and moved the TTL on.
-                    (Some(ttl), Some(written)) if ttl > written + REFRESH_SLACK => {
+                    (Some(ttl), Some(written)) if ttl > saturating_add(written, REFRESH_SLACK) => {
                         (from_ttl(ttl).max(last), Some(ttl))
                     }
                     _ => (last, idle),

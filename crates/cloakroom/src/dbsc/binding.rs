@@ -22,6 +22,7 @@ use super::{
 };
 use crate::config::CookieConfig;
 use crate::keys::KeyRing;
+use crate::record::saturating_add;
 
 /// How device binding is set up: where the endpoints are, the bound cookie, the
 /// algorithms offered, and the key ring the bound cookie is MAC'd with.
@@ -449,7 +450,7 @@ impl DeviceBinding {
         // Just registered: the bound cookie may still be on its way to the browser.
         let in_grace = self
             .bound_at
-            .is_some_and(|bound_at| now < bound_at + config.registration_grace);
+            .is_some_and(|bound_at| now < saturating_add(bound_at, config.registration_grace));
         if valid || in_grace {
             BindingStatus::Bound
         } else {

@@ -275,3 +275,18 @@ fn configuration_is_checked() {
     let rsa_only = config().with_algorithms([Algorithm::Rs256, Algorithm::Rs256]);
     assert_eq!(rsa_only.algorithms(), [Algorithm::Rs256]);
 }
+
+/// A stored binding whose `bound_at` is the last instant a timestamp holds (a corrupt or
+/// edited record) is judged, not a panic: the grace period was added to it on every
+/// request of the session, and overflowed.
+#[test]
+fn a_binding_bound_at_the_end_of_time_is_judged_without_panicking() {
+    let config = config();
+    let device = new_key();
+    let now = crate::record::now();
+    let (binding, _) = registered(&config, &device, now);
+    let mut stored = serde_json::to_value(&binding).unwrap();
+    stored["bound_at"] = serde_json::json!(253_402_300_799_999_i64);
+    let loaded: DeviceBinding = serde_json::from_value(stored).unwrap();
+    assert_eq!(loaded.status(&config, [], now), BindingStatus::Bound);
+}
