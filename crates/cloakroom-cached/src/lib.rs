@@ -184,7 +184,7 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
             Ok(()) => {
                 let generation = self.changed(key);
                 let mut stored = record.clone();
-                stored.version = record.version + 1;
+                stored.version = record.version.wrapping_add(1);
                 // The durable store keeps the absolute deadline it was inserted with.
                 match previous {
                     Some(previous) => stored.absolute_deadline = previous.absolute_deadline,

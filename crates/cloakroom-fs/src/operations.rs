@@ -36,7 +36,7 @@ impl Dir {
         if stored.version != record.version {
             return Err(UpdateError::Conflict);
         }
-        record.version += 1;
+        record.version = record.version.wrapping_add(1);
         record.absolute_deadline = stored.absolute_deadline;
         if let Some(user) = &record.user_id {
             self.add_marker(user, key)?;

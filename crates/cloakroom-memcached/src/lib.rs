@@ -378,7 +378,7 @@ impl SessionStore for MemcachedStore {
             return Err(UpdateError::Conflict);
         }
         let mut next = record.clone();
-        next.version = record.version + 1;
+        next.version = record.version.wrapping_add(1);
         next.absolute_deadline = stored.absolute_deadline;
         // A new owner's index gains the key before the record names that owner.
         let new_owner = next

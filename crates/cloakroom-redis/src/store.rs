@@ -354,7 +354,7 @@ impl SessionStore for RedisStore {
             let single = !self.is_cluster();
             let user = record.user_id.as_deref().unwrap_or_default();
             let mut call = self.write_call(&scripts::UPDATE, key, record, single);
-            call.arg(record.version + 1)
+            call.arg(record.version.wrapping_add(1))
                 .arg(encode(record).map_err(UpdateError::Store)?)
                 .arg(to_unix_ms(record.last_active_at))
                 .arg(ms(record.idle_deadline))

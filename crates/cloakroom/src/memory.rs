@@ -411,7 +411,7 @@ impl SessionStore for MemoryStore {
         if stored.version != record.version {
             return Err(UpdateError::Conflict);
         }
-        next.version = record.version + 1;
+        next.version = record.version.wrapping_add(1);
         next.absolute_ms = stored.absolute_ms;
         inner.put(*key, next);
         Ok(())
@@ -575,5 +575,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.len(), 1, "the write evicted the four expired records");
+    }
+
+    /// A record at the last version a `u64` holds (a corrupt or edited one) takes an
+    /// update: the version wraps round to 0, as in a release build, where a debug build
+    /// panicked on the overflow.
+    #[tokio::test]
+    async fn the_last_version_wraps_round_on_update() {
+        let store = MemoryStore::new();
+        let key = crate::SessionId::generate().store_key();
+        let t = crate::record::now();
+        let mut record = Record::new(t, Some(t + time::Duration::hours(1)), None);
+        record.version = u64::MAX;
+        store.insert(&key, &record).await.unwrap();
+        store.update(&key, &record).await.unwrap();
+        assert_eq!(store.load(&key).await.unwrap().unwrap().version, 0);
     }
 }

@@ -139,7 +139,7 @@ impl Session {
             let record = &mut view.record;
             record.last_active_at = time;
             record.idle_deadline = expiry.idle_deadline(time);
-            record.version += 1;
+            record.version = record.version.wrapping_add(1);
             view.send_cookie = true;
         } else if let Some(touch) = expiry.touch_due(&view.record, time) {
             view.record.apply_touch(&touch);

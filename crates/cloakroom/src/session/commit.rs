@@ -346,7 +346,7 @@ impl Session {
             candidate.idle_deadline = expiry.idle_deadline(time);
             let error = match store.update(&key, &candidate).await {
                 Ok(()) => {
-                    candidate.version += 1;
+                    candidate.version = candidate.version.wrapping_add(1);
                     turn.committed(key, &candidate);
                     if let Some(error) = own_error {
                         return Err(error);
