@@ -105,9 +105,14 @@ async fn long_table_names_keep_every_index() {
         Ok(pool) => pool,
         Err(error) => return support::unreachable("PostgreSQL", &url, &error),
     };
+    // Every table in a schema of the test's own, which is dropped with them: unqualified
+    // names land in it through the search path.
     let schema = support::unique_table();
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&pool)
+        .await
+        .unwrap();
+    let inside = PgPool::connect(&support::postgres_url_in(&schema))
         .await
         .unwrap();
     let padded = |length: usize, last: char| {
@@ -120,46 +125,36 @@ async fn long_table_names_keep_every_index() {
         .into_iter()
         .map(|length| (None, padded(length, 'a')))
         .collect();
-    // In a schema the prefix is `schema_table`: past 63 bytes, two tables that differ
+    // Qualified, the prefix is `schema_table`: past 63 bytes, two tables that differ
     // only at the end.
     tables.push((Some(&schema), padded(63, 'a')));
     tables.push((Some(&schema), padded(63, 'b')));
     for (in_schema, table) in &tables {
-        let store = PostgresStore::from_pool(pool.clone())
+        let store = PostgresStore::from_pool(inside.clone())
             .with_table(*in_schema, table)
             .unwrap();
         store.migrate().await.unwrap();
         // The indexes an earlier version left, named as it named them (PostgreSQL cuts
         // them as it did then; a name that comes out taken is skipped, as it was then):
         // a second migration retires them and keeps its own.
-        let qualified = match in_schema {
-            Some(schema) => format!("{schema}.{table}"),
+        let prefix = match in_schema {
+            Some(schema) => format!("{schema}_{table}"),
             None => table.clone(),
         };
         for (what, columns) in [("purge_at", "purge_at"), ("user_key", "user_id, store_key")] {
-            let prefix = match in_schema {
-                Some(schema) => format!("{schema}_{table}"),
-                None => table.clone(),
-            };
             sqlx::query(&format!(
-                "CREATE INDEX IF NOT EXISTS \"{prefix}_{what}\" ON {qualified} ({columns})"
+                "CREATE INDEX IF NOT EXISTS \"{prefix}_{what}\" ON {table} ({columns})"
             ))
-            .execute(&pool)
+            .execute(&inside)
             .await
             .unwrap();
         }
         store.migrate().await.unwrap();
-    }
-    for (in_schema, table) in &tables {
-        let qualified = match in_schema {
-            Some(schema) => format!("{schema}.{table}"),
-            None => table.clone(),
-        };
         let definitions: Vec<String> = sqlx::query_scalar(
             "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = to_regclass($1)",
         )
-        .bind(&qualified)
-        .fetch_all(&pool)
+        .bind(table)
+        .fetch_all(&inside)
         .await
         .unwrap();
         let has = |columns: &str| {
@@ -169,19 +164,12 @@ async fn long_table_names_keep_every_index() {
         };
         assert!(
             has("(store_key)") && has("(purge_at)") && has("(user_id, store_key)"),
-            "{qualified} ({} bytes): {definitions:#?}",
-            table.len()
+            "{prefix} ({} bytes): {definitions:#?}",
+            prefix.len()
         );
-        assert_eq!(definitions.len(), 3, "{qualified}: {definitions:#?}");
+        assert_eq!(definitions.len(), 3, "{prefix}: {definitions:#?}");
     }
-    for (in_schema, table) in &tables {
-        if in_schema.is_none() {
-            sqlx::query(&format!("DROP TABLE {table}"))
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-    }
+    inside.close().await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&pool)
         .await

@@ -111,16 +111,23 @@ macro_rules! sql_store_tests {
             drop_tables(&pool, &tables).await;
         }
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn purges_200_000_expired_rows_in_batches() {
-            let Some((pool, tables, table)) = fresh_table().await else { return };
-            let store = store_on(&pool, &table)
-                .await
-                .with_operation_timeout(Duration::from_secs(60));
+        /// A fresh table holding 200,000 expired rows, and a store on it whose operations
+        /// time out after `timeout`.
+        async fn bulk_table(timeout: Duration) -> Option<($pool, Tables, String, $store)> {
+            let (pool, tables, table) = fresh_table().await?;
+            let store = store_on(&pool, &table).await.with_operation_timeout(timeout);
             sqlx::query(&format!($bulk_insert, table = table))
                 .execute(&pool)
                 .await
                 .unwrap();
+            Some((pool, tables, table, store))
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn purges_200_000_expired_rows_in_batches() {
+            let Some((pool, tables, _, store)) = bulk_table(Duration::from_secs(60)).await else {
+                return;
+            };
             scenarios::purge_in_batches(&store, 200_000, 10_000).await;
             drop_tables(&pool, &tables).await;
         }
@@ -132,14 +139,10 @@ macro_rules! sql_store_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn revokes_200_000_sessions_of_one_user_in_batches() {
             use cloakroom::SessionStore as _;
-            let Some((pool, tables, table)) = fresh_table().await else { return };
-            let store = store_on(&pool, &table)
-                .await
-                .with_operation_timeout(Duration::from_millis(400));
-            sqlx::query(&format!($bulk_insert, table = table))
-                .execute(&pool)
-                .await
-                .unwrap();
+            let Some((pool, tables, table, store)) = bulk_table(Duration::from_millis(400)).await
+            else {
+                return;
+            };
             sqlx::query(&format!(
                 "UPDATE {table} SET user_id = 'crowd', idle_deadline = NULL, expires_at = NULL"
             ))

@@ -194,13 +194,23 @@ fn pending_bindings_do_not_restrict_and_cannot_refresh() {
     assert_eq!(binding.register(good.as_bytes(), now), Ok(()));
 }
 
+/// A binding registered by a new device at `now`, its first challenge, and its JSON as a
+/// record keeps it.
+fn bound_and_stored(
+    config: &DeviceBindingConfig,
+    now: OffsetDateTime,
+) -> (SigningKey, DeviceBinding, HeaderValue, serde_json::Value) {
+    let device = new_key();
+    let (binding, next) = registered(config, &device, now);
+    let stored = serde_json::to_value(&binding).unwrap();
+    (device, binding, next, stored)
+}
+
 #[test]
 fn bindings_round_trip_through_json() {
     let config = config();
-    let device = new_key();
     let now = crate::record::now();
-    let (binding, next) = registered(&config, &device, now);
-    let stored = serde_json::to_value(&binding).unwrap();
+    let (device, binding, next, stored) = bound_and_stored(&config, now);
     assert_eq!(stored["state"], "bound");
     // The feature-independent reader (`cloakroom show`) sees the same state.
     let mut record = crate::Record::new(now, None, None);
@@ -282,10 +292,8 @@ fn configuration_is_checked() {
 #[test]
 fn a_binding_bound_at_the_end_of_time_is_judged_without_panicking() {
     let config = config();
-    let device = new_key();
     let now = crate::record::now();
-    let (binding, _) = registered(&config, &device, now);
-    let mut stored = serde_json::to_value(&binding).unwrap();
+    let (_, _, _, mut stored) = bound_and_stored(&config, now);
     stored["bound_at"] = serde_json::json!(253_402_300_799_999_i64);
     let loaded: DeviceBinding = serde_json::from_value(stored).unwrap();
     assert_eq!(loaded.status(&config, [], now), BindingStatus::Bound);
