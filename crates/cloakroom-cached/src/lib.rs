@@ -13,7 +13,10 @@
 //!   is never resurrected;
 //! - a read that was in flight while the session was deleted, renamed or written through
 //!   this instance never puts what it read into the cache: every write bumps the key's
-//!   generation, and an entry stamped with an older generation is never served.
+//!   generation, and an entry stamped with an older generation is never served; nor does
+//!   a write that finished while a logout of the same session ran, and a user's
+//!   revocation makes every cached entry unservable, so it reaches sessions it took that
+//!   were logged in or renamed while it ran.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -133,6 +136,25 @@ impl<D: SessionStore> CachedStore<D> {
         self.cache.insert(key, entry).await;
     }
 
+    /// Caches what a write through this instance stored, read at `since`, if no other
+    /// write to its stripe came between `before` (taken before the durable write) and
+    /// `generation` (the write's own bump): a logout that ran meanwhile may have deleted
+    /// it, so it is left to the next read.
+    async fn remember_written(
+        &self,
+        key: StoreKey,
+        record: Record,
+        since: Instant,
+        before: u64,
+        generation: u64,
+    ) {
+        if generation == before.wrapping_add(1) {
+            self.remember(key, record, since, generation).await;
+        } else {
+            self.cache.invalidate(&key).await;
+        }
+    }
+
     /// The cached record, if fresh and no write came after it was read.
     async fn fresh(&self, key: &StoreKey) -> Option<Arc<Record>> {
         let entry = self.cache.get(key).await?;
@@ -171,14 +193,17 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
 
     async fn insert(&self, key: &StoreKey, record: &Record) -> Result<(), InsertError> {
         let since = Instant::now();
+        let before = self.generation(key);
         self.durable.insert(key, record).await?;
         let generation = self.changed(key);
-        self.remember(*key, record.clone(), since, generation).await;
+        self.remember_written(*key, record.clone(), since, before, generation)
+            .await;
         Ok(())
     }
 
     async fn update(&self, key: &StoreKey, record: &Record) -> Result<(), UpdateError> {
         let since = Instant::now();
+        let before = self.generation(key);
         let previous = self.fresh(key).await;
         match self.durable.update(key, record).await {
             Ok(()) => {
@@ -193,7 +218,8 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
                         return Ok(());
                     }
                 }
-                self.remember(*key, stored, since, generation).await;
+                self.remember_written(*key, stored, since, before, generation)
+                    .await;
                 Ok(())
             }
             Err(error) => {
@@ -235,18 +261,17 @@ impl<D: SessionStore> SessionStore for CachedStore<D> {
         self.durable.list_for_user(user).await
     }
 
+    /// Every cached entry becomes unservable: the revocation may take sessions no listing
+    /// made before it would name (one logged in or renamed meanwhile), and a revocation
+    /// is rare, where a miss costs one durable read (as the TTL does anyway).
     async fn delete_for_user(
         &self,
         user: &str,
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
-        let doomed = self.durable.list_for_user(user).await?;
         let deleted = self.durable.delete_for_user(user, except).await;
-        for entry in doomed {
-            if Some(&entry.key) != except {
-                self.changed(&entry.key);
-                self.cache.invalidate(&entry.key).await;
-            }
+        for stripe in &self.generations {
+            stripe.fetch_add(1, Ordering::SeqCst);
         }
         deleted
     }

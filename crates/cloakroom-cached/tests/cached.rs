@@ -141,37 +141,77 @@ async fn a_revocation_through_another_instance_shows_within_the_ttl() {
     );
 }
 
-/// Makes a real durable store's `load`, once armed, read the record and then wait to be
-/// released before returning it: the slow read of a loaded database.
+/// When a held operation of [`Slow`] waits: before it reaches the durable store, or after
+/// its work is done there and before its answer returns.
+#[derive(Clone, Copy, PartialEq)]
+enum When {
+    Before,
+    After,
+}
+
+/// Makes one operation of a real durable store, once armed with it, wait to be released at
+/// the armed point: the slow reply of a loaded database.
 #[derive(Default)]
-struct SlowLoads {
-    armed: std::sync::atomic::AtomicBool,
-    read: tokio::sync::Notify,
+struct Slow {
+    armed: std::sync::Mutex<Option<(Operation, When)>>,
+    reached: tokio::sync::Notify,
     release: tokio::sync::Notify,
 }
 
-#[async_trait::async_trait]
-impl StoreHook for SlowLoads {
-    async fn after(&self, operation: Operation) {
-        if operation == Operation::Load && self.armed.swap(false, Ordering::SeqCst) {
-            self.read.notify_one();
+impl Slow {
+    async fn hold(&self, operation: Operation, when: When) {
+        let held = {
+            let mut armed = self.armed.lock().unwrap();
+            *armed == Some((operation, when)) && armed.take().is_some()
+        };
+        if held {
+            self.reached.notify_one();
             self.release.notified().await;
         }
     }
 }
 
-type SlowStore = CachedStore<HookedStore<SlowLoads>>;
+#[async_trait::async_trait]
+impl StoreHook for Slow {
+    async fn before(&self, operation: Operation) -> Result<(), cloakroom::StoreError> {
+        self.hold(operation, When::Before).await;
+        Ok(())
+    }
 
-/// A cached store over [`SlowLoads`] with one live session that is not cached yet.
+    async fn after(&self, operation: Operation) {
+        self.hold(operation, When::After).await;
+    }
+}
+
+type SlowStore = CachedStore<HookedStore<Slow>>;
+
+/// A cached store over [`Slow`] with one live session that is not cached yet.
 async fn slow_store() -> (std::sync::Arc<SlowStore>, cloakroom::StoreKey) {
     let memory = std::sync::Arc::new(cloakroom::MemoryStore::new());
-    let durable = HookedStore::with_hook(memory, SlowLoads::default());
+    let durable = HookedStore::with_hook(memory, Slow::default());
     let store = std::sync::Arc::new(CachedStore::new(durable));
     let key = cloakroom::SessionId::generate().store_key();
     let t = cloakroom::record::now();
     let record = cloakroom::Record::new(t, Some(t + time::Duration::hours(1)), None);
     store.durable().insert(&key, &record).await.unwrap();
     (store, key)
+}
+
+/// Runs `slow` until its `operation` reaches the durable store's point `when`, then runs
+/// `meanwhile`, then lets `slow` finish; returns what `meanwhile` returned.
+async fn during<T>(
+    store: &std::sync::Arc<SlowStore>,
+    (operation, when): (Operation, When),
+    slow: impl std::future::Future<Output = ()> + Send + 'static,
+    meanwhile: impl std::future::Future<Output = T>,
+) -> T {
+    *store.durable().hook().armed.lock().unwrap() = Some((operation, when));
+    let task = tokio::spawn(slow);
+    store.durable().hook().reached.notified().await;
+    let result = meanwhile.await;
+    store.durable().hook().release.notify_one();
+    task.await.unwrap();
+    result
 }
 
 /// Runs `write` while a load of `key` has read the durable record and waits to return it,
@@ -181,18 +221,72 @@ async fn during_a_load<T>(
     key: cloakroom::StoreKey,
     write: impl std::future::Future<Output = T>,
 ) -> T {
-    store.durable().hook().armed.store(true, Ordering::SeqCst);
     let loader = {
         let store = store.clone();
-        tokio::spawn(async move {
+        async move {
             store.load(&key).await.unwrap();
-        })
+        }
     };
-    store.durable().hook().read.notified().await;
-    let written = write.await;
-    store.durable().hook().release.notify_one();
-    loader.await.unwrap();
-    written
+    during(store, (Operation::Load, When::After), loader, write).await
+}
+
+/// A write that reached the durable store just before a logout of the same session, and
+/// came back just after it, cached the record it wrote under a generation newer than the
+/// logout's: the logged-out session was served from the cache for up to the TTL.
+#[tokio::test]
+async fn a_write_finishing_during_a_logout_never_re_caches_the_session() {
+    let (store, key) = slow_store().await;
+    let mut record = store.load(&key).await.unwrap().unwrap();
+    record.data.insert("n".into(), serde_json::json!(1));
+    let writer = {
+        let store = store.clone();
+        async move { store.update(&key, &record).await.unwrap() }
+    };
+    let logged_out = during(
+        &store,
+        (Operation::Update, When::After),
+        writer,
+        store.delete(&key),
+    )
+    .await;
+    assert!(logged_out.unwrap(), "logged out");
+    assert_eq!(
+        store.load(&key).await.unwrap(),
+        None,
+        "the logged-out session came back from the cache"
+    );
+}
+
+/// A revocation of a user's sessions reaches one that was logged in while it ran: it was
+/// deleted in the durable store, but the cache forgot only the sessions listed before.
+#[tokio::test]
+async fn a_user_revocation_reaches_a_session_cached_while_it_ran() {
+    let (store, _) = slow_store().await;
+    let revoker = {
+        let store = store.clone();
+        async move {
+            store.delete_for_user("alice", None).await.unwrap();
+        }
+    };
+    let key = cloakroom::SessionId::generate().store_key();
+    let record = cloakroom::conformance::live_record(Some("alice"));
+    let logged_in = during(
+        &store,
+        (Operation::DeleteForUser, When::Before),
+        revoker,
+        store.insert(&key, &record),
+    )
+    .await;
+    logged_in.unwrap();
+    assert!(
+        store.durable().load(&key).await.unwrap().is_none(),
+        "revoked"
+    );
+    assert_eq!(
+        store.load(&key).await.unwrap(),
+        None,
+        "the revoked session was served from the cache"
+    );
 }
 
 /// Issue 12, item 8: a read racing a logout through the same instance put the deleted
