@@ -230,6 +230,12 @@ async fn during_a_load<T>(
     during(store, (Operation::Load, When::After), loader, write).await
 }
 
+/// Asserts that `key` loads as nothing: `what` did not come back from the cache.
+async fn assert_gone(store: &SlowStore, key: &cloakroom::StoreKey, what: &str) {
+    let loaded = store.load(key).await.unwrap();
+    assert_eq!(loaded, None, "{what} came back from the cache");
+}
+
 /// A write that reached the durable store just before a logout of the same session, and
 /// came back just after it, cached the record it wrote under a generation newer than the
 /// logout's: the logged-out session was served from the cache for up to the TTL.
@@ -250,11 +256,7 @@ async fn a_write_finishing_during_a_logout_never_re_caches_the_session() {
     )
     .await;
     assert!(logged_out.unwrap(), "logged out");
-    assert_eq!(
-        store.load(&key).await.unwrap(),
-        None,
-        "the logged-out session came back from the cache"
-    );
+    assert_gone(&store, &key, "the logged-out session").await;
 }
 
 /// A revocation of a user's sessions reaches one that was logged in while it ran: it was
@@ -282,11 +284,7 @@ async fn a_user_revocation_reaches_a_session_cached_while_it_ran() {
         store.durable().load(&key).await.unwrap().is_none(),
         "revoked"
     );
-    assert_eq!(
-        store.load(&key).await.unwrap(),
-        None,
-        "the revoked session was served from the cache"
-    );
+    assert_gone(&store, &key, "the revoked session").await;
 }
 
 /// Issue 12, item 8: a read racing a logout through the same instance put the deleted
@@ -296,11 +294,7 @@ async fn a_load_in_flight_never_re_caches_a_session_deleted_meanwhile() {
     let (store, key) = slow_store().await;
     let deleted = during_a_load(&store, key, store.delete(&key)).await;
     assert!(deleted.unwrap(), "logged out");
-    assert_eq!(
-        store.load(&key).await.unwrap(),
-        None,
-        "the logged-out session came back from the cache"
-    );
+    assert_gone(&store, &key, "the logged-out session").await;
 }
 
 /// The same race with an ID rotation: the old ID must stay dead.
@@ -310,11 +304,7 @@ async fn a_load_in_flight_never_re_caches_a_session_renamed_meanwhile() {
     let new = cloakroom::SessionId::generate().store_key();
     let renamed = during_a_load(&store, key, store.rename(&key, &new)).await;
     renamed.unwrap();
-    assert_eq!(
-        store.load(&key).await.unwrap(),
-        None,
-        "the rotated-away ID came back from the cache"
-    );
+    assert_gone(&store, &key, "the rotated-away ID").await;
     assert!(store.load(&new).await.unwrap().is_some());
 }
 
