@@ -1,5 +1,6 @@
 //! Regression tests for `Session::login`: a failed login changes nothing, and a login as
-//! another user starts a fresh session instead of inheriting the previous user's.
+//! another user starts a fresh session instead of inheriting the previous user's; and for
+//! a failed commit, which sends the browser nothing it did not save.
 
 use std::sync::Arc;
 
@@ -118,28 +119,51 @@ async fn a_failed_login_changes_nothing_client_side() {
     );
 }
 
+/// The test app over a memory store whose `operation` fails while the outage is on, and a
+/// visitor's session on it (its cookie); the outage is not on yet.
+async fn a_visitor_before_an_outage(
+    operation: Operation,
+) -> (Router, Arc<Outage>, Arc<MemoryStore>, String) {
+    let outage = Arc::new(Outage::only(operation));
+    let memory = Arc::new(MemoryStore::new());
+    let store = HookedStore::with_hook(memory.clone(), Arc::clone(&outage));
+    let app = app(store, SessionConfig::default());
+    let visitor = pair(&call(&app, "POST", "/put", None).await.1.unwrap());
+    (app, outage, memory, visitor)
+}
+
+/// `POST path` with `cookie` while the outage is on, which must answer 503 with no cookie;
+/// then what `/meta` shows of the session once the outage is over.
+async fn refused_during_the_outage(
+    app: &Router,
+    outage: &Outage,
+    path: &str,
+    cookie: &str,
+) -> serde_json::Value {
+    outage.start();
+    let (status, set, _) = call(app, "POST", path, Some(cookie)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+    assert_eq!(
+        set, None,
+        "{path}: no cookie for what the store did not save"
+    );
+    outage.end();
+    call(app, "GET", "/meta", Some(cookie)).await.2
+}
+
 /// Server-side: Bob's login over Alice's session fails when her record cannot be deleted;
 /// her session is then exactly as it was (still hers, her data, her ID live).
 #[tokio::test]
 async fn a_failed_login_over_another_users_session_changes_nothing() {
     // A store outage at the moment Bob's login ends Alice's session.
-    let outage = Arc::new(Outage::only(Operation::Delete));
-    let memory = Arc::new(MemoryStore::new());
-    let store = HookedStore::with_hook(memory.clone(), Arc::clone(&outage));
-    let app = app(store, SessionConfig::default());
-    let c = pair(&call(&app, "POST", "/put", None).await.1.unwrap());
+    let (app, outage, memory, c) = a_visitor_before_an_outage(Operation::Delete).await;
     let alice = pair(
         &call(&app, "POST", "/login/alice", Some(&c))
             .await
             .1
             .unwrap(),
     );
-    outage.start();
-    let (status, set, _) = call(&app, "POST", "/login/bob", Some(&alice)).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(set, None, "no cookie for a failed login");
-    outage.end();
-    let seen = call(&app, "GET", "/meta", Some(&alice)).await.2;
+    let seen = refused_during_the_outage(&app, &outage, "/login/bob", &alice).await;
     assert_eq!(seen["user"], "alice", "{seen}");
     assert_eq!(memory.list_for_user("bob").await.unwrap().len(), 0);
 }
@@ -236,4 +260,15 @@ async fn logins_no_store_could_keep_are_refused() {
     let visitor = pair(&call(&longest, "POST", "/put", None).await.1.unwrap());
     let (body, _, who) = login(longest, visitor, "alice".into()).await;
     assert_eq!((body.as_str(), who), ("ok", serde_json::json!("alice")));
+}
+
+/// A commit that fails (a store outage: 503) sends no cookie for what it did not save.
+/// Ticking "remember me" set the cookie's `Max-Age` before the commit, and the 503 carried
+/// it: the browser kept a persistent cookie for a session the store holds as a
+/// browser-session one.
+#[tokio::test]
+async fn a_failed_commit_sends_no_cookie_for_what_it_did_not_save() {
+    let (app, outage, _, c) = a_visitor_before_an_outage(Operation::Update).await;
+    let seen = refused_during_the_outage(&app, &outage, "/remember", &c).await;
+    assert_eq!(seen["persistent"], false, "{seen}");
 }

@@ -97,8 +97,8 @@ impl IntoResponse for Reply {
 ///
 /// The routes, each answering JSON: `GET /untouched` (never touches the session),
 /// `GET /get/{key}`, `POST /set/{key}[?delay_ms=N]` (reads the key, waits, writes the
-/// body), `POST /remove/{key}`, `POST /incr/{key}[?delay_ms=N]`, `POST /fail/{key}`
-/// (writes, then answers 500), `POST /cycle`, `POST /login/{user}`, `POST /logout`,
+/// body), `POST /remove/{key}`, `POST /incr/{key}[?delay_ms=N]`, `POST /fail/{key}[?persistent]`
+/// (writes, makes the session persistent if asked, then answers 500), `POST /cycle`, `POST /login/{user}`, `POST /logout`,
 /// `POST /persistent`, `GET /whoami`, `GET /created`, `GET /handle`, `GET /sessions`,
 /// `POST /revoke/{handle}`, `POST /revoke-others`. Anything else is 404, a body that is
 /// not JSON 400.
@@ -151,6 +151,9 @@ pub async fn respond(
         }
         ("POST", "fail") => {
             session.insert(&argument, true).await?;
+            if query.split('&').any(|pair| pair == "persistent") {
+                session.set_persistent(true).await?;
+            }
             Ok(Reply {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 body: json!("failed on purpose"),

@@ -504,6 +504,17 @@ async fn server_error_discards_changes(target: Target, framework: Arc<dyn Framew
     );
     b.assert_null("/get/x", "changes made while producing a 5xx are not saved")
         .await;
+    // Nor do they reach the browser: a remember-me cookie for a session the store keeps
+    // as a browser-session one, or a client-side session's cookie carrying them.
+    let r = b.post("/fail/y?persistent", json!(null)).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        r.set_cookie.is_empty(),
+        "a 5xx response sends no cookie for changes it did not save: {:?}",
+        r.set_cookie
+    );
+    b.assert_null("/get/y", "changes made while producing a 5xx are not saved")
+        .await;
 }
 
 async fn oversized_value_is_413(target: Target, framework: Arc<dyn Framework>) {

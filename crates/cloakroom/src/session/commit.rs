@@ -154,12 +154,22 @@ impl Session {
                     Duration::try_from(deadline - now()).unwrap_or_default()
                 })
         });
+        // Changes no commit saved (a 5xx response, or a commit that failed) must not
+        // reach the browser in a cookie: a stored session's cookie stays as the browser
+        // has it, unless its ID is one the browser lacks (made or rotated, and saved, in
+        // this request); a client-side session's cookie is its state, so none goes out.
+        let unsaved = !view.pending.is_empty();
+        let new_to_browser = || view.key().map(|key| key.handle()) != view.loaded_handle;
         match (&self.inner.manager.backend, &view.origin) {
-            (Backend::Store(_), Origin::Stored { id, .. }) if view.send_cookie => {
+            (Backend::Store(_), Origin::Stored { id, .. })
+                if view.send_cookie && (!unsaved || new_to_browser()) =>
+            {
                 let format = self.inner.manager.id_format();
                 finish.set_cookie = Some(codec::session_cookie_with(config, id, format, max_age));
             }
-            (Backend::Cookie(sessions), Origin::Sealed { key, .. }) if view.send_cookie => {
+            (Backend::Cookie(sessions), Origin::Sealed { key, .. })
+                if view.send_cookie && !unsaved =>
+            {
                 match self.sealed_cookie(&**sessions, key, record, max_age) {
                     Ok(cookie) => finish.set_cookie = Some(cookie),
                     Err(error) => finish.error = Some(error),
