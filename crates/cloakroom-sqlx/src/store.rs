@@ -153,6 +153,28 @@ impl<D: Dialect> SqlStore<D> {
         readable(rows)
     }
 
+    /// One page of a listing of at most `limit` rows, under its own time bound: its
+    /// readable sessions, and the key to read on from if the page came back full. A
+    /// corrupt row is skipped, but its key still moves the listing on.
+    async fn page(
+        &self,
+        statement: &Statement,
+        args: &Args<'_>,
+        limit: usize,
+    ) -> Result<(Vec<SessionEntry>, Option<StoreKey>), StoreError> {
+        let rows = bounded(self.timeout, async {
+            let rows = D::Db::fetch(&self.pool, &statement.sql, &statement.bind(args)).await;
+            rows.map_err(store_error)
+        })
+        .await?;
+        let full = rows.len() == limit;
+        let last = rows.last().and_then(|row| match row {
+            Ok(entry) => Some(entry.key),
+            Err((key, _)) => *key,
+        });
+        Ok((readable(rows)?, last.filter(|_| full)))
+    }
+
     /// Runs one batch of a purge-like statement under its own time bound.
     async fn batch(&self, statement: &Statement, args: &Args<'_>) -> Result<u64, StoreError> {
         bounded(self.timeout, async {
@@ -317,22 +339,11 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
                 limit: Some(USER_PAGE as i64),
                 ..Args::default()
             };
-            let statement = &self.sql.list_for_user;
-            let page = bounded(self.timeout, async {
-                let rows = D::Db::fetch(&self.pool, &statement.sql, &statement.bind(&args)).await;
-                rows.map_err(store_error)
-            })
-            .await?;
-            let full = page.len() == USER_PAGE;
-            // A corrupt row is skipped, but its key still moves the page on.
-            let last = page.last().and_then(|row| match row {
-                Ok(entry) => Some(entry.key),
-                Err((key, _)) => *key,
-            });
-            entries.extend(readable(page)?);
-            match last {
-                Some(last) if full => after = last.as_bytes().to_vec(),
-                _ => return Ok(entries),
+            let (page, next) = self.page(&self.sql.list_for_user, &args, USER_PAGE).await?;
+            entries.extend(page);
+            match next {
+                Some(last) => after = last.as_bytes().to_vec(),
+                None => return Ok(entries),
             }
         }
     }
@@ -409,13 +420,28 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         Ok(found.into_iter().next())
     }
 
+    /// A corrupt row is skipped, but it counted against the page's `LIMIT`: the listing
+    /// reads on from its key, a page at a time under its own time bound, until it has
+    /// `limit` readable sessions or the table ends. A short page means the end, as callers
+    /// take it.
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
-        let args = Args {
-            user: query.user.as_deref(),
-            after: query.after.as_ref().map(|key| key.as_bytes().as_slice()),
-            limit: Some(i64::try_from(query.limit).unwrap_or(i64::MAX)),
-            ..Args::default()
-        };
-        bounded(self.timeout, self.entries(&self.sql.list_sessions, &args)).await
+        let mut entries = Vec::new();
+        let mut after = query.after.map(|key| key.as_bytes().to_vec());
+        while entries.len() < query.limit {
+            let wanted = query.limit - entries.len();
+            let args = Args {
+                user: query.user.as_deref(),
+                after: after.as_deref(),
+                limit: Some(i64::try_from(wanted).unwrap_or(i64::MAX)),
+                ..Args::default()
+            };
+            let (page, next) = self.page(&self.sql.list_sessions, &args, wanted).await?;
+            entries.extend(page);
+            match next {
+                Some(last) => after = Some(last.as_bytes().to_vec()),
+                None => break,
+            }
+        }
+        Ok(entries)
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, StatusCode};
 use cloakroom::testing::{all_keys, counter_app, request_once, user_keys};
-use cloakroom::{record, Record, SessionId, SessionStore, StoreError};
+use cloakroom::{record, Record, SessionId, SessionStore, StoreError, StoreKey};
 
 /// Two app instances with separate pools share one table: concurrent increments through
 /// both are all counted.
@@ -237,7 +237,12 @@ where
         ("nested", hour),
         ("bad-dying", short),
     ] {
-        let key = SessionId::generate().store_key();
+        // The corrupt rows come first in key order, where a page of the listing meets them.
+        let key = match tag {
+            "bad-text" => StoreKey::from_bytes([0; 32]),
+            "bad-deep" => StoreKey::from_bytes([1; 32]),
+            _ => SessionId::generate().store_key(),
+        };
         store
             .insert(&key, &user_record("carol", tag, life))
             .await
@@ -268,6 +273,22 @@ where
     assert_eq!(listed, readable, "only the readable sessions are listed");
     let all = all_keys(store, 100).await;
     assert_eq!(all, readable, "the admin listing skips corrupt rows");
+    // In pages of one, too: a page whose rows were corrupt read on rather than came back
+    // empty, which ended the admin command's listing there.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let query = cloakroom::ListQuery {
+            after,
+            limit: 1,
+            ..Default::default()
+        };
+        let page = store.list_sessions(&query).await.unwrap();
+        let Some(entry) = page.first() else { break };
+        paged.push(entry.key);
+        after = Some(entry.key);
+    }
+    assert_eq!(paged, readable, "pages of one skip corrupt rows and go on");
     assert!(matches!(
         store.find_by_handle(&deep.handle()).await,
         Ok(None)
