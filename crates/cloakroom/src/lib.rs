@@ -94,7 +94,7 @@ pub use expiry::ExpiryPolicy;
 pub use id::{IdFormat, SessionHandle, SessionId, StoreKey};
 pub use keys::{generate_key, KeyRing};
 pub use memory::MemoryStore;
-pub use purge::spawn_purge_task;
+pub use purge::{spawn_purge_task, MIN_PURGE_INTERVAL};
 pub use record::{ClientMeta, Record, Touch};
 pub use sealed::{CookieCodec, CookieMode, CookieSessions, OpenedCookie};
 pub use session::{Session, SessionManager, SessionMetadata, SessionSummary};
