@@ -13,10 +13,11 @@
 //!   is never resurrected;
 //! - a read that was in flight while the session was deleted, renamed or written through
 //!   this instance never puts what it read into the cache: every write bumps the key's
-//!   generation, and an entry stamped with an older generation is never served; nor does
-//!   a write that finished while a logout of the same session ran, and a user's
-//!   revocation makes every cached entry unservable, so it reaches sessions it took that
-//!   were logged in or renamed while it ran.
+//!   generation, and an entry stamped with an older generation is never served;
+//! - nor does a write that finished while a logout of the same session ran: a write
+//!   caches its record only if no other write to its key's stripe came in between;
+//! - a user's revocation makes every cached entry unservable, so it also reaches the
+//!   sessions it took that were logged in or renamed while it ran.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
