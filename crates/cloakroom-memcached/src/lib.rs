@@ -71,7 +71,7 @@ pub const MAX_PREFIX_BYTES: usize = 150;
 
 /// A key prefix memcached could not take as part of a key, with what to do.
 #[derive(Debug, thiserror::Error)]
-#[error("memcached key prefix {0:?} is not allowed: use at most 150 printable ASCII characters, with no spaces")]
+#[error("memcached key prefix {0:?} is not allowed: use at most {MAX_PREFIX_BYTES} printable ASCII characters, with no spaces")]
 pub struct InvalidPrefix(pub String);
 
 /// A session store on memcached.

@@ -16,7 +16,7 @@ use sqlx::Pool;
 use crate::dialect::Dialect;
 use crate::driver::Driver;
 use crate::errors::{bounded, is_unique_violation, store_error, DEFAULT_OPERATION_TIMEOUT};
-use crate::row::{readable, Columns};
+use crate::row::{readable, Columns, Decoded};
 use crate::statements::{Args, Statement, Statements};
 use crate::table::TableName;
 use crate::SetupError;
@@ -142,15 +142,18 @@ impl<D: Dialect> SqlStore<D> {
         D::Db::execute(&self.pool, &statement.sql, &statement.bind(args)).await
     }
 
-    async fn entries(
+    /// The rows `statement` selects, decoded (a corrupt one as its error), under the
+    /// operation's time bound.
+    async fn rows(
         &self,
         statement: &Statement,
         args: &Args<'_>,
-    ) -> Result<Vec<SessionEntry>, StoreError> {
-        let rows = D::Db::fetch(&self.pool, &statement.sql, &statement.bind(args))
-            .await
-            .map_err(store_error)?;
-        readable(rows)
+    ) -> Result<Vec<Decoded>, StoreError> {
+        bounded(self.timeout, async {
+            let rows = D::Db::fetch(&self.pool, &statement.sql, &statement.bind(args)).await;
+            rows.map_err(store_error)
+        })
+        .await
     }
 
     /// One page of a listing of at most `limit` rows, under its own time bound: its
@@ -162,11 +165,7 @@ impl<D: Dialect> SqlStore<D> {
         args: &Args<'_>,
         limit: usize,
     ) -> Result<(Vec<SessionEntry>, Option<StoreKey>), StoreError> {
-        let rows = bounded(self.timeout, async {
-            let rows = D::Db::fetch(&self.pool, &statement.sql, &statement.bind(args)).await;
-            rows.map_err(store_error)
-        })
-        .await?;
+        let rows = self.rows(statement, args).await?;
         let full = rows.len() == limit;
         let last = rows.last().and_then(|row| match row {
             Ok(entry) => Some(entry.key),
@@ -416,7 +415,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             high: Some(high.as_bytes().as_slice()),
             ..Args::default()
         };
-        let found = bounded(self.timeout, self.entries(&self.sql.find_by_handle, &args)).await?;
+        let found = readable(self.rows(&self.sql.find_by_handle, &args).await?)?;
         Ok(found.into_iter().next())
     }
 
