@@ -99,7 +99,19 @@ impl IdCandidates {
         format: Option<&dyn IdFormat>,
     ) -> Self {
         let mut found = Self::default();
+        // A format's decode may verify a MAC, so each distinct value it decodes counts
+        // against the bound, not only those that verify; the plain shape check costs too
+        // little to need one.
+        let mut decoded = [&b""[..]; MAX_CANDIDATES];
+        let mut attempts = 0;
         each_value(headers, name, |value| {
+            if format.is_some() {
+                if decoded[..attempts].contains(&value) {
+                    return ControlFlow::Continue(());
+                }
+                decoded[attempts] = value;
+                attempts += 1;
+            }
             let id = std::str::from_utf8(value)
                 .ok()
                 .and_then(|value| SessionId::decode_with(value, format));
@@ -108,7 +120,7 @@ impl IdCandidates {
                 found.ids[found.len] = Some(id);
                 found.len += 1;
             }
-            if found.len == MAX_CANDIDATES {
+            if found.len == MAX_CANDIDATES || attempts == MAX_CANDIDATES {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
@@ -372,6 +384,41 @@ mod tests {
             find_session_id([&b"other=1"[..], second_header.as_bytes()], "id"),
             Some(b)
         );
+    }
+
+    /// An ID format that verifies a signature, counting how many values it was asked to.
+    struct CountingFormat(std::sync::atomic::AtomicUsize);
+
+    impl IdFormat for CountingFormat {
+        fn decode<'v>(&self, value: &'v str) -> Option<std::borrow::Cow<'v, str>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            value.strip_prefix("signed.").map(Into::into)
+        }
+
+        fn encode(&self, id: &str) -> String {
+            format!("signed.{id}")
+        }
+    }
+
+    /// A format's decode (a MAC check, say) is the costly step, so every distinct value it
+    /// is asked to decode counts against the bound, well-formed or not: a header of
+    /// duplicates that never verify costs at most [`MAX_CANDIDATES`] checks, not one each.
+    #[test]
+    fn a_format_decodes_at_most_max_candidates_values() {
+        let format = CountingFormat(Default::default());
+        let header: String = (0..1_000).map(|n| format!("id=forged{n}; ")).collect();
+        let found = IdCandidates::parse_with([header.as_bytes()], "id", Some(&format));
+        assert!(found.is_empty() && found.saw_malformed());
+        let decoded = format.0.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(decoded <= MAX_CANDIDATES, "{decoded} values decoded");
+
+        let id = SessionId::generate();
+        let header = format!(
+            "id=forged; id=forged; id=junk; id={}",
+            format.encode(&id.to_cookie_value())
+        );
+        let found = IdCandidates::parse_with([header.as_bytes()], "id", Some(&format));
+        assert_eq!(found.iter().collect::<Vec<_>>(), [&id], "repeats are free");
     }
 
     #[test]
