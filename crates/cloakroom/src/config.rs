@@ -186,7 +186,9 @@ pub enum OnStoreError {
     /// Fail open: a session that cannot be loaded acts as an empty anonymous session for
     /// this request, nothing is written for it and no cookie is changed (so the user keeps
     /// the session once the store is back), and commit failures are logged while the
-    /// handler's response goes out unchanged.
+    /// handler's response goes out unchanged. A [`logout`](crate::Session::logout) of such
+    /// a session still fails with the store error: it cannot delete what it could not
+    /// load, and must not tell the user it did.
     Anonymous,
 }
 

@@ -246,3 +246,61 @@ async fn an_over_limit_session_can_shrink() {
         "rewriting at the same size too"
     );
 }
+
+/// Under the fail-open policy, a request whose session could not be loaded runs as an
+/// anonymous one; a logout from it must fail rather than remove the cookie and leave the
+/// stored session live, where every other copy of the cookie (a stolen one) still works.
+#[tokio::test]
+async fn a_fail_open_logout_during_an_outage_fails_and_keeps_the_session() {
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use cloakroom::{OnStoreError, Session, SessionConfig, SessionError, SessionLayer};
+
+    let store = HookedStore::with_hook(Arc::new(MemoryStore::new()), Arc::new(Outage::default()));
+    let outage = Arc::clone(store.hook());
+    let config = SessionConfig::default().with_on_store_error(OnStoreError::Anonymous);
+    let app =
+        axum::Router::new()
+            .route(
+                "/login",
+                post(|s: Session| async move { s.login("alice").await.map(|()| "in") }),
+            )
+            .route(
+                "/logout",
+                post(|s: Session| async move { s.logout().await.map(|()| "out") }),
+            )
+            .route(
+                "/user",
+                get(|s: Session| async move {
+                    Ok::<_, SessionError>(s.user().await?.unwrap_or_default())
+                }),
+            )
+            .layer(SessionLayer::try_new(store, config).unwrap());
+    let mut client = cloakroom::testing::TestClient::new(app);
+    assert_eq!(client.post("/login").await.status(), StatusCode::OK);
+    let cookie = client.cookie().expect("a session cookie").to_owned();
+
+    outage.start();
+    let response = client.post("/logout").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        response.text()
+    );
+    assert!(
+        response.set_cookies().is_empty(),
+        "{:?}",
+        response.set_cookies()
+    );
+    assert_eq!(client.cookie(), Some(cookie.as_str()));
+
+    outage.end();
+    assert_eq!(
+        client.get("/user").await.text(),
+        "alice",
+        "the user was not logged out"
+    );
+    assert_eq!(client.post("/logout").await.status(), StatusCode::OK);
+    assert_eq!(client.get("/user").await.text(), "");
+}

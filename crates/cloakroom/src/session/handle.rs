@@ -417,6 +417,14 @@ impl Session {
 
     /// Destroys the session now: the record is deleted from the store and the response
     /// removes the cookie. Writes after this start a fresh anonymous session.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::Store`] when the store fails, and nothing changes: the session
+    /// stays, and so does the cookie. Under the fail-open policy
+    /// ([`OnStoreError::Anonymous`](crate::OnStoreError::Anonymous)) too, where a request
+    /// whose session could not be loaded otherwise runs as an anonymous one: a logout that
+    /// removed the cookie but left the record would leave every copy of the cookie live.
     pub async fn logout(&self) -> Result<(), SessionError> {
         let mut view = self.writable().await?;
         self.end_session(&mut view, "logout").await
@@ -435,6 +443,11 @@ impl Session {
         view: &mut View,
         operation: &'static str,
     ) -> Result<(), SessionError> {
+        if view.degraded {
+            // The session this request came with could not be loaded, so it cannot be
+            // deleted either.
+            return Err(Self::load_failure());
+        }
         if let Some(id) = view.id() {
             let store = self.store(operation)?;
             self.traced(store.delete(&id.store_key())).await?;
