@@ -241,6 +241,8 @@ pub struct Statements {
     pub list_for_user: Statement,
     /// Deletes a batch of a user's live sessions.
     pub delete_for_user: Statement,
+    /// Whether `delete_for_user` would find a session to delete.
+    pub has_for_user: Statement,
     /// Deletes a batch of expired rows.
     pub purge: Statement,
     /// Moves a batch of stale purge marks (set by a version before the mark existed, or
@@ -261,6 +263,8 @@ impl Statements {
         let expiry = earliest(&idle, &absolute);
         let step = PURGE_STEP_MS;
         let mark = |expiry: &str| purge_mark(expiry, D::DIV);
+        let others_of_user =
+            format!("user_id = :user AND {live} AND (:except IS NULL OR store_key <> :except)");
         let upsert = if D::UPSERT {
             format!(
                 " ON CONFLICT (store_key) DO UPDATE SET version = excluded.version,
@@ -341,12 +345,8 @@ impl Statements {
                 "SELECT {cols} FROM {t} WHERE user_id = :user AND store_key > :after AND {live}
                  ORDER BY store_key LIMIT :limit"
             )),
-            delete_for_user: sql(D::batch_of(
-                t,
-                &format!(
-                    "user_id = :user AND {live} AND (:except IS NULL OR store_key <> :except)"
-                ),
-            )),
+            delete_for_user: sql(D::batch_of(t, &others_of_user)),
+            has_for_user: sql(format!("SELECT 1 FROM {t} WHERE {others_of_user} LIMIT 1")),
             purge: sql(D::limited(
                 &format!("DELETE FROM {t}"),
                 t,

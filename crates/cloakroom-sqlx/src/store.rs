@@ -174,6 +174,15 @@ impl<D: Dialect> SqlStore<D> {
         Ok((readable(rows)?, last.filter(|_| full)))
     }
 
+    /// Whether `statement` selects a row, under the operation's time bound.
+    async fn exists(&self, statement: &Statement, args: &Args<'_>) -> Result<bool, StoreError> {
+        bounded(self.timeout, async {
+            let found = D::Db::exists(&self.pool, &statement.sql, &statement.bind(args)).await;
+            found.map_err(store_error)
+        })
+        .await
+    }
+
     /// Runs one batch of a purge-like statement under its own time bound.
     async fn batch(&self, statement: &Statement, args: &Args<'_>) -> Result<u64, StoreError> {
         bounded(self.timeout, async {
@@ -198,10 +207,15 @@ const USER_PAGE: usize = 1000;
 
 /// How many of a user's sessions one statement of [`delete_for_user`] deletes, each batch
 /// under its own operation timeout: revoking a user with a million sessions finishes as
-/// surely as one with three (which costs a second statement, to find none left).
+/// surely as one with three (which costs a second statement, to find none left: a batch
+/// that came back short may have missed a session renamed while it ran).
 ///
 /// [`delete_for_user`]: cloakroom::SessionStore::delete_for_user
 pub const REVOKE_BATCH: u32 = 1000;
+
+/// How many batches of a revocation in a row may find sessions left and delete none (each
+/// renamed away from its batch meanwhile) before it gives up with a store error.
+const REVOKE_EMPTY_BATCHES: u32 = 16;
 
 fn key_args(key: &StoreKey) -> Args<'_> {
     Args {
@@ -358,14 +372,29 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             limit: Some(i64::from(REVOKE_BATCH)),
             ..Args::default()
         };
-        // Until a batch finds none, not until one comes back short: a session renamed
-        // while its batch ran is missed by that batch, under its new key, and found by the
-        // next.
+        // Until no session is left to find, not until a batch comes back short or empty:
+        // a session renamed while its batch ran is missed by that batch under its new key
+        // (PostgreSQL re-checks a row a rename moved against the batch's list of keys, and
+        // skips it), and found by the next.
         let mut total = 0;
+        let mut empty_batches = 0;
         loop {
-            match self.batch(&self.sql.delete_for_user, &args).await? {
-                0 => return Ok(total),
-                deleted => total += deleted,
+            let deleted = self.batch(&self.sql.delete_for_user, &args).await?;
+            total += deleted;
+            if deleted == u64::from(REVOKE_BATCH) {
+                continue;
+            }
+            if !self.exists(&self.sql.has_for_user, &args).await? {
+                return Ok(total);
+            }
+            if deleted == 0 {
+                empty_batches += 1;
+                if empty_batches == REVOKE_EMPTY_BATCHES {
+                    return Err(StoreError::unavailable(format!(
+                        "the user's sessions kept being renamed away from {REVOKE_EMPTY_BATCHES} \
+                         revocation batches in a row; {total} were revoked, retry for the rest"
+                    )));
+                }
             }
         }
     }

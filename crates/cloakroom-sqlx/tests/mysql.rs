@@ -23,6 +23,7 @@ sql_store_tests! {
     set_data: "UPDATE {table} SET data = ? WHERE ip = ?",
     marks: "SELECT expires_at, purge_at FROM {table} WHERE store_key = ?",
     make_stale: "UPDATE {table} SET purge_at = 0 WHERE store_key = ?",
+    rename_row: "UPDATE {table} SET store_key = ? WHERE store_key = ?",
     create_namespace: "CREATE DATABASE {namespace}",
     drop_namespace: "DROP DATABASE {namespace}",
 }

@@ -24,6 +24,7 @@ sql_store_tests! {
     set_data: "UPDATE {table} SET data = $1 WHERE ip = $2",
     marks: "SELECT expires_at, purge_at FROM {table} WHERE store_key = $1",
     make_stale: "UPDATE {table} SET purge_at = 0 WHERE store_key = $1",
+    rename_row: "UPDATE {table} SET store_key = $1 WHERE store_key = $2",
     create_namespace: "CREATE SCHEMA {namespace}",
     drop_namespace: "DROP SCHEMA {namespace} CASCADE",
 }

@@ -439,3 +439,11 @@ async fn a_table_from_before_purge_marks_is_upgraded() {
     .unwrap();
     assert_eq!(indexes, 2, "the mark's index is made, the earlier one kept");
 }
+
+/// Renames racing "log out other devices", round after round: none survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_others_racing_renames_leaves_no_survivor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir, "racing.db").await;
+    cloakroom::conformance::revoke_others_racing_renames(Arc::new(store), 200).await;
+}

@@ -16,6 +16,7 @@ macro_rules! sql_store_tests {
         set_data: $set_data:literal,
         marks: $marks:literal,
         make_stale: $make_stale:literal,
+        rename_row: $rename_row:literal,
         create_namespace: $create_namespace:literal,
         drop_namespace: $drop_namespace:literal $(,)?
     ) => {
@@ -158,6 +159,50 @@ macro_rules! sql_store_tests {
             );
             let left = store.list_for_user("crowd").await.unwrap();
             assert_eq!(left.iter().map(|entry| entry.key).collect::<Vec<_>>(), vec![*kept]);
+            drop_tables(&pool, &tables).await;
+        }
+
+        /// A session renamed while a revocation's batch waits for its row is revoked under
+        /// its new key. On PostgreSQL the waiting batch re-checked the renamed row against
+        /// the keys it had listed and skipped it, deleting none; the revocation stopped at
+        /// that empty batch and the session survived "log out other devices".
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_session_renamed_during_a_revocation_batch_is_revoked() {
+            use cloakroom::conformance::live_record;
+            use cloakroom::SessionStore as _;
+            let Some((pool, tables, store)) = fresh_store().await else { return };
+            let table = &tables.names()[0];
+            let [current, old, new] =
+                [(); 3].map(|()| cloakroom::SessionId::generate().store_key());
+            for key in [&current, &old] {
+                store.insert(key, &live_record(Some("renamer"))).await.unwrap();
+            }
+            let mut rename = pool.begin().await.unwrap();
+            sqlx::query(&format!($rename_row, table = table))
+                .bind(new.as_bytes().as_slice())
+                .bind(old.as_bytes().as_slice())
+                .execute(&mut *rename)
+                .await
+                .unwrap();
+            let revoke = tokio::spawn({
+                let store = store.clone();
+                async move { store.delete_for_user("renamer", Some(&current)).await }
+            });
+            // Long enough for the revocation's batch to list `old` and wait for its row.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            rename.commit().await.unwrap();
+            assert_eq!(revoke.await.unwrap().unwrap(), 1);
+            assert_eq!(store.load(&new).await.unwrap(), None, "the renamed session survived");
+            assert!(store.load(&current).await.unwrap().is_some());
+            drop_tables(&pool, &tables).await;
+        }
+
+        /// Renames racing "log out other devices", round after round: none survives.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn revoke_others_racing_renames_leaves_no_survivor() {
+            let Some((pool, tables, store)) = fresh_store().await else { return };
+            cloakroom::conformance::revoke_others_racing_renames(scenarios::shared(store), 200)
+                .await;
             drop_tables(&pool, &tables).await;
         }
 
