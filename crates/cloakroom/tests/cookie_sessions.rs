@@ -282,6 +282,44 @@ async fn a_write_that_would_overflow_the_cookie_fails_with_a_typed_error() {
     }
 }
 
+/// A new session's first write is measured with what its cookie will carry: the commit
+/// adds the request's client (IP and User-Agent, up to 512 bytes) to the sealed record, and
+/// the write was checked without it, so a write that just fitted went out as a
+/// `Set-Cookie` over 4096 bytes, which browsers drop, losing it.
+#[tokio::test]
+async fn a_new_sessions_first_write_counts_the_client_it_will_carry() {
+    for sessions in [
+        CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap()).with_compression(false),
+        CookieSessions::signed(KeyRing::parse(&generate_key()).unwrap()).with_compression(false),
+    ] {
+        let app = app(sessions, SessionConfig::default());
+        let mut largest = 0;
+        for size in (1800..2800).step_by(10) {
+            let response = TestClient::new(app.clone())
+                .send(
+                    Request::builder()
+                        .method("POST")
+                        .uri(format!("/put/{size}"))
+                        .header(header::USER_AGENT, "u".repeat(400))
+                        .body(Body::empty()),
+                )
+                .await;
+            match response.set_cookie("id") {
+                Some(_) => {
+                    let set = response.headers()[header::SET_COOKIE].len();
+                    assert!(set <= 4096, "a {size}-byte write set a {set}-byte cookie");
+                    largest = largest.max(set);
+                }
+                None => assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{size}"),
+            }
+        }
+        assert!(
+            largest > 3500,
+            "writes up to the limit still fit ({largest})"
+        );
+    }
+}
+
 #[tokio::test]
 async fn operations_that_need_a_server_say_so() {
     let app = app(
