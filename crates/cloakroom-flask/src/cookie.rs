@@ -165,8 +165,10 @@ impl FlaskCookie {
         Ok(self.signer.sign(&stamped))
     }
 
+    /// The payload, compressed when that pays; never past what [`decode_at`](Self::decode_at)
+    /// inflates, so that a payload too large for the cookie stays too large to fit.
     fn payload(&self, json: &[u8]) -> String {
-        if self.compress {
+        if self.compress && json.len() <= MAX_PAYLOAD {
             let compressed = miniz_oxide::deflate::compress_to_vec_zlib(json, 6);
             // itsdangerous' rule: compressed only when it saves more than one byte.
             if compressed.len() < json.len().saturating_sub(1) {
@@ -243,6 +245,25 @@ impl CookieCodec for FlaskCookie {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a write may seal, the next request can open: a session that deflates into the
+    /// cookie but inflates past what `decode_at` accepts is too large when it is written.
+    /// It fitted, and was lost on the next request.
+    #[test]
+    fn compressed_payloads_are_only_as_large_as_decode_accepts() {
+        let codec = FlaskCookie::new("a secret key").with_compression(true);
+        for len in [32 * 1024, MAX_PAYLOAD - 100, MAX_PAYLOAD + 1, 200 * 1024] {
+            let mut session = Map::new();
+            session.insert("x".into(), "a".repeat(len).into());
+            let value = codec.encode_at(&session, cloakroom::record::now()).unwrap();
+            let opens = codec.decode_at(&value, cloakroom::record::now()).is_some();
+            assert!(
+                value.len() > 4096 || opens,
+                "{len} bytes fit and do not open"
+            );
+            assert!(opens || len > MAX_PAYLOAD - 100, "{len} bytes must open");
+        }
+    }
 
     /// A lifetime that puts a cookie's deadline past the year 9999 means "never": opening a
     /// cookie under it added the lifetime to its time stamp and panicked.

@@ -300,14 +300,17 @@ impl CookieSessions {
     /// The length of the cookie value `seal` would produce, without sealing it; when the
     /// uncompressed value is within `budget` that bound is returned without compressing
     /// (a write checks its size on every call, and deflate is the dear part of sealing).
+    /// A payload over [`MAX_PAYLOAD`] is measured uncompressed whatever it deflates to:
+    /// `open` would refuse to inflate it, so it must not fit.
     pub(crate) fn sealed_len(
         &self,
         key: &StoreKey,
         record: &Record,
         budget: usize,
     ) -> Result<usize, serde_json::Error> {
-        let plain = self.value_len(payload::encoded_len(record)?);
-        if plain <= budget || !self.compress {
+        let encoded = payload::encoded_len(record)?;
+        let plain = self.value_len(encoded);
+        if plain <= budget || !self.compress || encoded > MAX_PAYLOAD {
             return Ok(plain);
         }
         let mut out = Scratch::new();

@@ -372,3 +372,27 @@ proptest! {
         }
     }
 }
+
+/// What a write may seal, the next request can open: a payload that deflates into the
+/// cookie but inflates past what `open` accepts (no decompression bombs) is refused as too
+/// large when it is written. It was accepted, and its session lost on the next request.
+#[test]
+fn compressed_payloads_are_only_as_large_as_open_accepts() {
+    for sessions in [
+        CookieSessions::encrypted(ring()).with_compression(true),
+        CookieSessions::signed(ring()).with_compression(true),
+    ] {
+        for len in [32 * 1024, MAX_PAYLOAD - 200, MAX_PAYLOAD + 1, 200 * 1024] {
+            let data = [("x".to_owned(), serde_json::Value::from("a".repeat(len)))];
+            let (key, record) = sample(data.into_iter().collect());
+            let measured = sessions.sealed_len(&key, &record, 4000).unwrap();
+            let sealed = sessions.seal("id", &key, &record).unwrap();
+            let opens = sessions.open("id", &sealed).is_some();
+            assert!(
+                measured > 4000 || opens,
+                "{len} bytes fit ({measured}) and do not open"
+            );
+            assert!(opens || len > MAX_PAYLOAD, "{len} bytes must open");
+        }
+    }
+}
