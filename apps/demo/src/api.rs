@@ -22,16 +22,32 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 const PREF_PREFIX: &str = "pref.";
 
 /// An API error: a status and `{"error": "..."}`.
-pub struct ApiError(pub StatusCode, pub String);
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// The session error behind a store failure's 503. The routers answer from it, with
+    /// this error's body: its response carries `Retry-After`, and is the one the session
+    /// layer (or middleware) recognises as its own, to put the configured delay on.
+    store_failure: Option<SessionError>,
+}
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self(status, message.into())
+        Self {
+            status,
+            message: message.into(),
+            store_failure: None,
+        }
     }
 
     /// The response body.
     pub fn body(&self) -> Value {
-        json!({ "error": self.1 })
+        json!({ "error": self.message })
+    }
+
+    /// The session error to answer from, if this is a store failure.
+    pub fn take_store_failure(&mut self) -> Option<SessionError> {
+        self.store_failure.take()
     }
 }
 
@@ -40,13 +56,17 @@ pub type ApiResult = Result<Value, ApiError>;
 
 impl From<SessionError> for ApiError {
     fn from(error: SessionError) -> Self {
+        const UNAVAILABLE: &str = "sessions are unavailable right now; try again shortly";
+        if error.is_unavailable() {
+            return Self {
+                store_failure: Some(error),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+            };
+        }
         let message = error.to_string();
         let status = error.into_response().status();
         if status.is_server_error() {
-            Self::new(
-                status,
-                "sessions are unavailable right now; try again shortly",
-            )
+            Self::new(status, UNAVAILABLE)
         } else {
             Self::new(status, message)
         }

@@ -92,7 +92,19 @@ fn status(code: http::StatusCode) -> StatusCode {
 fn answer(result: ApiResult) -> HttpResponse {
     match result {
         Ok(body) => HttpResponse::Ok().json(body),
-        Err(error) => HttpResponse::build(status(error.0)).json(error.body()),
+        Err(mut error) => match error.take_store_failure() {
+            // The middleware recognises a 503 built from the session error, and puts the
+            // configured `Retry-After` on it; the body is the JSON error.
+            Some(failure) => {
+                let mut response = HttpResponse::from_error(cloakroom_actix::SessionError(failure));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                response.set_body(BoxBody::new(error.body().to_string()))
+            }
+            None => HttpResponse::build(status(error.status)).json(error.body()),
+        },
     }
 }
 

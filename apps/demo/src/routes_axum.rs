@@ -44,7 +44,18 @@ impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         match self.0 {
             Ok(body) => Json(body).into_response(),
-            Err(error) => (error.0, Json(error.body())).into_response(),
+            Err(mut error) => {
+                let body = Json(error.body());
+                match error.take_store_failure() {
+                    // Its status, `Retry-After` and the layer's marker, with the JSON body.
+                    Some(failure) => {
+                        let (mut parts, _) = failure.into_response().into_parts();
+                        parts.headers.remove(header::CONTENT_TYPE);
+                        (parts, body).into_response()
+                    }
+                    None => (error.status, body).into_response(),
+                }
+            }
         }
     }
 }

@@ -195,6 +195,52 @@ async fn a_store_outage_is_503_with_retry_after() {
     );
 }
 
+/// A store failure after the session loaded (the handler's own save, a logout's delete, a
+/// listing) is a 503 with `Retry-After` and the JSON error body, as one during the load
+/// is. The demo turned the session error into its own error and answered a bare 503.
+#[tokio::test]
+async fn a_store_failure_after_the_load_is_503_with_retry_after() {
+    use cloakroom::conformance::{HookedStore, Operation, Outage};
+    for (operation, method, path) in [
+        (Operation::Update, "POST", "/api/counter"),
+        (Operation::Delete, "POST", "/api/logout"),
+        (Operation::ListForUser, "GET", "/api/sessions"),
+    ] {
+        let outage = std::sync::Arc::new(Outage::only(operation));
+        let store = HookedStore::with_hook(
+            std::sync::Arc::new(cloakroom::MemoryStore::new()),
+            std::sync::Arc::clone(&outage),
+        );
+        let app = app_on(store);
+        let cookie = login(&app, None).await;
+        outage.start();
+        let cookie_header = format!("id={cookie}");
+        let response = send_headers(
+            &app,
+            method,
+            path,
+            &[("cookie", cookie_header.as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {path}"
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap()),
+            Some("5"),
+            "{method} {path}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(response.bytes()).unwrap();
+        assert!(body["error"].is_string(), "{method} {path}: {body}");
+    }
+}
+
 /// The value of `name="…"` in a DBSC header.
 fn param(value: &str, name: &str) -> String {
     let start = value.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
