@@ -257,3 +257,69 @@ async fn extreme_ttls_and_lifetimes_load_without_panicking() {
     let loaded = forever.load(&alice).await.unwrap().expect("still live");
     assert_eq!(loaded.user_id.as_deref(), Some("alice"));
 }
+
+/// A user's index set expires with the last of its sessions. It had no expiry: Redis
+/// expired each session by its TTL and the set kept every member ever added, one per
+/// login, for good, unless something listed the user's sessions.
+#[tokio::test]
+async fn a_users_index_set_expires_with_its_sessions() {
+    let Some(store) = support::connect().await else {
+        return;
+    };
+    let prefix = support::unique_prefix();
+    let store = store
+        .with_prefix(&prefix)
+        .with_lifetime(Duration::from_secs(600));
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let set = format!("cloakroom:{prefix}user:alice");
+    let set_ttl = |mut connection: MultiplexedConnection| {
+        let set = set.clone();
+        async move {
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(&set)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            ttl
+        }
+    };
+
+    let (_, first, mut record) = new_session(Duration::from_secs(600));
+    record.user_id = Some("alice".into());
+    store.insert(&first, &record).await.unwrap();
+    let ttl = set_ttl(connection.clone()).await;
+    assert!(
+        (590_000..=600_000).contains(&ttl),
+        "the set's TTL is {ttl} ms"
+    );
+
+    // A longer-lived session of the user, made by a renamed one, keeps the set longer.
+    let longer = store.with_lifetime(Duration::from_secs(3_600));
+    let (_, second, mut record) = new_session(Duration::from_secs(3_600));
+    record.user_id = Some("alice".into());
+    longer.insert(&second, &record).await.unwrap();
+    let renamed = SessionId::generate().with_reversible_key().store_key();
+    longer.rename(&second, &renamed).await.unwrap();
+    let ttl = set_ttl(connection.clone()).await;
+    assert!(
+        (3_590_000..=3_600_000).contains(&ttl),
+        "the set's TTL is {ttl} ms"
+    );
+    let mut listed: Vec<_> = longer
+        .list_for_user("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.key)
+        .collect();
+    listed.sort();
+    let mut expected = vec![first, renamed];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let _: () = redis::cmd("DEL")
+        .arg(&set)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}

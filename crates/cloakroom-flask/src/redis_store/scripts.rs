@@ -1,11 +1,37 @@
 //! The Lua scripts that make each write a compare-and-set on the bytes read, index entry
 //! included, in one step on the server.
 
+/// `body` after the Lua function `index_add(set, member, ttl)`, which adds a member to a
+/// user's index set and keeps the set for as long as its longest-lived member (`ttl` in
+/// ms, `'0'` for none): it expires with the latest one, so a user's sessions all gone
+/// take their set with them instead of leaving it in Redis for good. A set that has no
+/// expiry (an earlier version's, or one a session without a TTL was added to) keeps none.
+macro_rules! indexing {
+    ($body:literal) => {
+        concat!(
+            r"
+local function index_add(set, member, ttl)
+  local fresh = redis.call('EXISTS', set) == 0
+  redis.call('SADD', set, member)
+  if ttl == '0' then
+    redis.call('PERSIST', set)
+  else
+    local left = redis.call('PTTL', set)
+    if fresh or (left >= 0 and left < tonumber(ttl)) then redis.call('PEXPIRE', set, ttl) end
+  end
+end
+",
+            $body
+        )
+    };
+}
+
 /// A compare-and-set on the exact bytes read. KEYS: session. ARGV: SHA-1 of the value read,
 /// new value ('' keeps the value and only moves the TTL), TTL in ms ('0': none), index
 /// member, old user's set (''), new user's set (''). Returns 2 when written, 1 when the
 /// value changed since it was read, 0 when it is gone.
-pub(super) const CAS: &str = r"
+pub(super) const CAS: &str = indexing!(
+    r"
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 if redis.sha1hex(current) ~= ARGV[1] then return 1 end
@@ -21,27 +47,31 @@ else
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 if ARGV[5] ~= '' and ARGV[5] ~= ARGV[6] then redis.call('SREM', ARGV[5], ARGV[4]) end
-if ARGV[6] ~= '' then redis.call('SADD', ARGV[6], ARGV[4]) end
+if ARGV[6] ~= '' then index_add(ARGV[6], ARGV[4], ARGV[3]) end
 return 2
-";
+"
+);
 
 /// KEYS: session. ARGV: value, TTL in ms ('0': none), member, user's set ('').
 /// Returns 1 when created, 0 when the key exists.
-pub(super) const INSERT: &str = r"
+pub(super) const INSERT: &str = indexing!(
+    r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if ARGV[2] == '0' then
   redis.call('SET', KEYS[1], ARGV[1])
 else
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
-if ARGV[4] ~= '' then redis.call('SADD', ARGV[4], ARGV[3]) end
+if ARGV[4] ~= '' then index_add(ARGV[4], ARGV[3], ARGV[2]) end
 return 1
-";
+"
+);
 
 /// KEYS: old, new. ARGV: SHA-1 of the old value read, old member, new member, user's set
 /// (''). Returns 2 when renamed, 1 when the old value changed since it was read, 3 when the
 /// new key is taken, 0 when the old one is gone.
-pub(super) const RENAME: &str = r"
+pub(super) const RENAME: &str = indexing!(
+    r"
 local value = redis.call('GET', KEYS[1])
 if not value then return 0 end
 if redis.sha1hex(value) ~= ARGV[1] then return 1 end
@@ -55,10 +85,11 @@ end
 redis.call('DEL', KEYS[1])
 if ARGV[4] ~= '' then
   redis.call('SREM', ARGV[4], ARGV[2])
-  redis.call('SADD', ARGV[4], ARGV[3])
+  index_add(ARGV[4], ARGV[3], ttl > 0 and tostring(ttl) or '0')
 end
 return 2
-";
+"
+);
 
 /// KEYS: session. ARGV: member, user's set (''). Returns the number of keys deleted.
 pub(super) const DELETE: &str = r"
