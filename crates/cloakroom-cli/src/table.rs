@@ -2,10 +2,15 @@
 
 use std::io::{self, Write};
 
-/// Writes `rows` under `headers`, each column padded to its widest cell.
+/// Writes `rows` under `headers`, each column padded to its widest cell. Cells are
+/// printed [`inert`].
 pub fn write_table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| inert(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -22,10 +27,33 @@ pub fn write_table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) 
         writeln!(out, "{}", text.trim_end())
     };
     line(out, &mut headers.iter().copied())?;
-    for row in rows {
+    for row in &rows {
         line(out, &mut row.iter().map(String::as_str))?;
     }
     Ok(())
+}
+
+/// `text` with its control characters (escape sequences, line breaks) and bidirectional
+/// overrides written as Rust escapes (`\u{1b}`): a cell is text a client chose (a user id
+/// the app took from a sign-up form, say), and must not move the cursor, clear the
+/// operator's screen, forge a row or reorder what follows it.
+pub fn inert(text: &str) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(unsafe_char) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if unsafe_char(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Cuts `text` to `max` characters, marking the cut with `…`.
@@ -54,5 +82,31 @@ mod tests {
         .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "A    BB\nxxx  y\nz\n");
         assert_eq!(truncate("abcdef", 4), "abc…");
+    }
+
+    /// A user id is whatever the app logged in, often what a visitor typed: printed raw, an
+    /// escape sequence in it ran on the operator's terminal, and a line break forged a row.
+    #[test]
+    fn cells_cannot_drive_the_terminal_or_forge_rows() {
+        let mut out = Vec::new();
+        let hostile = "eve\u{1b}[2J\nroot  1\u{202e}\u{9b}";
+        write_table(
+            &mut out,
+            &["USER", "N"],
+            &[vec![hostile.into(), "1".into()]],
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            !text.contains(|c: char| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+        assert!(
+            text.contains(r"eve\u{1b}[2J\u{a}root  1\u{202e}\u{9b}"),
+            "{text}"
+        );
+        assert_eq!(inert("Zoë 🙂"), "Zoë 🙂", "printable text is unchanged");
     }
 }
