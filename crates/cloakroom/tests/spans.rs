@@ -28,6 +28,11 @@ impl Write for Captured {
 
 /// The lines a request to `path` made the subscriber print as its spans closed.
 async fn spans_of(app: &Router, path: &str) -> String {
+    spans_of_client(TestClient::new(app.clone()), path).await
+}
+
+/// The same, sent by `client` (with its cookie, if any).
+async fn spans_of_client(mut client: TestClient, path: &str) -> String {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -36,9 +41,7 @@ async fn spans_of(app: &Router, path: &str) -> String {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let response = TestClient::new(app.clone())
-        .send(Request::get(path).body(Body::empty()))
-        .await;
+    let response = client.send(Request::get(path).body(Body::empty())).await;
     assert!(response.status().is_success(), "{}", response.status());
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     text
@@ -68,4 +71,28 @@ async fn untouched_and_read_requests_each_have_a_session_span_with_their_outcome
     let read = spans_of(&app, "/read").await;
     assert_eq!(read.matches("cloakroom.session").count(), 1, "{read}");
     assert!(read.contains("outcome=\"read\""), "{read}");
+}
+
+/// Under the fail-open policy a request whose session could not be loaded is served
+/// anonymously; its span says the store failed, as a failed commit's does. It said `read`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_fail_open_request_whose_load_failed_is_traced_as_failed() {
+    use cloakroom::conformance::{HookedStore, Outage};
+    use cloakroom::{OnStoreError, SessionConfig};
+
+    let down = HookedStore::with_hook(Arc::new(MemoryStore::new()), Outage::default().started());
+    let config = SessionConfig::default().with_on_store_error(OnStoreError::Anonymous);
+    let app = Router::new()
+        .route(
+            "/read",
+            get(|session: Session| async move {
+                session.get::<u64>("counter").await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .layer(SessionLayer::try_new(down, config).unwrap());
+    let client =
+        TestClient::new(app).with_cookie(cloakroom::SessionId::generate().to_cookie_value());
+    let spans = spans_of_client(client, "/read").await;
+    assert!(spans.contains("outcome=\"failed\""), "{spans}");
 }

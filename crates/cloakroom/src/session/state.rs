@@ -146,10 +146,13 @@ impl View {
         }
     }
 
-    /// What the request did with its session, for its span: `rotated`, `destroyed`,
-    /// `written` or `read`.
+    /// What the request did with its session, for its span: `failed` (the store failed
+    /// the load, and the fail-open policy served the request anonymously), `rotated`,
+    /// `destroyed`, `written` or `read`.
     pub(super) fn outcome(&self) -> &'static str {
-        if self.rotated {
+        if self.degraded {
+            "failed"
+        } else if self.rotated {
             "rotated"
         } else if self.destroyed && self.key().is_none() {
             "destroyed"
