@@ -360,3 +360,56 @@ async fn cluster_revoke_others_at_scale_and_racing_rename() {
         revoke_others_racing_renames(&store, round, 200, 20).await;
     }
 }
+
+/// In a cluster, a rename whose original changed under it deletes its copy and makes it
+/// again under the same index member. A listing or revocation that read the member's
+/// session in that gap, and dropped the member after the copy was back, left a live
+/// session out of its user's index for good: no later listing showed it and no later
+/// revocation reached it. Here a session flickers the same way (deleted with its member
+/// kept, then inserted again) while the user's sessions are listed or revoked: once both
+/// are done, if it is live, it is listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_index_keeps_a_session_that_flickers_during_a_listing() {
+    let Some(cluster) = support::Cluster::start_if_installed().await else {
+        return;
+    };
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let store = Arc::new(
+        RedisStore::connect_cluster(&urls, RedisConfig::default())
+            .await
+            .expect("connect to the cluster"),
+    );
+    let mut unindexed = Vec::new();
+    for round in 0..400u64 {
+        let user = format!("flicker{round}");
+        let record = user_record(&user);
+        let kept = log_in_many(&store, &user, 3).await;
+        let flickering = SessionId::generate().store_key();
+        store.insert(&flickering, &record).await.unwrap();
+        let toggler = tokio::spawn({
+            let (store, record) = (Arc::clone(&store), record.clone());
+            async move {
+                tokio::time::sleep(Duration::from_micros(40 * (round % 13))).await;
+                store.delete(&flickering).await.unwrap();
+                tokio::time::sleep(Duration::from_micros(30 * (round % 7))).await;
+                store.insert(&flickering, &record).await.unwrap();
+            }
+        });
+        if round % 2 == 0 {
+            store.list_for_user(&user).await.unwrap();
+        } else {
+            store.delete_for_user(&user, Some(&kept[0])).await.unwrap();
+        }
+        toggler.await.unwrap();
+        let live = store.load(&flickering).await.unwrap().is_some();
+        let listed = store.list_for_user(&user).await.unwrap();
+        if live && !listed.iter().any(|entry| entry.key == flickering) {
+            unindexed.push(round);
+        }
+    }
+    assert!(
+        unindexed.is_empty(),
+        "rounds whose live session was left out of its user's index: {unindexed:?}"
+    );
+}

@@ -168,27 +168,7 @@ impl RedisStore {
                 None => dead.push(member),
             }
         }
-        let reads = self
-            .bounded(async {
-                let reads = join_all(keys.iter().map(|key| {
-                    let mut connection = self.connection.clone();
-                    let command = redis::cmd("HMGET")
-                        .arg(self.session_key(key))
-                        .arg(&["v", "r", "la", "i", "a", "u"])
-                        .clone();
-                    async move {
-                        command
-                            .query_async::<Vec<Option<String>>>(&mut connection)
-                            .await
-                    }
-                }))
-                .await;
-                reads
-                    .into_iter()
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(store_error)
-            })
-            .await?;
+        let reads = self.read_across_slots(&keys).await?;
         for (key, mut fields) in keys.into_iter().zip(reads) {
             let owner = fields.pop().flatten();
             match decode(fields) {
@@ -204,9 +184,68 @@ impl RedisStore {
             }
         }
         if !dead.is_empty() {
-            self.remove_members(&listing.set, &dead).await?;
+            self.remove_members_keeping_live(&listing.set, listing.user, &dead)
+                .await?;
         }
         Ok(next)
+    }
+
+    /// Each session's listed fields and its owner (`u`, last), read on its own node, all
+    /// at once under one time bound.
+    async fn read_across_slots(
+        &self,
+        keys: &[StoreKey],
+    ) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        self.bounded(async {
+            let reads = join_all(keys.iter().map(|key| {
+                let mut connection = self.connection.clone();
+                let command = redis::cmd("HMGET")
+                    .arg(self.session_key(key))
+                    .arg(&["v", "r", "la", "i", "a", "u"])
+                    .clone();
+                async move {
+                    command
+                        .query_async::<Vec<Option<String>>>(&mut connection)
+                        .await
+                }
+            }))
+            .await;
+            reads
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(store_error)
+        })
+        .await
+    }
+
+    /// Drops `members` from `user`'s index (in a cluster, where it lives in another slot
+    /// than the sessions), then puts back each whose session is, by now, a live one of the
+    /// user's. A rename across slots whose original changed under it deletes its copy and
+    /// makes it again under the same member; a member dropped because its read fell
+    /// between the two would leave the renamed session out of the index for good, missed
+    /// by every later listing and revocation.
+    async fn remove_members_keeping_live(
+        &self,
+        set: &str,
+        user: &str,
+        members: &[String],
+    ) -> Result<(), StoreError> {
+        self.remove_members(set, members).await?;
+        let keys: Vec<StoreKey> = members
+            .iter()
+            .filter_map(|member| StoreKey::from_hex(member))
+            .collect();
+        let reads = self.read_across_slots(&keys).await?;
+        for (key, mut fields) in keys.iter().zip(reads) {
+            let owner = fields.pop().flatten();
+            if let Ok(Some(record)) = decode(fields) {
+                if owner.as_deref() == Some(user) {
+                    self.bounded(self.index(user, key, record.absolute_deadline))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Samples members, deletes their sessions on their own nodes, then drops them from
@@ -257,7 +296,10 @@ impl RedisStore {
                         .map_err(store_error)
                 })
                 .await?;
-            self.remove_members(&set, &batch).await?;
+            // Whatever this batch found, a rename may have made the session again since
+            // (its copy, deleted here or by the rename's own retry): such a member comes
+            // back, for a later batch.
+            self.remove_members_keeping_live(&set, user, &batch).await?;
             self.bounded(self.replicated(None)).await?;
             if round >= limit {
                 break;
