@@ -211,14 +211,15 @@ return 1
     )
 });
 
-/// KEYS: session. ARGV: expected version. Deletes the session only at that version.
-/// Returns 1, 0 if the version moved, -1 if the session is gone.
+/// KEYS: session. ARGV: expected version, expected last activity. Deletes the session
+/// only as it was read: at that version, and untouched since (a touch moves the activity
+/// and deadlines, not the version). Returns 1, 0 if it moved, -1 if the session is gone.
 pub static DELETE_AT_VERSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return -1 end
-if v ~= ARGV[1] then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'v', 'la')
+if not h[1] then return -1 end
+if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 ",

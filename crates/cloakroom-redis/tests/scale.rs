@@ -413,3 +413,57 @@ async fn cluster_index_keeps_a_session_that_flickers_during_a_listing() {
         "rounds whose live session was left out of its user's index: {unindexed:?}"
     );
 }
+
+/// In a cluster, a rename copies the session and then deletes the original if its version
+/// is still the one copied. A touch does not move the version, so one landing between the
+/// copy and the delete was lost: the renamed session kept the idle deadline from before
+/// it, and could expire up to a touch interval early. Both succeeded, so the renamed
+/// session must carry the touch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_rename_keeps_a_touch_that_lands_during_it() {
+    let Some(cluster) = support::Cluster::start_if_installed().await else {
+        return;
+    };
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let store = Arc::new(
+        RedisStore::connect_cluster(&urls, RedisConfig::default())
+            .await
+            .expect("connect to the cluster"),
+    );
+    let mut lost = Vec::new();
+    for round in 0..400u64 {
+        let old = SessionId::generate().store_key();
+        let new = SessionId::generate().store_key();
+        let record = user_record("toucher");
+        store.insert(&old, &record).await.unwrap();
+        let touched = record.idle_deadline.unwrap() + Duration::from_secs(60);
+        let touch = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move {
+                tokio::time::sleep(Duration::from_micros(25 * (round % 17))).await;
+                let touch = cloakroom::Touch {
+                    last_active_at: now(),
+                    idle_deadline: Some(touched),
+                };
+                store.touch(&old, &touch).await.is_ok()
+            }
+        });
+        let renamed = store.rename(&old, &new).await;
+        let touch_landed = touch.await.unwrap();
+        if renamed.is_ok() && touch_landed {
+            let record = store
+                .load(&new)
+                .await
+                .unwrap()
+                .expect("the renamed session");
+            if record.idle_deadline.map(to_unix_ms) != Some(to_unix_ms(touched)) {
+                lost.push(round);
+            }
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "rounds whose touch the rename lost: {lost:?}"
+    );
+}
