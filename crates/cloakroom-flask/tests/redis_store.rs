@@ -323,3 +323,71 @@ async fn a_users_index_set_expires_with_its_sessions() {
         .await
         .unwrap();
 }
+
+/// "Log out everywhere" never reports success while a session it was to end is live. A
+/// session rewritten under every pass (Flask saving it on each request of a busy client)
+/// was passed over each time, and the revocation returned `Ok` after its last pass with
+/// the session still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_never_reports_success_over_a_live_session() {
+    let Some(store) = support::connect().await else {
+        return;
+    };
+    let prefix = support::unique_prefix();
+    let store = store
+        .with_prefix(&prefix)
+        .with_lifetime(Duration::from_secs(600));
+    let (id, key, mut record) = new_session(Duration::from_secs(600));
+    record.user_id = Some("busy".into());
+    record.data.insert("n".into(), 0.into());
+    store.insert(&key, &record).await.unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let connection = client.get_multiplexed_async_connection().await.unwrap();
+    let redis_key = format!("{prefix}{}", id.to_cookie_value());
+    let bytes: Vec<u8> = redis::cmd("GET")
+        .arg(&redis_key)
+        .query_async(&mut connection.clone())
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Flask rewriting the session as fast as it can, another `n` each time, so every write
+    // changes the bytes; only while the session exists (`XX`), so that the writer never
+    // makes again what the revocation deleted.
+    let writer = tokio::spawn({
+        let (stop, mut connection, redis_key) =
+            (stop.clone(), connection.clone(), redis_key.clone());
+        async move {
+            let value = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let value = with_entry(value.clone(), "n", n.into());
+                let mut bytes = Vec::new();
+                rmpv::encode::write_value(&mut bytes, &value).unwrap();
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(&redis_key)
+                    .arg(bytes)
+                    .arg("XX")
+                    .arg("KEEPTTL")
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let mut outcomes = Vec::new();
+    for _ in 0..20 {
+        let revoked = store.delete_for_user("busy", None).await;
+        let live = store.load(&key).await.unwrap().is_some();
+        outcomes.push((revoked.is_ok(), live));
+        if !live {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    assert!(
+        outcomes.iter().all(|&(ok, live)| !(ok && live)),
+        "a revocation said Ok with the session live: {outcomes:?}"
+    );
+}

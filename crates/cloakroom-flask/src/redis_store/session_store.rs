@@ -162,7 +162,11 @@ impl SessionStore for FlaskRedisStore {
                 return Ok(total);
             }
         }
-        Ok(total)
+        // Sessions that changed under every pass are still live: saying the user is logged
+        // out everywhere would be false.
+        Err(StoreError::backend(format!(
+            "the user's sessions kept changing during the revocation ({total} revoked); try again"
+        )))
     }
 
     async fn purge_expired(&self, _batch: usize) -> Result<u64, StoreError> {
