@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -109,14 +110,30 @@ async fn add_to_cart(session: Session, JsonBody(body): JsonBody<api::Item>) -> A
 
 async fn set_pref(
     session: Session,
-    Path(name): Path<String>,
+    LastSegment(name): LastSegment,
     JsonBody(body): JsonBody<api::PrefValue>,
 ) -> Answer {
     Answer(api::set_pref(&session, name, body).await)
 }
 
-async fn revoke(session: Session, Path(handle): Path<String>) -> Answer {
+async fn revoke(session: Session, LastSegment(handle): LastSegment) -> Answer {
     Answer(api::revoke(&session, handle).await)
+}
+
+/// The path's last segment, percent-decoded with bytes that are not UTF-8 replaced (U+FFFD)
+/// as actix-web decodes it: a name or handle that is not text matches nothing, and the
+/// endpoint answers so with the API's JSON error on both frameworks. (axum's `Path`
+/// refuses it with a plain-text `400` before the handler runs.)
+struct LastSegment(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for LastSegment {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.path().rsplit('/').next().unwrap_or_default();
+        let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        Ok(Self(decoded.into_owned()))
+    }
 }
 
 async fn revoke_others(session: Session, Extension(epochs): Extension<DemoEpochs>) -> Answer {

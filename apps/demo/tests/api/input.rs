@@ -175,3 +175,32 @@ async fn a_wrong_method_is_405_and_head_answers_like_get() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.body["error"], "no such page");
 }
+
+/// A path segment that is not UTF-8 once percent-decoded is a name or handle like any
+/// other that matches nothing, answered with the API's JSON error, the same on both
+/// frameworks. axum refused it with its own `400` in plain text, where actix-web decoded
+/// it lossily and the handler answered (`404` for a handle that is not yours).
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_gets_the_apis_answer() {
+    let app = app();
+    let cookie = login(&app, None).await;
+    let revoked = delete(&app, "/api/sessions/%FF", Some(&cookie)).await;
+    assert_eq!(revoked.status, StatusCode::NOT_FOUND, "{}", revoked.body);
+    assert!(revoked.body["error"].is_string(), "{}", revoked.body);
+    let anonymous = delete(&app, "/api/sessions/%FF", None).await;
+    assert_eq!(
+        anonymous.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        anonymous.body
+    );
+    let pref = put(
+        &app,
+        "/api/prefs/%FF",
+        Some(&cookie),
+        Some(r#"{"value":"x"}"#),
+    )
+    .await;
+    assert_eq!(pref.status, StatusCode::BAD_REQUEST, "{}", pref.body);
+    assert!(pref.body["error"].is_string(), "{}", pref.body);
+}
