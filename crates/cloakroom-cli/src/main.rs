@@ -90,8 +90,8 @@ enum Command {
         /// Seconds between refreshes.
         #[arg(long, default_value_t = 2.0, value_parser = interval)]
         interval: f64,
-        /// Stop after this many refreshes (default: until Ctrl-C).
-        #[arg(long)]
+        /// Stop after this many refreshes, at least 1 (default: until Ctrl-C).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
     },
 }

@@ -298,6 +298,15 @@ async fn devices_are_named_and_watch_refreshes() {
     assert!(refreshes.iter().all(|r| r["live_sessions"] == 1));
     let refused = cloakroom(&url, &["watch", "--interval", "0"]);
     assert!(!refused.status.success());
+    // No refreshes at all is not a run: it is refused, where it printed one refresh.
+    let none = cloakroom(&url, &["watch", "--count", "0"]);
+    assert!(
+        !none.status.success(),
+        "{}",
+        String::from_utf8_lossy(&none.stdout)
+    );
+    assert!(none.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--count"));
 }
 
 /// A loud skip (a failure under `CLOAKROOM_REQUIRE_SERVICES=1`) for a server that is down.
