@@ -372,7 +372,7 @@ impl SessionConfig {
             binding.validate()?;
             // The bound cookie is a second cookie beside the session's: the two must not
             // share a name, or each would overwrite the other.
-            if binding.cookie_name() == self.cookie.full_name() {
+            if binding.bound_cookie_name(&self.cookie) == self.cookie.full_name() {
                 return Err(ConfigError::DeviceBinding(
                     crate::dbsc::binding::DeviceBindingConfigError::BadCookieName,
                 ));

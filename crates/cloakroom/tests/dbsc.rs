@@ -16,8 +16,8 @@ use cloakroom::dbsc::bound_cookie;
 use cloakroom::dbsc::test_signer::{new_key, refresh_proof, registration_proof, SigningKey};
 use cloakroom::testing::TestClient;
 use cloakroom::{
-    generate_key, KeyRing, MemoryStore, Session, SessionConfig, SessionLayer, SessionManager,
-    SessionStore,
+    generate_key, CookieConfig, KeyRing, MemoryStore, Session, SessionConfig, SessionLayer,
+    SessionManager, SessionStore,
 };
 use serde_json::Value;
 
@@ -40,9 +40,13 @@ fn site_with(binding: bool) -> Site {
 }
 
 fn site_with_grace(binding: bool, grace: Duration) -> Site {
+    site_with_cookie(binding, grace, CookieConfig::default())
+}
+
+fn site_with_cookie(binding: bool, grace: Duration, cookie: CookieConfig) -> Site {
     let store = Arc::new(MemoryStore::new());
     let keys = KeyRing::parse(&generate_key()).unwrap();
-    let mut config = SessionConfig::default();
+    let mut config = SessionConfig::default().with_cookie(cookie);
     if binding {
         config = config.with_device_binding(
             DeviceBindingConfig::new(keys.clone()).with_registration_grace(grace),
@@ -573,4 +577,40 @@ async fn cookie_sessions_refuse_device_binding() {
         SessionManager::cookie(sessions, config).unwrap_err(),
         cloakroom::ConfigError::DeviceBindingNeedsStore
     );
+}
+
+/// Under the `__Host-` prefix the bound cookie is set as `__Host-cloakroom_bound` (it takes
+/// the session cookie's attributes), and must be read, and removed at logout, under that
+/// name. It was read under the bare name: every request after a registration lacked the
+/// bound cookie and was anonymous, so every browser that bound a key was logged out, on
+/// every login.
+#[tokio::test]
+async fn device_binding_works_under_the_host_prefix() {
+    let cookie = CookieConfig::default().with_host_prefix(true);
+    let site = site_with_cookie(true, Duration::ZERO, cookie.clone());
+    let device = new_key();
+    let mut browser = Browser::default();
+    let registration = browser.login_and_register(&site, &device).await;
+    assert_eq!(registration.status, StatusCode::OK, "{}", registration.body);
+    let bound = format!("__Host-{BOUND_COOKIE}");
+    assert!(
+        browser.cookies.contains_key(&bound),
+        "{:?}",
+        browser.cookies
+    );
+    assert_eq!(browser.whoami(&site).await, "alice");
+    browser.send(&site, "POST", "/logout", &[]).await;
+    assert!(
+        !browser.cookies.contains_key(&bound),
+        "{:?}",
+        browser.cookies
+    );
+
+    // A bound cookie named as the session cookie is refused under the prefix too, where
+    // both were written as `__Host-id`, each overwriting the other.
+    let same_name = DeviceBindingConfig::new(site_keys()).with_cookie_name(SESSION_COOKIE);
+    let config = SessionConfig::default()
+        .with_cookie(cookie)
+        .with_device_binding(same_name);
+    assert!(SessionManager::new(MemoryStore::new(), config).is_err());
 }

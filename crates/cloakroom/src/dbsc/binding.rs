@@ -154,7 +154,8 @@ impl DeviceBindingConfig {
         &self.refresh_path
     }
 
-    /// The bound cookie's name.
+    /// The bound cookie's name, before any prefix the session cookie's configuration adds
+    /// ([`bound_cookie_name`](Self::bound_cookie_name) is the name as sent).
     pub fn cookie_name(&self) -> &str {
         &self.cookie_name
     }
@@ -206,6 +207,15 @@ impl DeviceBindingConfig {
             .clone()
             .with_name(self.cookie_name.clone())
             .with_http_only(true)
+    }
+
+    /// The bound cookie's name as it is set and sent: [`cookie_name`](Self::cookie_name)
+    /// with the session cookie's `__Host-` prefix, when it has one (the bound cookie takes
+    /// the session cookie's attributes, prefix included).
+    pub fn bound_cookie_name(&self, session_cookie: &CookieConfig) -> String {
+        self.bound_cookie_config(session_cookie)
+            .full_name()
+            .into_owned()
     }
 }
 

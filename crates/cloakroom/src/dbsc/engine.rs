@@ -66,7 +66,8 @@ pub(crate) fn lacks_bound_cookie<'a>(
     if !binding.is_bound() {
         return false;
     }
-    let values = codec::cookie_values(cookie_headers, binding_config.cookie_name());
+    let name = binding_config.bound_cookie_name(&config.cookie);
+    let values = codec::cookie_values(cookie_headers, &name);
     let status = binding.status(
         binding_config,
         values.iter().map(|value| value.as_bytes()),

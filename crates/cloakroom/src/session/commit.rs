@@ -185,8 +185,8 @@ impl Session {
         #[cfg(feature = "dbsc")]
         if let (true, Some(binding)) = (view.destroyed, &self.config().device_binding) {
             let lines = self.inner.cookies.iter();
-            if !codec::cookie_values(lines, binding.cookie_name()).is_empty() {
-                let bound = binding.bound_cookie_config(config);
+            let bound = binding.bound_cookie_config(config);
+            if !codec::cookie_values(lines, &bound.full_name()).is_empty() {
                 finish
                     .headers
                     .push((http::header::SET_COOKIE, codec::removal_cookie(&bound)));
