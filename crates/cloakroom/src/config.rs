@@ -134,8 +134,18 @@ impl CookieConfig {
                 return Err(ConfigError::CookieDomain(domain.clone()));
             }
         }
-        if self.host_prefix && (!self.secure || self.path != "/" || self.domain.is_some()) {
+        // The prefix counts however it got into the name (the flag, or written in it), in
+        // any case: browsers refuse every cookie that breaks its rules.
+        let prefixed = |prefix: &str| {
+            self.full_name
+                .get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+        };
+        if prefixed("__Host-") && (!self.secure || self.path != "/" || self.domain.is_some()) {
             return Err(ConfigError::HostPrefix);
+        }
+        if prefixed("__Secure-") && !self.secure {
+            return Err(ConfigError::SecurePrefix);
         }
         if self.same_site == SameSite::None && !self.secure {
             return Err(ConfigError::SameSiteNoneInsecure);
@@ -400,6 +410,9 @@ pub enum ConfigError {
         "the __Host- prefix needs Secure, Path=/ and no Domain: change those or drop the prefix"
     )]
     HostPrefix,
+    /// A `__Secure-` name needs `Secure`.
+    #[error("the __Secure- prefix needs Secure: set it or rename the cookie")]
+    SecurePrefix,
     /// `SameSite=None` needs `Secure`.
     #[error("SameSite=None needs Secure: browsers reject it otherwise")]
     SameSiteNoneInsecure,
@@ -490,6 +503,28 @@ mod tests {
             Err(ConfigError::SameSiteNoneInsecure)
         );
         assert!(bad(CookieConfig::default().with_host_prefix(true)).is_ok());
+        // A prefix written into the name holds the cookie to its rules as the flag does:
+        // browsers refuse the cookie otherwise, so every login would silently not stick.
+        assert_eq!(
+            bad(CookieConfig::default()
+                .with_name("__Host-sid")
+                .with_path("/app")),
+            Err(ConfigError::HostPrefix)
+        );
+        assert_eq!(
+            bad(CookieConfig::default()
+                .with_name("__host-sid")
+                .with_domain(Some("a.b".into()))),
+            Err(ConfigError::HostPrefix)
+        );
+        assert_eq!(
+            bad(CookieConfig::default()
+                .with_name("__Secure-sid")
+                .with_secure(false)),
+            Err(ConfigError::SecurePrefix)
+        );
+        assert!(bad(CookieConfig::default().with_name("__Secure-sid")).is_ok());
+        assert!(bad(CookieConfig::default().with_name("__Host-sid")).is_ok());
         assert_eq!(
             SessionConfig::default()
                 .with_trusted_proxy_hops(0)
