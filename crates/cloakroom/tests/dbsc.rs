@@ -614,3 +614,40 @@ async fn device_binding_works_under_the_host_prefix() {
         .with_device_binding(same_name);
     assert!(SessionManager::new(MemoryStore::new(), config).is_err());
 }
+
+/// A thief with the session cookie (no device key, no bound cookie) asking for refresh
+/// challenges neither pushes out the challenge the browser was sent nor costs the store a
+/// write per request. Each proof-less refresh stored a new challenge, and a third pushed
+/// out the oldest: two were enough to evict the one the browser held, whose next refresh
+/// then got a 401 that ends Chrome's bound session, logging the user out.
+#[tokio::test]
+async fn a_thief_asking_for_challenges_cannot_evict_the_browsers() {
+    let site = site_with(true);
+    let device = new_key();
+    let (mut browser, reply, id) = Browser::registered(&site, &device).await;
+    let mut thief = browser.session_cookie_only();
+    let first = thief.refresh(&site, &id, None).await;
+    assert_eq!(first.status, StatusCode::FORBIDDEN);
+    let version = stored(&site, &browser).await.unwrap().version;
+    for _ in 0..3 {
+        let again = thief.refresh(&site, &id, None).await;
+        assert_eq!(again.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            again.challenge(),
+            first.challenge(),
+            "the outstanding one is sent again"
+        );
+    }
+    assert_eq!(
+        stored(&site, &browser).await.unwrap().version,
+        version,
+        "asking again writes nothing"
+    );
+    let proof = refresh_proof(&device, &reply.challenge());
+    let refreshed = browser.refresh(&site, &id, Some(&proof)).await;
+    assert_eq!(
+        refreshed.status,
+        StatusCode::OK,
+        "the browser's pre-sent challenge still works"
+    );
+}

@@ -407,6 +407,25 @@ impl DeviceBinding {
         Ok(header)
     }
 
+    /// The challenge for a refresh that came without a proof, and whether the binding
+    /// changed (and must be saved): the retry challenge still outstanding if there is one,
+    /// else a new one living `lifetime`. Anyone holding the session cookie can ask, so
+    /// asking again changes nothing, and a retry challenge never pushes out a pre-sent
+    /// one (which the browser holds for its next refresh).
+    pub fn retry_challenge(
+        &mut self,
+        now: OffsetDateTime,
+        lifetime: Duration,
+    ) -> Result<(HeaderValue, bool), InvalidHeaderValue> {
+        if let Some(outstanding) = self.challenges.live_retry(now) {
+            return Ok((headers::challenge(outstanding.value(), &self.id)?, false));
+        }
+        let challenge = Challenge::generate_retry(now, lifetime);
+        let header = headers::challenge(challenge.value(), &self.id)?;
+        self.challenges.push(challenge);
+        Ok((header, true))
+    }
+
     /// A bound cookie's `Set-Cookie`, for the registration and refresh responses: valid
     /// for the configured lifetime from `now`, with that `Max-Age`.
     pub fn bound_cookie(

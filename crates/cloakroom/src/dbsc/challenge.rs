@@ -16,11 +16,13 @@ use time::OffsetDateTime;
 /// Random bytes in a challenge (256 bits).
 pub const CHALLENGE_BYTES: usize = 32;
 
-/// The most refresh challenges kept outstanding for one binding.
+/// The most pre-sent refresh challenges kept outstanding for one binding.
 ///
 /// Two, because a proof for the previous challenge can arrive after the next one was
 /// sent (a refresh racing a response that pre-sent a new challenge); a third pushes out
-/// the oldest.
+/// the oldest. A challenge sent with a proof-less refresh's `403` (a retry challenge) is
+/// kept beside them, one at most, and never pushes one of them out: anyone holding the
+/// session cookie can ask for one.
 pub const MAX_OUTSTANDING: usize = 2;
 
 /// One challenge and when it stops being usable.
@@ -29,6 +31,10 @@ pub struct Challenge {
     value: String,
     #[serde(with = "crate::record::unix_ms")]
     expires_at: OffsetDateTime,
+    /// Sent with a proof-less refresh's `403`, not pre-sent with a bound cookie. Absent
+    /// (false) in records written before retry challenges were kept apart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    retry: bool,
 }
 
 impl std::fmt::Debug for Challenge {
@@ -49,6 +55,15 @@ impl Challenge {
         Self {
             value: URL_SAFE_NO_PAD.encode(bytes),
             expires_at: now.saturating_add(lifetime.try_into().unwrap_or(time::Duration::MAX)),
+            retry: false,
+        }
+    }
+
+    /// [`generate`](Self::generate), for the `403` of a refresh that came without a proof.
+    pub fn generate_retry(now: OffsetDateTime, lifetime: Duration) -> Self {
+        Self {
+            retry: true,
+            ..Self::generate(now, lifetime)
         }
     }
 
@@ -58,6 +73,7 @@ impl Challenge {
         Self {
             value: value.to_owned(),
             expires_at,
+            retry: false,
         }
     }
 
@@ -115,14 +131,27 @@ impl Challenges {
         Self::default()
     }
 
-    /// Adds `challenge`, dropping the oldest when [`MAX_OUTSTANDING`] would be exceeded.
+    /// Adds `challenge`: a retry challenge in place of any earlier one; a pre-sent one
+    /// dropping the oldest pre-sent when [`MAX_OUTSTANDING`] would be exceeded.
     pub fn push(&mut self, challenge: Challenge) {
-        // A record read from a store may hold more than allowed (edited by hand, or an
-        // older version): trim it rather than trust it.
-        while self.0.len() >= MAX_OUTSTANDING {
-            self.0.remove(0);
+        if challenge.retry {
+            self.0.retain(|held| !held.retry);
+        } else {
+            // A record read from a store may hold more than allowed (edited by hand, or
+            // an older version): trim it rather than trust it.
+            while self.0.iter().filter(|held| !held.retry).count() >= MAX_OUTSTANDING {
+                let oldest = self.0.iter().position(|held| !held.retry);
+                self.0.remove(oldest.expect("counted above"));
+            }
         }
         self.0.push(challenge);
+    }
+
+    /// The retry challenge still usable at `now`, if one is outstanding.
+    pub fn live_retry(&self, now: OffsetDateTime) -> Option<&Challenge> {
+        self.0
+            .iter()
+            .find(|held| held.retry && held.is_live_at(now))
     }
 
     /// How many challenges are outstanding.

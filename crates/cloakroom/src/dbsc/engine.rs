@@ -326,10 +326,12 @@ impl Exchange<'_> {
         };
         let Some(proof) = proof(self.request) else {
             // Chrome signs this challenge and retries at once.
-            let Ok(challenge) = binding.issue_challenge(self.time, RETRY_CHALLENGE_LIFETIME) else {
+            let Ok((challenge, issued)) =
+                binding.retry_challenge(self.time, RETRY_CHALLENGE_LIFETIME)
+            else {
                 return Ok(Some(Reply::end_session()));
             };
-            if !save(self.store, &mut found, &binding).await? {
+            if issued && !save(self.store, &mut found, &binding).await? {
                 return Ok(None);
             }
             let mut reply = Reply::new(StatusCode::FORBIDDEN);
