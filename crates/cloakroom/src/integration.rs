@@ -116,7 +116,9 @@ pub use crate::dbsc::engine::{
 pub struct ResponseChanges {
     /// Replace the handler's response with an empty one of this status: `503` when the
     /// store failed under [`OnStoreError::ServiceUnavailable`], `413` when this request's
-    /// writes, merged with concurrent writers, broke a limit and were not saved.
+    /// writes, merged with concurrent writers, broke a limit and were not saved, `500`
+    /// when they could not be merged at all (an `update` reading a value a concurrent
+    /// writer stored as another type) and were not saved.
     pub replace_with: Option<StatusCode>,
     /// The `Retry-After` to set, in seconds: on the policy's own `503`, and on a `503` the
     /// handler returned from a store failure (which carries the default delay).
@@ -190,8 +192,17 @@ impl Finish {
                 tracing::warn!(%error, "session writes refused at commit; answering 413");
                 changes.replace_with = Some(StatusCode::PAYLOAD_TOO_LARGE);
                 changes.retry_after = None;
-            } else {
+            } else if error.is_unavailable() {
+                // Fail open: logged, and the handler's response goes out.
                 tracing::error!(%error, "session could not be saved");
+            } else {
+                // Not saved for a reason no retry mends: this request's change could not
+                // be merged onto what a concurrent writer saved (an `update` reading the
+                // value another request stored as another type), and with it went the
+                // request's other writes. The handler's success would be a lie.
+                tracing::error!(%error, "session writes could not be saved; answering 500");
+                changes.replace_with = Some(StatusCode::INTERNAL_SERVER_ERROR);
+                changes.retry_after = None;
             }
         }
         changes

@@ -244,3 +244,59 @@ async fn a_read_does_not_queue_behind_a_slow_write() {
     assert!(!writer.is_finished(), "the write is still in the store");
     assert_eq!(writer.await.unwrap().1, "2");
 }
+
+/// A write whose change cannot be merged onto what a concurrent writer saved (an `update`
+/// reading the value as a number, after another request stored text there) is not saved,
+/// with the rest of its request's writes; the response must not say they were. The layer
+/// logged the error and sent the handler's `200`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_cannot_be_merged_are_not_answered_as_saved() {
+    let handler_wrote = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let slow = {
+        let (handler_wrote, release) = (handler_wrote.clone(), release.clone());
+        move |session: Session| async move {
+            session
+                .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+                .await?;
+            session.insert("note", "kept").await?;
+            handler_wrote.notify_one();
+            release.notified().await;
+            Ok::<_, SessionError>("done")
+        }
+    };
+    let app = Router::new()
+        .route("/incr", post(increment))
+        .route("/incr-and-note", post(slow))
+        .route(
+            "/stringify",
+            post(|session: Session| async move { session.insert("n", "seven").await }),
+        )
+        .route(
+            "/note",
+            post(|session: Session| async move {
+                Ok::<_, SessionError>(session.get::<String>("note").await?.unwrap_or_default())
+            }),
+        )
+        .layer(SessionLayer::new(MemoryStore::new()));
+    let (_, _, cookie) = call(&app, "/incr", None).await;
+    let cookie = cookie.expect("the first write creates the session");
+
+    let request = tokio::spawn({
+        let (app, cookie) = (app.clone(), cookie.clone());
+        async move { call(&app, "/incr-and-note", Some(&cookie)).await }
+    });
+    handler_wrote.notified().await;
+    assert_eq!(
+        call(&app, "/stringify", Some(&cookie)).await.0,
+        StatusCode::OK
+    );
+    release.notify_one();
+    let (status, body, _) = request.await.unwrap();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(
+        call(&app, "/note", Some(&cookie)).await.1,
+        "",
+        "none of it was saved"
+    );
+}
