@@ -102,6 +102,14 @@ pub enum SessionError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The function given to [`update`](crate::Session::update) panicked. It may run
+    /// again at commit, on a concurrent writer's value, and inside another request's
+    /// commit (group commit): the panic is caught there and fails this request alone.
+    #[error("the update function for session value {key:?} panicked: make it total (no unwrap or expect on its input)")]
+    UpdatePanicked {
+        /// The session key.
+        key: String,
+    },
     /// A write after the session was committed for this response.
     #[error(
         "the session was already committed for this response; write before the handler returns"

@@ -300,3 +300,96 @@ async fn writes_that_cannot_be_merged_are_not_answered_as_saved() {
         "none of it was saved"
     );
 }
+
+/// Holds the first store update after it is armed until released.
+#[derive(Default)]
+struct HoldFirstUpdate {
+    armed: std::sync::atomic::AtomicBool,
+    held: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl cloakroom::conformance::StoreHook for HoldFirstUpdate {
+    async fn before(
+        &self,
+        operation: cloakroom::conformance::Operation,
+    ) -> Result<(), cloakroom::StoreError> {
+        if matches!(operation, cloakroom::conformance::Operation::Update)
+            && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.held.notify_one();
+            self.release.notified().await;
+        }
+        Ok(())
+    }
+}
+
+/// An `update` function that panics on the value it is re-run on, in a writer that rode
+/// on another request's commit, fails its own request only. It ran inside the request
+/// that committed for both, whose task panicked: that request's own write was never saved
+/// and its client got no response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_riders_panicking_update_fails_only_its_own_request() {
+    use cloakroom::conformance::HookedStore;
+
+    let hook = Arc::new(HoldFirstUpdate::default());
+    let store = HookedStore::with_hook(Arc::new(MemoryStore::new()), hook.clone());
+    let app =
+        Router::new()
+            .route("/incr", post(increment))
+            .route(
+                "/remove",
+                post(|session: Session| async move {
+                    session.remove::<u64>("n").await.map(|_| "removed")
+                }),
+            )
+            .route(
+                "/x",
+                post(|session: Session| async move { session.insert("x", 1).await.map(|()| "x") }),
+            )
+            .route(
+                "/panicky",
+                post(|session: Session| async move {
+                    session
+                        .update("n", |n: Option<u64>| n.expect("n is set") + 1)
+                        .await
+                        .map(|n| n.to_string())
+                }),
+            )
+            .route(
+                "/x-value",
+                post(|session: Session| async move {
+                    Ok::<_, SessionError>(session.get::<u64>("x").await?.unwrap_or(0).to_string())
+                }),
+            )
+            .layer(SessionLayer::new(store));
+    let (_, _, cookie) = call(&app, "/incr", None).await;
+    let cookie = cookie.expect("the first write creates the session");
+    let send = |path: &'static str| {
+        let (app, cookie) = (app.clone(), cookie.clone());
+        tokio::spawn(async move { call(&app, path, Some(&cookie)).await })
+    };
+
+    // The removal's update is held, with the session's commit turn.
+    hook.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let removal = send("/remove");
+    hook.held.notified().await;
+    // Both load `n = 1` and queue: `/x` first, so it commits and `/panicky` rides.
+    let writer = send("/x");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let panicky = send("/panicky");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hook.release.notify_one();
+
+    assert_eq!(removal.await.unwrap().0, StatusCode::OK);
+    let (status, body, _) = writer.await.expect("the committing request did not panic");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, _) = panicky.await.expect("a rider's failure is an answer");
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        call(&app, "/x-value", Some(&cookie)).await.1,
+        "1",
+        "its write was saved"
+    );
+}

@@ -266,7 +266,9 @@ impl Session {
     ///
     /// If another request changed the session first, `f` runs again on the fresh value when
     /// the session is saved, so no increment or append is lost. `f` must therefore be a pure
-    /// function of its input. The value returned here is computed from this request's view;
+    /// function of its input, and should accept any value: if it panics, the panic is
+    /// caught and the request fails with [`SessionError::UpdatePanicked`] (a `500`), its
+    /// writes unsaved. The value returned here is computed from this request's view;
     /// call [`save`](Self::save) first and read again for the value as committed.
     pub async fn update<T, F>(&self, key: &str, f: F) -> Result<T, SessionError>
     where
@@ -278,7 +280,13 @@ impl Session {
             let current = current
                 .map(|value| deserialize(&owned_key, value))
                 .transpose()?;
-            serde_json::to_value(f(current)).map_err(SessionError::Serialize)
+            // At commit `f` may run inside another request's task (group commit), which
+            // its panic must not take down.
+            let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(current)))
+                .map_err(|_| SessionError::UpdatePanicked {
+                    key: owned_key.clone(),
+                })?;
+            serde_json::to_value(next).map_err(SessionError::Serialize)
         });
         let mut view = self.writable().await?;
         let value = func(view.record.data.get(key))?;
