@@ -4,8 +4,9 @@
 use crate::error::OpenError;
 use crate::redact::redact;
 
-/// A store URL, ready for a scheme's open function.
-#[derive(Clone, Debug)]
+/// A store URL, ready for a scheme's open function. `Debug` shows the URL with its
+/// secrets hidden, never [`url`](Self::url) itself.
+#[derive(Clone)]
 pub struct Target {
     /// The scheme, lower case (`postgres` in `postgres://…`).
     pub scheme: String,
@@ -17,6 +18,17 @@ pub struct Target {
     pub prefix: Option<String>,
     /// The URL as messages show it, secrets hidden.
     pub shown: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("scheme", &self.scheme)
+            .field("url", &self.shown)
+            .field("table", &self.table)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl Target {
@@ -92,6 +104,24 @@ fn split_param(url: &str, name: &str) -> Result<(String, Option<String>), String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The crate promises that every URL it prints goes through `redact`; a derived
+    /// `Debug` printed the driver's URL, password and all.
+    #[test]
+    fn debug_never_shows_a_password() {
+        let target = Target::parse("postgres://app:hunter2@db/sessions?table=t&sslpassword=s3cret")
+            .unwrap()
+            .unwrap();
+        let printed = format!("{target:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("s3cret"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("postgres") && printed.contains("db/sessions"),
+            "{printed}"
+        );
+    }
 
     #[test]
     fn our_parameters_are_split_off() {
