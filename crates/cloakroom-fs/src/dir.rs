@@ -227,10 +227,16 @@ impl Dir {
                 Err(StoreError::Corrupt(_)) => found.corrupt.push(key),
                 Err(error) => return Err(error),
                 Ok(_) => {
+                    // Dead or someone else's, or a rename's new key whose record is on its
+                    // way: under the lock, which the rename holds until it has moved it.
                     let _lock = self.lock(&key)?;
-                    let still = self.read_live(&key).unwrap_or(None);
-                    if still.is_none_or(|r| r.user_id.as_deref() != Some(user)) {
-                        Self::remove(&self.marker(user, &key))?;
+                    match self.read_live(&key).unwrap_or(None) {
+                        Some(record) if record.user_id.as_deref() == Some(user) => {
+                            found.live.push(SessionEntry { key, record });
+                        }
+                        _ => {
+                            Self::remove(&self.marker(user, &key))?;
+                        }
                     }
                 }
             }

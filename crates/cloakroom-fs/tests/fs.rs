@@ -319,6 +319,63 @@ async fn revoke_others_catches_renames_under_contention() {
     cloakroom::conformance::revoke_others_racing_renames_concurrently(store, 4, 100).await;
 }
 
+/// A revocation that meets a rotation in the middle, at the new key's lock: the rename has
+/// indexed the new key but not moved the record yet, so the revocation's first read of it
+/// finds nothing; by the time it holds the lock the record is there. It kept the marker but
+/// left the session out of what it revoked, and with no marker added since, ended its
+/// passes: the rotated session stayed logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_waiting_on_a_renamed_sessions_lock_revokes_it() {
+    let (_dir, root, store) = temp_store();
+    let store = std::sync::Arc::new(store);
+    let (kept, old) = (
+        SessionId::generate().store_key(),
+        SessionId::generate().store_key(),
+    );
+    store
+        .insert(&kept, &live_record(Some("bob")))
+        .await
+        .unwrap();
+    store.insert(&old, &live_record(Some("bob"))).await.unwrap();
+    let new = std::iter::repeat_with(|| SessionId::generate().store_key())
+        .find(|key| key.as_bytes()[0] != kept.as_bytes()[0])
+        .unwrap();
+    let users: Vec<_> = std::fs::read_dir(root.join("users")).unwrap().collect();
+    let user_dir = users[0].as_ref().unwrap().path();
+    // The rename's first step, done: the new key indexed, its lock held. (The old key's
+    // marker is gone already, as the rename's last step removes it.)
+    std::fs::write(user_dir.join(new.to_hex()), b"").unwrap();
+    std::fs::remove_file(user_dir.join(old.to_hex())).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(
+            root.join("locks")
+                .join(format!("{:02x}.lock", new.as_bytes()[0])),
+        )
+        .unwrap();
+    lock.lock().unwrap();
+    let revocation = tokio::spawn({
+        let store = std::sync::Arc::clone(&store);
+        async move { store.delete_for_user("bob", Some(&kept)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The rename moves the record and lets go.
+    std::fs::rename(
+        root.join("sessions").join(old.to_hex()),
+        root.join("sessions").join(new.to_hex()),
+    )
+    .unwrap();
+    drop(lock);
+    assert_eq!(revocation.await.unwrap().unwrap(), 1);
+    assert!(
+        store.load(&new).await.unwrap().is_none(),
+        "the rotated session survived"
+    );
+    assert!(store.load(&kept).await.unwrap().is_some());
+}
+
 /// Not a test on its own: the body of the writer processes the tests above start.
 #[tokio::test]
 #[ignore = "run by the other tests as a separate process"]
