@@ -145,7 +145,10 @@ impl MemcachedStore {
     }
 
     /// Runs one command on a pooled connection, reconnecting a broken one, under the
-    /// operation timeout (after which the connection is dropped: its state is unknown).
+    /// operation timeout, which bounds the wait for the connection too. The connection is
+    /// out of its slot while the command runs and goes back only when it answered: one
+    /// whose command timed out, failed or was cancelled (its request dropped) is in an
+    /// unknown state, and the slot's next command connects afresh.
     async fn with<T>(
         &self,
         command: impl for<'c> FnOnce(
@@ -156,27 +159,29 @@ impl MemcachedStore {
     ) -> Result<Outcome<T>, StoreError> {
         let slot =
             self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.connections.len();
-        let mut guard = self.connections[slot].lock().await;
-        if guard.is_none() {
-            let client =
-                tokio::time::timeout(self.timeout, Client::new(format!("tcp://{}", self.address)))
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = |_| StoreError::Timeout(self.timeout);
+        let mut guard = tokio::time::timeout_at(deadline, self.connections[slot].lock())
+            .await
+            .map_err(timed_out)?;
+        let mut client = match guard.take() {
+            Some(client) => client,
+            None => {
+                tokio::time::timeout_at(deadline, Client::new(format!("tcp://{}", self.address)))
                     .await
-                    .map_err(|_| StoreError::Timeout(self.timeout))?
-                    .map_err(unavailable)?;
-            *guard = Some(client);
-        }
-        let client = guard.as_mut().expect("connected above");
-        match tokio::time::timeout(self.timeout, command(client)).await {
-            Err(_) => {
-                *guard = None;
-                Err(StoreError::Timeout(self.timeout))
+                    .map_err(timed_out)?
+                    .map_err(unavailable)?
             }
-            Ok(Ok(value)) => Ok(Outcome::Done(value)),
-            Ok(Err(McError::Protocol(Status::NotStored))) => Ok(Outcome::NotStored),
-            Ok(Err(McError::Protocol(Status::Exists))) => Ok(Outcome::Exists),
-            Ok(Err(McError::Protocol(Status::NotFound))) => Ok(Outcome::NotFound),
-            Ok(Err(error)) => {
-                *guard = None;
+        };
+        let answered = tokio::time::timeout_at(deadline, command(&mut client))
+            .await
+            .map_err(timed_out)?;
+        let outcome = match answered {
+            Ok(value) => Outcome::Done(value),
+            Err(McError::Protocol(Status::NotStored)) => Outcome::NotStored,
+            Err(McError::Protocol(Status::Exists)) => Outcome::Exists,
+            Err(McError::Protocol(Status::NotFound)) => Outcome::NotFound,
+            Err(error) => {
                 if error.to_string().contains("too large") {
                     // Not an outage: this value will never fit. (The index shards always
                     // do; a session record can outgrow a small `-I`.)
@@ -185,9 +190,11 @@ impl MemcachedStore {
                          raise memcached's -I or keep sessions smaller"
                     )));
                 }
-                Err(unavailable(error))
+                return Err(unavailable(error));
             }
-        }
+        };
+        *guard = Some(client);
+        Ok(outcome)
     }
 
     /// The stored value and its CAS token.

@@ -429,3 +429,49 @@ async fn sessions_indexed_by_the_old_one_item_layout_are_still_revoked() {
         .is_none());
     assert_eq!(store.list_for_user("veteran").await.unwrap().len(), 1);
 }
+
+/// A request dropped while its command was on a connection (a client that went away) costs
+/// no other request anything. The connection stayed in its slot, closed or mid-answer, and
+/// the next command on it failed.
+#[tokio::test]
+async fn a_cancelled_operation_leaves_no_broken_connection_behind() {
+    let Some(server) = start().await else { return };
+    let store = store_on(&server, "cancel:").await;
+    let key = SessionId::generate().store_key();
+    let record = live_record(None);
+    store.insert(&key, &record).await.unwrap();
+    for _ in 0..16 {
+        let _ = tokio::time::timeout(Duration::ZERO, store.load(&key)).await;
+        for _ in 0..8 {
+            assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
+        }
+    }
+}
+
+/// Every operation has a time bound, waiting for a connection included: against a hung
+/// server, requests queued behind the eight connections waited for them without one, each
+/// one timeout behind the last (the sixty-fourth some 16 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_queued_for_a_connection_of_a_hung_server_time_out_too() {
+    let Some(server) = start().await else { return };
+    let store = std::sync::Arc::new(store_on(&server, "hung:").await);
+    let key = SessionId::generate().store_key();
+    server.freeze();
+    let started = Instant::now();
+    let loads: Vec<_> = (0..64)
+        .map(|_| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move { store.load(&key).await })
+        })
+        .collect();
+    for load in loads {
+        let outcome = load.await.unwrap();
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
+    let took = started.elapsed();
+    server.thaw();
+    assert!(
+        took < Duration::from_secs(4),
+        "the last load failed after {took:?}"
+    );
+}
