@@ -258,20 +258,32 @@ async fn extreme_ttls_and_lifetimes_load_without_panicking() {
     assert_eq!(loaded.user_id.as_deref(), Some("alice"));
 }
 
-/// A user's index set expires with the last of its sessions. It had no expiry: Redis
-/// expired each session by its TTL and the set kept every member ever added, one per
-/// login, for good, unless something listed the user's sessions.
-#[tokio::test]
-async fn a_users_index_set_expires_with_its_sessions() {
-    let Some(store) = support::connect().await else {
-        return;
-    };
+/// A store under a key prefix of its own with a 600 s lifetime, the prefix, and a
+/// connection to its Redis for what Flask (or an operator) does there; `None` after a loud
+/// skip.
+async fn private_store() -> Option<(
+    cloakroom_flask::FlaskRedisStore,
+    String,
+    MultiplexedConnection,
+)> {
+    let store = support::connect().await?;
     let prefix = support::unique_prefix();
     let store = store
         .with_prefix(&prefix)
         .with_lifetime(Duration::from_secs(600));
     let client = redis::Client::open(redis_url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let connection = client.get_multiplexed_async_connection().await.unwrap();
+    Some((store, prefix, connection))
+}
+
+/// A user's index set expires with the last of its sessions. It had no expiry: Redis
+/// expired each session by its TTL and the set kept every member ever added, one per
+/// login, for good, unless something listed the user's sessions.
+#[tokio::test]
+async fn a_users_index_set_expires_with_its_sessions() {
+    let Some((store, prefix, mut connection)) = private_store().await else {
+        return;
+    };
     let set = format!("cloakroom:{prefix}user:alice");
     let set_ttl = |mut connection: MultiplexedConnection| {
         let set = set.clone();
@@ -330,19 +342,13 @@ async fn a_users_index_set_expires_with_its_sessions() {
 /// the session still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_never_reports_success_over_a_live_session() {
-    let Some(store) = support::connect().await else {
+    let Some((store, prefix, connection)) = private_store().await else {
         return;
     };
-    let prefix = support::unique_prefix();
-    let store = store
-        .with_prefix(&prefix)
-        .with_lifetime(Duration::from_secs(600));
     let (id, key, mut record) = new_session(Duration::from_secs(600));
     record.user_id = Some("busy".into());
     record.data.insert("n".into(), 0.into());
     store.insert(&key, &record).await.unwrap();
-    let client = redis::Client::open(redis_url()).unwrap();
-    let connection = client.get_multiplexed_async_connection().await.unwrap();
     let redis_key = format!("{prefix}{}", id.to_cookie_value());
     let bytes: Vec<u8> = redis::cmd("GET")
         .arg(&redis_key)

@@ -342,18 +342,25 @@ async fn measure_one_hundred_thousand_sessions_of_one_user() {
     support::clean(&support::redis_url(), &prefix).await;
 }
 
-/// The cluster path (index and sessions in different slots): batched listing and
-/// revocation at scale, and revocation racing renames.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn cluster_revoke_others_at_scale_and_racing_rename() {
-    let Some(cluster) = support::Cluster::start_if_installed().await else {
-        return;
-    };
+/// A store on a new Redis Cluster, which lives as long as the handle returned with it; or
+/// `None` after a loud skip.
+async fn cluster_store() -> Option<(support::Cluster, Arc<RedisStore>)> {
+    let cluster = support::Cluster::start_if_installed().await?;
     let urls = cluster.urls();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     let store = RedisStore::connect_cluster(&urls, RedisConfig::default())
         .await
         .expect("connect to the cluster");
+    Some((cluster, Arc::new(store)))
+}
+
+/// The cluster path (index and sessions in different slots): batched listing and
+/// revocation at scale, and revocation racing renames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_revoke_others_at_scale_and_racing_rename() {
+    let Some((_cluster, store)) = cluster_store().await else {
+        return;
+    };
 
     revoke_others_at_scale(&store, "cluster ", 3_000).await;
     for round in 0..5 {
@@ -370,16 +377,9 @@ async fn cluster_revoke_others_at_scale_and_racing_rename() {
 /// are done, if it is live, it is listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_index_keeps_a_session_that_flickers_during_a_listing() {
-    let Some(cluster) = support::Cluster::start_if_installed().await else {
+    let Some((_cluster, store)) = cluster_store().await else {
         return;
     };
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let store = Arc::new(
-        RedisStore::connect_cluster(&urls, RedisConfig::default())
-            .await
-            .expect("connect to the cluster"),
-    );
     let mut unindexed = Vec::new();
     for round in 0..400u64 {
         let user = format!("flicker{round}");
@@ -421,16 +421,9 @@ async fn cluster_index_keeps_a_session_that_flickers_during_a_listing() {
 /// session must carry the touch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_rename_keeps_a_touch_that_lands_during_it() {
-    let Some(cluster) = support::Cluster::start_if_installed().await else {
+    let Some((_cluster, store)) = cluster_store().await else {
         return;
     };
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let store = Arc::new(
-        RedisStore::connect_cluster(&urls, RedisConfig::default())
-            .await
-            .expect("connect to the cluster"),
-    );
     let mut lost = Vec::new();
     for round in 0..400u64 {
         let old = SessionId::generate().store_key();

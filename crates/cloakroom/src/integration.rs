@@ -184,7 +184,11 @@ impl Finish {
         if let Some(error) = self.error {
             if error.is_unavailable() && retry_after.is_some() {
                 tracing::error!(%error, "session store failed; answering 503");
-                changes.replace_with = Some(StatusCode::SERVICE_UNAVAILABLE);
+                // A handler that answered the failure itself keeps its body (an API's JSON
+                // error, say); any other response is replaced.
+                if !store_unavailable_response {
+                    changes.replace_with = Some(StatusCode::SERVICE_UNAVAILABLE);
+                }
                 changes.retry_after = retry_after;
             } else if error.is_too_large() {
                 // Merged with concurrent writers, this request's writes broke a limit at

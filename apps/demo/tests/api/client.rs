@@ -116,11 +116,6 @@ pub async fn send_typed(
     )
 }
 
-/// `GET path` with `cookie` as the session ID: the whole response.
-pub async fn get_response(app: &App, path: &str, cookie: &str) -> TestResponse {
-    request(app, "GET", path, Some(cookie), None, "").await
-}
-
 /// `method path` with exactly these headers (cookies included): the whole response.
 pub async fn send_headers(
     app: &App,
