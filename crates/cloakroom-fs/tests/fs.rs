@@ -259,16 +259,13 @@ async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
     assert!(store.load(&other).await.unwrap().is_some());
 }
 
-/// Issue 12, item 9: an operation waited without bound on a lock another process held.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operation_times_out_on_a_lock_held_elsewhere() {
-    let (_dir, root, store) = temp_store();
-    let store = store.with_timeout(Duration::from_millis(300));
-    let key = SessionId::generate().store_key();
-    store.insert(&key, &live_record(None)).await.unwrap();
-    // Another holder of the stripe's lock that never lets go (flock is per open file, so a
-    // second open file in this process contends like another process would).
+/// The lock of `key`'s stripe in the store at `root`, held until dropped, as another
+/// process would hold it (flock is per open file, so a second open file in this process
+/// contends like another process).
+fn hold_stripe_lock(root: &Path, key: &StoreKey) -> std::fs::File {
     let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
         .write(true)
         .open(
             root.join("locks")
@@ -276,6 +273,18 @@ async fn an_operation_times_out_on_a_lock_held_elsewhere() {
         )
         .unwrap();
     lock.lock().unwrap();
+    lock
+}
+
+/// Issue 12, item 9: an operation waited without bound on a lock another process held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_times_out_on_a_lock_held_elsewhere() {
+    let (_dir, root, store) = temp_store();
+    let store = store.with_timeout(Duration::from_millis(300));
+    let key = SessionId::generate().store_key();
+    store.insert(&key, &live_record(None)).await.unwrap();
+    // Another holder of the stripe's lock, that never lets go.
+    let lock = hold_stripe_lock(&root, &key);
     let started = std::time::Instant::now();
     let outcome = tokio::time::timeout(
         Duration::from_secs(10),
@@ -328,15 +337,10 @@ async fn revoke_others_catches_renames_under_contention() {
 async fn a_revocation_waiting_on_a_renamed_sessions_lock_revokes_it() {
     let (_dir, root, store) = temp_store();
     let store = std::sync::Arc::new(store);
-    let (kept, old) = (
-        SessionId::generate().store_key(),
-        SessionId::generate().store_key(),
-    );
-    store
-        .insert(&kept, &live_record(Some("bob")))
+    let [kept, old] = cloakroom::conformance::insert_live(&*store, "bob", 2)
         .await
+        .try_into()
         .unwrap();
-    store.insert(&old, &live_record(Some("bob"))).await.unwrap();
     let new = std::iter::repeat_with(|| SessionId::generate().store_key())
         .find(|key| key.as_bytes()[0] != kept.as_bytes()[0])
         .unwrap();
@@ -346,16 +350,7 @@ async fn a_revocation_waiting_on_a_renamed_sessions_lock_revokes_it() {
     // marker is gone already, as the rename's last step removes it.)
     std::fs::write(user_dir.join(new.to_hex()), b"").unwrap();
     std::fs::remove_file(user_dir.join(old.to_hex())).unwrap();
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(
-            root.join("locks")
-                .join(format!("{:02x}.lock", new.as_bytes()[0])),
-        )
-        .unwrap();
-    lock.lock().unwrap();
+    let lock = hold_stripe_lock(&root, &new);
     let revocation = tokio::spawn({
         let store = std::sync::Arc::clone(&store);
         async move { store.delete_for_user("bob", Some(&kept)).await }

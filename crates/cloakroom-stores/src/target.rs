@@ -22,12 +22,8 @@ pub struct Target {
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("scheme", &self.scheme)
-            .field("url", &self.shown)
-            .field("table", &self.table)
-            .field("prefix", &self.prefix)
-            .finish()
+        // The whole URL as shown says the rest: the scheme and this crate's parameters.
+        f.debug_tuple("Target").field(&self.shown).finish()
     }
 }
 

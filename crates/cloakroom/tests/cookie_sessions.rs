@@ -241,12 +241,17 @@ async fn rotation_accepts_the_old_key_and_reissues_under_the_new() {
     );
 }
 
-#[tokio::test]
-async fn a_write_that_would_overflow_the_cookie_fails_with_a_typed_error() {
-    for sessions in [
+/// Encrypted and signed cookie sessions under new keys, without compression.
+fn both_modes_uncompressed() -> [CookieSessions; 2] {
+    [
         CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap()).with_compression(false),
         CookieSessions::signed(KeyRing::parse(&generate_key()).unwrap()).with_compression(false),
-    ] {
+    ]
+}
+
+#[tokio::test]
+async fn a_write_that_would_overflow_the_cookie_fails_with_a_typed_error() {
+    for sessions in both_modes_uncompressed() {
         let app = app(sessions, SessionConfig::default());
         let small = call(&app, "POST", "/put/100", None).await;
         let cookie = small.cookie.expect("a cookie");
@@ -288,10 +293,7 @@ async fn a_write_that_would_overflow_the_cookie_fails_with_a_typed_error() {
 /// `Set-Cookie` over 4096 bytes, which browsers drop, losing it.
 #[tokio::test]
 async fn a_new_sessions_first_write_counts_the_client_it_will_carry() {
-    for sessions in [
-        CookieSessions::encrypted(KeyRing::parse(&generate_key()).unwrap()).with_compression(false),
-        CookieSessions::signed(KeyRing::parse(&generate_key()).unwrap()).with_compression(false),
-    ] {
+    for sessions in both_modes_uncompressed() {
         let app = app(sessions, SessionConfig::default());
         let mut largest = 0;
         for size in (1800..2800).step_by(10) {
