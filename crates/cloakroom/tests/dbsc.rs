@@ -651,3 +651,41 @@ async fn a_thief_asking_for_challenges_cannot_evict_the_browsers() {
         "the browser's pre-sent challenge still works"
     );
 }
+
+/// A refresh finds the session its identifier names among the request's session cookies.
+/// It took the first live one, so a live session cookie planted in front of ours from a
+/// sibling subdomain (the attacker's own session) answered `{"continue":false}`, which
+/// ends the victim's bound session in Chrome.
+#[tokio::test]
+async fn a_refresh_passes_over_a_planted_session_cookie() {
+    let site = site_with(true);
+    let device = new_key();
+    let (browser, reply, id) = Browser::registered(&site, &device).await;
+    let (attacker, _) = Browser::logged_in(&site).await;
+    let line = format!(
+        "{SESSION_COOKIE}={}; {SESSION_COOKIE}={}",
+        attacker.cookies[SESSION_COOKIE], browser.cookies[SESSION_COOKIE]
+    );
+    let proof = refresh_proof(&device, &reply.challenge());
+    let refreshed = Browser::default()
+        .send(
+            &site,
+            "POST",
+            REFRESH,
+            &[
+                ("cookie", line.as_str()),
+                ("sec-secure-session-id", id.as_str()),
+                ("secure-session-response", proof.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    assert!(
+        refreshed
+            .header("set-cookie")
+            .is_some_and(|cookie| cookie.starts_with(BOUND_COOKIE)),
+        "{:?} {}",
+        refreshed.headers,
+        refreshed.body
+    );
+}

@@ -173,6 +173,7 @@ async fn find(
     store: &dyn SessionStore,
     request: &HeaderMap,
     time: OffsetDateTime,
+    bound_as: Option<&str>,
 ) -> Result<Option<Found>, StoreError> {
     let name = manager.config().cookie.full_name();
     let lines = request.get_all(COOKIE).iter().map(HeaderValue::as_bytes);
@@ -182,6 +183,12 @@ async fn find(
         match store.load(&key).await {
             Ok(Some(record)) if record.is_live_at(time) => {
                 let binding = record.device_binding.as_deref().and_then(decode);
+                // A refresh names its binding: a live session of another (one planted
+                // in front of ours from a sibling subdomain) is passed over, not taken
+                // for ours and told to end.
+                if bound_as.is_some_and(|id| binding.as_ref().is_none_or(|b| b.id() != id)) {
+                    continue;
+                }
                 return Ok(Some(Found {
                     key,
                     record,
@@ -233,7 +240,13 @@ pub async fn serve(manager: &SessionManager, endpoint: Endpoint, request: &Heade
             request,
             time: now(),
         };
-        let found = match find(manager, exchange.store, request, exchange.time).await {
+        let bound_as = match endpoint {
+            Endpoint::Register => None,
+            Endpoint::Refresh => request
+                .get(headers::SESSION_ID)
+                .and_then(|value| headers::session_id(value.as_bytes())),
+        };
+        let found = match find(manager, exchange.store, request, exchange.time, bound_as).await {
             Ok(found) => found,
             Err(error) => return Reply::unavailable(config, &error),
         };
