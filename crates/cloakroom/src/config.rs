@@ -380,6 +380,7 @@ impl SessionConfig {
         #[cfg(feature = "dbsc")]
         if let Some(binding) = &self.device_binding {
             binding.validate()?;
+            binding.validate_with(&self.cookie)?;
             // The bound cookie is a second cookie beside the session's: the two must not
             // share a name, or each would overwrite the other.
             if binding.bound_cookie_name(&self.cookie) == self.cookie.full_name() {

@@ -689,3 +689,26 @@ async fn a_refresh_passes_over_a_planted_session_cookie() {
         refreshed.body
     );
 }
+
+/// The endpoints must be where the browser sends the session cookie: under a cookie `Path`
+/// of `/app`, the default `/.cloakroom/dbsc/…` endpoints never got it, so every
+/// registration was refused and binding was silently off. It is a configuration error.
+#[test]
+fn endpoints_outside_the_session_cookies_path_are_refused() {
+    let scoped = CookieConfig::default().with_path("/app");
+    let config = |binding: DeviceBindingConfig| {
+        SessionConfig::default()
+            .with_cookie(scoped.clone())
+            .with_device_binding(binding)
+    };
+    let default = DeviceBindingConfig::new(site_keys());
+    assert!(SessionManager::new(MemoryStore::new(), config(default)).is_err());
+    let sibling = DeviceBindingConfig::new(site_keys())
+        .with_registration_path("/application/dbsc/register")
+        .with_refresh_path("/app/dbsc/refresh");
+    assert!(SessionManager::new(MemoryStore::new(), config(sibling)).is_err());
+    let under = DeviceBindingConfig::new(site_keys())
+        .with_registration_path("/app/.dbsc/register")
+        .with_refresh_path("/app/.dbsc/refresh");
+    assert!(SessionManager::new(MemoryStore::new(), config(under)).is_ok());
+}

@@ -62,6 +62,10 @@ pub enum DeviceBindingConfigError {
     /// The bound cookie's name is empty or not a cookie name.
     #[error("the bound cookie name must be a non-empty token")]
     BadCookieName,
+    /// An endpoint outside the session cookie's `Path`: browsers would not send the session
+    /// cookie to it, so no session could ever be bound.
+    #[error("the {0} path is outside the session cookie's Path: move it under that path, or widen the cookie's")]
+    OutsideCookiePath(&'static str),
     /// A registration grace longer than [`MAX_REGISTRATION_GRACE`].
     #[error("the registration grace may be at most {}s", MAX_REGISTRATION_GRACE.as_secs())]
     GraceTooLong,
@@ -196,6 +200,29 @@ impl DeviceBindingConfig {
         let token = |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
         if self.cookie_name.is_empty() || !self.cookie_name.bytes().all(token) {
             return Err(DeviceBindingConfigError::BadCookieName);
+        }
+        Ok(())
+    }
+
+    /// Checks the endpoints against the session cookie: each must be a path the browser
+    /// sends the cookie to (RFC 6265's path match).
+    pub(crate) fn validate_with(
+        &self,
+        session_cookie: &CookieConfig,
+    ) -> Result<(), DeviceBindingConfigError> {
+        let scope = session_cookie.path();
+        let in_scope = |path: &str| {
+            path.strip_prefix(scope).is_some_and(|rest| {
+                rest.is_empty() || scope.ends_with('/') || rest.starts_with('/')
+            })
+        };
+        for (path, what) in [
+            (&self.registration_path, "registration"),
+            (&self.refresh_path, "refresh"),
+        ] {
+            if !in_scope(path) {
+                return Err(DeviceBindingConfigError::OutsideCookiePath(what));
+            }
         }
         Ok(())
     }
