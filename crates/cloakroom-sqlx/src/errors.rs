@@ -39,6 +39,14 @@ pub fn store_error(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// Whether the database chose this statement as a deadlock's (or a serialization
+/// conflict's) victim and rolled it back: SQLSTATE `40001` (MySQL's 1213 and PostgreSQL's
+/// serialization failure) or `40P01` (PostgreSQL's deadlock). Every store operation is one
+/// statement in its own transaction, so it was undone whole and can run again.
+pub fn is_deadlock_victim(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
 /// Whether the error is a unique-key violation (a duplicate key).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())

@@ -15,7 +15,9 @@ use sqlx::Pool;
 
 use crate::dialect::Dialect;
 use crate::driver::Driver;
-use crate::errors::{bounded, is_unique_violation, store_error, DEFAULT_OPERATION_TIMEOUT};
+use crate::errors::{
+    bounded, is_deadlock_victim, is_unique_violation, store_error, DEFAULT_OPERATION_TIMEOUT,
+};
 use crate::row::{readable, Columns, Decoded};
 use crate::statements::{Args, Statement, Statements};
 use crate::table::TableName;
@@ -138,8 +140,21 @@ impl<D: Dialect> SqlStore<D> {
         D::migrate(&self.pool, &self.table).await
     }
 
+    /// Runs a writing statement, again if the database rolled it back as a deadlock's
+    /// victim (two writers meeting on a user's rows in different orders: a revocation's
+    /// batch and a rename, say), at most [`DEADLOCK_RETRIES`] more times; the operation's
+    /// time bound still holds.
     async fn execute(&self, statement: &Statement, args: &Args<'_>) -> Result<u64, sqlx::Error> {
-        D::Db::execute(&self.pool, &statement.sql, &statement.bind(args)).await
+        let mut retries = 0;
+        loop {
+            match D::Db::execute(&self.pool, &statement.sql, &statement.bind(args)).await {
+                Err(error) if is_deadlock_victim(&error) && retries < DEADLOCK_RETRIES => {
+                    retries += 1;
+                    tokio::task::yield_now().await;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// The rows `statement` selects, decoded (a corrupt one as its error), under the
@@ -201,6 +216,10 @@ impl<D: Dialect> SqlStore<D> {
         }
     }
 }
+
+/// How many times a writing statement the database rolled back as a deadlock's victim
+/// runs again before its error is returned.
+const DEADLOCK_RETRIES: u32 = 4;
 
 /// How many sessions one page of a per-user listing reads.
 const USER_PAGE: usize = 1000;
