@@ -87,11 +87,17 @@ impl CookieConfig {
     }
 
     fn update_full_name(&mut self) {
-        self.full_name = if self.host_prefix {
-            format!("__Host-{}", self.name)
+        self.full_name = self.full_name_of(&self.name);
+    }
+
+    /// `name` as a cookie under this configuration is sent: with the `__Host-` prefix when
+    /// it is on (for another cookie that shares these attributes, such as the bound one).
+    pub(crate) fn full_name_of(&self, name: &str) -> String {
+        if self.host_prefix {
+            format!("__Host-{name}")
         } else {
-            self.name.clone()
-        };
+            name.to_owned()
+        }
     }
 
     /// The name as sent, prefix included.

@@ -240,9 +240,7 @@ impl DeviceBindingConfig {
     /// with the session cookie's `__Host-` prefix, when it has one (the bound cookie takes
     /// the session cookie's attributes, prefix included).
     pub fn bound_cookie_name(&self, session_cookie: &CookieConfig) -> String {
-        self.bound_cookie_config(session_cookie)
-            .full_name()
-            .into_owned()
+        session_cookie.full_name_of(&self.cookie_name)
     }
 }
 

@@ -185,8 +185,8 @@ impl Session {
         #[cfg(feature = "dbsc")]
         if let (true, Some(binding)) = (view.destroyed, &self.config().device_binding) {
             let lines = self.inner.cookies.iter();
-            let bound = binding.bound_cookie_config(config);
-            if !codec::cookie_values(lines, &bound.full_name()).is_empty() {
+            if !codec::cookie_values(lines, &binding.bound_cookie_name(config)).is_empty() {
+                let bound = binding.bound_cookie_config(config);
                 finish
                     .headers
                     .push((http::header::SET_COOKIE, codec::removal_cookie(&bound)));
