@@ -409,6 +409,11 @@ impl Session {
         record.created_at = time;
         record.idle_deadline = fresh.idle_deadline;
         record.absolute_deadline = fresh.absolute_deadline;
+        self.fill_client(record);
+    }
+
+    /// Gives a new session's `record` this request's client, unless the handler set one.
+    pub(super) fn fill_client(&self, record: &mut Record) {
         if record.client == ClientMeta::default() {
             record.client = self.inner.client.to_meta();
         }

@@ -17,7 +17,7 @@ use crate::change::{self, Change, Field, Undo, UpdateFn};
 use crate::config::SessionConfig;
 use crate::error::SessionError;
 use crate::id::SessionHandle;
-use crate::record::{now, unstorable, ClientMeta, MAX_EPOCH_BYTES, MAX_USER_ID_BYTES};
+use crate::record::{now, unstorable, MAX_EPOCH_BYTES, MAX_USER_ID_BYTES};
 use crate::store::SessionStore;
 use crate::telemetry::{self, names};
 
@@ -212,10 +212,10 @@ impl Session {
         undo: impl FnOnce() -> Undo,
     ) -> Result<(), SessionError> {
         if let Backend::Cookie(sessions) = &self.inner.manager.backend {
-            if matches!(view.origin, Origin::New) && view.record.client == ClientMeta::default() {
+            if matches!(view.origin, Origin::New) {
                 // The commit gives a new session this request's client, and the cookie
                 // carries it: a write measured without it could overflow the cookie.
-                view.record.client = self.inner.client.to_meta();
+                self.fill_client(&mut view.record);
             }
             if let Err(error) = self.check_cookie_size(&**sessions, view, &view.record) {
                 undo().revert(&mut view.record);
