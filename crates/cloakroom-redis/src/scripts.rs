@@ -211,15 +211,18 @@ return 1
     )
 });
 
-/// KEYS: session. ARGV: expected version, expected last activity. Deletes the session
-/// only as it was read: at that version, and untouched since (a touch moves the activity
-/// and deadlines, not the version). Returns 1, 0 if it moved, -1 if the session is gone.
+/// KEYS: session. ARGV: expected version, last activity and idle deadline. Deletes the
+/// session only as it was read: at that version, and untouched since. A touch moves the
+/// activity and the idle deadline, not the version, and the activity alone is not enough:
+/// it is kept to the millisecond, and a touch in the millisecond the session was written
+/// leaves it as it was while moving the deadline. Returns 1, 0 if it moved, -1 if the
+/// session is gone.
 pub static DELETE_AT_VERSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local h = redis.call('HMGET', KEYS[1], 'v', 'la')
+local h = redis.call('HMGET', KEYS[1], 'v', 'la', 'i')
 if not h[1] then return -1 end
-if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] then return 0 end
+if h[1] ~= ARGV[1] or h[2] ~= ARGV[2] or h[3] ~= ARGV[3] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 ",

@@ -288,7 +288,7 @@ impl RedisStore {
     }
 
     /// Moves a session between slots in a cluster: copy, then delete the original as it
-    /// was copied (at that version and last activity).
+    /// was copied (at that version, last activity and idle deadline).
     async fn rename_across_slots(&self, old: &StoreKey, new: &StoreKey) -> Result<(), RenameError> {
         for _ in 0..8 {
             let Some(record) = decode(self.read(old).await?)? else {
@@ -305,7 +305,8 @@ impl RedisStore {
             let mut connection = self.connection.clone();
             let mut call = Call::new(&scripts::DELETE_AT_VERSION, &[&self.session_key(old)]);
             call.arg(record.version)
-                .arg(to_unix_ms(record.last_active_at));
+                .arg(to_unix_ms(record.last_active_at))
+                .arg(ms(record.idle_deadline));
             let outcome: i64 = call.invoke(&mut connection).await.map_err(store_error)?;
             if outcome == 1 {
                 self.replicated_keys(&[new, old], record.user_id.as_deref())
