@@ -45,13 +45,19 @@ async fn logout_racing_a_slow_writer_does_not_resurrect_on_memory_and_sqlite() {
 }
 
 async fn logout_racing_a_slow_writer_does_not_resurrect(store: Arc<dyn SessionStore>) {
-    let app = app!(manager(Arc::clone(&store), SessionConfig::default()));
+    let counting = CountingStore::new(Arc::clone(&store));
+    let counts = counting.counts();
+    let app = app!(manager(Arc::new(counting), SessionConfig::default()));
     let cookie = send(&app, post("/set/a", None, json!(1))).await.cookie();
-    // The writer loads the session, then the logout commits while it waits.
+    let answered = counts
+        .loads_answered
+        .load(std::sync::atomic::Ordering::SeqCst);
+    // The writer loads the session, then the logout commits while it waits. The logout
+    // waits for that load, not a fixed head start, which a loaded machine can outlast.
     let (write, logout) = futures_util::future::join(
         send(&app, post("/set/b?delay_ms=200", Some(&cookie), json!(2))),
         async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            counts.wait_for_loads_answered(answered + 1).await;
             send(&app, post("/logout", Some(&cookie), Value::Null)).await
         },
     )

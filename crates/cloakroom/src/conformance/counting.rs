@@ -15,6 +15,8 @@ use crate::store::{SessionStore, StoreError};
 pub struct OperationCounts {
     /// `load` calls.
     pub loads: AtomicU64,
+    /// `load` calls the store has answered.
+    pub loads_answered: AtomicU64,
     /// `insert`, `update`, `touch`, `rename`, `delete` and the per-user deletes.
     pub writes: AtomicU64,
     /// `touch` calls.
@@ -29,6 +31,23 @@ impl OperationCounts {
             self.writes.load(Ordering::SeqCst),
             self.touches.load(Ordering::SeqCst),
         )
+    }
+
+    /// Waits until the store has answered `loads` loads in all: until a request has read
+    /// its session, say, where a fixed head start can fall short on a loaded machine.
+    ///
+    /// # Panics
+    /// If that takes more than a minute.
+    pub async fn wait_for_loads_answered(&self, loads: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.loads_answered.load(Ordering::SeqCst) < loads {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the store answered {} loads in a minute, not {loads}",
+                self.loads_answered.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 }
 
@@ -56,6 +75,12 @@ impl StoreHook for Counter {
             tokio::time::sleep(self.update_delay).await;
         }
         Ok(())
+    }
+
+    async fn after(&self, operation: Operation) {
+        if operation == Operation::Load {
+            self.counts.loads_answered.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 

@@ -237,6 +237,16 @@ async fn write_sets_a_secure_cookie(target: Target, framework: Arc<dyn Framework
         !cookie.contains("Max-Age") && !cookie.contains("Expires"),
         "a browser-session cookie by default"
     );
+    assert_eq!(
+        r.cache_control,
+        ["private"],
+        "a response setting the session cookie stays out of shared caches"
+    );
+    let read = b.get("/get/a").await;
+    assert!(
+        read.set_cookie.is_empty() && read.cache_control.is_empty(),
+        "a read sets neither: {read:?}"
+    );
     if let Target::Store(store) = target {
         assert_eq!(b.id().len(), 43);
         let record = store
@@ -599,12 +609,15 @@ async fn logout_racing_a_slow_writer_does_not_resurrect(
     framework: Arc<dyn Framework>,
 ) {
     let store = target.store();
-    let app = default_app(&framework, target.clone());
+    let (app, counts) = counted_app(&framework, &target);
     let mut b = Browser::new(&app);
     b.post(&format!("/login/{}", unique_user("racer")), json!(null))
         .await;
     let key = b.key();
     let cookie = format!("id={}", b.id());
+    let answered = counts
+        .loads_answered
+        .load(std::sync::atomic::Ordering::SeqCst);
     let slow = {
         let (app, cookie) = (app.clone(), cookie.clone());
         tokio::spawn(async move {
