@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
+use cloakroom::conformance::{HookedStore, Operation, StoreHook};
 use cloakroom::dbsc::binding::DeviceBindingConfig;
 use cloakroom::dbsc::bound_cookie;
 use cloakroom::dbsc::test_signer::{new_key, refresh_proof, registration_proof, SigningKey};
@@ -29,7 +30,7 @@ const BOUND_COOKIE: &str = "cloakroom_bound";
 /// The app, its store, and the key ring bound cookies are MAC'd with.
 struct Site {
     app: Router,
-    store: Arc<MemoryStore>,
+    store: Arc<dyn SessionStore>,
     keys: KeyRing,
 }
 
@@ -44,7 +45,15 @@ fn site_with_grace(binding: bool, grace: Duration) -> Site {
 }
 
 fn site_with_cookie(binding: bool, grace: Duration, cookie: CookieConfig) -> Site {
-    let store = Arc::new(MemoryStore::new());
+    site_over(Arc::new(MemoryStore::new()), binding, grace, cookie)
+}
+
+fn site_over(
+    store: Arc<dyn SessionStore>,
+    binding: bool,
+    grace: Duration,
+    cookie: CookieConfig,
+) -> Site {
     let keys = KeyRing::parse(&generate_key()).unwrap();
     let mut config = SessionConfig::default().with_cookie(cookie);
     if binding {
@@ -711,4 +720,70 @@ fn endpoints_outside_the_session_cookies_path_are_refused() {
         .with_registration_path("/app/.dbsc/register")
         .with_refresh_path("/app/.dbsc/refresh");
     assert!(SessionManager::new(MemoryStore::new(), config(under)).is_ok());
+}
+
+/// A touch (another request's idle refresh) that lands while a refresh saves its binding
+/// is kept. The refresh wrote back the whole record as it loaded it, and a touch does not
+/// move the version its compare-and-set checks, so the session's idle deadline went back
+/// to before the touch.
+#[tokio::test]
+async fn a_touch_landing_during_a_refresh_is_kept() {
+    /// Touches `armed`'s session as the next update reaches the store.
+    #[derive(Default)]
+    struct TouchBeforeUpdate {
+        store: MemoryStore,
+        armed: std::sync::Mutex<Option<(cloakroom::StoreKey, cloakroom::Touch)>>,
+    }
+    #[async_trait::async_trait]
+    impl StoreHook for TouchBeforeUpdate {
+        async fn before(&self, operation: Operation) -> Result<(), cloakroom::StoreError> {
+            let armed = self.armed.lock().unwrap().take();
+            if let (Operation::Update, Some((key, touch))) = (operation, armed) {
+                self.store.touch(&key, &touch).await.unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    let hook = Arc::new(TouchBeforeUpdate::default());
+    let inner: Arc<dyn SessionStore> = Arc::new(HookedStore::with_hook(
+        Arc::new(hook.store.clone()),
+        Arc::clone(&hook),
+    ));
+    let site = site_over(inner, true, Duration::ZERO, CookieConfig::default());
+    let device = new_key();
+    let (mut browser, reply, id) = Browser::registered(&site, &device).await;
+    // The session was last refreshed a while ago, within the touch interval.
+    let expiry = SessionConfig::default().expiry;
+    let key = cloakroom::SessionId::parse(&browser.cookies[SESSION_COOKIE])
+        .unwrap()
+        .store_key();
+    let mut record = stored(&site, &browser).await.unwrap();
+    record.last_active_at = cloakroom::record::now() - Duration::from_secs(50);
+    record.idle_deadline = expiry.idle_deadline(record.last_active_at);
+    site.store.update(&key, &record).await.unwrap();
+
+    let t = cloakroom::record::now();
+    let touch = cloakroom::Touch {
+        last_active_at: t,
+        idle_deadline: expiry.idle_deadline(t),
+    };
+    *hook.armed.lock().unwrap() = Some((key, touch));
+    let proof = refresh_proof(&device, &reply.challenge());
+    assert_eq!(
+        browser.refresh(&site, &id, Some(&proof)).await.status,
+        StatusCode::OK
+    );
+    assert!(hook.armed.lock().unwrap().is_none(), "the touch landed");
+    let kept = stored(&site, &browser)
+        .await
+        .unwrap()
+        .idle_deadline
+        .unwrap();
+    let touched = touch.idle_deadline.unwrap();
+    assert!(
+        kept >= touched - Duration::from_secs(1),
+        "the refresh moved the idle deadline back by {}",
+        touched - kept
+    );
 }

@@ -368,6 +368,14 @@ impl Exchange<'_> {
         let Ok(challenge) = binding.issue_challenge(self.time, lifetime) else {
             return Ok(Some(Reply::new(StatusCode::BAD_REQUEST)));
         };
+        // A verified proof is the browser's activity, recorded as a commit records it. The
+        // update writes the whole record, and a touch does not move the version its
+        // compare-and-set checks: writing back the activity loaded before a touch that
+        // landed since undid it, and the session could expire up to a touch interval early.
+        // (A proof-less refresh's retry challenge is saved as loaded: a client without the
+        // device key must not keep the session alive.)
+        found.record.last_active_at = self.time;
+        found.record.idle_deadline = self.config.expiry.idle_deadline(self.time);
         if !save(self.store, found, &binding).await? {
             return Ok(None);
         }
