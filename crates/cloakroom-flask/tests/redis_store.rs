@@ -397,3 +397,49 @@ async fn a_revocation_never_reports_success_over_a_live_session() {
         "a revocation said Ok with the session live: {outcomes:?}"
     );
 }
+
+/// A listing deletes a session of the user that is past its absolute deadline, as a
+/// revocation does. It dropped the session from the user's index and left the key, which
+/// Flask went on serving (its TTL knows no absolute deadline), so a later "log out
+/// everywhere" no longer found it.
+#[tokio::test]
+async fn a_listing_leaves_no_session_out_of_reach_of_a_revocation() {
+    let Some((store, prefix, mut connection)) = private_store().await else {
+        return;
+    };
+    // Carol's other device keeps her index set alive.
+    let (_, other, mut record) = new_session(Duration::from_secs(600));
+    record.user_id = Some("carol".into());
+    store.insert(&other, &record).await.unwrap();
+    let (id, key, mut record) = new_session(Duration::from_secs(600));
+    record.user_id = Some("carol".into());
+    record.absolute_deadline = Some(record.created_at + Duration::from_secs(1));
+    store.insert(&key, &record).await.unwrap();
+    // Flask serves the session and pushes its TTL on, as it does on every request; then
+    // the absolute deadline passes.
+    let redis_key = format!("{prefix}{}", id.to_cookie_value());
+    let pushed: i64 = redis::cmd("PEXPIRE")
+        .arg(&redis_key)
+        .arg(60_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(pushed, 1, "the session's key is there");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    let listed: Vec<_> = store
+        .list_for_user("carol")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.key)
+        .collect();
+    assert_eq!(listed, [other]);
+    store.delete_for_user("carol", None).await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&redis_key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "Flask can still serve the session");
+}

@@ -28,9 +28,10 @@ impl FlaskRedisStore {
 
     /// One pass over `user`'s index set, a batch of members at a time (one `SSCAN`, one
     /// read of the batch and at most one upkeep script each): calls `each` with every live
-    /// session of the user, and prunes members naming a session that is gone, dead or
-    /// another user's. With `revoke`, deletes the user's sessions but `except` (an
-    /// unreadable one too: the index says it was the user's) instead of listing them.
+    /// session of the user, deletes the user's dead ones, and prunes members naming a
+    /// session that is gone or another user's. With `revoke`, deletes the user's sessions
+    /// but `except` (an unreadable one too: the index says it was the user's) instead of
+    /// listing them.
     /// Returns (sessions deleted, members that changed under the pass).
     pub(super) async fn user_pass(
         &self,
@@ -90,12 +91,18 @@ impl FlaskRedisStore {
                         Err(_) => true,
                     };
                     let live = record.as_ref().is_ok_and(|record| record.is_live_at(time));
-                    let verdict = match (revoke.is_some(), mine, live) {
-                        (true, true, true) => Some("1"),
-                        (true, true, false) => Some("2"),
-                        (false, true, true) => None,
-                        (false, true, false) => Some("0"),
-                        (_, false, _) => Some("0"),
+                    // A listing deletes the user's dead sessions as a revocation does, and
+                    // only leaves an unreadable one for a revocation to judge: Flask keeps
+                    // serving a key while its TTL runs, past the absolute deadline it does
+                    // not know, and a member dropped here left that session out of every
+                    // later revocation.
+                    let verdict = match (revoke.is_some(), mine, live, record.is_ok()) {
+                        (true, true, true, _) => Some("1"),
+                        (true, true, false, _) => Some("2"),
+                        (false, true, true, _) => None,
+                        (false, true, false, true) => Some("2"),
+                        (false, true, false, false) => None,
+                        (_, false, _, _) => Some("0"),
                     };
                     match (verdict, record) {
                         (None, Ok(record)) => each(SessionEntry { key, record }),
