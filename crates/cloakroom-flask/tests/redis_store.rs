@@ -443,3 +443,39 @@ async fn a_listing_leaves_no_session_out_of_reach_of_a_revocation() {
         .unwrap();
     assert_eq!(exists, 0, "Flask can still serve the session");
 }
+
+/// A rename in the last millisecond of the session's TTL does not make the session live
+/// for good. A script still reads a key in that millisecond, with a `PTTL` of 0, and the
+/// rename copied it without a TTL: Flask then served the copy forever, and a record Flask
+/// wrote (so no idle deadline of cloakroom's) loaded as live forever too. Run many times,
+/// each at a different point of a 3 ms TTL.
+#[tokio::test]
+async fn a_rename_at_the_end_of_the_ttl_never_makes_a_session_immortal() {
+    let Some((store, prefix, mut connection)) = private_store().await else {
+        return;
+    };
+    let dict = rmpv::Value::Map(vec![("n".into(), 1.into())]);
+    let mut immortal = 0;
+    for round in 0..600u32 {
+        let (old_id, old, _) = new_session(Duration::from_secs(600));
+        let new_id = SessionId::generate().with_reversible_key();
+        let redis_key = format!("{prefix}{}", old_id.to_cookie_value());
+        flask_set_value(&mut connection, &redis_key, &dict, Duration::from_millis(3)).await;
+        let started = std::time::Instant::now();
+        let wait = Duration::from_micros(u64::from(round % 30) * 100);
+        while started.elapsed() < wait {
+            std::hint::spin_loop();
+        }
+        if store.rename(&old, &new_id.store_key()).await.is_ok() {
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(format!("{prefix}{}", new_id.to_cookie_value()))
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if ttl == -1 {
+                immortal += 1;
+            }
+        }
+    }
+    assert_eq!(immortal, 0, "renamed sessions with no TTL");
+}

@@ -77,6 +77,9 @@ if not value then return 0 end
 if redis.sha1hex(value) ~= ARGV[1] then return 1 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end
 local ttl = redis.call('PTTL', KEYS[1])
+-- 0: the key is in its last millisecond, which a script still reads; copied without a
+-- TTL, it would live for good.
+if ttl == 0 then return 0 end
 if ttl > 0 then
   redis.call('SET', KEYS[2], value, 'PX', ttl)
 else
