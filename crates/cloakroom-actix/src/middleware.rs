@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{HeaderValue, COOKIE, RETRY_AFTER, SET_COOKIE, VARY};
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL, COOKIE, RETRY_AFTER, SET_COOKIE, VARY};
 use actix_web::{HttpMessage, HttpResponse};
 use cloakroom::integration::{CommitFuture, Finish, Integration};
 use cloakroom::{Session, SessionConfig, SessionManager};
@@ -49,7 +49,8 @@ use crate::client::request_client;
 /// ```
 ///
 /// After the handler, the middleware commits the session and adds its `Set-Cookie` and
-/// `Vary: Cookie`. When the store fails and the policy is
+/// `Vary: Cookie`, and keeps a response that sets the cookie out of shared caches
+/// ([`private_cache_control`](cloakroom::integration::private_cache_control)). When the store fails and the policy is
 /// [`OnStoreError::ServiceUnavailable`](cloakroom::OnStoreError::ServiceUnavailable) (the default), the response becomes
 /// `503 Service Unavailable` with `Retry-After`. A response from the wrapped service that
 /// is an `Err` (which actix-web's handlers never produce: their errors are responses) is
@@ -216,6 +217,15 @@ fn apply<B>(
     }
     if changes.vary_cookie {
         headers.append(VARY, HeaderValue::from_static("cookie"));
+    }
+    if changes.private_cache {
+        let lines = headers.get_all(CACHE_CONTROL).map(HeaderValue::as_bytes);
+        if let Some(value) = cloakroom::integration::private_cache_control(lines) {
+            // Built from header bytes, so it converts.
+            if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+                headers.insert(CACHE_CONTROL, value);
+            }
+        }
     }
     #[cfg(feature = "dbsc")]
     for (name, value) in changes.headers {

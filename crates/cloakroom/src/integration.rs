@@ -9,7 +9,7 @@
 //!    [`Finish`] it returns, passed through [`Finish::response_changes`] (the failure
 //!    policy, shared by every integration), says what to do to the response: replace it
 //!    (`503` with `Retry-After`, `413`), which `Set-Cookie` to add, whether to add
-//!    `Vary: Cookie`.
+//!    `Vary: Cookie` and to keep the response out of shared caches.
 //!
 //! Step 3 is written once, as [`CommitFuture`]: an integration returns it from its service,
 //! and implements [`Integration`] to say how its responses are read and changed. It skips
@@ -109,7 +109,9 @@ pub use crate::dbsc::engine::{
 /// response type.
 ///
 /// Apply it in this order: replace the response when [`replace_with`](Self::replace_with)
-/// says so, set `Retry-After` (replacing any), then append `Set-Cookie` and `Vary: cookie`.
+/// says so, set `Retry-After` (replacing any), append `Set-Cookie` and `Vary: cookie`, and
+/// set the `Cache-Control` that [`private_cache_control`] returns when
+/// [`private_cache`](Self::private_cache) asks for it.
 /// `Debug` hides the cookie's value (a bearer secret).
 #[derive(Default)]
 #[must_use]
@@ -127,6 +129,10 @@ pub struct ResponseChanges {
     pub set_cookie: Option<HeaderValue>,
     /// Whether to append `Vary: cookie`.
     pub vary_cookie: bool,
+    /// Whether to keep the response out of shared caches, with [`private_cache_control`]:
+    /// it sets the session cookie, and a proxy or CDN that stored it would hand that
+    /// cookie (a login) to every later visitor.
+    pub private_cache: bool,
     /// Further headers to append (feature `dbsc`): the device-binding offer of a login.
     #[cfg(feature = "dbsc")]
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
@@ -140,6 +146,7 @@ impl std::fmt::Debug for ResponseChanges {
             .field("retry_after", &self.retry_after)
             .field("set_cookie", &set_cookie)
             .field("vary_cookie", &self.vary_cookie)
+            .field("private_cache", &self.private_cache)
             .finish()
     }
 }
@@ -176,6 +183,7 @@ impl Finish {
         let mut changes = ResponseChanges {
             replace_with: None,
             retry_after: retry_after.filter(|_| store_unavailable_response),
+            private_cache: self.set_cookie.is_some(),
             set_cookie: self.set_cookie,
             vary_cookie: self.vary_cookie,
             #[cfg(feature = "dbsc")]
@@ -211,6 +219,47 @@ impl Finish {
         }
         changes
     }
+}
+
+/// The `Cache-Control` for a response that sets the session cookie, given the lines the
+/// handler set: `None` when they already keep it out of shared caches (`private` or
+/// `no-store`), else those directives without `public` and `s-maxage`, and `private`.
+///
+/// A shared cache (a proxy, a CDN) that stores a response with `Set-Cookie` hands the
+/// cookie to every visitor it serves the response to, and a session cookie is a login:
+/// this is the classic leak of a page cached as `public` that started a session. A
+/// handler's `max-age` or `no-cache` still applies to the browser's own cache.
+///
+/// ```
+/// use cloakroom::integration::private_cache_control;
+/// assert_eq!(private_cache_control(std::iter::empty()).unwrap(), "private");
+/// let public: [&[u8]; 1] = [b"public, max-age=60"];
+/// assert_eq!(private_cache_control(public.into_iter()).unwrap(), "max-age=60, private");
+/// let kept: [&[u8]; 1] = [b"no-store"];
+/// assert!(private_cache_control(kept.into_iter()).is_none());
+/// ```
+pub fn private_cache_control<'h>(lines: impl Iterator<Item = &'h [u8]>) -> Option<HeaderValue> {
+    let mut kept = Vec::new();
+    for directive in lines.flat_map(|line| line.split(|&byte| byte == b',')) {
+        let directive = directive.trim_ascii();
+        let name = directive
+            .split(|&byte| byte == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        if name.eq_ignore_ascii_case(b"private") || name.eq_ignore_ascii_case(b"no-store") {
+            return None;
+        }
+        if !directive.is_empty()
+            && !name.eq_ignore_ascii_case(b"public")
+            && !name.eq_ignore_ascii_case(b"s-maxage")
+        {
+            kept.push(directive);
+        }
+    }
+    kept.push(b"private");
+    // Directives come from header values, so their bytes are valid in one.
+    HeaderValue::from_bytes(&kept.join(&b", "[..])).ok()
 }
 
 /// The client IP in an `X-Forwarded-For`-style list: the entry `hops` from the right, the

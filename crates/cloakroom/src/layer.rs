@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{COOKIE, RETRY_AFTER, SET_COOKIE, USER_AGENT, VARY};
+use http::header::{CACHE_CONTROL, COOKIE, RETRY_AFTER, SET_COOKIE, USER_AGENT, VARY};
 use http::{HeaderValue, Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -227,6 +227,15 @@ fn apply<B: Default>(
     }
     if changes.vary_cookie {
         headers.append(VARY, HeaderValue::from_static("cookie"));
+    }
+    if changes.private_cache {
+        let lines = headers
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .map(HeaderValue::as_bytes);
+        if let Some(value) = crate::integration::private_cache_control(lines) {
+            headers.insert(CACHE_CONTROL, value);
+        }
     }
     #[cfg(feature = "dbsc")]
     for (name, value) in changes.headers {

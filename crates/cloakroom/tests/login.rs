@@ -272,3 +272,43 @@ async fn a_failed_commit_sends_no_cookie_for_what_it_did_not_save() {
     let seen = refused_during_the_outage(&app, &outage, "/remember", &c).await;
     assert_eq!(seen["persistent"], false, "{seen}");
 }
+
+/// A response that sets the session cookie stays out of shared caches, even where its
+/// handler called it public: a CDN that stored this login would log every later visitor
+/// in as its user. A handler's own `private` or `no-store` is left as it is.
+#[tokio::test]
+async fn a_response_setting_the_session_cookie_is_private() {
+    let cached = |directives: &'static str| {
+        post(move |session: Session| async move {
+            session.login("alice").await?;
+            Ok::<_, SessionError>(([(header::CACHE_CONTROL, directives)], "ok"))
+        })
+    };
+    let app = Router::new()
+        .route("/public", cached("public, max-age=600, s-maxage=600"))
+        .route("/no-store", cached("no-store"))
+        .route(
+            "/read",
+            get(|session: Session| async move { session.user().await.map(|_| "read") }),
+        )
+        .layer(SessionLayer::new(MemoryStore::new()));
+    let cache_control = |response: &cloakroom::testing::TestResponse| {
+        response
+            .headers()
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let mut browser = TestClient::new(app);
+    let login = browser.post("/public").await;
+    assert_eq!(login.set_cookies().len(), 1);
+    assert_eq!(cache_control(&login), ["max-age=600, private"]);
+    let login = browser.post("/no-store").await;
+    assert_eq!(login.set_cookies().len(), 1);
+    assert_eq!(cache_control(&login), ["no-store"]);
+    let read = browser.get("/read").await;
+    assert_eq!(read.status(), StatusCode::OK);
+    assert!(read.set_cookies().is_empty());
+    assert!(cache_control(&read).is_empty());
+}

@@ -41,6 +41,22 @@ async fn data_round_trip(store: Arc<dyn SessionStore>) {
     );
 }
 
+/// A response that sets the session cookie stays out of shared caches, even where its
+/// handler called it public: a CDN that stored this login would log every later visitor
+/// in as its user.
+#[actix_web::test]
+async fn a_response_setting_the_session_cookie_is_private() {
+    let app = app!(manager(memory(), SessionConfig::default()));
+    let login = send(&app, post("/public-login/alice", None, Value::Null)).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    assert_eq!(login.set_cookie.len(), 1);
+    assert_eq!(login.cache_control, ["max-age=600, private"]);
+    let set = send(&app, post("/set/k", None, json!(1))).await;
+    assert_eq!(set.cache_control, ["private"]);
+    let read = send(&app, get("/get/k", Some(&set.cookie()))).await;
+    assert!(read.cache_control.is_empty(), "{:?}", read.cache_control);
+}
+
 #[actix_web::test]
 async fn untouched_requests_set_no_cookie_and_do_no_store_io() {
     let counting = CountingStore::new(memory());

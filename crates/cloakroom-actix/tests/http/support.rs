@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix_http::Request;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::http::header::{HeaderValue, COOKIE, RETRY_AFTER, SET_COOKIE, VARY};
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL, COOKIE, RETRY_AFTER, SET_COOKIE, VARY};
 use actix_web::http::StatusCode;
 use actix_web::{test, web, HttpResponse};
 use cloakroom::conformance::{HookedStore, Outage};
@@ -71,6 +71,17 @@ pub fn routes(config: &mut web::ServiceConfig) {
             }),
         )
         .route(
+            "/public-login/{user}",
+            web::post().to(|s: Session, user: web::Path<String>| async move {
+                s.login(user.into_inner()).await?;
+                Ok::<_, SessionError>(
+                    HttpResponse::Ok()
+                        .insert_header(("cache-control", "public, max-age=600"))
+                        .finish(),
+                )
+            }),
+        )
+        .route(
             "/logout",
             web::post().to(|s: Session| async move {
                 s.logout().await?;
@@ -116,6 +127,7 @@ pub struct Reply {
     pub status: StatusCode,
     pub set_cookie: Vec<String>,
     pub vary: Vec<String>,
+    pub cache_control: Vec<String>,
     pub retry_after: Option<String>,
     pub body: String,
 }
@@ -152,6 +164,7 @@ where
     };
     let set_cookie = all(SET_COOKIE);
     let vary = all(VARY);
+    let cache_control = all(CACHE_CONTROL);
     let retry_after = all(RETRY_AFTER).pop();
     let status = response.status();
     let body = test::read_body(response).await;
@@ -159,6 +172,7 @@ where
         status,
         set_cookie,
         vary,
+        cache_control,
         retry_after,
         body: String::from_utf8(body.to_vec()).unwrap(),
     }
