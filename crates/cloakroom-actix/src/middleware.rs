@@ -221,10 +221,14 @@ fn apply<B>(
     if changes.private_cache {
         let lines = headers.get_all(CACHE_CONTROL).map(HeaderValue::as_bytes);
         if let Some(value) = cloakroom::integration::private_cache_control(lines) {
-            // Built from header bytes, so it converts.
-            if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-                headers.insert(CACHE_CONTROL, value);
-            }
+            // Built from header bytes, so it converts; were it not to, the response must
+            // still not go out cacheable.
+            let value = HeaderValue::from_bytes(value.as_bytes())
+                .unwrap_or_else(|_| HeaderValue::from_static("private"));
+            headers.insert(CACHE_CONTROL, value);
+        }
+        for name in cloakroom::integration::CDN_CACHE_HEADERS {
+            headers.remove(name);
         }
     }
     #[cfg(feature = "dbsc")]

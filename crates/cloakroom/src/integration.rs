@@ -222,13 +222,16 @@ impl Finish {
 }
 
 /// The `Cache-Control` for a response that sets the session cookie, given the lines the
-/// handler set: `None` when they already keep it out of shared caches (`private` or
-/// `no-store`), else those directives without `public` and `s-maxage`, and `private`.
+/// handler set: `None` when they already keep it out of shared caches (a bare `private`,
+/// or `no-store`), else those directives without `public` and `s-maxage`, and `private`.
 ///
 /// A shared cache (a proxy, a CDN) that stores a response with `Set-Cookie` hands the
 /// cookie to every visitor it serves the response to, and a session cookie is a login:
 /// this is the classic leak of a page cached as `public` that started a session. A
-/// handler's `max-age` or `no-cache` still applies to the browser's own cache.
+/// handler's `max-age` or `no-cache` still applies to the browser's own cache. A
+/// `private` that names fields keeps only those fields from shared caches, so it does not
+/// count. Integrations also remove the headers that speak to CDNs over `Cache-Control`
+/// ([`CDN_CACHE_HEADERS`]).
 ///
 /// ```
 /// use cloakroom::integration::private_cache_control;
@@ -239,27 +242,66 @@ impl Finish {
 /// assert!(private_cache_control(kept.into_iter()).is_none());
 /// ```
 pub fn private_cache_control<'h>(lines: impl Iterator<Item = &'h [u8]>) -> Option<HeaderValue> {
-    let mut kept = Vec::new();
-    for directive in lines.flat_map(|line| line.split(|&byte| byte == b',')) {
-        let directive = directive.trim_ascii();
-        let name = directive
-            .split(|&byte| byte == b'=')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii();
-        if name.eq_ignore_ascii_case(b"private") || name.eq_ignore_ascii_case(b"no-store") {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    for directive in lines.flat_map(directives) {
+        let (name, argument) = match directive.iter().position(|&byte| byte == b'=') {
+            Some(at) => (directive[..at].trim_ascii(), Some(&directive[at + 1..])),
+            None => (directive, None),
+        };
+        let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
+        if is(b"no-store") || (is(b"private") && argument.is_none()) {
             return None;
         }
-        if !directive.is_empty()
-            && !name.eq_ignore_ascii_case(b"public")
-            && !name.eq_ignore_ascii_case(b"s-maxage")
-        {
+        if !directive.is_empty() && !is(b"public") && !is(b"s-maxage") {
             kept.push(directive);
         }
     }
     kept.push(b"private");
-    // Directives come from header values, so their bytes are valid in one.
-    HeaderValue::from_bytes(&kept.join(&b", "[..])).ok()
+    // The directives come from header values, so this converts; were it not to, the
+    // response must still not go out cacheable.
+    Some(
+        HeaderValue::from_bytes(&kept.join(&b", "[..]))
+            .unwrap_or_else(|_| HeaderValue::from_static("private")),
+    )
+}
+
+/// Headers that tell CDNs how to cache, in preference to `Cache-Control` (`CDN-Cache-Control`,
+/// RFC 9213, and `Surrogate-Control`): integrations remove them from a response that sets
+/// the session cookie, with [`private_cache_control`].
+pub const CDN_CACHE_HEADERS: [&str; 2] = ["cdn-cache-control", "surrogate-control"];
+
+/// The directives of one `Cache-Control` line: split at commas outside quoted strings,
+/// trimmed.
+fn directives(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = line;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (mut quoted, mut escaped) = (false, false);
+        let end = rest
+            .iter()
+            .position(|&byte| match (quoted, escaped, byte) {
+                (true, true, _) => {
+                    escaped = false;
+                    false
+                }
+                (true, false, b'\\') => {
+                    escaped = true;
+                    false
+                }
+                (_, _, b'"') => {
+                    quoted = !quoted;
+                    false
+                }
+                (false, _, b',') => true,
+                _ => false,
+            })
+            .unwrap_or(rest.len());
+        let directive = rest[..end].trim_ascii();
+        rest = rest.get(end + 1..).unwrap_or_default();
+        Some(directive)
+    })
 }
 
 /// The client IP in an `X-Forwarded-For`-style list: the entry `hops` from the right, the
@@ -304,4 +346,54 @@ pub fn forwarded_ip<'h>(
                 .ok()
                 .map(IpAddr::V6)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::private_cache_control;
+
+    fn private(lines: &[&str]) -> Option<String> {
+        private_cache_control(lines.iter().map(|line| line.as_bytes()))
+            .map(|value| value.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn a_response_setting_the_cookie_is_made_private() {
+        assert_eq!(private(&[]).as_deref(), Some("private"));
+        assert_eq!(
+            private(&["PUBLIC, Max-Age=60", "S-MaxAge=600, no-cache"]).as_deref(),
+            Some("Max-Age=60, no-cache, private")
+        );
+        // Lines and list elements are one list; empty elements go.
+        assert_eq!(
+            private(&[" , public ,, must-revalidate"]).as_deref(),
+            Some("must-revalidate, private")
+        );
+    }
+
+    #[test]
+    fn a_handlers_own_privacy_is_kept() {
+        assert_eq!(private(&["no-store"]), None);
+        assert_eq!(private(&["max-age=0", "Private"]), None);
+        assert_eq!(private(&["NO-STORE, public"]), None);
+    }
+
+    /// A `private` naming fields keeps only those from shared caches: the rest of the
+    /// response, `Set-Cookie` with it, could still be stored.
+    #[test]
+    fn a_private_that_names_fields_is_not_enough() {
+        assert_eq!(
+            private(&[r#"public, private="X-User", max-age=600"#]).as_deref(),
+            Some(r#"private="X-User", max-age=600, private"#)
+        );
+    }
+
+    /// Commas and directive names inside a quoted string are its text.
+    #[test]
+    fn quoted_strings_are_read_whole() {
+        assert_eq!(
+            private(&[r#"public, no-cache="Set-Cookie, private", x="a\",private""#]).as_deref(),
+            Some(r#"no-cache="Set-Cookie, private", x="a\",private", private"#)
+        );
+    }
 }

@@ -236,6 +236,9 @@ fn apply<B: Default>(
         if let Some(value) = crate::integration::private_cache_control(lines) {
             headers.insert(CACHE_CONTROL, value);
         }
+        for name in crate::integration::CDN_CACHE_HEADERS {
+            headers.remove(name);
+        }
     }
     #[cfg(feature = "dbsc")]
     for (name, value) in changes.headers {

@@ -51,6 +51,11 @@ async fn a_response_setting_the_session_cookie_is_private() {
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
     assert_eq!(login.set_cookie.len(), 1);
     assert_eq!(login.cache_control, ["max-age=600, private"]);
+    assert!(
+        login.cdn_cache_control.is_empty(),
+        "{:?}",
+        login.cdn_cache_control
+    );
     let set = send(&app, post("/set/k", None, json!(1))).await;
     assert_eq!(set.cache_control, ["private"]);
     let read = send(&app, get("/get/k", Some(&set.cookie()))).await;

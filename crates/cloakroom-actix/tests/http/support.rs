@@ -8,7 +8,9 @@ use std::time::Duration;
 use actix_http::Request;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::http::header::{HeaderValue, CACHE_CONTROL, COOKIE, RETRY_AFTER, SET_COOKIE, VARY};
+use actix_web::http::header::{
+    HeaderName, HeaderValue, CACHE_CONTROL, COOKIE, RETRY_AFTER, SET_COOKIE, VARY,
+};
 use actix_web::http::StatusCode;
 use actix_web::{test, web, HttpResponse};
 use cloakroom::conformance::{HookedStore, Outage};
@@ -77,6 +79,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 Ok::<_, SessionError>(
                     HttpResponse::Ok()
                         .insert_header(("cache-control", "public, max-age=600"))
+                        .insert_header(("cdn-cache-control", "max-age=600"))
                         .finish(),
                 )
             }),
@@ -128,6 +131,7 @@ pub struct Reply {
     pub set_cookie: Vec<String>,
     pub vary: Vec<String>,
     pub cache_control: Vec<String>,
+    pub cdn_cache_control: Vec<String>,
     pub retry_after: Option<String>,
     pub body: String,
 }
@@ -165,6 +169,7 @@ where
     let set_cookie = all(SET_COOKIE);
     let vary = all(VARY);
     let cache_control = all(CACHE_CONTROL);
+    let cdn_cache_control = all(HeaderName::from_static("cdn-cache-control"));
     let retry_after = all(RETRY_AFTER).pop();
     let status = response.status();
     let body = test::read_body(response).await;
@@ -173,6 +178,7 @@ where
         set_cookie,
         vary,
         cache_control,
+        cdn_cache_control,
         retry_after,
         body: String::from_utf8(body.to_vec()).unwrap(),
     }
