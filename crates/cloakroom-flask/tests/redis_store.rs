@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use cloakroom::conformance::listed_keys;
 use cloakroom::{record, ExpiryPolicy, Record, SessionId, SessionStore, StoreKey, UpdateError};
 use redis::aio::MultiplexedConnection;
 use support::redis_url;
@@ -318,17 +319,9 @@ async fn a_users_index_set_expires_with_its_sessions() {
         (3_590_000..=3_600_000).contains(&ttl),
         "the set's TTL is {ttl} ms"
     );
-    let mut listed: Vec<_> = longer
-        .list_for_user("alice")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| entry.key)
-        .collect();
-    listed.sort();
     let mut expected = vec![first, renamed];
     expected.sort();
-    assert_eq!(listed, expected);
+    assert_eq!(listed_keys(&longer, "alice").await, expected);
     let _: () = redis::cmd("DEL")
         .arg(&set)
         .query_async(&mut connection)
@@ -427,14 +420,7 @@ async fn a_listing_leaves_no_session_out_of_reach_of_a_revocation() {
     assert_eq!(pushed, 1, "the session's key is there");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
-    let listed: Vec<_> = store
-        .list_for_user("carol")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|entry| entry.key)
-        .collect();
-    assert_eq!(listed, [other]);
+    assert_eq!(listed_keys(&store, "carol").await, [other]);
     store.delete_for_user("carol", None).await.unwrap();
     let exists: i64 = redis::cmd("EXISTS")
         .arg(&redis_key)

@@ -21,18 +21,21 @@
 //! A per-user index lives beside Flask's keys, one Redis set of session IDs per user under
 //! a prefix Flask-Session never reads ([`FlaskRedisStore::with_index_prefix`]), so listing
 //! and revoking a user's sessions read only that user's sessions, 500 at a time, pruning
-//! members whose session is gone, expired or now another user's. cloakroom indexes the
-//! sessions it writes; a login Flask makes is not indexed until cloakroom writes that
-//! session. Flask has no absolute timeout: cloakroom keeps the one of sessions it creates,
-//! in `_cloakroom`, and never loads a session past it, but Flask serves the key for as
-//! long as its TTL runs, which Flask moves on at every request. A listing or revocation of
-//! the user's sessions deletes such a session. The user's index set, though, expires with
-//! the latest deadline of the sessions cloakroom wrote for the user, so a session that
-//! Flask alone keeps alive beyond that is no longer found through it (a known limit of
-//! sharing: only the Flask app could keep the set alive). A value Flask stored as a type
-//! MessagePack cannot say in JSON (a `datetime`, an extension type, a map with non-text
-//! keys) makes the session unreadable to cloakroom: it is logged and treated as absent.
-//! `bytes` read as [`tagged::bytes`](crate::tagged::bytes) and write back as bytes.
+//! members whose session is gone or now another user's and deleting the user's sessions
+//! past their deadline (an unreadable one is left for a revocation, which deletes it).
+//! cloakroom indexes the sessions it writes; a login Flask makes is not indexed until
+//! cloakroom writes that session. Flask has no absolute timeout: cloakroom keeps the one
+//! of sessions it creates, in `_cloakroom`, and never loads a session past it, but Flask
+//! serves the key for as long as its TTL runs, which Flask moves on at every request. A
+//! listing or revocation of the user's sessions deletes such a session. The user's index
+//! set, though, expires with the latest deadline of the sessions cloakroom wrote for the
+//! user, so a session that Flask alone keeps alive beyond that is no longer found through
+//! it (a known limit of sharing: only the Flask app could keep the set alive).
+//!
+//! A value Flask stored as a type MessagePack cannot say in JSON (a `datetime`, an
+//! extension type, a map with non-text keys) makes the session unreadable to cloakroom:
+//! it is logged and treated as absent. `bytes` read as
+//! [`tagged::bytes`](crate::tagged::bytes) and write back as bytes.
 //!
 //! # Concurrent writes
 //!
