@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::table::{truncate, write_table};
+use crate::table::{inert_json, truncate, write_table};
 
 /// A command failure, with what to do.
 #[derive(Debug, thiserror::Error)]
@@ -240,7 +240,7 @@ pub fn show(entry: &SessionEntry, format: Format, out: &mut dyn Write) -> Result
         writeln!(
             out,
             "data: {}",
-            serde_json::to_string_pretty(&value["data"]).unwrap_or_default()
+            inert_json(&serde_json::to_string_pretty(&value["data"]).unwrap_or_default())
         )?;
     } else {
         writeln!(out, "(data hidden: add --show-data to print it)")?;
@@ -290,7 +290,7 @@ fn write_pretty(out: &mut dyn Write, document: &impl Serialize) -> Result<(), Co
     writeln!(
         out,
         "{}",
-        serde_json::to_string_pretty(document).unwrap_or_default()
+        inert_json(&serde_json::to_string_pretty(document).unwrap_or_default())
     )?;
     Ok(())
 }
@@ -503,7 +503,7 @@ pub async fn watch(
     loop {
         let stats = Stats::gather(store, top).await?;
         if format.json {
-            writeln!(out, "{}", stats.json())?;
+            writeln!(out, "{}", inert_json(&stats.json().to_string()))?;
         } else {
             if watch.clear {
                 // Home the cursor and clear the screen.
@@ -526,5 +526,55 @@ pub async fn watch(
         }
         previous = Some(stats);
         tokio::time::sleep(watch.interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cloakroom::{MemoryStore, Record, SessionId};
+
+    use super::*;
+
+    /// What a client can put in a session: a user id from a sign-up form, data from a
+    /// request body. serde_json writes DEL, the C1 controls and the bidirectional
+    /// overrides as they are, so `--json` and `--show-data` sent a CSI (U+009B) or a
+    /// right-to-left override straight to the operator's terminal.
+    #[tokio::test]
+    async fn json_and_data_output_cannot_drive_the_terminal() {
+        let hostile = "eve\u{9b}2J\u{202e}\u{7f}";
+        let mut record = Record::new(cloakroom::record::now(), None, None);
+        record.user_id = Some(hostile.to_owned());
+        record.data.insert("cart".into(), json!([hostile]));
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let key = SessionId::generate().store_key();
+        store.insert(&key, &record).await.unwrap();
+        let entry = SessionEntry { key, record };
+        let printed = |run: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            run(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let with_data = |json| Format {
+            json,
+            show_data: true,
+        };
+        let outputs = [
+            printed(&|out| show(&entry, with_data(true), out).unwrap()),
+            printed(&|out| show(&entry, with_data(false), out).unwrap()),
+        ];
+        let mut listed = Vec::new();
+        list(&store, None, 10, with_data(true), &mut listed)
+            .await
+            .unwrap();
+        let listed = String::from_utf8(listed).unwrap();
+        for output in outputs.iter().chain([&listed]) {
+            assert!(
+                !output.contains(|c: char| c.is_control() && c != '\n' || c == '\u{202e}'),
+                "{output:?}"
+            );
+        }
+        let document: Value = serde_json::from_str(&listed).unwrap();
+        assert_eq!(document[0]["user"], hostile, "the JSON still says the same");
+        assert_eq!(document[0]["data"]["cart"][0], hostile);
     }
 }

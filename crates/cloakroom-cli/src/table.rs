@@ -38,22 +38,48 @@ pub fn write_table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) 
 /// the app took from a sign-up form, say), and must not move the cursor, clear the
 /// operator's screen, forge a row or reorder what follows it.
 pub fn inert(text: &str) -> String {
-    let unsafe_char = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !text.contains(unsafe_char) {
+    if !text.contains(hostile) {
         return text.to_owned();
     }
     text.chars()
         .map(|c| {
-            if unsafe_char(c) {
+            if hostile(c) {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()
             }
         })
         .collect()
+}
+
+/// `json` (as serde_json writes it) with the characters [`inert`] escapes written as JSON
+/// escapes (`\u009b`): the same document, which no longer moves the operator's cursor or
+/// reorders the line. serde_json escapes the C0 controls only, and writes DEL, the C1
+/// controls (U+009B is a CSI on terminals that take UTF-8 C1) and the bidirectional
+/// overrides as they are. They can only stand inside strings, so the escapes keep the
+/// document's meaning.
+pub fn inert_json(json: &str) -> String {
+    let escaped = |c: char| hostile(c) && c >= ' ';
+    if !json.contains(escaped) {
+        return json.to_owned();
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if escaped(c) {
+            // All of them are in the Basic Multilingual Plane: one escape each.
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Control characters and bidirectional marks and overrides: what a client-chosen text
+/// must not send to a terminal as it is.
+fn hostile(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Cuts `text` to `max` characters, marking the cut with `…`.
@@ -108,5 +134,23 @@ mod tests {
             "{text}"
         );
         assert_eq!(inert("Zoë 🙂"), "Zoë 🙂", "printable text is unchanged");
+    }
+
+    #[test]
+    fn json_keeps_its_meaning_without_hostile_characters() {
+        let json = serde_json::to_string_pretty(&serde_json::json!({
+            "user\u{202e}": ["a\u{9b}[2J\u{7f}", "Zoë 🙂\n"],
+        }))
+        .unwrap();
+        let inert = inert_json(&json);
+        assert_eq!(
+            inert,
+            "{\n  \"user\\u202e\": [\n    \"a\\u009b[2J\\u007f\",\n    \"Zoë 🙂\\n\"\n  ]\n}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&inert).unwrap();
+        assert_eq!(
+            back,
+            serde_json::from_str::<serde_json::Value>(&json).unwrap()
+        );
     }
 }
