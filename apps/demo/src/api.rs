@@ -128,6 +128,43 @@ pub fn refuse_undeclared_body(method: &Method, content_type: Option<&str>) -> Op
     (!safe && content_type.is_some() && !declares_json(content_type)).then(unsupported_media_type)
 }
 
+/// The refusal of a write a browser sent for a page of another origin, which both routers
+/// check before any handler runs: `Sec-Fetch-Site` other than `same-origin` or `none` (a
+/// typed URL), or, from browsers without it, an `Origin` that is not this host.
+///
+/// [`refuse_undeclared_body`] stops forms, but a page can also send a write with no body
+/// and no `Content-Type` (`fetch` in `no-cors` mode, `navigator.sendBeacon`) without
+/// asking first. `SameSite=Lax` keeps the cookie off such requests from other sites, not
+/// from other origins of the same site: a sibling subdomain, or any other port of
+/// `127.0.0.1`, could log the visitor out or revoke their other devices. Clients that are
+/// not browsers send neither header and are not affected. `host` is the `Host` header.
+pub fn refuse_cross_origin(
+    method: &Method,
+    fetch_site: Option<&str>,
+    origin: Option<&str>,
+    host: Option<&str>,
+) -> Option<ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let foreign = match (fetch_site, origin) {
+        (Some(site), _) => !matches!(site.trim(), "same-origin" | "none"),
+        (None, Some(origin)) => {
+            let authority = origin.split_once("://").map(|(_, authority)| authority);
+            authority.is_none_or(|authority| {
+                !host.is_some_and(|host| host.trim().eq_ignore_ascii_case(authority.trim()))
+            })
+        }
+        (None, None) => false,
+    };
+    foreign.then(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a write from a page of another origin is refused",
+        )
+    })
+}
+
 /// The answer to a body over [`MAX_BODY_BYTES`].
 pub fn body_too_large() -> ApiError {
     ApiError::new(

@@ -122,8 +122,20 @@ async fn refuse_undeclared_bodies(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let refusal =
-        api::refuse_undeclared_body(&method(request.request()), content_type(request.headers()));
+    let (method, headers) = (method(request.request()), request.headers());
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .map(|value| value.to_str().unwrap_or_default())
+    };
+    let refusal = api::refuse_undeclared_body(&method, content_type(headers)).or_else(|| {
+        api::refuse_cross_origin(
+            &method,
+            text("sec-fetch-site"),
+            text("origin"),
+            text("host"),
+        )
+    });
     match refusal {
         Some(error) => Ok(request.into_response(answer(Err(error)))),
         None => Ok(next.call(request).await?.map_into_boxed_body()),

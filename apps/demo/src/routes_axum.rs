@@ -94,7 +94,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 async fn refuse_undeclared_bodies(request: Request, next: Next) -> Response {
-    match api::refuse_undeclared_body(request.method(), content_type(request.headers())) {
+    let (method, headers) = (request.method(), request.headers());
+    let text = |name| {
+        headers
+            .get(name)
+            .map(|value: &header::HeaderValue| value.to_str().unwrap_or_default())
+    };
+    let refusal = api::refuse_undeclared_body(method, content_type(headers)).or_else(|| {
+        api::refuse_cross_origin(
+            method,
+            text(header::HeaderName::from_static("sec-fetch-site")),
+            text(header::ORIGIN),
+            // HTTP/2 names the host in the URI, not in a header.
+            text(header::HOST).or_else(|| request.uri().authority().map(|a| a.as_str())),
+        )
+    });
+    match refusal {
         Some(error) => Answer(Err(error)).into_response(),
         None => next.run(request).await,
     }

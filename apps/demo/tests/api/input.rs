@@ -204,3 +204,55 @@ async fn a_path_segment_that_is_not_utf8_gets_the_apis_answer() {
     assert_eq!(pref.status, StatusCode::BAD_REQUEST, "{}", pref.body);
     assert!(pref.body["error"].is_string(), "{}", pref.body);
 }
+
+/// A write a browser sends for a page of another origin is refused. A page can send a
+/// write with no body and no `Content-Type` (`fetch` in `no-cors` mode, `sendBeacon`)
+/// without asking first, and `SameSite=Lax` sends the cookie along from any origin of the
+/// same site (a sibling subdomain, another port of `127.0.0.1`): such a page logged the
+/// visitor out, or revoked their other devices.
+#[tokio::test]
+async fn writes_from_pages_of_other_origins_are_refused() {
+    let app = app();
+    let cookie = login(&app, None).await;
+    let cookie_header = format!("id={cookie}");
+    let foreign: [&[(&str, &str)]; 3] = [
+        &[("sec-fetch-site", "same-site")],
+        &[("sec-fetch-site", "cross-site")],
+        // A browser without Sec-Fetch-Site: the Origin is not this host.
+        &[
+            ("origin", "http://127.0.0.1:8080"),
+            ("host", "127.0.0.1:3000"),
+        ],
+    ];
+    for path in ["/api/logout", "/api/sessions/revoke-others", "/api/counter"] {
+        for extra in foreign {
+            let mut headers = vec![("cookie", cookie_header.as_str())];
+            headers.extend_from_slice(extra);
+            let response = send_headers(&app, "POST", path, &headers, "").await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} {extra:?}");
+        }
+    }
+    assert_eq!(
+        get(&app, "/api/me", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+    // The app's own page, and clients that are not browsers, write as before.
+    let own: [&[(&str, &str)]; 3] = [
+        &[("sec-fetch-site", "same-origin")],
+        &[
+            ("origin", "http://127.0.0.1:3000"),
+            ("host", "127.0.0.1:3000"),
+        ],
+        &[],
+    ];
+    for extra in own {
+        let mut headers = vec![("cookie", cookie_header.as_str())];
+        headers.extend_from_slice(extra);
+        let response = send_headers(&app, "POST", "/api/counter", &headers, "").await;
+        assert_eq!(response.status(), StatusCode::OK, "{extra:?}");
+    }
+    let mut headers = vec![("cookie", cookie_header.as_str())];
+    headers.push(("sec-fetch-site", "same-origin"));
+    let response = send_headers(&app, "POST", "/api/logout", &headers, "").await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
