@@ -232,6 +232,13 @@ pub async fn serve(manager: &SessionManager, endpoint: Endpoint, request: &Heade
     let (Some(binding), Some(store)) = (&config.device_binding, manager.store()) else {
         return Reply::new(StatusCode::NOT_FOUND);
     };
+    // A refresh names its binding.
+    let bound_as = match endpoint {
+        Endpoint::Register => None,
+        Endpoint::Refresh => request
+            .get(headers::SESSION_ID)
+            .and_then(|value| headers::session_id(value.as_bytes())),
+    };
     for _ in 0..MAX_ATTEMPTS {
         let exchange = Exchange {
             config,
@@ -240,19 +247,13 @@ pub async fn serve(manager: &SessionManager, endpoint: Endpoint, request: &Heade
             request,
             time: now(),
         };
-        let bound_as = match endpoint {
-            Endpoint::Register => None,
-            Endpoint::Refresh => request
-                .get(headers::SESSION_ID)
-                .and_then(|value| headers::session_id(value.as_bytes())),
-        };
         let found = match find(manager, exchange.store, request, exchange.time, bound_as).await {
             Ok(found) => found,
             Err(error) => return Reply::unavailable(config, &error),
         };
         let step = match endpoint {
             Endpoint::Register => exchange.register(found).await,
-            Endpoint::Refresh => exchange.refresh(found).await,
+            Endpoint::Refresh => exchange.refresh(found, bound_as).await,
         };
         match step {
             Ok(Some(reply)) => return reply,
@@ -323,14 +324,10 @@ impl Exchange<'_> {
         step
     }
 
-    /// Refresh: the bound session named by the cookie and `Sec-Secure-Session-Id`; no
-    /// proof gets a `403` and a challenge, a good proof a new bound cookie, a bad one a
-    /// `401`.
-    async fn refresh(&self, found: Option<Found>) -> Step {
-        let asked = self
-            .request
-            .get(headers::SESSION_ID)
-            .and_then(|value| headers::session_id(value.as_bytes()));
+    /// Refresh: the bound session named by the cookie and `Sec-Secure-Session-Id`
+    /// (`asked`); no proof gets a `403` and a challenge, a good proof a new bound cookie, a
+    /// bad one a `401`.
+    async fn refresh(&self, found: Option<Found>, asked: Option<&str>) -> Step {
         let Some((mut found, mut binding)) = found.and_then(|mut found| {
             let binding = found.binding.take()?;
             (binding.is_bound() && asked == Some(binding.id())).then_some((found, binding))
