@@ -214,11 +214,6 @@ fn apply<B>(
             Ok(cookie) => headers.append(SET_COOKIE, cookie),
             Err(_) => tracing::error!("the session cookie is not a valid header value"),
         }
-    }
-    if changes.vary_cookie {
-        headers.append(VARY, HeaderValue::from_static("cookie"));
-    }
-    if changes.private_cache {
         let lines = headers.get_all(CACHE_CONTROL).map(HeaderValue::as_bytes);
         if let Some(value) = cloakroom::integration::private_cache_control(lines) {
             // Built from header bytes, so it converts; were it not to, the response must
@@ -230,6 +225,9 @@ fn apply<B>(
         for name in cloakroom::integration::CDN_CACHE_HEADERS {
             headers.remove(name);
         }
+    }
+    if changes.vary_cookie {
+        headers.append(VARY, HeaderValue::from_static("cookie"));
     }
     #[cfg(feature = "dbsc")]
     for (name, value) in changes.headers {

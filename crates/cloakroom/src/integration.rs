@@ -109,9 +109,9 @@ pub use crate::dbsc::engine::{
 /// response type.
 ///
 /// Apply it in this order: replace the response when [`replace_with`](Self::replace_with)
-/// says so, set `Retry-After` (replacing any), append `Set-Cookie` and `Vary: cookie`, and
-/// set the `Cache-Control` that [`private_cache_control`] returns when
-/// [`private_cache`](Self::private_cache) asks for it.
+/// says so, set `Retry-After` (replacing any), append `Set-Cookie` (and, with it, set the
+/// `Cache-Control` that [`private_cache_control`] returns and remove
+/// [`CDN_CACHE_HEADERS`]) and `Vary: cookie`.
 /// `Debug` hides the cookie's value (a bearer secret).
 #[derive(Default)]
 #[must_use]
@@ -125,14 +125,12 @@ pub struct ResponseChanges {
     /// The `Retry-After` to set, in seconds: on the policy's own `503`, and on a `503` the
     /// handler returned from a store failure (which carries the default delay).
     pub retry_after: Option<u64>,
-    /// A `Set-Cookie` to append.
+    /// A `Set-Cookie` to append. A response carrying it must stay out of shared caches
+    /// ([`private_cache_control`]): a proxy or CDN that stored it would hand that cookie
+    /// (a login) to every later visitor.
     pub set_cookie: Option<HeaderValue>,
     /// Whether to append `Vary: cookie`.
     pub vary_cookie: bool,
-    /// Whether to keep the response out of shared caches, with [`private_cache_control`]:
-    /// it sets the session cookie, and a proxy or CDN that stored it would hand that
-    /// cookie (a login) to every later visitor.
-    pub private_cache: bool,
     /// Further headers to append (feature `dbsc`): the device-binding offer of a login.
     #[cfg(feature = "dbsc")]
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
@@ -146,7 +144,6 @@ impl std::fmt::Debug for ResponseChanges {
             .field("retry_after", &self.retry_after)
             .field("set_cookie", &set_cookie)
             .field("vary_cookie", &self.vary_cookie)
-            .field("private_cache", &self.private_cache)
             .finish()
     }
 }
@@ -183,7 +180,6 @@ impl Finish {
         let mut changes = ResponseChanges {
             replace_with: None,
             retry_after: retry_after.filter(|_| store_unavailable_response),
-            private_cache: self.set_cookie.is_some(),
             set_cookie: self.set_cookie,
             vary_cookie: self.vary_cookie,
             #[cfg(feature = "dbsc")]

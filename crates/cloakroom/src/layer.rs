@@ -224,11 +224,6 @@ fn apply<B: Default>(
     }
     if let Some(cookie) = changes.set_cookie {
         headers.append(SET_COOKIE, cookie);
-    }
-    if changes.vary_cookie {
-        headers.append(VARY, HeaderValue::from_static("cookie"));
-    }
-    if changes.private_cache {
         let lines = headers
             .get_all(CACHE_CONTROL)
             .iter()
@@ -239,6 +234,9 @@ fn apply<B: Default>(
         for name in crate::integration::CDN_CACHE_HEADERS {
             headers.remove(name);
         }
+    }
+    if changes.vary_cookie {
+        headers.append(VARY, HeaderValue::from_static("cookie"));
     }
     #[cfg(feature = "dbsc")]
     for (name, value) in changes.headers {

@@ -49,9 +49,7 @@ async fn logout_racing_a_slow_writer_does_not_resurrect(store: Arc<dyn SessionSt
     let counts = counting.counts();
     let app = app!(manager(Arc::new(counting), SessionConfig::default()));
     let cookie = send(&app, post("/set/a", None, json!(1))).await.cookie();
-    let answered = counts
-        .loads_answered
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let answered = counts.loads_answered();
     // The writer loads the session, then the logout commits while it waits. The logout
     // waits for that load, not a fixed head start, which a loaded machine can outlast.
     let (write, logout) = futures_util::future::join(

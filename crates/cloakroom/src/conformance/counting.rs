@@ -33,6 +33,11 @@ impl OperationCounts {
         )
     }
 
+    /// The `load` calls the store has answered so far.
+    pub fn loads_answered(&self) -> u64 {
+        self.loads_answered.load(Ordering::SeqCst)
+    }
+
     /// Waits until the store has answered `loads` loads in all: until a request has read
     /// its session, say, where a fixed head start can fall short on a loaded machine.
     ///
@@ -40,11 +45,11 @@ impl OperationCounts {
     /// If that takes more than a minute.
     pub async fn wait_for_loads_answered(&self, loads: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while self.loads_answered.load(Ordering::SeqCst) < loads {
+        while self.loads_answered() < loads {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the store answered {} loads in a minute, not {loads}",
-                self.loads_answered.load(Ordering::SeqCst)
+                self.loads_answered()
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

@@ -618,9 +618,7 @@ async fn logout_racing_a_slow_writer_does_not_resurrect(
         .await;
     let key = b.key();
     let cookie = format!("id={}", b.id());
-    let answered = counts
-        .loads_answered
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let answered = counts.loads_answered();
     let slow = {
         let (app, cookie) = (app.clone(), cookie.clone());
         tokio::spawn(async move {
