@@ -44,6 +44,9 @@ use moka::future::Cache;
 /// The default time an entry may be served from the cache: the bound on how long a
 /// revocation made through another instance can go unseen.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(1);
+/// The longest time an entry may be served from the cache (a year); a longer TTL is taken
+/// as this.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// The default number of sessions cached.
 pub const DEFAULT_CAPACITY: u64 = 100_000;
 
@@ -86,13 +89,16 @@ impl<D: SessionStore> CachedStore<D> {
         Self::with_cache(durable, DEFAULT_TTL, DEFAULT_CAPACITY)
     }
 
-    /// Changes the TTL (keeping the capacity).
+    /// Changes the TTL (keeping the capacity); see [`with_cache`](Self::with_cache).
     pub fn with_ttl(self, ttl: Duration) -> Self {
         Self::with_cache(self.durable, ttl, DEFAULT_CAPACITY)
     }
 
-    /// A cache with `ttl` and room for `capacity` sessions.
+    /// A cache with `ttl` and room for `capacity` sessions. A `ttl` over
+    /// [`MAX_TTL`] is taken as `MAX_TTL`.
     pub fn with_cache(durable: D, ttl: Duration, capacity: u64) -> Self {
+        // The cache refuses a TTL over 1000 years with a panic.
+        let ttl = ttl.min(MAX_TTL);
         let cache = Cache::builder()
             .time_to_live(ttl)
             .max_capacity(capacity)

@@ -319,3 +319,15 @@ async fn a_load_in_flight_never_re_caches_an_older_version() {
     let seen = store.load(&key).await.unwrap().unwrap();
     assert_eq!(seen.version, 2, "an older version came back from the cache");
 }
+
+/// A TTL longer than the cache allows (`Duration::MAX`, say, for "as long as it lives") is
+/// taken as the longest one; the cache refused it with a panic.
+#[tokio::test]
+async fn an_endless_ttl_is_the_longest_one() {
+    let store = CachedStore::new(cloakroom::MemoryStore::new()).with_ttl(Duration::MAX);
+    let t = cloakroom::record::now();
+    let record = cloakroom::Record::new(t, Some(t + time::Duration::hours(1)), None);
+    let key = cloakroom::SessionId::generate().store_key();
+    store.insert(&key, &record).await.unwrap();
+    assert_eq!(store.load(&key).await.unwrap(), Some(record));
+}
