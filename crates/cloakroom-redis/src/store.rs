@@ -20,6 +20,8 @@ mod per_user;
 mod replication;
 mod setup;
 
+#[cfg(feature = "testing")]
+pub(crate) use admin::literal_pattern;
 use hash::{decode, encode, ms, FIELDS};
 pub use replication::NotReplicated;
 use replication::WaitForReplicas;

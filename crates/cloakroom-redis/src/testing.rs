@@ -39,10 +39,12 @@ pub async fn reachable_redis() -> Option<String> {
     None
 }
 
-/// A key prefix no other test uses: `label`, a colon, 12 random hex digits and a colon.
+/// A key prefix no other test uses: `label`, a colon, 12 random hex digits in brackets and
+/// a colon. The brackets are glob syntax in `SCAN MATCH` and `KEYS` patterns, so every
+/// suite run on these prefixes checks that the store matches its prefix as written.
 pub fn unique_prefix(label: &str) -> String {
     format!(
-        "{label}:{}:",
+        "{label}:[{}]:",
         &cloakroom::SessionId::generate().store_key().to_hex()[..12]
     )
 }
@@ -59,7 +61,7 @@ pub async fn clean(url: &str, prefix: &str) {
         .await
         .expect("connect to Redis");
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
+        .arg(format!("{}*", crate::store::literal_pattern(prefix)))
         .query_async(&mut connection)
         .await
         .expect("KEYS");

@@ -92,7 +92,7 @@ impl RedisStore {
     ) -> Result<Option<SessionEntry>, StoreError> {
         let (low, _) = handle.key_range();
         let hex_prefix = &low.to_hex()[..24];
-        let pattern = format!("{}s:{{{hex_prefix}*", self.config.prefix);
+        let pattern = format!("{}s:{{{hex_prefix}*", literal_pattern(&self.config.prefix));
         let keys: Vec<StoreKey> = self
             .scan(&pattern)
             .await?
@@ -113,7 +113,7 @@ impl RedisStore {
                 .map(|e| e.key)
                 .collect(),
             None => {
-                let pattern = format!("{}s:{{*", self.config.prefix);
+                let pattern = format!("{}s:{{*", literal_pattern(&self.config.prefix));
                 self.scan(&pattern)
                     .await?
                     .iter()
@@ -158,4 +158,16 @@ impl RedisStore {
             cursor = next;
         }
     }
+}
+
+/// `prefix` as a `SCAN MATCH` pattern that matches it as written: `*`, `?`, `[`, `]` and
+/// `\` are glob syntax there, so a prefix holding one (`app[1]:`) matched none of its keys.
+pub(crate) fn literal_pattern(prefix: &str) -> String {
+    prefix.chars().fold(String::new(), |mut pattern, c| {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+        pattern
+    })
 }
