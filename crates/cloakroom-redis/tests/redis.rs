@@ -352,3 +352,26 @@ async fn sessions_stored_in_the_earlier_layout_still_load() {
     next.version = 4;
     assert_eq!(store.load(&key).await.unwrap(), Some(next));
 }
+
+/// Timeouts as long as they go (`Duration::MAX`, for "never give up") connect, where the
+/// bounds derived from them overflowed with a panic before any I/O: a single node's
+/// connection bound, and a cluster's bound and health patience.
+#[tokio::test]
+async fn endless_timeouts_are_not_a_panic() {
+    let Some((_dir, server)) = support::Server::private().await else {
+        return;
+    };
+    let config = RedisConfig {
+        connect_timeout: Duration::MAX,
+        operation_timeout: Duration::MAX,
+        ..RedisConfig::default()
+    };
+    let store = RedisStore::connect_with(&server.url(), config.clone())
+        .await
+        .unwrap();
+    let key = SessionId::generate().store_key();
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    // This node is not a cluster: connecting as to one is an error, not a panic.
+    let cluster = RedisStore::connect_cluster(&[server.url().as_str()], config).await;
+    assert!(cluster.is_err());
+}

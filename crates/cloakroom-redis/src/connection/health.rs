@@ -56,7 +56,7 @@ impl Health {
     /// Health for calls bounded by `operation_timeout`.
     pub(super) fn new(operation_timeout: Duration) -> Self {
         Self {
-            patience: (operation_timeout * 2).max(PATIENCE_MIN),
+            patience: operation_timeout.saturating_mul(2).max(PATIENCE_MIN),
             failing: HashMap::new(),
             pruned_at: None,
             rebuilding: false,
@@ -115,7 +115,7 @@ impl Health {
             .is_none_or(|at| now.saturating_duration_since(at) >= self.patience)
         {
             self.pruned_at = Some(now);
-            let horizon = self.patience * FORGET_AFTER;
+            let horizon = self.patience.saturating_mul(FORGET_AFTER);
             self.failing
                 .retain(|_, failing| now.saturating_duration_since(failing.last) < horizon);
         }

@@ -78,7 +78,7 @@ impl RedisStore {
                 u64::try_from(config.reconnect_max_delay.as_millis()).unwrap_or(u64::MAX),
             );
         let manager = connect_within(
-            config.connect_timeout * 2,
+            config.connect_timeout.saturating_mul(2),
             ConnectionManager::new_with_config(client, manager_config),
         )
         .await?;
@@ -126,7 +126,10 @@ impl RedisStore {
             .build()
             .map_err(SetupError::Url)?;
         // Bounds the connections to the nodes and the topology query that follow them.
-        let connect_bound = config.connect_timeout * 2 + config.operation_timeout;
+        let connect_bound = config
+            .connect_timeout
+            .saturating_mul(2)
+            .saturating_add(config.operation_timeout);
         let connection = connect_within(connect_bound, client.get_async_connection()).await?;
         let connection = Cluster::new(client, connection, connect_bound, config.operation_timeout);
         Ok(Self {
