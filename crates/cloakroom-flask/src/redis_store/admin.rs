@@ -6,7 +6,8 @@ use super::store::SCAN_BATCH;
 use super::FlaskRedisStore;
 
 impl FlaskRedisStore {
-    /// Every session key under the prefix, in `SCAN` batches.
+    /// Every session key under the prefix, in `SCAN` batches, each once (`SCAN` may return
+    /// a key twice when the keyspace is resized during it).
     async fn scan_keys(&self) -> Result<Vec<String>, StoreError> {
         let mut connection = self.connection.clone();
         let mut cursor: u64 = 0;
@@ -25,6 +26,8 @@ impl FlaskRedisStore {
                 .await?;
             keys.extend(batch);
             if next == 0 {
+                keys.sort_unstable();
+                keys.dedup();
                 return Ok(keys);
             }
             cursor = next;

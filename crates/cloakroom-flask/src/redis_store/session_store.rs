@@ -142,7 +142,9 @@ impl SessionStore for FlaskRedisStore {
         let mut entries = Vec::new();
         self.user_pass(user, None, |entry| entries.push(entry))
             .await?;
+        // `SSCAN` may return a member twice when the set is resized during it.
         entries.sort_by_key(|entry| entry.key);
+        entries.dedup_by_key(|entry| entry.key);
         Ok(entries)
     }
 
