@@ -322,6 +322,55 @@ async fn a_new_sessions_first_write_counts_the_client_it_will_carry() {
     }
 }
 
+/// A persistent session whose deadline is centuries away (no absolute timeout, an idle
+/// timeout as long as it goes) gets the `Max-Age` browsers keep at most, 400 days; its
+/// twelve digits made the cookie two bytes longer than its size was checked at.
+#[tokio::test]
+async fn a_cookie_for_a_session_that_never_ends_fits() {
+    let expiry = ExpiryPolicy::default()
+        .with_idle_timeout(Some(Duration::MAX))
+        .with_absolute_timeout(None)
+        .with_persistent_by_default(true);
+    for sessions in both_modes_uncompressed() {
+        let app = app(
+            sessions,
+            SessionConfig::default().with_expiry(expiry.clone()),
+        );
+        let reply = call(&app, "POST", "/put/1", None).await;
+        let set = reply.set_cookie.unwrap();
+        assert!(set.ends_with("; Max-Age=34560000"), "{set}");
+        assert_every_write_fits(&app, None, 2900..3200).await;
+    }
+}
+
+/// Writes of every size in `sizes` from `cookie`: each either fits in a 4096-byte
+/// `Set-Cookie` or fails with a 413; the larger ones that fit come close to the limit.
+async fn assert_every_write_fits(
+    app: &Router,
+    cookie: Option<&str>,
+    sizes: std::ops::Range<usize>,
+) {
+    let mut largest = 0;
+    for size in sizes {
+        let reply = call(app, "POST", &format!("/put/{size}"), cookie).await;
+        match reply.set_cookie {
+            Some(set) => {
+                assert!(
+                    set.len() <= 4096,
+                    "a {size}-byte write set a {}-byte cookie",
+                    set.len()
+                );
+                largest = largest.max(set.len());
+            }
+            None => assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{size}"),
+        }
+    }
+    assert!(
+        largest > 4080,
+        "writes up to the limit still fit ({largest})"
+    );
+}
+
 #[tokio::test]
 async fn operations_that_need_a_server_say_so() {
     let app = app(
