@@ -40,6 +40,9 @@ use crate::{MemcachedStore, Outcome};
 
 /// Keys per shard: 12 × 64 hex digits = 768 bytes, within memcached's smallest item size.
 pub(crate) const SHARD_MEMBERS: usize = 12;
+/// The most shards a directory is believed to count: a million members and more, far past
+/// any user's sessions.
+const MAX_SHARDS: u64 = 1 << 17;
 /// Items per pipelined multi-get.
 const BATCH: usize = 128;
 /// Compare-and-set attempts before an index write gives up with a typed error.
@@ -69,10 +72,15 @@ struct Directory {
 }
 
 impl Directory {
+    /// The directory an item holds; one holding more than [`MAX_SHARDS`] shards (corrupt, or
+    /// planted) reads as absent, which a scan mends by probing the shards that exist.
     fn parse(bytes: &[u8]) -> Self {
         let text = String::from_utf8_lossy(bytes);
         let mut numbers = text.split_whitespace().map(|n| n.parse().unwrap_or(0));
         let shards = numbers.next().unwrap_or(0);
+        if shards > MAX_SHARDS {
+            return Self::default();
+        }
         let open = numbers.next().unwrap_or(0).min(shards);
         Self { shards, open }
     }

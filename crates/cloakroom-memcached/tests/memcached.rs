@@ -207,9 +207,8 @@ async fn revoke_others_holds_when_a_user_index_outgrows_memcached_s_item_size() 
     );
 }
 
-/// The 64-hex-digit members in every item whose key starts with `prefix` (read with
-/// `lru_crawler metadump`, so independent of how the store lays its index out).
-async fn members_under(server: &TestMemcached, prefix: &str) -> usize {
+/// The names of the items whose key starts with `prefix`, read with `lru_crawler metadump`.
+async fn names_under(server: &TestMemcached, prefix: &str) -> std::collections::BTreeSet<String> {
     let address = format!("tcp://127.0.0.1:{}", server.port());
     let mut admin = async_memcached::Client::new(&address).await.unwrap();
     // metadump walks the LRU as it is changing and can pass over an item just rewritten
@@ -226,6 +225,14 @@ async fn members_under(server: &TestMemcached, prefix: &str) -> usize {
             }
         }
     }
+    names
+}
+
+/// The 64-hex-digit members in every item whose key starts with `prefix` (so independent
+/// of how the store lays its index out).
+async fn members_under(server: &TestMemcached, prefix: &str) -> usize {
+    let names = names_under(server, prefix).await;
+    let address = format!("tcp://127.0.0.1:{}", server.port());
     let mut admin = async_memcached::Client::new(&address).await.unwrap();
     let mut members = std::collections::HashSet::new();
     for name in names {
@@ -336,6 +343,55 @@ async fn a_corrupt_record_is_skipped_by_list_revoke_and_purge() {
         .unwrap();
     assert!(store.load(&bad).await.is_err(), "the record is corrupt");
     a_corrupt_record_is_skipped(&store, "mallory", good, bad).await;
+}
+
+/// A user index's directory item (how many shards, which one takes new members) holding
+/// absurd counts, as a corrupt or planted item would, is read as absent: the shards are
+/// probed instead. A count of 2^60 made a listing allocate its shard list and panic, and
+/// the largest count made the next login's `open + 1` overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_index_directory_is_probed_past() {
+    use async_memcached::MetaProtocol;
+    let Some(server) = start().await else { return };
+    let store = store_on(&server, "directory:").await;
+    let first = SessionId::generate().store_key();
+    store
+        .insert(&first, &live_record(Some("dana")))
+        .await
+        .unwrap();
+    let names = names_under(&server, "directory:ui:").await;
+    let directory = names
+        .iter()
+        .find(|name| !name["directory:ui:".len()..].contains(':'))
+        .expect("the user's index directory");
+    let mut admin = async_memcached::Client::new(format!("tcp://127.0.0.1:{}", server.port()))
+        .await
+        .unwrap();
+    for planted in [
+        "1152921504606846976 0",
+        "18446744073709551615 18446744073709551615",
+    ] {
+        admin
+            .meta_set(directory, planted.as_bytes(), false, None, None)
+            .await
+            .unwrap();
+        let later = SessionId::generate().store_key();
+        store
+            .insert(&later, &live_record(Some("dana")))
+            .await
+            .unwrap();
+        let listed: Vec<_> = store
+            .list_for_user("dana")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|entry| entry.key)
+            .collect();
+        assert!(
+            listed.contains(&first) && listed.contains(&later),
+            "{planted}: {listed:?}"
+        );
+    }
 }
 
 /// The adversarial-scale figures for RELIABILITY.md: one user with `CLOAKROOM_SCALE`
