@@ -42,6 +42,10 @@ pub(crate) mod sealed {
         /// `expires_at`, rather than the update itself: false unless a dialect says
         /// otherwise.
         const TRIGGER_MOVES_MARK: bool = false;
+        /// Whether `user_id` can hold a NUL character: true unless a dialect says otherwise.
+        /// Where it cannot, a user id holding one has no sessions, and is answered so
+        /// without asking the database, which would refuse it as text.
+        const USER_ID_TAKES_NUL: bool = true;
         /// The store kind, for metrics labels.
         const KIND: &'static str;
 
@@ -59,6 +63,11 @@ pub(crate) mod sealed {
                 "LEAST({deadline}, {} + ({deadline} - {app_now}))",
                 Self::NOW
             )
+        }
+
+        /// Whether `user` could own a row (see [`USER_ID_TAKES_NUL`](Self::USER_ID_TAKES_NUL)).
+        fn has_user(user: &str) -> bool {
+            Self::USER_ID_TAKES_NUL || !user.contains('\0')
         }
 
         /// Integer division of two `BIGINT`s: `/` unless a dialect says otherwise.

@@ -49,6 +49,8 @@ impl Sealed for Postgres {
     type Db = sqlx::Postgres;
     const PLACEHOLDERS: Placeholders = Placeholders::Dollar;
     const NOW: &'static str = "(FLOOR(EXTRACT(EPOCH FROM now()) * 1000)::BIGINT)";
+    /// PostgreSQL's text refuses NUL ("invalid byte sequence for encoding UTF8: 0x00").
+    const USER_ID_TAKES_NUL: bool = false;
     const KIND: &'static str = "postgres";
 
     /// PostgreSQL folds unquoted names to lower case, so the name is folded before

@@ -363,6 +363,9 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
     /// time bound, so a user with any number of sessions is listed in full.
     async fn list_for_user(&self, user: &str) -> Result<Vec<SessionEntry>, StoreError> {
         let mut entries = Vec::new();
+        if !D::has_user(user) {
+            return Ok(entries);
+        }
         let mut after: Vec<u8> = Vec::new();
         loop {
             let args = Args {
@@ -385,6 +388,9 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         user: &str,
         except: Option<&StoreKey>,
     ) -> Result<u64, StoreError> {
+        if !D::has_user(user) {
+            return Ok(0);
+        }
         let args = Args {
             user: Some(user),
             except: except.map(|key| key.as_bytes().as_slice()),
@@ -473,6 +479,9 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
     /// take it.
     async fn list_sessions(&self, query: &ListQuery) -> Result<Vec<SessionEntry>, StoreError> {
         let mut entries = Vec::new();
+        if query.user.as_deref().is_some_and(|user| !D::has_user(user)) {
+            return Ok(entries);
+        }
         let mut after = query.after.map(|key| key.as_bytes().to_vec());
         while entries.len() < query.limit {
             let wanted = query.limit - entries.len();

@@ -35,6 +35,7 @@ pub(super) fn cases() -> Vec<Case> {
         user_change_moves_index,
         user_ids_are_case_sensitive,
         user_ids_and_epochs_at_their_limits_are_kept,
+        a_user_id_no_login_takes_owns_nothing,
         purge_expired_keeps_live,
         find_by_handle,
         list_sessions_pages_in_key_order,
@@ -619,6 +620,21 @@ async fn user_ids_are_case_sensitive(store: Store) {
         store.load(&theirs).await.unwrap().is_some(),
         "revoking one user never touches another"
     );
+}
+
+/// A user id `login` refuses (one holding NUL) owns no session: looking its sessions up,
+/// listing or revoking them, finds none rather than failing (a backend whose text type
+/// refuses NUL must not pass the refusal on as a store error).
+async fn a_user_id_no_login_takes_owns_nothing(store: Store) {
+    let user = format!("{}\0nul", unique_user("nul"));
+    assert!(store.list_for_user(&user).await.unwrap().is_empty());
+    assert_eq!(store.delete_for_user(&user, Some(&key())).await.unwrap(), 0);
+    let query = ListQuery {
+        user: Some(user),
+        after: None,
+        limit: 10,
+    };
+    assert!(store.list_sessions(&query).await.unwrap().is_empty());
 }
 
 /// Every user id `login` takes (up to `MAX_USER_ID_BYTES`, any character but NUL) and
