@@ -120,11 +120,28 @@ impl Sealed for MySql {
             .chars()
             .take(64)
             .collect();
-        sqlx::query("SELECT GET_LOCK(?, 60)")
-            .bind(&lock)
-            .execute(&mut *conn)
-            .await
-            .map_err(SetupError::Migrate)?;
+        // As long as another instance's upgrade takes (a `MODIFY` rebuilds the table), as
+        // PostgreSQL's advisory lock waits: going on without the lock after a time out
+        // raced that upgrade into "Duplicate column" and failed this instance's start.
+        loop {
+            let held: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 60)")
+                .bind(&lock)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(SetupError::Migrate)?;
+            match held {
+                Some(1) => break,
+                Some(_) => tracing::warn!(
+                    table = %table.plain,
+                    "still waiting for another instance to finish upgrading the session table"
+                ),
+                None => {
+                    return Err(SetupError::Migrate(sqlx::Error::Protocol(format!(
+                        "GET_LOCK({lock:?}) failed"
+                    ))))
+                }
+            }
+        }
         let upgraded = upgrade(&mut conn, table).await;
         let released = sqlx::query("SELECT RELEASE_LOCK(?)")
             .bind(&lock)

@@ -71,3 +71,34 @@ async fn migrate_converts_a_pad_space_user_column() {
     scenarios::user_ids_compare_exactly(&old).await;
     drop_tables(&pool, &tables).await;
 }
+
+/// Another instance upgrading the table holds its named lock: `migrate` waits for it, for
+/// as long as that takes, then finds the table up to date. (It used to wait 60 s and go on
+/// without the lock, racing a long upgrade into "Duplicate column"; a test of that would
+/// take a minute, so this one checks the waiting.)
+#[tokio::test]
+async fn migrate_waits_for_another_instance_s_upgrade() {
+    let Some((pool, tables, table)) = fresh_table().await else {
+        return;
+    };
+    let store = store_on(&pool, &table).await;
+    let mut other = pool.acquire().await.unwrap();
+    let lock = format!("cloakroom:{table}");
+    let held: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+        .bind(&lock)
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    assert_eq!(held, Some(1));
+    let migrating = tokio::spawn(async move { store.migrate().await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!migrating.is_finished(), "migrate waits for the lock");
+    let _: Option<i64> = sqlx::query_scalar("SELECT RELEASE_LOCK(?)")
+        .bind(&lock)
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    migrating.await.unwrap().expect("then migrates");
+    drop(other);
+    drop_tables(&pool, &tables).await;
+}
