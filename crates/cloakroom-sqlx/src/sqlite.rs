@@ -150,6 +150,13 @@ impl Sealed for Sqlite {
                 ) WITHOUT ROWID"
         );
         run_schema(pool, &[create]).await?;
+        // Several processes may open one file at once: the write lock, taken up front,
+        // makes each look at the table only once the upgrade before it is done (looking,
+        // then altering, apart, let a second add a column the first had just added).
+        let mut upgrade = pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(SetupError::Migrate)?;
         // Tables created before revocation by epoch, before device-bound sessions or
         // before purge marks lack their column (a mark of 0 is a purge candidate until
         // mended).
@@ -163,7 +170,7 @@ impl Sealed for Sqlite {
                 sqlx::query_as("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2")
                     .bind(&table.unqualified)
                     .bind(column)
-                    .fetch_one(pool)
+                    .fetch_one(&mut *upgrade)
                     .await
                     .map_err(SetupError::Migrate)?;
             if present == 0 {
@@ -187,7 +194,13 @@ impl Sealed for Sqlite {
                  BEGIN UPDATE {t} SET purge_at = {mark} WHERE store_key = NEW.store_key; END"
             ),
         ]);
-        run_schema(pool, &statements).await
+        for statement in &statements {
+            sqlx::query(statement)
+                .execute(&mut *upgrade)
+                .await
+                .map_err(SetupError::Migrate)?;
+        }
+        upgrade.commit().await.map_err(SetupError::Migrate)
     }
 }
 

@@ -447,3 +447,41 @@ async fn revoke_others_racing_renames_leaves_no_survivor() {
     let store = store_in(&dir, "racing.db").await;
     cloakroom::conformance::revoke_others_racing_renames(Arc::new(store), 200).await;
 }
+
+/// Two processes (two pools) opening one file whose table an older version made: both
+/// upgrade it, one after the other. Each looked for the missing columns and then added
+/// them, apart, so the second could add a column the first had just added, and fail to
+/// start with "duplicate column name".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_upgrading_one_file_both_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let path = dir.path().join(format!("old-{round}.db"));
+        // In WAL mode, as every version made its files.
+        let old = sqlx::sqlite::SqlitePoolOptions::new()
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal),
+            )
+            .await
+            .unwrap();
+        // The table as the first versions made it: no epoch, binding or purge mark.
+        sqlx::query(
+            "CREATE TABLE cloakroom_sessions (store_key BLOB PRIMARY KEY NOT NULL,
+               version INTEGER NOT NULL, data TEXT NOT NULL, created_at INTEGER NOT NULL,
+               last_active_at INTEGER NOT NULL, idle_deadline INTEGER,
+               absolute_deadline INTEGER, expires_at INTEGER, persistent INTEGER NOT NULL,
+               user_id TEXT, ip TEXT, user_agent TEXT) WITHOUT ROWID",
+        )
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+        let (first, second) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
+        if let (Err(error), _) | (_, Err(error)) = (&first, &second) {
+            panic!("round {round}: {error}");
+        }
+    }
+}
