@@ -66,7 +66,7 @@ impl SqlStore<Sqlite> {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(BUSY_TIMEOUT);
         let in_memory = text.contains(":memory:") || text.contains("mode=memory");
         if !in_memory {
             create_private(options.get_filename()).map_err(|e| SetupError::Connect(e.into()))?;
@@ -88,10 +88,21 @@ impl SqlStore<Sqlite> {
         // instructions of a 66,000-instruction read request under callgrind).
         let pool = pool
             .test_before_acquire(false)
-            .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(SetupError::Connect)?;
+            .acquire_timeout(DEFAULT_OPERATION_TIMEOUT);
+        // Two processes opening one file at once (two app servers starting together):
+        // the first to turn on WAL journaling holds the file whole for a moment, and
+        // SQLite answers the other "database is locked" at once, without waiting out its
+        // busy timeout. So the other tries again, for as long as that timeout.
+        let started = std::time::Instant::now();
+        let pool = loop {
+            match pool.clone().connect_with(options.clone()).await {
+                Ok(pool) => break pool,
+                Err(error) if is_busy(&error) && started.elapsed() < BUSY_TIMEOUT => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(error) => return Err(SetupError::Connect(error)),
+            }
+        };
         Self::migrated(pool, table).await
     }
 
@@ -202,6 +213,19 @@ impl Sealed for Sqlite {
         }
         upgrade.commit().await.map_err(SetupError::Migrate)
     }
+}
+
+/// How long a statement waits for another connection's lock on the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether SQLite refused for a lock another connection holds (`SQLITE_BUSY`, extended
+/// codes included).
+fn is_busy(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
 
 /// Creates the database file readable by its owner only, if it does not exist yet: left to

@@ -485,3 +485,18 @@ async fn two_processes_upgrading_one_file_both_start() {
         }
     }
 }
+
+/// Two processes (two app servers starting together) opening one new file: both start.
+/// The first to turn on WAL journaling holds the file whole for a moment, and SQLite
+/// answered the other "database is locked" at once, so it failed to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_opening_a_new_file_both_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..40 {
+        let path = dir.path().join(format!("new-{round}.db"));
+        let (first, second) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
+        if let (Err(error), _) | (_, Err(error)) = (&first, &second) {
+            panic!("round {round}: {error}");
+        }
+    }
+}
