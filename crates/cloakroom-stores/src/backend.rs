@@ -123,6 +123,7 @@ impl Backend {
         let Open::Store(open) = scheme.open else {
             return Err(unknown());
         };
+        target.check_query(scheme.query)?;
         let mut backend = open(&target).await?;
         backend.needs_purge_task = scheme.needs_purge_task;
         backend.shown = target.shown;

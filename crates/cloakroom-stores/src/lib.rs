@@ -29,7 +29,7 @@ pub use backend::{Backend, Configure, Migrate};
 pub use error::OpenError;
 pub use help::{help, known_urls};
 pub use redact::redact;
-pub use schemes::{open_client_side, Open, Scheme, FLASK_SECRET_KEY, SCHEMES};
+pub use schemes::{open_client_side, Open, Query, Scheme, FLASK_SECRET_KEY, SCHEMES};
 pub use target::Target;
 
 /// A boxed future, as the table's open functions return.

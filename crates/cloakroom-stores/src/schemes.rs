@@ -33,6 +33,27 @@ pub struct Scheme {
     /// Whether the store keeps expired records until purged, so an app runs
     /// `cloakroom::spawn_purge_task` beside it (a wrapper adds to its inner store's need).
     pub needs_purge_task: bool,
+    /// The query parameters its URLs take; any other is refused, not ignored.
+    pub query: Query,
+}
+
+/// The query parameters a scheme's URLs take.
+#[derive(Clone, Copy, Debug)]
+pub struct Query {
+    /// Which of this crate's own parameters it reads: `table` (the SQL stores' table) and
+    /// `prefix` (a key prefix).
+    pub own: &'static [&'static str],
+    /// Whether any other parameter goes to the store's driver, which reads its own
+    /// (PostgreSQL's `sslmode=`, say): where none does, another parameter is an error.
+    pub driver: bool,
+}
+
+impl Query {
+    /// No parameters at all.
+    pub const NONE: Self = Self {
+        own: &[],
+        driver: false,
+    };
 }
 
 /// How a scheme's URLs open.
@@ -52,6 +73,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "in this process only",
         open: Open::Store(memory),
         needs_purge_task: false,
+        query: Query::NONE,
     },
     Scheme {
         names: &["sqlite"],
@@ -59,6 +81,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "a SQLite file (?table=NAME)",
         open: Open::Store(sqlite),
         needs_purge_task: true,
+        query: Query { own: &["table"], driver: false },
     },
     Scheme {
         names: &["postgres", "postgresql"],
@@ -66,6 +89,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "PostgreSQL (?table=NAME)",
         open: Open::Store(postgres),
         needs_purge_task: true,
+        query: Query { own: &["table"], driver: true },
     },
     Scheme {
         names: &["mysql", "mariadb"],
@@ -73,6 +97,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "MySQL or MariaDB (also mariadb://; ?table=NAME)",
         open: Open::Store(mysql),
         needs_purge_task: true,
+        query: Query { own: &["table"], driver: true },
     },
     Scheme {
         names: &["redis", "rediss"],
@@ -80,6 +105,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "one Redis node (rediss:// for TLS; ?prefix=PREFIX)",
         open: Open::Store(redis),
         needs_purge_task: false,
+        query: Query { own: &["prefix"], driver: true },
     },
     Scheme {
         names: &["redis-cluster"],
@@ -87,6 +113,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "a Redis Cluster (?prefix=PREFIX)",
         open: Open::Store(redis_cluster),
         needs_purge_task: false,
+        query: Query { own: &["prefix"], driver: false },
     },
     Scheme {
         names: &["file"],
@@ -94,6 +121,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "one file per session in DIR",
         open: Open::Store(file),
         needs_purge_task: true,
+        query: Query::NONE,
     },
     Scheme {
         names: &["memcached"],
@@ -101,6 +129,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "Memcached (?prefix=PREFIX)",
         open: Open::Store(memcached),
         needs_purge_task: false,
+        query: Query { own: &["prefix"], driver: false },
     },
     Scheme {
         names: &["cached"],
@@ -108,6 +137,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "an in-process cache in front of that store",
         open: Open::Wrap(cached),
         needs_purge_task: false,
+        query: Query::NONE,
     },
     Scheme {
         names: &["cookie"],
@@ -115,6 +145,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "client-side sessions, in the cookie itself: nothing kept on a server",
         open: Open::Store(client_side),
         needs_purge_task: false,
+        query: Query::NONE,
     },
     Scheme {
         names: &["flask-redis"],
@@ -122,6 +153,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "a Flask app's Flask-Session sessions in Redis (?prefix=, default session:; FLASK_SECRET_KEY if FLASK_SESSION_USE_SIGNER=1)",
         open: Open::Store(flask_redis),
         needs_purge_task: false,
+        query: Query { own: &["prefix"], driver: true },
     },
     Scheme {
         names: &["flask-cookie"],
@@ -129,6 +161,7 @@ pub const SCHEMES: &[Scheme] = &[
         about: "a Flask app's own signed cookie sessions, key in FLASK_SECRET_KEY (and FLASK_SECRET_KEY_FALLBACKS)",
         open: Open::Store(client_side),
         needs_purge_task: false,
+        query: Query::NONE,
     },
 ];
 

@@ -3,6 +3,7 @@
 
 use crate::error::OpenError;
 use crate::redact::redact;
+use crate::schemes::Query;
 
 /// A store URL, ready for a scheme's open function. `Debug` shows the URL with its
 /// secrets hidden, never [`url`](Self::url) itself.
@@ -54,6 +55,34 @@ impl Target {
         self.url
             .split_once("://")
             .map_or(self.url.as_str(), |(_, rest)| rest)
+    }
+
+    /// Refuses a query parameter the scheme does not take (`query`): one it would drop,
+    /// or pass on as part of a file name (`sqlite://s.db?tabel=x`), so that a typo opens
+    /// another store than the one meant, silently.
+    pub fn check_query(&self, query: Query) -> Result<(), OpenError> {
+        for (name, given) in [("table", &self.table), ("prefix", &self.prefix)] {
+            if given.is_some() && !query.own.contains(&name) {
+                return Err(self.invalid(format!("{}:// takes no ?{name}=", self.scheme)));
+            }
+        }
+        match self.url.split_once('?') {
+            Some((_, rest)) if !query.driver => {
+                let takes = match query.own {
+                    [] => "none".to_owned(),
+                    own => own
+                        .iter()
+                        .map(|name| format!("?{name}="))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                Err(self.invalid(format!(
+                    "unknown query parameter {rest:?}: {}:// takes {takes}",
+                    self.scheme
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// An [`OpenError::Invalid`] for this URL.

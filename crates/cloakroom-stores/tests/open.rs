@@ -71,6 +71,47 @@ async fn bad_urls_say_what_to_do() {
     assert!(message(Backend::open("sqlite://").await.unwrap_err()).contains("sqlite://sessions.db"));
     assert!(message(Backend::open("file://").await.unwrap_err()).contains("file://sessions"));
     assert!(message(Backend::open("sqlite://x.db?table=").await.unwrap_err()).contains("table="));
+    // A parameter the scheme does not take is refused before anything is opened: it was
+    // dropped, or for a file path taken as part of the file's name, so a typo opened
+    // another store than the one meant.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    for (url, says) in [
+        (
+            format!("sqlite://{}?tabel=x", db.display()),
+            "takes ?table=",
+        ),
+        (
+            format!("sqlite://{}?mode=ro", db.display()),
+            "takes ?table=",
+        ),
+        (
+            format!("sqlite://{}?prefix=p:", db.display()),
+            "no ?prefix=",
+        ),
+        ("memory://?table=t".to_owned(), "no ?table="),
+        ("file://sessions?x=1".to_owned(), "takes none"),
+        ("redis://127.0.0.1:1?table=t".to_owned(), "no ?table="),
+        (
+            "postgres://u@127.0.0.1:1/db?prefix=p".to_owned(),
+            "no ?prefix=",
+        ),
+        (
+            "memcached://127.0.0.1:1?timeout=5".to_owned(),
+            "takes ?prefix=",
+        ),
+    ] {
+        let error = Backend::open(&url).await.unwrap_err();
+        assert!(
+            matches!(&error, OpenError::Invalid { reason, .. } if reason.contains(says)),
+            "{url}: {error}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no file was made"
+    );
     assert!(matches!(
         Backend::open("cookie://").await,
         Err(OpenError::ClientSide { .. })
