@@ -71,9 +71,11 @@ impl Sealed for Postgres {
     async fn migrate(pool: &PgPool, table: &TableName) -> Result<(), SetupError> {
         let t = &table.sql;
         let prefix = &table.index_prefix;
+        // Folded, as `quote` makes them and `pg_class` lists them: compared as written, a
+        // table name with a capital never matched its retired indexes, which stayed.
         let (by_mark, by_user) = (
-            index_name(prefix, "purge_at"),
-            index_name(prefix, "user_key"),
+            index_name(prefix, "purge_at").to_ascii_lowercase(),
+            index_name(prefix, "user_key").to_ascii_lowercase(),
         );
         // Indexes this table may have from earlier versions, as PostgreSQL named them:
         // before per-user listings were paged, the user index held the user alone; and
@@ -81,7 +83,7 @@ impl Sealed for Postgres {
         let retired: Vec<String> = ["user_id", "purge_at", "user_key"]
             .iter()
             .map(|what| {
-                let mut name = format!("{prefix}_{what}");
+                let mut name = format!("{prefix}_{what}").to_ascii_lowercase();
                 name.truncate(MAX_IDENTIFIER);
                 name
             })

@@ -130,6 +130,9 @@ async fn long_table_names_keep_every_index() {
     // only at the end.
     tables.push((Some(&schema), padded(63, 'a')));
     tables.push((Some(&schema), padded(63, 'b')));
+    // Names with capitals, which PostgreSQL folds: the indexes were named folded too.
+    tables.push((None, format!("Mixed_{}", support::unique_table())));
+    tables.push((None, format!("M{}", padded(60, 'a'))));
     for (in_schema, table) in &tables {
         let store = PostgresStore::from_pool(inside.clone())
             .with_table(*in_schema, table)
@@ -142,9 +145,15 @@ async fn long_table_names_keep_every_index() {
             Some(schema) => format!("{schema}_{table}"),
             None => table.clone(),
         };
-        for (what, columns) in [("purge_at", "purge_at"), ("user_key", "user_id, store_key")] {
+        for (what, columns) in [
+            ("purge_at", "purge_at"),
+            ("user_key", "user_id, store_key"),
+            // Before per-user listings were paged.
+            ("user_id", "user_id"),
+        ] {
+            let name = format!("{prefix}_{what}").to_ascii_lowercase();
             sqlx::query(&format!(
-                "CREATE INDEX IF NOT EXISTS \"{prefix}_{what}\" ON {table} ({columns})"
+                "CREATE INDEX IF NOT EXISTS \"{name}\" ON {table} ({columns})"
             ))
             .execute(&inside)
             .await
