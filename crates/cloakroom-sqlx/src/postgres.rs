@@ -89,6 +89,30 @@ impl Sealed for Postgres {
             })
             .filter(|name| *name != by_mark && *name != by_user)
             .collect();
+        // An up-to-date table is left alone: `ALTER TABLE` takes the table's strongest lock
+        // even when it alters nothing, so every start (and every `cloakroom list`) queued
+        // behind any open transaction that had read the table, and every session query
+        // then queued behind it; it also needs the table's owner, where reading and
+        // writing rows needs only those rights.
+        let (columns, indexes): (i64, Vec<String>) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM pg_attribute WHERE attrelid = to_regclass($1)
+                       AND attname IN ('auth_epoch', 'device_binding', 'purge_at')
+                       AND NOT attisdropped),
+                    ARRAY(SELECT c.relname::text FROM pg_index i
+                          JOIN pg_class c ON c.oid = i.indexrelid
+                          WHERE i.indrelid = to_regclass($1))",
+        )
+        .bind(t)
+        .fetch_one(pool)
+        .await
+        .map_err(SetupError::Migrate)?;
+        let up_to_date = columns == 3
+            && indexes.contains(&by_mark)
+            && indexes.contains(&by_user)
+            && !indexes.iter().any(|name| retired.contains(name));
+        if up_to_date {
+            return Ok(());
+        }
         let mut tx = pool.begin().await.map_err(SetupError::Migrate)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("cloakroom:{}", table.plain))

@@ -185,3 +185,27 @@ async fn long_table_names_keep_every_index() {
         .await
         .unwrap();
 }
+
+/// Opening a store on an up-to-date table takes no lock beyond reading it: `ALTER TABLE`
+/// takes the table's strongest lock even when the column is there, so a start (or a
+/// `cloakroom list`) waited behind any open transaction that had read the table, and every
+/// session query queued behind it.
+#[tokio::test]
+async fn migrating_an_up_to_date_table_waits_for_no_reader() {
+    let Some((pool, tables, table)) = fresh_table().await else {
+        return;
+    };
+    let store = store_on(&pool, &table).await;
+    let mut reader = pool.begin().await.unwrap();
+    sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    let migrated = tokio::time::timeout(Duration::from_secs(3), store.migrate()).await;
+    assert!(
+        matches!(migrated, Ok(Ok(()))),
+        "migrate waited for the open transaction"
+    );
+    reader.rollback().await.unwrap();
+    drop_tables(&pool, &tables).await;
+}
