@@ -375,3 +375,28 @@ async fn endless_timeouts_are_not_a_panic() {
     let cluster = RedisStore::connect_cluster(&[server.url().as_str()], config).await;
     assert!(cluster.is_err());
 }
+
+/// A replica wait as long as it goes (`Duration::MAX`) is one Redis takes: `WAIT` refuses
+/// a timeout past i64::MAX ms, so every write failed after it was made. (Zero goes as
+/// 1 ms, since `WAIT` takes 0 as "forever".)
+#[tokio::test]
+async fn replica_waits_of_any_length_are_sent_as_redis_takes_them() {
+    let Some((_dir, server)) = support::Server::private().await else {
+        return;
+    };
+    let config = RedisConfig {
+        operation_timeout: Duration::from_secs(1),
+        ..RedisConfig::default()
+    };
+    for timeout in [Duration::MAX, Duration::ZERO] {
+        let store = RedisStore::connect_with(&server.url(), config.clone())
+            .await
+            .unwrap()
+            .with_wait_for_replicas(0, timeout);
+        let t = cloakroom::record::now();
+        let record = cloakroom::Record::new(t, Some(t + time::Duration::hours(1)), None);
+        let key = SessionId::generate().store_key();
+        store.insert(&key, &record).await.unwrap();
+        assert!(store.load(&key).await.unwrap().is_some(), "{timeout:?}");
+    }
+}

@@ -54,9 +54,11 @@ impl RedisStore {
             return Ok(());
         };
         let mut command = redis::cmd("WAIT");
-        command
-            .arg(wait.replicas)
-            .arg(u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX));
+        // Redis takes a timeout up to i64::MAX ms, and waits forever on 0: a longer one
+        // (`Duration::MAX`) failed every write after it was made, and a zero one waited
+        // out the operation timeout.
+        let millis = wait.timeout.as_millis().clamp(1, i64::MAX as u128);
+        command.arg(wait.replicas).arg(millis as i64);
         let mut acknowledged = Vec::new();
         match (&self.connection, keys) {
             (Connection::Cluster(cluster), Some(keys)) => {
