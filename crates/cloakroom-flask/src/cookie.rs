@@ -246,6 +246,26 @@ impl CookieCodec for FlaskCookie {
 mod tests {
     use super::*;
 
+    /// An empty secret key signs nothing anyone should trust: anyone can compute its
+    /// signatures. Flask has no sessions without a key; a cookie signed with an empty one
+    /// (as the current key, or an empty fallback) opened here, logged in as whoever it
+    /// named.
+    #[test]
+    fn an_empty_secret_key_opens_nothing() {
+        let mut session = Map::new();
+        session.insert("_user_id".into(), "admin".into());
+        let forged = FlaskCookie::new("")
+            .encode_at(&session, cloakroom::record::now())
+            .unwrap();
+        assert!(FlaskCookie::new("").open("session", &forged).is_none());
+        let with_empty_fallback = FlaskCookie::new("a secret key").with_fallbacks([""]);
+        assert!(with_empty_fallback.open("session", &forged).is_none());
+        let genuine = with_empty_fallback
+            .encode_at(&session, cloakroom::record::now())
+            .unwrap();
+        assert!(with_empty_fallback.open("session", &genuine).is_some());
+    }
+
     /// What a write may seal, the next request can open: a session that deflates into the
     /// cookie but inflates past what `decode_at` accepts is too large when it is written.
     /// It fitted, and was lost on the next request.

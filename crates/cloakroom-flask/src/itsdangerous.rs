@@ -9,11 +9,15 @@ use sha1::Sha1;
 
 type HmacSha1 = Hmac<Sha1>;
 
-/// A signer over a ring of secrets: signs with the current one only, accepts any.
+/// A signer over a ring of secrets: signs with the current one only, accepts any. An empty
+/// secret is no key: Flask has no sessions without a `SECRET_KEY`, and an empty fallback
+/// is skipped, so nothing a client could sign without a secret is ever accepted.
 #[derive(Clone)]
 pub(crate) struct Signer {
     /// Derived keys, the current one first.
     keys: Vec<[u8; 20]>,
+    /// Whether the current secret is empty: then nothing verifies.
+    unkeyed: bool,
 }
 
 impl std::fmt::Debug for Signer {
@@ -36,13 +40,20 @@ impl Signer {
         current: &[u8],
         fallbacks: impl IntoIterator<Item = &'a [u8]>,
     ) -> Self {
+        let unkeyed = current.is_empty();
+        if unkeyed {
+            tracing::warn!(
+                "the Flask secret key is empty: every signed Flask value is refused, as Flask does"
+            );
+        }
         let mut keys = vec![derive(current, salt.as_bytes())];
         keys.extend(
             fallbacks
                 .into_iter()
+                .filter(|secret| !secret.is_empty())
                 .map(|secret| derive(secret, salt.as_bytes())),
         );
-        Self { keys }
+        Self { keys, unkeyed }
     }
 
     fn mac(key: &[u8; 20], value: &[u8]) -> HmacSha1 {
@@ -62,6 +73,9 @@ impl Signer {
     /// The value a signed string carries, and whether a fallback key verified it; `None`
     /// when no key does. Comparisons are constant-time.
     pub(crate) fn unsign<'a>(&self, signed: &'a str) -> Option<(&'a str, bool)> {
+        if self.unkeyed {
+            return None;
+        }
         let (value, signature) = signed.rsplit_once('.')?;
         let tag = URL_SAFE_NO_PAD.decode(signature).ok()?;
         let index = self
