@@ -8,8 +8,11 @@
 //! Keys are written as base64 (standard or URL-safe, padding optional) of at least
 //! [`MIN_KEY_BYTES`] random bytes. A ring is several keys separated by commas, spaces or
 //! newlines, the current one first. [`generate_key`] makes one (so does
-//! `openssl rand -base64 32`). Keys that are plainly not random (a passphrase, all zeros,
-//! a counting sequence) are refused: see [`Weakness`].
+//! `openssl rand -base64 32`). Keys that are plainly not random (a base64-encoded
+//! passphrase, all zeros, a counting sequence) are refused: see [`Weakness`]. A passphrase
+//! typed in as the key itself is not caught when it happens to be 43 or more base64
+//! characters (`my-app-production-session-secret-key-2024`): those decode to bytes no test
+//! can tell from random ones, so never make a key up; generate it.
 
 use std::fmt;
 
