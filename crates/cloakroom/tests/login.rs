@@ -55,6 +55,38 @@ async fn login_as_another_user_starts_a_fresh_session() {
     );
 }
 
+/// A remember-me choice made before logging in as another user is this login's own, and
+/// stays: only the previous user's goes. The fresh session took the configured default,
+/// so Bob ticking "remember me" got a browser-session cookie, and, where sessions are
+/// remembered by default, Bob unticking it on a shared computer stayed remembered.
+#[tokio::test]
+async fn a_remember_me_choice_made_before_switching_users_stays() {
+    // (remembered by default, Alice remembered, Bob's choice): Bob choosing what Alice's
+    // session already had counts too.
+    for (by_default, alice, chosen) in [
+        (false, false, true),
+        (false, true, true),
+        (true, true, false),
+        (true, false, false),
+    ] {
+        let expiry = cloakroom::ExpiryPolicy::default().with_persistent_by_default(by_default);
+        let app = app(
+            MemoryStore::new(),
+            SessionConfig::default().with_expiry(expiry),
+        );
+        let path = format!("/login/alice/remember/{alice}");
+        let c = pair(&call(&app, "POST", &path, None).await.1.unwrap());
+        let path = format!("/login/bob/remember/{chosen}");
+        let (status, set, _) = call(&app, "POST", &path, Some(&c)).await;
+        assert_eq!(status, StatusCode::OK);
+        let set = set.unwrap();
+        assert_eq!(set.contains("Max-Age"), chosen, "{path}: {set}");
+        let bob = call(&app, "GET", "/meta", Some(&pair(&set))).await.2;
+        assert_eq!(bob["user"], "bob");
+        assert_eq!(bob["persistent"], chosen, "{path}: {bob}");
+    }
+}
+
 /// Client-side sessions: a login whose cookie would not fit (a long user agent) fails
 /// as a whole; the layer must not commit a half-done login with the user in it.
 #[tokio::test]

@@ -388,6 +388,10 @@ impl Session {
         // All or nothing: a login that fails (its cookie would not fit) must leave the
         // session as it was, or the layer would commit a half-done login with the user in.
         if switching {
+            // This request's own remember-me choice, made before the login, stays: only the
+            // previous user's goes.
+            let remember = view.pending.remember;
+            changes.extend(remember.map(|persistent| Change::Set(Field::Persistent(persistent))));
             let mut candidate = self.config().expiry.new_record(now());
             for change in &changes {
                 change.apply(&mut candidate)?;
@@ -481,6 +485,7 @@ impl Session {
     /// the session's deadline, or a browser-session cookie.
     pub async fn set_persistent(&self, persistent: bool) -> Result<(), SessionError> {
         let mut view = self.writable().await?;
+        view.pending.remember = Some(persistent);
         if view.record.persistent != persistent {
             self.record_change(&mut view, Change::Set(Field::Persistent(persistent)), None)?;
             view.send_cookie = true;

@@ -95,6 +95,9 @@ pub(super) struct Pending {
     pub(super) logging_in: bool,
     /// The serialized size of the record's data, computed on the first write.
     pub(super) data_size: Option<usize>,
+    /// The remember-me choice this request made (even one the session already had): a
+    /// login as another user starts a fresh session, which keeps it.
+    pub(super) remember: Option<bool>,
 }
 
 impl Pending {

@@ -47,7 +47,8 @@ pub async fn fill(s: Session, Path(n): Path<usize>) -> Result<&'static str, Sess
     Ok("ok")
 }
 
-/// The app the login and per-user cap tests drive: `/put` writes, `/login/{user}`, `/remember` makes the
+/// The app the login and per-user cap tests drive: `/put` writes, `/login/{user}`,
+/// `/login/{user}/remember/{bool}` chooses remember-me then logs in, `/remember` makes the
 /// session persistent, `/meta` shows the user, the persistent flag and the creation time.
 pub fn app(store: impl SessionStore, config: SessionConfig) -> Router {
     Router::new()
@@ -56,6 +57,16 @@ pub fn app(store: impl SessionStore, config: SessionConfig) -> Router {
             "/login/{user}",
             post(
                 |s: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
+                    s.login(user).await?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
+            "/login/{user}/remember/{persistent}",
+            post(
+                |s: Session, Path((user, persistent)): Path<(String, bool)>| async move {
+                    s.set_persistent(persistent).await?;
                     s.login(user).await?;
                     Ok::<_, SessionError>("ok")
                 },
