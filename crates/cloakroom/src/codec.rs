@@ -8,6 +8,7 @@ use http::HeaderValue;
 
 use crate::config::{CookieConfig, SameSite};
 use crate::id::{IdFormat, SessionId};
+use crate::record::Record;
 
 /// How many distinct candidates for the session a request's cookies are searched for at
 /// most: well-formed session IDs for server-side sessions, values for client-side ones.
@@ -258,6 +259,24 @@ pub(crate) fn session_cookie_with(
     max_age: Option<Duration>,
 ) -> HeaderValue {
     render(config, &id.encode_with(format), max_age.map(Some))
+}
+
+/// The longest `Max-Age` a session cookie is sent with: what browsers keep a cookie at most.
+const MAX_COOKIE_AGE: Duration = Duration::from_secs(400 * 24 * 60 * 60);
+
+/// The `Max-Age` of the cookie of the session `record` holds: until its first deadline
+/// for a persistent ("remember me") session, none for a browser-session one. Browsers
+/// keep a cookie 400 days at most (RFC 6265bis), so a longer life is sent as that: the
+/// cookie's size was checked with a `Max-Age` of ten digits, which a deadline centuries
+/// away would outgrow.
+pub(crate) fn max_age(record: &Record) -> Option<Duration> {
+    record.persistent.then(|| {
+        record.expires_at().map_or(MAX_COOKIE_AGE, |deadline| {
+            Duration::try_from(deadline - crate::record::now())
+                .unwrap_or_default()
+                .min(MAX_COOKIE_AGE)
+        })
+    })
 }
 
 /// The `Set-Cookie` value that removes the session cookie: same name, path, domain and flags,

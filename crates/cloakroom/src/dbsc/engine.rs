@@ -16,7 +16,7 @@ use super::{headers, RETRY_CHALLENGE_LIFETIME};
 use crate::change::{Change, Field};
 use crate::codec::{self, IdCandidates};
 use crate::config::{OnStoreError, SessionConfig};
-use crate::id::StoreKey;
+use crate::id::{IdFormat, SessionId, StoreKey};
 use crate::record::{now, Record};
 use crate::session::SessionManager;
 use crate::store::{SessionStore, StoreError, UpdateError};
@@ -162,6 +162,8 @@ impl Reply {
 
 /// A session as an endpoint found it: where it is, the record, and its binding.
 struct Found {
+    /// The ID the session cookie carried, to send that cookie again.
+    id: SessionId,
     key: StoreKey,
     record: Record,
     binding: Option<DeviceBinding>,
@@ -190,6 +192,7 @@ async fn find(
                     continue;
                 }
                 return Ok(Some(Found {
+                    id: id.clone(),
                     key,
                     record,
                     binding,
@@ -242,6 +245,7 @@ pub async fn serve(manager: &SessionManager, endpoint: Endpoint, request: &Heade
     for _ in 0..MAX_ATTEMPTS {
         let exchange = Exchange {
             config,
+            id_format: manager.id_format(),
             binding,
             store: &**store,
             request,
@@ -284,6 +288,7 @@ fn proof(request: &HeaderMap) -> Option<&[u8]> {
 /// One attempt at an endpoint: what it needs, at one instant.
 struct Exchange<'a> {
     config: &'a SessionConfig,
+    id_format: Option<&'a dyn IdFormat>,
     binding: &'a DeviceBindingConfig,
     store: &'a dyn SessionStore,
     request: &'a HeaderMap,
@@ -378,6 +383,19 @@ impl Exchange<'_> {
         }
         let cookie = binding.bound_cookie(self.binding, &self.config.cookie, self.time);
         reply.headers.push((SET_COOKIE, cookie));
+        // As a commit that records activity does: a remembered session's cookie goes
+        // again with its new life. Without it, the requests that follow see the activity
+        // recorded and refresh nothing, and the browser's cookie expired first, logging out
+        // a user whose session was live.
+        if let Some(max_age) = codec::max_age(&found.record) {
+            let session = codec::session_cookie_with(
+                &self.config.cookie,
+                &found.id,
+                self.id_format,
+                Some(max_age),
+            );
+            reply.headers.push((SET_COOKIE, session));
+        }
         reply.headers.push((headers::CHALLENGE, challenge));
         Ok(Some(reply))
     }

@@ -21,9 +21,6 @@ use crate::record::{now, ClientMeta, Record};
 use crate::store::{InsertError, RenameError, SessionStore, StoreError, TouchError, UpdateError};
 use crate::telemetry::{self, names};
 
-/// The longest `Max-Age` a session cookie is sent with: what browsers keep a cookie at most.
-const MAX_COOKIE_AGE: Duration = Duration::from_secs(400 * 24 * 60 * 60);
-
 /// What one attempt with a fresh ID came to.
 enum Attempt<T> {
     Done(T),
@@ -150,16 +147,7 @@ impl Session {
         span.record("outcome", if failed { "failed" } else { view.outcome() });
         let config = &self.config().cookie;
         let record = &view.record;
-        // Browsers keep a cookie 400 days at most (RFC 6265bis), so a longer life is sent
-        // as that: the cookie's size was checked with a `Max-Age` of ten digits, which a
-        // deadline centuries away would outgrow.
-        let max_age = record.persistent.then(|| {
-            record.expires_at().map_or(MAX_COOKIE_AGE, |deadline| {
-                Duration::try_from(deadline - now())
-                    .unwrap_or_default()
-                    .min(MAX_COOKIE_AGE)
-            })
-        });
+        let max_age = codec::max_age(record);
         // Changes no commit saved (a 5xx response, or a commit that failed) must not
         // reach the browser in a cookie: a stored session's cookie stays as the browser
         // has it, unless its ID is one the browser lacks (made or rotated, and saved, in

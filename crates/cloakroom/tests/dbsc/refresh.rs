@@ -243,3 +243,38 @@ async fn a_touch_landing_during_a_refresh_is_kept() {
         touched - kept
     );
 }
+
+/// A verified refresh records the browser's activity, and a remembered session's cookie
+/// goes again with it, with its new life. It went without: the requests after the refresh
+/// saw the activity recorded and refreshed nothing, so the browser's cookie expired at
+/// the deadline it was last sent with, logging out a user whose session was live. A
+/// browser-session cookie (no `Max-Age`) has nothing to renew and is not sent.
+#[tokio::test]
+async fn a_refresh_renews_a_remembered_session_s_cookie() {
+    for remembered in [true, false] {
+        let site = site_with(true);
+        let device = new_key();
+        let (mut browser, _, id) = Browser::registered(&site, &device).await;
+        let key = cloakroom::SessionId::parse(&browser.cookies[SESSION_COOKIE])
+            .unwrap()
+            .store_key();
+        let mut record = site.store.load(&key).await.unwrap().unwrap();
+        record.persistent = remembered;
+        site.store.update(&key, &record).await.unwrap();
+        let asked = browser.refresh(&site, &id, None).await;
+        let proof = refresh_proof(&device, &asked.challenge());
+        let refreshed = browser.refresh(&site, &id, Some(&proof)).await;
+        assert_eq!(refreshed.status, StatusCode::OK);
+        let session_cookie = refreshed
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .find(|cookie| cookie.starts_with(&format!("{SESSION_COOKIE}=")));
+        match session_cookie {
+            Some(cookie) => assert!(remembered && cookie.contains("Max-Age="), "{cookie}"),
+            None => assert!(!remembered, "a remembered session's cookie is renewed"),
+        }
+        assert_eq!(browser.whoami(&site).await, "alice");
+    }
+}
