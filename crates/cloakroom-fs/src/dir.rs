@@ -123,7 +123,17 @@ impl Dir {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| {
                 StoreError::Corrupt(format!("session file is not a record: {error}"))
             }),
-            Err(error) if error.kind() == ErrorKind::NotFound => Ok(None),
+            // No file is no session, but no directory is an outage (the volume unmounted
+            // or the directory moved away), not every session gone: 503, not logged out.
+            Err(error) if error.kind() == ErrorKind::NotFound => {
+                match fs::metadata(self.root.join("sessions")) {
+                    Ok(meta) if meta.is_dir() => Ok(None),
+                    _ => Err(StoreError::unavailable(format!(
+                        "the session directory {} is gone",
+                        self.root.join("sessions").display()
+                    ))),
+                }
+            }
             Err(error) => Err(io(error)),
         }
     }
@@ -230,11 +240,14 @@ impl Dir {
                     // Dead or someone else's, or a rename's new key whose record is on its
                     // way: under the lock, which the rename holds until it has moved it.
                     let _lock = self.lock(&key)?;
-                    match self.read_live(&key).unwrap_or(None) {
-                        Some(record) if record.user_id.as_deref() == Some(user) => {
+                    match self.read_live(&key) {
+                        Ok(Some(record)) if record.user_id.as_deref() == Some(user) => {
                             found.live.push(SessionEntry { key, record });
                         }
-                        _ => {
+                        Err(StoreError::Corrupt(_)) => found.corrupt.push(key),
+                        // A failed read says nothing of the session: its marker stays.
+                        Err(error) => return Err(error),
+                        Ok(_) => {
                             Self::remove(&self.marker(user, &key))?;
                         }
                     }

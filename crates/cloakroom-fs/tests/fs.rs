@@ -438,3 +438,57 @@ async fn scale_one_user_with_many_sessions() {
     println!("fs: purge ({n} expired): {:?}", started.elapsed());
     assert_eq!(purged as usize, n);
 }
+
+/// The session directory gone (the volume unmounted, the directory moved away) is an
+/// outage, not every session gone: a load fails as unavailable (a 503 from the session
+/// layer), and the sessions are there again when the directory is. It read as "no
+/// session", serving every logged-in user as an anonymous visitor.
+#[tokio::test]
+async fn a_missing_session_directory_is_an_outage() {
+    let (_dir, root, store) = temp_store();
+    let key = SessionId::generate().store_key();
+    store.insert(&key, &live_record(Some("ada"))).await.unwrap();
+    std::fs::rename(root.join("sessions"), root.join("away")).unwrap();
+    let outcome = store.load(&key).await;
+    assert!(
+        matches!(outcome, Err(cloakroom::StoreError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    std::fs::rename(root.join("away"), root.join("sessions")).unwrap();
+    assert!(store.load(&key).await.unwrap().is_some());
+}
+
+/// A listing that finds a user's index entry without its record (a rename's new key, its
+/// record on the way) reads again under the lock; if that read fails, the entry says
+/// nothing about the session and stays. It was taken for "no session" and removed, so the
+/// session dropped out of "my devices" and escaped "log out other devices".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_keeps_the_index_entry_of_a_session_it_could_not_read() {
+    let (_dir, root, store) = temp_store();
+    let key = SessionId::generate().store_key();
+    store.insert(&key, &live_record(Some("ben"))).await.unwrap();
+    let session = root.join("sessions").join(key.to_hex());
+    let record = std::fs::read(&session).unwrap();
+    std::fs::remove_file(&session).unwrap();
+    let lock = hold_stripe_lock(&root, &key);
+    let listing = tokio::spawn({
+        let store = store.clone();
+        async move { store.list_for_user("ben").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second read, under the lock, fails: a directory where the file belongs.
+    std::fs::create_dir(&session).unwrap();
+    drop(lock);
+    let listed = listing.await.unwrap();
+    assert!(listed.is_err(), "{listed:?}");
+    std::fs::remove_dir(&session).unwrap();
+    std::fs::write(&session, record).unwrap();
+    let keys: Vec<StoreKey> = store
+        .list_for_user("ben")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.key)
+        .collect();
+    assert_eq!(keys, vec![key], "the session is still indexed");
+}
