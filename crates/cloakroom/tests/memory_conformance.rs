@@ -250,6 +250,8 @@ async fn an_over_limit_session_can_shrink() {
 /// Under the fail-open policy, a request whose session could not be loaded runs as an
 /// anonymous one; a logout from it must fail rather than remove the cookie and leave the
 /// stored session live, where every other copy of the cookie (a stolen one) still works.
+/// So must listing and revoking the user's sessions: they answered "no sessions" and
+/// "none revoked", with a 200, while nothing had been looked at.
 #[tokio::test]
 async fn a_fail_open_logout_during_an_outage_fails_and_keeps_the_session() {
     use axum::http::StatusCode;
@@ -270,6 +272,18 @@ async fn a_fail_open_logout_during_an_outage_fails_and_keeps_the_session() {
                 post(|s: Session| async move { s.logout().await.map(|()| "out") }),
             )
             .route(
+                "/revoke-others",
+                post(|s: Session| async move {
+                    s.revoke_other_sessions().await.map(|n| n.to_string())
+                }),
+            )
+            .route(
+                "/devices",
+                get(|s: Session| async move {
+                    s.list_user_sessions().await.map(|list| list.len().to_string())
+                }),
+            )
+            .route(
                 "/user",
                 get(|s: Session| async move {
                     Ok::<_, SessionError>(s.user().await?.unwrap_or_default())
@@ -281,6 +295,19 @@ async fn a_fail_open_logout_during_an_outage_fails_and_keeps_the_session() {
     let cookie = client.cookie().expect("a session cookie").to_owned();
 
     outage.start();
+    for path in ["/revoke-others", "/devices"] {
+        let response = if path == "/devices" {
+            client.get(path).await
+        } else {
+            client.post(path).await
+        };
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            response.text()
+        );
+    }
     let response = client.post("/logout").await;
     assert_eq!(
         response.status(),

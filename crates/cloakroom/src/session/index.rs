@@ -73,8 +73,15 @@ impl Session {
 
     /// The saved user and the key of the stored session. The index knows only saved
     /// users: a login in this request is not in it yet.
+    ///
+    /// A session that could not be loaded (served as anonymous under
+    /// [`OnStoreError::Anonymous`](crate::OnStoreError::Anonymous)) is an error here, as
+    /// for a logout: "no sessions" or "none revoked" would be a false answer.
     async fn user_and_key(&self) -> Result<(Option<String>, Option<StoreKey>), SessionError> {
         let view = self.loaded().await?;
+        if view.degraded {
+            return Err(Self::load_failure());
+        }
         Ok(match view.id() {
             Some(id) => (view.record.user_id.clone(), Some(id.store_key())),
             None => (None, None),
