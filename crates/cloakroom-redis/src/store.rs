@@ -101,12 +101,19 @@ impl std::fmt::Debug for RedisStore {
 }
 
 fn store_error(error: RedisError) -> StoreError {
+    use redis::ErrorKind::{BusyLoadingError, ClusterDown, MasterDown, ReadOnly, TryAgain};
     if error.is_timeout() {
         StoreError::Timeout(Duration::ZERO)
     } else if error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_cluster_error()
+        // A server loading its data, a replica not yet promoted after a failover, a
+        // cluster shard without its primary: passing states, which a retry gets past.
+        || matches!(
+            error.kind(),
+            BusyLoadingError | ReadOnly | MasterDown | TryAgain | ClusterDown
+        )
     {
         StoreError::unavailable(error)
     } else {

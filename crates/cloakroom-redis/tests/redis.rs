@@ -400,3 +400,27 @@ async fn replica_waits_of_any_length_are_sent_as_redis_takes_them() {
         assert!(store.load(&key).await.unwrap().is_some(), "{timeout:?}");
     }
 }
+
+/// A write to a replica (a primary demoted in a failover, before the client follows)
+/// fails as unavailable, a passing state that a retry gets past, as a server loading its
+/// data does. It was a backend error, so metrics and logs blamed the store itself.
+#[tokio::test]
+async fn a_write_to_a_replica_is_unavailable() {
+    let Some((_dir, server, store)) = private_store().await else {
+        return;
+    };
+    // A replica of a primary that is not there: it refuses writes with READONLY.
+    let () = support::command(&server.url(), &["REPLICAOF", "127.0.0.1", "1"]).await;
+    let t = cloakroom::record::now();
+    let record = cloakroom::Record::new(t, Some(t + time::Duration::hours(1)), None);
+    let outcome = store
+        .insert(&SessionId::generate().store_key(), &record)
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Err(cloakroom::InsertError::Store(StoreError::Unavailable(_)))
+        ),
+        "{outcome:?}"
+    );
+}
