@@ -35,8 +35,31 @@ pub fn store_error(error: sqlx::Error) -> StoreError {
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
             StoreError::Corrupt(error.to_string())
         }
+        sqlx::Error::Database(ref db) if is_passing(&**db) => StoreError::unavailable(error),
         other => StoreError::backend(other),
     }
+}
+
+/// Whether the database refused for a passing state, which a retry gets past: a lost or
+/// refused connection, a server shutting down or starting, too many connections, a
+/// statement cancelled or timed out, a lock not had in time, or a read-only server (a
+/// replica, or a primary demoted in a failover).
+fn is_passing(db: &dyn sqlx::error::DatabaseError) -> bool {
+    #[cfg(feature = "mysql")]
+    if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        // Lock wait timeout; read-only server (`--read-only`, `super_read_only`).
+        if matches!(mysql.number(), 1205 | 1290 | 1836) {
+            return true;
+        }
+    }
+    db.code().is_some_and(|code| {
+        // Connection exceptions, insufficient resources, operator intervention (shutdown,
+        // cancel, statement timeout), a read-only transaction, a lock not available.
+        code.starts_with("08")
+            || code.starts_with("53")
+            || code.starts_with("57")
+            || matches!(&*code, "25006" | "55P03")
+    })
 }
 
 /// Whether the database chose this statement as a deadlock's (or a serialization

@@ -209,3 +209,46 @@ async fn migrating_an_up_to_date_table_waits_for_no_reader() {
     reader.rollback().await.unwrap();
     drop_tables(&pool, &tables).await;
 }
+
+/// A write refused by a read-only server (a replica, or a primary demoted in a failover)
+/// fails as unavailable, a passing state a retry gets past. Every database error was a
+/// backend error, so metrics and logs blamed the store itself.
+#[tokio::test]
+async fn a_write_to_a_read_only_server_is_unavailable() {
+    let Some((pool, tables, store)) = fresh_store().await else {
+        return;
+    };
+    let read_only = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|connection, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(connection, "SET default_transaction_read_only = on")
+                    .await
+                    .map(drop)
+            })
+        })
+        .connect(&support::postgres_url())
+        .await
+        .unwrap();
+    let table = tables.names().into_iter().next().unwrap();
+    let replica = PostgresStore::from_pool(read_only)
+        .with_table(None, &table)
+        .unwrap();
+    let outcome = replica
+        .insert(
+            &cloakroom::SessionId::generate().store_key(),
+            &cloakroom::conformance::live_record(None),
+        )
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Err(cloakroom::InsertError::Store(
+                cloakroom::StoreError::Unavailable(_)
+            ))
+        ),
+        "{outcome:?}"
+    );
+    drop(store);
+    drop_tables(&pool, &tables).await;
+}
