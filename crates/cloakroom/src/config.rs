@@ -383,6 +383,12 @@ impl SessionConfig {
         if self.max_sessions_per_user == Some(0) {
             return Err(ConfigError::ZeroSessionsPerUser);
         }
+        let interval = self.expiry.touch_interval();
+        if let Some(idle) = self.expiry.idle_timeout() {
+            if interval >= idle && !idle.is_zero() {
+                return Err(ConfigError::TouchIntervalTooLong { interval, idle });
+            }
+        }
         #[cfg(feature = "dbsc")]
         if let Some(binding) = &self.device_binding {
             binding.validate()?;
@@ -432,6 +438,14 @@ pub enum ConfigError {
     /// `max_sessions_per_user` is zero.
     #[error("max_sessions_per_user must be at least 1 (a login needs its own session)")]
     ZeroSessionsPerUser,
+    /// The touch interval is as long as the idle timeout or longer.
+    #[error("the touch interval ({interval:?}) must be shorter than the idle timeout ({idle:?}): otherwise reading a session never refreshes it, and it dies however active its user is")]
+    TouchIntervalTooLong {
+        /// The touch interval.
+        interval: std::time::Duration,
+        /// The idle timeout.
+        idle: std::time::Duration,
+    },
     /// The device-binding configuration cannot work (feature `dbsc`).
     #[cfg(feature = "dbsc")]
     #[error(transparent)]
@@ -544,5 +558,37 @@ mod tests {
                 .validate(),
             Err(ConfigError::ZeroSessionsPerUser)
         );
+    }
+
+    /// A touch interval as long as the idle timeout means reading a session never
+    /// refreshes it: a user active only through reads is logged out at the idle timeout.
+    /// It was accepted without a word.
+    #[test]
+    fn a_touch_interval_past_the_idle_timeout_is_refused() {
+        use std::time::Duration;
+        let expiry = |idle: u64, touch: u64| {
+            SessionConfig::default().with_expiry(
+                crate::ExpiryPolicy::default()
+                    .with_idle_timeout(Some(Duration::from_secs(idle)))
+                    .with_touch_interval(Duration::from_secs(touch)),
+            )
+        };
+        assert_eq!(
+            expiry(1800, 3600).validate(),
+            Err(ConfigError::TouchIntervalTooLong {
+                interval: Duration::from_secs(3600),
+                idle: Duration::from_secs(1800),
+            })
+        );
+        assert!(expiry(1800, 1800).validate().is_err());
+        assert!(expiry(1800, 900).validate().is_ok());
+        // Without an idle timeout there is nothing to refresh.
+        let no_idle = crate::ExpiryPolicy::default()
+            .with_idle_timeout(None)
+            .with_touch_interval(Duration::from_secs(3600));
+        assert!(SessionConfig::default()
+            .with_expiry(no_idle)
+            .validate()
+            .is_ok());
     }
 }
