@@ -106,7 +106,12 @@ impl ExpiryPolicy {
 
     /// The idle refresh for a record seen at `now`, if one is due (throttled).
     pub fn touch_due(&self, record: &Record, now: OffsetDateTime) -> Option<Touch> {
-        self.idle_timeout?;
+        // Without an idle timeout nothing is refreshed, except an idle deadline a session
+        // kept from a deploy that had one: the refresh clears it, or a user active only
+        // through reads would die at it.
+        if self.idle_timeout.is_none() && record.idle_deadline.is_none() {
+            return None;
+        }
         let since = now - record.last_active_at;
         (since >= self.touch_interval()).then(|| Touch {
             last_active_at: now,
@@ -144,6 +149,22 @@ mod tests {
         assert!(policy
             .touch_due(&record, t + time::Duration::days(1))
             .is_none());
+    }
+
+    /// A session written under an idle timeout, read after a deploy that has none: its
+    /// refresh clears the idle deadline it kept. Nothing refreshed it, so a user active
+    /// only through reads was logged out at that deadline.
+    #[test]
+    fn an_idle_deadline_kept_from_an_earlier_deploy_is_cleared() {
+        let t = now();
+        let record = ExpiryPolicy::default().new_record(t);
+        assert!(record.idle_deadline.is_some());
+        let policy = ExpiryPolicy::default().with_idle_timeout(None);
+        assert!(policy.touch_due(&record, t).is_none(), "throttled as ever");
+        let touch = policy
+            .touch_due(&record, t + time::Duration::minutes(2))
+            .expect("a refresh is due");
+        assert_eq!(touch.idle_deadline, None);
     }
 
     #[test]

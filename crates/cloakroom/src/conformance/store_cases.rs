@@ -246,6 +246,19 @@ async fn touch_moves_idle_deadline_only(store: Store) {
         .update(&k, &r)
         .await
         .expect("touch must not change the version");
+    // A touch under a configuration without an idle timeout clears the idle deadline; the
+    // absolute one still holds.
+    let cleared = Touch {
+        last_active_at: now(),
+        idle_deadline: None,
+    };
+    store.touch(&k, &cleared).await.expect("touch");
+    let loaded = store.load(&k).await.unwrap().expect("live");
+    assert_eq!(
+        loaded.idle_deadline, None,
+        "a touch can clear the idle deadline"
+    );
+    assert_eq!(loaded.expires_at(), r.absolute_deadline);
     let absent = key();
     assert!(matches!(
         store.touch(&absent, &touch).await,
