@@ -70,11 +70,7 @@ impl Demo {
 
 #[test]
 fn the_startup_log_never_shows_store_secrets() {
-    for url in [
-        "memory://admin:pw-userinfo@localhost",
-        "memory://?password=pw-query",
-        "memory://localhost/?token=pw-token&prefix=x",
-    ] {
+    for url in ["memory://admin:pw-userinfo@localhost"] {
         let port = free_port();
         let text = Demo::start(port, url, &[], "debug").serve_then_stop(port);
         assert!(
@@ -93,6 +89,9 @@ fn store_errors_never_show_store_secrets() {
         "postgres://postgres@127.0.0.1:1/test?password=pw-query",
         "redis://:pw-redis@127.0.0.1:1",
         "nats://user:pw-unknown@127.0.0.1:1",
+        // Refused: memory:// takes no parameters. The refusal names them, redacted.
+        "memory://?password=pw-query",
+        "memory://localhost/?token=pw-token&prefix=x",
     ] {
         let (status, text) = Demo::start(free_port(), url, &[], "debug").finish();
         assert!(!status.success(), "{url} opened?");
