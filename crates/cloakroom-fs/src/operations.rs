@@ -75,7 +75,14 @@ impl Dir {
     /// `SessionStore::delete`, corrupt records included.
     pub(crate) fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
         let _lock = self.lock(key)?;
-        let record = self.read(key).unwrap_or(None);
+        // A corrupt record is deleted all the same; a failed read (the directory gone) is
+        // an outage, not "nothing to delete": a logout must not report a deletion that
+        // did not happen.
+        let record = match self.read(key) {
+            Ok(record) => record,
+            Err(StoreError::Corrupt(_)) => None,
+            Err(error) => return Err(error),
+        };
         self.remove_session(key, record.as_ref())
     }
 

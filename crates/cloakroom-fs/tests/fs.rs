@@ -454,6 +454,8 @@ async fn a_missing_session_directory_is_an_outage() {
         matches!(outcome, Err(cloakroom::StoreError::Unavailable(_))),
         "{outcome:?}"
     );
+    // Nor is a logout then a deletion: it fails, and the session is still there after.
+    assert!(store.delete(&key).await.is_err());
     std::fs::rename(root.join("away"), root.join("sessions")).unwrap();
     assert!(store.load(&key).await.unwrap().is_some());
 }
