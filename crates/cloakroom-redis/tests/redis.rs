@@ -377,8 +377,9 @@ async fn endless_timeouts_are_not_a_panic() {
 }
 
 /// A replica wait as long as it goes (`Duration::MAX`) is one Redis takes: `WAIT` refuses
-/// a timeout past i64::MAX ms, so every write failed after it was made. (Zero goes as
-/// 1 ms, since `WAIT` takes 0 as "forever".)
+/// a timeout that overflows its clock, so every write failed after it was made. (The wait
+/// goes as at most the operation timeout, which bounds it anyway, and zero as 1 ms, since
+/// `WAIT` takes 0 as "forever".)
 #[tokio::test]
 async fn replica_waits_of_any_length_are_sent_as_redis_takes_them() {
     let Some((_dir, server)) = support::Server::private().await else {

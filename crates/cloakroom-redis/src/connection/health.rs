@@ -226,6 +226,23 @@ mod tests {
         assert!(health.failed(7, t2 + 1500 * MS, t2 + 1500 * MS).is_some());
     }
 
+    /// An operation timeout as long as it goes (`Duration::MAX`): the patience derived
+    /// from it, and the horizon after which a slot is forgotten, saturate instead of
+    /// overflowing with a panic (in `new`, and in the pruning every call runs).
+    #[test]
+    fn an_endless_operation_timeout_never_rebuilds() {
+        let t0 = Instant::now();
+        let mut health = Health::new(Duration::MAX);
+        for call in 0..3 {
+            let at = t0 + call * 1000 * MS;
+            assert!(health.failed(7, at, at + 900 * MS).is_none());
+        }
+        assert!(
+            !health.answered(8, t0 + 5000 * MS),
+            "slot 7 is still failing"
+        );
+    }
+
     #[test]
     fn slots_nobody_calls_are_forgotten() {
         let t0 = Instant::now();

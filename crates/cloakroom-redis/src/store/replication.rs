@@ -54,11 +54,17 @@ impl RedisStore {
             return Ok(());
         };
         let mut command = redis::cmd("WAIT");
-        // Redis takes a timeout up to i64::MAX ms, and waits forever on 0: a longer one
-        // (`Duration::MAX`) failed every write after it was made, and a zero one waited
-        // out the operation timeout.
-        let millis = wait.timeout.as_millis().clamp(1, i64::MAX as u128);
-        command.arg(wait.replicas).arg(millis as i64);
+        // Redis refuses a timeout that overflows its clock (past i64::MAX ms, or less on
+        // newer versions), so `Duration::MAX` failed every write after it was made; and it
+        // waits forever on 0. A wait past the operation timeout, which bounds the write
+        // and its wait together, would be cut short anyway (and a year is as good as
+        // forever here).
+        let year = Duration::from_secs(365 * 24 * 60 * 60);
+        let longest = self.config.operation_timeout.min(year).as_millis().max(1);
+        let millis = wait.timeout.as_millis().clamp(1, longest);
+        command
+            .arg(wait.replicas)
+            .arg(u64::try_from(millis).unwrap_or(u64::MAX));
         let mut acknowledged = Vec::new();
         match (&self.connection, keys) {
             (Connection::Cluster(cluster), Some(keys)) => {
