@@ -43,8 +43,18 @@ pub fn store_error(error: sqlx::Error) -> StoreError {
 /// Whether the database refused for a passing state, which a retry gets past: a lost or
 /// refused connection, a server shutting down or starting, too many connections, a
 /// statement cancelled or timed out, a lock not had in time, or a read-only server (a
-/// replica, or a primary demoted in a failover).
+/// replica, or a primary demoted in a failover); for SQLite, a file another connection
+/// holds locked.
 fn is_passing(db: &dyn sqlx::error::DatabaseError) -> bool {
+    #[cfg(feature = "sqlite")]
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLite's codes are its result codes: SQLITE_BUSY and SQLITE_LOCKED, extended
+        // codes included.
+        return db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6));
+    }
     #[cfg(feature = "mysql")]
     if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
         // Lock wait timeout; read-only server (`--read-only`, `super_read_only`).
@@ -52,9 +62,10 @@ fn is_passing(db: &dyn sqlx::error::DatabaseError) -> bool {
             return true;
         }
     }
+    // SQLSTATEs (PostgreSQL, MySQL): connection exceptions, insufficient resources,
+    // operator intervention (shutdown, cancel, statement timeout), a read-only
+    // transaction, a lock not available.
     db.code().is_some_and(|code| {
-        // Connection exceptions, insufficient resources, operator intervention (shutdown,
-        // cancel, statement timeout), a read-only transaction, a lock not available.
         code.starts_with("08")
             || code.starts_with("53")
             || code.starts_with("57")

@@ -164,10 +164,18 @@ impl Sealed for Sqlite {
         // Several processes may open one file at once: the write lock, taken up front,
         // makes each look at the table only once the upgrade before it is done (looking,
         // then altering, apart, let a second add a column the first had just added).
-        let mut upgrade = pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(SetupError::Migrate)?;
+        let mut upgrade = loop {
+            match pool.begin_with("BEGIN IMMEDIATE").await {
+                Ok(upgrade) => break upgrade,
+                // Another process's upgrade outlasted the busy timeout (an index made on a
+                // large table): wait on, as on the servers, rather than fail to start.
+                Err(error) if is_busy(&error) => tracing::warn!(
+                    table = %table.plain,
+                    "still waiting for another process to finish upgrading the session table"
+                ),
+                Err(error) => return Err(SetupError::Migrate(error)),
+            }
+        };
         // Tables created before revocation by epoch, before device-bound sessions or
         // before purge marks lack their column (a mark of 0 is a purge candidate until
         // mended).
