@@ -225,10 +225,14 @@ pub fn open_client_side(
     config: cloakroom::SessionConfig,
 ) -> Option<Result<cloakroom::SessionManager, OpenError>> {
     let target = Target::parse(url).ok()??;
+    let scheme = SCHEMES
+        .iter()
+        .find(|scheme| scheme.names.contains(&target.scheme.as_str()))?;
     if target.scheme != "flask-cookie" {
         return None;
     }
     let open = || {
+        target.check_query(scheme.query)?;
         let lifetime = flask_lifetime().map_err(|e| target.invalid(e))?;
         let codec = FlaskCookie::from_env(FLASK_SECRET_KEY)
             .map_err(|e| target.invalid(e.to_string()))?
