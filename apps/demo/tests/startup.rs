@@ -70,16 +70,15 @@ impl Demo {
 
 #[test]
 fn the_startup_log_never_shows_store_secrets() {
-    for url in ["memory://admin:pw-userinfo@localhost"] {
-        let port = free_port();
-        let text = Demo::start(port, url, &[], "debug").serve_then_stop(port);
-        assert!(
-            text.contains("cloakroom demo on"),
-            "no startup line:\n{text}"
-        );
-        assert!(!text.contains("pw-"), "{url} leaked:\n{text}");
-        assert!(text.contains("***"), "the URL is shown redacted:\n{text}");
-    }
+    let url = "memory://admin:pw-userinfo@localhost";
+    let port = free_port();
+    let text = Demo::start(port, url, &[], "debug").serve_then_stop(port);
+    assert!(
+        text.contains("cloakroom demo on"),
+        "no startup line:\n{text}"
+    );
+    assert!(!text.contains("pw-"), "{url} leaked:\n{text}");
+    assert!(text.contains("***"), "the URL is shown redacted:\n{text}");
 }
 
 #[test]

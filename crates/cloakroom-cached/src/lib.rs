@@ -89,7 +89,7 @@ impl<D: SessionStore> CachedStore<D> {
         Self::with_cache(durable, DEFAULT_TTL, DEFAULT_CAPACITY)
     }
 
-    /// Changes the TTL (keeping the capacity); see [`with_cache`](Self::with_cache).
+    /// Changes the TTL, with the default capacity; see [`with_cache`](Self::with_cache).
     pub fn with_ttl(self, ttl: Duration) -> Self {
         Self::with_cache(self.durable, ttl, DEFAULT_CAPACITY)
     }

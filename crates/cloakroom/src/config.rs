@@ -204,7 +204,11 @@ pub enum OnStoreError {
     /// the session once the store is back), and commit failures are logged while the
     /// handler's response goes out unchanged. A [`logout`](crate::Session::logout) of such
     /// a session still fails with the store error: it cannot delete what it could not
-    /// load, and must not tell the user it did.
+    /// load, and must not tell the user it did. So do listing and revoking the user's
+    /// sessions ([`list_user_sessions`](crate::Session::list_user_sessions),
+    /// [`revoke_user_session`](crate::Session::revoke_user_session),
+    /// [`revoke_other_sessions`](crate::Session::revoke_other_sessions)), whose user is
+    /// not known.
     Anonymous,
 }
 

@@ -11,7 +11,7 @@
 //! `openssl rand -base64 32`). Keys that are plainly not random (a base64-encoded
 //! passphrase, all zeros, a counting sequence) are refused: see [`Weakness`]. A passphrase
 //! typed in as the key itself is not caught when it happens to be 43 or more base64
-//! characters (`my-app-production-session-secret-key-2024`): those decode to bytes no test
+//! characters (`my-app-production-session-secret-key-2024-v1`): those decode to bytes no test
 //! can tell from random ones, so never make a key up; generate it.
 
 use std::fmt;

@@ -8,7 +8,10 @@ use crate::id::{SessionHandle, StoreKey};
 use crate::telemetry;
 
 impl Session {
-    /// The live sessions of the logged-in user; empty when anonymous.
+    /// The live sessions of the logged-in user; empty when anonymous. A store error when
+    /// the session could not be loaded (under
+    /// [`OnStoreError::Anonymous`](crate::OnStoreError::Anonymous)), as for the
+    /// revocations below.
     pub async fn list_user_sessions(&self) -> Result<Vec<SessionSummary>, SessionError> {
         let store = self.store("listing a user's sessions")?;
         let (user, current) = self.user_and_key().await?;
