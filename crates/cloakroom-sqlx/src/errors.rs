@@ -47,13 +47,8 @@ pub fn store_error(error: sqlx::Error) -> StoreError {
 /// holds locked.
 fn is_passing(db: &dyn sqlx::error::DatabaseError) -> bool {
     #[cfg(feature = "sqlite")]
-    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-        // SQLite's codes are its result codes: SQLITE_BUSY and SQLITE_LOCKED, extended
-        // codes included.
-        return db
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| matches!(code & 0xff, 5 | 6));
+    if let Some(code) = sqlite_result_code(db) {
+        return matches!(code, SQLITE_BUSY | SQLITE_LOCKED);
     }
     #[cfg(feature = "mysql")]
     if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
@@ -71,6 +66,22 @@ fn is_passing(db: &dyn sqlx::error::DatabaseError) -> bool {
             || code.starts_with("57")
             || matches!(&*code, "25006" | "55P03")
     })
+}
+
+/// `SQLITE_BUSY`: another connection holds the file locked.
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_BUSY: i32 = 5;
+/// `SQLITE_LOCKED`: a table is locked within this connection's database.
+#[cfg(feature = "sqlite")]
+const SQLITE_LOCKED: i32 = 6;
+
+/// The primary result code of a SQLite error (extended codes folded into it); `None` for
+/// another database's. SQLite's codes are result codes, not SQLSTATEs.
+#[cfg(feature = "sqlite")]
+pub(crate) fn sqlite_result_code(db: &dyn sqlx::error::DatabaseError) -> Option<i32> {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    let code = db.code()?.parse::<i32>().ok()?;
+    Some(code & 0xff)
 }
 
 /// Whether the database chose this statement as a deadlock's (or a serialization

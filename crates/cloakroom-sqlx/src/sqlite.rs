@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 
 use crate::dialect::sealed::Sealed;
 use crate::driver::run_schema;
-use crate::errors::DEFAULT_OPERATION_TIMEOUT;
+use crate::errors::{sqlite_result_code, DEFAULT_OPERATION_TIMEOUT, SQLITE_BUSY};
 use crate::statements::{mark_fits, purge_mark, Placeholders, NEVER};
 use crate::table::{TableName, DEFAULT_TABLE};
 use crate::{SetupError, SqlStore};
@@ -229,11 +229,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whether SQLite refused for a lock another connection holds (`SQLITE_BUSY`, extended
 /// codes included).
 fn is_busy(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .and_then(|error| error.code())
-        .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| code & 0xff == 5)
+    error.as_database_error().and_then(sqlite_result_code) == Some(SQLITE_BUSY)
 }
 
 /// Creates the database file readable by its owner only, if it does not exist yet: left to
