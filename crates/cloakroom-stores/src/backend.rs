@@ -5,7 +5,7 @@ use std::sync::Arc;
 use cloakroom::{BoxError, ConfigError, IdFormat, SessionConfig, SessionManager, SessionStore};
 
 use crate::error::OpenError;
-use crate::schemes::{Open, SCHEMES};
+use crate::schemes::{scheme_named, Open};
 use crate::target::Target;
 use crate::BoxFuture;
 
@@ -91,7 +91,7 @@ impl Backend {
         Self::new(shared, Some(migrate))
     }
 
-    /// Opens the store a URL names, as the table ([`SCHEMES`]) says.
+    /// Opens the store a URL names, as the table ([`SCHEMES`](crate::SCHEMES)) says.
     pub async fn open(url: &str) -> Result<Self, OpenError> {
         let unknown = || OpenError::UnknownScheme {
             url: crate::redact(url),
@@ -99,11 +99,9 @@ impl Backend {
         // A wrapper is a prefix ending in '+' before another URL: `cached+postgres://…`.
         if let Some((prefix, inner)) = url.split_once('+') {
             let prefix = prefix.to_ascii_lowercase();
-            let wrapper = SCHEMES.iter().find_map(|scheme| match scheme.open {
-                Open::Wrap(wrap) if scheme.names.contains(&prefix.as_str()) => {
-                    Some((wrap, scheme.needs_purge_task))
-                }
-                _ => None,
+            let wrapper = scheme_named(&prefix).and_then(|scheme| match scheme.open {
+                Open::Wrap(wrap) => Some((wrap, scheme.needs_purge_task)),
+                Open::Store(_) => None,
             });
             if let Some((wrap, needs_purge_task)) = wrapper {
                 let inner = Box::pin(Self::open(inner)).await?;
@@ -116,10 +114,7 @@ impl Backend {
             }
         }
         let target = Target::parse(url)?.ok_or_else(unknown)?;
-        let scheme = SCHEMES
-            .iter()
-            .find(|scheme| scheme.names.contains(&target.scheme.as_str()))
-            .ok_or_else(unknown)?;
+        let scheme = scheme_named(&target.scheme).ok_or_else(unknown)?;
         let Open::Store(open) = scheme.open else {
             return Err(unknown());
         };

@@ -165,6 +165,11 @@ pub const SCHEMES: &[Scheme] = &[
     },
 ];
 
+/// The row of the scheme called `name` (lower case), if any.
+pub(crate) fn scheme_named(name: &str) -> Option<&'static Scheme> {
+    SCHEMES.iter().find(|scheme| scheme.names.contains(&name))
+}
+
 /// The Flask app's settings, read from environment variables named after its own
 /// configuration: `FLASK_SECRET_KEY` (and `FLASK_SECRET_KEY_FALLBACKS`, comma-separated),
 /// `FLASK_PERMANENT_SESSION_LIFETIME` (seconds, default 31 days), and, for Flask-Session,
@@ -225,12 +230,10 @@ pub fn open_client_side(
     config: cloakroom::SessionConfig,
 ) -> Option<Result<cloakroom::SessionManager, OpenError>> {
     let target = Target::parse(url).ok()??;
-    let scheme = SCHEMES
-        .iter()
-        .find(|scheme| scheme.names.contains(&target.scheme.as_str()))?;
     if target.scheme != "flask-cookie" {
         return None;
     }
+    let scheme = scheme_named(&target.scheme)?;
     let open = || {
         target.check_query(scheme.query)?;
         let lifetime = flask_lifetime().map_err(|e| target.invalid(e))?;
